@@ -1,0 +1,68 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# rkvm front door.
+#   make            build rkvm.ko (against the cached test kernel unless KDIR= is given)
+#   make demo       boot the emulated Intel machine, load rkvm, run a guest, show its stats
+#   make check      everything tested; ends with "N passed, M failed"
+#   make bench      speed and memory benchmarks
+# See README.md and Documentation/rkvm/testing.rst.
+
+RKVM_CACHE ?= $(HOME)/.cache/rkvm
+export RKVM_CACHE
+LLVM ?= -19
+BENCH := $(CURDIR)/tools/bench
+BUILD := $(CURDIR)/build
+# The module build runs bindgen (as every Rust-enabled kernel build does): use the one
+# `make setup` installed, if any, before whatever is on PATH.
+export PATH := $(subst $(eval) ,:,$(wildcard $(RKVM_CACHE)/bindgen-*/bin)):$(PATH)
+
+# Without KDIR= the module builds against the cached test kernel, built on demand.
+ifeq ($(origin KDIR),undefined)
+KDIR := $(RKVM_CACHE)/kbuild
+KDIR_DEP := kernel
+endif
+
+SELFTESTS := $(CURDIR)/selftests/rkvm
+# The suite (in order) and the tests that also run on two CPUs (name@cpuN pins to CPU N).
+TESTS ?= realmode_io
+SMP_TESTS ?= realmode_io@cpu1
+ifeq ($(BROKEN_TEST),1)
+TESTS += broken_on_purpose
+endif
+
+all: module
+
+setup:
+	@$(BENCH)/setup.sh
+
+kernel: setup
+	@$(BENCH)/kernel.sh >/dev/null
+
+bochs: setup
+	@$(BENCH)/bochs.sh >/dev/null
+
+module: $(KDIR_DEP)
+	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) modules
+
+selftests: $(KDIR_DEP)
+	@$(MAKE) -s -C $(SELFTESTS) KHDR=$(KDIR)/usr/include OUTPUT=$(BUILD)/selftests
+
+check: module selftests bochs
+	@$(BENCH)/check.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/check \
+		"$(TESTS)" "$(SMP_TESTS)"
+
+demo: module selftests bochs
+	@$(BENCH)/demo.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/demo
+
+# The kernel's own Rust lints and formatting, on rkvm's sources.
+clippy: $(KDIR_DEP)
+	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) CLIPPY=1 modules
+
+rustfmtcheck:
+	rustfmt --check --edition 2021 $(CURDIR)/rust/rkvm.rs
+
+clean:
+	-$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean 2>/dev/null
+	rm -rf $(BUILD)
+
+.PHONY: all setup kernel bochs module selftests check demo clippy rustfmtcheck clean

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Input of bindgen for rkvm's view of the KVM ABI: the structs of <linux/kvm.h> (and
+ * <asm/kvm.h>) exactly as the kernel tree defines them, and every ioctl number computed by
+ * the C preprocessor from the same header. Nothing here is copied by hand.
+ */
+#ifndef RKVM_UAPI_H
+#define RKVM_UAPI_H
+
+#include <linux/kvm.h>
+
+/* The ioctl numbers, evaluated by clang. Rust sees them as rkvm_ioctl::KVM_* constants. */
+#define RKVM_IOCTLS(X)                                                                    \
+	X(KVM_GET_API_VERSION) X(KVM_CREATE_VM) X(KVM_GET_MSR_INDEX_LIST)                   \
+	X(KVM_CHECK_EXTENSION) X(KVM_GET_VCPU_MMAP_SIZE) X(KVM_GET_SUPPORTED_CPUID)         \
+	X(KVM_GET_EMULATED_CPUID) X(KVM_GET_MSR_FEATURE_INDEX_LIST) X(KVM_GET_MSRS)         \
+	X(KVM_SET_MSRS) X(KVM_CREATE_VCPU) X(KVM_SET_USER_MEMORY_REGION)                    \
+	X(KVM_SET_USER_MEMORY_REGION2) X(KVM_SET_TSS_ADDR) X(KVM_SET_IDENTITY_MAP_ADDR)     \
+	X(KVM_GET_DIRTY_LOG) X(KVM_CLEAR_DIRTY_LOG) X(KVM_ENABLE_CAP)                       \
+	X(KVM_SET_NR_MMU_PAGES) X(KVM_GET_NR_MMU_PAGES) X(KVM_RUN) X(KVM_GET_REGS)          \
+	X(KVM_SET_REGS) X(KVM_GET_SREGS) X(KVM_SET_SREGS) X(KVM_GET_SREGS2)                 \
+	X(KVM_SET_SREGS2) X(KVM_GET_FPU) X(KVM_SET_FPU) X(KVM_GET_XSAVE) X(KVM_SET_XSAVE)   \
+	X(KVM_GET_XSAVE2) X(KVM_GET_XCRS) X(KVM_SET_XCRS) X(KVM_SET_CPUID2)                 \
+	X(KVM_GET_CPUID2) X(KVM_GET_DEBUGREGS) X(KVM_SET_DEBUGREGS)                         \
+	X(KVM_GET_VCPU_EVENTS) X(KVM_SET_VCPU_EVENTS) X(KVM_GET_MP_STATE)                   \
+	X(KVM_SET_MP_STATE) X(KVM_TRANSLATE) X(KVM_SET_SIGNAL_MASK)                         \
+	X(KVM_SET_GUEST_DEBUG) X(KVM_INTERRUPT) X(KVM_NMI) X(KVM_CREATE_DEVICE)             \
+	X(KVM_GET_STATS_FD) X(KVM_GET_TSC_KHZ) X(KVM_SET_TSC_KHZ) X(KVM_GET_CLOCK)          \
+	X(KVM_SET_CLOCK) X(KVM_CREATE_IRQCHIP) X(KVM_IRQ_LINE) X(KVM_IRQ_LINE_STATUS)       \
+	X(KVM_CREATE_PIT2) X(KVM_IOEVENTFD) X(KVM_IRQFD) X(KVM_SET_BOOT_CPU_ID)             \
+	X(KVM_GET_LAPIC) X(KVM_SET_LAPIC) X(KVM_X86_SETUP_MCE) X(KVM_X86_GET_MCE_CAP_SUPPORTED) \
+	X(KVM_GET_DEVICE_ATTR) X(KVM_SET_DEVICE_ATTR) X(KVM_HAS_DEVICE_ATTR)                \
+	X(KVM_X86_SET_MSR_FILTER) X(KVM_SET_GSI_ROUTING) X(KVM_REGISTER_COALESCED_MMIO)     \
+	X(KVM_UNREGISTER_COALESCED_MMIO) X(KVM_SIGNAL_MSI) X(KVM_GET_ONE_REG)               \
+	X(KVM_SET_ONE_REG) X(KVM_KVMCLOCK_CTRL) X(KVM_SMI) X(KVM_GET_PIT2) X(KVM_SET_PIT2)  \
+	X(KVM_GET_IRQCHIP) X(KVM_SET_IRQCHIP) X(KVM_RESET_DIRTY_RINGS)                      \
+	X(KVM_MEMORY_ENCRYPT_OP) X(KVM_SET_PMU_EVENT_FILTER) X(KVM_PRE_FAULT_MEMORY)        \
+	X(KVM_GET_REG_LIST) X(KVM_CREATE_GUEST_MEMFD) X(KVM_SET_MEMORY_ATTRIBUTES)          \
+	X(KVM_GET_NESTED_STATE) X(KVM_SET_NESTED_STATE)
+
+#define RKVM_IOCTL_ENUM(name) RKVM_##name = name,
+enum rkvm_ioctl { RKVM_IOCTLS(RKVM_IOCTL_ENUM) };
+
+#endif /* RKVM_UAPI_H */

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Tiny harness for rkvm's selftests: TAP output and the few KVM calls every test needs.
+ *
+ * Every test opens the device named by $KVM_DEVICE (default /dev/kvm), so the same binary
+ * runs against reference KVM and against rkvm. Tests use only <linux/kvm.h> from the test
+ * kernel's own uapi headers.
+ */
+#ifndef RKVM_TEST_H
+#define RKVM_TEST_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ---- TAP ---------------------------------------------------------------------------- */
+
+static int tap_planned, tap_run, tap_failed;
+
+static inline void tap_plan(int n)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	tap_planned = n;
+	printf("TAP version 13\n1..%d\n", n);
+}
+
+/* Records one result; returns cond so callers can stop early on failure. */
+static inline int tap_ok(int cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	tap_run++;
+	if (!cond)
+		tap_failed++;
+	printf("%sok %d - ", cond ? "" : "not ", tap_run);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	return cond;
+}
+
+static inline void tap_diag(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("# ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
+
+/* Skips the rest of the plan with a reason and exits 4 (kselftest's KSFT_SKIP). */
+static inline __attribute__((noreturn)) void tap_skip_all(const char *why)
+{
+	printf("1..0 # SKIP %s\n", why);
+	exit(4);
+}
+
+/* Ends the test: exit 0 only if every planned check ran and passed. */
+static inline __attribute__((noreturn)) void tap_done(void)
+{
+	if (tap_run != tap_planned) {
+		printf("# planned %d checks, ran %d\n", tap_planned, tap_run);
+		exit(1);
+	}
+	printf("# %d passed, %d failed\n", tap_run - tap_failed, tap_failed);
+	exit(tap_failed ? 1 : 0);
+}
+
+/* Aborts the test with a diagnostic (the remaining planned checks count as failed). */
+#define BAIL(...)                                                                          \
+	do {                                                                               \
+		printf("Bail out! ");                                                     \
+		printf(__VA_ARGS__);                                                       \
+		printf(" (%s:%d, errno %d %s)\n", __FILE__, __LINE__, errno, strerror(errno)); \
+		exit(1);                                                                   \
+	} while (0)
+
+/* ---- KVM helpers ---------------------------------------------------------------------- */
+
+static inline const char *kvm_device(void)
+{
+	const char *dev = getenv("KVM_DEVICE");
+
+	return dev && *dev ? dev : "/dev/kvm";
+}
+
+static inline int kvm_open(void)
+{
+	int fd = open(kvm_device(), O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		BAIL("open %s", kvm_device());
+	return fd;
+}
+
+/* Skips the whole test unless the device advertises CAP (kselftest's TEST_REQUIRE). */
+#define REQUIRE_CAP(fd, cap)                                                               \
+	do {                                                                               \
+		if (ioctl((fd), KVM_CHECK_EXTENSION, (cap)) <= 0)                          \
+			tap_skip_all(#cap " not advertised by the device");                 \
+	} while (0)
+
+struct vm {
+	int sys_fd;
+	int fd;
+};
+
+struct vcpu {
+	int fd;
+	struct kvm_run *run;
+	size_t run_size;
+};
+
+static inline struct vm vm_create(void)
+{
+	struct vm vm;
+
+	vm.sys_fd = kvm_open();
+	if (ioctl(vm.sys_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION)
+		BAIL("KVM_GET_API_VERSION");
+	/* Every VM of these tests runs from user memory slots. */
+	REQUIRE_CAP(vm.sys_fd, KVM_CAP_USER_MEMORY);
+	vm.fd = ioctl(vm.sys_fd, KVM_CREATE_VM, 0);
+	if (vm.fd < 0)
+		BAIL("KVM_CREATE_VM");
+	return vm;
+}
+
+/* Maps SIZE bytes of anonymous memory at guest physical GPA in SLOT; returns the host address. */
+static inline void *vm_add_memory(struct vm *vm, uint32_t slot, uint64_t gpa, size_t size,
+				  uint32_t flags)
+{
+	struct kvm_userspace_memory_region r;
+	void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (mem == MAP_FAILED)
+		BAIL("mmap guest memory");
+	r.slot = slot;
+	r.flags = flags;
+	r.guest_phys_addr = gpa;
+	r.memory_size = size;
+	r.userspace_addr = (uintptr_t)mem;
+	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r))
+		BAIL("KVM_SET_USER_MEMORY_REGION slot %u", slot);
+	return mem;
+}
+
+static inline struct vcpu vcpu_create(struct vm *vm, int id)
+{
+	struct vcpu v;
+	int sz = ioctl(vm->sys_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+
+	if (sz <= 0)
+		BAIL("KVM_GET_VCPU_MMAP_SIZE");
+	v.fd = ioctl(vm->fd, KVM_CREATE_VCPU, id);
+	if (v.fd < 0)
+		BAIL("KVM_CREATE_VCPU %d", id);
+	v.run_size = sz;
+	v.run = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, v.fd, 0);
+	if (v.run == MAP_FAILED)
+		BAIL("mmap kvm_run");
+	return v;
+}
+
+/* Puts the vCPU in real mode with CS base/selector 0 and the given registers. */
+static inline void vcpu_set_real_mode(struct vcpu *v, uint64_t rip)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &sregs))
+		BAIL("KVM_GET_SREGS");
+	sregs.cs.base = 0;
+	sregs.cs.selector = 0;
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs))
+		BAIL("KVM_SET_SREGS");
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = rip;
+	regs.rflags = 2;
+	if (ioctl(v->fd, KVM_SET_REGS, &regs))
+		BAIL("KVM_SET_REGS");
+}
+
+static inline const char *exit_name(uint32_t reason)
+{
+	static char buf[32];
+
+	switch (reason) {
+	case KVM_EXIT_UNKNOWN: return "UNKNOWN";
+	case KVM_EXIT_IO: return "IO";
+	case KVM_EXIT_HLT: return "HLT";
+	case KVM_EXIT_MMIO: return "MMIO";
+	case KVM_EXIT_SHUTDOWN: return "SHUTDOWN";
+	case KVM_EXIT_FAIL_ENTRY: return "FAIL_ENTRY";
+	case KVM_EXIT_INTR: return "INTR";
+	case KVM_EXIT_INTERNAL_ERROR: return "INTERNAL_ERROR";
+	case KVM_EXIT_DEBUG: return "DEBUG";
+	case KVM_EXIT_IRQ_WINDOW_OPEN: return "IRQ_WINDOW_OPEN";
+	case KVM_EXIT_X86_RDMSR: return "X86_RDMSR";
+	case KVM_EXIT_X86_WRMSR: return "X86_WRMSR";
+	}
+	snprintf(buf, sizeof(buf), "%u", reason);
+	return buf;
+}
+
+/* Arms a watchdog so a stuck vCPU fails the test instead of hanging the run. */
+static inline void test_watchdog(unsigned int seconds)
+{
+	signal(SIGALRM, SIG_DFL);
+	alarm(seconds);
+}
+
+#endif /* RKVM_TEST_H */

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# `make check`: every selftest against reference KVM and then rkvm, in the same boot,
+# under Bochs (Intel VMX) and QEMU TCG (AMD SVM). Writes build/check/ (serial logs, TAP,
+# table) and ends with "N passed, M failed". Exit status 0 only with no failure.
+#
+# Environment: BROKEN_TEST=1 adds a test that fails on KVM (to show the suite catches it);
+# CHECK_EMULATORS restricts the runs (e.g. "bochs" or "qemu"); TESTS=<names> restricts
+# the suite.
+
+. "$(dirname "$0")/lib.sh"
+
+KBUILD=$1 rkvm_ko=$2 bindir=$3 outdir=$4
+main_tests=$5 smp_tests=$6
+kernel=$KBUILD/arch/x86/boot/bzImage
+mkdir -p "$outdir"
+rm -f "$outdir"/*.log "$outdir"/*.results
+
+# Each configuration: name, emulator, extra command line, test list.
+configs=(
+	"bochs-vmx|bochs-corei7_icelake_u:1|bench.apicv=0|$main_tests"
+	"bochs-vmx-smp|bochs-corei7_icelake_u:2|bench.apicv=0|$smp_tests"
+	"qemu-svm|qemu-epyc:2||$main_tests $smp_tests"
+)
+
+total_start=$(date +%s)
+
+run_config() { # name emulator cmdline tests
+	local name=$1 emu=$2 extra=$3 tests=$4 from=0 boot=0 res=$outdir/$name.results
+	local img=$outdir/$name.cpio.lz4
+	: >"$res"
+	"$RKVM_TOP/tools/bench/image.sh" "$img" "$KBUILD" "$rkvm_ko" "$bindir" "$tests"
+	while :; do
+		boot=$((boot + 1))
+		local logf=$outdir/$name.boot$boot.log
+		log "$name: boot $boot (${emu}, steps from $from)"
+		"$RKVM_TOP/tools/bench/run.sh" "$emu" "$kernel" "$img" \
+			"bench.mode=check bench.from=$from $extra" "$logf" "${RUN_LIMIT:-2400}" \
+			"${STEP_LIMIT:-300}" || true
+		tr -d '\r' <"$logf" | grep -a '^@@ RESULT' | cut -d' ' -f3- >>"$res"
+		log "$name: boot $boot: $(tr -d '\r' <"$logf" | grep -a '^@@ HOST' | cut -d' ' -f3-)"
+		grep -aq '^@@ DONE' "$logf" && break
+		# The guest died or hung. Blame the step that was running, resume after it.
+		local plan last
+		plan=$(tr -d '\r' <"$logf" | grep -a '^@@ PLAN' | awk '{print $3}' | tail -1)
+		last=$(tr -d '\r' <"$logf" | grep -a '^@@ START' | tail -1)
+		if [ -z "$plan" ] || [ -z "$last" ]; then
+			echo "$from boot - fail 0 the guest did not reach the test plan (see ${logf##*/})" >>"$res"
+			break
+		fi
+		set -- $last
+		if ! grep -q "^$3 " "$res"; then
+			echo "$3 $4 $5 fail 0 timeout or guest crash (see ${logf##*/})" >>"$res"
+		fi
+		from=$(($3 + 1))
+		[ "$from" -lt "$plan" ] || break
+	done
+}
+
+for c in "${configs[@]}"; do
+	IFS='|' read -r name emu extra tests <<<"$c"
+	[ -n "${CHECK_EMULATORS:-}" ] && [[ " $CHECK_EMULATORS " != *" ${name%%-*} "* ]] && continue
+	[ -z "$tests" ] && continue
+	run_config "$name" "$emu" "$extra" "$tests"
+done
+
+# ---- Report: TAP, table, summary ----------------------------------------------------------
+tap=$outdir/check.tap
+python3 "$RKVM_TOP/tools/bench/report.py" "$outdir" "$tap" "$(($(date +%s) - total_start))"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Packs the test initramfs: static busybox, the runner /init, the hypervisor modules
+# (reference kvm + rkvm) and the test binaries.
+#   image.sh OUT.cpio.lz4 KBUILD RKVM_KO TESTBIN_DIR "TEST LIST"
+
+. "$(dirname "$0")/lib.sh"
+
+out=$1 kbuild=$2 rkvm_ko=$3 bindir=$4 tests=$5
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules,tests/bin}
+cp /bin/busybox "$root/bin/busybox"
+file -L "$root/bin/busybox" 2>/dev/null | grep -q 'statically linked' ||
+	ldd "$root/bin/busybox" 2>&1 | grep -q 'not a dynamic' ||
+	die "/bin/busybox is not static (install busybox-static)"
+install -m 755 "$RKVM_TOP/tools/bench/init.sh" "$root/init"
+# The reference hypervisor and what it depends on (irqbypass is a module when KVM is).
+for m in arch/x86/kvm/kvm arch/x86/kvm/kvm-intel arch/x86/kvm/kvm-amd virt/lib/irqbypass; do
+	[ -f "$kbuild/$m.ko" ] && cp "$kbuild/$m.ko" "$root/lib/modules/"
+done
+[ -f "$root/lib/modules/kvm.ko" ] || die "no kvm.ko in $kbuild"
+[ -f "$rkvm_ko" ] && cp "$rkvm_ko" "$root/lib/modules/rkvm.ko"
+for f in "$bindir"/*; do
+	[ -x "$f" ] && [ -f "$f" ] && strip -o "$root/tests/bin/${f##*/}" "$f"
+done
+echo "$tests" >"$root/tests/list"
+(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | lz4 -l -q -9 >"$out.tmp"
+mv "$out.tmp" "$out"

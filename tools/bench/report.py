@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Turns the per-configuration results of `make check` into a TAP log, a table
+(test x {kvm, rkvm} x emulator) and the summary line "N passed, M failed".
+Exit status 1 when anything failed (a failure on reference KVM included)."""
+import glob
+import os
+import sys
+
+ORDER = ["bochs-vmx", "bochs-vmx-smp", "qemu-svm"]
+
+
+def main():
+    outdir, tap_path, secs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    configs = {}
+    for path in glob.glob(os.path.join(outdir, "*.results")):
+        name = os.path.basename(path)[: -len(".results")]
+        rows = []
+        with open(path, errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(" ", 5)
+                if len(parts) < 5:
+                    continue
+                _idx, hv, test, status, _ms = parts[:5]
+                reason = parts[5] if len(parts) > 5 else ""
+                rows.append((hv, test, status, reason))
+        configs[name] = rows
+    names = sorted(configs, key=lambda n: (ORDER.index(n) if n in ORDER else 99, n))
+
+    passed = failed = skipped = 0
+    broken = []
+    lines = ["TAP version 13"]
+    for name in names:
+        for hv, test, status, reason in configs[name]:
+            n = len(lines)
+            desc = f"{name} {hv} {test}"
+            if status == "pass":
+                passed += 1
+                lines.append(f"ok {n} - {desc}")
+            elif status == "skip":
+                skipped += 1
+                lines.append(f"ok {n} - {desc} # SKIP {reason}")
+            else:
+                failed += 1
+                lines.append(f"not ok {n} - {desc} # {reason}")
+                if hv == "kvm":
+                    broken.append(f"{name}/{test}")
+    lines.insert(1, f"1..{len(lines) - 1}")
+    with open(tap_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+    # Table: one row per test, one column per (configuration, hypervisor).
+    cols = [(n, hv) for n in names for hv in ("kvm", "rkvm")]
+    cell = {}
+    tests = []
+    for name in names:
+        for hv, test, status, reason in configs[name]:
+            if test not in tests:
+                tests.append(test)
+            cell[(test, name, hv)] = {"pass": "pass", "skip": "skip"}.get(status, "FAIL")
+    width = max([len(t) for t in tests] + [4])
+    head = f"{'test':<{width}} | " + " | ".join(f"{n}/{hv}" for n, hv in cols)
+    table = [head, "-" * len(head)]
+    for t in tests:
+        table.append(f"{t:<{width}} | " + " | ".join(
+            f"{cell.get((t, n, hv), '-'):<{len(n) + len(hv) + 1}}" for n, hv in cols))
+    with open(os.path.join(outdir, "table.txt"), "w") as f:
+        f.write("\n".join(table) + "\n")
+
+    print("\n".join(l for l in lines if l.startswith("not ok") or "# SKIP" in l))
+    print()
+    print("\n".join(table))
+    print()
+    if broken:
+        print("broken tests (they fail on reference KVM): " + " ".join(broken))
+    if not names:
+        print("no test ran")
+        failed += 1
+    print(f"TAP log: {tap_path}; serial logs: {outdir}/*.log; {secs} s in emulators")
+    print(f"{skipped} skipped")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
