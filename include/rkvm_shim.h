@@ -1,5 +1,143 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* The C shim's functions, called from rust/sys/. */
+/*
+ * rkvm's C shim: plain functions over kernel interfaces that are macros or inline
+ * functions, or have no binding in the Rust `kernel` crate. rust/sys/ is the only caller;
+ * it gives every function here a safe, typed API.
+ *
+ * This header is also the input of bindgen (see Kbuild), so it only uses the uapi integer
+ * types and opaque pointers: the Rust declarations are generated, never copied by hand.
+ */
 #ifndef RKVM_SHIM_H
 #define RKVM_SHIM_H
-#endif
+
+#include <linux/types.h>
+
+/* CPU features and bugs the shim can test with boot_cpu_has() / this_cpu_has(). */
+enum rkvm_cpu_feature {
+	RKVM_FEATURE_FPU,
+	RKVM_FEATURE_FXSR,
+	RKVM_FEATURE_XSAVE,
+	RKVM_FEATURE_XSAVES,
+	RKVM_FEATURE_VMX,
+	RKVM_FEATURE_SVM,
+	RKVM_FEATURE_MSR_IA32_FEAT_CTL,
+	RKVM_FEATURE_NX,
+	RKVM_FEATURE_LA57,
+	RKVM_FEATURE_PCID,
+	RKVM_FEATURE_RDTSCP,
+	RKVM_FEATURE_RDPID,
+	RKVM_FEATURE_FLUSH_L1D,
+	RKVM_FEATURE_CONSTANT_TSC,
+	RKVM_FEATURE_X2APIC,
+	RKVM_FEATURE_ARCH_CAPABILITIES,
+	RKVM_BUG_L1TF,
+};
+
+int rkvm_boot_cpu_has(int feature);
+int rkvm_this_cpu_has(int feature);
+
+/* MSR access that never faults: 0 or -EIO. */
+int rkvm_rdmsr_safe(__u32 msr, __u64 *value);
+int rkvm_wrmsr_safe(__u32 msr, __u64 value);
+
+/* CPUs. */
+unsigned int rkvm_nr_cpu_ids(void);
+int rkvm_cpu_online(unsigned int cpu);
+int rkvm_cpu_possible(unsigned int cpu);
+unsigned int rkvm_num_online_cpus(void);
+/* Runs fn(arg) on CPU cpu and waits; 0 or -errno (-ENXIO: CPU offline). */
+int rkvm_run_on_cpu(unsigned int cpu, void (*fn)(void *arg), void *arg);
+/* Runs fn(arg) on every online CPU (this one included) and waits. */
+void rkvm_run_on_each_cpu(void (*fn)(void *arg), void *arg);
+void rkvm_cpus_read_lock(void);
+void rkvm_cpus_read_unlock(void);
+
+/* Per-CPU memory (alloc_percpu / per_cpu_ptr / free_percpu). */
+void *rkvm_percpu_alloc(__u64 size, __u64 align);
+void *rkvm_percpu_ptr(void *pcpu, unsigned int cpu);
+void rkvm_percpu_free(void *pcpu);
+
+/* kmem caches (kmem_cache_create_usercopy and friends); NULL on failure. */
+void *rkvm_kmem_cache_create(const char *name, unsigned int size, unsigned int align,
+			     unsigned int useroffset, unsigned int usersize);
+void rkvm_kmem_cache_destroy(void *cache);
+void *rkvm_kmem_cache_zalloc(void *cache);
+void rkvm_kmem_cache_free(void *cache, void *obj);
+
+/* CPU hotplug: a dynamic state in the online section. Returns the state or -errno. */
+int rkvm_cpuhp_setup(const char *name, int (*online)(unsigned int cpu),
+		     int (*offline)(unsigned int cpu));
+void rkvm_cpuhp_remove(int state);
+
+/* The reboot notifier and the syscore ops (one registration of each per module). */
+int rkvm_reboot_notifier_register(void (*on_reboot)(void));
+void rkvm_reboot_notifier_unregister(void);
+void rkvm_syscore_register(int (*suspend)(void), void (*resume)(void), void (*shutdown)(void));
+void rkvm_syscore_unregister(void);
+
+/*
+ * Preempt notifiers. rkvm_preempt_ops_init() sets the two callbacks once (the seed's
+ * kvm_preempt_ops); each notifier carries an opaque context handed to them.
+ */
+void rkvm_preempt_ops_init(void (*sched_in)(void *ctx, int cpu), void (*sched_out)(void *ctx));
+void rkvm_preempt_ops_exit(void);
+void *rkvm_preempt_notifier_alloc(void *ctx);
+void rkvm_preempt_notifier_free(void *notifier);
+/* Attach to / detach from the current task; with preemption disabled around both. */
+void rkvm_preempt_notifier_register(void *notifier);
+void rkvm_preempt_notifier_unregister(void *notifier);
+
+/*
+ * User-return notifiers, one per CPU: on_return(cpu) runs on the CPU when it next returns
+ * to userspace after rkvm_user_return_arm() was called on it (with preemption off).
+ */
+int rkvm_user_return_init(void (*on_return)(unsigned int cpu));
+void rkvm_user_return_exit(void);
+void rkvm_user_return_arm(void);
+
+/* anon_inode_getfd() with fops built in Rust. */
+int rkvm_anon_inode_getfd(const char *name, const void *fops, void *priv, int flags);
+
+/* Address translation of kernel memory and pages. */
+__u64 rkvm_virt_to_phys(const void *addr);
+__u64 rkvm_page_to_phys(const void *page);
+void *rkvm_page_address(const void *page);
+void *rkvm_pfn_to_page(__u64 pfn);
+__u64 rkvm_page_to_pfn(const void *page);
+
+/* Host facts. */
+unsigned int rkvm_tsc_khz(void);
+int rkvm_signal_pending(void);
+int rkvm_need_resched(void);
+void rkvm_cond_resched(void);
+unsigned int rkvm_smp_processor_id(void);
+__u64 rkvm_host_tss_base(void);
+int rkvm_pid_of_current(void);
+
+/* Interrupt and preemption control around the VMX window. */
+unsigned long rkvm_local_irq_save(void);
+void rkvm_local_irq_restore(unsigned long flags);
+void rkvm_preempt_disable(void);
+void rkvm_preempt_enable(void);
+
+/* The L1D flush on VM entry (vmentry_l1d_flush): what the parameter says. */
+enum rkvm_l1d_flush {
+	RKVM_L1D_FLUSH_AUTO,
+	RKVM_L1D_FLUSH_NEVER,
+	RKVM_L1D_FLUSH_COND,
+	RKVM_L1D_FLUSH_ALWAYS,
+};
+
+/* Module parameters, declared with kvm_intel's names in the shim (module_param). */
+struct rkvm_params {
+	int ept;
+	int vpid;
+	int unrestricted_guest;
+	int pml;
+	int vmentry_l1d_flush;
+};
+void rkvm_params_get(struct rkvm_params *out);
+/* After hardware_setup: what is really in use, shown under /sys/module/rkvm/parameters. */
+void rkvm_params_set_effective(const struct rkvm_params *in);
+
+#endif /* RKVM_SHIM_H */

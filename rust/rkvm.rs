@@ -1,24 +1,295 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! rkvm: a KVM-compatible hypervisor for x86-64, as an out-of-tree Rust-for-Linux module.
+//!
+//! Module init follows the 5.x `vmx_init()` → `kvm_init()` path step by step, one named
+//! function per step, so this file reads like the seed's call tree:
+//!
+//! ```text
+//! vmx_init()
+//!  ├─ kvm_init()
+//!  |   ├─ kvm_arch_init()            checks, x86_fpu + emulator caches, user-return MSRs,
+//!  |   |                             mmu module init + PTE masks, timer, lapic
+//!  |   ├─ kvm_irqfd_init()           workqueue
+//!  |   ├─ kvm_arch_hardware_setup()  vmcs_config, per-CPU VMXON regions, MSR lists, CPUID
+//!  |   ├─ check_processor_compat     on every online CPU
+//!  |   ├─ cpuhp_setup_state_nocalls
+//!  |   ├─ register_reboot_notifier
+//!  |   ├─ kvm_vcpu_cache
+//!  |   ├─ misc_register(/dev/rkvm)
+//!  |   ├─ register_syscore
+//!  |   ├─ kvm_preempt_ops
+//!  |   ├─ kvm_init_debug()
+//!  |   └─ kvm_vfio_ops_init()
+//!  └─ vmx_setup_l1d_flush()
+//! ```
+//!
+//! `kvm_exit()` undoes it in reverse (see [`Rkvm`]'s `Drop`). Documentation/rkvm/init.rst
+//! maps every section of the seed to the function here.
 
+use kernel::miscdevice::{MiscDeviceOptions, MiscDeviceRegistration};
 use kernel::prelude::*;
 
+mod kvm;
+mod sys;
 mod uapi;
+mod vmx;
+mod x86;
+
+use kvm::stats::Debugfs;
+use kvm::{dev::DevFile, kvm, Kvm};
+use sys::cpu;
+use sys::notifiers::{CpuHotplug, PreemptOps, RebootNotifier, Syscore};
 
 module! {
     type: Rkvm,
     name: "rkvm",
     authors: ["rkvm developers"],
-    description: "KVM-compatible hypervisor in Rust",
+    description: "KVM-compatible hypervisor in Rust (Intel VMX)",
     license: "GPL",
 }
 
-struct Rkvm;
+/// What `kvm_init()` registered, in registration order; `Drop` unregisters in reverse.
+struct Rkvm {
+    cpuhp: Option<CpuHotplug>,
+    reboot: Option<RebootNotifier>,
+    misc: Option<Pin<KBox<MiscDeviceRegistration<DevFile>>>>,
+    syscore: Option<Syscore>,
+    preempt: Option<PreemptOps>,
+    debugfs: Option<Debugfs>,
+}
 
 impl kernel::Module for Rkvm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        pr_err!("no backend for this CPU yet\n");
-        Err(ENODEV)
+        vmx_init()
     }
 }
+
+/// `vmx_init()`: the VMX flavour of `kvm_init()`, then the L1D flush choice.
+fn vmx_init() -> Result<Rkvm> {
+    let rkvm = kvm_init()?;
+    // On error `rkvm` is dropped, which runs `kvm_exit()`.
+    vmx_setup_l1d_flush()?;
+    // Nested VMX is not offered, so there are no vmcs12 offsets to check
+    // (`vmx_check_vmcs12_offsets`).
+    pr_info!("loaded: /dev/rkvm ready ({} CPUs)\n", cpu::num_online());
+    Ok(rkvm)
+}
+
+/// `kvm_init()`.
+fn kvm_init() -> Result<Rkvm> {
+    // 4.1 kvm_arch_init(), 4.2 kvm_irqfd_init(), 4.3 kvm_arch_hardware_setup(): build the
+    // shared state, then publish it for the callbacks registered below.
+    let arch = kvm_arch_init()?;
+    let wq = kvm_irqfd_init()?;
+    let (vmx, msrs, cpuid_supported, cpuid_emulated) = kvm_arch_hardware_setup()?;
+    let k = KBox::pin_init(
+        try_pin_init!(Kvm {
+            arch,
+            vmx,
+            msrs,
+            cpuid_supported,
+            cpuid_emulated,
+            wq,
+            hw <- kvm::hardware::Hardware::new(),
+            vcpu_cache: kernel::sync::SetOnce::new(),
+            l1d: kernel::sync::SetOnce::new(),
+            devices: kvm::device_ops::Registry::init(),
+        }? Error),
+        GFP_KERNEL,
+    )?;
+    kvm::publish(k)?;
+    let k = kvm().ok_or(EINVAL)?;
+
+    let mut rkvm = Rkvm {
+        cpuhp: None,
+        reboot: None,
+        misc: None,
+        syscore: None,
+        preempt: None,
+        debugfs: None,
+    };
+    // 4.4 Every online CPU must match the configuration.
+    check_processor_compat_all(k)?;
+    // 4.5 CPU hotplug.
+    rkvm.cpuhp = Some(CpuHotplug::register(c"rkvm/cpu:online", rkvm_online_cpu, rkvm_offline_cpu)?);
+    // 4.6 Reboot.
+    rkvm.reboot = Some(RebootNotifier::register(rkvm_reboot)?);
+    // 4.7 The vCPU cache.
+    kvm_vcpu_cache_create(k)?;
+    // kvm_async_pf_init(): rkvm has no asynchronous page faults.
+    // 4.8 The file operations' owner is this module: `MiscDevice` and `AnonFile` set it
+    // from `THIS_MODULE`, so an open fd pins the module.
+    // 4.9 /dev/rkvm.
+    rkvm.misc = Some(KBox::pin_init(
+        MiscDeviceRegistration::<DevFile>::register(MiscDeviceOptions { name: c"rkvm" }),
+        GFP_KERNEL,
+    )?);
+    // 4.10 Suspend/resume/shutdown, and the preempt notifier ops.
+    rkvm.syscore = Some(Syscore::register(rkvm_suspend, rkvm_resume, rkvm_shutdown));
+    rkvm.preempt = Some(PreemptOps::init(kvm_sched_in, kvm_sched_out));
+    // 4.11 debugfs.
+    rkvm.debugfs = Some(Debugfs::init()?);
+    // 4.12 The device-type registry was built with the state (`kvm_vfio_ops_init`).
+    Ok(rkvm)
+}
+
+/// 4.1 `kvm_arch_init()`.
+fn kvm_arch_init() -> Result<x86::Arch> {
+    // 4.1.1 cpu_has_kvm_support(), vmx_disabled_by_bios(), FPU and FXSR.
+    x86::check_cpu_support()?;
+    // 4.1.2 kmem_cache_create("x86_fpu") and kmem_alloc_emulator_cache().
+    let (fpu_cache, fpu_size) = x86::fpu_cache_create()?;
+    let emulator_cache = x86::emulator_cache_create()?;
+    // 4.1.3 alloc_percpu(user_return_msrs).
+    let uret = x86::uret::UserReturnMsrs::new(rkvm_on_user_return)?;
+    // 4.1.4 kvm_mmu_module_init(), 4.1.6 kvm_mmu_set_mask_ptes().
+    let mmu = x86::mmu::MmuModule::init(x86::host_phys_bits())?;
+    // 4.1.5 kvm_x86_ops: the backend is fixed at build time (VMX); see kvm_arch_hardware_setup.
+    // 4.1.7 kvm_timer_init().
+    let timer = x86::timer_init()?;
+    // 4.1.8 kvm_lapic_init().
+    let lapic = x86::lapic_init();
+    Ok(x86::Arch {
+        fpu_cache,
+        fpu_size,
+        emulator_cache,
+        uret,
+        mmu,
+        timer,
+        lapic,
+    })
+}
+
+/// 4.2 `kvm_irqfd_init()`: the workqueue for irqfd and VM teardown work.
+fn kvm_irqfd_init() -> Result<sys::workqueue::OwnedQueue> {
+    sys::workqueue::OwnedQueue::new(c"rkvm-irqfd-cleanup")
+}
+
+type HardwareSetup = (
+    vmx::Vmx,
+    x86::msrs::MsrLists,
+    KVec<uapi::kvm_cpuid_entry2>,
+    KVec<uapi::kvm_cpuid_entry2>,
+);
+
+/// 4.3 `kvm_arch_hardware_setup()`: 4.3.1 `hardware_setup()`, 4.3.2 `kvm_init_msr_list()`,
+/// and the CPUID tables that depend on both.
+fn kvm_arch_hardware_setup() -> Result<HardwareSetup> {
+    let vmx = vmx::hardware_setup()?;
+    let rdtscp = vmx.config.has2(vmx::caps::proc2::ENABLE_RDTSCP);
+    let msrs = x86::msrs::MsrLists::init(&vmx, rdtscp)?;
+    let caps = x86::cpuid::BackendCpuidCaps {
+        rdtscp,
+        invpcid: vmx.config.has2(vmx::caps::proc2::ENABLE_INVPCID),
+    };
+    let supported = x86::cpuid::supported(caps)?.entries;
+    let emulated = x86::cpuid::emulated().entries;
+    Ok((vmx, msrs, supported, emulated))
+}
+
+/// 4.4 `check_processor_compat` on every online CPU.
+fn check_processor_compat_all(k: &Kvm) -> Result {
+    let _cpus = cpu::CpusReadGuard::new();
+    for c in cpu::possible_cpus().filter(|&c| cpu::online(c)) {
+        let mut r = Ok(());
+        cpu::run_on(c, || r = x86::X86Ops::check_processor_compat(&k.vmx))?;
+        r?;
+    }
+    Ok(())
+}
+
+/// 4.7 `kvm_cache_create_usercopy("kvm_vcpu")`: only the ABI register block may cross to
+/// userspace.
+fn kvm_vcpu_cache_create(k: &Kvm) -> Result {
+    let user = (
+        core::mem::offset_of!(kvm::VcpuArch, regs),
+        size_of::<uapi::kvm_regs>(),
+    );
+    let cache = sys::kmem::KmemCache::new(c"rkvm_vcpu", size_of::<kvm::VcpuArch>(), 0, user)?;
+    if !k.vcpu_cache.populate(cache) {
+        return Err(EBUSY);
+    }
+    Ok(())
+}
+
+/// `vmx_setup_l1d_flush()`.
+fn vmx_setup_l1d_flush() -> Result {
+    let k = kvm().ok_or(EINVAL)?;
+    let l1d = k.vmx.setup_l1d_flush()?;
+    if !k.l1d.populate(l1d) {
+        return Err(EBUSY);
+    }
+    Ok(())
+}
+
+/// `kvm_exit()`: everything `kvm_init()` did, in reverse.
+impl Drop for Rkvm {
+    fn drop(&mut self) {
+        self.debugfs.take();
+        self.preempt.take();
+        self.syscore.take();
+        self.misc.take();
+        self.reboot.take();
+        self.cpuhp.take();
+        // SAFETY: Every entry point that reaches the shared state is gone: the misc device
+        // (no file can be open while the module unloads), cpuhp, reboot, syscore, debugfs
+        // above; the user-return notifiers and the shrinker are owned by the state and go
+        // with it.
+        drop(unsafe { kvm::retract() });
+        pr_info!("unloaded\n");
+    }
+}
+
+// ---- Callbacks registered by kvm_init() ----------------------------------------------
+
+extern "C" fn rkvm_online_cpu(_cpu: c_uint) -> c_int {
+    match kvm() {
+        Some(k) => match k.hw.cpu_online(&k.vmx) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        },
+        None => 0,
+    }
+}
+
+extern "C" fn rkvm_offline_cpu(_cpu: c_uint) -> c_int {
+    if let Some(k) = kvm() {
+        k.hw.cpu_offline(&k.vmx);
+    }
+    0
+}
+
+extern "C" fn rkvm_reboot() {
+    if let Some(k) = kvm() {
+        pr_info!("exiting hardware virtualization\n");
+        k.hw.reboot(&k.vmx);
+    }
+}
+
+extern "C" fn rkvm_suspend() -> c_int {
+    if let Some(k) = kvm() {
+        k.hw.suspend(&k.vmx);
+    }
+    0
+}
+
+extern "C" fn rkvm_resume() {
+    if let Some(k) = kvm() {
+        k.hw.resume(&k.vmx);
+    }
+}
+
+extern "C" fn rkvm_shutdown() {
+    rkvm_reboot();
+}
+
+extern "C" fn rkvm_on_user_return(c: c_uint) {
+    if let Some(k) = kvm() {
+        k.arch.uret.on_user_return(c);
+    }
+}
+
+extern "C" fn kvm_sched_in(_ctx: *mut c_void, _cpu: c_int) {}
+
+extern "C" fn kvm_sched_out(_ctx: *mut c_void) {}

@@ -1,8 +1,453 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * rkvm's C shim: plain functions over kernel interfaces that are macros, inline functions
- * or not yet wrapped by the Rust `kernel` crate. Each function is small and does one thing;
- * the Rust side (rust/sys/) gives them safe types. Declarations: include/rkvm_shim.h.
+ * rkvm's C shim: see include/rkvm_shim.h. Every function is a thin, stateless forwarder
+ * to a kernel macro or inline function, except the few registrations that need a C
+ * struct the kernel keeps a pointer to (notifier blocks, syscore, preempt ops), which
+ * live here as statics.
  */
+#include <linux/anon_inodes.h>
+#include <linux/cpu.h>
+#include <linux/cpuhotplug.h>
+#include <linux/io.h>
+#include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/percpu.h>
+#include <linux/preempt.h>
+#include <linux/reboot.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/smp.h>
+#include <linux/syscore_ops.h>
+#include <linux/user-return-notifier.h>
+#include <asm/cpu_entry_area.h>
+#include <asm/cpufeature.h>
+#include <asm/msr.h>
+#include <asm/tsc.h>
+
 #include "rkvm_shim.h"
+
+/* ---- CPU features ------------------------------------------------------------------- */
+
+static int feature_bit(int feature)
+{
+	switch (feature) {
+	case RKVM_FEATURE_FPU: return X86_FEATURE_FPU;
+	case RKVM_FEATURE_FXSR: return X86_FEATURE_FXSR;
+	case RKVM_FEATURE_XSAVE: return X86_FEATURE_XSAVE;
+	case RKVM_FEATURE_XSAVES: return X86_FEATURE_XSAVES;
+	case RKVM_FEATURE_VMX: return X86_FEATURE_VMX;
+	case RKVM_FEATURE_SVM: return X86_FEATURE_SVM;
+	case RKVM_FEATURE_MSR_IA32_FEAT_CTL: return X86_FEATURE_MSR_IA32_FEAT_CTL;
+	case RKVM_FEATURE_NX: return X86_FEATURE_NX;
+	case RKVM_FEATURE_LA57: return X86_FEATURE_LA57;
+	case RKVM_FEATURE_PCID: return X86_FEATURE_PCID;
+	case RKVM_FEATURE_RDTSCP: return X86_FEATURE_RDTSCP;
+	case RKVM_FEATURE_RDPID: return X86_FEATURE_RDPID;
+	case RKVM_FEATURE_FLUSH_L1D: return X86_FEATURE_FLUSH_L1D;
+	case RKVM_FEATURE_CONSTANT_TSC: return X86_FEATURE_CONSTANT_TSC;
+	case RKVM_FEATURE_X2APIC: return X86_FEATURE_X2APIC;
+	case RKVM_FEATURE_ARCH_CAPABILITIES: return X86_FEATURE_ARCH_CAPABILITIES;
+	case RKVM_BUG_L1TF: return X86_BUG_L1TF;
+	}
+	return -1;
+}
+
+int rkvm_boot_cpu_has(int feature)
+{
+	int bit = feature_bit(feature);
+
+	return bit >= 0 && boot_cpu_has(bit);
+}
+
+int rkvm_this_cpu_has(int feature)
+{
+	int bit = feature_bit(feature);
+
+	return bit >= 0 && this_cpu_has(bit);
+}
+
+/* ---- MSRs --------------------------------------------------------------------------- */
+
+int rkvm_rdmsr_safe(__u32 msr, __u64 *value)
+{
+	u64 v = 0;
+	int r = rdmsrq_safe(msr, &v);
+
+	*value = r ? 0 : v;
+	return r ? -EIO : 0;
+}
+
+int rkvm_wrmsr_safe(__u32 msr, __u64 value)
+{
+	return wrmsrq_safe(msr, value) ? -EIO : 0;
+}
+
+/* ---- CPUs --------------------------------------------------------------------------- */
+
+unsigned int rkvm_nr_cpu_ids(void) { return nr_cpu_ids; }
+int rkvm_cpu_online(unsigned int cpu) { return cpu < nr_cpu_ids && cpu_online(cpu); }
+int rkvm_cpu_possible(unsigned int cpu) { return cpu < nr_cpu_ids && cpu_possible(cpu); }
+unsigned int rkvm_num_online_cpus(void) { return num_online_cpus(); }
+
+int rkvm_run_on_cpu(unsigned int cpu, void (*fn)(void *arg), void *arg)
+{
+	return smp_call_function_single(cpu, fn, arg, 1);
+}
+
+void rkvm_run_on_each_cpu(void (*fn)(void *arg), void *arg)
+{
+	on_each_cpu(fn, arg, 1);
+}
+
+void rkvm_cpus_read_lock(void) { cpus_read_lock(); }
+void rkvm_cpus_read_unlock(void) { cpus_read_unlock(); }
+
+/* ---- Per-CPU memory ----------------------------------------------------------------- */
+
+void *rkvm_percpu_alloc(__u64 size, __u64 align)
+{
+	return (void __force *)__alloc_percpu(size, align);
+}
+
+void *rkvm_percpu_ptr(void *pcpu, unsigned int cpu)
+{
+	return per_cpu_ptr((void __percpu __force *)pcpu, cpu);
+}
+
+void rkvm_percpu_free(void *pcpu)
+{
+	free_percpu((void __percpu __force *)pcpu);
+}
+
+/* ---- kmem caches -------------------------------------------------------------------- */
+
+void *rkvm_kmem_cache_create(const char *name, unsigned int size, unsigned int align,
+			     unsigned int useroffset, unsigned int usersize)
+{
+	return kmem_cache_create_usercopy(name, size, align, SLAB_ACCOUNT, useroffset,
+					  usersize, NULL);
+}
+
+void rkvm_kmem_cache_destroy(void *cache) { kmem_cache_destroy(cache); }
+void *rkvm_kmem_cache_zalloc(void *cache) { return kmem_cache_zalloc(cache, GFP_KERNEL_ACCOUNT); }
+void rkvm_kmem_cache_free(void *cache, void *obj) { kmem_cache_free(cache, obj); }
+
+/* ---- CPU hotplug -------------------------------------------------------------------- */
+
+int rkvm_cpuhp_setup(const char *name, int (*online)(unsigned int cpu),
+		     int (*offline)(unsigned int cpu))
+{
+	/* "nocalls": CPUs already online were set up by the caller, as in the seed. */
+	return cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, name, online, offline);
+}
+
+void rkvm_cpuhp_remove(int state)
+{
+	cpuhp_remove_state_nocalls(state);
+}
+
+/* ---- Reboot notifier and syscore ---------------------------------------------------- */
+
+static void (*rkvm_on_reboot)(void);
+
+static int rkvm_reboot_cb(struct notifier_block *nb, unsigned long action, void *data)
+{
+	rkvm_on_reboot();
+	return NOTIFY_OK;
+}
+
+static struct notifier_block rkvm_reboot_nb = {
+	.notifier_call = rkvm_reboot_cb,
+	.priority = 0,
+};
+
+int rkvm_reboot_notifier_register(void (*on_reboot)(void))
+{
+	rkvm_on_reboot = on_reboot;
+	return register_reboot_notifier(&rkvm_reboot_nb);
+}
+
+void rkvm_reboot_notifier_unregister(void)
+{
+	unregister_reboot_notifier(&rkvm_reboot_nb);
+}
+
+static int (*rkvm_on_suspend)(void);
+static void (*rkvm_on_resume)(void);
+static void (*rkvm_on_shutdown)(void);
+
+static int rkvm_syscore_suspend(void *data) { return rkvm_on_suspend(); }
+static void rkvm_syscore_resume(void *data) { rkvm_on_resume(); }
+static void rkvm_syscore_shutdown(void *data) { rkvm_on_shutdown(); }
+
+static const struct syscore_ops rkvm_syscore_ops = {
+	.suspend = rkvm_syscore_suspend,
+	.resume = rkvm_syscore_resume,
+	.shutdown = rkvm_syscore_shutdown,
+};
+
+static struct syscore rkvm_syscore = { .ops = &rkvm_syscore_ops };
+
+void rkvm_syscore_register(int (*suspend)(void), void (*resume)(void), void (*shutdown)(void))
+{
+	rkvm_on_suspend = suspend;
+	rkvm_on_resume = resume;
+	rkvm_on_shutdown = shutdown;
+	register_syscore(&rkvm_syscore);
+}
+
+void rkvm_syscore_unregister(void)
+{
+	unregister_syscore(&rkvm_syscore);
+}
+
+/* ---- Preempt notifiers -------------------------------------------------------------- */
+
+struct rkvm_preempt_notifier {
+	struct preempt_notifier pn;
+	void *ctx;
+};
+
+static void (*rkvm_sched_in_cb)(void *ctx, int cpu);
+static void (*rkvm_sched_out_cb)(void *ctx);
+
+static void rkvm_sched_in(struct preempt_notifier *pn, int cpu)
+{
+	rkvm_sched_in_cb(container_of(pn, struct rkvm_preempt_notifier, pn)->ctx, cpu);
+}
+
+static void rkvm_sched_out(struct preempt_notifier *pn, struct task_struct *next)
+{
+	rkvm_sched_out_cb(container_of(pn, struct rkvm_preempt_notifier, pn)->ctx);
+}
+
+static struct preempt_ops rkvm_preempt_ops;
+
+void rkvm_preempt_ops_init(void (*sched_in)(void *ctx, int cpu), void (*sched_out)(void *ctx))
+{
+	rkvm_sched_in_cb = sched_in;
+	rkvm_sched_out_cb = sched_out;
+	rkvm_preempt_ops.sched_in = rkvm_sched_in;
+	rkvm_preempt_ops.sched_out = rkvm_sched_out;
+	preempt_notifier_inc();
+}
+
+void rkvm_preempt_ops_exit(void)
+{
+	preempt_notifier_dec();
+}
+
+void *rkvm_preempt_notifier_alloc(void *ctx)
+{
+	struct rkvm_preempt_notifier *n = kzalloc(sizeof(*n), GFP_KERNEL_ACCOUNT);
+
+	if (n) {
+		preempt_notifier_init(&n->pn, &rkvm_preempt_ops);
+		n->ctx = ctx;
+	}
+	return n;
+}
+
+void rkvm_preempt_notifier_free(void *notifier) { kfree(notifier); }
+
+void rkvm_preempt_notifier_register(void *notifier)
+{
+	preempt_disable();
+	preempt_notifier_register(&((struct rkvm_preempt_notifier *)notifier)->pn);
+	preempt_enable();
+}
+
+void rkvm_preempt_notifier_unregister(void *notifier)
+{
+	preempt_disable();
+	preempt_notifier_unregister(&((struct rkvm_preempt_notifier *)notifier)->pn);
+	preempt_enable();
+}
+
+/* ---- User-return notifiers ---------------------------------------------------------- */
+
+struct rkvm_urn {
+	struct user_return_notifier urn;
+	bool armed;
+};
+
+static struct rkvm_urn __percpu *rkvm_urns;
+static void (*rkvm_on_user_return)(unsigned int cpu);
+
+static void rkvm_user_return(struct user_return_notifier *urn)
+{
+	struct rkvm_urn *u = container_of(urn, struct rkvm_urn, urn);
+	unsigned long flags;
+
+	/* Disable IRQs so an IPI-driven disarm cannot race with this one. */
+	local_irq_save(flags);
+	if (u->armed) {
+		u->armed = false;
+		user_return_notifier_unregister(urn);
+		rkvm_on_user_return(smp_processor_id());
+	}
+	local_irq_restore(flags);
+}
+
+int rkvm_user_return_init(void (*on_return)(unsigned int cpu))
+{
+	int cpu;
+
+	rkvm_urns = alloc_percpu(struct rkvm_urn);
+	if (!rkvm_urns)
+		return -ENOMEM;
+	for_each_possible_cpu(cpu)
+		per_cpu_ptr(rkvm_urns, cpu)->urn.on_user_return = rkvm_user_return;
+	rkvm_on_user_return = on_return;
+	return 0;
+}
+
+static void rkvm_user_return_disarm(void *unused)
+{
+	struct rkvm_urn *u = this_cpu_ptr(rkvm_urns);
+
+	/* Restores the host values now, as the notifier would have. */
+	if (u->armed)
+		rkvm_user_return(&u->urn);
+}
+
+void rkvm_user_return_exit(void)
+{
+	if (!rkvm_urns)
+		return;
+	on_each_cpu(rkvm_user_return_disarm, NULL, 1);
+	free_percpu(rkvm_urns);
+	rkvm_urns = NULL;
+}
+
+void rkvm_user_return_arm(void)
+{
+	struct rkvm_urn *u = this_cpu_ptr(rkvm_urns);
+
+	if (!u->armed) {
+		u->armed = true;
+		user_return_notifier_register(&u->urn);
+	}
+}
+
+/* ---- File descriptors --------------------------------------------------------------- */
+
+int rkvm_anon_inode_getfd(const char *name, const void *fops, void *priv, int flags)
+{
+	return anon_inode_getfd(name, fops, priv, flags);
+}
+
+/* ---- Addresses ---------------------------------------------------------------------- */
+
+__u64 rkvm_virt_to_phys(const void *addr) { return virt_to_phys((void *)addr); }
+__u64 rkvm_page_to_phys(const void *page) { return page_to_phys((struct page *)page); }
+void *rkvm_page_address(const void *page) { return page_address(page); }
+void *rkvm_pfn_to_page(__u64 pfn) { return pfn_valid(pfn) ? pfn_to_page(pfn) : NULL; }
+__u64 rkvm_page_to_pfn(const void *page) { return page_to_pfn((struct page *)page); }
+
+/* ---- Host facts --------------------------------------------------------------------- */
+
+unsigned int rkvm_tsc_khz(void) { return tsc_khz; }
+int rkvm_signal_pending(void) { return signal_pending(current); }
+int rkvm_need_resched(void) { return need_resched(); }
+void rkvm_cond_resched(void) { cond_resched(); }
+unsigned int rkvm_smp_processor_id(void) { return smp_processor_id(); }
+int rkvm_pid_of_current(void) { return task_pid_nr(current); }
+
+__u64 rkvm_host_tss_base(void)
+{
+	/* The address the CPU's TR points at: where VM exits must find the host TSS. */
+	return (unsigned long)&get_cpu_entry_area(smp_processor_id())->tss.x86_tss;
+}
+
+unsigned long rkvm_local_irq_save(void)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	return flags;
+}
+
+void rkvm_local_irq_restore(unsigned long flags) { local_irq_restore(flags); }
+void rkvm_preempt_disable(void) { preempt_disable(); }
+void rkvm_preempt_enable(void) { preempt_enable(); }
+
+/* ---- Module parameters (kvm_intel's names and meaning) ------------------------------ */
+
+static bool enable_ept = true;
+module_param_named(ept, enable_ept, bool, 0444);
+MODULE_PARM_DESC(ept, "Use extended page tables (EPT) for guest memory");
+
+static bool enable_vpid = true;
+module_param_named(vpid, enable_vpid, bool, 0444);
+MODULE_PARM_DESC(vpid, "Tag guest TLB entries with a VPID per vCPU");
+
+static bool enable_unrestricted_guest = true;
+module_param_named(unrestricted_guest, enable_unrestricted_guest, bool, 0444);
+MODULE_PARM_DESC(unrestricted_guest, "Run real mode and big real mode natively (needs EPT)");
+
+static bool enable_pml = true;
+module_param_named(pml, enable_pml, bool, 0444);
+MODULE_PARM_DESC(pml, "Use the page-modification log for dirty logging");
+
+static int l1d_flush = RKVM_L1D_FLUSH_AUTO;
+static bool l1d_flush_effective_set;
+static const char * const l1d_flush_names[] = {
+	[RKVM_L1D_FLUSH_AUTO] = "auto",
+	[RKVM_L1D_FLUSH_NEVER] = "never",
+	[RKVM_L1D_FLUSH_COND] = "cond",
+	[RKVM_L1D_FLUSH_ALWAYS] = "always",
+};
+
+static int l1d_flush_set(const char *val, const struct kernel_param *kp)
+{
+	int i;
+
+	/* Only at load time: the choice is fixed once hardware_setup ran. */
+	if (l1d_flush_effective_set)
+		return -EPERM;
+	for (i = 0; i < ARRAY_SIZE(l1d_flush_names); i++) {
+		if (sysfs_streq(val, l1d_flush_names[i])) {
+			l1d_flush = i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int l1d_flush_get(char *buf, const struct kernel_param *kp)
+{
+	/* After setup this shows what is in effect; "not required" on unaffected CPUs. */
+	if (l1d_flush_effective_set && l1d_flush == RKVM_L1D_FLUSH_NEVER &&
+	    !boot_cpu_has_bug(X86_BUG_L1TF))
+		return sysfs_emit(buf, "not required\n");
+	return sysfs_emit(buf, "%s\n", l1d_flush_names[l1d_flush]);
+}
+
+static const struct kernel_param_ops l1d_flush_ops = {
+	.set = l1d_flush_set,
+	.get = l1d_flush_get,
+};
+module_param_cb(vmentry_l1d_flush, &l1d_flush_ops, NULL, 0444);
+MODULE_PARM_DESC(vmentry_l1d_flush, "L1D flush on VM entry: auto, never, cond, always");
+
+void rkvm_params_get(struct rkvm_params *out)
+{
+	out->ept = enable_ept;
+	out->vpid = enable_vpid;
+	out->unrestricted_guest = enable_unrestricted_guest;
+	out->pml = enable_pml;
+	out->vmentry_l1d_flush = l1d_flush;
+}
+
+void rkvm_params_set_effective(const struct rkvm_params *in)
+{
+	enable_ept = in->ept;
+	enable_vpid = in->vpid;
+	enable_unrestricted_guest = in->unrestricted_guest;
+	enable_pml = in->pml;
+	l1d_flush = in->vmentry_l1d_flush;
+	l1d_flush_effective_set = true;
+}

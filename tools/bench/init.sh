@@ -79,6 +79,8 @@ run_check() {
 			load_hv $hv >/tmp/load.log 2>&1 ||
 				load_err="$(tail -1 /tmp/load.log | tr -d '\n') ($(dmesg | grep -E 'rkvm|kvm' | tail -1 | sed 's/^\[[^]]*\] //'))"
 			[ -n "$load_err" ] && echo "# loading $hv failed: $load_err"
+			dmesg | grep -E "^\[[ 0-9.]*\] (rkvm|kvm)" | tail -20 | sed 's/^/# dmesg: /'
+			dmesg -c >/dev/null
 		fi
 		echo "@@ START $i $hv $t"
 		t0=$(now_ms)

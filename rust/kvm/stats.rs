@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Statistics: KVM's VM and vCPU stat names, per-VM and per-vCPU counters, and the global
+//! debugfs files under /sys/kernel/debug/rkvm/ that sum them over every VM (the seed's
+//! `kvm_init_debug`).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::debugfs::{Dir, File};
+use kernel::prelude::*;
+
+/// KVM's per-VM stats (generic, then x86), in KVM's order.
+pub(crate) const VM_STATS: &[&CStr] = &[
+    c"remote_tlb_flush",
+    c"remote_tlb_flush_requests",
+    c"mmu_shadow_zapped",
+    c"mmu_pte_write",
+    c"mmu_pde_zapped",
+    c"mmu_flooded",
+    c"mmu_recycled",
+    c"mmu_cache_miss",
+    c"mmu_unsync",
+    c"mmu_shadow_pages",
+    c"pages_4k",
+    c"pages_2m",
+    c"pages_1g",
+    c"nx_lpage_splits",
+    c"max_mmu_rmap_size",
+    c"max_mmu_page_hash_collisions",
+];
+
+/// KVM's per-vCPU stats (generic, then x86), in KVM's order.
+pub(crate) const VCPU_STATS: &[&CStr] = &[
+    c"halt_successful_poll",
+    c"halt_attempted_poll",
+    c"halt_poll_invalid",
+    c"halt_wakeup",
+    c"halt_poll_success_ns",
+    c"halt_poll_fail_ns",
+    c"halt_wait_ns",
+    c"halt_poll_success_hist",
+    c"halt_poll_fail_hist",
+    c"halt_wait_hist",
+    c"blocking",
+    c"pf_taken",
+    c"pf_fixed",
+    c"pf_emulate",
+    c"pf_spurious",
+    c"pf_fast",
+    c"pf_mmio_spte_created",
+    c"pf_guest",
+    c"tlb_flush",
+    c"invlpg",
+    c"exits",
+    c"io_exits",
+    c"mmio_exits",
+    c"signal_exits",
+    c"irq_window_exits",
+    c"nmi_window_exits",
+    c"l1d_flush",
+    c"halt_exits",
+    c"request_irq_exits",
+    c"irq_exits",
+    c"host_state_reload",
+    c"fpu_reload",
+    c"insn_emulation",
+    c"insn_emulation_fail",
+    c"hypercalls",
+    c"irq_injections",
+    c"nmi_injections",
+    c"req_event",
+    c"nested_run",
+    c"directed_yield_attempted",
+    c"directed_yield_successful",
+    c"preemption_reported",
+    c"preemption_other",
+    c"guest_mode",
+    c"notify_window_exits",
+];
+
+/// Indices into [`VM_STATS`] that rkvm counts.
+#[allow(dead_code)]
+pub(crate) mod vm {
+    pub(crate) const REMOTE_TLB_FLUSH: usize = 0;
+    pub(crate) const REMOTE_TLB_FLUSH_REQUESTS: usize = 1;
+    pub(crate) const MMU_SHADOW_ZAPPED: usize = 2;
+    pub(crate) const MMU_SHADOW_PAGES: usize = 9;
+    pub(crate) const PAGES_4K: usize = 10;
+    pub(crate) const PAGES_2M: usize = 11;
+}
+
+/// Indices into [`VCPU_STATS`] that rkvm counts.
+#[allow(dead_code)]
+pub(crate) mod vcpu {
+    pub(crate) const PF_TAKEN: usize = 11;
+    pub(crate) const PF_FIXED: usize = 12;
+    pub(crate) const PF_EMULATE: usize = 13;
+    pub(crate) const PF_SPURIOUS: usize = 14;
+    pub(crate) const PF_MMIO_SPTE_CREATED: usize = 16;
+    pub(crate) const TLB_FLUSH: usize = 18;
+    pub(crate) const INVLPG: usize = 19;
+    pub(crate) const EXITS: usize = 20;
+    pub(crate) const IO_EXITS: usize = 21;
+    pub(crate) const MMIO_EXITS: usize = 22;
+    pub(crate) const SIGNAL_EXITS: usize = 23;
+    pub(crate) const IRQ_WINDOW_EXITS: usize = 24;
+    pub(crate) const NMI_WINDOW_EXITS: usize = 25;
+    pub(crate) const L1D_FLUSH: usize = 26;
+    pub(crate) const HALT_EXITS: usize = 27;
+    pub(crate) const REQUEST_IRQ_EXITS: usize = 28;
+    pub(crate) const IRQ_EXITS: usize = 29;
+    pub(crate) const HOST_STATE_RELOAD: usize = 30;
+    pub(crate) const FPU_RELOAD: usize = 31;
+    pub(crate) const INSN_EMULATION: usize = 32;
+    pub(crate) const INSN_EMULATION_FAIL: usize = 33;
+    pub(crate) const HYPERCALLS: usize = 34;
+    pub(crate) const IRQ_INJECTIONS: usize = 35;
+    pub(crate) const NMI_INJECTIONS: usize = 36;
+    pub(crate) const PREEMPTION_REPORTED: usize = 41;
+}
+
+/// A block of counters.
+pub(crate) struct Counters<const N: usize> {
+    v: [AtomicU64; N],
+}
+
+impl<const N: usize> Counters<N> {
+    pub(crate) fn new() -> Self {
+        Self {
+            v: [const { AtomicU64::new(0) }; N],
+        }
+    }
+
+    /// Adds `n` to counter `i` (ignored if out of range).
+    pub(crate) fn add(&self, i: usize, n: u64) {
+        if let Some(c) = self.v.get(i) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Increments counter `i`.
+    pub(crate) fn inc(&self, i: usize) {
+        self.add(i, 1);
+    }
+
+    /// Sets counter `i`.
+    pub(crate) fn set(&self, i: usize, v: u64) {
+        if let Some(c) = self.v.get(i) {
+            c.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads counter `i`.
+    pub(crate) fn get(&self, i: usize) -> u64 {
+        self.v.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// Counters of one VM.
+pub(crate) type VmCounters = Counters<{ VM_STATS.len() }>;
+/// Counters of one vCPU.
+pub(crate) type VcpuCounters = Counters<{ VCPU_STATS.len() }>;
+
+/// Which table a debugfs file sums.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    Vm,
+    Vcpu,
+}
+
+/// What a global stat file reads.
+pub(crate) struct StatFile {
+    kind: Kind,
+    index: usize,
+}
+
+fn show(s: &StatFile, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let total = crate::kvm::kvm().map_or(0, |k| k.sum_stat(s.kind, s.index));
+    writeln!(f, "{total}")
+}
+
+/// The debugfs directory and its files.
+pub(crate) struct Debugfs {
+    _files: KVec<Pin<KBox<File<StatFile>>>>,
+    dir: Dir,
+}
+
+impl Debugfs {
+    /// `kvm_init_debug()`: /sys/kernel/debug/rkvm/ with one file per stat.
+    pub(crate) fn init() -> Result<Self> {
+        let dir = Dir::new(c"rkvm");
+        let mut files = KVec::new();
+        for (kind, names) in [(Kind::Vm, VM_STATS), (Kind::Vcpu, VCPU_STATS)] {
+            for (index, &name) in names.iter().enumerate() {
+                let file = KBox::pin_init(
+                    dir.read_callback_file(name, StatFile { kind, index }, &show),
+                    GFP_KERNEL,
+                )?;
+                files.push(file, GFP_KERNEL)?;
+            }
+        }
+        Ok(Self { _files: files, dir })
+    }
+
+    /// The directory, for per-VM subdirectories.
+    pub(crate) fn dir(&self) -> &Dir {
+        &self.dir
+    }
+}

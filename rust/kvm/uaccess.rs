@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Copying ABI structs between userspace and the kernel.
+//!
+//! The ABI structs come from bindgen with zerocopy's derives (see `Kbuild`), so the
+//! compiler has checked that they have no padding and accept any bit pattern: they can
+//! be copied byte for byte in both directions.
+
+use kernel::prelude::*;
+use kernel::uaccess::{UserPtr, UserSlice};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// A userspace address plus an offset, without overflow.
+pub(crate) fn offset(addr: usize, off: usize) -> Result<usize> {
+    addr.checked_add(off).ok_or(EFAULT)
+}
+
+/// Reads a `T` from userspace address `addr`.
+pub(crate) fn read<T: FromBytes + IntoBytes + KnownLayout>(addr: usize) -> Result<T> {
+    let mut v = T::new_zeroed();
+    UserSlice::new(UserPtr::from_addr(addr), size_of::<T>())
+        .reader()
+        .read_slice(v.as_mut_bytes())?;
+    Ok(v)
+}
+
+/// Writes `v` to userspace address `addr`.
+pub(crate) fn write<T: IntoBytes + Immutable>(addr: usize, v: &T) -> Result {
+    UserSlice::new(UserPtr::from_addr(addr), size_of::<T>())
+        .writer()
+        .write_slice(v.as_bytes())
+}
+
+/// Writes a slice of `T`s to userspace address `addr`.
+pub(crate) fn write_slice<T: IntoBytes + Immutable>(addr: usize, v: &[T]) -> Result {
+    let bytes = v.as_bytes();
+    UserSlice::new(UserPtr::from_addr(addr), bytes.len())
+        .writer()
+        .write_slice(bytes)
+}
+
+/// Reads `n` `T`s from userspace address `addr` into a new vector.
+pub(crate) fn read_vec<T: FromBytes + IntoBytes + KnownLayout + Clone>(
+    addr: usize,
+    n: usize,
+) -> Result<KVVec<T>> {
+    let mut v = KVVec::with_capacity(n, GFP_KERNEL)?;
+    v.resize(n, T::new_zeroed(), GFP_KERNEL)?;
+    let len = n.checked_mul(size_of::<T>()).ok_or(E2BIG)?;
+    UserSlice::new(UserPtr::from_addr(addr), len)
+        .reader()
+        .read_slice(v.as_mut_slice().as_mut_bytes())?;
+    Ok(v)
+}

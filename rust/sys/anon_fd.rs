@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! File descriptors for kernel objects (`anon_inode_getfd`), as KVM gives out for VMs
+//! and vCPUs. The object behind the fd is an `Arc<T>`; the file operations are built
+//! here once per type, owned by this module (it cannot be unloaded while an fd is open).
+
+use super::ffi;
+use core::marker::PhantomData;
+use kernel::bindings;
+use kernel::mm::virt::VmaNew;
+use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow};
+use kernel::types::ForeignOwnable;
+
+/// A kernel object that userspace reaches through an anonymous-inode fd.
+pub(crate) trait AnonFile: Send + Sync + Sized + 'static {
+    /// The name shown in /proc/<pid>/fd (e.g. "kvm-vm").
+    const NAME: &'static CStr;
+    /// Whether the file can be mmapped.
+    const HAS_MMAP: bool = false;
+
+    /// An ioctl on the fd.
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize>;
+
+    /// mmap of the fd (only called when `HAS_MMAP`).
+    fn mmap(_this: ArcBorrow<'_, Self>, _vma: &VmaNew) -> Result {
+        Err(ENODEV)
+    }
+
+    /// The last close of the fd; the default just drops the reference.
+    fn release(this: Arc<Self>) {
+        drop(this);
+    }
+}
+
+struct Vtable<T>(PhantomData<T>);
+
+impl<T: AnonFile> Vtable<T> {
+    const FOPS: bindings::file_operations = bindings::file_operations {
+        owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+        release: Some(Self::release),
+        unlocked_ioctl: Some(Self::ioctl),
+        mmap: if T::HAS_MMAP { Some(Self::mmap) } else { None },
+        llseek: Some(bindings::noop_llseek),
+        ..pin_init::zeroed()
+    };
+
+    /// # Safety
+    ///
+    /// `file` is a file created by [`install`] for a `T`, being released.
+    unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+        // SAFETY: The release call owns the private data, which `install` set from
+        // `Arc::into_foreign`.
+        let this = unsafe { <Arc<T> as ForeignOwnable>::from_foreign((*file).private_data) };
+        T::release(this);
+        0
+    }
+
+    /// # Safety
+    ///
+    /// `file` is a live file created by [`install`] for a `T`.
+    unsafe extern "C" fn ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+        // SAFETY: The private data is an `Arc<T>` (set by `install`) that lives until
+        // `release`, which cannot run during an ioctl on the file.
+        let this = unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) };
+        match T::ioctl(this, cmd, arg as usize) {
+            Ok(r) => r as c_long,
+            Err(e) => e.to_errno() as c_long,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `file` is a live file created by [`install`] for a `T`; `vma` is being mmapped.
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
+        // SAFETY: As in `ioctl`.
+        let this = unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) };
+        // SAFETY: The caller provides a VMA under initial setup.
+        let vma = unsafe { VmaNew::from_raw(vma) };
+        match T::mmap(this, vma) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+}
+
+/// Creates an fd (O_RDWR | O_CLOEXEC) for `obj` in the current process.
+pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<i32> {
+    let fops: &'static bindings::file_operations = &Vtable::<T>::FOPS;
+    let private = obj.into_foreign();
+    let flags = (bindings::O_RDWR | bindings::O_CLOEXEC) as c_int;
+    // SAFETY: `fops` is 'static and matches `private` (an `Arc<T>`), which the file's
+    // release takes back.
+    let fd = unsafe {
+        ffi::rkvm_anon_inode_getfd(T::NAME.as_char_ptr(), core::ptr::from_ref(fops).cast(), private, flags)
+    };
+    if fd < 0 {
+        // SAFETY: The fd was not created, so the reference is still ours.
+        drop(unsafe { <Arc<T> as ForeignOwnable>::from_foreign(private) });
+        return Err(Error::from_errno(fd));
+    }
+    Ok(fd)
+}

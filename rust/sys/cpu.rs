@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! CPUs: features, iteration, cross-CPU calls, interrupt and preemption guards, and the
+//! few privileged registers a hypervisor reads on the host (CR0/CR3/CR4, GDTR/IDTR, TR).
+
+use super::ffi;
+use core::arch::asm;
+use core::marker::PhantomData;
+use kernel::prelude::*;
+
+/// A CPU feature or bug bit, as the kernel's `boot_cpu_has()` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+#[allow(dead_code)]
+pub(crate) enum Feature {
+    Fpu = ffi::RKVM_FEATURE_FPU,
+    Fxsr = ffi::RKVM_FEATURE_FXSR,
+    Xsave = ffi::RKVM_FEATURE_XSAVE,
+    Xsaves = ffi::RKVM_FEATURE_XSAVES,
+    Vmx = ffi::RKVM_FEATURE_VMX,
+    Svm = ffi::RKVM_FEATURE_SVM,
+    MsrIa32FeatCtl = ffi::RKVM_FEATURE_MSR_IA32_FEAT_CTL,
+    Nx = ffi::RKVM_FEATURE_NX,
+    La57 = ffi::RKVM_FEATURE_LA57,
+    Pcid = ffi::RKVM_FEATURE_PCID,
+    Rdtscp = ffi::RKVM_FEATURE_RDTSCP,
+    Rdpid = ffi::RKVM_FEATURE_RDPID,
+    FlushL1d = ffi::RKVM_FEATURE_FLUSH_L1D,
+    ConstantTsc = ffi::RKVM_FEATURE_CONSTANT_TSC,
+    X2apic = ffi::RKVM_FEATURE_X2APIC,
+    ArchCapabilities = ffi::RKVM_FEATURE_ARCH_CAPABILITIES,
+    BugL1tf = ffi::RKVM_BUG_L1TF,
+}
+
+/// Whether the boot CPU (and so, the kernel) has `f`.
+pub(crate) fn boot_cpu_has(f: Feature) -> bool {
+    // SAFETY: A pure query.
+    unsafe { ffi::rkvm_boot_cpu_has(f as c_int) != 0 }
+}
+
+/// Whether the CPU this runs on has `f`. Meaningful with preemption off.
+pub(crate) fn this_cpu_has(f: Feature) -> bool {
+    // SAFETY: A pure query.
+    unsafe { ffi::rkvm_this_cpu_has(f as c_int) != 0 }
+}
+
+/// Executes CPUID on this CPU.
+pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// Number of CPU ids (`nr_cpu_ids`).
+pub(crate) fn nr_cpu_ids() -> u32 {
+    // SAFETY: Reads a global set at boot.
+    unsafe { ffi::rkvm_nr_cpu_ids() }
+}
+
+/// Whether `cpu` is online.
+pub(crate) fn online(cpu: u32) -> bool {
+    // SAFETY: A pure query; out-of-range ids answer false.
+    unsafe { ffi::rkvm_cpu_online(cpu) != 0 }
+}
+
+/// Whether `cpu` may ever come online.
+pub(crate) fn possible(cpu: u32) -> bool {
+    // SAFETY: A pure query; out-of-range ids answer false.
+    unsafe { ffi::rkvm_cpu_possible(cpu) != 0 }
+}
+
+/// Number of online CPUs.
+pub(crate) fn num_online() -> u32 {
+    // SAFETY: A pure query.
+    unsafe { ffi::rkvm_num_online_cpus() }
+}
+
+/// Iterates over the possible CPUs.
+pub(crate) fn possible_cpus() -> impl Iterator<Item = u32> {
+    (0..nr_cpu_ids()).filter(|&c| possible(c))
+}
+
+/// The id of the CPU this runs on; stable only while preemption or interrupts are off.
+pub(crate) fn this_cpu() -> u32 {
+    // SAFETY: A pure query; callers hold off preemption where the answer must stay true.
+    unsafe { ffi::rkvm_smp_processor_id() }
+}
+
+/// The trampoline that lets C call a Rust closure through a `void *`.
+unsafe extern "C" fn call_closure<F: FnMut()>(arg: *mut c_void) {
+    // SAFETY: `arg` is the `&mut F` the caller of the shim passed, alive for the call.
+    let f = unsafe { &mut *arg.cast::<F>() };
+    f();
+}
+
+/// Runs `f` on `cpu` (with interrupts off there) and waits for it. `ENXIO` if the CPU is
+/// offline.
+pub(crate) fn run_on<F: FnMut() + Send>(cpu: u32, mut f: F) -> Result {
+    // SAFETY: `f` outlives the call because the shim waits for completion, and only the
+    // target CPU uses it meanwhile (`F: Send`).
+    super::to_result(unsafe {
+        ffi::rkvm_run_on_cpu(cpu, Some(call_closure::<F>), (&raw mut f).cast())
+    })
+}
+
+/// Runs `f` on every online CPU (with interrupts off there) and waits for all of them.
+/// `f` may run on several CPUs at once, so it is only used through `&F`.
+pub(crate) fn run_on_each<F: Fn() + Sync>(f: F) {
+    // SAFETY: `f` outlives the call because the shim waits for completion; concurrent
+    // calls only use it through a shared reference (`F: Sync`).
+    unsafe {
+        ffi::rkvm_run_on_each_cpu(Some(call_shared::<F>), (&raw const f).cast_mut().cast())
+    };
+}
+
+unsafe extern "C" fn call_shared<F: Fn()>(arg: *mut c_void) {
+    // SAFETY: `arg` is the `&F` `run_on_each` passed, alive for the whole call.
+    let f = unsafe { &*arg.cast::<F>() };
+    f();
+}
+
+/// Holds the CPU hotplug read lock: no CPU comes or goes while it lives.
+pub(crate) struct CpusReadGuard(PhantomData<*mut ()>);
+
+impl CpusReadGuard {
+    /// Takes `cpus_read_lock()`. May sleep.
+    pub(crate) fn new() -> Self {
+        // SAFETY: Process context; released in `drop`.
+        unsafe { ffi::rkvm_cpus_read_lock() };
+        Self(PhantomData)
+    }
+}
+
+impl Drop for CpusReadGuard {
+    fn drop(&mut self) {
+        // SAFETY: Taken in `new`.
+        unsafe { ffi::rkvm_cpus_read_unlock() };
+    }
+}
+
+/// Interrupts off on this CPU while it lives (`local_irq_save`). Not `Send`: it must be
+/// dropped on the CPU that took it.
+pub(crate) struct IrqGuard {
+    flags: c_ulong,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl IrqGuard {
+    /// Disables interrupts.
+    pub(crate) fn new() -> Self {
+        // SAFETY: Saves and disables; restored in `drop` on the same CPU (not `Send`).
+        let flags = unsafe { ffi::rkvm_local_irq_save() };
+        Self {
+            flags,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for IrqGuard {
+    fn drop(&mut self) {
+        // SAFETY: Restores what `new` saved, on the same CPU.
+        unsafe { ffi::rkvm_local_irq_restore(self.flags) };
+    }
+}
+
+/// Preemption off while it lives.
+pub(crate) struct PreemptGuard(PhantomData<*mut ()>);
+
+impl PreemptGuard {
+    /// Disables preemption.
+    pub(crate) fn new() -> Self {
+        // SAFETY: Balanced by `drop`.
+        unsafe { ffi::rkvm_preempt_disable() };
+        Self(PhantomData)
+    }
+}
+
+impl Drop for PreemptGuard {
+    fn drop(&mut self) {
+        // SAFETY: Balances `new`.
+        unsafe { ffi::rkvm_preempt_enable() };
+    }
+}
+
+/// Whether the current task has a signal pending.
+pub(crate) fn signal_pending() -> bool {
+    // SAFETY: A pure query on `current`.
+    unsafe { ffi::rkvm_signal_pending() != 0 }
+}
+
+/// Whether the scheduler wants this CPU.
+pub(crate) fn need_resched() -> bool {
+    // SAFETY: A pure query.
+    unsafe { ffi::rkvm_need_resched() != 0 }
+}
+
+/// Yields the CPU if the scheduler wants it. May sleep.
+pub(crate) fn cond_resched() {
+    // SAFETY: Called from process context only.
+    unsafe { ffi::rkvm_cond_resched() };
+}
+
+/// The TSC frequency in kHz the kernel calibrated (0 if unknown).
+pub(crate) fn tsc_khz() -> u32 {
+    // SAFETY: Reads a global.
+    unsafe { ffi::rkvm_tsc_khz() }
+}
+
+/// The pid of the current task.
+pub(crate) fn current_pid() -> i32 {
+    // SAFETY: A pure query on `current`.
+    unsafe { ffi::rkvm_pid_of_current() }
+}
+
+/// Privileged host registers. Reading them has no side effect.
+pub(crate) mod regs {
+    use super::*;
+
+    /// CR4.VMXE.
+    pub(crate) const CR4_VMXE: u64 = 1 << 13;
+
+    /// Reads CR0.
+    pub(crate) fn cr0() -> u64 {
+        let v: u64;
+        // SAFETY: Reading CR0 at CPL0 has no side effect.
+        unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }
+
+    /// Reads CR3.
+    pub(crate) fn cr3() -> u64 {
+        let v: u64;
+        // SAFETY: Reading CR3 at CPL0 has no side effect.
+        unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }
+
+    /// Reads the hardware CR4 (not the kernel's shadow of it).
+    pub(crate) fn cr4() -> u64 {
+        let v: u64;
+        // SAFETY: Reading CR4 at CPL0 has no side effect.
+        unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }
+
+    /// Sets or clears CR4.VMXE, keeping every other bit of the hardware CR4.
+    ///
+    /// The kernel's CR4 setters (which also update its per-CPU shadow) are exported to KVM
+    /// only, and `native_write_cr4` not at all, so this writes the register directly. The
+    /// write changes VMXE alone: the kernel's pinned bits (SMEP, SMAP, UMIP, ...) stay.
+    ///
+    /// # Safety
+    ///
+    /// Interrupts are disabled on this CPU from before setting VMXE until after it is
+    /// cleared again (no kernel path may rewrite CR4 from its shadow meanwhile), and VMXE
+    /// is only cleared outside VMX operation.
+    pub(crate) unsafe fn set_cr4_vmxe(on: bool) {
+        let cr4 = if on { cr4() | CR4_VMXE } else { cr4() & !CR4_VMXE };
+        // SAFETY: Only VMXE changes, under the caller's guarantees above.
+        unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) };
+    }
+
+    /// Reads XCR0 (requires CR4.OSXSAVE, which the caller checked).
+    pub(crate) fn xgetbv0() -> u64 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: XGETBV with ECX=0 is valid with CR4.OSXSAVE set and has no side effects.
+        unsafe {
+            asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+                 options(nomem, nostack, preserves_flags))
+        };
+        u64::from(hi) << 32 | u64::from(lo)
+    }
+
+    /// A descriptor-table register (GDTR or IDTR).
+    #[derive(Clone, Copy, Default, Debug)]
+    pub(crate) struct DescTable {
+        pub(crate) base: u64,
+        pub(crate) limit: u16,
+    }
+
+    #[repr(C, packed)]
+    #[derive(Default)]
+    struct RawDesc {
+        limit: u16,
+        base: u64,
+    }
+
+    /// Reads GDTR.
+    pub(crate) fn gdtr() -> DescTable {
+        let mut d = RawDesc::default();
+        // SAFETY: SGDT stores 10 bytes into `d`, which is exactly that big.
+        unsafe { asm!("sgdt [{}]", in(reg) &raw mut d, options(nostack, preserves_flags)) };
+        DescTable {
+            base: d.base,
+            limit: d.limit,
+        }
+    }
+
+    /// Reads IDTR.
+    pub(crate) fn idtr() -> DescTable {
+        let mut d = RawDesc::default();
+        // SAFETY: SIDT stores 10 bytes into `d`, which is exactly that big.
+        unsafe { asm!("sidt [{}]", in(reg) &raw mut d, options(nostack, preserves_flags)) };
+        DescTable {
+            base: d.base,
+            limit: d.limit,
+        }
+    }
+
+    /// Segment selectors of the host.
+    #[derive(Clone, Copy, Default, Debug)]
+    pub(crate) struct Selectors {
+        pub(crate) cs: u16,
+        pub(crate) ss: u16,
+        pub(crate) ds: u16,
+        pub(crate) es: u16,
+        pub(crate) fs: u16,
+        pub(crate) gs: u16,
+        pub(crate) tr: u16,
+    }
+
+    /// Reads the host's segment selectors and TR.
+    pub(crate) fn selectors() -> Selectors {
+        let (cs, ss, ds, es, fs, gs, tr): (u16, u16, u16, u16, u16, u16, u16);
+        // SAFETY: Moves from segment registers and STR have no side effects.
+        unsafe {
+            asm!(
+                "mov {0:x}, cs",
+                "mov {1:x}, ss",
+                "mov {2:x}, ds",
+                "mov {3:x}, es",
+                "mov {4:x}, fs",
+                "mov {5:x}, gs",
+                "str {6:x}",
+                out(reg) cs, out(reg) ss, out(reg) ds, out(reg) es,
+                out(reg) fs, out(reg) gs, out(reg) tr,
+                options(nomem, nostack, preserves_flags)
+            )
+        };
+        Selectors {
+            cs,
+            ss,
+            ds,
+            es,
+            fs,
+            gs,
+            tr,
+        }
+    }
+
+    /// The linear address of this CPU's TSS (what TR points at). Interrupts must be off.
+    pub(crate) fn tss_base() -> u64 {
+        // SAFETY: A pure computation on this CPU's entry area; the caller pins the CPU.
+        unsafe { ffi::rkvm_host_tss_base() }
+    }
+}

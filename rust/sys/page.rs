@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Pages the hypervisor hands to the CPU by physical address (VMXON regions, VMCSs, EPT
+//! tables, MSR and I/O bitmaps), and host physical addresses.
+
+use super::ffi;
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::page::Page;
+use kernel::prelude::*;
+
+/// A host physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[repr(transparent)]
+pub(crate) struct Hpa(pub(crate) u64);
+
+/// A zeroed, owned page with a known physical address, viewed as 512 `u64` words.
+pub(crate) struct PhysPage {
+    page: Page,
+    words: *const AtomicU64,
+    phys: Hpa,
+}
+
+// SAFETY: The page is owned; all access goes through atomics.
+unsafe impl Send for PhysPage {}
+// SAFETY: All access goes through atomics.
+unsafe impl Sync for PhysPage {}
+
+impl PhysPage {
+    /// Number of 64-bit words in a page.
+    pub(crate) const WORDS: usize = 512;
+
+    /// Allocates a zeroed page.
+    pub(crate) fn new() -> Result<Self> {
+        let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+        // SAFETY: `page` is a live lowmem page (GFP_KERNEL never returns highmem on x86-64).
+        let virt = unsafe { ffi::rkvm_page_address(page.as_ptr().cast()) };
+        if virt.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: A pure address computation on a live page.
+        let phys = Hpa(unsafe { ffi::rkvm_page_to_phys(page.as_ptr().cast()) });
+        Ok(Self {
+            page,
+            words: virt.cast(),
+            phys,
+        })
+    }
+
+    /// The page's host physical address.
+    pub(crate) fn phys(&self) -> Hpa {
+        self.phys
+    }
+
+    /// The page's kernel virtual address, for code that hands it to the CPU.
+    pub(crate) fn virt(&self) -> *mut u8 {
+        self.words.cast_mut().cast()
+    }
+
+    /// Word `i` (0..512); `None` out of range.
+    pub(crate) fn word(&self, i: usize) -> Option<&AtomicU64> {
+        if i >= Self::WORDS {
+            return None;
+        }
+        // SAFETY: `i` is in range; the page lives as long as `self`, and is only accessed
+        // through atomics.
+        Some(unsafe { &*self.words.add(i) })
+    }
+
+    /// Reads word `i` (0 if out of range).
+    pub(crate) fn read(&self, i: usize) -> u64 {
+        self.word(i).map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
+    /// Writes word `i` (ignored if out of range).
+    pub(crate) fn write(&self, i: usize, v: u64) {
+        if let Some(w) = self.word(i) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Fills the page with `byte`.
+    pub(crate) fn fill(&self, byte: u8) {
+        let w = u64::from_ne_bytes([byte; 8]);
+        for i in 0..Self::WORDS {
+            self.write(i, w);
+        }
+    }
+
+    /// The underlying page.
+    pub(crate) fn page(&self) -> &Page {
+        &self.page
+    }
+}
+
+/// The physical address of a kernel virtual address in the direct map.
+pub(crate) fn virt_to_phys<T>(p: *const T) -> Hpa {
+    // SAFETY: A pure address computation; callers pass direct-map addresses (kmalloc or
+    // page memory).
+    Hpa(unsafe { ffi::rkvm_virt_to_phys(p.cast()) })
+}

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The Intel VMX backend.
+//!
+//! - `caps.rs`: what the CPU can do (`vmcs_config`), computed at `hardware_setup`.
+//! - `asm.rs`: the VMX instructions.
+//! - `window.rs`: entering and leaving VMX operation safely (the CR4 trap).
+//! - `l1d.rs`: the L1D flush on VM entry.
+
+pub(crate) mod asm;
+pub(crate) mod caps;
+pub(crate) mod l1d;
+pub(crate) mod window;
+
+use crate::sys::cpu::{self, Feature, IrqGuard};
+use crate::sys::msr::{self, index};
+use crate::sys::page::{Hpa, PhysPage};
+use crate::sys::percpu::PerCpu;
+use crate::sys::ffi;
+use crate::x86::X86Ops;
+use caps::{proc2, VmcsConfig};
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::prelude::*;
+
+/// kvm_intel's module parameters that rkvm honours (declared in the C shim so that they
+/// appear under /sys/module/rkvm/parameters with the same names).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Params {
+    pub(crate) ept: bool,
+    pub(crate) vpid: bool,
+    pub(crate) unrestricted_guest: bool,
+    pub(crate) pml: bool,
+    pub(crate) l1d_flush: l1d::Mode,
+}
+
+impl Params {
+    fn from_module() -> Self {
+        let mut p = ffi::rkvm_params::default();
+        // SAFETY: Writes the current parameter values into `p`.
+        unsafe { ffi::rkvm_params_get(&mut p) };
+        Self {
+            ept: p.ept != 0,
+            vpid: p.vpid != 0,
+            unrestricted_guest: p.unrestricted_guest != 0,
+            pml: p.pml != 0,
+            l1d_flush: l1d::Mode::from_param(p.vmentry_l1d_flush),
+        }
+    }
+
+    fn publish(&self) {
+        let p = ffi::rkvm_params {
+            ept: self.ept.into(),
+            vpid: self.vpid.into(),
+            unrestricted_guest: self.unrestricted_guest.into(),
+            pml: self.pml.into(),
+            vmentry_l1d_flush: self.l1d_flush.to_param(),
+        };
+        // SAFETY: Copies `p` into the parameters.
+        unsafe { ffi::rkvm_params_set_effective(&p) };
+    }
+}
+
+/// Per-CPU VMX state: the VMXON region (the seed's `alloc_kvm_area`) and whether
+/// virtualization is enabled on the CPU.
+pub(crate) struct VmxCpu {
+    vmxon: PhysPage,
+    enabled: AtomicBool,
+}
+
+/// The VMX backend, after `hardware_setup`.
+pub(crate) struct Vmx {
+    /// The VMX configuration every CPU shares.
+    pub(crate) config: VmcsConfig,
+    /// Parameters in effect.
+    pub(crate) params: Params,
+    cpus: PerCpu<VmxCpu>,
+}
+
+/// `cpu_has_kvm_support()`: CPUID.1:ECX.VMX.
+pub(crate) fn cpu_has_kvm_support() -> bool {
+    cpu::cpuid(1, 0)[2] & (1 << 5) != 0
+}
+
+/// `vmx_disabled_by_bios()`: IA32_FEATURE_CONTROL locked without VMX outside SMX (the
+/// kernel then also clears X86_FEATURE_VMX).
+pub(crate) fn vmx_disabled_by_bios() -> bool {
+    const LOCKED: u64 = 1 << 0;
+    const VMX_OUTSIDE_SMX: u64 = 1 << 2;
+    match msr::read(index::IA32_FEAT_CTL) {
+        Ok(v) => (v & LOCKED != 0 && v & VMX_OUTSIDE_SMX == 0) || !cpu::boot_cpu_has(Feature::Vmx),
+        Err(_) => true,
+    }
+}
+
+/// The VMX configuration this CPU would get with `params`.
+fn this_cpu_config(params: &Params) -> Result<VmcsConfig> {
+    let mut c = VmcsConfig::probe().map_err(|e| {
+        pr_err!("CPU {}: {}\n", cpu::this_cpu(), e);
+        EIO
+    })?;
+    c.apply_params(params);
+    Ok(c)
+}
+
+/// `hardware_setup()`: the VMX configuration, the module parameters in effect and the
+/// per-CPU VMXON regions.
+pub(crate) fn hardware_setup() -> Result<Vmx> {
+    let mut params = Params::from_module();
+    if !params.ept {
+        pr_err!("ept=0 is not supported: rkvm maps guest memory with EPT only\n");
+        return Err(EINVAL);
+    }
+    let config = {
+        let _irq = IrqGuard::new();
+        this_cpu_config(&params)?
+    };
+    // What the hardware cannot do is off, whatever the parameter said.
+    params.vpid &= config.has2(proc2::ENABLE_VPID);
+    params.unrestricted_guest &= config.has2(proc2::UNRESTRICTED_GUEST);
+    params.pml &= config.has2(proc2::ENABLE_PML);
+    // No posted interrupts (and so no wakeup handler): rkvm has no in-kernel APIC.
+    let revision = config.revision_id();
+    let cpus = alloc_kvm_area(revision)?;
+    pr_info!(
+        "VMX: ept=1 vpid={} unrestricted_guest={} pml={} (VMCS revision {:#x})\n",
+        u8::from(params.vpid),
+        u8::from(params.unrestricted_guest),
+        u8::from(params.pml),
+        revision
+    );
+    Ok(Vmx {
+        config,
+        params,
+        cpus,
+    })
+}
+
+/// `alloc_kvm_area()`: one VMXON region per possible CPU, stamped with the revision id.
+fn alloc_kvm_area(revision: u32) -> Result<PerCpu<VmxCpu>> {
+    PerCpu::new(|_cpu| {
+        let vmxon = PhysPage::new()?;
+        vmxon.write(0, u64::from(revision));
+        Ok(VmxCpu {
+            vmxon,
+            enabled: AtomicBool::new(false),
+        })
+    })
+}
+
+impl Vmx {
+    /// `vmx_setup_l1d_flush()`: decides the L1D flush on VM entry.
+    pub(crate) fn setup_l1d_flush(&self) -> Result<l1d::L1dFlush> {
+        let flush = l1d::L1dFlush::setup(self.params.l1d_flush)?;
+        let mut shown = self.params;
+        shown.l1d_flush = flush.mode();
+        shown.publish();
+        Ok(flush)
+    }
+
+    /// This CPU's VMXON region; `None` if the CPU is not enabled.
+    pub(crate) fn enabled_vmxon(&self, irq: &IrqGuard) -> Option<Hpa> {
+        let c = self.cpus.this_cpu(irq);
+        c.enabled.load(Ordering::Acquire).then(|| c.vmxon.phys())
+    }
+}
+
+impl X86Ops for Vmx {
+    fn name(&self) -> &'static CStr {
+        c"vmx"
+    }
+
+    fn check_processor_compat(&self) -> Result {
+        let _irq = IrqGuard::new();
+        let me = cpu::this_cpu();
+        if !cpu::this_cpu_has(Feature::MsrIa32FeatCtl) || !cpu::this_cpu_has(Feature::Vmx) {
+            pr_err!("VMX is disabled on CPU {}\n", me);
+            return Err(EIO);
+        }
+        if cpu::regs::cr4() & cpu::regs::CR4_VMXE != 0 {
+            pr_err!("CPU {}: VMX is in use by another hypervisor (kvm_intel?)\n", me);
+            return Err(EBUSY);
+        }
+        if this_cpu_config(&self.params)? != self.config {
+            pr_err!("CPU {} feature inconsistency!\n", me);
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    fn hardware_enable(&self) -> Result {
+        let irq = IrqGuard::new();
+        let c = self.cpus.this_cpu(&irq);
+        if c.enabled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // A VMXON/VMXOFF round trip proves the CPU is free and usable right now.
+        match window::VmxOn::enter(c.vmxon.phys(), &irq) {
+            Ok(on) => drop(on),
+            Err(window::EnterError::Busy) => {
+                pr_err!("CPU {}: VMX is in use by another hypervisor\n", cpu::this_cpu());
+                return Err(EBUSY);
+            }
+            Err(window::EnterError::VmxonFailed) => {
+                pr_err!("CPU {}: VMXON failed\n", cpu::this_cpu());
+                return Err(EIO);
+            }
+        }
+        c.enabled.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn hardware_disable(&self) {
+        let irq = IrqGuard::new();
+        // Nothing to undo in hardware: VMX is only on inside a window, and no window can
+        // be open here (interrupts were on to get here, or we run in the window's place).
+        self.cpus.this_cpu(&irq).enabled.store(false, Ordering::Release);
+    }
+
+    fn get_feature_msr(&self, _msr: u32) -> Option<u64> {
+        // The VMX capability MSRs are feature MSRs only with nested VMX, which rkvm does
+        // not offer.
+        None
+    }
+
+    fn has_emulated_msr(&self, msr: u32) -> bool {
+        // Same reason: no VMX MSRs for the guest without nested VMX.
+        !(index::IA32_VMX_BASIC..=index::IA32_VMX_VMFUNC).contains(&msr)
+    }
+}

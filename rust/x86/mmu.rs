@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! MMU module state (the seed's `kvm_mmu_module_init()` and `kvm_mmu_set_mask_ptes()`):
+//! the caches the two-dimensional MMU allocates from, the count of page-table pages in
+//! use by all VMs, and the shrinker that gives them back under memory pressure.
+
+use crate::sys::kmem::KmemCache;
+use crate::sys::shrinker::Shrinker;
+use core::sync::atomic::{AtomicI64, Ordering};
+use kernel::prelude::*;
+
+/// Header of one EPT page-table page (the seed's `kvm_mmu_page`).
+#[derive(Default)]
+pub(crate) struct PageHeader {
+    /// First guest frame the table maps.
+    pub(crate) gfn: u64,
+    /// Level of the table (1 = maps 4 KiB pages).
+    pub(crate) level: u8,
+    /// Entries in use.
+    pub(crate) used: u16,
+}
+
+/// A reverse-map descriptor (the seed's `pte_list_desc`): leaf entries mapping one gfn.
+#[derive(Default)]
+pub(crate) struct RmapDesc {
+    /// Table page and entry index of each mapping.
+    pub(crate) sptes: [(u64, u16); 6],
+    /// How many of `sptes` are used.
+    pub(crate) count: u8,
+}
+
+/// EPT entry bits rkvm uses (the seed's shadow PTE masks).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SpteMasks {
+    /// Read, write, execute permission bits.
+    pub(crate) read: u64,
+    pub(crate) write: u64,
+    pub(crate) exec: u64,
+    /// Memory type (write-back) for leaf entries.
+    pub(crate) memtype_wb: u64,
+    /// Large-page bit.
+    pub(crate) large: u64,
+    /// Accessed and dirty bits (when EPT A/D is enabled).
+    pub(crate) accessed: u64,
+    pub(crate) dirty: u64,
+    /// Physical address bits of an entry.
+    pub(crate) addr: u64,
+}
+
+impl SpteMasks {
+    /// `kvm_mmu_set_mask_ptes()` for EPT.
+    pub(crate) fn ept(host_phys_bits: u32) -> Self {
+        let bits = host_phys_bits.clamp(36, 52);
+        Self {
+            read: 1 << 0,
+            write: 1 << 1,
+            exec: 1 << 2,
+            memtype_wb: 6 << 3,
+            large: 1 << 7,
+            accessed: 1 << 8,
+            dirty: 1 << 9,
+            addr: ((1u64 << bits) - 1) & !0xfff,
+        }
+    }
+}
+
+/// Page-table pages in use by every VM (the seed's `kvm_total_used_mmu_pages`).
+pub(crate) static USED_MMU_PAGES: AtomicI64 = AtomicI64::new(0);
+
+/// The MMU's module-wide state.
+pub(crate) struct MmuModule {
+    pub(crate) page_header_cache: KmemCache<PageHeader>,
+    pub(crate) rmap_desc_cache: KmemCache<RmapDesc>,
+    pub(crate) masks: SpteMasks,
+    _shrinker: Shrinker,
+}
+
+/// The shrinker asks VMs to drop this many pages; they are rebuilt on the next fault.
+fn shrink_count() -> u64 {
+    USED_MMU_PAGES.load(Ordering::Relaxed).max(0) as u64
+}
+
+fn shrink_scan(n: u64) -> u64 {
+    crate::kvm::zap_for_shrinker(n)
+}
+
+impl MmuModule {
+    /// `kvm_mmu_module_init()` + `kvm_mmu_set_mask_ptes()`.
+    pub(crate) fn init(host_phys_bits: u32) -> Result<Self> {
+        let masks = SpteMasks::ept(host_phys_bits);
+        let page_header_cache =
+            KmemCache::new(c"rkvm_mmu_page_header", size_of::<PageHeader>(), 0, (0, 0))?;
+        let rmap_desc_cache = KmemCache::new(c"rkvm_pte_list_desc", size_of::<RmapDesc>(), 0, (0, 0))?;
+        USED_MMU_PAGES.store(0, Ordering::Relaxed);
+        let shrinker = Shrinker::register(c"rkvm-mmu", shrink_count, shrink_scan)?;
+        Ok(Self {
+            page_header_cache,
+            rmap_desc_cache,
+            masks,
+            _shrinker: shrinker,
+        })
+    }
+}
