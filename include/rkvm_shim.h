@@ -98,6 +98,47 @@ void rkvm_user_return_arm(void);
 /* anon_inode_getfd() with fops built in Rust. */
 int rkvm_anon_inode_getfd(const char *name, const void *fops, void *priv, int flags);
 
+/*
+ * MMU notifiers on the current process's mm. The three callbacks are set once; each
+ * registration carries an opaque context handed to them. start() must not sleep.
+ */
+void rkvm_mmu_notifier_ops_init(void (*start)(void *ctx, __u64 start, __u64 end),
+				void (*end)(void *ctx, __u64 start, __u64 end),
+				void (*release)(void *ctx));
+/* Registers on current->mm; NULL with *err set on failure. */
+void *rkvm_mmu_notifier_register(void *ctx, int *err);
+void rkvm_mmu_notifier_unregister(void *notifier);
+/* The current process's mm, as an opaque identity. */
+const void *rkvm_current_mm(void);
+
+/*
+ * Guest memory: pins one page of the current process at hva (writable if asked).
+ * Returns 0 and the page, or -errno. rkvm_put_page() drops the reference.
+ */
+int rkvm_get_user_page(__u64 hva, int write, void **page);
+void rkvm_put_page(void *page);
+
+/* Host segment state a VM exit clobbers (LDT, DS/ES/FS/GS selectors, GDT limit). */
+struct rkvm_host_segs {
+	__u16 ldt, ds, es, fs, gs;
+	__u64 fs_base, kernel_gs_base;
+};
+void rkvm_host_segs_save(struct rkvm_host_segs *s);
+void rkvm_host_segs_restore(const struct rkvm_host_segs *s);
+
+/* Kernel FPU use around guest execution (kernel_fpu_begin/end). */
+void rkvm_fpu_begin(void);
+void rkvm_fpu_end(void);
+
+/* Re-raise an NMI that arrived while the guest ran, so the host's handler sees it. */
+void rkvm_self_nmi(void);
+
+/* KVM_SET_SIGNAL_MASK: block these signals (a 64-bit sigset) while in KVM_RUN. */
+void rkvm_sigmask_activate(__u64 mask);
+void rkvm_sigmask_deactivate(void);
+/* The host TSC. */
+__u64 rkvm_rdtsc(void);
+
 /* Address translation of kernel memory and pages. */
 __u64 rkvm_virt_to_phys(const void *addr);
 __u64 rkvm_page_to_phys(const void *page);

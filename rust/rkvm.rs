@@ -95,6 +95,7 @@ fn kvm_init() -> Result<Rkvm> {
             vcpu_cache: kernel::sync::SetOnce::new(),
             l1d: kernel::sync::SetOnce::new(),
             devices: kvm::device_ops::Registry::init(),
+            vms <- kernel::new_mutex!(KVec::new()),
         }? Error),
         GFP_KERNEL,
     )?;
@@ -150,6 +151,8 @@ fn kvm_arch_init() -> Result<x86::Arch> {
     let timer = x86::timer_init()?;
     // 4.1.8 kvm_lapic_init().
     let lapic = x86::lapic_init();
+    // The MMU notifier callbacks every VM registers (part of the MMU's module init).
+    kvm::vm::notifier_init();
     Ok(x86::Arch {
         fpu_cache,
         fpu_size,

@@ -8,7 +8,9 @@ pub(crate) mod dev;
 pub(crate) mod device_ops;
 pub(crate) mod hardware;
 pub(crate) mod stats;
+pub(crate) mod memslot;
 pub(crate) mod uaccess;
+pub(crate) mod vcpu;
 pub(crate) mod vm;
 
 use crate::sys::global::Global;
@@ -45,7 +47,17 @@ pub(crate) struct Kvm {
     /// The L1D flush decided by `vmx_setup_l1d_flush`, after `kvm_init`.
     pub(crate) l1d: SetOnce<crate::vmx::l1d::L1dFlush>,
     pub(crate) devices: device_ops::Registry,
+    /// Every live VM, for the global stats and the shrinker.
+    #[pin]
+    pub(crate) vms: kernel::sync::Mutex<KVec<VmRef>>,
 }
+
+/// A VM in the registry: added at creation, removed in the VM's drop.
+pub(crate) struct VmRef(*const vm::Vm);
+
+// SAFETY: The pointer is only dereferenced under the registry mutex, and a VM removes
+// itself (under the mutex) before it is freed.
+unsafe impl Send for VmRef {}
 
 static KVM: Global<Kvm> = Global::new();
 
@@ -72,15 +84,48 @@ pub(crate) unsafe fn retract() -> Option<Pin<KBox<Kvm>>> {
 }
 
 impl Kvm {
+    /// Runs `f` on every live VM.
+    fn for_each_vm(&self, mut f: impl FnMut(&vm::Vm)) {
+        let list = self.vms.lock();
+        for r in list.iter() {
+            // SAFETY: By `VmRef`'s invariant the VM is alive while it is in the list, and
+            // the list is locked.
+            f(unsafe { &*r.0 });
+        }
+    }
+
+    pub(crate) fn vm_list_add(&self, v: &vm::Vm) -> Result {
+        self.vms.lock().push(VmRef(v), GFP_KERNEL)?;
+        Ok(())
+    }
+
+    pub(crate) fn vm_list_remove(&self, v: &vm::Vm) {
+        self.vms.lock().retain(|r| !core::ptr::eq(r.0, v));
+    }
+
     /// The sum of one stat over every VM (or every vCPU of every VM).
     pub(crate) fn sum_stat(&self, kind: stats::Kind, index: usize) -> u64 {
-        let _ = (kind, index);
-        0
+        let mut total = 0u64;
+        self.for_each_vm(|v| {
+            total = total.wrapping_add(match kind {
+                stats::Kind::Vm => v.stats.get(index),
+                stats::Kind::Vcpu => v.sum_vcpu_stat(index),
+            });
+        });
+        total
     }
 }
 
-/// The MMU shrinker asks for `n` page-table pages back.
+/// The MMU shrinker asks for `n` page-table pages back: drop whole EPTs (they refault).
 pub(crate) fn zap_for_shrinker(n: u64) -> u64 {
-    let _ = n;
-    0
+    let Some(k) = kvm() else {
+        return 0;
+    };
+    let mut freed = 0;
+    k.for_each_vm(|v| {
+        if freed < n {
+            freed += v.zap_all();
+        }
+    });
+    freed
 }

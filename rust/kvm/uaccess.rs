@@ -52,3 +52,10 @@ pub(crate) fn read_vec<T: FromBytes + IntoBytes + KnownLayout + Clone>(
         .read_slice(v.as_mut_slice().as_mut_bytes())?;
     Ok(v)
 }
+
+/// Reads `buf.len()` bytes from userspace address `addr`.
+pub(crate) fn read_into(addr: usize, buf: &mut [u8]) -> Result {
+    UserSlice::new(UserPtr::from_addr(addr), buf.len())
+        .reader()
+        .read_slice(buf)
+}

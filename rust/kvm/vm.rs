@@ -1,22 +1,59 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Virtual machines: `KVM_CREATE_VM` and the VM fd.
+//! Virtual machines: `KVM_CREATE_VM`, the VM fd and its ioctls, guest memory (memslots,
+//! EPT faults, the MMU notifier, dirty logging).
 
-use super::{caps, Kvm};
+use super::memslot::{self, Change, RuntimeSlot, Slots};
+use super::stats::{self, VmCounters};
+use super::vcpu::{self, Vcpu};
+use super::{caps, uaccess, Kvm};
 use crate::sys::anon_fd::{self, AnonFile};
+use crate::sys::cpu;
+use crate::sys::kmem::KmemBox;
+use crate::sys::mm::{self, MmId, MmuNotifier, UserPage};
 use crate::uapi::*;
+use crate::x86::ept::{Ept, Perm, Table};
+use crate::x86::emulate::GuestMem;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::prelude::*;
-use kernel::sync::{Arc, ArcBorrow};
+use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
+use kernel::{new_mutex, new_spinlock};
 
-/// A VM.
-pub(crate) struct Vm {
-    kvm: &'static Kvm,
+/// State under the VM's mutex (KVM's `kvm->lock` and `slots_lock` in one).
+pub(crate) struct VmLocked {
+    pub(crate) slots: Slots,
+    pub(crate) vcpus: KVec<Arc<Vcpu>>,
+    tss_addr: Option<u64>,
+    identity_map_addr: u64,
+    nr_mmu_pages: u64,
+    notifier: Option<MmuNotifier>,
 }
 
-impl Drop for Vm {
-    fn drop(&mut self) {
-        self.kvm.hw.put(&self.kvm.vmx);
-    }
+/// State under the MMU spinlock: the EPT and the runtime memslots.
+pub(crate) struct MmuState {
+    pub(crate) ept: Ept,
+    pub(crate) slots: KVec<RuntimeSlot>,
+    /// Bumped by every invalidation; a fault that raced one retries.
+    seq: u64,
+    /// Invalidations in progress (between start and end).
+    in_progress: u32,
+}
+
+/// A VM.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Vm {
+    pub(crate) kvm: &'static Kvm,
+    /// The creator's mm: VM and vCPU ioctls from another process fail with `EIO`.
+    pub(crate) mm: MmId,
+    #[pin]
+    pub(crate) locked: Mutex<VmLocked>,
+    #[pin]
+    pub(crate) mmu: SpinLock<MmuState>,
+    /// Bumped after every change that makes cached guest translations stale.
+    pub(crate) flush_gen: AtomicU64,
+    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled.
+    manual_protect: AtomicBool,
+    pub(crate) stats: VmCounters,
 }
 
 /// `KVM_CREATE_VM(type)`.
@@ -25,16 +62,501 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
         return Err(EINVAL);
     }
     k.hw.get(&k.vmx)?;
-    let vm = Arc::new(Vm { kvm: k }, GFP_KERNEL).inspect_err(|_| k.hw.put(&k.vmx))?;
+    let vm = new_vm(k).inspect_err(|_| k.hw.put(&k.vmx))?;
+    // The notifier's context is the VM itself; it is unregistered before the VM is freed.
+    let ctx = core::ptr::from_ref::<Vm>(&vm).cast_mut().cast();
+    let notifier = MmuNotifier::register(ctx)?;
+    vm.locked.lock().notifier = Some(notifier);
+    k.vm_list_add(&vm)?;
     Ok(anon_fd::install(vm)? as isize)
+}
+
+fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
+    let ept = Ept::new(&k.arch.mmu.page_header_cache, k.arch.mmu.masks)?;
+    Arc::pin_init(
+        try_pin_init!(Vm {
+            kvm: k,
+            mm: mm::current_mm(),
+            locked <- new_mutex!(VmLocked {
+                slots: Slots::default(),
+                vcpus: KVec::new(),
+                tss_addr: None,
+                identity_map_addr: 0xfeff_c000,
+                nr_mmu_pages: 0,
+                notifier: None,
+            }),
+            mmu <- new_spinlock!(MmuState {
+                ept,
+                slots: KVec::new(),
+                seq: 0,
+                in_progress: 0,
+            }),
+            flush_gen: AtomicU64::new(0),
+            manual_protect: AtomicBool::new(false),
+            stats: VmCounters::new(),
+        }? Error),
+        GFP_KERNEL,
+    )
+}
+
+#[pinned_drop]
+impl PinnedDrop for Vm {
+    fn drop(self: Pin<&mut Self>) {
+        // Unregister first: it waits for callbacks that may be using this VM.
+        let (notifier, vcpus) = {
+            let mut l = self.locked.lock();
+            (l.notifier.take(), core::mem::take(&mut l.vcpus))
+        };
+        drop(notifier);
+        for v in vcpus.iter() {
+            v.release(self.kvm);
+        }
+        drop(vcpus);
+        self.kvm.vm_list_remove(&self);
+        self.kvm.hw.put(&self.kvm.vmx);
+    }
+}
+
+// ---- MMU notifier callbacks --------------------------------------------------------------
+
+fn vm_of<'a>(ctx: *mut c_void) -> &'a Vm {
+    // SAFETY: `ctx` is the VM that registered the notifier; the VM unregisters it (which
+    // waits for running callbacks) before it is freed.
+    unsafe { &*ctx.cast::<Vm>() }
+}
+
+extern "C" fn mn_invalidate_start(ctx: *mut c_void, start: u64, end: u64) {
+    let vm = vm_of(ctx);
+    let flush = {
+        let mut m = vm.mmu.lock();
+        m.in_progress += 1;
+        m.seq = m.seq.wrapping_add(1);
+        let mut flush = false;
+        let MmuState { ept, slots, .. } = &mut *m;
+        for s in slots.iter() {
+            let (lo, hi) = (s.meta.hva, s.meta.hva + (s.meta.npages << 12));
+            if lo < end && start < hi {
+                let g0 = s.meta.base_gfn + ((start.max(lo) - lo) >> 12);
+                let g1 = s.meta.base_gfn + ((end.min(hi) - lo).div_ceil(4096));
+                flush |= ept.zap(g0, g1);
+            }
+        }
+        flush
+    };
+    if flush {
+        vm.flush_remote_tlbs();
+    }
+}
+
+extern "C" fn mn_invalidate_end(ctx: *mut c_void, _start: u64, _end: u64) {
+    let vm = vm_of(ctx);
+    let mut m = vm.mmu.lock();
+    m.in_progress = m.in_progress.saturating_sub(1);
+    m.seq = m.seq.wrapping_add(1);
+}
+
+extern "C" fn mn_release(ctx: *mut c_void) {
+    // The process is exiting: no guest may touch its memory any more.
+    let vm = vm_of(ctx);
+    vm.mmu.lock().ept.zap_all();
+    vm.flush_remote_tlbs();
+}
+
+/// Sets the MMU notifier callbacks (module init).
+pub(crate) fn notifier_init() {
+    mm::notifier_ops_init(mn_invalidate_start, mn_invalidate_end, mn_release);
+}
+
+impl Vm {
+    /// Makes every vCPU drop cached guest translations before it runs the guest again:
+    /// bumps the flush generation, then interrupts every vCPU inside a VMX window (the
+    /// IPI is taken only once that window has closed).
+    pub(crate) fn flush_remote_tlbs(&self) {
+        self.flush_gen.fetch_add(1, Ordering::SeqCst);
+        self.stats.inc(stats::vm::REMOTE_TLB_FLUSH_REQUESTS);
+        if let Some(l) = self.locked.try_lock() {
+            for v in l.vcpus.iter() {
+                v.kick_out_of_guest();
+            }
+            return;
+        }
+        // The vCPU list is busy (a vCPU is being created): kick every CPU instead.
+        cpu::run_on_each(|| {});
+        self.stats.inc(stats::vm::REMOTE_TLB_FLUSH);
+    }
+
+    /// The sum of a vCPU stat over this VM's vCPUs.
+    pub(crate) fn sum_vcpu_stat(&self, index: usize) -> u64 {
+        self.locked
+            .lock()
+            .vcpus
+            .iter()
+            .fold(0u64, |t, v| t.wrapping_add(v.stats.get(index)))
+    }
+
+    /// Checks that the caller is the VM's process.
+    pub(crate) fn check_mm(&self) -> Result {
+        if mm::current_mm() != self.mm {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    /// Maps the memslot page behind `gpa` into the EPT. `Ok(false)`: no memslot memory
+    /// can satisfy the access (MMIO). May sleep.
+    pub(crate) fn fault_in(&self, gpa: u64, write: bool) -> Result<bool> {
+        let gfn = gpa >> 12;
+        loop {
+            let (hva, slot_writable, logs, seq) = {
+                let m = self.mmu.lock();
+                let Some(s) = memslot::find(&m.slots, gfn) else {
+                    return Ok(false);
+                };
+                if write && s.meta.readonly() {
+                    return Ok(false);
+                }
+                let hva = s.meta.hva + ((gfn - s.meta.base_gfn) << 12);
+                (hva, !s.meta.readonly(), s.meta.logs_dirty(), m.seq)
+            };
+            // Dirty-logged pages start read-only, so the first write faults and is logged.
+            let want_write = slot_writable && (write || !logs);
+            let page = match UserPage::get(hva, want_write) {
+                Ok(p) => p,
+                Err(e) if want_write && !write => {
+                    // A read fault on memory the VMM mapped read-only.
+                    let _ = e;
+                    UserPage::get(hva, false)?
+                }
+                Err(e) => return Err(e),
+            };
+            let writable = want_write;
+            // Spare tables for the mapping, allocated outside the spinlock.
+            let mut spares: KVec<KmemBox<Table>> = KVec::new();
+            let need = self.mmu.lock().ept.spares_needed();
+            for _ in 0..need {
+                spares.push(Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?, GFP_KERNEL)?;
+            }
+            let mut m = self.mmu.lock();
+            for t in spares.drain_all() {
+                m.ept.add_spare(t);
+            }
+            if m.in_progress != 0 || m.seq != seq {
+                // The host is changing this memory; try again.
+                drop(m);
+                drop(page);
+                cpu::cond_resched();
+                continue;
+            }
+            if write && logs {
+                if let Some(s) = memslot::find_mut(&mut m.slots, gfn) {
+                    let rel = (gfn - s.meta.base_gfn) as usize;
+                    if let Some(w) = s.dirty.as_mut().and_then(|d| d.get_mut(rel / 64)) {
+                        *w |= 1 << (rel % 64);
+                    }
+                }
+            }
+            let r = m.ept.map(gfn, page.pfn(), Perm { write: writable });
+            let pages = m.ept.leaves;
+            drop(m);
+            drop(page);
+            match r {
+                Ok(()) => {
+                    self.stats.set(stats::vm::PAGES_4K, pages);
+                    return Ok(true);
+                }
+                Err(e) if e == ENOMEM => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The userspace address of guest frame `gfn`, and whether it may be written.
+    fn hva_of(&self, gfn: u64) -> Option<(u64, bool)> {
+        let m = self.mmu.lock();
+        memslot::find(&m.slots, gfn)
+            .map(|s| (s.meta.hva + ((gfn - s.meta.base_gfn) << 12), !s.meta.readonly()))
+    }
+
+    /// Marks `gfn` dirty (guest memory written by rkvm on the guest's behalf).
+    fn mark_dirty(&self, gfn: u64) {
+        let mut m = self.mmu.lock();
+        if let Some(s) = memslot::find_mut(&mut m.slots, gfn) {
+            let rel = (gfn - s.meta.base_gfn) as usize;
+            if let Some(w) = s.dirty.as_mut().and_then(|d| d.get_mut(rel / 64)) {
+                *w |= 1 << (rel % 64);
+            }
+        }
+    }
+
+    fn set_memory_region(&self, m: &kvm_userspace_memory_region2) -> Result<isize> {
+        let mut l = self.locked.lock();
+        let change = l.slots.plan(m)?;
+        if change == Change::None {
+            return Ok(0);
+        }
+        let list = l.slots.apply(&change)?;
+        let mut runtime = memslot::runtime_list(&list)?;
+        let old = {
+            let mut mm = self.mmu.lock();
+            // Keep the dirty bits of slots that stay (same id, same gfn range, logging).
+            for n in runtime.iter_mut() {
+                if let (Some(o), Some(nd)) = (
+                    mm.slots.iter().find(|o| o.meta.id == n.meta.id && o.meta.base_gfn == n.meta.base_gfn),
+                    n.dirty.as_mut(),
+                ) {
+                    if let Some(od) = o.dirty.as_ref() {
+                        for (a, b) in nd.iter_mut().zip(od.iter()) {
+                            *a = *b;
+                        }
+                    }
+                }
+            }
+            let old = core::mem::replace(&mut mm.slots, runtime);
+            match change {
+                Change::Delete(o) | Change::Move(o, _) | Change::Flags(o, _) => {
+                    mm.ept.zap(o.base_gfn, o.end_gfn());
+                }
+                _ => {}
+            }
+            mm.seq = mm.seq.wrapping_add(1);
+            old
+        };
+        drop(old);
+        l.slots.list = list;
+        drop(l);
+        self.flush_remote_tlbs();
+        Ok(0)
+    }
+
+    fn get_dirty_log(&self, arg: usize) -> Result<isize> {
+        let log: KvmDirtyLogHeader = read_dirty_header(arg)?;
+        let l = self.locked.lock();
+        let id = (log.slot & 0xffff) as u16;
+        if log.slot >> 16 != 0 || u32::from(id) >= memslot::USER_MEM_SLOTS {
+            return Err(EINVAL);
+        }
+        let meta = *l.slots.list.iter().find(|s| s.id == id).ok_or(ENOENT)?;
+        if !meta.logs_dirty() {
+            return Err(ENOENT);
+        }
+        let words = meta.bitmap_words();
+        let mut snapshot = KVVec::with_capacity(words, GFP_KERNEL)?;
+        snapshot.resize(words, 0u64, GFP_KERNEL)?;
+        let manual = self.manual_protect.load(Ordering::Acquire);
+        let flush = {
+            let mut m = self.mmu.lock();
+            let MmuState { ept, slots, .. } = &mut *m;
+            let s = memslot::find_mut(slots, meta.base_gfn).ok_or(ENOENT)?;
+            let d = s.dirty.as_mut().ok_or(ENOENT)?;
+            for (a, b) in snapshot.iter_mut().zip(d.iter_mut()) {
+                *a = *b;
+                if !manual {
+                    *b = 0;
+                }
+            }
+            !manual && ept.write_protect(meta.base_gfn, meta.end_gfn(), Some(&snapshot))
+        };
+        drop(l);
+        if flush {
+            self.flush_remote_tlbs();
+        }
+        uaccess::write_slice(log.bitmap as usize, &snapshot)?;
+        Ok(0)
+    }
+
+    fn clear_dirty_log(&self, arg: usize) -> Result<isize> {
+        if !self.manual_protect.load(Ordering::Acquire) {
+            return Err(EINVAL);
+        }
+        let c: ClearDirtyLog = read_clear_header(arg)?;
+        let l = self.locked.lock();
+        let id = (c.slot & 0xffff) as u16;
+        if c.slot >> 16 != 0 || u32::from(id) >= memslot::USER_MEM_SLOTS {
+            return Err(EINVAL);
+        }
+        let meta = *l.slots.list.iter().find(|s| s.id == id).ok_or(ENOENT)?;
+        if !meta.logs_dirty() {
+            return Err(ENOENT);
+        }
+        // KVM's rules: first_page 64-aligned; num_pages a multiple of 64 unless the range
+        // ends at the end of the slot.
+        let end = c.first_page.checked_add(u64::from(c.num_pages)).ok_or(EINVAL)?;
+        if c.first_page & 63 != 0 || (c.num_pages & 63 != 0 && end != meta.npages) || end > meta.npages {
+            return Err(EINVAL);
+        }
+        let words = (c.num_pages as usize).div_ceil(64);
+        let mask: KVVec<u64> = uaccess::read_vec(c.bitmap as usize, words)?;
+        let first_word = (c.first_page / 64) as usize;
+        let flush = {
+            let mut m = self.mmu.lock();
+            let MmuState { ept, slots, .. } = &mut *m;
+            let s = memslot::find_mut(slots, meta.base_gfn).ok_or(ENOENT)?;
+            let d = s.dirty.as_mut().ok_or(ENOENT)?;
+            for (i, &bits) in mask.iter().enumerate() {
+                if let Some(w) = d.get_mut(first_word + i) {
+                    *w &= !bits;
+                }
+            }
+            let start = meta.base_gfn + c.first_page;
+            ept.write_protect(start, meta.base_gfn + end, Some(&mask))
+        };
+        drop(l);
+        if flush {
+            self.flush_remote_tlbs();
+        }
+        Ok(0)
+    }
+
+    /// Frees every EPT table below the root (memory pressure); returns pages freed.
+    pub(crate) fn zap_all(&self) -> u64 {
+        let freed = self.mmu.lock().ept.zap_all();
+        if freed != 0 {
+            self.flush_remote_tlbs();
+        }
+        freed
+    }
+}
+
+/// The guest memory of a VM, seen from its process.
+pub(crate) struct VmMem<'a>(pub(crate) &'a Vm);
+
+impl GuestMem for VmMem<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result {
+        let off = gpa & 0xfff;
+        if off + buf.len() as u64 > 4096 {
+            return Err(EINVAL);
+        }
+        let (hva, _) = self.0.hva_of(gpa >> 12).ok_or(EFAULT)?;
+        mm::read_user(hva + off, buf)
+    }
+
+    fn write(&self, gpa: u64, data: &[u8]) -> Result {
+        let off = gpa & 0xfff;
+        if off + data.len() as u64 > 4096 {
+            return Err(EINVAL);
+        }
+        let (hva, writable) = self.0.hva_of(gpa >> 12).ok_or(EFAULT)?;
+        if !writable {
+            return Err(EFAULT);
+        }
+        mm::write_user(hva + off, data)?;
+        self.0.mark_dirty(gpa >> 12);
+        Ok(())
+    }
+}
+
+/// `struct kvm_dirty_log` without its pointer union (slot, padding, bitmap address).
+#[derive(Clone, Copy)]
+struct KvmDirtyLogHeader {
+    slot: u32,
+    bitmap: u64,
+}
+
+fn read_dirty_header(arg: usize) -> Result<KvmDirtyLogHeader> {
+    // Layout from the generated struct: `slot` at 0, the bitmap pointer union at 8.
+    let slot: u32 = uaccess::read(arg)?;
+    let bitmap: u64 = uaccess::read(uaccess::offset(arg, core::mem::offset_of!(kvm_dirty_log, __bindgen_anon_1))?)?;
+    Ok(KvmDirtyLogHeader { slot, bitmap })
+}
+
+/// `struct kvm_clear_dirty_log`'s fields.
+#[derive(Clone, Copy)]
+struct ClearDirtyLog {
+    slot: u32,
+    num_pages: u32,
+    first_page: u64,
+    bitmap: u64,
+}
+
+fn read_clear_header(arg: usize) -> Result<ClearDirtyLog> {
+    let at = |off: usize| uaccess::offset(arg, off);
+    Ok(ClearDirtyLog {
+        slot: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, slot))?)?,
+        num_pages: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, num_pages))?)?,
+        first_page: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, first_page))?)?,
+        bitmap: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, __bindgen_anon_1))?)?,
+    })
 }
 
 impl AnonFile for Vm {
     const NAME: &'static CStr = c"kvm-vm";
 
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        this.check_mm()?;
         match cmd {
             RKVM_KVM_CHECK_EXTENSION => Ok(caps::check_extension(this.kvm, Some(&this), arg)),
+            RKVM_KVM_CREATE_VCPU => vcpu::create(this.into(), arg),
+            RKVM_KVM_SET_USER_MEMORY_REGION => {
+                let m: kvm_userspace_memory_region = uaccess::read(arg)?;
+                let m2 = kvm_userspace_memory_region2 {
+                    slot: m.slot,
+                    flags: m.flags,
+                    guest_phys_addr: m.guest_phys_addr,
+                    memory_size: m.memory_size,
+                    userspace_addr: m.userspace_addr,
+                    ..Default::default()
+                };
+                // The v1 ioctl does not take the newer flags.
+                if m.flags & !(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY) != 0 {
+                    return Err(EINVAL);
+                }
+                this.set_memory_region(&m2)
+            }
+            RKVM_KVM_SET_USER_MEMORY_REGION2 => {
+                let m: kvm_userspace_memory_region2 = uaccess::read(arg)?;
+                if m.pad1 != 0 || m.pad2.iter().any(|&p| p != 0) {
+                    return Err(EINVAL);
+                }
+                this.set_memory_region(&m)
+            }
+            RKVM_KVM_SET_TSS_ADDR => {
+                if arg as u64 > u64::from(u32::MAX - 3 * 4096 + 1) {
+                    return Err(EINVAL);
+                }
+                this.locked.lock().tss_addr = Some(arg as u64);
+                Ok(0)
+            }
+            RKVM_KVM_SET_IDENTITY_MAP_ADDR => {
+                let mut l = this.locked.lock();
+                if !l.vcpus.is_empty() {
+                    return Err(EINVAL);
+                }
+                let addr: u64 = uaccess::read(arg)?;
+                l.identity_map_addr = addr;
+                Ok(0)
+            }
+            RKVM_KVM_SET_NR_MMU_PAGES => {
+                // KVM's minimum; with two-dimensional paging the limit does not constrain
+                // EPT tables (as with KVM's TDP MMU), so it is only recorded.
+                if arg < 64 {
+                    return Err(EINVAL);
+                }
+                this.locked.lock().nr_mmu_pages = arg as u64;
+                Ok(0)
+            }
+            RKVM_KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
+            RKVM_KVM_CLEAR_DIRTY_LOG => this.clear_dirty_log(arg),
+            RKVM_KVM_ENABLE_CAP => {
+                let cap: kvm_enable_cap = uaccess::read(arg)?;
+                if cap.flags != 0 {
+                    return Err(EINVAL);
+                }
+                match cap.cap {
+                    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 => {
+                        let valid = u64::from(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET);
+                        if cap.args[0] & !valid != 0 || cap.args[0] & u64::from(KVM_DIRTY_LOG_INITIALLY_SET) != 0 {
+                            return Err(EINVAL);
+                        }
+                        this.manual_protect.store(cap.args[0] != 0, Ordering::Release);
+                        Ok(0)
+                    }
+                    _ => Err(EINVAL),
+                }
+            }
+            RKVM_KVM_CREATE_DEVICE => {
+                let d: kvm_create_device = uaccess::read(arg)?;
+                this.kvm.devices.lookup(d.type_).map(|_| 0)
+            }
             _ => Err(ENOTTY),
         }
     }

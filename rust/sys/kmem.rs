@@ -89,6 +89,20 @@ impl<T> KmemCache<T> {
     }
 }
 
+impl<T> KmemCache<T> {
+    /// Allocates an object holding `value`.
+    pub(crate) fn alloc_value(&self, value: T) -> Result<KmemBox<T>> {
+        // SAFETY: The closure writes a valid `T` into the slot and cannot fail.
+        let init = unsafe {
+            pin_init::init_from_closure(move |slot: *mut T| {
+                slot.write(value);
+                Ok(())
+            })
+        };
+        self.alloc(init)
+    }
+}
+
 /// An owned `T` in a kmem cache object.
 ///
 /// # Invariants

@@ -12,6 +12,7 @@ pub(crate) mod anon_fd;
 pub(crate) mod cpu;
 pub(crate) mod global;
 pub(crate) mod kmem;
+pub(crate) mod mm;
 pub(crate) mod msr;
 pub(crate) mod notifiers;
 pub(crate) mod page;

@@ -78,6 +78,35 @@ impl PhysPage {
         }
     }
 
+    /// Copies bytes out of the page at `off`; `EINVAL` past its end.
+    pub(crate) fn read_bytes(&self, off: usize, out: &mut [u8]) -> Result {
+        let end = off.checked_add(out.len()).ok_or(EINVAL)?;
+        if end > 4096 {
+            return Err(EINVAL);
+        }
+        let base = self.virt();
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: `off + i < 4096`: inside the page, which lives as long as `self`.
+            // Volatile: the page may be mapped into userspace, which writes it at will.
+            *b = unsafe { core::ptr::read_volatile(base.add(off + i)) };
+        }
+        Ok(())
+    }
+
+    /// Copies bytes into the page at `off`; `EINVAL` past its end.
+    pub(crate) fn write_bytes(&self, off: usize, data: &[u8]) -> Result {
+        let end = off.checked_add(data.len()).ok_or(EINVAL)?;
+        if end > 4096 {
+            return Err(EINVAL);
+        }
+        let base = self.virt();
+        for (i, &b) in data.iter().enumerate() {
+            // SAFETY: As in `read_bytes`.
+            unsafe { core::ptr::write_volatile(base.add(off + i), b) };
+        }
+        Ok(())
+    }
+
     /// Fills the page with `byte`.
     pub(crate) fn fill(&self, byte: u8) {
         let w = u64::from_ne_bytes([byte; 8]);

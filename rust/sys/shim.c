@@ -6,6 +6,12 @@
  * live here as statics.
  */
 #include <linux/anon_inodes.h>
+#include <linux/mmu_notifier.h>
+#include <linux/sched/mm.h>
+#include <asm/apic.h>
+#include <asm/desc.h>
+#include <asm/gsseg.h>
+#include <asm/fpu/api.h>
 #include <linux/cpu.h>
 #include <linux/cpuhotplug.h>
 #include <linux/io.h>
@@ -338,6 +344,177 @@ int rkvm_anon_inode_getfd(const char *name, const void *fops, void *priv, int fl
 {
 	return anon_inode_getfd(name, fops, priv, flags);
 }
+
+/* ---- MMU notifiers ------------------------------------------------------------------ */
+
+struct rkvm_mmu_notifier {
+	struct mmu_notifier mn;
+	void *ctx;
+};
+
+static void (*rkvm_mn_start_cb)(void *ctx, __u64 start, __u64 end);
+static void (*rkvm_mn_end_cb)(void *ctx, __u64 start, __u64 end);
+static void (*rkvm_mn_release_cb)(void *ctx);
+
+static void *mn_ctx(struct mmu_notifier *mn)
+{
+	return container_of(mn, struct rkvm_mmu_notifier, mn)->ctx;
+}
+
+static int rkvm_mn_invalidate_start(struct mmu_notifier *mn,
+				    const struct mmu_notifier_range *range)
+{
+	/* The callback never sleeps, so it is fine for non-blockable ranges too. */
+	rkvm_mn_start_cb(mn_ctx(mn), range->start, range->end);
+	return 0;
+}
+
+static void rkvm_mn_invalidate_end(struct mmu_notifier *mn,
+				   const struct mmu_notifier_range *range)
+{
+	rkvm_mn_end_cb(mn_ctx(mn), range->start, range->end);
+}
+
+static void rkvm_mn_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	rkvm_mn_release_cb(mn_ctx(mn));
+}
+
+static const struct mmu_notifier_ops rkvm_mn_ops = {
+	.invalidate_range_start = rkvm_mn_invalidate_start,
+	.invalidate_range_end = rkvm_mn_invalidate_end,
+	.release = rkvm_mn_release,
+};
+
+void rkvm_mmu_notifier_ops_init(void (*start)(void *ctx, __u64 start, __u64 end),
+				void (*end)(void *ctx, __u64 start, __u64 end),
+				void (*release)(void *ctx))
+{
+	rkvm_mn_start_cb = start;
+	rkvm_mn_end_cb = end;
+	rkvm_mn_release_cb = release;
+}
+
+void *rkvm_mmu_notifier_register(void *ctx, int *err)
+{
+	struct rkvm_mmu_notifier *n = kzalloc(sizeof(*n), GFP_KERNEL_ACCOUNT);
+	int r;
+
+	if (!n) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	n->ctx = ctx;
+	n->mn.ops = &rkvm_mn_ops;
+	r = mmu_notifier_register(&n->mn, current->mm);
+	if (r) {
+		kfree(n);
+		*err = r;
+		return NULL;
+	}
+	return n;
+}
+
+void rkvm_mmu_notifier_unregister(void *notifier)
+{
+	struct rkvm_mmu_notifier *n = notifier;
+
+	/* Waits for running callbacks; the notifier holds its own reference on the mm. */
+	mmu_notifier_unregister(&n->mn, n->mn.mm);
+	kfree(n);
+}
+
+const void *rkvm_current_mm(void) { return current->mm; }
+
+int rkvm_get_user_page(__u64 hva, int write, void **page)
+{
+	struct page *p;
+	int r = get_user_pages_fast(hva, 1, write ? FOLL_WRITE : 0, &p);
+
+	if (r == 1) {
+		*page = p;
+		return 0;
+	}
+	return r < 0 ? r : -EFAULT;
+}
+
+void rkvm_put_page(void *page) { put_page(page); }
+
+/* ---- Host state around a VMX window ------------------------------------------------- */
+
+void rkvm_host_segs_save(struct rkvm_host_segs *s)
+{
+	savesegment(ds, s->ds);
+	savesegment(es, s->es);
+	savesegment(fs, s->fs);
+	savesegment(gs, s->gs);
+	asm volatile("sldt %0" : "=g"(s->ldt));
+	rdmsrq(MSR_FS_BASE, s->fs_base);
+	rdmsrq(MSR_KERNEL_GS_BASE, s->kernel_gs_base);
+}
+
+void rkvm_host_segs_restore(const struct rkvm_host_segs *s)
+{
+	/* VM exit loaded null selectors where the host ones had RPL/TI bits; put them back. */
+	if (s->ldt)
+		asm volatile("lldt %0" : : "rm"(s->ldt));
+	if (s->ds | s->es) {
+		loadsegment(ds, s->ds);
+		loadsegment(es, s->es);
+	}
+	if (s->fs & 7) {
+		loadsegment(fs, s->fs);
+		wrmsrq(MSR_FS_BASE, s->fs_base);
+	}
+	if (s->gs & 7)
+		load_gs_index(s->gs);
+	/* The guest's KERNEL_GS_BASE (or load_gs_index) replaced the user's GS base. */
+	wrmsrq(MSR_KERNEL_GS_BASE, s->kernel_gs_base);
+	/* VM exit set the GDT limit to 0xffff and the TSS limit to 0x67. */
+	if (test_thread_flag(TIF_IO_BITMAP)) {
+		/*
+		 * The task's I/O bitmap lies beyond limit 0x67: reload TR from a writable GDT
+		 * (LTR sets the busy bit), as force_reload_TR() does with KVM-only helpers.
+		 */
+		struct desc_struct *gdt = this_cpu_ptr(&gdt_page)->gdt;
+		struct desc_ptr direct = {
+			.address = (unsigned long)gdt,
+			.size = GDT_SIZE - 1,
+		};
+		tss_desc tss;
+
+		native_load_gdt(&direct);
+		memcpy(&tss, &gdt[GDT_ENTRY_TSS], sizeof(tss_desc));
+		tss.type = DESC_TSS;
+		write_gdt_entry(gdt, GDT_ENTRY_TSS, &tss, DESC_TSS);
+		asm volatile("ltr %w0" : : "q"(GDT_ENTRY_TSS * 8));
+	}
+	load_fixmap_gdt(raw_smp_processor_id());
+}
+
+void rkvm_fpu_begin(void) { kernel_fpu_begin(); }
+void rkvm_fpu_end(void) { kernel_fpu_end(); }
+
+void rkvm_self_nmi(void) { apic->send_IPI_self(NMI_VECTOR); }
+
+/* ---- Signals ------------------------------------------------------------------------ */
+
+void rkvm_sigmask_activate(__u64 mask)
+{
+	sigset_t set;
+
+	set.sig[0] = mask;
+	sigdelsetmask(&set, sigmask(SIGKILL) | sigmask(SIGSTOP));
+	sigprocmask(SIG_SETMASK, &set, &current->real_blocked);
+}
+
+void rkvm_sigmask_deactivate(void)
+{
+	sigprocmask(SIG_SETMASK, &current->real_blocked, NULL);
+	sigemptyset(&current->real_blocked);
+}
+
+__u64 rkvm_rdtsc(void) { return rdtsc(); }
 
 /* ---- Addresses ---------------------------------------------------------------------- */
 

@@ -136,12 +136,17 @@ const PROC2_OPTIONAL: u32 = proc2::UNRESTRICTED_GUEST
     | proc2::ENABLE_PML
     | proc2::DESC;
 
-const EXIT_REQUIRED: u32 = exit::SAVE_DEBUG_CONTROLS | exit::HOST_ADDR_SPACE_SIZE;
-const EXIT_OPTIONAL: u32 = exit::LOAD_IA32_PAT | exit::LOAD_IA32_EFER | exit::SAVE_IA32_PAT
-    | exit::SAVE_IA32_EFER;
+// EFER and PAT are switched by the entry/exit controls (no MSR-load lists).
+const EXIT_REQUIRED: u32 = exit::SAVE_DEBUG_CONTROLS
+    | exit::HOST_ADDR_SPACE_SIZE
+    | exit::LOAD_IA32_EFER
+    | exit::SAVE_IA32_EFER
+    | exit::LOAD_IA32_PAT
+    | exit::SAVE_IA32_PAT;
+const EXIT_OPTIONAL: u32 = 0;
 
-const ENTRY_REQUIRED: u32 = entry::LOAD_DEBUG_CONTROLS;
-const ENTRY_OPTIONAL: u32 = entry::LOAD_IA32_PAT | entry::LOAD_IA32_EFER;
+const ENTRY_REQUIRED: u32 = entry::LOAD_DEBUG_CONTROLS | entry::LOAD_IA32_EFER | entry::LOAD_IA32_PAT;
+const ENTRY_OPTIONAL: u32 = 0;
 
 /// The VMX configuration of a CPU (the seed's `vmcs_config` + `vmx_capability`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -258,15 +263,6 @@ impl VmcsConfig {
             cr4_fixed0: rd(index::IA32_VMX_CR4_FIXED0)?,
             cr4_fixed1: rd(index::IA32_VMX_CR4_FIXED1)?,
         };
-        // Entry and exit controls that only make sense in pairs.
-        if c.exit & exit::LOAD_IA32_EFER == 0 || c.entry & entry::LOAD_IA32_EFER == 0 {
-            c.exit &= !(exit::LOAD_IA32_EFER | exit::SAVE_IA32_EFER);
-            c.entry &= !entry::LOAD_IA32_EFER;
-        }
-        if c.exit & exit::LOAD_IA32_PAT == 0 || c.entry & entry::LOAD_IA32_PAT == 0 {
-            c.exit &= !(exit::LOAD_IA32_PAT | exit::SAVE_IA32_PAT);
-            c.entry &= !entry::LOAD_IA32_PAT;
-        }
         // EPT is only usable with 4-level walks of write-back tables and INVEPT.
         let ept_ok = ept_vpid & ept_vpid::EPT_PAGE_WALK_4 != 0
             && ept_vpid & ept_vpid::EPT_MT_WB != 0

@@ -9,7 +9,10 @@
 
 pub(crate) mod asm;
 pub(crate) mod caps;
+pub(crate) mod entry;
 pub(crate) mod l1d;
+pub(crate) mod vcpu;
+pub(crate) mod vmcs;
 pub(crate) mod window;
 
 use crate::sys::cpu::{self, Feature, IrqGuard};
@@ -74,6 +77,8 @@ pub(crate) struct Vmx {
     /// Parameters in effect.
     pub(crate) params: Params,
     cpus: PerCpu<VmxCpu>,
+    /// VPIDs handed to vCPUs.
+    pub(crate) vpids: vcpu::VpidAllocator,
 }
 
 /// `cpu_has_kvm_support()`: CPUID.1:ECX.VMX.
@@ -110,14 +115,18 @@ pub(crate) fn hardware_setup() -> Result<Vmx> {
         pr_err!("ept=0 is not supported: rkvm maps guest memory with EPT only\n");
         return Err(EINVAL);
     }
-    let config = {
+    let mut config = {
         let _irq = IrqGuard::new();
         this_cpu_config(&params)?
     };
     // What the hardware cannot do is off, whatever the parameter said.
     params.vpid &= config.has2(proc2::ENABLE_VPID);
     params.unrestricted_guest &= config.has2(proc2::UNRESTRICTED_GUEST);
-    params.pml &= config.has2(proc2::ENABLE_PML);
+    // Dirty logging write-protects EPT entries; the page-modification log is not used,
+    // so the parameter reads 0.
+    params.pml = false;
+    // Every CPU's configuration is computed with these final parameters (compat check).
+    config.apply_params(&params);
     // No posted interrupts (and so no wakeup handler): rkvm has no in-kernel APIC.
     let revision = config.revision_id();
     let cpus = alloc_kvm_area(revision)?;
@@ -132,6 +141,7 @@ pub(crate) fn hardware_setup() -> Result<Vmx> {
         config,
         params,
         cpus,
+        vpids: vcpu::VpidAllocator::new(),
     })
 }
 

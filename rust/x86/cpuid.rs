@@ -294,3 +294,72 @@ pub(crate) fn emulated() -> Table {
         entries: KVec::new(),
     }
 }
+
+/// Guest state that CPUID reports at run time (KVM's `kvm_update_cpuid_runtime`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Runtime {
+    pub(crate) cr4: u64,
+    pub(crate) xcr0: u64,
+    pub(crate) apic_base: u64,
+}
+
+fn find(table: &[kvm_cpuid_entry2], leaf: u32, sub: u32) -> Option<&kvm_cpuid_entry2> {
+    table.iter().find(|e| {
+        e.function == leaf && (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0 || e.index == sub)
+    })
+}
+
+/// CPUID as the guest sees it, from the table userspace set (KVM_SET_CPUID2). A leaf
+/// above the maximum returns the highest basic leaf, as Intel CPUs do.
+pub(crate) fn guest_cpuid(table: &[kvm_cpuid_entry2], leaf: u32, sub: u32, rt: Runtime) -> [u32; 4] {
+    let e = find(table, leaf, sub).or_else(|| {
+        let class_max = |base: u32| find(table, base, 0).map(|e| e.eax);
+        let in_range = if leaf >= 0x8000_0000 {
+            class_max(0x8000_0000).is_some_and(|m| leaf <= m)
+        } else if (0x4000_0000..0x5000_0000).contains(&leaf) {
+            true
+        } else {
+            class_max(0).is_some_and(|m| leaf <= m)
+        };
+        if in_range {
+            None
+        } else {
+            class_max(0).and_then(|m| find(table, m, sub))
+        }
+    });
+    let Some(e) = e else {
+        return [0; 4];
+    };
+    let mut r = [e.eax, e.ebx, e.ecx, e.edx];
+    match e.function {
+        1 => {
+            // OSXSAVE mirrors CR4.OSXSAVE; the APIC bit mirrors IA32_APIC_BASE.EN.
+            r[2] = r[2] & !LEAF1_ECX_OSXSAVE | if rt.cr4 & (1 << 18) != 0 { LEAF1_ECX_OSXSAVE } else { 0 };
+            r[3] = r[3] & !(1 << 9) | if rt.apic_base & (1 << 11) != 0 { 1 << 9 } else { 0 };
+        }
+        0xd if e.index == 0 || e.index == 1 => {
+            // Bytes needed for the components XCR0 enables now.
+            r[1] = xsave_size(rt.xcr0);
+        }
+        _ => {}
+    }
+    r
+}
+
+/// The XCR0 bits the guest's CPUID allows (leaf 0xD), within what rkvm supports.
+pub(crate) fn guest_supported_xcr0(table: &[kvm_cpuid_entry2]) -> u64 {
+    find(table, 0xd, 0).map_or(1, |e| (u64::from(e.edx) << 32 | u64::from(e.eax)) & supported_xcr0())
+        | 1
+}
+
+/// Architectural validity of an XCR0 value within `allowed`.
+pub(crate) fn xcr0_valid(v: u64, allowed: u64) -> bool {
+    const X87: u64 = 1;
+    const SSE: u64 = 2;
+    const AVX: u64 = 4;
+    const AVX512: u64 = 0b1110_0000;
+    v & !allowed == 0
+        && v & X87 != 0
+        && (v & AVX == 0 || v & SSE != 0)
+        && (v & AVX512 == 0 || v & AVX512 == AVX512 && v & AVX != 0)
+}

@@ -9,26 +9,6 @@ use crate::sys::shrinker::Shrinker;
 use core::sync::atomic::{AtomicI64, Ordering};
 use kernel::prelude::*;
 
-/// Header of one EPT page-table page (the seed's `kvm_mmu_page`).
-#[derive(Default)]
-pub(crate) struct PageHeader {
-    /// First guest frame the table maps.
-    pub(crate) gfn: u64,
-    /// Level of the table (1 = maps 4 KiB pages).
-    pub(crate) level: u8,
-    /// Entries in use.
-    pub(crate) used: u16,
-}
-
-/// A reverse-map descriptor (the seed's `pte_list_desc`): leaf entries mapping one gfn.
-#[derive(Default)]
-pub(crate) struct RmapDesc {
-    /// Table page and entry index of each mapping.
-    pub(crate) sptes: [(u64, u16); 6],
-    /// How many of `sptes` are used.
-    pub(crate) count: u8,
-}
-
 /// EPT entry bits rkvm uses (the seed's shadow PTE masks).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SpteMasks {
@@ -69,8 +49,8 @@ pub(crate) static USED_MMU_PAGES: AtomicI64 = AtomicI64::new(0);
 
 /// The MMU's module-wide state.
 pub(crate) struct MmuModule {
-    pub(crate) page_header_cache: KmemCache<PageHeader>,
-    pub(crate) rmap_desc_cache: KmemCache<RmapDesc>,
+    /// Headers of EPT table pages (the seed's `kvm_mmu_page_header` cache).
+    pub(crate) page_header_cache: KmemCache<super::ept::Table>,
     pub(crate) masks: SpteMasks,
     _shrinker: Shrinker,
 }
@@ -88,14 +68,18 @@ impl MmuModule {
     /// `kvm_mmu_module_init()` + `kvm_mmu_set_mask_ptes()`.
     pub(crate) fn init(host_phys_bits: u32) -> Result<Self> {
         let masks = SpteMasks::ept(host_phys_bits);
-        let page_header_cache =
-            KmemCache::new(c"rkvm_mmu_page_header", size_of::<PageHeader>(), 0, (0, 0))?;
-        let rmap_desc_cache = KmemCache::new(c"rkvm_pte_list_desc", size_of::<RmapDesc>(), 0, (0, 0))?;
+        let page_header_cache = KmemCache::new(
+            c"rkvm_mmu_page_header",
+            size_of::<super::ept::Table>(),
+            0,
+            (0, 0),
+        )?;
+        // No `pte_list_desc` cache: rkvm's EPT is indexed by guest frame, so
+        // write-protection and zapping walk it directly and need no reverse map.
         USED_MMU_PAGES.store(0, Ordering::Relaxed);
         let shrinker = Shrinker::register(c"rkvm-mmu", shrink_count, shrink_scan)?;
         Ok(Self {
             page_header_cache,
-            rmap_desc_cache,
             masks,
             _shrinker: shrinker,
         })

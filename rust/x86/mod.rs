@@ -5,8 +5,13 @@
 //! module state, the timer and the local APIC defaults.
 
 pub(crate) mod cpuid;
+pub(crate) mod emulate;
+pub(crate) mod ept;
+pub(crate) mod exit;
+pub(crate) mod fpu;
 pub(crate) mod mmu;
 pub(crate) mod msrs;
+pub(crate) mod state;
 pub(crate) mod uret;
 
 use crate::sys::cpu::{self, Feature};

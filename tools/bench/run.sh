@@ -63,9 +63,9 @@ bochs-*)
 		boot: cdrom
 		com1: enabled=1, mode=file, dev=$logf
 		display_library: nogui
-		log: $work/bochs.log
+		log: ${logf%.log}.bochs.txt
 		panic: action=fatal
-		error: action=ignore
+		error: action=report
 		info: action=ignore
 		debug: action=ignore
 		speaker: enabled=0

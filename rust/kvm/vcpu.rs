@@ -1,0 +1,1419 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! vCPUs: `KVM_CREATE_VCPU`, the vCPU fd (mmap of `struct kvm_run`, the state ioctls) and
+//! `KVM_RUN`, which alternates backend run windows with the exits the generic x86 code
+//! finishes in process context.
+
+use super::stats::{vcpu as st, VcpuCounters};
+use super::uaccess;
+use super::vm::{Vm, VmMem};
+use super::Kvm;
+use crate::sys::anon_fd::{self, AnonFile};
+use crate::sys::cpu;
+use crate::sys::ffi;
+use crate::sys::kmem::KmemBox;
+use crate::sys::page::PhysPage;
+use crate::uapi::*;
+use crate::vmx::vcpu::{RunCtx, VmxVcpu};
+use crate::x86::emulate::{self, EmuError, MemOp, MsrEnv};
+use crate::x86::exit::Exit;
+use crate::x86::state::{self, Exception, VcpuState};
+use crate::x86::{fpu, GuestFpu};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use kernel::mm::virt::VmaNew;
+use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow, Mutex};
+use kernel::new_mutex;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+/// What the next KVM_RUN must finish before running the guest.
+#[derive(Clone, Copy, Debug)]
+enum Pending {
+    None,
+    /// IN/OUT handed to userspace: copy IN data to RAX, then skip the instruction (only if
+    /// the guest is still at it).
+    Pio { input: bool, size: u8, len: u8, linear_rip: u64 },
+    /// INS/OUTS handed to userspace: write INS data to guest memory, advance RSI/RDI/RCX.
+    StringPio { input: bool, size: u8, count: u32, io: emulate::StringIo, len: u8, linear_rip: u64 },
+    /// MMIO read handed to userspace: write the data to the register, skip the instruction.
+    MmioRead { op: MemOp },
+}
+
+/// State under the vCPU mutex (KVM's `vcpu->mutex`, held by every vCPU ioctl).
+pub(crate) struct VcpuInner {
+    state: VcpuState,
+    vmx: VmxVcpu,
+    fpu: KmemBox<GuestFpu>,
+    cpuid: KVec<kvm_cpuid_entry2>,
+    pending: Pending,
+    guest_debug: u32,
+    sigmask: Option<u64>,
+    has_run: bool,
+}
+
+/// A vCPU.
+#[pin_data]
+pub(crate) struct Vcpu {
+    pub(crate) id: u32,
+    #[pin]
+    inner: Mutex<VcpuInner>,
+    /// `struct kvm_run`, shared with userspace.
+    run: PhysPage,
+    /// The PIO data page (KVM_PIO_PAGE_OFFSET).
+    pio: PhysPage,
+    /// The coalesced-MMIO ring page (empty: rkvm has no coalesced MMIO).
+    ring: PhysPage,
+    /// The CPU whose VMX window this vCPU is in, -1 outside.
+    running_cpu: AtomicI32,
+    kick: AtomicBool,
+    pub(crate) stats: VcpuCounters,
+}
+
+/// The vCPU fd's object: the vCPU and a reference on its VM.
+pub(crate) struct VcpuFile {
+    vm: Arc<Vm>,
+    vcpu: Arc<Vcpu>,
+}
+
+/// `KVM_CREATE_VCPU(id)`.
+pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
+    let id = u32::try_from(id).map_err(|_| EINVAL)?;
+    if id >= super::caps::MAX_VCPU_IDS {
+        return Err(EINVAL);
+    }
+    let k = vm.kvm;
+    let mut l = vm.locked.lock();
+    if l.vcpus.len() >= super::caps::MAX_VCPUS as usize {
+        return Err(EINVAL);
+    }
+    if l.vcpus.iter().any(|v| v.id == id) {
+        return Err(EEXIST);
+    }
+    let fpu_area = k.arch.fpu_cache.alloc_value(GuestFpu { legacy_and_header: [0; 576] })?;
+    let mut apic_base = k.arch.lapic.apic_base;
+    if id == 0 {
+        apic_base |= k.arch.lapic.bsp;
+    }
+    // A new vCPU's TSC starts at 0.
+    let tsc_offset = 0u64.wrapping_sub(host_tsc());
+    let vcpu = Arc::pin_init(
+        try_pin_init!(Vcpu {
+            id,
+            inner <- new_mutex!(VcpuInner {
+                state: VcpuState::reset(apic_base, tsc_offset),
+                vmx: VmxVcpu::new(&k.vmx)?,
+                fpu: fpu_area,
+                cpuid: KVec::new(),
+                pending: Pending::None,
+                guest_debug: 0,
+                sigmask: None,
+                has_run: false,
+            }),
+            run: PhysPage::new()?,
+            pio: PhysPage::new()?,
+            ring: PhysPage::new()?,
+            running_cpu: AtomicI32::new(-1),
+            kick: AtomicBool::new(false),
+            stats: VcpuCounters::new(),
+        }? Error),
+        GFP_KERNEL,
+    )?;
+    {
+        let mut inner = vcpu.inner.lock();
+        fpu::reset_area(inner.fpu.bytes_mut());
+    }
+    l.vcpus.push(vcpu.clone(), GFP_KERNEL)?;
+    drop(l);
+    let file = Arc::new(VcpuFile { vm: vm.clone(), vcpu: vcpu.clone() }, GFP_KERNEL)?;
+    match anon_fd::install(file) {
+        Ok(fd) => Ok(fd as isize),
+        Err(e) => {
+            let mut l = vm.locked.lock();
+            l.vcpus.retain(|v| !Arc::ptr_eq(v, &vcpu));
+            vcpu.release(k);
+            Err(e)
+        }
+    }
+}
+
+fn host_tsc() -> u64 {
+    // SAFETY: Reads the TSC.
+    unsafe { ffi::rkvm_rdtsc() }
+}
+
+impl Vcpu {
+    /// Frees backend resources (VPID); the VM calls this when it goes.
+    pub(crate) fn release(&self, k: &Kvm) {
+        self.inner.lock().vmx.release(&k.vmx);
+    }
+
+    /// Forces the vCPU out of guest mode if it is in a VMX window now, and waits until it
+    /// has left (the IPI is taken only once the window is closed).
+    pub(crate) fn kick_out_of_guest(&self) {
+        let c = self.running_cpu.load(Ordering::SeqCst);
+        if c >= 0 {
+            let _ = cpu::run_on(c as u32, || {});
+        }
+    }
+
+    // ---- kvm_run page access -------------------------------------------------------------
+
+    fn run_u8(&self, off: usize) -> u8 {
+        let mut b = [0u8; 1];
+        let _ = self.run.read_bytes(off, &mut b);
+        b[0]
+    }
+
+    fn run_u64(&self, off: usize) -> u64 {
+        let mut b = [0u8; 8];
+        let _ = self.run.read_bytes(off, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn run_put<T: IntoBytes + zerocopy::Immutable>(&self, off: usize, v: &T) {
+        let _ = self.run.write_bytes(off, v.as_bytes());
+    }
+
+    fn set_exit(&self, reason: u32) {
+        self.run_put(offset_of!(kvm_run, exit_reason), &reason);
+    }
+}
+
+const RUN_U: usize = offset_of!(kvm_run, __bindgen_anon_1);
+
+// ---- The vCPU fd ----------------------------------------------------------------------
+
+impl AnonFile for VcpuFile {
+    const NAME: &'static CStr = c"kvm-vcpu";
+    const HAS_MMAP: bool = true;
+
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        this.vm.check_mm()?;
+        let vm = &*this.vm;
+        let vcpu = &*this.vcpu;
+        let mut inner = vcpu.inner.lock();
+        let g = &mut *inner;
+        match cmd {
+            RKVM_KVM_RUN => {
+                if arg != 0 {
+                    return Err(EINVAL);
+                }
+                run(vm, vcpu, g)
+            }
+            RKVM_KVM_GET_REGS => {
+                uaccess::write(arg, &g.state.regs)?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_REGS => {
+                let r: kvm_regs = uaccess::read(arg)?;
+                set_regs(&mut g.state, &r);
+                Ok(0)
+            }
+            RKVM_KVM_GET_SREGS => {
+                uaccess::write(arg, &get_sregs(&g.state))?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_SREGS => {
+                let s: kvm_sregs = uaccess::read(arg)?;
+                set_sregs(vm, g, &s)?;
+                Ok(0)
+            }
+            RKVM_KVM_GET_SREGS2 => {
+                uaccess::write(arg, &get_sregs2(&g.state))?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_SREGS2 => {
+                let s: kvm_sregs2 = uaccess::read(arg)?;
+                set_sregs2(vm, g, &s)?;
+                Ok(0)
+            }
+            RKVM_KVM_GET_FPU => {
+                uaccess::write(arg, &get_fpu(g.fpu.bytes()))?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_FPU => {
+                let f: kvm_fpu = uaccess::read(arg)?;
+                set_fpu(g.fpu.bytes_mut(), &f);
+                Ok(0)
+            }
+            RKVM_KVM_GET_XSAVE => {
+                let n = size_of::<kvm_xsave>();
+                write_xsave(g, arg, n)
+            }
+            RKVM_KVM_GET_XSAVE2 => write_xsave(g, arg, xsave2_size(vm.kvm)),
+            RKVM_KVM_SET_XSAVE => set_xsave(g, arg),
+            RKVM_KVM_GET_XCRS => {
+                let mut x = kvm_xcrs {
+                    nr_xcrs: 1,
+                    ..Default::default()
+                };
+                x.xcrs[0].value = g.state.xcr0;
+                uaccess::write(arg, &x)?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_XCRS => {
+                let x: kvm_xcrs = uaccess::read(arg)?;
+                if x.nr_xcrs as usize > x.xcrs.len() || x.flags != 0 {
+                    return Err(EINVAL);
+                }
+                for e in x.xcrs.iter().take(x.nr_xcrs as usize) {
+                    if e.xcr != 0 {
+                        return Err(EINVAL);
+                    }
+                    let allowed = crate::x86::cpuid::guest_supported_xcr0(&g.cpuid);
+                    if !crate::x86::cpuid::xcr0_valid(e.value, allowed) {
+                        return Err(EINVAL);
+                    }
+                    g.state.xcr0 = e.value;
+                }
+                Ok(0)
+            }
+            RKVM_KVM_GET_MSRS | RKVM_KVM_SET_MSRS => msrs_ioctl(vm, g, arg, cmd == RKVM_KVM_SET_MSRS),
+            RKVM_KVM_SET_CPUID2 => set_cpuid2(g, arg),
+            RKVM_KVM_GET_CPUID2 => {
+                let nent: u32 = uaccess::read(arg)?;
+                if (nent as usize) < g.cpuid.len() {
+                    return Err(E2BIG);
+                }
+                uaccess::write_slice(uaccess::offset(arg, size_of::<kvm_cpuid2>())?, &g.cpuid)?;
+                uaccess::write(arg, &(g.cpuid.len() as u32))?;
+                Ok(0)
+            }
+            RKVM_KVM_GET_DEBUGREGS => {
+                let d = kvm_debugregs {
+                    db: g.state.db,
+                    dr6: g.state.dr6,
+                    dr7: g.state.dr7,
+                    ..Default::default()
+                };
+                uaccess::write(arg, &d)?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_DEBUGREGS => {
+                let d: kvm_debugregs = uaccess::read(arg)?;
+                if d.flags != 0 || d.dr6 >> 32 != 0 || d.dr7 >> 32 != 0 {
+                    return Err(EINVAL);
+                }
+                g.state.db = d.db;
+                g.state.dr6 = d.dr6 & !0x1000 | 0xffff_0ff0;
+                g.state.dr7 = d.dr7 & !0xd000 | 0x400;
+                g.state.dirty = true;
+                Ok(0)
+            }
+            RKVM_KVM_GET_VCPU_EVENTS => {
+                uaccess::write(arg, &get_events(&g.state))?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_VCPU_EVENTS => {
+                let e: kvm_vcpu_events = uaccess::read(arg)?;
+                set_events(&mut g.state, &e)?;
+                Ok(0)
+            }
+            RKVM_KVM_GET_MP_STATE => {
+                uaccess::write(arg, &kvm_mp_state { mp_state: g.state.mp_state })?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_MP_STATE => {
+                let m: kvm_mp_state = uaccess::read(arg)?;
+                // Without an in-kernel local APIC only "runnable" exists, as in KVM.
+                if m.mp_state != KVM_MP_STATE_RUNNABLE {
+                    return Err(EINVAL);
+                }
+                g.state.mp_state = m.mp_state;
+                Ok(0)
+            }
+            RKVM_KVM_TRANSLATE => {
+                let mut t: kvm_translation = uaccess::read(arg)?;
+                let r = emulate::translate(&g.state, &VmMem(vm), t.linear_address, false, false);
+                match r {
+                    Ok(gpa) => {
+                        t.physical_address = gpa;
+                        t.valid = 1;
+                    }
+                    Err(EmuError::Host(e)) => return Err(e),
+                    Err(_) => {
+                        t.physical_address = u64::MAX;
+                        t.valid = 0;
+                    }
+                }
+                t.writeable = 1;
+                t.usermode = 0;
+                uaccess::write(arg, &t)?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_SIGNAL_MASK => {
+                if arg == 0 {
+                    g.sigmask = None;
+                    return Ok(0);
+                }
+                // struct kvm_signal_mask { __u32 len; __u8 sigset[]; }
+                let len: u32 = uaccess::read(arg)?;
+                if len != 8 {
+                    return Err(EINVAL);
+                }
+                let mask: u64 = uaccess::read(uaccess::offset(arg, 4)?)?;
+                g.sigmask = Some(mask);
+                Ok(0)
+            }
+            RKVM_KVM_SET_GUEST_DEBUG => {
+                let d: kvm_guest_debug = uaccess::read(arg)?;
+                let valid = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_SW_BP;
+                if d.control & !valid != 0 {
+                    return Err(EINVAL);
+                }
+                g.guest_debug = if d.control & KVM_GUESTDBG_ENABLE != 0 { d.control } else { 0 };
+                Ok(0)
+            }
+            RKVM_KVM_INTERRUPT => {
+                let irq: kvm_interrupt = uaccess::read(arg)?;
+                if irq.irq >= 256 {
+                    return Err(EINVAL);
+                }
+                if g.state.events.interrupt.is_some() {
+                    return Err(EEXIST);
+                }
+                g.state.events.interrupt = Some(irq.irq as u8);
+                g.state.events.interrupt_injected = false;
+                Ok(0)
+            }
+            RKVM_KVM_NMI => {
+                g.state.events.nmi_pending = true;
+                Ok(0)
+            }
+            _ => Err(ENOTTY),
+        }
+    }
+
+    fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
+        this.vm.check_mm()?;
+        let v = &this.vcpu;
+        let pages = [&v.run, &v.pio, &v.ring];
+        // SAFETY: Reads the offset field of the VMA under setup.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as usize;
+        let len = vma.end() - vma.start();
+        let mixed = vma.set_mixedmap();
+        for i in 0..len / 4096 {
+            // Pages past the three KVM defines stay unmapped (SIGBUS on access).
+            if let Some(p) = pgoff.checked_add(i).and_then(|n| pages.get(n)) {
+                mixed.vm_insert_page(vma.start() + i * 4096, p.page())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- KVM_RUN ---------------------------------------------------------------------------
+
+fn run(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
+    let immediate = vcpu.run_u8(offset_of!(kvm_run, immediate_exit)) != 0;
+    vcpu.run_put(offset_of!(kvm_run, flags), &0u16);
+    let valid = vcpu.run_u64(offset_of!(kvm_run, kvm_valid_regs));
+    let dirty = vcpu.run_u64(offset_of!(kvm_run, kvm_dirty_regs));
+    let sync_mask = u64::from(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS);
+    let r = (|| -> Result<isize> {
+        if valid & !sync_mask != 0 || dirty & !sync_mask != 0 {
+            return Err(EINVAL);
+        }
+        if dirty != 0 {
+            sync_regs_in(vm, vcpu, g, dirty)?;
+        }
+        // The TPR, as userspace's local APIC sees it.
+        let cr8 = vcpu.run_u64(offset_of!(kvm_run, cr8));
+        if cr8 & !0xf != 0 {
+            return Err(EINVAL);
+        }
+        g.state.cr8 = cr8;
+        complete_pending(vm, vcpu, g)?;
+        if immediate {
+            return Err(EINTR);
+        }
+        if let Some(mask) = g.sigmask {
+            // SAFETY: Blocks signals for this task until `deactivate` below.
+            unsafe { ffi::rkvm_sigmask_activate(mask) };
+        }
+        let r = run_loop(vm, vcpu, g);
+        if g.sigmask.is_some() {
+            // SAFETY: Balances `activate`.
+            unsafe { ffi::rkvm_sigmask_deactivate() };
+        }
+        r
+    })();
+    if valid != 0 {
+        sync_regs_out(vcpu, g, valid);
+    }
+    post_run_save(vcpu, g);
+    r
+}
+
+/// KVM's `post_kvm_run_save`: the state userspace's interrupt controller needs.
+fn post_run_save(vcpu: &Vcpu, g: &VcpuInner) {
+    let s = &g.state;
+    let if_flag = u8::from(s.regs.rflags & state::rflags::IF != 0);
+    let ready = u8::from(if_flag != 0 && s.events.shadow == 0 && s.events.interrupt.is_none()
+        && s.events.exception.is_none() && !s.events.nmi_injected);
+    vcpu.run_put(offset_of!(kvm_run, if_flag), &if_flag);
+    vcpu.run_put(offset_of!(kvm_run, cr8), &s.cr8);
+    vcpu.run_put(offset_of!(kvm_run, apic_base), &s.apic_base);
+    vcpu.run_put(offset_of!(kvm_run, ready_for_interrupt_injection), &ready);
+}
+
+fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
+    let k = vm.kvm;
+    g.has_run = true;
+    loop {
+        if cpu::signal_pending() {
+            vcpu.set_exit(KVM_EXIT_INTR);
+            vcpu.stats.inc(st::SIGNAL_EXITS);
+            return Err(EINTR);
+        }
+        cpu::cond_resched();
+        let request_irq_window = vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0;
+        vcpu.kick.store(false, Ordering::Release);
+        let eptp = vm.mmu.lock().ept.eptp();
+        let exit = {
+            let VcpuInner { state, vmx, fpu, cpuid, guest_debug, .. } = &mut *g;
+            let mut ctx = RunCtx {
+                vmx: &k.vmx,
+                uret: &k.arch.uret,
+                l1d: k.l1d.as_ref(),
+                eptp,
+                flush_gen: &vm.flush_gen,
+                state,
+                fpu,
+                cpuid,
+                stats: &vcpu.stats,
+                running_cpu: &vcpu.running_cpu,
+                kick: &vcpu.kick,
+                request_irq_window,
+                guest_debug: *guest_debug,
+            };
+            vmx.run(&mut ctx)
+        };
+        let exit = match exit {
+            Ok(e) => e,
+            Err(e) if e == EBUSY => {
+                pr_warn!("VMX is in use by another hypervisor: KVM_RUN refused\n");
+                return Err(EBUSY);
+            }
+            Err(e) => return Err(e),
+        };
+        match handle_exit(vm, vcpu, g, exit)? {
+            Some(r) => return Ok(r),
+            None => continue,
+        }
+    }
+}
+
+fn internal_error(vcpu: &Vcpu, suberror: u32, data: &[u64]) -> Option<isize> {
+    vcpu.set_exit(KVM_EXIT_INTERNAL_ERROR);
+    let base = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, suberror);
+    vcpu.run_put(base, &suberror);
+    let nd = data.len().min(16) as u32;
+    vcpu.run_put(RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, ndata), &nd);
+    for (i, d) in data.iter().take(16).enumerate() {
+        vcpu.run_put(RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, data) + i * 8, d);
+    }
+    Some(0)
+}
+
+fn inject(s: &mut VcpuState, f: Exception) {
+    s.events.exception = Some(f);
+}
+
+/// Finishes an exit in process context. `Some(r)`: return `r` to userspace.
+fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Option<isize>> {
+    let mem = VmMem(vm);
+    let s = &mut g.state;
+    match exit {
+        Exit::Again => Ok(None),
+        Exit::Hlt => {
+            vcpu.set_exit(KVM_EXIT_HLT);
+            Ok(Some(0))
+        }
+        Exit::Shutdown => {
+            vcpu.set_exit(KVM_EXIT_SHUTDOWN);
+            Ok(Some(0))
+        }
+        Exit::IrqWindowOpen => {
+            vcpu.stats.inc(st::REQUEST_IRQ_EXITS);
+            vcpu.set_exit(KVM_EXIT_IRQ_WINDOW_OPEN);
+            Ok(Some(0))
+        }
+        Exit::FailEntry { reason } => {
+            vcpu.set_exit(KVM_EXIT_FAIL_ENTRY);
+            let b = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_2, hardware_entry_failure_reason);
+            vcpu.run_put(b, &reason);
+            let c = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_2, cpu);
+            vcpu.run_put(c, &cpu::this_cpu());
+            Ok(Some(0))
+        }
+        Exit::Debug { exception, dr6, dr7 } => {
+            vcpu.set_exit(KVM_EXIT_DEBUG);
+            let a = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_5, arch);
+            let arch = kvm_debug_exit_arch {
+                exception,
+                pad: 0,
+                pc: s.regs.rip,
+                dr6,
+                dr7,
+            };
+            let _ = vcpu.run.write_bytes(a, debug_arch_bytes(&arch).as_slice());
+            Ok(Some(0))
+        }
+        Exit::Io { port, size, input, string, rep, value, insn_len } => {
+            if string {
+                return string_io(vm, vcpu, g, port, size, input, rep, insn_len);
+            }
+            if !input {
+                let _ = vcpu.pio.write_bytes(0, value.to_le_bytes().get(..usize::from(size)).unwrap_or(&[]));
+            }
+            // The backend moved RIP past the instruction; KVM reports the exit with RIP at
+            // the instruction and skips it when the I/O completes.
+            s.regs.rip = s.regs.rip.wrapping_sub(u64::from(insn_len));
+            g.pending = Pending::Pio {
+                input,
+                size,
+                len: insn_len,
+                linear_rip: emulate::linear_rip(&g.state),
+            };
+            io_exit(vcpu, port, size, input, 1);
+            Ok(Some(0))
+        }
+        Exit::EptViolation { gpa, write, fetch, insn_len } => {
+            vcpu.stats.inc(st::PF_TAKEN);
+            if vm.fault_in(gpa, write)? {
+                vcpu.stats.inc(st::PF_FIXED);
+                return Ok(None);
+            }
+            if fetch {
+                // Executing from MMIO cannot be emulated.
+                return Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[gpa]));
+            }
+            mmio(vm, vcpu, g, gpa, write, insn_len)
+        }
+        Exit::CrAccess { qual, insn_len } => {
+            cr_access(vm, vcpu, g, qual, insn_len)
+        }
+        Exit::DrAccess { qual, insn_len } => {
+            let dr = (qual & 7) as usize;
+            let from = qual & (1 << 4) != 0;
+            let gpr = ((qual >> 8) & 15) as u8;
+            if (dr == 4 || dr == 5) && s.cr4 & state::cr4::DE != 0 {
+                inject(s, emulate::ud());
+                return Ok(None);
+            }
+            if s.cpl() != 0 {
+                inject(s, emulate::gp(0));
+                return Ok(None);
+            }
+            let dr = if dr >= 4 && dr <= 5 { dr + 2 } else { dr };
+            if from {
+                let v = match dr {
+                    0..=3 => s.db.get(dr).copied().unwrap_or(0),
+                    6 => s.dr6,
+                    _ => s.dr7,
+                };
+                emulate::set_gpr(s, gpr, 8, false, v);
+            } else {
+                let v = emulate::gpr64(s, gpr);
+                match dr {
+                    0..=3 => {
+                        if let Some(d) = s.db.get_mut(dr) {
+                            *d = v;
+                        }
+                    }
+                    6 | 7 if v >> 32 != 0 => {
+                        inject(s, emulate::gp(0));
+                        return Ok(None);
+                    }
+                    6 => s.dr6 = v & !0x1000 | 0xffff_0ff0,
+                    _ => s.dr7 = v & !0xd000 | 0x400,
+                }
+            }
+            s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
+            s.dirty = true;
+            Ok(None)
+        }
+        Exit::Rdmsr { insn_len } | Exit::Wrmsr { insn_len } => {
+            let read = matches!(exit, Exit::Rdmsr { .. });
+            let m = s.regs.rcx as u32;
+            let env = MsrEnv {
+                host_tsc: host_tsc(),
+                cpuid: &g.cpuid,
+                arch_capabilities: vm.kvm.msrs.arch_capabilities,
+                host_initiated: false,
+            };
+            let s = &mut g.state;
+            if read {
+                match emulate::get_msr(s, &env, m) {
+                    Some(v) => {
+                        s.regs.rax = v & 0xffff_ffff;
+                        s.regs.rdx = v >> 32;
+                    }
+                    None => {
+                        inject(s, emulate::gp(0));
+                        return Ok(None);
+                    }
+                }
+            } else {
+                let v = (s.regs.rdx << 32) | (s.regs.rax & 0xffff_ffff);
+                if emulate::set_msr(s, &env, m, v).is_err() {
+                    inject(s, emulate::gp(0));
+                    return Ok(None);
+                }
+            }
+            s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
+            s.dirty = true;
+            Ok(None)
+        }
+        Exit::Unhandled { reason, qual } => {
+            pr_warn!("unhandled VM exit {} (qualification {:#x})\n", reason, qual);
+            Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, &[u64::from(reason), u64::from(cpu::this_cpu())]))
+        }
+        Exit::DeliveryFailed { reason, vectoring, gpa } => Ok(internal_error(
+            vcpu,
+            KVM_INTERNAL_ERROR_DELIVERY_EV,
+            &[u64::from(vectoring), u64::from(reason), gpa],
+        )),
+    }
+    .map(|r| {
+        let _ = &mem;
+        r
+    })
+}
+
+fn debug_arch_bytes(a: &kvm_debug_exit_arch) -> KVec<u8> {
+    let mut v = KVec::new();
+    for part in [
+        &a.exception.to_le_bytes()[..],
+        &a.pad.to_le_bytes()[..],
+        &a.pc.to_le_bytes()[..],
+        &a.dr6.to_le_bytes()[..],
+        &a.dr7.to_le_bytes()[..],
+    ] {
+        let _ = v.extend_from_slice(part, GFP_KERNEL);
+    }
+    v
+}
+
+fn io_exit(vcpu: &Vcpu, port: u16, size: u8, input: bool, count: u32) {
+    type Io = kvm_run__bindgen_ty_1__bindgen_ty_4;
+    vcpu.set_exit(KVM_EXIT_IO);
+    let dir = if input { KVM_EXIT_IO_IN } else { KVM_EXIT_IO_OUT } as u8;
+    vcpu.run_put(RUN_U + offset_of!(Io, direction), &dir);
+    vcpu.run_put(RUN_U + offset_of!(Io, size), &size);
+    vcpu.run_put(RUN_U + offset_of!(Io, port), &port);
+    vcpu.run_put(RUN_U + offset_of!(Io, count), &count);
+    vcpu.run_put(RUN_U + offset_of!(Io, data_offset), &(KVM_PIO_PAGE_OFFSET as u64 * 4096));
+}
+
+fn fault_or_error(vcpu: &Vcpu, s: &mut VcpuState, e: EmuError) -> Result<Option<isize>> {
+    match e {
+        EmuError::Fault(f) => {
+            inject(s, f);
+            Ok(None)
+        }
+        EmuError::Unsupported => Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[])),
+        EmuError::Host(e) => Err(e),
+    }
+}
+
+/// Fetches up to 15 instruction bytes at CS:RIP.
+fn fetch(vm: &Vm, s: &VcpuState, buf: &mut [u8; 15]) -> core::result::Result<(), EmuError> {
+    let rip = emulate::linear_rip(s);
+    // Never cross into a page the instruction may not touch: fetch what fits first.
+    let first = (4096 - (rip & 0xfff) as usize).min(15);
+    emulate::read_virt(s, &VmMem(vm), rip, buf.get_mut(..first).ok_or(EmuError::Unsupported)?)?;
+    if first < 15 {
+        let _ = emulate::read_virt(s, &VmMem(vm), rip.wrapping_add(first as u64), buf.get_mut(first..).ok_or(EmuError::Unsupported)?);
+    }
+    Ok(())
+}
+
+fn mmio(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, gpa: u64, write: bool, _len: u8) -> Result<Option<isize>> {
+    let mut code = [0u8; 15];
+    if let Err(e) = fetch(vm, &g.state, &mut code) {
+        return fault_or_error(vcpu, &mut g.state, e);
+    }
+    vcpu.stats.inc(st::INSN_EMULATION);
+    let Some(op) = emulate::decode_mmio(&g.state, &code) else {
+        vcpu.stats.inc(st::INSN_EMULATION_FAIL);
+        let mut data = [0u64; 3];
+        data[0] = u64::from_le_bytes(code.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+        data[1] = gpa;
+        return Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &data));
+    };
+    if op.write != write && !(op.write && !write) {
+        return Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[gpa]));
+    }
+    vcpu.stats.inc(st::MMIO_EXITS);
+    type Mmio = kvm_run__bindgen_ty_1__bindgen_ty_6;
+    vcpu.set_exit(KVM_EXIT_MMIO);
+    vcpu.run_put(RUN_U + offset_of!(Mmio, phys_addr), &gpa);
+    vcpu.run_put(RUN_U + offset_of!(Mmio, len), &u32::from(op.size));
+    vcpu.run_put(RUN_U + offset_of!(Mmio, is_write), &u8::from(op.write));
+    let data = op.value.to_le_bytes();
+    vcpu.run_put(RUN_U + offset_of!(Mmio, data), &data);
+    if op.write {
+        // A write completes now: RIP moves past the instruction before userspace sees it.
+        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        advance_string_op(&mut g.state, &code, &op);
+        g.pending = Pending::None;
+    } else {
+        g.pending = Pending::MmioRead { op };
+    }
+    Ok(Some(0))
+}
+
+/// STOS to MMIO: one iteration per exit, RDI (and RCX with REP) updated.
+fn advance_string_op(s: &mut VcpuState, code: &[u8], op: &MemOp) {
+    let io = emulate::decode_string_io(s, code);
+    let is_stos = code.iter().any(|&b| b == 0xaa || b == 0xab);
+    if !is_stos || op.dest.is_some() {
+        return;
+    }
+    let step = u64::from(op.size);
+    let m = emulate::size_mask(io.addr_size);
+    let di = emulate::gpr64(s, 7);
+    let nd = if emulate::df(s) { di.wrapping_sub(step) } else { di.wrapping_add(step) };
+    emulate::set_gpr(s, 7, io.addr_size, false, nd & m);
+    if io.rep {
+        let cx = emulate::gpr64(s, 1) & m;
+        let ncx = cx.wrapping_sub(1) & m;
+        emulate::set_gpr(s, 1, io.addr_size, false, ncx);
+        if ncx != 0 {
+            // Not done: run the instruction again.
+            s.regs.rip = s.regs.rip.wrapping_sub(u64::from(op.len));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn string_io(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, port: u16, size: u8, input: bool, rep: bool, len: u8) -> Result<Option<isize>> {
+    let mut code = [0u8; 15];
+    if let Err(e) = fetch(vm, &g.state, &mut code) {
+        return fault_or_error(vcpu, &mut g.state, e);
+    }
+    let s = &mut g.state;
+    let mut io = emulate::decode_string_io(s, &code);
+    io.rep = rep;
+    let m = emulate::size_mask(io.addr_size);
+    let mut count = if rep { (emulate::gpr64(s, 1) & m) as u64 } else { 1 };
+    if count == 0 {
+        s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+        return Ok(None);
+    }
+    // As many as fit in the PIO page, and without DF=1 page crossings, one at a time.
+    count = count.min(4096 / u64::from(size));
+    if emulate::df(s) {
+        count = 1;
+    }
+    let count = count as u32;
+    if !input {
+        let si = emulate::gpr64(s, 6) & m;
+        let src = emulate::linear(s, io.seg, si, io.addr_size);
+        let n = count as usize * usize::from(size);
+        let mut buf = KVec::with_capacity(n, GFP_KERNEL)?;
+        buf.resize(n, 0u8, GFP_KERNEL)?;
+        if let Err(e) = emulate::read_virt(s, &VmMem(vm), src, &mut buf) {
+            return fault_or_error(vcpu, s, e);
+        }
+        vcpu.pio.write_bytes(0, &buf)?;
+    }
+    g.pending = Pending::StringPio {
+        input,
+        size,
+        count,
+        io,
+        len,
+        linear_rip: emulate::linear_rip(&g.state),
+    };
+    vcpu.stats.inc(st::IO_EXITS);
+    io_exit(vcpu, port, size, input, count);
+    Ok(Some(0))
+}
+
+/// Completes what the last exit left to userspace, KVM's `complete_userspace_io`.
+fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
+    let pending = core::mem::replace(&mut g.pending, Pending::None);
+    let s = &mut g.state;
+    match pending {
+        Pending::None => {}
+        Pending::Pio { input, size, len, linear_rip } => {
+            if emulate::linear_rip(s) != linear_rip {
+                return Ok(());
+            }
+            if input {
+                let mut b = [0u8; 8];
+                vcpu.pio.read_bytes(0, b.get_mut(..usize::from(size)).ok_or(EINVAL)?)?;
+                let v = u64::from_le_bytes(b);
+                // Narrow sizes merge into RAX; 4 bytes zero-extend.
+                emulate::set_gpr(s, 0, if size < 4 { size } else { 4 }, false, v);
+            }
+            s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+        }
+        Pending::StringPio { input, size, count, io, len, linear_rip } => {
+            if emulate::linear_rip(s) != linear_rip {
+                return Ok(());
+            }
+            let m = emulate::size_mask(io.addr_size);
+            let bytes = u64::from(count) * u64::from(size);
+            let (reg, seg) = if input { (7u8, state::ES) } else { (6u8, io.seg) };
+            let ptr = emulate::gpr64(s, reg) & m;
+            if input {
+                let n = bytes as usize;
+                let mut buf = KVec::with_capacity(n, GFP_KERNEL)?;
+                buf.resize(n, 0u8, GFP_KERNEL)?;
+                vcpu.pio.read_bytes(0, &mut buf)?;
+                let dst = emulate::linear(s, seg, ptr, io.addr_size);
+                if let Err(e) = emulate::write_virt(s, &VmMem(vm), dst, &buf) {
+                    if let EmuError::Fault(f) = e {
+                        inject(s, f);
+                        return Ok(());
+                    }
+                    return Err(EFAULT);
+                }
+            }
+            let np = if emulate::df(s) { ptr.wrapping_sub(bytes) } else { ptr.wrapping_add(bytes) };
+            emulate::set_gpr(s, reg, io.addr_size, false, np & m);
+            let mut done = true;
+            if io.rep {
+                let cx = (emulate::gpr64(s, 1) & m).wrapping_sub(u64::from(count)) & m;
+                emulate::set_gpr(s, 1, io.addr_size, false, cx);
+                done = cx == 0;
+            }
+            if done {
+                s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+            }
+        }
+        Pending::MmioRead { op } => {
+            type Mmio = kvm_run__bindgen_ty_1__bindgen_ty_6;
+            let mut b = [0u8; 8];
+            vcpu.run.read_bytes(RUN_U + offset_of!(Mmio, data), &mut b)?;
+            emulate::complete_mmio_read(s, &op, u64::from_le_bytes(b));
+            s.regs.rip = s.regs.rip.wrapping_add(u64::from(op.len));
+        }
+    }
+    Ok(())
+}
+
+fn cr_access(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, qual: u64, len: u8) -> Result<Option<isize>> {
+    let valid4 = emulate::cr4_valid_bits(&g.cpuid);
+    let s = &mut g.state;
+    let cr = (qual & 15) as u8;
+    let kind = (qual >> 4) & 3;
+    let gpr = ((qual >> 8) & 15) as u8;
+    let mut exit_tpr = false;
+    let r = match kind {
+        0 => {
+            let v = emulate::gpr64(s, gpr);
+            match cr {
+                0 => emulate::set_cr0(s, v).map(Some),
+                3 => emulate::set_cr3(s, v).map(Some),
+                4 => emulate::set_cr4(s, v, valid4).map(Some),
+                8 => {
+                    if v & !0xf != 0 {
+                        Err(emulate::gp(0))
+                    } else {
+                        s.cr8 = v;
+                        exit_tpr = true;
+                        Ok(None)
+                    }
+                }
+                _ => Err(emulate::ud()),
+            }
+        }
+        1 => {
+            let v = match cr {
+                3 => s.cr3,
+                8 => s.cr8,
+                _ => 0,
+            };
+            emulate::set_gpr(s, gpr, 8, false, v);
+            Ok(None)
+        }
+        2 => {
+            s.cr0 &= !state::cr0::TS;
+            Ok(None)
+        }
+        _ => {
+            // LMSW: the low four bits of CR0; PE cannot be cleared.
+            let src = (qual >> 16) & 0xf;
+            let v = s.cr0 & !0xe | src & 0xf | s.cr0 & state::cr0::PE;
+            emulate::set_cr0(s, v).map(Some)
+        }
+    };
+    match r {
+        Err(f) => {
+            inject(s, f);
+            s.dirty = true;
+            return Ok(None);
+        }
+        Ok(Some(effect)) => {
+            if effect.load_pdptrs && !emulate::load_pdptrs(s, &VmMem(vm))? {
+                inject(s, emulate::gp(0));
+                s.dirty = true;
+                return Ok(None);
+            }
+            if effect.flush {
+                vm.flush_gen.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        Ok(None) => {}
+    }
+    s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+    s.dirty = true;
+    if exit_tpr {
+        // No in-kernel local APIC: userspace's APIC takes the new TPR (KVM_EXIT_SET_TPR).
+        vcpu.set_exit(KVM_EXIT_SET_TPR);
+        return Ok(Some(0));
+    }
+    Ok(None)
+}
+
+// ---- State ioctls ------------------------------------------------------------------------
+
+fn set_regs(s: &mut VcpuState, r: &kvm_regs) {
+    s.regs = *r;
+    s.regs.rflags |= state::rflags::FIXED;
+    s.events.exception = None;
+    s.dirty = true;
+}
+
+fn get_sregs(s: &VcpuState) -> kvm_sregs {
+    let mut out = kvm_sregs {
+        es: s.segs[state::ES],
+        cs: s.segs[state::CS],
+        ss: s.segs[state::SS],
+        ds: s.segs[state::DS],
+        fs: s.segs[state::FS],
+        gs: s.segs[state::GS],
+        ldt: s.segs[state::LDTR],
+        tr: s.segs[state::TR],
+        gdt: s.gdt,
+        idt: s.idt,
+        cr0: s.cr0,
+        cr2: s.cr2,
+        cr3: s.cr3,
+        cr4: s.cr4,
+        cr8: s.cr8,
+        efer: s.efer,
+        apic_base: s.apic_base,
+        ..Default::default()
+    };
+    if let (Some(v), true) = (s.events.interrupt, s.events.interrupt_injected) {
+        if let Some(w) = out.interrupt_bitmap.get_mut(usize::from(v) / 64) {
+            *w |= 1 << (v % 64);
+        }
+    }
+    out
+}
+
+fn get_sregs2(s: &VcpuState) -> kvm_sregs2 {
+    let b = get_sregs(s);
+    let mut out = kvm_sregs2 {
+        cs: b.cs,
+        ds: b.ds,
+        es: b.es,
+        fs: b.fs,
+        gs: b.gs,
+        ss: b.ss,
+        tr: b.tr,
+        ldt: b.ldt,
+        gdt: b.gdt,
+        idt: b.idt,
+        cr0: b.cr0,
+        cr2: b.cr2,
+        cr3: b.cr3,
+        cr4: b.cr4,
+        cr8: b.cr8,
+        efer: b.efer,
+        apic_base: b.apic_base,
+        ..Default::default()
+    };
+    if s.pae_paging() {
+        out.flags = u64::from(KVM_SREGS2_FLAGS_PDPTRS_VALID);
+        out.pdptrs = s.pdptrs;
+    }
+    out
+}
+
+/// KVM's `kvm_is_valid_sregs` plus the CR0/CR4/EFER checks.
+fn sregs_valid(g: &VcpuInner, cr0: u64, cr4: u64, efer: u64, cs_l: u8, cr3: u64) -> bool {
+    use state::{cr0 as c0, cr4 as c4, efer as ef};
+    if efer & ef::LME != 0 && cr0 & c0::PG != 0 {
+        if cr4 & c4::PAE == 0 || efer & ef::LMA == 0 || cr3 >> 52 != 0 {
+            return false;
+        }
+    } else if efer & ef::LMA != 0 || cs_l != 0 {
+        return false;
+    }
+    if cr0 >> 32 != 0 || (cr0 & c0::NW != 0 && cr0 & c0::CD == 0) || (cr0 & c0::PG != 0 && cr0 & c0::PE == 0) {
+        return false;
+    }
+    if cr4 & !emulate::cr4_valid_bits(&g.cpuid) != 0 {
+        return false;
+    }
+    let env = MsrEnv {
+        host_tsc: 0,
+        cpuid: &g.cpuid,
+        arch_capabilities: 0,
+        host_initiated: true,
+    };
+    let mut probe = g.state.clone();
+    emulate::set_msr(&mut probe, &env, crate::sys::msr::index::EFER, efer).is_ok()
+}
+
+fn set_sregs_common(g: &mut VcpuInner, b: &kvm_sregs) -> Result {
+    if !sregs_valid(g, b.cr0, b.cr4, b.efer, b.cs.l, b.cr3) {
+        return Err(EINVAL);
+    }
+    if b.apic_base & 0xffff_fff0_0000_02ff != 0 {
+        return Err(EINVAL);
+    }
+    let s = &mut g.state;
+    s.apic_base = b.apic_base;
+    s.idt = b.idt;
+    s.gdt = b.gdt;
+    s.cr2 = b.cr2;
+    s.cr3 = b.cr3;
+    s.efer = b.efer;
+    s.cr0 = b.cr0 | state::cr0::ET;
+    s.cr4 = b.cr4;
+    s.segs = [b.es, b.cs, b.ss, b.ds, b.fs, b.gs, b.ldt, b.tr];
+    s.cr8 = b.cr8 & 0xf;
+    s.dirty = true;
+    Ok(())
+}
+
+fn set_sregs(vm: &Vm, g: &mut VcpuInner, b: &kvm_sregs) -> Result {
+    set_sregs_common(g, b)?;
+    if g.state.pae_paging() {
+        let _ = emulate::load_pdptrs(&mut g.state, &VmMem(vm));
+    }
+    vm.flush_gen.fetch_add(1, Ordering::SeqCst);
+    // The first pending interrupt in the bitmap is queued again.
+    for (i, &w) in b.interrupt_bitmap.iter().enumerate() {
+        if w != 0 {
+            g.state.events.interrupt = Some((i * 64 + w.trailing_zeros() as usize) as u8);
+            g.state.events.interrupt_injected = false;
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn set_sregs2(vm: &Vm, g: &mut VcpuInner, s2: &kvm_sregs2) -> Result {
+    if s2.flags & !u64::from(KVM_SREGS2_FLAGS_PDPTRS_VALID) != 0 {
+        return Err(EINVAL);
+    }
+    let b = kvm_sregs {
+        cs: s2.cs,
+        ds: s2.ds,
+        es: s2.es,
+        fs: s2.fs,
+        gs: s2.gs,
+        ss: s2.ss,
+        tr: s2.tr,
+        ldt: s2.ldt,
+        gdt: s2.gdt,
+        idt: s2.idt,
+        cr0: s2.cr0,
+        cr2: s2.cr2,
+        cr3: s2.cr3,
+        cr4: s2.cr4,
+        cr8: s2.cr8,
+        efer: s2.efer,
+        apic_base: s2.apic_base,
+        ..Default::default()
+    };
+    let pae = b.cr0 & state::cr0::PG != 0 && b.cr4 & state::cr4::PAE != 0 && b.efer & state::efer::LME == 0;
+    if s2.flags & u64::from(KVM_SREGS2_FLAGS_PDPTRS_VALID) != 0 && !pae {
+        return Err(EINVAL);
+    }
+    set_sregs_common(g, &b)?;
+    if s2.flags & u64::from(KVM_SREGS2_FLAGS_PDPTRS_VALID) != 0 {
+        g.state.pdptrs = s2.pdptrs;
+    } else if g.state.pae_paging() {
+        let _ = emulate::load_pdptrs(&mut g.state, &VmMem(vm));
+    }
+    vm.flush_gen.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+fn get_fpu(a: &[u8]) -> kvm_fpu {
+    let rd = |o: usize, n: usize| -> u64 {
+        let mut b = [0u8; 8];
+        if let (Some(d), Some(s)) = (b.get_mut(..n), a.get(o..o + n)) {
+            d.copy_from_slice(s);
+        }
+        u64::from_le_bytes(b)
+    };
+    let mut f = kvm_fpu {
+        fcw: rd(0, 2) as u16,
+        fsw: rd(2, 2) as u16,
+        ftwx: rd(4, 1) as u8,
+        last_opcode: rd(6, 2) as u16,
+        last_ip: rd(8, 8),
+        last_dp: rd(16, 8),
+        mxcsr: rd(24, 4) as u32,
+        ..Default::default()
+    };
+    for (i, r) in f.fpr.iter_mut().enumerate() {
+        if let Some(s) = a.get(32 + i * 16..48 + i * 16) {
+            r.copy_from_slice(s);
+        }
+    }
+    for (i, r) in f.xmm.iter_mut().enumerate() {
+        if let Some(s) = a.get(160 + i * 16..176 + i * 16) {
+            r.copy_from_slice(s);
+        }
+    }
+    f
+}
+
+fn set_fpu(a: &mut [u8], f: &kvm_fpu) {
+    let mut put = |o: usize, b: &[u8]| {
+        if let Some(d) = a.get_mut(o..o + b.len()) {
+            d.copy_from_slice(b);
+        }
+    };
+    put(0, &f.fcw.to_le_bytes());
+    put(2, &f.fsw.to_le_bytes());
+    put(4, &[f.ftwx]);
+    put(6, &f.last_opcode.to_le_bytes());
+    put(8, &f.last_ip.to_le_bytes());
+    put(16, &f.last_dp.to_le_bytes());
+    put(24, &f.mxcsr.to_le_bytes());
+    for (i, r) in f.fpr.iter().enumerate() {
+        put(32 + i * 16, r);
+    }
+    for (i, r) in f.xmm.iter().enumerate() {
+        put(160 + i * 16, r);
+    }
+    // x87 and SSE state are now in the area.
+    let mut bv = [0u8; 8];
+    if let Some(s) = a.get(512..520) {
+        bv.copy_from_slice(s);
+    }
+    let v = u64::from_le_bytes(bv) | 3;
+    if let Some(d) = a.get_mut(512..520) {
+        d.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// `KVM_CAP_XSAVE2`: bytes of the XSAVE buffer (at least `struct kvm_xsave`).
+pub(crate) fn xsave2_size(k: &Kvm) -> usize {
+    (k.arch.fpu_size as usize).max(size_of::<kvm_xsave>())
+}
+
+fn write_xsave(g: &VcpuInner, arg: usize, size: usize) -> Result<isize> {
+    let area = g.fpu.bytes();
+    let mut out = KVVec::with_capacity(size, GFP_KERNEL)?;
+    out.resize(size, 0u8, GFP_KERNEL)?;
+    let n = area.len().min(size);
+    if let (Some(d), Some(s)) = (out.get_mut(..n), area.get(..n)) {
+        d.copy_from_slice(s);
+    }
+    uaccess::write_slice(arg, &out)?;
+    Ok(0)
+}
+
+fn set_xsave(g: &mut VcpuInner, arg: usize) -> Result<isize> {
+    let size = g.fpu.bytes().len();
+    let mut buf = KVVec::with_capacity(size, GFP_KERNEL)?;
+    buf.resize(size, 0u8, GFP_KERNEL)?;
+    super::uaccess::read_into(arg, &mut buf)?;
+    let supported = crate::x86::cpuid::supported_xcr0();
+    if !fpu::area_valid(&buf, supported, 0xffff) {
+        return Err(EINVAL);
+    }
+    g.fpu.bytes_mut().copy_from_slice(&buf);
+    Ok(0)
+}
+
+fn msrs_ioctl(vm: &Vm, g: &mut VcpuInner, arg: usize, write: bool) -> Result<isize> {
+    let nmsrs: u32 = uaccess::read(arg)?;
+    if nmsrs >= super::dev::MAX_IO_MSRS {
+        return Err(E2BIG);
+    }
+    let addr = uaccess::offset(arg, size_of::<kvm_msrs>())?;
+    let mut entries: KVVec<kvm_msr_entry> = uaccess::read_vec(addr, nmsrs as usize)?;
+    let env = MsrEnv {
+        host_tsc: host_tsc(),
+        cpuid: &g.cpuid,
+        arch_capabilities: vm.kvm.msrs.arch_capabilities,
+        host_initiated: true,
+    };
+    let advertised = |m: u32| vm.kvm.msrs.to_save.contains(&m) || vm.kvm.msrs.emulated.contains(&m);
+    let mut done = 0isize;
+    for e in entries.iter_mut() {
+        let ok = if write {
+            emulate::set_msr(&mut g.state, &env, e.index, e.data).is_ok()
+                || (e.data == 0 && advertised(e.index))
+        } else {
+            match emulate::get_msr(&g.state, &env, e.index) {
+                Some(v) => {
+                    e.data = v;
+                    true
+                }
+                None => {
+                    e.data = 0;
+                    advertised(e.index)
+                }
+            }
+        };
+        if !ok {
+            break;
+        }
+        done += 1;
+    }
+    if write {
+        g.state.dirty = true;
+    } else {
+        uaccess::write_slice(addr, &entries)?;
+    }
+    Ok(done)
+}
+
+fn set_cpuid2(g: &mut VcpuInner, arg: usize) -> Result<isize> {
+    let nent: u32 = uaccess::read(arg)?;
+    if nent as usize > crate::x86::cpuid::MAX_ENTRIES {
+        return Err(E2BIG);
+    }
+    let addr = uaccess::offset(arg, size_of::<kvm_cpuid2>())?;
+    let entries: KVVec<kvm_cpuid_entry2> = uaccess::read_vec(addr, nent as usize)?;
+    // After the first KVM_RUN, KVM only accepts the same table again.
+    if g.has_run {
+        let same = entries.len() == g.cpuid.len()
+            && entries.iter().zip(g.cpuid.iter()).all(|(a, b)| a.as_bytes() == b.as_bytes());
+        return if same { Ok(0) } else { Err(EBUSY) };
+    }
+    let mut v = KVec::with_capacity(entries.len(), GFP_KERNEL)?;
+    for e in entries.iter() {
+        v.push(*e, GFP_KERNEL)?;
+    }
+    g.cpuid = v;
+    Ok(0)
+}
+
+fn get_events(s: &VcpuState) -> kvm_vcpu_events {
+    let mut e = kvm_vcpu_events::new_zeroed();
+    if let Some(x) = s.events.exception {
+        e.exception.injected = u8::from(x.injected);
+        e.exception.pending = 0;
+        e.exception.injected |= u8::from(!x.injected);
+        e.exception.nr = x.vector;
+        e.exception.has_error_code = u8::from(x.error_code.is_some());
+        e.exception.error_code = x.error_code.unwrap_or(0);
+    }
+    if let (Some(v), true) = (s.events.interrupt, s.events.interrupt_injected) {
+        e.interrupt.injected = 1;
+        e.interrupt.nr = v;
+    }
+    if let Some((v, _)) = s.events.soft_interrupt {
+        e.interrupt.injected = 1;
+        e.interrupt.nr = v;
+        e.interrupt.soft = 1;
+    }
+    e.interrupt.shadow = s.events.shadow;
+    e.nmi.injected = u8::from(s.events.nmi_injected);
+    e.nmi.pending = u8::from(s.events.nmi_pending);
+    e.nmi.masked = u8::from(s.events.nmi_masked);
+    e.flags = KVM_VCPUEVENT_VALID_SHADOW;
+    e
+}
+
+fn set_events(s: &mut VcpuState, e: &kvm_vcpu_events) -> Result {
+    let valid = KVM_VCPUEVENT_VALID_NMI_PENDING
+        | KVM_VCPUEVENT_VALID_SIPI_VECTOR
+        | KVM_VCPUEVENT_VALID_SHADOW
+        | KVM_VCPUEVENT_VALID_SMM
+        | KVM_VCPUEVENT_VALID_PAYLOAD
+        | KVM_VCPUEVENT_VALID_TRIPLE_FAULT;
+    if e.flags & !valid != 0 {
+        return Err(EINVAL);
+    }
+    // Exception payloads, SMM and triple-fault events need capabilities rkvm does not
+    // offer.
+    if e.flags & (KVM_VCPUEVENT_VALID_PAYLOAD | KVM_VCPUEVENT_VALID_TRIPLE_FAULT) != 0 {
+        return Err(EINVAL);
+    }
+    if e.flags & KVM_VCPUEVENT_VALID_SMM != 0 && (e.smi.smm != 0 || e.smi.pending != 0) {
+        return Err(EINVAL);
+    }
+    let injected = e.exception.injected != 0;
+    if injected && (e.exception.nr > 31 || e.exception.nr == 2) {
+        return Err(EINVAL);
+    }
+    s.events.exception = injected.then_some(Exception {
+        vector: e.exception.nr,
+        error_code: (e.exception.has_error_code != 0).then_some(e.exception.error_code),
+        injected: true,
+        payload: None,
+    });
+    s.events.soft_interrupt = None;
+    if e.interrupt.injected != 0 {
+        if e.interrupt.soft != 0 {
+            s.events.soft_interrupt = Some((e.interrupt.nr, 0));
+        } else {
+            s.events.interrupt = Some(e.interrupt.nr);
+            s.events.interrupt_injected = true;
+        }
+    } else if s.events.interrupt_injected {
+        s.events.interrupt = None;
+        s.events.interrupt_injected = false;
+    }
+    if e.flags & KVM_VCPUEVENT_VALID_SHADOW != 0 {
+        s.events.shadow = e.interrupt.shadow & 3;
+    }
+    s.events.nmi_injected = e.nmi.injected != 0;
+    if e.flags & KVM_VCPUEVENT_VALID_NMI_PENDING != 0 {
+        s.events.nmi_pending = e.nmi.pending != 0;
+    }
+    s.events.nmi_masked = e.nmi.masked != 0;
+    s.dirty = true;
+    Ok(())
+}
+
+// ---- sync_regs (KVM_CAP_SYNC_REGS) -------------------------------------------------------
+
+const SYNC: usize = offset_of!(kvm_run, s);
+
+fn sync_regs_out(vcpu: &Vcpu, g: &VcpuInner, valid: u64) {
+    let s = &g.state;
+    if valid & u64::from(KVM_SYNC_X86_REGS) != 0 {
+        vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, regs), &s.regs);
+    }
+    if valid & u64::from(KVM_SYNC_X86_SREGS) != 0 {
+        vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, sregs), &get_sregs(s));
+    }
+    if valid & u64::from(KVM_SYNC_X86_EVENTS) != 0 {
+        vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, events), &get_events(s));
+    }
+}
+
+fn read_run<T: FromBytes + IntoBytes>(vcpu: &Vcpu, off: usize) -> Result<T> {
+    let mut v = T::new_zeroed();
+    vcpu.run.read_bytes(off, v.as_mut_bytes())?;
+    Ok(v)
+}
+
+fn sync_regs_in(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, dirty: u64) -> Result {
+    if dirty & u64::from(KVM_SYNC_X86_REGS) != 0 {
+        let r: kvm_regs = read_run(vcpu, SYNC + offset_of!(kvm_sync_regs, regs))?;
+        set_regs(&mut g.state, &r);
+    }
+    if dirty & u64::from(KVM_SYNC_X86_SREGS) != 0 {
+        let s: kvm_sregs = read_run(vcpu, SYNC + offset_of!(kvm_sync_regs, sregs))?;
+        set_sregs(vm, g, &s)?;
+    }
+    if dirty & u64::from(KVM_SYNC_X86_EVENTS) != 0 {
+        let e: kvm_vcpu_events = read_run(vcpu, SYNC + offset_of!(kvm_sync_regs, events))?;
+        set_events(&mut g.state, &e)?;
+    }
+    // KVM clears kvm_dirty_regs once it took the state.
+    vcpu.run_put(offset_of!(kvm_run, kvm_dirty_regs), &0u64);
+    Ok(())
+}

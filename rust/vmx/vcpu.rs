@@ -1,0 +1,890 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A VMX vCPU: its VMCS, the VMX window in which it runs, and the VM exits handled without
+//! leaving the window. Everything else goes back to the generic x86 code as an [`Exit`].
+
+use super::caps::{entry, exit, pin, proc1, proc2};
+use super::entry::{self as vmentry, reg, Entry, Gprs};
+use super::vmcs::{self, Loaded, Vmcs};
+use super::window::{EnterError, VmxOn};
+use super::Vmx;
+use crate::kvm::stats::{vcpu as st, VcpuCounters};
+use crate::sys::cpu::{self, regs, IrqGuard};
+use crate::sys::ffi;
+use crate::sys::msr::{self, index};
+use crate::sys::page::PhysPage;
+use crate::uapi::{kvm_cpuid_entry2, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP};
+use crate::x86::exit::Exit;
+use crate::x86::fpu::{self, KernelFpu};
+use crate::x86::state::{ar_to_seg, cr0, rflags, seg_to_ar, Exception, VcpuState};
+use crate::x86::{cpuid, uret, GuestFpu};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use kernel::prelude::*;
+
+/// Basic exit reasons.
+mod reason {
+    pub(super) const EXCEPTION_NMI: u32 = 0;
+    pub(super) const EXTERNAL_INTERRUPT: u32 = 1;
+    pub(super) const TRIPLE_FAULT: u32 = 2;
+    pub(super) const INIT: u32 = 3;
+    pub(super) const SIPI: u32 = 4;
+    pub(super) const INTERRUPT_WINDOW: u32 = 7;
+    pub(super) const NMI_WINDOW: u32 = 8;
+    pub(super) const CPUID: u32 = 10;
+    pub(super) const HLT: u32 = 12;
+    pub(super) const INVD: u32 = 13;
+    pub(super) const INVLPG: u32 = 14;
+    pub(super) const RDPMC: u32 = 15;
+    pub(super) const VMCALL: u32 = 18;
+    pub(super) const VMCLEAR: u32 = 19;
+    pub(super) const VMXON: u32 = 27;
+    pub(super) const CR_ACCESS: u32 = 28;
+    pub(super) const DR_ACCESS: u32 = 29;
+    pub(super) const IO_INSTRUCTION: u32 = 30;
+    pub(super) const MSR_READ: u32 = 31;
+    pub(super) const MSR_WRITE: u32 = 32;
+    pub(super) const MWAIT: u32 = 36;
+    pub(super) const MONITOR_TRAP_FLAG: u32 = 37;
+    pub(super) const MONITOR: u32 = 39;
+    pub(super) const PAUSE: u32 = 40;
+    pub(super) const EPT_VIOLATION: u32 = 48;
+    pub(super) const INVEPT: u32 = 50;
+    pub(super) const RDTSCP: u32 = 51;
+    pub(super) const INVVPID: u32 = 53;
+    pub(super) const WBINVD: u32 = 54;
+    pub(super) const XSETBV: u32 = 55;
+    pub(super) const INVPCID: u32 = 58;
+    pub(super) const VMFUNC: u32 = 59;
+}
+
+/// Event types of the interruption-information fields.
+const TYPE_EXT_INTR: u32 = 0;
+const TYPE_NMI: u32 = 2;
+const TYPE_HW_EXCEPTION: u32 = 3;
+const TYPE_SOFT_INTR: u32 = 4;
+const TYPE_PRIV_SW_EXCEPTION: u32 = 5;
+const TYPE_SOFT_EXCEPTION: u32 = 6;
+const INFO_VALID: u32 = 1 << 31;
+const INFO_ERROR_CODE: u32 = 1 << 11;
+
+/// Interruptibility bits.
+const BLOCK_STI: u32 = 1 << 0;
+const BLOCK_MOV_SS: u32 = 1 << 1;
+const BLOCK_NMI: u32 = 1 << 3;
+
+/// Exception vectors.
+const DB_VECTOR: u8 = 1;
+const BP_VECTOR: u8 = 3;
+const UD_VECTOR: u8 = 6;
+const GP_VECTOR: u8 = 13;
+const MC_VECTOR: u8 = 18;
+
+/// KVM's hypercall error: no such hypercall (`-KVM_ENOSYS`), not allowed (`-KVM_EPERM`).
+const KVM_ENOSYS: u64 = 1000u64.wrapping_neg();
+const KVM_EPERM: u64 = 1u64.wrapping_neg();
+
+/// Everything a run window needs from the VM and the generic vCPU.
+pub(crate) struct RunCtx<'a> {
+    pub(crate) vmx: &'a Vmx,
+    pub(crate) uret: &'a uret::UserReturnMsrs,
+    pub(crate) l1d: Option<&'a super::l1d::L1dFlush>,
+    pub(crate) eptp: u64,
+    /// The VM's TLB-flush generation; entries after a change INVEPT first.
+    pub(crate) flush_gen: &'a AtomicU64,
+    pub(crate) state: &'a mut VcpuState,
+    pub(crate) fpu: &'a mut GuestFpu,
+    pub(crate) cpuid: &'a [kvm_cpuid_entry2],
+    pub(crate) stats: &'a VcpuCounters,
+    /// This CPU's id while the window is open, -1 otherwise (for kicks).
+    pub(crate) running_cpu: &'a AtomicI32,
+    /// Set by another thread to make the vCPU leave its window.
+    pub(crate) kick: &'a AtomicBool,
+    pub(crate) request_irq_window: bool,
+    pub(crate) guest_debug: u32,
+}
+
+/// A VPID per vCPU, from a bitmap shared by all VMs.
+pub(crate) struct VpidAllocator {
+    words: [AtomicU64; 1024],
+}
+
+impl VpidAllocator {
+    pub(crate) const fn new() -> Self {
+        let mut s = Self {
+            words: [const { AtomicU64::new(0) }; 1024],
+        };
+        // VPID 0 is the host's: never handed out.
+        s.words[0] = AtomicU64::new(1);
+        s
+    }
+
+    /// A free VPID (1..65535), or 0 (none: the CPU flushes on every entry and exit).
+    pub(crate) fn alloc(&self) -> u16 {
+        for (i, w) in self.words.iter().enumerate() {
+            let mut cur = w.load(Ordering::Relaxed);
+            while cur != u64::MAX {
+                let bit = (!cur).trailing_zeros();
+                let vpid = i * 64 + bit as usize;
+                match w.compare_exchange(cur, cur | 1 << bit, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => return vpid as u16,
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        0
+    }
+
+    /// Returns `vpid` to the pool.
+    pub(crate) fn free(&self, vpid: u16) {
+        if vpid != 0 {
+            if let Some(w) = self.words.get(usize::from(vpid) / 64) {
+                w.fetch_and(!(1u64 << (vpid % 64)), Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// A vCPU's VMX resources.
+pub(crate) struct VmxVcpu {
+    vmcs: Vmcs,
+    core: Core,
+}
+
+/// Everything of a VMX vCPU but its VMCS (borrowed separately while it is loaded).
+struct Core {
+    msr_bitmap: PhysPage,
+    vpid: u16,
+    /// The VMCS controls were written (once per vCPU).
+    setup_done: bool,
+    /// The flush generation this vCPU last flushed at.
+    flushed_gen: u64,
+    gprs: Gprs,
+}
+
+/// MSRs the guest reads and writes without exits: their values live in the VMCS guest
+/// area (FS/GS base, SYSENTER) or, for KERNEL_GS_BASE, in the MSR itself during a window.
+const PASSTHROUGH_MSRS: [u32; 6] = [
+    index::FS_BASE,
+    index::GS_BASE,
+    index::KERNEL_GS_BASE,
+    index::IA32_SYSENTER_CS,
+    index::IA32_SYSENTER_ESP,
+    index::IA32_SYSENTER_EIP,
+];
+
+fn bitmap_clear(bm: &PhysPage, base_byte: usize, bit: usize) {
+    let word = base_byte / 8 + bit / 64;
+    bm.write(word, bm.read(word) & !(1u64 << (bit % 64)));
+}
+
+impl VmxVcpu {
+    /// Allocates the VMCS and the MSR bitmap.
+    pub(crate) fn new(vmx: &Vmx) -> Result<Self> {
+        let msr_bitmap = PhysPage::new()?;
+        msr_bitmap.fill(0xff);
+        for m in PASSTHROUGH_MSRS {
+            let (read, write, bit) = if m >= 0xc000_0000 {
+                (1024, 3072, (m - 0xc000_0000) as usize)
+            } else {
+                (0, 2048, m as usize)
+            };
+            bitmap_clear(&msr_bitmap, read, bit);
+            bitmap_clear(&msr_bitmap, write, bit);
+        }
+        let vpid = if vmx.params.vpid { vmx.vpids.alloc() } else { 0 };
+        Ok(Self {
+            vmcs: Vmcs::new(vmx.config.revision_id())?,
+            core: Core {
+                msr_bitmap,
+                vpid,
+                setup_done: false,
+                flushed_gen: u64::MAX,
+                gprs: Gprs::default(),
+            },
+        })
+    }
+
+    /// Returns the VPID on teardown.
+    pub(crate) fn release(&self, vmx: &Vmx) {
+        vmx.vpids.free(self.core.vpid);
+    }
+
+    /// Runs the guest until an exit the window cannot finish.
+    pub(crate) fn run(&mut self, ctx: &mut RunCtx<'_>) -> Result<Exit> {
+        self.core.run(&self.vmcs, ctx)
+    }
+}
+
+impl Core {
+    /// The controls, constant fields and bitmaps of the VMCS (first window only).
+    fn setup(&mut self, v: &Loaded<'_>, vmx: &Vmx) -> Result {
+        let c = &vmx.config;
+        let mut proc2 = c.proc2 & (proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST | proc2::ENABLE_RDTSCP | proc2::ENABLE_INVPCID);
+        if self.vpid != 0 {
+            proc2 |= proc2::ENABLE_VPID;
+        }
+        let proc1 = c.proc1
+            & !(proc1::INTR_WINDOW_EXITING
+                | proc1::NMI_WINDOW_EXITING
+                | proc1::MONITOR_TRAP_FLAG
+                | proc1::PAUSE_EXITING)
+            | proc1::USE_MSR_BITMAPS
+            | proc1::ACTIVATE_SECONDARY_CONTROLS;
+        let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
+        w(v.w32(vmcs::PIN_BASED_VM_EXEC_CONTROL, c.pin & !(pin::PREEMPTION_TIMER | pin::POSTED_INTR)))?;
+        w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, proc1))?;
+        w(v.w32(vmcs::SECONDARY_VM_EXEC_CONTROL, proc2))?;
+        w(v.w32(vmcs::VM_EXIT_CONTROLS, c.exit & !exit::ACK_INTR_ON_EXIT))?;
+        w(v.w32(vmcs::VM_ENTRY_CONTROLS, c.entry & !entry::IA32E_MODE))?;
+        w(v.w64(vmcs::MSR_BITMAP, self.msr_bitmap.phys().0))?;
+        w(v.w64(vmcs::VMCS_LINK_POINTER, u64::MAX))?;
+        w(v.w32(vmcs::PAGE_FAULT_ERROR_CODE_MASK, 0))?;
+        w(v.w32(vmcs::PAGE_FAULT_ERROR_CODE_MATCH, 0))?;
+        w(v.w32(vmcs::CR3_TARGET_COUNT, 0))?;
+        w(v.w32(vmcs::VM_EXIT_MSR_STORE_COUNT, 0))?;
+        w(v.w32(vmcs::VM_EXIT_MSR_LOAD_COUNT, 0))?;
+        w(v.w32(vmcs::VM_ENTRY_MSR_LOAD_COUNT, 0))?;
+        w(v.w32(vmcs::VM_ENTRY_INTR_INFO_FIELD, 0))?;
+        // Every CR0/CR4 bit except CR0.TS is owned by rkvm: writes exit, reads see the
+        // guest's value through the read shadow.
+        w(v.wn(vmcs::CR0_GUEST_HOST_MASK, !cr0::TS))?;
+        w(v.wn(vmcs::CR4_GUEST_HOST_MASK, u64::MAX))?;
+        if self.vpid != 0 {
+            w(v.w16(vmcs::VPID, self.vpid))?;
+        }
+        w(v.wn(vmcs::HOST_RIP, vmentry::vmexit_rip()))?;
+        self.setup_done = true;
+        Ok(())
+    }
+
+    /// Host state of this CPU and this window.
+    fn write_host_state(v: &Loaded<'_>, segs: &ffi::rkvm_host_segs) -> Result {
+        let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
+        let sel = regs::selectors();
+        let clean = |s: u16| if s & 7 == 0 { s } else { 0 };
+        w(v.wn(vmcs::HOST_CR0, regs::cr0()))?;
+        w(v.wn(vmcs::HOST_CR3, regs::cr3()))?;
+        w(v.wn(vmcs::HOST_CR4, regs::cr4()))?;
+        w(v.w16(vmcs::HOST_CS_SELECTOR, sel.cs))?;
+        w(v.w16(vmcs::HOST_SS_SELECTOR, clean(sel.ss)))?;
+        w(v.w16(vmcs::HOST_DS_SELECTOR, clean(segs.ds)))?;
+        w(v.w16(vmcs::HOST_ES_SELECTOR, clean(segs.es)))?;
+        w(v.w16(vmcs::HOST_FS_SELECTOR, clean(segs.fs)))?;
+        w(v.w16(vmcs::HOST_GS_SELECTOR, clean(segs.gs)))?;
+        w(v.w16(vmcs::HOST_TR_SELECTOR, sel.tr))?;
+        w(v.wn(vmcs::HOST_FS_BASE, segs.fs_base))?;
+        w(v.wn(vmcs::HOST_GS_BASE, msr::read(index::GS_BASE).unwrap_or(0)))?;
+        w(v.wn(vmcs::HOST_TR_BASE, regs::tss_base()))?;
+        w(v.wn(vmcs::HOST_GDTR_BASE, regs::gdtr().base))?;
+        w(v.wn(vmcs::HOST_IDTR_BASE, regs::idtr().base))?;
+        w(v.w32(vmcs::HOST_IA32_SYSENTER_CS, msr::read(index::IA32_SYSENTER_CS).unwrap_or(0) as u32))?;
+        w(v.wn(vmcs::HOST_IA32_SYSENTER_ESP, msr::read(index::IA32_SYSENTER_ESP).unwrap_or(0)))?;
+        w(v.wn(vmcs::HOST_IA32_SYSENTER_EIP, msr::read(index::IA32_SYSENTER_EIP).unwrap_or(0)))?;
+        w(v.w64(vmcs::HOST_IA32_EFER, msr::read(index::EFER).unwrap_or(0)))?;
+        w(v.w64(vmcs::HOST_IA32_PAT, msr::read(index::IA32_CR_PAT).unwrap_or(0)))?;
+        Ok(())
+    }
+
+    /// The guest's CR0 as the CPU must see it (VMX fixed bits; PE/PG free with
+    /// unrestricted guest).
+    fn hw_cr0(vmx: &Vmx, guest: u64) -> u64 {
+        let mut fixed0 = vmx.config.cr0_fixed0;
+        if vmx.params.unrestricted_guest {
+            fixed0 &= !(cr0::PE | cr0::PG);
+        }
+        (guest | fixed0) & vmx.config.cr0_fixed1
+    }
+
+    fn hw_cr4(vmx: &Vmx, guest: u64) -> u64 {
+        (guest | vmx.config.cr4_fixed0) & vmx.config.cr4_fixed1
+    }
+
+    /// Writes the whole guest state.
+    fn load_guest(v: &Loaded<'_>, vmx: &Vmx, s: &VcpuState) -> Result {
+        let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
+        for (f, seg) in vmcs::SEGS.iter().zip(s.segs.iter()) {
+            w(v.w16(f.sel, seg.selector))?;
+            w(v.wn(f.base, seg.base))?;
+            w(v.w32(f.limit, seg.limit))?;
+            w(v.w32(f.ar, seg_to_ar(seg)))?;
+        }
+        w(v.wn(vmcs::GUEST_GDTR_BASE, s.gdt.base))?;
+        w(v.w32(vmcs::GUEST_GDTR_LIMIT, u32::from(s.gdt.limit)))?;
+        w(v.wn(vmcs::GUEST_IDTR_BASE, s.idt.base))?;
+        w(v.w32(vmcs::GUEST_IDTR_LIMIT, u32::from(s.idt.limit)))?;
+        w(v.wn(vmcs::GUEST_CR0, Self::hw_cr0(vmx, s.cr0)))?;
+        w(v.wn(vmcs::CR0_READ_SHADOW, s.cr0))?;
+        w(v.wn(vmcs::GUEST_CR4, Self::hw_cr4(vmx, s.cr4)))?;
+        w(v.wn(vmcs::CR4_READ_SHADOW, s.cr4))?;
+        w(v.wn(vmcs::GUEST_CR3, s.cr3))?;
+        w(v.wn(vmcs::GUEST_DR7, s.dr7))?;
+        w(v.w64(vmcs::GUEST_IA32_EFER, s.efer))?;
+        w(v.w64(vmcs::GUEST_IA32_PAT, s.msrs.pat))?;
+        w(v.w64(vmcs::GUEST_IA32_DEBUGCTL, s.msrs.debugctl))?;
+        w(v.w32(vmcs::GUEST_SYSENTER_CS, s.msrs.sysenter_cs as u32))?;
+        w(v.wn(vmcs::GUEST_SYSENTER_ESP, s.msrs.sysenter_esp))?;
+        w(v.wn(vmcs::GUEST_SYSENTER_EIP, s.msrs.sysenter_eip))?;
+        if s.pae_paging() {
+            for (f, p) in [vmcs::GUEST_PDPTR0, vmcs::GUEST_PDPTR1, vmcs::GUEST_PDPTR2, vmcs::GUEST_PDPTR3]
+                .into_iter()
+                .zip(s.pdptrs)
+            {
+                w(v.w64(f, p))?;
+            }
+        }
+        let mut ent = vmx.config.entry & !entry::IA32E_MODE;
+        if s.long_mode() {
+            ent |= entry::IA32E_MODE;
+        }
+        w(v.w32(vmcs::VM_ENTRY_CONTROLS, ent))?;
+        let mut intr = u32::from(s.events.shadow & 3);
+        if s.events.nmi_masked {
+            intr |= BLOCK_NMI;
+        }
+        w(v.w32(vmcs::GUEST_INTERRUPTIBILITY_INFO, intr))?;
+        w(v.w32(vmcs::GUEST_ACTIVITY_STATE, 0))?;
+        w(v.wn(vmcs::GUEST_PENDING_DBG_EXCEPTIONS, 0))?;
+        Ok(())
+    }
+
+    /// Reads the whole guest state back.
+    fn save_guest(&self, v: &Loaded<'_>, s: &mut VcpuState) {
+        for (f, seg) in vmcs::SEGS.iter().zip(s.segs.iter_mut()) {
+            seg.selector = v.r16(f.sel);
+            seg.base = v.rn(f.base);
+            seg.limit = v.r32(f.limit);
+            ar_to_seg(v.r32(f.ar), seg);
+        }
+        s.gdt.base = v.rn(vmcs::GUEST_GDTR_BASE);
+        s.gdt.limit = v.r32(vmcs::GUEST_GDTR_LIMIT) as u16;
+        s.idt.base = v.rn(vmcs::GUEST_IDTR_BASE);
+        s.idt.limit = v.r32(vmcs::GUEST_IDTR_LIMIT) as u16;
+        // CR0.TS is the guest's own; the rest comes from the read shadow.
+        let shadow = v.rn(vmcs::CR0_READ_SHADOW);
+        s.cr0 = shadow & !cr0::TS | v.rn(vmcs::GUEST_CR0) & cr0::TS;
+        s.cr4 = v.rn(vmcs::CR4_READ_SHADOW);
+        s.cr3 = v.rn(vmcs::GUEST_CR3);
+        s.dr7 = v.rn(vmcs::GUEST_DR7);
+        s.efer = v.r64(vmcs::GUEST_IA32_EFER);
+        s.msrs.pat = v.r64(vmcs::GUEST_IA32_PAT);
+        s.msrs.debugctl = v.r64(vmcs::GUEST_IA32_DEBUGCTL);
+        s.msrs.sysenter_cs = u64::from(v.r32(vmcs::GUEST_SYSENTER_CS));
+        s.msrs.sysenter_esp = v.rn(vmcs::GUEST_SYSENTER_ESP);
+        s.msrs.sysenter_eip = v.rn(vmcs::GUEST_SYSENTER_EIP);
+        if s.pae_paging() {
+            s.pdptrs = [
+                v.r64(vmcs::GUEST_PDPTR0),
+                v.r64(vmcs::GUEST_PDPTR1),
+                v.r64(vmcs::GUEST_PDPTR2),
+                v.r64(vmcs::GUEST_PDPTR3),
+            ];
+        }
+        let intr = v.r32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
+        s.events.shadow = (intr & (BLOCK_STI | BLOCK_MOV_SS)) as u8;
+        s.events.nmi_masked = intr & BLOCK_NMI != 0;
+        s.regs.rip = v.rn(vmcs::GUEST_RIP);
+        s.regs.rsp = v.rn(vmcs::GUEST_RSP);
+        s.regs.rflags = v.rn(vmcs::GUEST_RFLAGS);
+    }
+
+    fn gprs_from(&mut self, s: &VcpuState) {
+        let r = &s.regs;
+        self.gprs.r = [
+            r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15, s.cr2,
+        ];
+    }
+
+    fn gprs_to(&self, s: &mut VcpuState) {
+        let g = &self.gprs.r;
+        let r = &mut s.regs;
+        [r.rax, r.rcx, r.rdx, r.rbx] = [g[0], g[1], g[2], g[3]];
+        [r.rbp, r.rsi, r.rdi] = [g[5], g[6], g[7]];
+        [r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15] =
+            [g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]];
+        s.cr2 = g[reg::CR2];
+    }
+
+    fn run(&mut self, vmcs: &Vmcs, ctx: &mut RunCtx<'_>) -> Result<Exit> {
+        let xsave = cpu::boot_cpu_has(cpu::Feature::Xsave);
+        let fpu_mask = cpuid::supported_xcr0();
+        let host_xcr0 = if xsave { cpuid::host_xcr0() } else { 0 };
+        self.gprs_from(ctx.state);
+
+        let kfpu = KernelFpu::begin();
+        let irq = IrqGuard::new();
+        let Some(vmxon) = ctx.vmx.enabled_vmxon(&irq) else {
+            return Err(EBUSY);
+        };
+        let on = match VmxOn::enter(vmxon, &irq) {
+            Ok(on) => on,
+            Err(EnterError::Busy) | Err(EnterError::VmxonFailed) => return Err(EBUSY),
+        };
+        let mut segs = ffi::rkvm_host_segs::default();
+        // SAFETY: Fills `segs` with this CPU's current selectors and bases.
+        unsafe { ffi::rkvm_host_segs_save(&mut segs) };
+        ctx.running_cpu.store(cpu::this_cpu() as i32, Ordering::Release);
+
+        let result = self.run_loaded(vmcs, ctx, &on, &segs, &kfpu, xsave, fpu_mask, host_xcr0, &irq);
+
+        ctx.running_cpu.store(-1, Ordering::Release);
+        drop(on);
+        // SAFETY: Restores what `rkvm_host_segs_save` recorded, on the same CPU, with
+        // interrupts still off; out of VMX operation.
+        unsafe { ffi::rkvm_host_segs_restore(&segs) };
+        drop(irq);
+        drop(kfpu);
+        self.gprs_to(ctx.state);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_loaded(
+        &mut self,
+        vmcs: &Vmcs,
+        ctx: &mut RunCtx<'_>,
+        on: &VmxOn<'_>,
+        segs: &ffi::rkvm_host_segs,
+        kfpu: &KernelFpu,
+        xsave: bool,
+        fpu_mask: u64,
+        host_xcr0: u64,
+        irq: &IrqGuard,
+    ) -> Result<Exit> {
+        let v = vmcs.load(on).map_err(|_| EIO)?;
+        if !self.setup_done {
+            self.setup(&v, ctx.vmx)?;
+        }
+        Self::write_host_state(&v, segs)?;
+        if ctx.state.dirty {
+            Self::load_guest(&v, ctx.vmx, ctx.state)?;
+            ctx.state.dirty = false;
+        }
+        let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
+        w(v.wn(vmcs::GUEST_RIP, ctx.state.regs.rip))?;
+        w(v.wn(vmcs::GUEST_RSP, ctx.state.regs.rsp))?;
+        w(v.wn(vmcs::GUEST_RFLAGS, ctx.state.regs.rflags | rflags::FIXED))?;
+        w(v.w64(vmcs::EPT_POINTER, ctx.eptp))?;
+        w(v.w64(vmcs::TSC_OFFSET, ctx.state.tsc_offset))?;
+        let mut exc_bitmap = 1u32 << MC_VECTOR;
+        let mut proc1_extra = 0;
+        if ctx.guest_debug & KVM_GUESTDBG_ENABLE != 0 {
+            if ctx.guest_debug & KVM_GUESTDBG_USE_SW_BP != 0 {
+                exc_bitmap |= 1 << BP_VECTOR;
+            }
+            if ctx.guest_debug & KVM_GUESTDBG_SINGLESTEP != 0 {
+                proc1_extra |= proc1::MONITOR_TRAP_FLAG;
+            }
+            exc_bitmap |= 1 << DB_VECTOR;
+        }
+        w(v.w32(vmcs::EXCEPTION_BITMAP, exc_bitmap))?;
+
+        // The guest's MSRs that the CPU does not switch.
+        let s = &ctx.state.msrs;
+        for (m, val) in [
+            (index::STAR, s.star),
+            (index::LSTAR, s.lstar),
+            (index::CSTAR, s.cstar),
+            (index::SYSCALL_MASK, s.sfmask),
+            (index::TSC_AUX, s.tsc_aux),
+        ] {
+            if let Some(slot) = uret::Slot::of(m) {
+                // TSC_AUX may be absent on the host; then the guest has no RDTSCP either.
+                let _ = ctx.uret.set(slot, val, irq);
+            }
+        }
+        let _ = msr::write(index::KERNEL_GS_BASE, s.kernel_gs_base);
+
+        // Guest FPU and XCR0.
+        kfpu.load(ctx.fpu, fpu_mask, xsave);
+        if xsave && ctx.state.xcr0 != host_xcr0 {
+            // SAFETY: The guest XCR0 was validated against the supported components; the
+            // host value is put back before the window ends.
+            unsafe { fpu::xsetbv0(ctx.state.xcr0) };
+        }
+
+        // Flush this VM's and this vCPU's translations: they may be stale on this CPU.
+        self.flush_tlb(ctx)?;
+        let mut launched = false;
+        let result = loop {
+            let gen = ctx.flush_gen.load(Ordering::Acquire);
+            if gen != self.flushed_gen {
+                self.flush_tlb(ctx)?;
+            }
+            if ctx.kick.load(Ordering::Acquire) {
+                break Ok(Exit::Again);
+            }
+            if let Some(exit) = self.inject_events(&v, ctx, proc1_extra)? {
+                break Ok(exit);
+            }
+            if let Some(l1d) = ctx.l1d {
+                if !launched {
+                    ctx.stats.inc(st::L1D_FLUSH);
+                }
+                l1d.before_entry(!launched);
+            }
+            // SAFETY: The window holds this VMCS current with host state for this CPU, and
+            // the guest state was loaded (or kept from the last window).
+            let entered = unsafe { vmentry::vmenter(&mut self.gprs, launched) };
+            match entered {
+                Entry::Exited => {}
+                Entry::FailInvalid => break Ok(Exit::FailEntry { reason: u64::MAX }),
+                Entry::FailValid => {
+                    let err = v.r32(vmcs::VM_INSTRUCTION_ERROR);
+                    pr_warn!("VM entry failed: VM-instruction error {}\n", err);
+                    break Ok(Exit::FailEntry { reason: u64::from(err) | 1 << 63 });
+                }
+            }
+            launched = true;
+            ctx.stats.inc(st::EXITS);
+            match self.handle_exit(&v, ctx)? {
+                Some(exit) => break Ok(exit),
+                None => continue,
+            }
+        };
+
+        if xsave && ctx.state.xcr0 != host_xcr0 {
+            // SAFETY: Restores the host's own XCR0.
+            unsafe { fpu::xsetbv0(host_xcr0) };
+        }
+        kfpu.save(ctx.fpu, fpu_mask, xsave);
+        ctx.state.msrs.kernel_gs_base = msr::read(index::KERNEL_GS_BASE).unwrap_or(0);
+        self.save_guest(&v, ctx.state);
+        drop(v);
+        result
+    }
+
+    fn flush_tlb(&mut self, ctx: &RunCtx<'_>) -> Result {
+        let caps = ctx.vmx.config.ept_vpid;
+        let single = caps & super::caps::ept_vpid::INVEPT_SINGLE_CONTEXT != 0;
+        self.flushed_gen = ctx.flush_gen.load(Ordering::Acquire);
+        // SAFETY: In VMX operation (the caller's window); the INVEPT type is supported
+        // (checked at hardware_setup).
+        unsafe { super::asm::invept(if single { 1 } else { 2 }, ctx.eptp) }.map_err(|_| EIO)?;
+        if self.vpid != 0 {
+            let single = caps & super::caps::ept_vpid::INVVPID_SINGLE_CONTEXT != 0;
+            // SAFETY: As above; the INVVPID type is supported.
+            unsafe { super::asm::invvpid(if single { 1 } else { 2 }, self.vpid, 0) }
+                .map_err(|_| EIO)?;
+        }
+        ctx.stats.inc(st::TLB_FLUSH);
+        Ok(())
+    }
+
+    /// Delivers the highest-priority pending event, or asks for the window in which it can
+    /// be delivered. Returns an exit for userspace when its interrupt window is open.
+    fn inject_events(&mut self, v: &Loaded<'_>, ctx: &mut RunCtx<'_>, proc1_extra: u32) -> Result<Option<Exit>> {
+        let ev = &mut ctx.state.events;
+        let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
+        let rfl = v.rn(vmcs::GUEST_RFLAGS);
+        let intr = v.r32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
+        let shadow = intr & (BLOCK_STI | BLOCK_MOV_SS) != 0;
+        let irq_ok = rfl & rflags::IF != 0 && !shadow;
+        let nmi_ok = intr & (BLOCK_NMI | BLOCK_STI | BLOCK_MOV_SS) == 0;
+        let protected = v.rn(vmcs::CR0_READ_SHADOW) & cr0::PE != 0;
+        let mut info = 0u32;
+        let mut want_irq_window = false;
+        let mut want_nmi_window = false;
+
+        if let Some(e) = ev.exception.take() {
+            let ty = match e.vector {
+                BP_VECTOR | 4 => TYPE_SOFT_EXCEPTION,
+                _ => TYPE_HW_EXCEPTION,
+            };
+            info = u32::from(e.vector) | ty << 8 | INFO_VALID;
+            if let (Some(code), true) = (e.error_code, protected) {
+                info |= INFO_ERROR_CODE;
+                w(v.w32(vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE, code))?;
+            }
+            if ty == TYPE_SOFT_EXCEPTION {
+                w(v.w32(vmcs::VM_ENTRY_INSTRUCTION_LEN, 1))?;
+            }
+            if let Some(cr2) = e.payload {
+                self.gprs.r[reg::CR2] = cr2;
+            }
+        } else if let Some((vector, len)) = ev.soft_interrupt.take() {
+            info = u32::from(vector) | TYPE_SOFT_INTR << 8 | INFO_VALID;
+            w(v.w32(vmcs::VM_ENTRY_INSTRUCTION_LEN, u32::from(len)))?;
+        } else if ev.nmi_injected || (ev.nmi_pending && nmi_ok) {
+            info = 2 | TYPE_NMI << 8 | INFO_VALID;
+            ev.nmi_injected = false;
+            ev.nmi_pending = false;
+            ctx.stats.inc(st::NMI_INJECTIONS);
+        } else if let (Some(vector), true) = (ev.interrupt, ev.interrupt_injected || irq_ok) {
+            info = u32::from(vector) | TYPE_EXT_INTR << 8 | INFO_VALID;
+            ev.interrupt = None;
+            ev.interrupt_injected = false;
+            ctx.stats.inc(st::IRQ_INJECTIONS);
+        }
+        if ev.nmi_pending {
+            want_nmi_window = true;
+        }
+        if ev.interrupt.is_some() && info == 0 {
+            want_irq_window = true;
+        }
+        if ctx.request_irq_window && ev.interrupt.is_none() {
+            if irq_ok && info == 0 {
+                return Ok(Some(Exit::IrqWindowOpen));
+            }
+            want_irq_window = true;
+        }
+        w(v.w32(vmcs::VM_ENTRY_INTR_INFO_FIELD, info))?;
+        let mut p1 = v.r32(vmcs::CPU_BASED_VM_EXEC_CONTROL)
+            & !(proc1::INTR_WINDOW_EXITING | proc1::NMI_WINDOW_EXITING | proc1::MONITOR_TRAP_FLAG)
+            | proc1_extra;
+        if want_irq_window {
+            p1 |= proc1::INTR_WINDOW_EXITING;
+        }
+        if want_nmi_window {
+            p1 |= proc1::NMI_WINDOW_EXITING;
+        }
+        w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
+        Ok(None)
+    }
+
+    /// Puts an event whose delivery an exit interrupted back in the queue.
+    fn requeue_vectoring(v: &Loaded<'_>, s: &mut VcpuState, vect: u32) {
+        let vector = (vect & 0xff) as u8;
+        let ev = &mut s.events;
+        match (vect >> 8) & 7 {
+            TYPE_EXT_INTR => {
+                ev.interrupt = Some(vector);
+                ev.interrupt_injected = true;
+            }
+            TYPE_NMI => {
+                ev.nmi_injected = true;
+                ev.nmi_masked = false;
+            }
+            TYPE_HW_EXCEPTION => {
+                let code = (vect & INFO_ERROR_CODE != 0).then(|| v.r32(vmcs::IDT_VECTORING_ERROR_CODE));
+                ev.exception = Some(Exception {
+                    vector,
+                    error_code: code,
+                    injected: true,
+                    payload: None,
+                });
+            }
+            TYPE_SOFT_INTR | TYPE_PRIV_SW_EXCEPTION | TYPE_SOFT_EXCEPTION => {
+                let len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN) as u8;
+                ev.soft_interrupt = Some((vector, len));
+            }
+            _ => {}
+        }
+    }
+
+    fn skip(v: &Loaded<'_>, len: u32) -> Result {
+        let rip = v.rn(vmcs::GUEST_RIP).wrapping_add(u64::from(len));
+        v.wn(vmcs::GUEST_RIP, rip).map_err(|_| EIO)?;
+        // Completing an instruction ends an STI/MOV SS shadow.
+        let intr = v.r32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
+        if intr & (BLOCK_STI | BLOCK_MOV_SS) != 0 {
+            v.w32(vmcs::GUEST_INTERRUPTIBILITY_INFO, intr & !(BLOCK_STI | BLOCK_MOV_SS))
+                .map_err(|_| EIO)?;
+        }
+        Ok(())
+    }
+
+    fn queue_exception(s: &mut VcpuState, vector: u8, error_code: Option<u32>) {
+        s.events.exception = Some(Exception {
+            vector,
+            error_code,
+            injected: false,
+            payload: None,
+        });
+    }
+
+    /// Handles one exit inside the window; `Some` leaves the window.
+    fn handle_exit(&mut self, v: &Loaded<'_>, ctx: &mut RunCtx<'_>) -> Result<Option<Exit>> {
+        let full = v.r32(vmcs::VM_EXIT_REASON);
+        let reason = full & 0xffff;
+        if ctx.stats.get(st::EXITS) < 30 {
+        }
+        let len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN);
+        let insn_len = len.min(15) as u8;
+        if full & (1 << 31) != 0 {
+            return Ok(Some(Exit::FailEntry {
+                reason: u64::from(full),
+            }));
+        }
+        let vect = v.r32(vmcs::IDT_VECTORING_INFO_FIELD);
+        if vect & INFO_VALID != 0 {
+            Self::requeue_vectoring(v, ctx.state, vect);
+        }
+        let qual = v.rn(vmcs::EXIT_QUALIFICATION);
+        let s = &mut *ctx.state;
+        match reason {
+            reason::EXCEPTION_NMI => {
+                let info = v.r32(vmcs::VM_EXIT_INTR_INFO);
+                let vector = (info & 0xff) as u8;
+                if (info >> 8) & 7 == TYPE_NMI {
+                    // The host's NMI: hand it to the host once interrupts can be taken.
+                    // SAFETY: Sends an NMI IPI to this CPU; it is taken after the window.
+                    unsafe { ffi::rkvm_self_nmi() };
+                    return Ok(Some(Exit::Again));
+                }
+                match vector {
+                    MC_VECTOR => Ok(Some(Exit::Again)),
+                    DB_VECTOR | BP_VECTOR if ctx.guest_debug & KVM_GUESTDBG_ENABLE != 0 => {
+                        let dr6 = if vector == DB_VECTOR { qual | 0xffff_0ff0 } else { 0xffff_0ff0 };
+                        Ok(Some(Exit::Debug {
+                            exception: u32::from(vector),
+                            dr6,
+                            dr7: v.rn(vmcs::GUEST_DR7),
+                        }))
+                    }
+                    _ => {
+                        // Not intercepted otherwise: reflect it back to the guest.
+                        let code = (info & INFO_ERROR_CODE != 0)
+                            .then(|| v.r32(vmcs::VM_EXIT_INTR_ERROR_CODE));
+                        Self::queue_exception(s, vector, code);
+                        Ok(None)
+                    }
+                }
+            }
+            reason::EXTERNAL_INTERRUPT => {
+                ctx.stats.inc(st::IRQ_EXITS);
+                Ok(Some(Exit::Again))
+            }
+            reason::TRIPLE_FAULT => Ok(Some(Exit::Shutdown)),
+            reason::INIT | reason::SIPI => Ok(None),
+            reason::INTERRUPT_WINDOW => {
+                ctx.stats.inc(st::IRQ_WINDOW_EXITS);
+                Ok(None)
+            }
+            reason::NMI_WINDOW => {
+                ctx.stats.inc(st::NMI_WINDOW_EXITS);
+                Ok(None)
+            }
+            reason::CPUID => {
+                let leaf = self.gprs.r[reg::RAX] as u32;
+                let sub = self.gprs.r[reg::RCX] as u32;
+                let rt = cpuid::Runtime {
+                    cr4: v.rn(vmcs::CR4_READ_SHADOW),
+                    xcr0: s.xcr0,
+                    apic_base: s.apic_base,
+                };
+                let [a, b, c, d] = cpuid::guest_cpuid(ctx.cpuid, leaf, sub, rt);
+                self.gprs.r[reg::RAX] = u64::from(a);
+                self.gprs.r[reg::RBX] = u64::from(b);
+                self.gprs.r[reg::RCX] = u64::from(c);
+                self.gprs.r[reg::RDX] = u64::from(d);
+                Self::skip(v, len)?;
+                Ok(None)
+            }
+            reason::HLT => {
+                ctx.stats.inc(st::HALT_EXITS);
+                Self::skip(v, len)?;
+                Ok(Some(Exit::Hlt))
+            }
+            reason::INVD | reason::WBINVD | reason::PAUSE => {
+                Self::skip(v, len)?;
+                Ok(None)
+            }
+            reason::INVLPG => {
+                ctx.stats.inc(st::INVLPG);
+                if self.vpid != 0 {
+                    // SAFETY: In VMX operation; individual-address INVVPID falls back to
+                    // a single-context flush below when unsupported.
+                    let r = unsafe { super::asm::invvpid(0, self.vpid, qual) };
+                    if r.is_err() {
+                        self.flushed_gen = u64::MAX;
+                    }
+                }
+                Self::skip(v, len)?;
+                Ok(None)
+            }
+            reason::RDPMC => {
+                Self::queue_exception(s, GP_VECTOR, Some(0));
+                Ok(None)
+            }
+            reason::VMCALL => {
+                ctx.stats.inc(st::HYPERCALLS);
+                let cpl = v.r16(vmcs::GUEST_SS_SELECTOR) & 3;
+                let protected = v.rn(vmcs::CR0_READ_SHADOW) & cr0::PE != 0;
+                self.gprs.r[reg::RAX] = if protected && cpl != 0 { KVM_EPERM } else { KVM_ENOSYS };
+                Self::skip(v, len)?;
+                Ok(None)
+            }
+            reason::VMCLEAR..=reason::VMXON
+            | reason::INVEPT
+            | reason::INVVPID
+            | reason::VMFUNC
+            | reason::MWAIT
+            | reason::MONITOR => {
+                Self::queue_exception(s, UD_VECTOR, None);
+                Ok(None)
+            }
+            reason::RDTSCP | reason::INVPCID => Ok(Some(Exit::Unhandled { reason, qual })),
+            reason::XSETBV => {
+                let idx = self.gprs.r[reg::RCX] as u32;
+                let val = (self.gprs.r[reg::RDX] << 32) | (self.gprs.r[reg::RAX] & 0xffff_ffff);
+                let allowed = cpuid::guest_supported_xcr0(ctx.cpuid);
+                let cpl = v.r16(vmcs::GUEST_SS_SELECTOR) & 3;
+                if idx != 0 || cpl != 0 || !cpuid::xcr0_valid(val, allowed) {
+                    Self::queue_exception(s, GP_VECTOR, Some(0));
+                } else {
+                    s.xcr0 = val;
+                    // SAFETY: `val` is a valid XCR0 within the host's (checked above); the
+                    // host value is restored before the window ends.
+                    unsafe { fpu::xsetbv0(val) };
+                    Self::skip(v, len)?;
+                }
+                Ok(None)
+            }
+            reason::IO_INSTRUCTION => {
+                ctx.stats.inc(st::IO_EXITS);
+                let size = (qual & 7) as u8 + 1;
+                let input = qual & (1 << 3) != 0;
+                let string = qual & (1 << 4) != 0;
+                let rep = qual & (1 << 5) != 0;
+                let port = (qual >> 16) as u16;
+                if !string {
+                    Self::skip(v, len)?;
+                }
+                Ok(Some(Exit::Io {
+                    port,
+                    size,
+                    input,
+                    string,
+                    rep,
+                    value: self.gprs.r[reg::RAX] as u32,
+                    insn_len,
+                }))
+            }
+            reason::CR_ACCESS => Ok(Some(Exit::CrAccess { qual, insn_len })),
+            reason::DR_ACCESS => Ok(Some(Exit::DrAccess { qual, insn_len })),
+            reason::MSR_READ => Ok(Some(Exit::Rdmsr { insn_len })),
+            reason::MSR_WRITE => Ok(Some(Exit::Wrmsr { insn_len })),
+            reason::MONITOR_TRAP_FLAG => Ok(Some(Exit::Debug {
+                exception: u32::from(DB_VECTOR),
+                dr6: 0xffff_4ff0,
+                dr7: v.rn(vmcs::GUEST_DR7),
+            })),
+            reason::EPT_VIOLATION => {
+                let gpa = v.r64(vmcs::GUEST_PHYSICAL_ADDRESS);
+                Ok(Some(Exit::EptViolation {
+                    gpa,
+                    write: qual & 2 != 0,
+                    fetch: qual & 4 != 0,
+                    insn_len,
+                }))
+            }
+            _ => Ok(Some(Exit::Unhandled { reason, qual })),
+        }
+    }
+}
+
+/// Whether guest state `s` could enter this VM at all (the checks VM entry would fail
+/// with a guest-state error are left to the hardware).
+pub(crate) fn state_supported(vmx: &Vmx, s: &VcpuState) -> bool {
+    vmx.params.unrestricted_guest || (s.protected() && s.paging())
+}
+
+/// The guest's CR0 bits that VMX forces to 1.
+pub(crate) fn cr0_forced(vmx: &Vmx) -> u64 {
+    let mut fixed0 = vmx.config.cr0_fixed0;
+    if vmx.params.unrestricted_guest {
+        fixed0 &= !(cr0::PE | cr0::PG);
+    }
+    fixed0 & !cr0::NE
+}

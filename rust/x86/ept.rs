@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Extended page tables: the guest-physical to host-physical map of one VM.
+//!
+//! Four levels of 512-entry tables, filled lazily on EPT violations from the memslots'
+//! user pages and emptied when the host takes a page away (MMU notifier), when a memslot
+//! moves or goes, and on memory pressure. Every table is a zeroed page the VM owns; its
+//! header (the `PhysPage` and the child pointers) comes from the MMU page-header cache.
+//! All methods run under the VM's MMU spinlock and never allocate: tables a mapping needs
+//! come from a spare pool filled beforehand ([`Ept::spares_needed`]).
+
+use super::mmu::{SpteMasks, USED_MMU_PAGES};
+use crate::sys::kmem::{KmemBox, KmemCache};
+use crate::sys::page::PhysPage;
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+
+/// EPT levels (4 = PML4).
+const LEVELS: u8 = 4;
+/// Entries per table.
+const ENTRIES: usize = 512;
+/// Tables one 4 KiB mapping may need below the root.
+pub(crate) const MAX_NEW_TABLES: usize = (LEVELS - 1) as usize;
+
+/// One page-table page and, above level 1, its children.
+pub(crate) struct Table {
+    page: PhysPage,
+    children: KVec<Option<KmemBox<Table>>>,
+    level: u8,
+}
+
+impl Table {
+    fn new(cache: &KmemCache<Table>, level: u8) -> Result<KmemBox<Table>> {
+        // Every table gets child slots, so any spare can serve at any level.
+        let mut children = KVec::with_capacity(ENTRIES, GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..ENTRIES {
+            children.push(None, GFP_KERNEL_ACCOUNT)?;
+        }
+        let t = cache.alloc_value(Table {
+            page: PhysPage::new()?,
+            children,
+            level,
+        })?;
+        USED_MMU_PAGES.fetch_add(1, Ordering::Relaxed);
+        Ok(t)
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        USED_MMU_PAGES.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Permissions of a leaf mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Perm {
+    pub(crate) write: bool,
+}
+
+/// Index of `gfn` in a table of `level`.
+fn index(gfn: u64, level: u8) -> usize {
+    ((gfn >> (9 * u32::from(level - 1))) & 0x1ff) as usize
+}
+
+/// The EPT of one VM.
+pub(crate) struct Ept {
+    root: KmemBox<Table>,
+    masks: SpteMasks,
+    spares: KVec<KmemBox<Table>>,
+    /// Leaf entries present (KVM's pages_4k).
+    pub(crate) leaves: u64,
+    /// Table pages in use, root included.
+    pub(crate) tables: u64,
+}
+
+impl Ept {
+    /// An empty EPT.
+    pub(crate) fn new(cache: &KmemCache<Table>, masks: SpteMasks) -> Result<Self> {
+        Ok(Self {
+            root: Table::new(cache, LEVELS)?,
+            masks,
+            spares: KVec::with_capacity(MAX_NEW_TABLES * (LEVELS as usize), GFP_KERNEL_ACCOUNT)?,
+            leaves: 0,
+            tables: 1,
+        })
+    }
+
+    /// The EPT pointer: root, write-back paging structures, 4-level walk.
+    pub(crate) fn eptp(&self) -> u64 {
+        self.root.page.phys().0 | (u64::from(LEVELS) - 1) << 3 | 6
+    }
+
+    /// How many spare tables `map` may need, beyond those already in the pool.
+    pub(crate) fn spares_needed(&self) -> usize {
+        MAX_NEW_TABLES.saturating_sub(self.spares.len())
+    }
+
+    /// Adds a spare table (allocated with [`Ept::alloc_spare`] outside the lock).
+    pub(crate) fn add_spare(&mut self, t: KmemBox<Table>) {
+        // The pool's capacity was reserved at creation, so this never allocates; a full
+        // pool simply drops the extra table.
+        let _ = self.spares.push_within_capacity(t);
+    }
+
+    /// Allocates a table for the spare pool. May sleep.
+    pub(crate) fn alloc_spare(cache: &KmemCache<Table>) -> Result<KmemBox<Table>> {
+        Table::new(cache, 1)
+    }
+
+    /// Maps `gfn` to host frame `pfn`. `ENOMEM` if the spare pool ran dry (refill, retry).
+    pub(crate) fn map(&mut self, gfn: u64, pfn: u64, perm: Perm) -> Result {
+        let m = self.masks;
+        let mut t: &mut Table = &mut self.root;
+        while t.level > 1 {
+            let i = index(gfn, t.level);
+            let child_level = t.level - 1;
+            let slot = t.children.get_mut(i).ok_or(EINVAL)?;
+            if slot.is_none() {
+                let mut new = self.spares.pop().ok_or(ENOMEM)?;
+                new.level = child_level;
+                t.page.write(i, new.page.phys().0 | m.read | m.write | m.exec);
+                *slot = Some(new);
+                self.tables += 1;
+            }
+            t = slot.as_deref_mut().ok_or(EINVAL)?;
+        }
+        let i = index(gfn, 1);
+        let old = t.page.read(i);
+        let mut e = (pfn << 12) & m.addr | m.read | m.exec | m.memtype_wb;
+        if perm.write {
+            e |= m.write;
+        }
+        if old & m.read == 0 {
+            self.leaves += 1;
+        }
+        t.page.write(i, e);
+        Ok(())
+    }
+
+    /// Applies `f` to every present leaf entry for gfns in `[start, end)`; returns whether
+    /// any entry changed.
+    fn for_leaves(&mut self, start: u64, end: u64, mut f: impl FnMut(u64) -> u64) -> bool {
+        fn walk(
+            t: &mut Table,
+            base: u64,
+            start: u64,
+            end: u64,
+            f: &mut dyn FnMut(u64) -> u64,
+            removed: &mut u64,
+            read_bit: u64,
+        ) -> bool {
+            let span = 1u64 << (9 * u32::from(t.level - 1));
+            let mut changed = false;
+            for i in 0..ENTRIES {
+                let lo = base + i as u64 * span;
+                let hi = lo + span;
+                if hi <= start || lo >= end {
+                    continue;
+                }
+                if t.level == 1 {
+                    let old = t.page.read(i);
+                    if old & read_bit == 0 {
+                        continue;
+                    }
+                    let new = f(old);
+                    if new != old {
+                        t.page.write(i, new);
+                        changed = true;
+                        if new & read_bit == 0 {
+                            *removed += 1;
+                        }
+                    }
+                } else if let Some(Some(child)) = t.children.get_mut(i) {
+                    changed |= walk(child, lo, start, end, f, removed, read_bit);
+                }
+            }
+            changed
+        }
+        let mut removed = 0;
+        let changed = walk(&mut self.root, 0, start, end, &mut f, &mut removed, self.masks.read);
+        self.leaves = self.leaves.saturating_sub(removed);
+        changed
+    }
+
+    /// Unmaps gfns `[start, end)`; returns whether a TLB flush is needed.
+    pub(crate) fn zap(&mut self, start: u64, end: u64) -> bool {
+        self.for_leaves(start, end, |_| 0)
+    }
+
+    /// Removes write access to gfns `[start, end)` whose bit is set in `dirty` (indexed
+    /// from `start`), or to all of them when `dirty` is `None`.
+    pub(crate) fn write_protect(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
+        let w = self.masks.write;
+        let Some(bits) = dirty else {
+            return self.for_leaves(start, end, |e| e & !w);
+        };
+        let mut changed = false;
+        for (wi, &word) in bits.iter().enumerate() {
+            for b in (0..64u64).filter(|b| word & (1 << b) != 0) {
+                let gfn = start + wi as u64 * 64 + b;
+                if gfn < end {
+                    changed |= self.for_leaves(gfn, gfn + 1, |e| e & !w);
+                }
+            }
+        }
+        changed
+    }
+
+    /// Drops every table below the root (memory pressure, VM teardown); returns the number
+    /// of table pages freed.
+    pub(crate) fn zap_all(&mut self) -> u64 {
+        let freed = self.tables - 1;
+        for i in 0..ENTRIES {
+            self.root.page.write(i, 0);
+            if let Some(slot) = self.root.children.get_mut(i) {
+                *slot = None;
+            }
+        }
+        self.tables = 1;
+        self.leaves = 0;
+        freed
+    }
+}

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Guest FPU state switching (asm: XSAVE, XRSTOR, XSETBV, FXSAVE, FXRSTOR).
+//!
+//! The KVM-only helpers (`fpu_swap_kvm_fpstate`, ...) are not available to rkvm. Instead
+//! a window runs inside `kernel_fpu_begin()`/`kernel_fpu_end()`: the kernel saves the
+//! task's user FPU state and restores it before the task returns to userspace, and in
+//! between the registers belong to rkvm. The guest's area is loaded with XRSTOR over every
+//! component rkvm supports (components the guest never set come back in their initial
+//! state, so no host value reaches the guest) and saved with XSAVE before the window ends.
+
+use super::GuestFpu;
+use crate::sys::ffi;
+use core::arch::asm;
+
+/// The XSAVE header's XSTATE_BV offset in the area.
+const XSTATE_BV: usize = 512;
+
+/// Guest FPU ownership: `kernel_fpu_begin()` until dropped.
+pub(crate) struct KernelFpu(core::marker::PhantomData<*mut ()>);
+
+impl KernelFpu {
+    /// Takes the FPU for rkvm (preemption and softirqs off until dropped).
+    pub(crate) fn begin() -> Self {
+        // SAFETY: Process context; balanced by `drop`.
+        unsafe { ffi::rkvm_fpu_begin() };
+        Self(core::marker::PhantomData)
+    }
+
+    /// Loads the guest's registers from `area` (components in `mask`, which the host XCR0
+    /// enables), with XSAVE, or FXRSTOR on CPUs without it.
+    pub(crate) fn load(&self, area: &GuestFpu, mask: u64, xsave: bool) {
+        let p = area as *const GuestFpu;
+        // SAFETY: `area` is a 64-byte aligned XSAVE area of the supported size (the
+        // `x86_fpu` cache's objects); the FPU belongs to rkvm (`self`). A corrupt area
+        // cannot be loaded: userspace writes are checked in `set_xsave`.
+        unsafe {
+            if xsave {
+                asm!("xrstor64 [{}]", in(reg) p, in("eax") mask as u32, in("edx") (mask >> 32) as u32,
+                     options(nostack, preserves_flags));
+            } else {
+                asm!("fxrstor64 [{}]", in(reg) p, options(nostack, preserves_flags));
+            }
+        }
+    }
+
+    /// Saves the guest's registers into `area`.
+    pub(crate) fn save(&self, area: &mut GuestFpu, mask: u64, xsave: bool) {
+        let p = area as *mut GuestFpu;
+        // SAFETY: As in `load`; the area is exclusively borrowed.
+        unsafe {
+            if xsave {
+                asm!("xsave64 [{}]", in(reg) p, in("eax") mask as u32, in("edx") (mask >> 32) as u32,
+                     options(nostack, preserves_flags));
+            } else {
+                asm!("fxsave64 [{}]", in(reg) p, options(nostack, preserves_flags));
+            }
+        }
+    }
+}
+
+impl Drop for KernelFpu {
+    fn drop(&mut self) {
+        // SAFETY: Balances `begin`.
+        unsafe { ffi::rkvm_fpu_end() };
+    }
+}
+
+/// Sets XCR0.
+///
+/// # Safety
+///
+/// CR4.OSXSAVE is set, `v` is a valid XCR0 for this CPU, and the caller restores the host
+/// value before any host code that relies on it (the end of the window).
+pub(crate) unsafe fn xsetbv0(v: u64) {
+    // SAFETY: See the function's contract.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") v as u32, in("edx") (v >> 32) as u32,
+             options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// The initial FPU state of a vCPU: FCW 0x37f, MXCSR 0x1f80, x87 and SSE in XSTATE_BV.
+pub(crate) fn reset_area(bytes: &mut [u8]) {
+    bytes.fill(0);
+    if let Some(b) = bytes.get_mut(0..2) {
+        b.copy_from_slice(&0x37fu16.to_le_bytes());
+    }
+    if let Some(b) = bytes.get_mut(24..28) {
+        b.copy_from_slice(&0x1f80u32.to_le_bytes());
+    }
+    if let Some(b) = bytes.get_mut(XSTATE_BV..XSTATE_BV + 8) {
+        b.copy_from_slice(&0u64.to_le_bytes());
+    }
+}
+
+/// Checks an XSAVE area from userspace: XSTATE_BV within `supported`, XCOMP_BV zero
+/// (standard format), reserved header bytes zero, MXCSR reserved bits clear.
+pub(crate) fn area_valid(bytes: &[u8], supported: u64, mxcsr_mask: u32) -> bool {
+    let word = |off: usize| -> u64 {
+        bytes
+            .get(off..off + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(u64::MAX, u64::from_le_bytes)
+    };
+    let mxcsr = bytes
+        .get(24..28)
+        .and_then(|b| b.try_into().ok())
+        .map_or(u32::MAX, u32::from_le_bytes);
+    word(XSTATE_BV) & !supported == 0
+        && word(XSTATE_BV + 8) == 0
+        && (2..8).all(|i| word(XSTATE_BV + 8 * i) == 0)
+        && mxcsr & !mxcsr_mask == 0
+}
