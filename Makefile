@@ -24,7 +24,7 @@ endif
 
 SELFTESTS := $(CURDIR)/selftests/rkvm
 # The suite (in order) and the tests that also run on two CPUs (name@cpuN pins to CPU N).
-TESTS ?= realmode_io sys_ioctls msr_lists
+TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol
 SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1
 ifeq ($(BROKEN_TEST),1)
 TESTS += broken_on_purpose
