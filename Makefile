@@ -25,8 +25,9 @@ endif
 SELFTESTS := $(CURDIR)/selftests/rkvm
 # The suite (in order) and the tests that also run on two CPUs (name@cpuN pins to CPU N).
 # Shell tests (module lifecycle) come last: they unload and reload the hypervisor.
-TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol debugfs_stats module_reload
-SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1
+TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol debugfs_stats module_reload \
+	suspend_resume
+SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 suspend_resume@cpu0
 ifeq ($(BROKEN_TEST),1)
 TESTS += broken_on_purpose
 endif
