@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Packs the test initramfs: static busybox, the runner /init, the hypervisor modules
-# (reference kvm + rkvm) and the test binaries.
+# (reference kvm + rkvm), the tests (static binaries and shell scripts, in /tests/bin) and
+# the shell library of the runner and the shell tests (TESTBIN_DIR/lib/*.sh, in /tests/lib).
 #   image.sh OUT.cpio.lz4 KBUILD RKVM_KO TESTBIN_DIR "TEST LIST"
 
 . "$(dirname "$0")/lib.sh"
@@ -10,7 +11,7 @@
 out=$1 kbuild=$2 rkvm_ko=$3 bindir=$4 tests=$5
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules,tests/bin}
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules,tests/bin,tests/lib}
 cp /bin/busybox "$root/bin/busybox"
 file -L "$root/bin/busybox" 2>/dev/null | grep -q 'statically linked' ||
 	ldd "$root/bin/busybox" 2>&1 | grep -q 'not a dynamic' ||
@@ -23,8 +24,16 @@ done
 [ -f "$root/lib/modules/kvm.ko" ] || die "no kvm.ko in $kbuild"
 [ -f "$rkvm_ko" ] && cp "$rkvm_ko" "$root/lib/modules/rkvm.ko"
 for f in "$bindir"/*; do
-	[ -x "$f" ] && [ -f "$f" ] && strip -o "$root/tests/bin/${f##*/}" "$f"
+	[ -x "$f" ] && [ -f "$f" ] || continue
+	if [ "$(head -c 2 "$f")" = "#!" ]; then
+		install -m 755 "$f" "$root/tests/bin/${f##*/}"
+	else
+		strip -o "$root/tests/bin/${f##*/}" "$f"
+	fi
 done
+# /init sources /tests/lib/hv.sh: without it the image cannot even load a hypervisor.
+[ -f "$bindir/lib/hv.sh" ] || die "no $bindir/lib/hv.sh (build the selftests first)"
+install -m 644 "$bindir"/lib/*.sh "$root/tests/lib/"
 echo "$tests" >"$root/tests/list"
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | lz4 -l -q -9 >"$out.tmp"
 mv "$out.tmp" "$out"

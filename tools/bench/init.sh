@@ -14,6 +14,11 @@
 #   @@ RESULT <i> <hv> <test> <pass|fail|skip> <ms> <reason>
 #   @@ DONE                             the plan ran to the end
 # A test's own TAP output is indented by four spaces.
+#
+# A test is /tests/bin/NAME (NAME@cpuN: pinned to CPU N), a static binary or a shell
+# script (run with sh), with KVM_DEVICE=/dev/kvm|/dev/rkvm, RKVM_HV=kvm|rkvm,
+# RKVM_VENDOR=intel|amd, RKVM_HV_LOADED=1|0, RKVM_TESTS_BIN and RKVM_TESTS_LIB in its
+# environment. Exit status 0 = pass, 4 = skip, anything else = fail.
 
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -27,40 +32,21 @@ exec </dev/console >/dev/console 2>&1
 arg() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
 mode=$(arg bench.mode); mode=${mode:-check}
 from=$(arg bench.from); from=${from:-0}
-apicv=$(arg bench.apicv)
 
-if grep -q '^flags.* vmx' /proc/cpuinfo; then vendor=intel
-elif grep -q '^flags.* svm' /proc/cpuinfo; then vendor=amd
-else vendor=none; fi
+# Loading and unloading the hypervisors (load_hv, unload_hv, hv_loaded, hv_dev, ...): the
+# same functions the shell tests use (selftests/rkvm/lib/hv.sh).
+. /tests/lib/hv.sh
+vendor=$(hv_vendor)
 ncpu=$(grep -c ^processor /proc/cpuinfo)
 echo "@@ INFO vendor=$vendor cpus=$ncpu kernel=$(uname -r) mode=$mode from=$from"
 
 now_ms() { read up _ </proc/uptime; echo "${up%.*}${up#*.}0"; }
 
-# load_hv HV: loads the hypervisor modules of HV; prints why on failure.
-load_hv() {
-	case $1 in
-	kvm)
-		[ -f /lib/modules/irqbypass.ko ] && { insmod /lib/modules/irqbypass.ko || return 1; }
-		insmod /lib/modules/kvm.ko || return 1
-		if [ $vendor = intel ]; then
-			insmod /lib/modules/kvm-intel.ko ${apicv:+enable_apicv=$apicv} || return 1
-		else
-			insmod /lib/modules/kvm-amd.ko || return 1
-		fi
-		;;
-	rkvm)
-		insmod /lib/modules/rkvm.ko || return 1
-		;;
-	esac
-}
-unload_hv() {
-	case $1 in
-	kvm) rmmod kvm_intel kvm_amd kvm irqbypass 2>/dev/null ;;
-	rkvm) rmmod rkvm 2>/dev/null ;;
-	esac
-}
-hv_dev() { [ $1 = kvm ] && echo /dev/kvm || echo /dev/rkvm; }
+# A test is a static binary or a shell script (run with sh). A script with the line
+# "# rkvm-bench: runs-without-hv" also runs when its hypervisor failed to load (with
+# RKVM_HV_LOADED=0), to assert the failure itself.
+is_script() { [ "$(head -c 2 "$1")" = "#!" ]; }
+runs_without_hv() { is_script "$1" && grep -q '^# rkvm-bench: .*runs-without-hv' "$1"; }
 
 run_check() {
 	# The plan: every test against reference KVM, then against rkvm.
@@ -75,27 +61,34 @@ run_check() {
 		if [ $i -lt $from ]; then i=$((i + 1)); continue; fi
 		if [ "$loaded" != $hv ]; then
 			[ -n "$loaded" ] && unload_hv $loaded
-			loaded=$hv load_err=""
+			loaded=$hv load_err="" no_backend=""
 			load_hv $hv >/tmp/load.log 2>&1 ||
 				load_err="$(tail -1 /tmp/load.log | tr -d '\n') ($(dmesg | grep -E 'rkvm|kvm' | tail -1 | sed 's/^\[[^]]*\] //'))"
 			[ -n "$load_err" ] && echo "# loading $hv failed: $load_err"
+			dmesg | grep -q 'rkvm: no backend for this CPU vendor' && no_backend=1
 			dmesg | grep -E "^\[[ 0-9.]*\] (rkvm|kvm)" | tail -20 | sed 's/^/# dmesg: /'
 			dmesg -c >/dev/null
 		fi
 		echo "@@ START $i $hv $t"
 		t0=$(now_ms)
-		if [ -n "$load_err" ]; then
+		name=${t%@*} pin=""
+		[ "$name" != "$t" ] && pin="taskset -c ${t#*@cpu}"
+		bin=/tests/bin/$name
+		if [ -n "$load_err" ] && ! runs_without_hv $bin; then
 			# rkvm without a backend for this CPU vendor refuses to load by design.
-			if [ $hv = rkvm ] && dmesg | grep -q 'rkvm: no backend'; then
+			if [ $hv = rkvm ] && [ -n "$no_backend" ]; then
 				verdict="skip no rkvm backend for this CPU vendor"
 			else
 				verdict="fail $hv did not load: $load_err"
 			fi
 		else
-			name=${t%@*} pin=""
-			[ "$name" != "$t" ] && pin="taskset -c ${t#*@cpu}"
+			run=$bin
+			is_script $bin && run="sh $bin"
 			{
-				KVM_DEVICE=$(hv_dev $hv) timeout -s KILL 600 $pin /tests/bin/$name 2>&1
+				KVM_DEVICE=$(hv_dev $hv) RKVM_HV=$hv RKVM_VENDOR=$vendor \
+					RKVM_HV_LOADED=$([ -z "$load_err" ] && echo 1 || echo 0) \
+					RKVM_TESTS_BIN=/tests/bin RKVM_TESTS_LIB=/tests/lib \
+					timeout -s KILL 600 $pin $run 2>&1
 				echo $? >/tmp/rc
 			} | sed 's/^/    /'
 			rc=$(cat /tmp/rc)
@@ -105,6 +98,15 @@ run_check() {
 			137) verdict="fail killed after 600 s" ;;
 			*) verdict="fail exit status $rc" ;;
 			esac
+			# A test may unload and reload modules. If it left the wrong state behind,
+			# restore the hypervisor under test so the next tests are not blamed.
+			if [ -z "$load_err" ] && ! { hv_loaded $hv && [ -c $(hv_dev $hv) ]; }; then
+				echo "# runner: $hv is not loaded after $t; reloading it"
+				unload_hv kvm >/dev/null 2>&1
+				unload_hv rkvm >/dev/null 2>&1
+				load_hv $hv >/tmp/load.log 2>&1 ||
+					load_err="$(tail -1 /tmp/load.log | tr -d '\n') (reload after $t)"
+			fi
 		fi
 		echo "@@ RESULT $i $hv $t ${verdict%% *} $(($(now_ms) - t0)) ${verdict#* }"
 		i=$((i + 1))

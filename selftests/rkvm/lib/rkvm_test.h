@@ -215,6 +215,120 @@ static inline const char *exit_name(uint32_t reason)
 	return buf;
 }
 
+/* ---- Checking ioctl results ------------------------------------------------------------ */
+
+static inline const char *errno_name(int e)
+{
+	static char buf[16];
+
+	switch (e) {
+	case 0: return "0";
+	case EPERM: return "EPERM";
+	case ENOENT: return "ENOENT";
+	case EIO: return "EIO";
+	case ENXIO: return "ENXIO";
+	case E2BIG: return "E2BIG";
+	case EBADF: return "EBADF";
+	case ENOMEM: return "ENOMEM";
+	case EFAULT: return "EFAULT";
+	case EBUSY: return "EBUSY";
+	case EEXIST: return "EEXIST";
+	case ENODEV: return "ENODEV";
+	case EINVAL: return "EINVAL";
+	case ENOTTY: return "ENOTTY";
+	case ENOSPC: return "ENOSPC";
+	case ERANGE: return "ERANGE";
+	case EOPNOTSUPP: return "EOPNOTSUPP";
+	}
+	snprintf(buf, sizeof(buf), "errno %d", e);
+	return buf;
+}
+
+/* The outcome of one ioctl: its return value and errno (0 unless it returned -1). */
+struct ioctl_res {
+	long r;
+	int err;
+};
+
+static inline struct ioctl_res do_ioctl(int fd, unsigned long req, unsigned long arg)
+{
+	struct ioctl_res res;
+
+	errno = 0;
+	res.r = ioctl(fd, req, arg);
+	res.err = res.r == -1 ? errno : 0;
+	return res;
+}
+
+/* Describes an outcome as "ret N" or "-1/ERRNO" (static buffer: one use per printf). */
+static inline const char *res_str(struct ioctl_res res)
+{
+	static char buf[2][48];
+	static int i;
+
+	i ^= 1;
+	if (res.r == -1)
+		snprintf(buf[i], sizeof(buf[i]), "-1/%s", errno_name(res.err));
+	else
+		snprintf(buf[i], sizeof(buf[i]), "ret %ld", res.r);
+	return buf[i];
+}
+
+/* One check: ioctl(fd, req, arg) must fail with errno WANT. */
+#define CHECK_ERRNO(fd, req, arg, want, ...)                                                   \
+	({                                                                                     \
+		struct ioctl_res __res = do_ioctl((fd), (req), (unsigned long)(arg));          \
+		char __what[160];                                                              \
+		snprintf(__what, sizeof(__what), __VA_ARGS__);                                 \
+		tap_ok(__res.r == -1 && __res.err == (want), "%s -> -1/%s (got %s)", __what,   \
+		       errno_name(want), res_str(__res));                                      \
+	})
+
+/* One check: ioctl(fd, req, arg) must return WANT. */
+#define CHECK_RET(fd, req, arg, want, ...)                                                     \
+	({                                                                                     \
+		struct ioctl_res __res = do_ioctl((fd), (req), (unsigned long)(arg));          \
+		char __what[160];                                                              \
+		snprintf(__what, sizeof(__what), __VA_ARGS__);                                 \
+		tap_ok(__res.r == (long)(want), "%s -> %ld (got %s)", __what, (long)(want),    \
+		       res_str(__res));                                                        \
+	})
+
+/* ---- Bad user addresses ------------------------------------------------------------------ */
+
+/* A page reserved with PROT_NONE: any access to it faults, and it is never reused. */
+static inline void *inaccessible_page(void)
+{
+	static void *p;
+
+	if (!p) {
+		p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			BAIL("mmap PROT_NONE");
+	}
+	return p;
+}
+
+/* An address in the kernel half: access_ok() refuses it. */
+#define KERNEL_ADDR ((void *)0xffff888000000000ull)
+
+/*
+ * Returns a pointer P such that [P, P + size) is readable and writable and the byte at
+ * P + size is the first of an inaccessible page: a struct header placed there is fine, and
+ * anything the kernel reads or writes past it faults. SIZE must be at most one page.
+ */
+static inline void *buf_before_guard(size_t size)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	uint8_t *p = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED || (long)size > pg)
+		BAIL("mmap guard buffer");
+	if (mprotect(p + pg, pg, PROT_NONE))
+		BAIL("mprotect guard page");
+	return p + pg - size;
+}
+
 /* Arms a watchdog so a stuck vCPU fails the test instead of hanging the run. */
 static inline void test_watchdog(unsigned int seconds)
 {
