@@ -73,9 +73,10 @@ fn dev_attr(attr: &kvm_device_attr) -> Result<u64> {
     if attr.group != 0 {
         return Err(ENXIO);
     }
-    match attr.attr as u32 {
-        uapi::KVM_X86_XCOMP_GUEST_SUPP => Ok(crate::x86::cpuid::supported_xcr0()),
-        _ => Err(ENXIO),
+    if attr.attr == u64::from(uapi::KVM_X86_XCOMP_GUEST_SUPP) {
+        Ok(crate::x86::cpuid::supported_xcr0())
+    } else {
+        Err(ENXIO)
     }
 }
 
@@ -108,7 +109,10 @@ fn cpuid_list(arg: usize, table: &[kvm_cpuid_entry2], emulated: bool) -> Result<
     let nent = (nent as usize).min(crate::x86::cpuid::MAX_ENTRIES);
     let entries_addr = uaccess::offset(arg, size_of::<kvm_cpuid2>())?;
     if emulated {
-        let user: KVVec<kvm_cpuid_entry2> = uaccess::read_vec(entries_addr, nent)?;
+        // KVM's sanity check: the caller's padding must be zero, and an unreadable entry
+        // counts as a bad one (EINVAL, not EFAULT).
+        let user: KVVec<kvm_cpuid_entry2> =
+            uaccess::read_vec(entries_addr, nent).map_err(|_| EINVAL)?;
         if user.iter().any(|e| e.padding != [0; 3]) {
             return Err(EINVAL);
         }

@@ -77,9 +77,12 @@ pub(crate) struct Vmx {
     /// Parameters in effect.
     pub(crate) params: Params,
     cpus: PerCpu<VmxCpu>,
-    /// VPIDs handed to vCPUs.
-    pub(crate) vpids: vcpu::VpidAllocator,
+    /// VPIDs handed to vCPUs (8 KiB: kept out of the stack-built `Vmx`).
+    pub(crate) vpids: &'static vcpu::VpidAllocator,
 }
+
+/// The VPID bitmap; module data, fresh on every load.
+static VPIDS: vcpu::VpidAllocator = vcpu::VpidAllocator::new();
 
 /// `cpu_has_kvm_support()`: CPUID.1:ECX.VMX.
 pub(crate) fn cpu_has_kvm_support() -> bool {
@@ -141,7 +144,7 @@ pub(crate) fn hardware_setup() -> Result<Vmx> {
         config,
         params,
         cpus,
-        vpids: vcpu::VpidAllocator::new(),
+        vpids: &VPIDS,
     })
 }
 

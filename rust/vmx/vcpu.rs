@@ -110,12 +110,10 @@ pub(crate) struct VpidAllocator {
 
 impl VpidAllocator {
     pub(crate) const fn new() -> Self {
-        let mut s = Self {
-            words: [const { AtomicU64::new(0) }; 1024],
-        };
+        let mut words = [const { AtomicU64::new(0) }; 1024];
         // VPID 0 is the host's: never handed out.
-        s.words[0] = AtomicU64::new(1);
-        s
+        words[0] = AtomicU64::new(1);
+        Self { words }
     }
 
     /// A free VPID (1..65535), or 0 (none: the CPU flushes on every entry and exit).
