@@ -95,6 +95,7 @@ fn kvm_init() -> Result<Rkvm> {
             vcpu_cache: kernel::sync::SetOnce::new(),
             l1d: kernel::sync::SetOnce::new(),
             devices: kvm::device_ops::Registry::init(),
+            debugfs_dir: kernel::sync::SetOnce::new(),
             vms <- kernel::new_mutex!(KVec::new()),
         }? Error),
         GFP_KERNEL,
@@ -130,7 +131,10 @@ fn kvm_init() -> Result<Rkvm> {
     rkvm.syscore = Some(Syscore::register(rkvm_suspend, rkvm_resume, rkvm_shutdown));
     rkvm.preempt = Some(PreemptOps::init(kvm_sched_in, kvm_sched_out));
     // 4.11 debugfs.
-    rkvm.debugfs = Some(Debugfs::init()?);
+    let debugfs = Debugfs::init()?;
+    // Per-VM directories go under the same directory.
+    k.debugfs_dir.populate(debugfs.dir().clone());
+    rkvm.debugfs = Some(debugfs);
     // 4.12 The device-type registry was built with the state (`kvm_vfio_ops_init`).
     Ok(rkvm)
 }

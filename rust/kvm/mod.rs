@@ -47,6 +47,8 @@ pub(crate) struct Kvm {
     /// The L1D flush decided by `vmx_setup_l1d_flush`, after `kvm_init`.
     pub(crate) l1d: SetOnce<crate::vmx::l1d::L1dFlush>,
     pub(crate) devices: device_ops::Registry,
+    /// The debugfs directory (set by `kvm_init_debug`), parent of the per-VM ones.
+    pub(crate) debugfs_dir: SetOnce<kernel::debugfs::Dir>,
     /// Every live VM, for the global stats and the shrinker.
     #[pin]
     pub(crate) vms: kernel::sync::Mutex<KVec<VmRef>>,

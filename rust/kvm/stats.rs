@@ -206,3 +206,55 @@ impl Debugfs {
         &self.dir
     }
 }
+
+/// What a per-VM stat file reads: one stat of one VM.
+pub(crate) struct VmStat {
+    vm: *const super::vm::Vm,
+    kind: Kind,
+    index: usize,
+}
+
+// SAFETY: `vm` is only dereferenced while the file exists, and the VM removes its files
+// (which waits for readers) before it is freed.
+unsafe impl Send for VmStat {}
+// SAFETY: As above; reads only.
+unsafe impl Sync for VmStat {}
+
+fn show_vm(s: &VmStat, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    // SAFETY: See `VmStat`: the VM outlives its debugfs files.
+    let vm = unsafe { &*s.vm };
+    let v = match s.kind {
+        Kind::Vm => vm.stats.get(s.index),
+        Kind::Vcpu => vm.sum_vcpu_stat(s.index),
+    };
+    writeln!(f, "{v}")
+}
+
+/// A VM's directory `<pid>-<fd>` under /sys/kernel/debug/rkvm/, as KVM names it.
+pub(crate) struct VmDir {
+    _files: KVec<Pin<KBox<File<VmStat>>>>,
+    _dir: Dir,
+}
+
+impl VmDir {
+    /// Creates the directory and one file per VM and vCPU stat (vCPU stats summed over
+    /// the VM's vCPUs). The VM must drop the result before it is freed.
+    pub(crate) fn new(parent: &Dir, name: &CStr, vm: &super::vm::Vm) -> Result<Self> {
+        let dir = parent.subdir(name);
+        let mut files = KVec::new();
+        for (kind, names) in [(Kind::Vm, VM_STATS), (Kind::Vcpu, VCPU_STATS)] {
+            for (index, &n) in names.iter().enumerate() {
+                let data = VmStat {
+                    vm: core::ptr::from_ref(vm),
+                    kind,
+                    index,
+                };
+                files.push(KBox::pin_init(dir.read_callback_file(n, data, &show_vm), GFP_KERNEL)?, GFP_KERNEL)?;
+            }
+        }
+        Ok(Self {
+            _files: files,
+            _dir: dir,
+        })
+    }
+}

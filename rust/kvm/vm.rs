@@ -27,6 +27,7 @@ pub(crate) struct VmLocked {
     identity_map_addr: u64,
     nr_mmu_pages: u64,
     notifier: Option<MmuNotifier>,
+    debugfs: Option<stats::VmDir>,
 }
 
 /// State under the MMU spinlock: the EPT and the runtime memslots.
@@ -68,7 +69,15 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
     let notifier = MmuNotifier::register(ctx)?;
     vm.locked.lock().notifier = Some(notifier);
     k.vm_list_add(&vm)?;
-    Ok(anon_fd::install(vm)? as isize)
+    let fd = anon_fd::install(vm.clone())?;
+    // KVM's per-VM debugfs directory: "<pid>-<fd>".
+    if let Some(parent) = k.debugfs_dir.as_ref() {
+        let name = kernel::str::CString::try_from_fmt(fmt!("{}-{}", cpu::current_pid(), fd))?;
+        if let Ok(d) = stats::VmDir::new(parent, &name, &vm) {
+            vm.locked.lock().debugfs = Some(d);
+        }
+    }
+    Ok(fd as isize)
 }
 
 fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
@@ -84,6 +93,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 identity_map_addr: 0xfeff_c000,
                 nr_mmu_pages: 0,
                 notifier: None,
+                debugfs: None,
             }),
             mmu <- new_spinlock!(MmuState {
                 ept,
@@ -103,10 +113,11 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
 impl PinnedDrop for Vm {
     fn drop(self: Pin<&mut Self>) {
         // Unregister first: it waits for callbacks that may be using this VM.
-        let (notifier, vcpus) = {
+        let (debugfs, notifier, vcpus) = {
             let mut l = self.locked.lock();
-            (l.notifier.take(), core::mem::take(&mut l.vcpus))
+            (l.debugfs.take(), l.notifier.take(), core::mem::take(&mut l.vcpus))
         };
+        drop(debugfs);
         drop(notifier);
         for v in vcpus.iter() {
             v.release(self.kvm);

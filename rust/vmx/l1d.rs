@@ -107,15 +107,15 @@ impl L1dFlush {
     }
 
     /// Flushes if the policy asks for it; `first_entry` is true for the first VM entry of
-    /// a VMX window.
-    pub(crate) fn before_entry(&self, first_entry: bool) {
+    /// a VMX window. Returns whether it flushed.
+    pub(crate) fn before_entry(&self, first_entry: bool) -> bool {
         let want = match self.mode {
             Mode::Always => true,
             Mode::Cond => first_entry,
             _ => false,
         };
-        if !want {
-            return;
+        if !want || matches!(self.method, Method::None) {
+            return false;
         }
         match &self.method {
             Method::None => {}
@@ -135,5 +135,6 @@ impl L1dFlush {
                 core::hint::black_box(sum);
             }
         }
+        true
     }
 }

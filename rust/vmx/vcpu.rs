@@ -516,10 +516,9 @@ impl Core {
                 break Ok(exit);
             }
             if let Some(l1d) = ctx.l1d {
-                if !launched {
+                if l1d.before_entry(!launched) {
                     ctx.stats.inc(st::L1D_FLUSH);
                 }
-                l1d.before_entry(!launched);
             }
             // SAFETY: The window holds this VMCS current with host state for this CPU, and
             // the guest state was loaded (or kept from the last window).

@@ -118,13 +118,11 @@ run_check() {
 run_demo() {
 	echo "== loading rkvm.ko"
 	if insmod /lib/modules/rkvm.ko; then
-		echo "== running a guest through /dev/rkvm"
+		grep . /sys/module/rkvm/parameters/* | sed 's|/sys/module/rkvm/parameters/|   parameter |'
+		echo "== running a guest through /dev/rkvm (its stats come from rkvm's debugfs)"
 		KVM_DEVICE=/dev/rkvm /tests/bin/demo_guest
-		echo "== rkvm debugfs stats (/sys/kernel/debug/rkvm)"
-		for f in /sys/kernel/debug/rkvm/*; do
-			[ -f "$f" ] && printf '%-28s %s\n' "${f##*/}" "$(cat "$f")"
-		done
-		rmmod rkvm
+		echo "== unloading rkvm"
+		rmmod rkvm && echo "rkvm unloaded"
 	else
 		dmesg | grep rkvm | tail -3
 	fi
