@@ -28,6 +28,8 @@ SELFTESTS := $(CURDIR)/selftests/rkvm
 TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol debugfs_stats module_reload \
 	suspend_resume vendor_insmod kvm_coexist
 SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 cpu_hotplug suspend_resume@cpu0
+# On an Intel CPU with EPT but without unrestricted guest (real mode through vm86).
+NOUG_TESTS ?= realmode_io
 ifeq ($(BROKEN_TEST),1)
 TESTS += broken_on_purpose
 endif
@@ -51,7 +53,7 @@ selftests: $(KDIR_DEP)
 
 check: module selftests bochs
 	@$(BENCH)/check.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/check \
-		"$(TESTS)" "$(SMP_TESTS)"
+		"$(TESTS)" "$(SMP_TESTS)" "$(NOUG_TESTS)"
 
 demo: module selftests bochs
 	@$(BENCH)/demo.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/demo

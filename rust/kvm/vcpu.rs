@@ -15,7 +15,7 @@ use crate::sys::kmem::KmemBox;
 use crate::sys::page::PhysPage;
 use crate::uapi::*;
 use crate::vmx::vcpu::{RunCtx, VmxVcpu};
-use crate::x86::emulate::{self, EmuError, MemOp, MsrEnv};
+use crate::x86::emulate::{self, EmuError, GuestMem, MemOp, MsrEnv};
 use crate::x86::exit::Exit;
 use crate::x86::state::{self, Exception, VcpuState};
 use crate::x86::{fpu, GuestFpu};
@@ -461,6 +461,9 @@ fn post_run_save(vcpu: &Vcpu, g: &VcpuInner) {
 fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
     let k = vm.kvm;
     g.has_run = true;
+    // Without unrestricted guest, real mode runs in virtual-8086 mode on rkvm's own TSS
+    // and identity map.
+    let rmode = if k.vmx.params.unrestricted_guest { None } else { Some(vm.rmode_addrs()?) };
     loop {
         if cpu::signal_pending() {
             vcpu.set_exit(KVM_EXIT_INTR);
@@ -470,6 +473,9 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
         cpu::cond_resched();
         let request_irq_window = vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0;
         vcpu.kick.store(false, Ordering::Release);
+        if rmode.is_some() && !g.state.protected() {
+            deliver_real_mode_event(vm, vcpu, &mut g.state)?;
+        }
         let eptp = vm.mmu.lock().ept.eptp();
         let exit = {
             let VcpuInner { state, vmx, fpu, cpuid, guest_debug, .. } = &mut *g;
@@ -487,6 +493,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 kick: &vcpu.kick,
                 request_irq_window,
                 guest_debug: *guest_debug,
+                rmode,
             };
             vmx.run(&mut ctx)
         };
@@ -595,76 +602,19 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
         Exit::CrAccess { qual, insn_len } => {
             cr_access(vm, vcpu, g, qual, insn_len)
         }
-        Exit::DrAccess { qual, insn_len } => {
-            let dr = (qual & 7) as usize;
-            let from = qual & (1 << 4) != 0;
-            let gpr = ((qual >> 8) & 15) as u8;
-            if (dr == 4 || dr == 5) && s.cr4 & state::cr4::DE != 0 {
-                inject(s, emulate::ud());
-                return Ok(None);
+        Exit::DrAccess { qual, insn_len } => dr_access(s, qual, insn_len),
+        Exit::Rdmsr { insn_len } => msr_access(vm, g, false, insn_len),
+        Exit::Wrmsr { insn_len } => msr_access(vm, g, true, insn_len),
+        Exit::RealModeException { vector, error_code, insn_len } => {
+            if vector == 13 {
+                return real_mode_gp(vm, vcpu, g);
             }
-            if s.cpl() != 0 {
-                inject(s, emulate::gp(0));
-                return Ok(None);
-            }
-            let dr = if dr >= 4 && dr <= 5 { dr + 2 } else { dr };
-            if from {
-                let v = match dr {
-                    0..=3 => s.db.get(dr).copied().unwrap_or(0),
-                    6 => s.dr6,
-                    _ => s.dr7,
-                };
-                emulate::set_gpr(s, gpr, 8, false, v);
-            } else {
-                let v = emulate::gpr64(s, gpr);
-                match dr {
-                    0..=3 => {
-                        if let Some(d) = s.db.get_mut(dr) {
-                            *d = v;
-                        }
-                    }
-                    6 | 7 if v >> 32 != 0 => {
-                        inject(s, emulate::gp(0));
-                        return Ok(None);
-                    }
-                    6 => s.dr6 = v & !0x1000 | 0xffff_0ff0,
-                    _ => s.dr7 = v & !0xd000 | 0x400,
-                }
-            }
-            s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
-            s.dirty = true;
-            Ok(None)
-        }
-        Exit::Rdmsr { insn_len } | Exit::Wrmsr { insn_len } => {
-            let read = matches!(exit, Exit::Rdmsr { .. });
-            let m = s.regs.rcx as u32;
-            let env = MsrEnv {
-                host_tsc: host_tsc(),
-                cpuid: &g.cpuid,
-                arch_capabilities: vm.kvm.msrs.arch_capabilities,
-                host_initiated: false,
-            };
+            // Software interrupts (INT3, INTO) completed their instruction; faults did not.
             let s = &mut g.state;
-            if read {
-                match emulate::get_msr(s, &env, m) {
-                    Some(v) => {
-                        s.regs.rax = v & 0xffff_ffff;
-                        s.regs.rdx = v >> 32;
-                    }
-                    None => {
-                        inject(s, emulate::gp(0));
-                        return Ok(None);
-                    }
-                }
-            } else {
-                let v = (s.regs.rdx << 32) | (s.regs.rax & 0xffff_ffff);
-                if emulate::set_msr(s, &env, m, v).is_err() {
-                    inject(s, emulate::gp(0));
-                    return Ok(None);
-                }
+            if vector == 3 || vector == 4 {
+                s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
             }
-            s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
-            s.dirty = true;
+            inject(s, Exception { vector, error_code, injected: false, payload: None });
             Ok(None)
         }
         Exit::Unhandled { reason, qual } => {
@@ -681,6 +631,259 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
         let _ = &mem;
         r
     })
+}
+
+fn dr_access(s: &mut VcpuState, qual: u64, insn_len: u8) -> Result<Option<isize>> {
+    let dr = (qual & 7) as usize;
+    let from = qual & (1 << 4) != 0;
+    let gpr = ((qual >> 8) & 15) as u8;
+    if (dr == 4 || dr == 5) && s.cr4 & state::cr4::DE != 0 {
+        inject(s, emulate::ud());
+        return Ok(None);
+    }
+    if s.cpl() != 0 {
+        inject(s, emulate::gp(0));
+        return Ok(None);
+    }
+    let dr = if (4..=5).contains(&dr) { dr + 2 } else { dr };
+    if from {
+        let v = match dr {
+            0..=3 => s.db.get(dr).copied().unwrap_or(0),
+            6 => s.dr6,
+            _ => s.dr7,
+        };
+        emulate::set_gpr(s, gpr, 8, false, v);
+    } else {
+        let v = emulate::gpr64(s, gpr);
+        match dr {
+            0..=3 => {
+                if let Some(d) = s.db.get_mut(dr) {
+                    *d = v;
+                }
+            }
+            6 | 7 if v >> 32 != 0 => {
+                inject(s, emulate::gp(0));
+                return Ok(None);
+            }
+            6 => s.dr6 = v & !0x1000 | 0xffff_0ff0,
+            _ => s.dr7 = v & !0xd000 | 0x400,
+        }
+    }
+    s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
+    s.dirty = true;
+    Ok(None)
+}
+
+fn msr_access(vm: &Vm, g: &mut VcpuInner, write: bool, insn_len: u8) -> Result<Option<isize>> {
+    let m = g.state.regs.rcx as u32;
+    let env = MsrEnv {
+        host_tsc: host_tsc(),
+        cpuid: &g.cpuid,
+        arch_capabilities: vm.kvm.msrs.arch_capabilities,
+        host_initiated: false,
+    };
+    let s = &mut g.state;
+    if !write {
+        match emulate::get_msr(s, &env, m) {
+            Some(v) => {
+                s.regs.rax = v & 0xffff_ffff;
+                s.regs.rdx = v >> 32;
+            }
+            None => {
+                inject(s, emulate::gp(0));
+                return Ok(None);
+            }
+        }
+    } else {
+        let v = (s.regs.rdx << 32) | (s.regs.rax & 0xffff_ffff);
+        if emulate::set_msr(s, &env, m, v).is_err() {
+            inject(s, emulate::gp(0));
+            return Ok(None);
+        }
+    }
+    s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
+    s.dirty = true;
+    Ok(None)
+}
+
+/// Delivers the highest-priority pending event through the real-mode IVT (virtual-8086
+/// real mode cannot take injected events): push FLAGS, CS, IP; clear IF, TF, AC; jump
+/// to the vector's handler.
+fn deliver_real_mode_event(vm: &Vm, vcpu: &Vcpu, s: &mut VcpuState) -> Result {
+    let ev = s.events;
+    let irq_ok = s.regs.rflags & state::rflags::IF != 0 && ev.shadow == 0;
+    let vector = if let Some(e) = ev.exception {
+        s.events.exception = None;
+        e.vector
+    } else if let Some((v, len)) = ev.soft_interrupt {
+        s.events.soft_interrupt = None;
+        s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+        v
+    } else if ev.nmi_injected || (ev.nmi_pending && !ev.nmi_masked && ev.shadow == 0) {
+        s.events.nmi_injected = false;
+        s.events.nmi_pending = false;
+        s.events.nmi_masked = true;
+        vcpu.stats.inc(st::NMI_INJECTIONS);
+        2
+    } else if let (Some(v), true) = (ev.interrupt, ev.interrupt_injected || irq_ok) {
+        s.events.interrupt = None;
+        s.events.interrupt_injected = false;
+        vcpu.stats.inc(st::IRQ_INJECTIONS);
+        v
+    } else {
+        return Ok(());
+    };
+    let mem = VmMem(vm);
+    let mut ivt = [0u8; 4];
+    mem.read(u64::from(vector) * 4, &mut ivt)?;
+    let ip = u16::from_le_bytes([ivt[0], ivt[1]]);
+    let cs = u16::from_le_bytes([ivt[2], ivt[3]]);
+    let flags = s.regs.rflags as u16;
+    let mut sp = s.regs.rsp as u16;
+    let ss = s.segs[state::SS].base;
+    for word in [flags, s.segs[state::CS].selector, s.regs.rip as u16] {
+        sp = sp.wrapping_sub(2);
+        mem.write(ss.wrapping_add(u64::from(sp)) & 0xf_ffff, &word.to_le_bytes())?;
+    }
+    s.regs.rsp = s.regs.rsp & !0xffff | u64::from(sp);
+    s.regs.rflags &= !(state::rflags::IF | state::rflags::TF | (1 << 18));
+    s.segs[state::CS].selector = cs;
+    s.segs[state::CS].base = u64::from(cs) << 4;
+    s.regs.rip = u64::from(ip);
+    s.dirty = true;
+    Ok(())
+}
+
+/// Computes a 16-bit ModRM memory operand's linear address (real mode).
+fn real_mode_ea(s: &VcpuState, modrm: &[u8], seg_override: Option<usize>) -> Option<(u64, usize)> {
+    let m = *modrm.first()?;
+    let (md, rm) = (m >> 6, m & 7);
+    let r = |n: u8| emulate::gpr64(s, n) & 0xffff;
+    let (bx, bp, si, di) = (r(3), r(5), r(6), r(7));
+    let (mut ea, mut seg) = match rm {
+        0 => (bx + si, state::DS),
+        1 => (bx + di, state::DS),
+        2 => (bp + si, state::SS),
+        3 => (bp + di, state::SS),
+        4 => (si, state::DS),
+        5 => (di, state::DS),
+        6 => (bp, state::SS),
+        _ => (bx, state::DS),
+    };
+    let len = match (md, rm) {
+        (0, 6) => {
+            ea = u64::from(u16::from_le_bytes([*modrm.get(1)?, *modrm.get(2)?]));
+            seg = state::DS;
+            3
+        }
+        (0, _) => 1,
+        (1, _) => {
+            ea = ea.wrapping_add(*modrm.get(1)? as i8 as u64);
+            2
+        }
+        (2, _) => {
+            ea = ea.wrapping_add(u64::from(u16::from_le_bytes([*modrm.get(1)?, *modrm.get(2)?])));
+            3
+        }
+        _ => return None,
+    };
+    let seg = seg_override.unwrap_or(seg);
+    Some((s.segs.get(seg)?.base.wrapping_add(ea & 0xffff), len))
+}
+
+/// A #GP in virtual-8086 real mode: the privileged instructions real-mode code uses, run
+/// on the software state (HLT, MOV to/from CR and DR, LMSW, CLTS, LGDT, LIDT, RDMSR,
+/// WRMSR, INVD, WBINVD).
+fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Option<isize>> {
+    let mut code = [0u8; 15];
+    if let Err(e) = fetch(vm, &g.state, &mut code) {
+        return fault_or_error(vcpu, &mut g.state, e);
+    }
+    vcpu.stats.inc(st::INSN_EMULATION);
+    let mut i = 0;
+    let mut opsize32 = false;
+    let mut seg = None;
+    while let Some(&b) = code.get(i) {
+        match b {
+            0x66 => opsize32 = true,
+            0x26 => seg = Some(state::ES),
+            0x2e => seg = Some(state::CS),
+            0x36 => seg = Some(state::SS),
+            0x3e => seg = Some(state::DS),
+            0x64 => seg = Some(state::FS),
+            0x65 => seg = Some(state::GS),
+            _ => break,
+        }
+        i += 1;
+    }
+    let op = code.get(i).copied().unwrap_or(0);
+    let op2 = code.get(i + 1).copied().unwrap_or(0);
+    let modrm = code.get(i + 2).copied().unwrap_or(0);
+    let fail = |vcpu: &Vcpu| {
+        vcpu.stats.inc(st::INSN_EMULATION_FAIL);
+        internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[u64::from_le_bytes([code[0], code[1], code[2], code[3], code[4], code[5], code[6], code[7]])])
+    };
+    let s = &mut g.state;
+    match (op, op2) {
+        (0xf4, _) => {
+            s.regs.rip = s.regs.rip.wrapping_add(i as u64 + 1);
+            s.dirty = true;
+            vcpu.stats.inc(st::HALT_EXITS);
+            vcpu.set_exit(KVM_EXIT_HLT);
+            Ok(Some(0))
+        }
+        (0x0f, 0x06) => cr_access(vm, vcpu, g, 2, (i + 2) as u8),
+        (0x0f, 0x08) | (0x0f, 0x09) => {
+            s.regs.rip = s.regs.rip.wrapping_add(i as u64 + 2);
+            s.dirty = true;
+            Ok(None)
+        }
+        (0x0f, 0x20) | (0x0f, 0x22) if modrm >> 6 == 3 => {
+            let cr = u64::from((modrm >> 3) & 7);
+            let gpr = u64::from(modrm & 7);
+            let kind = if op2 == 0x20 { 1 } else { 0 };
+            cr_access(vm, vcpu, g, cr | kind << 4 | gpr << 8, (i + 3) as u8)
+        }
+        (0x0f, 0x21) | (0x0f, 0x23) if modrm >> 6 == 3 => {
+            let dr = u64::from((modrm >> 3) & 7);
+            let gpr = u64::from(modrm & 7);
+            let from = if op2 == 0x21 { 1 << 4 } else { 0 };
+            dr_access(s, dr | from | gpr << 8, (i + 3) as u8)
+        }
+        (0x0f, 0x30) => msr_access(vm, g, true, (i + 2) as u8),
+        (0x0f, 0x32) => msr_access(vm, g, false, (i + 2) as u8),
+        (0x0f, 0x01) => {
+            let reg = (modrm >> 3) & 7;
+            match reg {
+                2 | 3 => {
+                    let Some((ea, len)) = code.get(i + 2..).and_then(|m| real_mode_ea(s, m, seg)) else {
+                        return Ok(fail(vcpu));
+                    };
+                    let mut b = [0u8; 6];
+                    if let Err(e) = emulate::read_virt(s, &VmMem(vm), ea, &mut b) {
+                        return fault_or_error(vcpu, s, e);
+                    }
+                    let limit = u16::from_le_bytes([b[0], b[1]]);
+                    let mut base = u64::from(u32::from_le_bytes([b[2], b[3], b[4], b[5]]));
+                    if !opsize32 {
+                        base &= 0xff_ffff;
+                    }
+                    let t = if reg == 2 { &mut s.gdt } else { &mut s.idt };
+                    t.base = base;
+                    t.limit = limit;
+                    s.regs.rip = s.regs.rip.wrapping_add((i + 2 + len) as u64);
+                    s.dirty = true;
+                    Ok(None)
+                }
+                6 if modrm >> 6 == 3 => {
+                    let v = emulate::gpr64(s, modrm & 7) & 0xffff;
+                    cr_access(vm, vcpu, g, 3 << 4 | v << 16, (i + 3) as u8)
+                }
+                _ => Ok(fail(vcpu)),
+            }
+        }
+        _ => Ok(fail(vcpu)),
+    }
 }
 
 fn debug_arch_bytes(a: &kvm_debug_exit_arch) -> KVec<u8> {

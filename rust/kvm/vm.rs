@@ -11,6 +11,7 @@ use crate::sys::anon_fd::{self, AnonFile};
 use crate::sys::cpu;
 use crate::sys::kmem::KmemBox;
 use crate::sys::mm::{self, MmId, MmuNotifier, UserPage};
+use crate::sys::page::PhysPage;
 use crate::uapi::*;
 use crate::x86::ept::{Ept, Perm, Table};
 use crate::x86::emulate::GuestMem;
@@ -28,6 +29,30 @@ pub(crate) struct VmLocked {
     nr_mmu_pages: u64,
     notifier: Option<MmuNotifier>,
     debugfs: Option<stats::VmDir>,
+    /// The real-mode TSS and identity page table (CPUs without unrestricted guest).
+    rmode_pages: Option<RmodePages>,
+}
+
+/// KVM's default guest-physical addresses of the real-mode TSS and identity map.
+const TSS_ADDR: u64 = 0xfffb_d000;
+const IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
+/// Bytes of the real-mode TSS: base TSS, interrupt redirection bitmap, I/O bitmap, a
+/// terminating 0xff byte.
+pub(crate) const RMODE_TSS_SIZE: u64 = 0x68 + 32 + 65536 / 8 + 1;
+
+/// Guest pages rkvm owns for running real mode in virtual-8086 mode: three TSS pages
+/// and one page of 4 MiB identity mappings, mapped into the guest at the addresses
+/// KVM_SET_TSS_ADDR and KVM_SET_IDENTITY_MAP_ADDR chose (KVM's private memslots).
+struct RmodePages {
+    tss: [PhysPage; 3],
+    idmap: PhysPage,
+}
+
+/// Where the real-mode helpers sit in guest-physical memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RmodeAddrs {
+    pub(crate) tss: u64,
+    pub(crate) idmap: u64,
 }
 
 /// State under the MMU spinlock: the EPT and the runtime memslots.
@@ -36,6 +61,8 @@ pub(crate) struct MmuState {
     pub(crate) slots: KVec<RuntimeSlot>,
     /// Bumped by every invalidation; a fault that raced one retries.
     seq: u64,
+    /// Guest frames backed by rkvm's own pages (real-mode TSS, identity map).
+    private: KVec<(u64, u64)>,
     /// Invalidations in progress (between start and end).
     in_progress: u32,
 }
@@ -90,7 +117,8 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 slots: Slots::default(),
                 vcpus: KVec::new(),
                 tss_addr: None,
-                identity_map_addr: 0xfeff_c000,
+                identity_map_addr: IDENTITY_MAP_ADDR,
+                rmode_pages: None,
                 nr_mmu_pages: 0,
                 notifier: None,
                 debugfs: None,
@@ -100,6 +128,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 slots: KVec::new(),
                 seq: 0,
                 in_progress: 0,
+                private: KVec::new(),
             }),
             flush_gen: AtomicU64::new(0),
             manual_protect: AtomicBool::new(false),
@@ -217,6 +246,9 @@ impl Vm {
     /// can satisfy the access (MMIO). May sleep.
     pub(crate) fn fault_in(&self, gpa: u64, write: bool) -> Result<bool> {
         let gfn = gpa >> 12;
+        if self.fault_in_private(gfn)? {
+            return Ok(true);
+        }
         loop {
             let (hva, slot_writable, logs, seq) = {
                 let m = self.mmu.lock();
@@ -279,6 +311,71 @@ impl Vm {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Maps one of rkvm's own guest pages, if `gfn` is one.
+    fn fault_in_private(&self, gfn: u64) -> Result<bool> {
+        loop {
+            let mut spares: KVec<KmemBox<Table>> = KVec::new();
+            let need = {
+                let m = self.mmu.lock();
+                if !m.private.iter().any(|&(g, _)| g == gfn) {
+                    return Ok(false);
+                }
+                m.ept.spares_needed()
+            };
+            for _ in 0..need {
+                spares.push(Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?, GFP_KERNEL)?;
+            }
+            let mut m = self.mmu.lock();
+            for t in spares.drain_all() {
+                m.ept.add_spare(t);
+            }
+            let Some(&(_, pfn)) = m.private.iter().find(|&&(g, _)| g == gfn) else {
+                return Ok(false);
+            };
+            match m.ept.map(gfn, pfn, Perm { write: true }) {
+                Ok(()) => return Ok(true),
+                Err(e) if e == ENOMEM => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sets up (once) the real-mode TSS and identity map for virtual-8086 real mode.
+    pub(crate) fn rmode_addrs(&self) -> Result<RmodeAddrs> {
+        let mut l = self.locked.lock();
+        let tss = l.tss_addr.unwrap_or(TSS_ADDR);
+        let idmap = l.identity_map_addr;
+        if l.rmode_pages.is_none() {
+            let pages = RmodePages {
+                tss: [PhysPage::new()?, PhysPage::new()?, PhysPage::new()?],
+                idmap: PhysPage::new()?,
+            };
+            // TSS: I/O bitmap right after the base TSS and redirection bitmap (all
+            // zero: every port and every INT n goes to the guest's real-mode handlers),
+            // terminated by 0xff.
+            let iopb = (0x68u16 + 32).to_le_bytes();
+            pages.tss[0].write_bytes(0x66, &iopb)?;
+            let last = (RMODE_TSS_SIZE - 1) as usize;
+            if let Some(p) = pages.tss.get(last / 4096) {
+                p.write_bytes(last % 4096, &[0xff])?;
+            }
+            // 1024 page-directory entries mapping 4 MiB each: linear = physical.
+            for i in 0..1024u64 {
+                let pde: u32 = ((i << 22) | 0x80 | 0x40 | 0x20 | 0x4 | 0x2 | 0x1) as u32;
+                pages.idmap.write_bytes(i as usize * 4, &pde.to_le_bytes())?;
+            }
+            let mut private = KVec::with_capacity(4, GFP_KERNEL)?;
+            for (i, p) in pages.tss.iter().enumerate() {
+                private.push(((tss >> 12) + i as u64, p.phys().0 >> 12), GFP_KERNEL)?;
+            }
+            private.push((idmap >> 12, pages.idmap.phys().0 >> 12), GFP_KERNEL)?;
+            let old = core::mem::replace(&mut self.mmu.lock().private, private);
+            drop(old);
+            l.rmode_pages = Some(pages);
+        }
+        Ok(RmodeAddrs { tss, idmap })
     }
 
     /// The userspace address of guest frame `gfn`, and whether it may be written.
@@ -524,7 +621,12 @@ impl AnonFile for Vm {
                 if arg as u64 > u64::from(u32::MAX - 3 * 4096 + 1) {
                     return Err(EINVAL);
                 }
-                this.locked.lock().tss_addr = Some(arg as u64);
+                let mut l = this.locked.lock();
+                if l.rmode_pages.is_some() {
+                    // KVM cannot move its TSS memslot once it exists either.
+                    return Err(EEXIST);
+                }
+                l.tss_addr = Some(arg as u64);
                 Ok(0)
             }
             RKVM_KVM_SET_IDENTITY_MAP_ADDR => {

@@ -16,7 +16,7 @@ use crate::sys::page::PhysPage;
 use crate::uapi::{kvm_cpuid_entry2, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP};
 use crate::x86::exit::Exit;
 use crate::x86::fpu::{self, KernelFpu};
-use crate::x86::state::{ar_to_seg, cr0, rflags, seg_to_ar, Exception, VcpuState};
+use crate::x86::state::{self, ar_to_seg, cr0, rflags, seg_to_ar, Exception, VcpuState};
 use crate::x86::{cpuid, uret, GuestFpu};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use kernel::prelude::*;
@@ -101,6 +101,17 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) kick: &'a AtomicBool,
     pub(crate) request_irq_window: bool,
     pub(crate) guest_debug: u32,
+    /// Without unrestricted guest: where the real-mode TSS and identity map are.
+    pub(crate) rmode: Option<crate::kvm::vm::RmodeAddrs>,
+}
+
+/// EFLAGS bits of virtual-8086 mode and the I/O privilege level.
+const RFLAGS_VM: u64 = 1 << 17;
+const RFLAGS_IOPL: u64 = 3 << 12;
+
+/// Whether the guest runs its real mode in virtual-8086 mode (no unrestricted guest).
+pub(crate) fn vm86_mode(ctx_rmode: Option<crate::kvm::vm::RmodeAddrs>, s: &VcpuState) -> bool {
+    ctx_rmode.is_some() && !s.protected()
 }
 
 /// A VPID per vCPU, from a bitmap shared by all VMs.
@@ -297,14 +308,31 @@ impl Core {
         (guest | vmx.config.cr4_fixed0) & vmx.config.cr4_fixed1
     }
 
-    /// Writes the whole guest state.
-    fn load_guest(v: &Loaded<'_>, vmx: &Vmx, s: &VcpuState) -> Result {
+    /// Writes the whole guest state. Without unrestricted guest, real mode is loaded as
+    /// virtual-8086 mode (segments as paragraphs, the real-mode TSS, EFLAGS.VM and
+    /// IOPL 3), and a guest without paging runs on the identity map.
+    fn load_guest(v: &Loaded<'_>, vmx: &Vmx, s: &VcpuState, rmode: Option<crate::kvm::vm::RmodeAddrs>) -> Result {
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
-        for (f, seg) in vmcs::SEGS.iter().zip(s.segs.iter()) {
-            w(v.w16(f.sel, seg.selector))?;
-            w(v.wn(f.base, seg.base))?;
-            w(v.w32(f.limit, seg.limit))?;
-            w(v.w32(f.ar, seg_to_ar(seg)))?;
+        let vm86 = vm86_mode(rmode, s);
+        for (i, (f, seg)) in vmcs::SEGS.iter().zip(s.segs.iter()).enumerate() {
+            if vm86 && i < 6 {
+                // A virtual-8086 segment: base = selector << 4, limit 64 KiB, DPL 3.
+                let base = seg.base & 0xffff0;
+                w(v.w16(f.sel, (base >> 4) as u16))?;
+                w(v.wn(f.base, base))?;
+                w(v.w32(f.limit, 0xffff))?;
+                w(v.w32(f.ar, 0xf3))?;
+            } else if let (true, Some(rm), state::TR) = (vm86, rmode, i) {
+                w(v.w16(f.sel, 0))?;
+                w(v.wn(f.base, rm.tss))?;
+                w(v.w32(f.limit, (crate::kvm::vm::RMODE_TSS_SIZE - 1) as u32))?;
+                w(v.w32(f.ar, 0x8b))?;
+            } else {
+                w(v.w16(f.sel, seg.selector))?;
+                w(v.wn(f.base, seg.base))?;
+                w(v.w32(f.limit, seg.limit))?;
+                w(v.w32(f.ar, seg_to_ar(seg)))?;
+            }
         }
         w(v.wn(vmcs::GUEST_GDTR_BASE, s.gdt.base))?;
         w(v.w32(vmcs::GUEST_GDTR_LIMIT, u32::from(s.gdt.limit)))?;
@@ -312,9 +340,19 @@ impl Core {
         w(v.w32(vmcs::GUEST_IDTR_LIMIT, u32::from(s.idt.limit)))?;
         w(v.wn(vmcs::GUEST_CR0, Self::hw_cr0(vmx, s.cr0)))?;
         w(v.wn(vmcs::CR0_READ_SHADOW, s.cr0))?;
-        w(v.wn(vmcs::GUEST_CR4, Self::hw_cr4(vmx, s.cr4)))?;
+        let mut cr4 = Self::hw_cr4(vmx, s.cr4);
+        let mut cr3 = s.cr3;
+        if let (Some(rm), false) = (rmode, s.paging()) {
+            // Paging off without unrestricted guest: 4 MiB identity pages.
+            cr3 = rm.idmap;
+            cr4 = cr4 & !state::cr4::PAE | state::cr4::PSE;
+        }
+        if vm86 {
+            cr4 |= state::cr4::VME;
+        }
+        w(v.wn(vmcs::GUEST_CR4, cr4))?;
         w(v.wn(vmcs::CR4_READ_SHADOW, s.cr4))?;
-        w(v.wn(vmcs::GUEST_CR3, s.cr3))?;
+        w(v.wn(vmcs::GUEST_CR3, cr3))?;
         w(v.wn(vmcs::GUEST_DR7, s.dr7))?;
         w(v.w64(vmcs::GUEST_IA32_EFER, s.efer))?;
         w(v.w64(vmcs::GUEST_IA32_PAT, s.msrs.pat))?;
@@ -346,8 +384,17 @@ impl Core {
     }
 
     /// Reads the whole guest state back.
-    fn save_guest(&self, v: &Loaded<'_>, s: &mut VcpuState) {
-        for (f, seg) in vmcs::SEGS.iter().zip(s.segs.iter_mut()) {
+    fn save_guest(&self, v: &Loaded<'_>, s: &mut VcpuState, rmode: Option<crate::kvm::vm::RmodeAddrs>) {
+        let vm86 = vm86_mode(rmode, s);
+        for (i, (f, seg)) in vmcs::SEGS.iter().zip(s.segs.iter_mut()).enumerate() {
+            if vm86 {
+                // Real mode changes only selectors and bases; TR and LDTR not at all.
+                if i < 6 {
+                    seg.selector = v.r16(f.sel);
+                    seg.base = v.rn(f.base);
+                }
+                continue;
+            }
             seg.selector = v.r16(f.sel);
             seg.base = v.rn(f.base);
             seg.limit = v.r32(f.limit);
@@ -361,7 +408,9 @@ impl Core {
         let shadow = v.rn(vmcs::CR0_READ_SHADOW);
         s.cr0 = shadow & !cr0::TS | v.rn(vmcs::GUEST_CR0) & cr0::TS;
         s.cr4 = v.rn(vmcs::CR4_READ_SHADOW);
-        s.cr3 = v.rn(vmcs::GUEST_CR3);
+        if rmode.is_none() || s.paging() {
+            s.cr3 = v.rn(vmcs::GUEST_CR3);
+        }
         s.dr7 = v.rn(vmcs::GUEST_DR7);
         s.efer = v.r64(vmcs::GUEST_IA32_EFER);
         s.msrs.pat = v.r64(vmcs::GUEST_IA32_PAT);
@@ -382,7 +431,13 @@ impl Core {
         s.events.nmi_masked = intr & BLOCK_NMI != 0;
         s.regs.rip = v.rn(vmcs::GUEST_RIP);
         s.regs.rsp = v.rn(vmcs::GUEST_RSP);
-        s.regs.rflags = v.rn(vmcs::GUEST_RFLAGS);
+        let rflags = v.rn(vmcs::GUEST_RFLAGS);
+        s.regs.rflags = if vm86 {
+            // VM and IOPL are rkvm's; the guest's IOPL did not change in real mode.
+            rflags & !(RFLAGS_VM | RFLAGS_IOPL) | s.regs.rflags & RFLAGS_IOPL
+        } else {
+            rflags
+        };
     }
 
     fn gprs_from(&mut self, s: &VcpuState) {
@@ -455,16 +510,31 @@ impl Core {
         }
         Self::write_host_state(&v, segs)?;
         if ctx.state.dirty {
-            Self::load_guest(&v, ctx.vmx, ctx.state)?;
+            Self::load_guest(&v, ctx.vmx, ctx.state, ctx.rmode)?;
             ctx.state.dirty = false;
         }
+        let vm86 = vm86_mode(ctx.rmode, ctx.state);
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
         w(v.wn(vmcs::GUEST_RIP, ctx.state.regs.rip))?;
         w(v.wn(vmcs::GUEST_RSP, ctx.state.regs.rsp))?;
-        w(v.wn(vmcs::GUEST_RFLAGS, ctx.state.regs.rflags | rflags::FIXED))?;
+        let mut rfl = ctx.state.regs.rflags | rflags::FIXED;
+        if vm86 {
+            rfl |= RFLAGS_VM | RFLAGS_IOPL;
+        }
+        w(v.wn(vmcs::GUEST_RFLAGS, rfl))?;
+        // Without unrestricted guest and without guest paging, CR3 is the identity map:
+        // the guest's own CR3 reads and writes go through rkvm.
+        let cr3_exits = proc1::CR3_LOAD_EXITING | proc1::CR3_STORE_EXITING;
+        let mut p1 = v.r32(vmcs::CPU_BASED_VM_EXEC_CONTROL) & !cr3_exits;
+        if (ctx.rmode.is_some() && !ctx.state.paging()) || ctx.vmx.config.proc1 & cr3_exits == cr3_exits {
+            p1 |= cr3_exits & ctx.vmx.config.proc1 | cr3_exits;
+        }
+        w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
         w(v.w64(vmcs::EPT_POINTER, ctx.eptp))?;
         w(v.w64(vmcs::TSC_OFFSET, ctx.state.tsc_offset))?;
-        let mut exc_bitmap = 1u32 << MC_VECTOR;
+        // In virtual-8086 mode every exception comes to rkvm: it is either a privileged
+        // real-mode instruction to emulate or an interrupt to deliver through the IVT.
+        let mut exc_bitmap = if vm86 { u32::MAX } else { 1u32 << MC_VECTOR };
         let mut proc1_extra = 0;
         if ctx.guest_debug & KVM_GUESTDBG_ENABLE != 0 {
             if ctx.guest_debug & KVM_GUESTDBG_USE_SW_BP != 0 {
@@ -546,7 +616,7 @@ impl Core {
         }
         kfpu.save(ctx.fpu, fpu_mask, xsave);
         ctx.state.msrs.kernel_gs_base = msr::read(index::KERNEL_GS_BASE).unwrap_or(0);
-        self.save_guest(&v, ctx.state);
+        self.save_guest(&v, ctx.state, ctx.rmode);
         drop(v);
         result
     }
@@ -579,6 +649,33 @@ impl Core {
         let irq_ok = rfl & rflags::IF != 0 && !shadow;
         let nmi_ok = intr & (BLOCK_NMI | BLOCK_STI | BLOCK_MOV_SS) == 0;
         let protected = v.rn(vmcs::CR0_READ_SHADOW) & cr0::PE != 0;
+        if ctx.rmode.is_some() && !protected {
+            // Virtual-8086 real mode: events go through the guest's IVT, which rkvm walks in
+            // software outside the window; here only the windows are requested.
+            let deliverable = ev.exception.is_some()
+                || ev.soft_interrupt.is_some()
+                || ev.nmi_injected
+                || (ev.nmi_pending && nmi_ok)
+                || (ev.interrupt.is_some() && irq_ok);
+            if deliverable {
+                return Ok(Some(Exit::Again));
+            }
+            if ctx.request_irq_window && ev.interrupt.is_none() && irq_ok {
+                return Ok(Some(Exit::IrqWindowOpen));
+            }
+            let mut p1 = v.r32(vmcs::CPU_BASED_VM_EXEC_CONTROL)
+                & !(proc1::INTR_WINDOW_EXITING | proc1::NMI_WINDOW_EXITING | proc1::MONITOR_TRAP_FLAG)
+                | proc1_extra;
+            if ev.interrupt.is_some() || ctx.request_irq_window {
+                p1 |= proc1::INTR_WINDOW_EXITING;
+            }
+            if ev.nmi_pending {
+                p1 |= proc1::NMI_WINDOW_EXITING;
+            }
+            w(v.w32(vmcs::VM_ENTRY_INTR_INFO_FIELD, 0))?;
+            w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
+            return Ok(None);
+        }
         let mut info = 0u32;
         let mut want_irq_window = false;
         let mut want_nmi_window = false;
@@ -718,6 +815,14 @@ impl Core {
                     // SAFETY: Sends an NMI IPI to this CPU; it is taken after the window.
                     unsafe { ffi::rkvm_self_nmi() };
                     return Ok(Some(Exit::Again));
+                }
+                let code = (info & INFO_ERROR_CODE != 0).then(|| v.r32(vmcs::VM_EXIT_INTR_ERROR_CODE));
+                if vm86_mode(ctx.rmode, s) && vector != MC_VECTOR && ctx.guest_debug & KVM_GUESTDBG_ENABLE == 0 {
+                    return Ok(Some(Exit::RealModeException {
+                        vector,
+                        error_code: code,
+                        insn_len: v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN).min(15) as u8,
+                    }));
                 }
                 match vector {
                     MC_VECTOR => Ok(Some(Exit::Again)),

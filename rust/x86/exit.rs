@@ -46,6 +46,9 @@ pub(crate) enum Exit {
     IrqWindowOpen,
     /// Debug event for userspace (KVM_SET_GUEST_DEBUG): exception vector, DR6, DR7.
     Debug { exception: u32, dr6: u64, dr7: u64 },
+    /// An exception in virtual-8086 real mode (no unrestricted guest): a privileged
+    /// instruction to emulate (#GP) or an interrupt to deliver through the IVT.
+    RealModeException { vector: u8, error_code: Option<u32>, insn_len: u8 },
     /// Something rkvm cannot do (exit reason, qualification).
     Unhandled { reason: u32, qual: u64 },
     /// An event could not be delivered (vectoring info) and rkvm cannot handle the exit

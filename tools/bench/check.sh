@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib.sh"
 
 KBUILD=$1 rkvm_ko=$2 bindir=$3 outdir=$4
-main_tests=$5 smp_tests=$6
+main_tests=$5 smp_tests=$6 noug_tests=${7:-}
 kernel=$KBUILD/arch/x86/boot/bzImage
 mkdir -p "$outdir"
 rm -f "$outdir"/*.log "$outdir"/*.results
@@ -21,6 +21,7 @@ rm -f "$outdir"/*.log "$outdir"/*.results
 configs=(
 	"bochs-vmx|bochs-corei7_icelake_u:1|bench.apicv=0|$main_tests"
 	"bochs-vmx-smp|bochs-corei7_icelake_u:2|bench.apicv=0|$smp_tests"
+	"bochs-vmx-noug|bochs-corei5_lynnfield_750:1|bench.apicv=0|$noug_tests"
 	"qemu-svm|qemu-epyc:2||$main_tests $smp_tests"
 )
 

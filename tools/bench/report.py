@@ -7,7 +7,7 @@ import glob
 import os
 import sys
 
-ORDER = ["bochs-vmx", "bochs-vmx-smp", "qemu-svm"]
+ORDER = ["bochs-vmx", "bochs-vmx-smp", "bochs-vmx-noug", "qemu-svm"]
 
 
 def main():
