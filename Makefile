@@ -62,11 +62,15 @@ demo: module selftests bochs
 clippy: $(KDIR_DEP)
 	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) CLIPPY=1 modules
 
-rustfmtcheck:
-	rustfmt --check --edition 2021 $(CURDIR)/rust/rkvm.rs
+# rustfmt with the kernel's own configuration (follows every `mod` from the crate root).
+rustfmt: $(KDIR_DEP)
+	rustfmt --config-path $(KDIR)/source/.rustfmt.toml $(CURDIR)/rust/rkvm.rs
+
+rustfmtcheck: $(KDIR_DEP)
+	rustfmt --check --config-path $(KDIR)/source/.rustfmt.toml $(CURDIR)/rust/rkvm.rs
 
 clean:
 	-$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean 2>/dev/null
 	rm -rf $(BUILD)
 
-.PHONY: all setup kernel bochs module selftests check demo clippy rustfmtcheck clean
+.PHONY: all setup kernel bochs module selftests check demo clippy rustfmt rustfmtcheck clean

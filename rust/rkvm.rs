@@ -72,7 +72,13 @@ fn vmx_init() -> Result<Rkvm> {
     vmx_setup_l1d_flush()?;
     // Nested VMX is not offered, so there are no vmcs12 offsets to check
     // (`vmx_check_vmcs12_offsets`).
-    pr_info!("loaded: /dev/rkvm ready ({} CPUs)\n", cpu::num_online());
+    if let Some(k) = kvm() {
+        pr_info!(
+            "loaded: /dev/rkvm ready, {} backend, {} CPUs\n",
+            x86::X86Ops::name(&k.vmx),
+            cpu::num_online()
+        );
+    }
     Ok(rkvm)
 }
 
@@ -114,7 +120,11 @@ fn kvm_init() -> Result<Rkvm> {
     // 4.4 Every online CPU must match the configuration.
     check_processor_compat_all(k)?;
     // 4.5 CPU hotplug.
-    rkvm.cpuhp = Some(CpuHotplug::register(c"rkvm/cpu:online", rkvm_online_cpu, rkvm_offline_cpu)?);
+    rkvm.cpuhp = Some(CpuHotplug::register(
+        c"rkvm/cpu:online",
+        rkvm_online_cpu,
+        rkvm_offline_cpu,
+    )?);
     // 4.6 Reboot.
     rkvm.reboot = Some(RebootNotifier::register(rkvm_reboot)?);
     // 4.7 The vCPU cache.
@@ -297,6 +307,10 @@ extern "C" fn rkvm_on_user_return(c: c_uint) {
     }
 }
 
+/// `kvm_sched_in`: a vCPU task got a CPU back. Nothing to reload: no VMX state lives
+/// on a CPU outside a VMX window.
 extern "C" fn kvm_sched_in(_ctx: *mut c_void, _cpu: c_int) {}
 
-extern "C" fn kvm_sched_out(_ctx: *mut c_void) {}
+extern "C" fn kvm_sched_out(ctx: *mut c_void) {
+    kvm::vcpu::sched_out(ctx);
+}

@@ -18,7 +18,9 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
     let _ = vm;
     match cap {
         // System ioctls.
-        KVM_CAP_GET_MSR_FEATURES | KVM_CAP_EXT_CPUID | KVM_CAP_EXT_EMUL_CPUID
+        KVM_CAP_GET_MSR_FEATURES
+        | KVM_CAP_EXT_CPUID
+        | KVM_CAP_EXT_EMUL_CPUID
         | KVM_CAP_SYS_ATTRIBUTES => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online().min(MAX_VCPUS) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
@@ -26,20 +28,34 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_VM_TYPES => 1 << KVM_X86_DEFAULT_VM,
         KVM_CAP_CHECK_EXTENSION_VM => 1,
         // VMs, vCPUs and guest memory.
-        KVM_CAP_USER_MEMORY | KVM_CAP_USER_MEMORY2 | KVM_CAP_SET_TSS_ADDR
-        | KVM_CAP_SET_IDENTITY_MAP_ADDR | KVM_CAP_DESTROY_MEMORY_REGION_WORKS
-        | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS | KVM_CAP_READONLY_MEM | KVM_CAP_SYNC_MMU
+        KVM_CAP_USER_MEMORY
+        | KVM_CAP_USER_MEMORY2
+        | KVM_CAP_SET_TSS_ADDR
+        | KVM_CAP_SET_IDENTITY_MAP_ADDR
+        | KVM_CAP_DESTROY_MEMORY_REGION_WORKS
+        | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
+        | KVM_CAP_READONLY_MEM
+        | KVM_CAP_SYNC_MMU
         | KVM_CAP_MP_STATE => 1,
         KVM_CAP_NR_MEMSLOTS => super::memslot::USER_MEM_SLOTS as isize,
         KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 => KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE as isize,
         // vCPU state.
-        KVM_CAP_DEBUGREGS | KVM_CAP_XCRS | KVM_CAP_VCPU_EVENTS | KVM_CAP_INTR_SHADOW
-        | KVM_CAP_SET_GUEST_DEBUG | KVM_CAP_SREGS2 | KVM_CAP_IMMEDIATE_EXIT
+        KVM_CAP_DEBUGREGS
+        | KVM_CAP_XCRS
+        | KVM_CAP_VCPU_EVENTS
+        | KVM_CAP_INTR_SHADOW
+        | KVM_CAP_SET_GUEST_DEBUG
+        | KVM_CAP_SREGS2
+        | KVM_CAP_IMMEDIATE_EXIT
         | KVM_CAP_INTERNAL_ERROR_DATA => 1,
-        KVM_CAP_XSAVE => i32::from(crate::sys::cpu::boot_cpu_has(crate::sys::cpu::Feature::Xsave)) as isize,
+        KVM_CAP_XSAVE => i32::from(crate::sys::cpu::boot_cpu_has(
+            crate::sys::cpu::Feature::Xsave,
+        )) as isize,
         KVM_CAP_XSAVE2 => super::vcpu::xsave2_size(k) as isize,
-        KVM_CAP_SYNC_REGS => (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS) as isize,
-        KVM_CAP_TSC_DEADLINE_TIMER => 0,
+        KVM_CAP_SYNC_REGS => {
+            (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS) as isize
+        }
+        KVM_CAP_GET_TSC_KHZ => 1,
         _ => 0,
     }
 }

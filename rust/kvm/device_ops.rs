@@ -13,6 +13,7 @@ use kernel::prelude::*;
 /// A device type userspace can create in a VM.
 pub(crate) trait DeviceOps: Send + Sync {
     /// The device's name.
+    #[allow(dead_code)] // Read once a device type is registered.
     fn name(&self) -> &'static CStr;
 }
 
@@ -35,10 +36,6 @@ impl Registry {
 
     /// The ops of `ty`; `ENODEV` when the type is unknown or not provided.
     pub(crate) fn lookup(&self, ty: u32) -> Result<&'static dyn DeviceOps> {
-        self.slots
-            .get(ty as usize)
-            .copied()
-            .flatten()
-            .ok_or(ENODEV)
+        self.slots.get(ty as usize).copied().flatten().ok_or(ENODEV)
     }
 }

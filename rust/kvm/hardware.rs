@@ -112,7 +112,10 @@ impl Hardware {
 
     /// syscore resume: the mirror of `suspend`.
     pub(crate) fn resume(&self, ops: &dyn X86Ops) {
-        if self.in_use.load(Ordering::Acquire) && !self.rebooting.load(Ordering::Acquire) && ops.hardware_enable().is_err() {
+        if self.in_use.load(Ordering::Acquire)
+            && !self.rebooting.load(Ordering::Acquire)
+            && ops.hardware_enable().is_err()
+        {
             pr_err!("could not re-enable virtualization after resume\n");
         }
     }

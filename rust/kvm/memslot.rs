@@ -79,7 +79,9 @@ impl Slots {
             return Err(EINVAL);
         }
         if m.userspace_addr & 0xfff != 0
-            || m.userspace_addr.checked_add(m.memory_size).is_none_or(|e| e > TASK_SIZE_MAX)
+            || m.userspace_addr
+                .checked_add(m.memory_size)
+                .is_none_or(|e| e > TASK_SIZE_MAX)
         {
             return Err(EINVAL);
         }
@@ -108,7 +110,10 @@ impl Slots {
         let change = match old {
             None => Change::Create(new),
             Some(o) => {
-                if o.hva != new.hva || o.npages != new.npages || (o.flags ^ new.flags) & KVM_MEM_READONLY != 0 {
+                if o.hva != new.hva
+                    || o.npages != new.npages
+                    || (o.flags ^ new.flags) & KVM_MEM_READONLY != 0
+                {
                     return Err(EINVAL);
                 }
                 if o.base_gfn != new.base_gfn {
@@ -121,9 +126,10 @@ impl Slots {
             }
         };
         if matches!(change, Change::Create(_) | Change::Move(..)) {
-            let overlap = self.list.iter().any(|s| {
-                s.id != id && s.base_gfn < new.end_gfn() && new.base_gfn < s.end_gfn()
-            });
+            let overlap = self
+                .list
+                .iter()
+                .any(|s| s.id != id && s.base_gfn < new.end_gfn() && new.base_gfn < s.end_gfn());
             if overlap {
                 return Err(EEXIST);
             }

@@ -116,6 +116,7 @@ pub(crate) mod vcpu {
     pub(crate) const IRQ_INJECTIONS: usize = 35;
     pub(crate) const NMI_INJECTIONS: usize = 36;
     pub(crate) const PREEMPTION_REPORTED: usize = 41;
+    pub(crate) const PREEMPTION_OTHER: usize = 42;
 }
 
 /// A block of counters.
@@ -249,7 +250,10 @@ impl VmDir {
                     kind,
                     index,
                 };
-                files.push(KBox::pin_init(dir.read_callback_file(n, data, &show_vm), GFP_KERNEL)?, GFP_KERNEL)?;
+                files.push(
+                    KBox::pin_init(dir.read_callback_file(n, data, &show_vm), GFP_KERNEL)?,
+                    GFP_KERNEL,
+                )?;
             }
         }
         Ok(Self {

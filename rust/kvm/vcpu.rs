@@ -22,9 +22,9 @@ use crate::x86::{fpu, GuestFpu};
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use kernel::mm::virt::VmaNew;
+use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
-use kernel::new_mutex;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// What the next KVM_RUN must finish before running the guest.
@@ -33,11 +33,25 @@ enum Pending {
     None,
     /// IN/OUT handed to userspace: copy IN data to RAX, then skip the instruction (only if
     /// the guest is still at it).
-    Pio { input: bool, size: u8, len: u8, linear_rip: u64 },
+    Pio {
+        input: bool,
+        size: u8,
+        len: u8,
+        linear_rip: u64,
+    },
     /// INS/OUTS handed to userspace: write INS data to guest memory, advance RSI/RDI/RCX.
-    StringPio { input: bool, size: u8, count: u32, io: emulate::StringIo, len: u8, linear_rip: u64 },
+    StringPio {
+        input: bool,
+        size: u8,
+        count: u32,
+        io: emulate::StringIo,
+        len: u8,
+        linear_rip: u64,
+    },
     /// MMIO read handed to userspace: write the data to the register, skip the instruction.
-    MmioRead { op: MemOp },
+    MmioRead {
+        op: MemOp,
+    },
 }
 
 /// State under the vCPU mutex (KVM's `vcpu->mutex`, held by every vCPU ioctl).
@@ -45,11 +59,15 @@ pub(crate) struct VcpuInner {
     state: VcpuState,
     vmx: VmxVcpu,
     fpu: KmemBox<GuestFpu>,
+    /// The instruction decoder's context (the seed's emulator cache object).
+    emu: KmemBox<crate::x86::EmulateCtxt>,
     cpuid: KVec<kvm_cpuid_entry2>,
     pending: Pending,
     guest_debug: u32,
     sigmask: Option<u64>,
     has_run: bool,
+    /// Attached to the task for the length of each KVM_RUN (the seed's preempt ops).
+    preempt: Option<crate::sys::notifiers::PreemptNotifier>,
 }
 
 /// A vCPU.
@@ -90,7 +108,9 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     if l.vcpus.iter().any(|v| v.id == id) {
         return Err(EEXIST);
     }
-    let fpu_area = k.arch.fpu_cache.alloc_value(GuestFpu { legacy_and_header: [0; 576] })?;
+    let fpu_area = k.arch.fpu_cache.alloc_value(GuestFpu {
+        legacy_and_header: [0; 576],
+    })?;
     let mut apic_base = k.arch.lapic.apic_base;
     if id == 0 {
         apic_base |= k.arch.lapic.bsp;
@@ -104,11 +124,13 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 state: VcpuState::reset(apic_base, tsc_offset),
                 vmx: VmxVcpu::new(&k.vmx)?,
                 fpu: fpu_area,
+                emu: k.arch.emulator_cache.alloc_value(crate::x86::EmulateCtxt::default())?,
                 cpuid: KVec::new(),
                 pending: Pending::None,
                 guest_debug: 0,
                 sigmask: None,
                 has_run: false,
+                preempt: None,
             }),
             run: PhysPage::new()?,
             pio: PhysPage::new()?,
@@ -122,10 +144,19 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     {
         let mut inner = vcpu.inner.lock();
         fpu::reset_area(inner.fpu.bytes_mut());
+        // The notifier's context is the vCPU, which outlives every KVM_RUN.
+        let ctx = core::ptr::from_ref::<Vcpu>(&vcpu).cast_mut().cast();
+        inner.preempt = Some(crate::sys::notifiers::PreemptNotifier::new(ctx)?);
     }
     l.vcpus.push(vcpu.clone(), GFP_KERNEL)?;
     drop(l);
-    let file = Arc::new(VcpuFile { vm: vm.clone(), vcpu: vcpu.clone() }, GFP_KERNEL)?;
+    let file = Arc::new(
+        VcpuFile {
+            vm: vm.clone(),
+            vcpu: vcpu.clone(),
+        },
+        GFP_KERNEL,
+    )?;
     match anon_fd::install(file) {
         Ok(fd) => Ok(fd as isize),
         Err(e) => {
@@ -140,6 +171,14 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
 fn host_tsc() -> u64 {
     // SAFETY: Reads the TSC.
     unsafe { ffi::rkvm_rdtsc() }
+}
+
+/// `kvm_sched_out`: the task running KVM_RUN lost its CPU.
+pub(crate) fn sched_out(ctx: *mut c_void) {
+    // SAFETY: `ctx` is the vCPU whose notifier is attached only during its KVM_RUN, while
+    // the vCPU file (and so the vCPU) is alive.
+    let vcpu = unsafe { &*ctx.cast::<Vcpu>() };
+    vcpu.stats.inc(st::PREEMPTION_OTHER);
 }
 
 impl Vcpu {
@@ -199,7 +238,12 @@ impl AnonFile for VcpuFile {
                 if arg != 0 {
                     return Err(EINVAL);
                 }
-                run(vm, vcpu, g)
+                let mut notifier = g.preempt.take();
+                let attached = notifier.as_mut().map(|n| n.attach());
+                let r = run(vm, vcpu, g);
+                drop(attached);
+                g.preempt = notifier;
+                r
             }
             RKVM_KVM_GET_REGS => {
                 uaccess::write(arg, &g.state.regs)?;
@@ -269,7 +313,9 @@ impl AnonFile for VcpuFile {
                 }
                 Ok(0)
             }
-            RKVM_KVM_GET_MSRS | RKVM_KVM_SET_MSRS => msrs_ioctl(vm, g, arg, cmd == RKVM_KVM_SET_MSRS),
+            RKVM_KVM_GET_MSRS | RKVM_KVM_SET_MSRS => {
+                msrs_ioctl(vm, g, arg, cmd == RKVM_KVM_SET_MSRS)
+            }
             RKVM_KVM_SET_CPUID2 => set_cpuid2(g, arg),
             RKVM_KVM_GET_CPUID2 => {
                 let nent: u32 = uaccess::read(arg)?;
@@ -311,7 +357,12 @@ impl AnonFile for VcpuFile {
                 Ok(0)
             }
             RKVM_KVM_GET_MP_STATE => {
-                uaccess::write(arg, &kvm_mp_state { mp_state: g.state.mp_state })?;
+                uaccess::write(
+                    arg,
+                    &kvm_mp_state {
+                        mp_state: g.state.mp_state,
+                    },
+                )?;
                 Ok(0)
             }
             RKVM_KVM_SET_MP_STATE => {
@@ -362,7 +413,11 @@ impl AnonFile for VcpuFile {
                 if d.control & !valid != 0 {
                     return Err(EINVAL);
                 }
-                g.guest_debug = if d.control & KVM_GUESTDBG_ENABLE != 0 { d.control } else { 0 };
+                g.guest_debug = if d.control & KVM_GUESTDBG_ENABLE != 0 {
+                    d.control
+                } else {
+                    0
+                };
                 Ok(0)
             }
             RKVM_KVM_INTERRUPT => {
@@ -377,6 +432,7 @@ impl AnonFile for VcpuFile {
                 g.state.events.interrupt_injected = false;
                 Ok(0)
             }
+            RKVM_KVM_GET_TSC_KHZ => Ok(vm.kvm.arch.timer.tsc_khz as isize),
             RKVM_KVM_NMI => {
                 g.state.events.nmi_pending = true;
                 Ok(0)
@@ -390,7 +446,7 @@ impl AnonFile for VcpuFile {
         let v = &this.vcpu;
         let pages = [&v.run, &v.pio, &v.ring];
         // SAFETY: Reads the offset field of the VMA under setup.
-        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as usize;
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
         let len = vma.end() - vma.start();
         let mixed = vma.set_mixedmap();
         for i in 0..len / 4096 {
@@ -450,8 +506,13 @@ fn run(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
 fn post_run_save(vcpu: &Vcpu, g: &VcpuInner) {
     let s = &g.state;
     let if_flag = u8::from(s.regs.rflags & state::rflags::IF != 0);
-    let ready = u8::from(if_flag != 0 && s.events.shadow == 0 && s.events.interrupt.is_none()
-        && s.events.exception.is_none() && !s.events.nmi_injected);
+    let ready = u8::from(
+        if_flag != 0
+            && s.events.shadow == 0
+            && s.events.interrupt.is_none()
+            && s.events.exception.is_none()
+            && !s.events.nmi_injected,
+    );
     vcpu.run_put(offset_of!(kvm_run, if_flag), &if_flag);
     vcpu.run_put(offset_of!(kvm_run, cr8), &s.cr8);
     vcpu.run_put(offset_of!(kvm_run, apic_base), &s.apic_base);
@@ -463,7 +524,11 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
     g.has_run = true;
     // Without unrestricted guest, real mode runs in virtual-8086 mode on rkvm's own TSS
     // and identity map.
-    let rmode = if k.vmx.params.unrestricted_guest { None } else { Some(vm.rmode_addrs()?) };
+    let rmode = if k.vmx.params.unrestricted_guest {
+        None
+    } else {
+        Some(vm.rmode_addrs()?)
+    };
     loop {
         if cpu::signal_pending() {
             vcpu.set_exit(KVM_EXIT_INTR);
@@ -478,7 +543,14 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
         }
         let eptp = vm.mmu.lock().ept.eptp();
         let exit = {
-            let VcpuInner { state, vmx, fpu, cpuid, guest_debug, .. } = &mut *g;
+            let VcpuInner {
+                state,
+                vmx,
+                fpu,
+                cpuid,
+                guest_debug,
+                ..
+            } = &mut *g;
             let mut ctx = RunCtx {
                 vmx: &k.vmx,
                 uret: &k.arch.uret,
@@ -517,9 +589,15 @@ fn internal_error(vcpu: &Vcpu, suberror: u32, data: &[u64]) -> Option<isize> {
     let base = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, suberror);
     vcpu.run_put(base, &suberror);
     let nd = data.len().min(16) as u32;
-    vcpu.run_put(RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, ndata), &nd);
+    vcpu.run_put(
+        RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, ndata),
+        &nd,
+    );
     for (i, d) in data.iter().take(16).enumerate() {
-        vcpu.run_put(RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, data) + i * 8, d);
+        vcpu.run_put(
+            RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, data) + i * 8,
+            d,
+        );
     }
     Some(0)
 }
@@ -530,7 +608,6 @@ fn inject(s: &mut VcpuState, f: Exception) {
 
 /// Finishes an exit in process context. `Some(r)`: return `r` to userspace.
 fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Option<isize>> {
-    let mem = VmMem(vm);
     let s = &mut g.state;
     match exit {
         Exit::Again => Ok(None),
@@ -549,13 +626,21 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
         }
         Exit::FailEntry { reason } => {
             vcpu.set_exit(KVM_EXIT_FAIL_ENTRY);
-            let b = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_2, hardware_entry_failure_reason);
+            let b = RUN_U
+                + offset_of!(
+                    kvm_run__bindgen_ty_1__bindgen_ty_2,
+                    hardware_entry_failure_reason
+                );
             vcpu.run_put(b, &reason);
             let c = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_2, cpu);
             vcpu.run_put(c, &cpu::this_cpu());
             Ok(Some(0))
         }
-        Exit::Debug { exception, dr6, dr7 } => {
+        Exit::Debug {
+            exception,
+            dr6,
+            dr7,
+        } => {
             vcpu.set_exit(KVM_EXIT_DEBUG);
             let a = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_5, arch);
             let arch = kvm_debug_exit_arch {
@@ -568,12 +653,23 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
             let _ = vcpu.run.write_bytes(a, debug_arch_bytes(&arch).as_slice());
             Ok(Some(0))
         }
-        Exit::Io { port, size, input, string, rep, value, insn_len } => {
+        Exit::Io {
+            port,
+            size,
+            input,
+            string,
+            rep,
+            value,
+            insn_len,
+        } => {
             if string {
                 return string_io(vm, vcpu, g, port, size, input, rep, insn_len);
             }
             if !input {
-                let _ = vcpu.pio.write_bytes(0, value.to_le_bytes().get(..usize::from(size)).unwrap_or(&[]));
+                let _ = vcpu.pio.write_bytes(
+                    0,
+                    value.to_le_bytes().get(..usize::from(size)).unwrap_or(&[]),
+                );
             }
             // The backend moved RIP past the instruction; KVM reports the exit with RIP at
             // the instruction and skips it when the I/O completes.
@@ -587,7 +683,12 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
             io_exit(vcpu, port, size, input, 1);
             Ok(Some(0))
         }
-        Exit::EptViolation { gpa, write, fetch, insn_len } => {
+        Exit::EptViolation {
+            gpa,
+            write,
+            fetch,
+            insn_len,
+        } => {
             vcpu.stats.inc(st::PF_TAKEN);
             if vm.fault_in(gpa, write)? {
                 vcpu.stats.inc(st::PF_FIXED);
@@ -599,13 +700,15 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
             }
             mmio(vm, vcpu, g, gpa, write, insn_len)
         }
-        Exit::CrAccess { qual, insn_len } => {
-            cr_access(vm, vcpu, g, qual, insn_len)
-        }
+        Exit::CrAccess { qual, insn_len } => cr_access(vm, vcpu, g, qual, insn_len),
         Exit::DrAccess { qual, insn_len } => dr_access(s, qual, insn_len),
         Exit::Rdmsr { insn_len } => msr_access(vm, g, false, insn_len),
         Exit::Wrmsr { insn_len } => msr_access(vm, g, true, insn_len),
-        Exit::RealModeException { vector, error_code, insn_len } => {
+        Exit::RealModeException {
+            vector,
+            error_code,
+            insn_len,
+        } => {
             if vector == 13 {
                 return real_mode_gp(vm, vcpu, g);
             }
@@ -614,23 +717,26 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
             if vector == 3 || vector == 4 {
                 s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
             }
-            inject(s, Exception { vector, error_code, injected: false, payload: None });
+            inject(
+                s,
+                Exception {
+                    vector,
+                    error_code,
+                    injected: false,
+                    payload: None,
+                },
+            );
             Ok(None)
         }
         Exit::Unhandled { reason, qual } => {
             pr_warn!("unhandled VM exit {} (qualification {:#x})\n", reason, qual);
-            Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, &[u64::from(reason), u64::from(cpu::this_cpu())]))
+            Ok(internal_error(
+                vcpu,
+                KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+                &[u64::from(reason), u64::from(cpu::this_cpu())],
+            ))
         }
-        Exit::DeliveryFailed { reason, vectoring, gpa } => Ok(internal_error(
-            vcpu,
-            KVM_INTERNAL_ERROR_DELIVERY_EV,
-            &[u64::from(vectoring), u64::from(reason), gpa],
-        )),
     }
-    .map(|r| {
-        let _ = &mem;
-        r
-    })
 }
 
 fn dr_access(s: &mut VcpuState, qual: u64, insn_len: u8) -> Result<Option<isize>> {
@@ -743,7 +849,10 @@ fn deliver_real_mode_event(vm: &Vm, vcpu: &Vcpu, s: &mut VcpuState) -> Result {
     let ss = s.segs[state::SS].base;
     for word in [flags, s.segs[state::CS].selector, s.regs.rip as u16] {
         sp = sp.wrapping_sub(2);
-        mem.write(ss.wrapping_add(u64::from(sp)) & 0xf_ffff, &word.to_le_bytes())?;
+        mem.write(
+            ss.wrapping_add(u64::from(sp)) & 0xf_ffff,
+            &word.to_le_bytes(),
+        )?;
     }
     s.regs.rsp = s.regs.rsp & !0xffff | u64::from(sp);
     s.regs.rflags &= !(state::rflags::IF | state::rflags::TF | (1 << 18));
@@ -782,7 +891,10 @@ fn real_mode_ea(s: &VcpuState, modrm: &[u8], seg_override: Option<usize>) -> Opt
             2
         }
         (2, _) => {
-            ea = ea.wrapping_add(u64::from(u16::from_le_bytes([*modrm.get(1)?, *modrm.get(2)?])));
+            ea = ea.wrapping_add(u64::from(u16::from_le_bytes([
+                *modrm.get(1)?,
+                *modrm.get(2)?,
+            ])));
             3
         }
         _ => return None,
@@ -795,10 +907,10 @@ fn real_mode_ea(s: &VcpuState, modrm: &[u8], seg_override: Option<usize>) -> Opt
 /// on the software state (HLT, MOV to/from CR and DR, LMSW, CLTS, LGDT, LIDT, RDMSR,
 /// WRMSR, INVD, WBINVD).
 fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Option<isize>> {
-    let mut code = [0u8; 15];
-    if let Err(e) = fetch(vm, &g.state, &mut code) {
+    if let Err(e) = fetch(vm, &g.state, &mut g.emu.insn) {
         return fault_or_error(vcpu, &mut g.state, e);
     }
+    let code = g.emu.insn;
     vcpu.stats.inc(st::INSN_EMULATION);
     let mut i = 0;
     let mut opsize32 = false;
@@ -821,7 +933,13 @@ fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Option<isize>
     let modrm = code.get(i + 2).copied().unwrap_or(0);
     let fail = |vcpu: &Vcpu| {
         vcpu.stats.inc(st::INSN_EMULATION_FAIL);
-        internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[u64::from_le_bytes([code[0], code[1], code[2], code[3], code[4], code[5], code[6], code[7]])])
+        internal_error(
+            vcpu,
+            KVM_INTERNAL_ERROR_EMULATION,
+            &[u64::from_le_bytes([
+                code[0], code[1], code[2], code[3], code[4], code[5], code[6], code[7],
+            ])],
+        )
     };
     let s = &mut g.state;
     match (op, op2) {
@@ -856,7 +974,8 @@ fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Option<isize>
             let reg = (modrm >> 3) & 7;
             match reg {
                 2 | 3 => {
-                    let Some((ea, len)) = code.get(i + 2..).and_then(|m| real_mode_ea(s, m, seg)) else {
+                    let Some((ea, len)) = code.get(i + 2..).and_then(|m| real_mode_ea(s, m, seg))
+                    else {
                         return Ok(fail(vcpu));
                     };
                     let mut b = [0u8; 6];
@@ -903,12 +1022,19 @@ fn debug_arch_bytes(a: &kvm_debug_exit_arch) -> KVec<u8> {
 fn io_exit(vcpu: &Vcpu, port: u16, size: u8, input: bool, count: u32) {
     type Io = kvm_run__bindgen_ty_1__bindgen_ty_4;
     vcpu.set_exit(KVM_EXIT_IO);
-    let dir = if input { KVM_EXIT_IO_IN } else { KVM_EXIT_IO_OUT } as u8;
+    let dir = if input {
+        KVM_EXIT_IO_IN
+    } else {
+        KVM_EXIT_IO_OUT
+    } as u8;
     vcpu.run_put(RUN_U + offset_of!(Io, direction), &dir);
     vcpu.run_put(RUN_U + offset_of!(Io, size), &size);
     vcpu.run_put(RUN_U + offset_of!(Io, port), &port);
     vcpu.run_put(RUN_U + offset_of!(Io, count), &count);
-    vcpu.run_put(RUN_U + offset_of!(Io, data_offset), &(KVM_PIO_PAGE_OFFSET as u64 * 4096));
+    vcpu.run_put(
+        RUN_U + offset_of!(Io, data_offset),
+        &(u64::from(KVM_PIO_PAGE_OFFSET) * 4096),
+    );
 }
 
 fn fault_or_error(vcpu: &Vcpu, s: &mut VcpuState, e: EmuError) -> Result<Option<isize>> {
@@ -927,27 +1053,49 @@ fn fetch(vm: &Vm, s: &VcpuState, buf: &mut [u8; 15]) -> core::result::Result<(),
     let rip = emulate::linear_rip(s);
     // Never cross into a page the instruction may not touch: fetch what fits first.
     let first = (4096 - (rip & 0xfff) as usize).min(15);
-    emulate::read_virt(s, &VmMem(vm), rip, buf.get_mut(..first).ok_or(EmuError::Unsupported)?)?;
+    emulate::read_virt(
+        s,
+        &VmMem(vm),
+        rip,
+        buf.get_mut(..first).ok_or(EmuError::Unsupported)?,
+    )?;
     if first < 15 {
-        let _ = emulate::read_virt(s, &VmMem(vm), rip.wrapping_add(first as u64), buf.get_mut(first..).ok_or(EmuError::Unsupported)?);
+        let _ = emulate::read_virt(
+            s,
+            &VmMem(vm),
+            rip.wrapping_add(first as u64),
+            buf.get_mut(first..).ok_or(EmuError::Unsupported)?,
+        );
     }
     Ok(())
 }
 
-fn mmio(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, gpa: u64, write: bool, _len: u8) -> Result<Option<isize>> {
-    let mut code = [0u8; 15];
-    if let Err(e) = fetch(vm, &g.state, &mut code) {
+fn mmio(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    gpa: u64,
+    write: bool,
+    _len: u8,
+) -> Result<Option<isize>> {
+    let code = &mut g.emu.insn;
+    if let Err(e) = fetch(vm, &g.state, code) {
         return fault_or_error(vcpu, &mut g.state, e);
     }
     vcpu.stats.inc(st::INSN_EMULATION);
+    let code = g.emu.insn;
     let Some(op) = emulate::decode_mmio(&g.state, &code) else {
         vcpu.stats.inc(st::INSN_EMULATION_FAIL);
         let mut data = [0u64; 3];
-        data[0] = u64::from_le_bytes(code.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+        data[0] = u64::from_le_bytes(
+            code.get(..8)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0; 8]),
+        );
         data[1] = gpa;
         return Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &data));
     };
-    if op.write != write && !(op.write && !write) {
+    if write && !op.write {
         return Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[gpa]));
     }
     vcpu.stats.inc(st::MMIO_EXITS);
@@ -979,7 +1127,11 @@ fn advance_string_op(s: &mut VcpuState, code: &[u8], op: &MemOp) {
     let step = u64::from(op.size);
     let m = emulate::size_mask(io.addr_size);
     let di = emulate::gpr64(s, 7);
-    let nd = if emulate::df(s) { di.wrapping_sub(step) } else { di.wrapping_add(step) };
+    let nd = if emulate::df(s) {
+        di.wrapping_sub(step)
+    } else {
+        di.wrapping_add(step)
+    };
     emulate::set_gpr(s, 7, io.addr_size, false, nd & m);
     if io.rep {
         let cx = emulate::gpr64(s, 1) & m;
@@ -993,16 +1145,25 @@ fn advance_string_op(s: &mut VcpuState, code: &[u8], op: &MemOp) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn string_io(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, port: u16, size: u8, input: bool, rep: bool, len: u8) -> Result<Option<isize>> {
-    let mut code = [0u8; 15];
-    if let Err(e) = fetch(vm, &g.state, &mut code) {
+fn string_io(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    port: u16,
+    size: u8,
+    input: bool,
+    rep: bool,
+    len: u8,
+) -> Result<Option<isize>> {
+    if let Err(e) = fetch(vm, &g.state, &mut g.emu.insn) {
         return fault_or_error(vcpu, &mut g.state, e);
     }
+    let code = g.emu.insn;
     let s = &mut g.state;
     let mut io = emulate::decode_string_io(s, &code);
     io.rep = rep;
     let m = emulate::size_mask(io.addr_size);
-    let mut count = if rep { (emulate::gpr64(s, 1) & m) as u64 } else { 1 };
+    let mut count = if rep { emulate::gpr64(s, 1) & m } else { 1 };
     if count == 0 {
         s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
         return Ok(None);
@@ -1043,26 +1204,43 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
     let s = &mut g.state;
     match pending {
         Pending::None => {}
-        Pending::Pio { input, size, len, linear_rip } => {
+        Pending::Pio {
+            input,
+            size,
+            len,
+            linear_rip,
+        } => {
             if emulate::linear_rip(s) != linear_rip {
                 return Ok(());
             }
             if input {
                 let mut b = [0u8; 8];
-                vcpu.pio.read_bytes(0, b.get_mut(..usize::from(size)).ok_or(EINVAL)?)?;
+                vcpu.pio
+                    .read_bytes(0, b.get_mut(..usize::from(size)).ok_or(EINVAL)?)?;
                 let v = u64::from_le_bytes(b);
                 // Narrow sizes merge into RAX; 4 bytes zero-extend.
                 emulate::set_gpr(s, 0, if size < 4 { size } else { 4 }, false, v);
             }
             s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
         }
-        Pending::StringPio { input, size, count, io, len, linear_rip } => {
+        Pending::StringPio {
+            input,
+            size,
+            count,
+            io,
+            len,
+            linear_rip,
+        } => {
             if emulate::linear_rip(s) != linear_rip {
                 return Ok(());
             }
             let m = emulate::size_mask(io.addr_size);
             let bytes = u64::from(count) * u64::from(size);
-            let (reg, seg) = if input { (7u8, state::ES) } else { (6u8, io.seg) };
+            let (reg, seg) = if input {
+                (7u8, state::ES)
+            } else {
+                (6u8, io.seg)
+            };
             let ptr = emulate::gpr64(s, reg) & m;
             if input {
                 let n = bytes as usize;
@@ -1078,7 +1256,11 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
                     return Err(EFAULT);
                 }
             }
-            let np = if emulate::df(s) { ptr.wrapping_sub(bytes) } else { ptr.wrapping_add(bytes) };
+            let np = if emulate::df(s) {
+                ptr.wrapping_sub(bytes)
+            } else {
+                ptr.wrapping_add(bytes)
+            };
             emulate::set_gpr(s, reg, io.addr_size, false, np & m);
             let mut done = true;
             if io.rep {
@@ -1093,7 +1275,8 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
         Pending::MmioRead { op } => {
             type Mmio = kvm_run__bindgen_ty_1__bindgen_ty_6;
             let mut b = [0u8; 8];
-            vcpu.run.read_bytes(RUN_U + offset_of!(Mmio, data), &mut b)?;
+            vcpu.run
+                .read_bytes(RUN_U + offset_of!(Mmio, data), &mut b)?;
             emulate::complete_mmio_read(s, &op, u64::from_le_bytes(b));
             s.regs.rip = s.regs.rip.wrapping_add(u64::from(op.len));
         }
@@ -1252,7 +1435,10 @@ fn sregs_valid(g: &VcpuInner, cr0: u64, cr4: u64, efer: u64, cs_l: u8, cr3: u64)
     } else if efer & ef::LMA != 0 || cs_l != 0 {
         return false;
     }
-    if cr0 >> 32 != 0 || (cr0 & c0::NW != 0 && cr0 & c0::CD == 0) || (cr0 & c0::PG != 0 && cr0 & c0::PE == 0) {
+    if cr0 >> 32 != 0
+        || (cr0 & c0::NW != 0 && cr0 & c0::CD == 0)
+        || (cr0 & c0::PG != 0 && cr0 & c0::PE == 0)
+    {
         return false;
     }
     if cr4 & !emulate::cr4_valid_bits(&g.cpuid) != 0 {
@@ -1331,7 +1517,9 @@ fn set_sregs2(vm: &Vm, g: &mut VcpuInner, s2: &kvm_sregs2) -> Result {
         apic_base: s2.apic_base,
         ..Default::default()
     };
-    let pae = b.cr0 & state::cr0::PG != 0 && b.cr4 & state::cr4::PAE != 0 && b.efer & state::efer::LME == 0;
+    let pae = b.cr0 & state::cr0::PG != 0
+        && b.cr4 & state::cr4::PAE != 0
+        && b.efer & state::efer::LME == 0;
     if s2.flags & u64::from(KVM_SREGS2_FLAGS_PDPTRS_VALID) != 0 && !pae {
         return Err(EINVAL);
     }
@@ -1490,7 +1678,10 @@ fn set_cpuid2(g: &mut VcpuInner, arg: usize) -> Result<isize> {
     // After the first KVM_RUN, KVM only accepts the same table again.
     if g.has_run {
         let same = entries.len() == g.cpuid.len()
-            && entries.iter().zip(g.cpuid.iter()).all(|(a, b)| a.as_bytes() == b.as_bytes());
+            && entries
+                .iter()
+                .zip(g.cpuid.iter())
+                .all(|(a, b)| a.as_bytes() == b.as_bytes());
         return if same { Ok(0) } else { Err(EBUSY) };
     }
     let mut v = KVec::with_capacity(entries.len(), GFP_KERNEL)?;

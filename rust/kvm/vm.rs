@@ -13,8 +13,8 @@ use crate::sys::kmem::KmemBox;
 use crate::sys::mm::{self, MmId, MmuNotifier, UserPage};
 use crate::sys::page::PhysPage;
 use crate::uapi::*;
-use crate::x86::ept::{Ept, Perm, Table};
 use crate::x86::emulate::GuestMem;
+use crate::x86::ept::{Ept, Perm, Table};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
@@ -144,7 +144,11 @@ impl PinnedDrop for Vm {
         // Unregister first: it waits for callbacks that may be using this VM.
         let (debugfs, notifier, vcpus) = {
             let mut l = self.locked.lock();
-            (l.debugfs.take(), l.notifier.take(), core::mem::take(&mut l.vcpus))
+            (
+                l.debugfs.take(),
+                l.notifier.take(),
+                core::mem::take(&mut l.vcpus),
+            )
         };
         drop(debugfs);
         drop(notifier);
@@ -277,7 +281,10 @@ impl Vm {
             let mut spares: KVec<KmemBox<Table>> = KVec::new();
             let need = self.mmu.lock().ept.spares_needed();
             for _ in 0..need {
-                spares.push(Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?, GFP_KERNEL)?;
+                spares.push(
+                    Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?,
+                    GFP_KERNEL,
+                )?;
             }
             let mut m = self.mmu.lock();
             for t in spares.drain_all() {
@@ -325,7 +332,10 @@ impl Vm {
                 m.ept.spares_needed()
             };
             for _ in 0..need {
-                spares.push(Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?, GFP_KERNEL)?;
+                spares.push(
+                    Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?,
+                    GFP_KERNEL,
+                )?;
             }
             let mut m = self.mmu.lock();
             for t in spares.drain_all() {
@@ -364,7 +374,9 @@ impl Vm {
             // 1024 page-directory entries mapping 4 MiB each: linear = physical.
             for i in 0..1024u64 {
                 let pde: u32 = ((i << 22) | 0x80 | 0x40 | 0x20 | 0x4 | 0x2 | 0x1) as u32;
-                pages.idmap.write_bytes(i as usize * 4, &pde.to_le_bytes())?;
+                pages
+                    .idmap
+                    .write_bytes(i as usize * 4, &pde.to_le_bytes())?;
             }
             let mut private = KVec::with_capacity(4, GFP_KERNEL)?;
             for (i, p) in pages.tss.iter().enumerate() {
@@ -381,8 +393,12 @@ impl Vm {
     /// The userspace address of guest frame `gfn`, and whether it may be written.
     fn hva_of(&self, gfn: u64) -> Option<(u64, bool)> {
         let m = self.mmu.lock();
-        memslot::find(&m.slots, gfn)
-            .map(|s| (s.meta.hva + ((gfn - s.meta.base_gfn) << 12), !s.meta.readonly()))
+        memslot::find(&m.slots, gfn).map(|s| {
+            (
+                s.meta.hva + ((gfn - s.meta.base_gfn) << 12),
+                !s.meta.readonly(),
+            )
+        })
     }
 
     /// Marks `gfn` dirty (guest memory written by rkvm on the guest's behalf).
@@ -409,7 +425,9 @@ impl Vm {
             // Keep the dirty bits of slots that stay (same id, same gfn range, logging).
             for n in runtime.iter_mut() {
                 if let (Some(o), Some(nd)) = (
-                    mm.slots.iter().find(|o| o.meta.id == n.meta.id && o.meta.base_gfn == n.meta.base_gfn),
+                    mm.slots
+                        .iter()
+                        .find(|o| o.meta.id == n.meta.id && o.meta.base_gfn == n.meta.base_gfn),
                     n.dirty.as_mut(),
                 ) {
                     if let Some(od) = o.dirty.as_ref() {
@@ -488,8 +506,14 @@ impl Vm {
         }
         // KVM's rules: first_page 64-aligned; num_pages a multiple of 64 unless the range
         // ends at the end of the slot.
-        let end = c.first_page.checked_add(u64::from(c.num_pages)).ok_or(EINVAL)?;
-        if c.first_page & 63 != 0 || (c.num_pages & 63 != 0 && end != meta.npages) || end > meta.npages {
+        let end = c
+            .first_page
+            .checked_add(u64::from(c.num_pages))
+            .ok_or(EINVAL)?;
+        if c.first_page & 63 != 0
+            || (c.num_pages & 63 != 0 && end != meta.npages)
+            || end > meta.npages
+        {
             return Err(EINVAL);
         }
         let words = (c.num_pages as usize).div_ceil(64);
@@ -563,7 +587,10 @@ struct KvmDirtyLogHeader {
 fn read_dirty_header(arg: usize) -> Result<KvmDirtyLogHeader> {
     // Layout from the generated struct: `slot` at 0, the bitmap pointer union at 8.
     let slot: u32 = uaccess::read(arg)?;
-    let bitmap: u64 = uaccess::read(uaccess::offset(arg, core::mem::offset_of!(kvm_dirty_log, __bindgen_anon_1))?)?;
+    let bitmap: u64 = uaccess::read(uaccess::offset(
+        arg,
+        core::mem::offset_of!(kvm_dirty_log, __bindgen_anon_1),
+    )?)?;
     Ok(KvmDirtyLogHeader { slot, bitmap })
 }
 
@@ -582,7 +609,10 @@ fn read_clear_header(arg: usize) -> Result<ClearDirtyLog> {
         slot: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, slot))?)?,
         num_pages: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, num_pages))?)?,
         first_page: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, first_page))?)?,
-        bitmap: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, __bindgen_anon_1))?)?,
+        bitmap: uaccess::read(at(core::mem::offset_of!(
+            kvm_clear_dirty_log,
+            __bindgen_anon_1
+        ))?)?,
     })
 }
 
@@ -656,11 +686,16 @@ impl AnonFile for Vm {
                 }
                 match cap.cap {
                     KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 => {
-                        let valid = u64::from(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET);
-                        if cap.args[0] & !valid != 0 || cap.args[0] & u64::from(KVM_DIRTY_LOG_INITIALLY_SET) != 0 {
+                        let valid = u64::from(
+                            KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET,
+                        );
+                        if cap.args[0] & !valid != 0
+                            || cap.args[0] & u64::from(KVM_DIRTY_LOG_INITIALLY_SET) != 0
+                        {
                             return Err(EINVAL);
                         }
-                        this.manual_protect.store(cap.args[0] != 0, Ordering::Release);
+                        this.manual_protect
+                            .store(cap.args[0] != 0, Ordering::Release);
                         Ok(0)
                     }
                     _ => Err(EINVAL),

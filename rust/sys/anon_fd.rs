@@ -63,7 +63,7 @@ impl<T: AnonFile> Vtable<T> {
         // SAFETY: The private data is an `Arc<T>` (set by `install`) that lives until
         // `release`, which cannot run during an ioctl on the file.
         let this = unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) };
-        match T::ioctl(this, cmd, arg as usize) {
+        match T::ioctl(this, cmd, arg) {
             Ok(r) => r as c_long,
             Err(e) => e.to_errno() as c_long,
         }
@@ -95,7 +95,12 @@ pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<i32> {
     // SAFETY: `fops` is 'static and matches `private` (an `Arc<T>`), which the file's
     // release takes back.
     let fd = unsafe {
-        ffi::rkvm_anon_inode_getfd(T::NAME.as_char_ptr(), core::ptr::from_ref(fops).cast(), private, flags)
+        ffi::rkvm_anon_inode_getfd(
+            T::NAME.as_char_ptr(),
+            core::ptr::from_ref(fops).cast(),
+            private,
+            flags,
+        )
     };
     if fd < 0 {
         // SAFETY: The fd was not created, so the reference is still ours.

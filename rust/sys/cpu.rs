@@ -86,6 +86,10 @@ pub(crate) fn this_cpu() -> u32 {
 }
 
 /// The trampoline that lets C call a Rust closure through a `void *`.
+///
+/// # Safety
+///
+/// `arg` is a `&mut F` that is alive and not otherwise used for the call.
 unsafe extern "C" fn call_closure<F: FnMut()>(arg: *mut c_void) {
     // SAFETY: `arg` is the `&mut F` the caller of the shim passed, alive for the call.
     let f = unsafe { &mut *arg.cast::<F>() };
@@ -107,11 +111,12 @@ pub(crate) fn run_on<F: FnMut() + Send>(cpu: u32, mut f: F) -> Result {
 pub(crate) fn run_on_each<F: Fn() + Sync>(f: F) {
     // SAFETY: `f` outlives the call because the shim waits for completion; concurrent
     // calls only use it through a shared reference (`F: Sync`).
-    unsafe {
-        ffi::rkvm_run_on_each_cpu(Some(call_shared::<F>), (&raw const f).cast_mut().cast())
-    };
+    unsafe { ffi::rkvm_run_on_each_cpu(Some(call_shared::<F>), (&raw const f).cast_mut().cast()) };
 }
 
+/// # Safety
+///
+/// `arg` is a `&F` alive for the call.
 unsafe extern "C" fn call_shared<F: Fn()>(arg: *mut c_void) {
     // SAFETY: `arg` is the `&F` `run_on_each` passed, alive for the whole call.
     let f = unsafe { &*arg.cast::<F>() };
@@ -188,12 +193,6 @@ pub(crate) fn signal_pending() -> bool {
     unsafe { ffi::rkvm_signal_pending() != 0 }
 }
 
-/// Whether the scheduler wants this CPU.
-pub(crate) fn need_resched() -> bool {
-    // SAFETY: A pure query.
-    unsafe { ffi::rkvm_need_resched() != 0 }
-}
-
 /// Yields the CPU if the scheduler wants it. May sleep.
 pub(crate) fn cond_resched() {
     // SAFETY: Called from process context only.
@@ -255,7 +254,11 @@ pub(crate) mod regs {
     /// cleared again (no kernel path may rewrite CR4 from its shadow meanwhile), and VMXE
     /// is only cleared outside VMX operation.
     pub(crate) unsafe fn set_cr4_vmxe(on: bool) {
-        let cr4 = if on { cr4() | CR4_VMXE } else { cr4() & !CR4_VMXE };
+        let cr4 = if on {
+            cr4() | CR4_VMXE
+        } else {
+            cr4() & !CR4_VMXE
+        };
         // SAFETY: Only VMXE changes, under the caller's guarantees above.
         unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) };
     }
@@ -275,7 +278,6 @@ pub(crate) mod regs {
     #[derive(Clone, Copy, Default, Debug)]
     pub(crate) struct DescTable {
         pub(crate) base: u64,
-        pub(crate) limit: u16,
     }
 
     #[repr(C, packed)]
@@ -290,10 +292,7 @@ pub(crate) mod regs {
         let mut d = RawDesc::default();
         // SAFETY: SGDT stores 10 bytes into `d`, which is exactly that big.
         unsafe { asm!("sgdt [{}]", in(reg) &raw mut d, options(nostack, preserves_flags)) };
-        DescTable {
-            base: d.base,
-            limit: d.limit,
-        }
+        DescTable { base: d.base }
     }
 
     /// Reads IDTR.
@@ -301,10 +300,7 @@ pub(crate) mod regs {
         let mut d = RawDesc::default();
         // SAFETY: SIDT stores 10 bytes into `d`, which is exactly that big.
         unsafe { asm!("sidt [{}]", in(reg) &raw mut d, options(nostack, preserves_flags)) };
-        DescTable {
-            base: d.base,
-            limit: d.limit,
-        }
+        DescTable { base: d.base }
     }
 
     /// Segment selectors of the host.
@@ -312,40 +308,23 @@ pub(crate) mod regs {
     pub(crate) struct Selectors {
         pub(crate) cs: u16,
         pub(crate) ss: u16,
-        pub(crate) ds: u16,
-        pub(crate) es: u16,
-        pub(crate) fs: u16,
-        pub(crate) gs: u16,
         pub(crate) tr: u16,
     }
 
-    /// Reads the host's segment selectors and TR.
+    /// Reads the host's CS, SS and TR (the C shim saves DS/ES/FS/GS with their bases).
     pub(crate) fn selectors() -> Selectors {
-        let (cs, ss, ds, es, fs, gs, tr): (u16, u16, u16, u16, u16, u16, u16);
+        let (cs, ss, tr): (u16, u16, u16);
         // SAFETY: Moves from segment registers and STR have no side effects.
         unsafe {
             asm!(
                 "mov {0:x}, cs",
                 "mov {1:x}, ss",
-                "mov {2:x}, ds",
-                "mov {3:x}, es",
-                "mov {4:x}, fs",
-                "mov {5:x}, gs",
-                "str {6:x}",
-                out(reg) cs, out(reg) ss, out(reg) ds, out(reg) es,
-                out(reg) fs, out(reg) gs, out(reg) tr,
+                "str {2:x}",
+                out(reg) cs, out(reg) ss, out(reg) tr,
                 options(nomem, nostack, preserves_flags)
             )
         };
-        Selectors {
-            cs,
-            ss,
-            ds,
-            es,
-            fs,
-            gs,
-            tr,
-        }
+        Selectors { cs, ss, tr }
     }
 
     /// The linear address of this CPU's TSS (what TR points at). Interrupts must be off.

@@ -30,7 +30,12 @@ impl<T: Sync> Global<T> {
         let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(value) });
         if self
             .ptr
-            .compare_exchange(core::ptr::null_mut(), raw, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                core::ptr::null_mut(),
+                raw,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             // SAFETY: `raw` was not published; take it back.

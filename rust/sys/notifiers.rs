@@ -24,7 +24,8 @@ impl CpuHotplug {
     ) -> Result<Self> {
         // SAFETY: `name` is 'static; the callbacks are valid functions of this module,
         // which removes the state before it is unloaded (`Drop`).
-        let state = unsafe { ffi::rkvm_cpuhp_setup(name.as_char_ptr(), Some(online), Some(offline)) };
+        let state =
+            unsafe { ffi::rkvm_cpuhp_setup(name.as_char_ptr(), Some(online), Some(offline)) };
         to_result(state)?;
         Ok(Self { state })
     }

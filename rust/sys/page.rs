@@ -120,10 +120,3 @@ impl PhysPage {
         &self.page
     }
 }
-
-/// The physical address of a kernel virtual address in the direct map.
-pub(crate) fn virt_to_phys<T>(p: *const T) -> Hpa {
-    // SAFETY: A pure address computation; callers pass direct-map addresses (kmalloc or
-    // page memory).
-    Hpa(unsafe { ffi::rkvm_virt_to_phys(p.cast()) })
-}

@@ -39,7 +39,9 @@ impl<T: Send + Sync> PerCpu<T> {
         let ptr = NonNull::new(raw).ok_or(ENOMEM)?;
         let mut done: KVec<u32> = KVec::new();
         for c in cpu::possible_cpus() {
-            let value = match init(c).and_then(|v| done.push(c, GFP_KERNEL).map(|_| v).map_err(Into::into)) {
+            let value = match init(c)
+                .and_then(|v| done.push(c, GFP_KERNEL).map(|()| v).map_err(Into::into))
+            {
                 Ok(v) => v,
                 Err(e) => {
                     for &d in done.iter() {
@@ -66,25 +68,10 @@ impl<T: Send + Sync> PerCpu<T> {
         unsafe { ffi::rkvm_percpu_ptr(ptr.as_ptr(), cpu).cast() }
     }
 
-    /// The slot of `cpu`; `None` if that CPU can never exist.
-    pub(crate) fn get(&self, cpu: u32) -> Option<&T> {
-        if !cpu::possible(cpu) {
-            return None;
-        }
-        // SAFETY: By the invariant, the slot of a possible CPU holds a live `T`, which
-        // lives as long as `self`.
-        Some(unsafe { &*Self::slot(self.ptr, cpu) })
-    }
-
     /// The slot of the CPU this runs on; the guard keeps it from changing.
     pub(crate) fn this_cpu<'a>(&'a self, _irq: &'a cpu::IrqGuard) -> &'a T {
         // SAFETY: The running CPU is online, hence possible: its slot holds a live `T`.
         unsafe { &*Self::slot(self.ptr, cpu::this_cpu()) }
-    }
-
-    /// Iterates over `(cpu, slot)` for every possible CPU.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
-        cpu::possible_cpus().filter_map(move |c| self.get(c).map(|s| (c, s)))
     }
 }
 

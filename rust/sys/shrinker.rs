@@ -27,6 +27,9 @@ struct Callbacks {
     scan: ScanFn,
 }
 
+/// # Safety
+///
+/// `s` is a shrinker registered by [`Shrinker::register`].
 unsafe extern "C" fn count_trampoline(
     s: *mut bindings::shrinker,
     _sc: *mut bindings::shrink_control,
@@ -36,6 +39,9 @@ unsafe extern "C" fn count_trampoline(
     (cb.count)() as c_ulong
 }
 
+/// # Safety
+///
+/// `s` is a shrinker registered by [`Shrinker::register`]; `sc` is valid for the call.
 unsafe extern "C" fn scan_trampoline(
     s: *mut bindings::shrinker,
     sc: *mut bindings::shrink_control,
@@ -54,9 +60,8 @@ unsafe extern "C" fn scan_trampoline(
 impl Shrinker {
     /// Registers a shrinker named `name` with the two callbacks.
     pub(crate) fn register(name: &'static CStr, count: CountFn, scan: ScanFn) -> Result<Self> {
-        // The callbacks live in a static per (count, scan) pair would need generics; a small
-        // leak-free box owned by the shrinker is simpler: freed in `drop` after
-        // `shrinker_free` guarantees no callback runs any more.
+        // The callbacks live in a box owned by the shrinker, freed in `drop` once
+        // `shrinker_free` guarantees that no callback runs any more.
         let cb = KBox::new(Callbacks { count, scan }, GFP_KERNEL)?;
         // SAFETY: `name` is a 'static C string used as the format with no arguments.
         let raw = unsafe { bindings::shrinker_alloc(0, name.as_char_ptr()) };

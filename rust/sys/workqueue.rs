@@ -6,7 +6,6 @@
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::prelude::*;
-use kernel::workqueue::Queue;
 
 /// A workqueue of this module, destroyed (after draining) on drop.
 pub(crate) struct OwnedQueue {
@@ -28,12 +27,6 @@ impl OwnedQueue {
         Ok(Self {
             raw: NonNull::new(raw).ok_or(ENOMEM)?,
         })
-    }
-
-    /// The queue, to enqueue work on.
-    pub(crate) fn queue(&self) -> &Queue {
-        // SAFETY: `raw` is a live workqueue for as long as `self`.
-        unsafe { Queue::from_raw(self.raw.as_ptr()) }
     }
 }
 

@@ -5,7 +5,10 @@
 
 use crate::sys::msr::{self, index};
 
+// The control-bit modules below name the architectural bits; rkvm uses a subset.
+
 /// Pin-based VM-execution controls.
+#[allow(dead_code)]
 pub(crate) mod pin {
     pub(crate) const EXT_INTR_EXITING: u32 = 1 << 0;
     pub(crate) const NMI_EXITING: u32 = 1 << 3;
@@ -15,6 +18,7 @@ pub(crate) mod pin {
 }
 
 /// Primary processor-based VM-execution controls.
+#[allow(dead_code)]
 pub(crate) mod proc1 {
     pub(crate) const INTR_WINDOW_EXITING: u32 = 1 << 2;
     pub(crate) const USE_TSC_OFFSETTING: u32 = 1 << 3;
@@ -41,6 +45,7 @@ pub(crate) mod proc1 {
 }
 
 /// Secondary processor-based VM-execution controls.
+#[allow(dead_code)]
 pub(crate) mod proc2 {
     pub(crate) const VIRTUALIZE_APIC_ACCESSES: u32 = 1 << 0;
     pub(crate) const ENABLE_EPT: u32 = 1 << 1;
@@ -63,6 +68,7 @@ pub(crate) mod proc2 {
 }
 
 /// VM-exit controls.
+#[allow(dead_code)]
 pub(crate) mod exit {
     pub(crate) const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     pub(crate) const HOST_ADDR_SPACE_SIZE: u32 = 1 << 9;
@@ -76,6 +82,7 @@ pub(crate) mod exit {
 }
 
 /// VM-entry controls.
+#[allow(dead_code)]
 pub(crate) mod entry {
     pub(crate) const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     pub(crate) const IA32E_MODE: u32 = 1 << 9;
@@ -85,6 +92,7 @@ pub(crate) mod entry {
 }
 
 /// Bits of IA32_VMX_EPT_VPID_CAP.
+#[allow(dead_code)]
 pub(crate) mod ept_vpid {
     pub(crate) const EPT_EXECUTE_ONLY: u64 = 1 << 0;
     pub(crate) const EPT_PAGE_WALK_4: u64 = 1 << 6;
@@ -145,7 +153,8 @@ const EXIT_REQUIRED: u32 = exit::SAVE_DEBUG_CONTROLS
     | exit::SAVE_IA32_PAT;
 const EXIT_OPTIONAL: u32 = 0;
 
-const ENTRY_REQUIRED: u32 = entry::LOAD_DEBUG_CONTROLS | entry::LOAD_IA32_EFER | entry::LOAD_IA32_PAT;
+const ENTRY_REQUIRED: u32 =
+    entry::LOAD_DEBUG_CONTROLS | entry::LOAD_IA32_EFER | entry::LOAD_IA32_PAT;
 const ENTRY_OPTIONAL: u32 = 0;
 
 /// The VMX configuration of a CPU (the seed's `vmcs_config` + `vmx_capability`).
@@ -222,12 +231,18 @@ impl VmcsConfig {
             Ok(ctl)
         };
         let pin = adjust(
-            pick(index::IA32_VMX_PINBASED_CTLS, index::IA32_VMX_TRUE_PINBASED_CTLS),
+            pick(
+                index::IA32_VMX_PINBASED_CTLS,
+                index::IA32_VMX_TRUE_PINBASED_CTLS,
+            ),
             PIN_REQUIRED,
             PIN_OPTIONAL,
         )?;
         let proc1 = adjust(
-            pick(index::IA32_VMX_PROCBASED_CTLS, index::IA32_VMX_TRUE_PROCBASED_CTLS),
+            pick(
+                index::IA32_VMX_PROCBASED_CTLS,
+                index::IA32_VMX_TRUE_PROCBASED_CTLS,
+            ),
             PROC1_REQUIRED,
             PROC1_OPTIONAL,
         )?;
@@ -237,7 +252,11 @@ impl VmcsConfig {
                 proc1::ACTIVATE_SECONDARY_CONTROLS,
             ));
         }
-        let proc2 = adjust(index::IA32_VMX_PROCBASED_CTLS2, PROC2_REQUIRED, PROC2_OPTIONAL)?;
+        let proc2 = adjust(
+            index::IA32_VMX_PROCBASED_CTLS2,
+            PROC2_REQUIRED,
+            PROC2_OPTIONAL,
+        )?;
         let exit = adjust(
             pick(index::IA32_VMX_EXIT_CTLS, index::IA32_VMX_TRUE_EXIT_CTLS),
             EXIT_REQUIRED,

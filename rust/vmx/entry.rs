@@ -18,6 +18,7 @@ pub(crate) struct Gprs {
 }
 
 /// Register numbers.
+#[allow(dead_code)]
 pub(crate) mod reg {
     pub(crate) const RAX: usize = 0;
     pub(crate) const RCX: usize = 1;
@@ -123,8 +124,8 @@ unsafe extern "C" {
 
 /// The host RIP of every VM exit.
 pub(crate) fn vmexit_rip() -> u64 {
-    // SAFETY: Only the address of the label is taken.
-    unsafe { &raw const rkvm_vmx_vmexit as u64 }
+    // Only the address of the label is taken.
+    (&raw const rkvm_vmx_vmexit) as u64
 }
 
 /// How an entry ended.

@@ -16,10 +16,10 @@ pub(crate) mod vmcs;
 pub(crate) mod window;
 
 use crate::sys::cpu::{self, Feature, IrqGuard};
+use crate::sys::ffi;
 use crate::sys::msr::{self, index};
 use crate::sys::page::{Hpa, PhysPage};
 use crate::sys::percpu::PerCpu;
-use crate::sys::ffi;
 use crate::x86::X86Ops;
 use caps::{proc2, VmcsConfig};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -190,7 +190,10 @@ impl X86Ops for Vmx {
             return Err(EIO);
         }
         if cpu::regs::cr4() & cpu::regs::CR4_VMXE != 0 {
-            pr_err!("CPU {}: VMX is in use by another hypervisor (kvm_intel?)\n", me);
+            pr_err!(
+                "CPU {}: VMX is in use by another hypervisor (kvm_intel?)\n",
+                me
+            );
             return Err(EBUSY);
         }
         if this_cpu_config(&self.params)? != self.config {
@@ -210,7 +213,10 @@ impl X86Ops for Vmx {
         match window::VmxOn::enter(c.vmxon.phys(), &irq) {
             Ok(on) => drop(on),
             Err(window::EnterError::Busy) => {
-                pr_err!("CPU {}: VMX is in use by another hypervisor\n", cpu::this_cpu());
+                pr_err!(
+                    "CPU {}: VMX is in use by another hypervisor\n",
+                    cpu::this_cpu()
+                );
                 return Err(EBUSY);
             }
             Err(window::EnterError::VmxonFailed) => {
@@ -226,7 +232,10 @@ impl X86Ops for Vmx {
         let irq = IrqGuard::new();
         // Nothing to undo in hardware: VMX is only on inside a window, and no window can
         // be open here (interrupts were on to get here, or we run in the window's place).
-        self.cpus.this_cpu(&irq).enabled.store(false, Ordering::Release);
+        self.cpus
+            .this_cpu(&irq)
+            .enabled
+            .store(false, Ordering::Release);
     }
 
     fn get_feature_msr(&self, _msr: u32) -> Option<u64> {

@@ -13,7 +13,9 @@ use crate::sys::cpu::{self, regs, IrqGuard};
 use crate::sys::ffi;
 use crate::sys::msr::{self, index};
 use crate::sys::page::PhysPage;
-use crate::uapi::{kvm_cpuid_entry2, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP};
+use crate::uapi::{
+    kvm_cpuid_entry2, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP,
+};
 use crate::x86::exit::Exit;
 use crate::x86::fpu::{self, KernelFpu};
 use crate::x86::state::{self, ar_to_seg, cr0, rflags, seg_to_ar, Exception, VcpuState};
@@ -200,7 +202,11 @@ impl VmxVcpu {
             bitmap_clear(&msr_bitmap, read, bit);
             bitmap_clear(&msr_bitmap, write, bit);
         }
-        let vpid = if vmx.params.vpid { vmx.vpids.alloc() } else { 0 };
+        let vpid = if vmx.params.vpid {
+            vmx.vpids.alloc()
+        } else {
+            0
+        };
         Ok(Self {
             vmcs: Vmcs::new(vmx.config.revision_id())?,
             core: Core {
@@ -228,7 +234,11 @@ impl Core {
     /// The controls, constant fields and bitmaps of the VMCS (first window only).
     fn setup(&mut self, v: &Loaded<'_>, vmx: &Vmx) -> Result {
         let c = &vmx.config;
-        let mut proc2 = c.proc2 & (proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST | proc2::ENABLE_RDTSCP | proc2::ENABLE_INVPCID);
+        let mut proc2 = c.proc2
+            & (proc2::ENABLE_EPT
+                | proc2::UNRESTRICTED_GUEST
+                | proc2::ENABLE_RDTSCP
+                | proc2::ENABLE_INVPCID);
         if self.vpid != 0 {
             proc2 |= proc2::ENABLE_VPID;
         }
@@ -240,7 +250,10 @@ impl Core {
             | proc1::USE_MSR_BITMAPS
             | proc1::ACTIVATE_SECONDARY_CONTROLS;
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
-        w(v.w32(vmcs::PIN_BASED_VM_EXEC_CONTROL, c.pin & !(pin::PREEMPTION_TIMER | pin::POSTED_INTR)))?;
+        w(v.w32(
+            vmcs::PIN_BASED_VM_EXEC_CONTROL,
+            c.pin & !(pin::PREEMPTION_TIMER | pin::POSTED_INTR),
+        ))?;
         w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, proc1))?;
         w(v.w32(vmcs::SECONDARY_VM_EXEC_CONTROL, proc2))?;
         w(v.w32(vmcs::VM_EXIT_CONTROLS, c.exit & !exit::ACK_INTR_ON_EXIT))?;
@@ -286,11 +299,23 @@ impl Core {
         w(v.wn(vmcs::HOST_TR_BASE, regs::tss_base()))?;
         w(v.wn(vmcs::HOST_GDTR_BASE, regs::gdtr().base))?;
         w(v.wn(vmcs::HOST_IDTR_BASE, regs::idtr().base))?;
-        w(v.w32(vmcs::HOST_IA32_SYSENTER_CS, msr::read(index::IA32_SYSENTER_CS).unwrap_or(0) as u32))?;
-        w(v.wn(vmcs::HOST_IA32_SYSENTER_ESP, msr::read(index::IA32_SYSENTER_ESP).unwrap_or(0)))?;
-        w(v.wn(vmcs::HOST_IA32_SYSENTER_EIP, msr::read(index::IA32_SYSENTER_EIP).unwrap_or(0)))?;
+        w(v.w32(
+            vmcs::HOST_IA32_SYSENTER_CS,
+            msr::read(index::IA32_SYSENTER_CS).unwrap_or(0) as u32,
+        ))?;
+        w(v.wn(
+            vmcs::HOST_IA32_SYSENTER_ESP,
+            msr::read(index::IA32_SYSENTER_ESP).unwrap_or(0),
+        ))?;
+        w(v.wn(
+            vmcs::HOST_IA32_SYSENTER_EIP,
+            msr::read(index::IA32_SYSENTER_EIP).unwrap_or(0),
+        ))?;
         w(v.w64(vmcs::HOST_IA32_EFER, msr::read(index::EFER).unwrap_or(0)))?;
-        w(v.w64(vmcs::HOST_IA32_PAT, msr::read(index::IA32_CR_PAT).unwrap_or(0)))?;
+        w(v.w64(
+            vmcs::HOST_IA32_PAT,
+            msr::read(index::IA32_CR_PAT).unwrap_or(0),
+        ))?;
         Ok(())
     }
 
@@ -311,7 +336,12 @@ impl Core {
     /// Writes the whole guest state. Without unrestricted guest, real mode is loaded as
     /// virtual-8086 mode (segments as paragraphs, the real-mode TSS, EFLAGS.VM and
     /// IOPL 3), and a guest without paging runs on the identity map.
-    fn load_guest(v: &Loaded<'_>, vmx: &Vmx, s: &VcpuState, rmode: Option<crate::kvm::vm::RmodeAddrs>) -> Result {
+    fn load_guest(
+        v: &Loaded<'_>,
+        vmx: &Vmx,
+        s: &VcpuState,
+        rmode: Option<crate::kvm::vm::RmodeAddrs>,
+    ) -> Result {
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
         let vm86 = vm86_mode(rmode, s);
         for (i, (f, seg)) in vmcs::SEGS.iter().zip(s.segs.iter()).enumerate() {
@@ -361,9 +391,14 @@ impl Core {
         w(v.wn(vmcs::GUEST_SYSENTER_ESP, s.msrs.sysenter_esp))?;
         w(v.wn(vmcs::GUEST_SYSENTER_EIP, s.msrs.sysenter_eip))?;
         if s.pae_paging() {
-            for (f, p) in [vmcs::GUEST_PDPTR0, vmcs::GUEST_PDPTR1, vmcs::GUEST_PDPTR2, vmcs::GUEST_PDPTR3]
-                .into_iter()
-                .zip(s.pdptrs)
+            for (f, p) in [
+                vmcs::GUEST_PDPTR0,
+                vmcs::GUEST_PDPTR1,
+                vmcs::GUEST_PDPTR2,
+                vmcs::GUEST_PDPTR3,
+            ]
+            .into_iter()
+            .zip(s.pdptrs)
             {
                 w(v.w64(f, p))?;
             }
@@ -384,7 +419,12 @@ impl Core {
     }
 
     /// Reads the whole guest state back.
-    fn save_guest(&self, v: &Loaded<'_>, s: &mut VcpuState, rmode: Option<crate::kvm::vm::RmodeAddrs>) {
+    fn save_guest(
+        &self,
+        v: &Loaded<'_>,
+        s: &mut VcpuState,
+        rmode: Option<crate::kvm::vm::RmodeAddrs>,
+    ) {
         let vm86 = vm86_mode(rmode, s);
         for (i, (f, seg)) in vmcs::SEGS.iter().zip(s.segs.iter_mut()).enumerate() {
             if vm86 {
@@ -476,9 +516,12 @@ impl Core {
         let mut segs = ffi::rkvm_host_segs::default();
         // SAFETY: Fills `segs` with this CPU's current selectors and bases.
         unsafe { ffi::rkvm_host_segs_save(&mut segs) };
-        ctx.running_cpu.store(cpu::this_cpu() as i32, Ordering::Release);
+        ctx.running_cpu
+            .store(cpu::this_cpu() as i32, Ordering::Release);
 
-        let result = self.run_loaded(vmcs, ctx, &on, &segs, &kfpu, xsave, fpu_mask, host_xcr0, &irq);
+        let result = self.run_loaded(
+            vmcs, ctx, &on, &segs, &kfpu, xsave, fpu_mask, host_xcr0, &irq,
+        );
 
         ctx.running_cpu.store(-1, Ordering::Release);
         drop(on);
@@ -526,7 +569,9 @@ impl Core {
         // the guest's own CR3 reads and writes go through rkvm.
         let cr3_exits = proc1::CR3_LOAD_EXITING | proc1::CR3_STORE_EXITING;
         let mut p1 = v.r32(vmcs::CPU_BASED_VM_EXEC_CONTROL) & !cr3_exits;
-        if (ctx.rmode.is_some() && !ctx.state.paging()) || ctx.vmx.config.proc1 & cr3_exits == cr3_exits {
+        if (ctx.rmode.is_some() && !ctx.state.paging())
+            || ctx.vmx.config.proc1 & cr3_exits == cr3_exits
+        {
             p1 |= cr3_exits & ctx.vmx.config.proc1 | cr3_exits;
         }
         w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
@@ -599,7 +644,9 @@ impl Core {
                 Entry::FailValid => {
                     let err = v.r32(vmcs::VM_INSTRUCTION_ERROR);
                     pr_warn!("VM entry failed: VM-instruction error {}\n", err);
-                    break Ok(Exit::FailEntry { reason: u64::from(err) | 1 << 63 });
+                    break Ok(Exit::FailEntry {
+                        reason: u64::from(err) | 1 << 63,
+                    });
                 }
             }
             launched = true;
@@ -640,7 +687,12 @@ impl Core {
 
     /// Delivers the highest-priority pending event, or asks for the window in which it can
     /// be delivered. Returns an exit for userspace when its interrupt window is open.
-    fn inject_events(&mut self, v: &Loaded<'_>, ctx: &mut RunCtx<'_>, proc1_extra: u32) -> Result<Option<Exit>> {
+    fn inject_events(
+        &mut self,
+        v: &Loaded<'_>,
+        ctx: &mut RunCtx<'_>,
+        proc1_extra: u32,
+    ) -> Result<Option<Exit>> {
         let ev = &mut ctx.state.events;
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
         let rfl = v.rn(vmcs::GUEST_RFLAGS);
@@ -664,7 +716,9 @@ impl Core {
                 return Ok(Some(Exit::IrqWindowOpen));
             }
             let mut p1 = v.r32(vmcs::CPU_BASED_VM_EXEC_CONTROL)
-                & !(proc1::INTR_WINDOW_EXITING | proc1::NMI_WINDOW_EXITING | proc1::MONITOR_TRAP_FLAG)
+                & !(proc1::INTR_WINDOW_EXITING
+                    | proc1::NMI_WINDOW_EXITING
+                    | proc1::MONITOR_TRAP_FLAG)
                 | proc1_extra;
             if ev.interrupt.is_some() || ctx.request_irq_window {
                 p1 |= proc1::INTR_WINDOW_EXITING;
@@ -750,7 +804,8 @@ impl Core {
                 ev.nmi_masked = false;
             }
             TYPE_HW_EXCEPTION => {
-                let code = (vect & INFO_ERROR_CODE != 0).then(|| v.r32(vmcs::IDT_VECTORING_ERROR_CODE));
+                let code =
+                    (vect & INFO_ERROR_CODE != 0).then(|| v.r32(vmcs::IDT_VECTORING_ERROR_CODE));
                 ev.exception = Some(Exception {
                     vector,
                     error_code: code,
@@ -772,8 +827,11 @@ impl Core {
         // Completing an instruction ends an STI/MOV SS shadow.
         let intr = v.r32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
         if intr & (BLOCK_STI | BLOCK_MOV_SS) != 0 {
-            v.w32(vmcs::GUEST_INTERRUPTIBILITY_INFO, intr & !(BLOCK_STI | BLOCK_MOV_SS))
-                .map_err(|_| EIO)?;
+            v.w32(
+                vmcs::GUEST_INTERRUPTIBILITY_INFO,
+                intr & !(BLOCK_STI | BLOCK_MOV_SS),
+            )
+            .map_err(|_| EIO)?;
         }
         Ok(())
     }
@@ -791,8 +849,6 @@ impl Core {
     fn handle_exit(&mut self, v: &Loaded<'_>, ctx: &mut RunCtx<'_>) -> Result<Option<Exit>> {
         let full = v.r32(vmcs::VM_EXIT_REASON);
         let reason = full & 0xffff;
-        if ctx.stats.get(st::EXITS) < 30 {
-        }
         let len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN);
         let insn_len = len.min(15) as u8;
         if full & (1 << 31) != 0 {
@@ -816,8 +872,12 @@ impl Core {
                     unsafe { ffi::rkvm_self_nmi() };
                     return Ok(Some(Exit::Again));
                 }
-                let code = (info & INFO_ERROR_CODE != 0).then(|| v.r32(vmcs::VM_EXIT_INTR_ERROR_CODE));
-                if vm86_mode(ctx.rmode, s) && vector != MC_VECTOR && ctx.guest_debug & KVM_GUESTDBG_ENABLE == 0 {
+                let code =
+                    (info & INFO_ERROR_CODE != 0).then(|| v.r32(vmcs::VM_EXIT_INTR_ERROR_CODE));
+                if vm86_mode(ctx.rmode, s)
+                    && vector != MC_VECTOR
+                    && ctx.guest_debug & KVM_GUESTDBG_ENABLE == 0
+                {
                     return Ok(Some(Exit::RealModeException {
                         vector,
                         error_code: code,
@@ -827,7 +887,11 @@ impl Core {
                 match vector {
                     MC_VECTOR => Ok(Some(Exit::Again)),
                     DB_VECTOR | BP_VECTOR if ctx.guest_debug & KVM_GUESTDBG_ENABLE != 0 => {
-                        let dr6 = if vector == DB_VECTOR { qual | 0xffff_0ff0 } else { 0xffff_0ff0 };
+                        let dr6 = if vector == DB_VECTOR {
+                            qual | 0xffff_0ff0
+                        } else {
+                            0xffff_0ff0
+                        };
                         Ok(Some(Exit::Debug {
                             exception: u32::from(vector),
                             dr6,
@@ -903,7 +967,11 @@ impl Core {
                 ctx.stats.inc(st::HYPERCALLS);
                 let cpl = v.r16(vmcs::GUEST_SS_SELECTOR) & 3;
                 let protected = v.rn(vmcs::CR0_READ_SHADOW) & cr0::PE != 0;
-                self.gprs.r[reg::RAX] = if protected && cpl != 0 { KVM_EPERM } else { KVM_ENOSYS };
+                self.gprs.r[reg::RAX] = if protected && cpl != 0 {
+                    KVM_EPERM
+                } else {
+                    KVM_ENOSYS
+                };
                 Self::skip(v, len)?;
                 Ok(None)
             }
@@ -974,19 +1042,4 @@ impl Core {
             _ => Ok(Some(Exit::Unhandled { reason, qual })),
         }
     }
-}
-
-/// Whether guest state `s` could enter this VM at all (the checks VM entry would fail
-/// with a guest-state error are left to the hardware).
-pub(crate) fn state_supported(vmx: &Vmx, s: &VcpuState) -> bool {
-    vmx.params.unrestricted_guest || (s.protected() && s.paging())
-}
-
-/// The guest's CR0 bits that VMX forces to 1.
-pub(crate) fn cr0_forced(vmx: &Vmx) -> u64 {
-    let mut fixed0 = vmx.config.cr0_fixed0;
-    if vmx.params.unrestricted_guest {
-        fixed0 &= !(cr0::PE | cr0::PG);
-    }
-    fixed0 & !cr0::NE
 }

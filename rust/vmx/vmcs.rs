@@ -24,9 +24,10 @@ pub(crate) struct F64(pub(crate) u32);
 #[derive(Clone, Copy)]
 pub(crate) struct FN(pub(crate) u32);
 
+// The architectural field encodings; rkvm uses a subset.
 macro_rules! fields {
     ($ty:ident: $($name:ident = $enc:expr),* $(,)?) => {
-        $(pub(crate) const $name: $ty = $ty($enc);)*
+        $(#[allow(dead_code)] pub(crate) const $name: $ty = $ty($enc);)*
     };
 }
 
@@ -103,14 +104,54 @@ pub(crate) struct SegFields {
 
 /// ES, CS, SS, DS, FS, GS, LDTR, TR.
 pub(crate) const SEGS: [SegFields; 8] = [
-    SegFields { sel: GUEST_ES_SELECTOR, base: GUEST_ES_BASE, limit: GUEST_ES_LIMIT, ar: GUEST_ES_AR_BYTES },
-    SegFields { sel: GUEST_CS_SELECTOR, base: GUEST_CS_BASE, limit: GUEST_CS_LIMIT, ar: GUEST_CS_AR_BYTES },
-    SegFields { sel: GUEST_SS_SELECTOR, base: GUEST_SS_BASE, limit: GUEST_SS_LIMIT, ar: GUEST_SS_AR_BYTES },
-    SegFields { sel: GUEST_DS_SELECTOR, base: GUEST_DS_BASE, limit: GUEST_DS_LIMIT, ar: GUEST_DS_AR_BYTES },
-    SegFields { sel: GUEST_FS_SELECTOR, base: GUEST_FS_BASE, limit: GUEST_FS_LIMIT, ar: GUEST_FS_AR_BYTES },
-    SegFields { sel: GUEST_GS_SELECTOR, base: GUEST_GS_BASE, limit: GUEST_GS_LIMIT, ar: GUEST_GS_AR_BYTES },
-    SegFields { sel: GUEST_LDTR_SELECTOR, base: GUEST_LDTR_BASE, limit: GUEST_LDTR_LIMIT, ar: GUEST_LDTR_AR_BYTES },
-    SegFields { sel: GUEST_TR_SELECTOR, base: GUEST_TR_BASE, limit: GUEST_TR_LIMIT, ar: GUEST_TR_AR_BYTES },
+    SegFields {
+        sel: GUEST_ES_SELECTOR,
+        base: GUEST_ES_BASE,
+        limit: GUEST_ES_LIMIT,
+        ar: GUEST_ES_AR_BYTES,
+    },
+    SegFields {
+        sel: GUEST_CS_SELECTOR,
+        base: GUEST_CS_BASE,
+        limit: GUEST_CS_LIMIT,
+        ar: GUEST_CS_AR_BYTES,
+    },
+    SegFields {
+        sel: GUEST_SS_SELECTOR,
+        base: GUEST_SS_BASE,
+        limit: GUEST_SS_LIMIT,
+        ar: GUEST_SS_AR_BYTES,
+    },
+    SegFields {
+        sel: GUEST_DS_SELECTOR,
+        base: GUEST_DS_BASE,
+        limit: GUEST_DS_LIMIT,
+        ar: GUEST_DS_AR_BYTES,
+    },
+    SegFields {
+        sel: GUEST_FS_SELECTOR,
+        base: GUEST_FS_BASE,
+        limit: GUEST_FS_LIMIT,
+        ar: GUEST_FS_AR_BYTES,
+    },
+    SegFields {
+        sel: GUEST_GS_SELECTOR,
+        base: GUEST_GS_BASE,
+        limit: GUEST_GS_LIMIT,
+        ar: GUEST_GS_AR_BYTES,
+    },
+    SegFields {
+        sel: GUEST_LDTR_SELECTOR,
+        base: GUEST_LDTR_BASE,
+        limit: GUEST_LDTR_LIMIT,
+        ar: GUEST_LDTR_AR_BYTES,
+    },
+    SegFields {
+        sel: GUEST_TR_SELECTOR,
+        base: GUEST_TR_BASE,
+        limit: GUEST_TR_LIMIT,
+        ar: GUEST_TR_AR_BYTES,
+    },
 ];
 
 /// A vCPU's VMCS region.

@@ -42,8 +42,9 @@ const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 // CPUID.1:EDX. FPU VME DE PSE TSC MSR PAE MCE CX8 APIC SEP MTRR PGE MCA CMOV PAT PSE36
 // CLFLUSH MMX FXSR SSE SSE2 SS.
-const LEAF1_EDX: u32 =
-    bits(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26, 27]);
+const LEAF1_EDX: u32 = bits(&[
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26, 27,
+]);
 // CPUID.7.0:EBX. FSGSBASE BMI1 HLE AVX2 FDP_EXCPTN_ONLY SMEP BMI2 ERMS INVPCID RTM
 // ZERO_FCS_FDS AVX512F AVX512DQ RDSEED ADX SMAP AVX512IFMA CLFLUSHOPT CLWB AVX512PF
 // AVX512ER AVX512CD SHA AVX512BW AVX512VL.
@@ -75,8 +76,10 @@ pub(crate) const SUPPORTED_XCR0: u64 = 0b1110_0111;
 
 /// Leaves whose sub-leaf (ECX) matters.
 fn is_indexed(leaf: u32) -> bool {
-    matches!(leaf, 4 | 7 | 0xb | 0xd | 0xf | 0x10 | 0x12 | 0x14 | 0x17 | 0x18 | 0x1d | 0x1e | 0x1f)
-        || leaf == 0x8000_001d
+    matches!(
+        leaf,
+        4 | 7 | 0xb | 0xd | 0xf | 0x10 | 0x12 | 0x14 | 0x17 | 0x18 | 0x1d | 0x1e | 0x1f
+    ) || leaf == 0x8000_001d
 }
 
 /// What the backend lets the guest use, for the few features that depend on it.
@@ -118,7 +121,11 @@ fn entry(leaf: u32, sub: u32) -> kvm_cpuid_entry2 {
     kvm_cpuid_entry2 {
         function: leaf,
         index: sub,
-        flags: if is_indexed(leaf) { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 },
+        flags: if is_indexed(leaf) {
+            KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+        } else {
+            0
+        },
         eax,
         ebx,
         ecx,
@@ -227,7 +234,11 @@ pub(crate) fn supported(caps: BackendCpuidCaps) -> Result<Table> {
             // are reported as zeros, as KVM does for leaves it does not virtualize.
             _ => t.push(kvm_cpuid_entry2 {
                 function: leaf,
-                flags: if is_indexed(leaf) { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 },
+                flags: if is_indexed(leaf) {
+                    KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+                } else {
+                    0
+                },
                 ..Default::default()
             })?,
         }
@@ -311,7 +322,12 @@ fn find(table: &[kvm_cpuid_entry2], leaf: u32, sub: u32) -> Option<&kvm_cpuid_en
 
 /// CPUID as the guest sees it, from the table userspace set (KVM_SET_CPUID2). A leaf
 /// above the maximum returns the highest basic leaf, as Intel CPUs do.
-pub(crate) fn guest_cpuid(table: &[kvm_cpuid_entry2], leaf: u32, sub: u32, rt: Runtime) -> [u32; 4] {
+pub(crate) fn guest_cpuid(
+    table: &[kvm_cpuid_entry2],
+    leaf: u32,
+    sub: u32,
+    rt: Runtime,
+) -> [u32; 4] {
     let e = find(table, leaf, sub).or_else(|| {
         let class_max = |base: u32| find(table, base, 0).map(|e| e.eax);
         let in_range = if leaf >= 0x8000_0000 {
@@ -334,8 +350,18 @@ pub(crate) fn guest_cpuid(table: &[kvm_cpuid_entry2], leaf: u32, sub: u32, rt: R
     match e.function {
         1 => {
             // OSXSAVE mirrors CR4.OSXSAVE; the APIC bit mirrors IA32_APIC_BASE.EN.
-            r[2] = r[2] & !LEAF1_ECX_OSXSAVE | if rt.cr4 & (1 << 18) != 0 { LEAF1_ECX_OSXSAVE } else { 0 };
-            r[3] = r[3] & !(1 << 9) | if rt.apic_base & (1 << 11) != 0 { 1 << 9 } else { 0 };
+            r[2] = r[2] & !LEAF1_ECX_OSXSAVE
+                | if rt.cr4 & (1 << 18) != 0 {
+                    LEAF1_ECX_OSXSAVE
+                } else {
+                    0
+                };
+            r[3] = r[3] & !(1 << 9)
+                | if rt.apic_base & (1 << 11) != 0 {
+                    1 << 9
+                } else {
+                    0
+                };
         }
         0xd if e.index == 0 || e.index == 1 => {
             // Bytes needed for the components XCR0 enables now.
@@ -348,8 +374,9 @@ pub(crate) fn guest_cpuid(table: &[kvm_cpuid_entry2], leaf: u32, sub: u32, rt: R
 
 /// The XCR0 bits the guest's CPUID allows (leaf 0xD), within what rkvm supports.
 pub(crate) fn guest_supported_xcr0(table: &[kvm_cpuid_entry2]) -> u64 {
-    find(table, 0xd, 0).map_or(1, |e| (u64::from(e.edx) << 32 | u64::from(e.eax)) & supported_xcr0())
-        | 1
+    find(table, 0xd, 0).map_or(1, |e| {
+        (u64::from(e.edx) << 32 | u64::from(e.eax)) & supported_xcr0()
+    }) | 1
 }
 
 /// Architectural validity of an XCR0 value within `allowed`.

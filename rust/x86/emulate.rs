@@ -118,7 +118,11 @@ pub(crate) fn translate(
             };
             return Ok(base | (gva & ((1u64 << page_bits) - 1)));
         }
-        table = if entry_size == 8 { e & 0x000f_ffff_ffff_f000 } else { e & 0xffff_f000 };
+        table = if entry_size == 8 {
+            e & 0x000f_ffff_ffff_f000
+        } else {
+            e & 0xffff_f000
+        };
     }
     Err(EmuError::Unsupported)
 }
@@ -376,14 +380,22 @@ pub(crate) fn decode_mmio(s: &VcpuState, code: &[u8]) -> Option<MemOp> {
     let opsize = if rex_w {
         8
     } else if def == 8 {
-        if p.opsize { 2 } else { 4 }
+        if p.opsize {
+            2
+        } else {
+            4
+        }
     } else if p.opsize {
         6 - def
     } else {
         def
     };
     let addr_size = if long {
-        if p.addrsize { 4 } else { 8 }
+        if p.addrsize {
+            4
+        } else {
+            8
+        }
     } else if p.addrsize {
         6 - def.min(4)
     } else {
@@ -416,7 +428,13 @@ pub(crate) fn decode_mmio(s: &VcpuState, code: &[u8]) -> Option<MemOp> {
         0x8a | 0x8b => {
             let (m, end) = with_modrm(i)?;
             let size = if op == 0x8a { 1 } else { opsize };
-            Some(op_from(size, false, 0, Some((reg_of(m), size, high8, false)), end))
+            Some(op_from(
+                size,
+                false,
+                0,
+                Some((reg_of(m), size, high8, false)),
+                end,
+            ))
         }
         // MOV r/m8, imm8 / MOV r/m, imm
         0xc6 | 0xc7 => {
@@ -455,7 +473,13 @@ pub(crate) fn decode_mmio(s: &VcpuState, code: &[u8]) -> Option<MemOp> {
                     let (m, end) = with_modrm(i)?;
                     let src = if op2 & 1 == 0 { 1 } else { 2 };
                     let sign = op2 >= 0xbe;
-                    Some(op_from(src, false, 0, Some((reg_of(m), opsize, false, sign)), end))
+                    Some(op_from(
+                        src,
+                        false,
+                        0,
+                        Some((reg_of(m), opsize, false, sign)),
+                        end,
+                    ))
                 }
                 _ => None,
             }
@@ -489,7 +513,11 @@ pub(crate) fn decode_string_io(s: &VcpuState, code: &[u8]) -> StringIo {
     let p = prefixes(code);
     let def = s.cs_size();
     let addr_size = if s.cs_long() {
-        if p.addrsize { 4 } else { 8 }
+        if p.addrsize {
+            4
+        } else {
+            8
+        }
     } else if p.addrsize {
         6 - def.min(4)
     } else {
@@ -513,8 +541,17 @@ pub(crate) fn cr4_valid_bits(cpuid: &[crate::uapi::kvm_cpuid_entry2]) -> u64 {
     };
     let [_, _, c1, d1] = super::cpuid::guest_cpuid(cpuid, 1, 0, rt);
     let [_, b7, c7, _] = super::cpuid::guest_cpuid(cpuid, 7, 0, rt);
-    let mut v = cr4::VME | cr4::PVI | cr4::TSD | cr4::DE | cr4::PSE | cr4::PAE | cr4::MCE
-        | cr4::PGE | cr4::PCE | cr4::OSFXSR | cr4::OSXMMEXCPT;
+    let mut v = cr4::VME
+        | cr4::PVI
+        | cr4::TSD
+        | cr4::DE
+        | cr4::PSE
+        | cr4::PAE
+        | cr4::MCE
+        | cr4::PGE
+        | cr4::PCE
+        | cr4::OSFXSR
+        | cr4::OSXMMEXCPT;
     if c1 & (1 << 26) != 0 {
         v |= cr4::OSXSAVE;
     }
@@ -547,7 +584,10 @@ pub(crate) struct CrEffect {
 
 /// MOV to CR0 (KVM's `kvm_set_cr0` checks).
 pub(crate) fn set_cr0(s: &mut VcpuState, v: u64) -> core::result::Result<CrEffect, Fault> {
-    if v >> 32 != 0 || (v & cr0::NW != 0 && v & cr0::CD == 0) || (v & cr0::PG != 0 && v & cr0::PE == 0) {
+    if v >> 32 != 0
+        || (v & cr0::NW != 0 && v & cr0::CD == 0)
+        || (v & cr0::PG != 0 && v & cr0::PE == 0)
+    {
         return Err(gp(0));
     }
     let v = (v | cr0::ET) & cr0::VALID;
@@ -632,7 +672,9 @@ pub(crate) fn load_pdptrs(s: &mut VcpuState, mem: &dyn GuestMem) -> Result<bool>
 
 /// Valid PAT: every byte a defined memory type.
 fn pat_valid(v: u64) -> bool {
-    v.to_le_bytes().iter().all(|&b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
+    v.to_le_bytes()
+        .iter()
+        .all(|&b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
 }
 
 /// Host-side facts MSR emulation needs.
@@ -690,15 +732,20 @@ pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
         index::MTRR_FIX64K_00000 => r.mtrr_fixed[0],
         index::MTRR_FIX16K_80000 => r.mtrr_fixed[1],
         index::MTRR_FIX16K_A0000 => r.mtrr_fixed[2],
-        index::MTRR_FIX4K_C0000..=index::MTRR_FIX4K_F8000 => {
-            *r.mtrr_fixed.get((m - index::MTRR_FIX4K_C0000) as usize + 3)?
-        }
+        index::MTRR_FIX4K_C0000..=index::MTRR_FIX4K_F8000 => *r
+            .mtrr_fixed
+            .get((m - index::MTRR_FIX4K_C0000) as usize + 3)?,
         _ => return None,
     })
 }
 
 /// WRMSR; `Err` for a write the guest's CPU would reject (#GP).
-pub(crate) fn set_msr(s: &mut VcpuState, env: &MsrEnv<'_>, m: u32, v: u64) -> core::result::Result<(), ()> {
+pub(crate) fn set_msr(
+    s: &mut VcpuState,
+    env: &MsrEnv<'_>,
+    m: u32,
+    v: u64,
+) -> core::result::Result<(), ()> {
     let canonical = |v: u64| ((v << 16) as i64 >> 16) as u64 == v;
     match m {
         index::IA32_TSC => {
@@ -800,13 +847,19 @@ pub(crate) fn set_msr(s: &mut VcpuState, env: &MsrEnv<'_>, m: u32, v: u64) -> co
             s.msrs.mtrr_def_type = v;
         }
         index::MTRR_PHYS_BASE0..=index::MTRR_PHYS_MASK7 => {
-            *s.msrs.mtrr_var.get_mut((m - index::MTRR_PHYS_BASE0) as usize).ok_or(())? = v;
+            *s.msrs
+                .mtrr_var
+                .get_mut((m - index::MTRR_PHYS_BASE0) as usize)
+                .ok_or(())? = v;
         }
         index::MTRR_FIX64K_00000 => s.msrs.mtrr_fixed[0] = v,
         index::MTRR_FIX16K_80000 => s.msrs.mtrr_fixed[1] = v,
         index::MTRR_FIX16K_A0000 => s.msrs.mtrr_fixed[2] = v,
         index::MTRR_FIX4K_C0000..=index::MTRR_FIX4K_F8000 => {
-            *s.msrs.mtrr_fixed.get_mut((m - index::MTRR_FIX4K_C0000) as usize + 3).ok_or(())? = v;
+            *s.msrs
+                .mtrr_fixed
+                .get_mut((m - index::MTRR_FIX4K_C0000) as usize + 3)
+                .ok_or(())? = v;
         }
         _ => return Err(()),
     }

@@ -119,7 +119,8 @@ impl Ept {
             if slot.is_none() {
                 let mut new = self.spares.pop().ok_or(ENOMEM)?;
                 new.level = child_level;
-                t.page.write(i, new.page.phys().0 | m.read | m.write | m.exec);
+                t.page
+                    .write(i, new.page.phys().0 | m.read | m.write | m.exec);
                 *slot = Some(new);
                 self.tables += 1;
             }
@@ -178,7 +179,15 @@ impl Ept {
             changed
         }
         let mut removed = 0;
-        let changed = walk(&mut self.root, 0, start, end, &mut f, &mut removed, self.masks.read);
+        let changed = walk(
+            &mut self.root,
+            0,
+            start,
+            end,
+            &mut f,
+            &mut removed,
+            self.masks.read,
+        );
         self.leaves = self.leaves.saturating_sub(removed);
         changed
     }

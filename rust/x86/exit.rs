@@ -34,24 +34,44 @@ pub(crate) enum Exit {
     /// Triple fault.
     Shutdown,
     /// VM entry failed: the hardware's reason.
-    FailEntry { reason: u64 },
+    FailEntry {
+        reason: u64,
+    },
     /// MOV to/from a control register, CLTS, LMSW (exit qualification).
-    CrAccess { qual: u64, insn_len: u8 },
+    CrAccess {
+        qual: u64,
+        insn_len: u8,
+    },
     /// MOV to/from a debug register (exit qualification).
-    DrAccess { qual: u64, insn_len: u8 },
+    DrAccess {
+        qual: u64,
+        insn_len: u8,
+    },
     /// RDMSR / WRMSR (ECX, EDX:EAX in the GPRs).
-    Rdmsr { insn_len: u8 },
-    Wrmsr { insn_len: u8 },
+    Rdmsr {
+        insn_len: u8,
+    },
+    Wrmsr {
+        insn_len: u8,
+    },
     /// The interrupt window userspace asked for is open.
     IrqWindowOpen,
     /// Debug event for userspace (KVM_SET_GUEST_DEBUG): exception vector, DR6, DR7.
-    Debug { exception: u32, dr6: u64, dr7: u64 },
+    Debug {
+        exception: u32,
+        dr6: u64,
+        dr7: u64,
+    },
     /// An exception in virtual-8086 real mode (no unrestricted guest): a privileged
     /// instruction to emulate (#GP) or an interrupt to deliver through the IVT.
-    RealModeException { vector: u8, error_code: Option<u32>, insn_len: u8 },
+    RealModeException {
+        vector: u8,
+        error_code: Option<u32>,
+        insn_len: u8,
+    },
     /// Something rkvm cannot do (exit reason, qualification).
-    Unhandled { reason: u32, qual: u64 },
-    /// An event could not be delivered (vectoring info) and rkvm cannot handle the exit
-    /// that interrupted it.
-    DeliveryFailed { reason: u32, vectoring: u32, gpa: u64 },
+    Unhandled {
+        reason: u32,
+        qual: u64,
+    },
 }

@@ -30,7 +30,7 @@ impl KernelFpu {
     /// Loads the guest's registers from `area` (components in `mask`, which the host XCR0
     /// enables), with XSAVE, or FXRSTOR on CPUs without it.
     pub(crate) fn load(&self, area: &GuestFpu, mask: u64, xsave: bool) {
-        let p = area as *const GuestFpu;
+        let p = core::ptr::from_ref(area);
         // SAFETY: `area` is a 64-byte aligned XSAVE area of the supported size (the
         // `x86_fpu` cache's objects); the FPU belongs to rkvm (`self`). A corrupt area
         // cannot be loaded: userspace writes are checked in `set_xsave`.
@@ -46,7 +46,7 @@ impl KernelFpu {
 
     /// Saves the guest's registers into `area`.
     pub(crate) fn save(&self, area: &mut GuestFpu, mask: u64, xsave: bool) {
-        let p = area as *mut GuestFpu;
+        let p = core::ptr::from_mut(area);
         // SAFETY: As in `load`; the area is exclusively borrowed.
         unsafe {
             if xsave {

@@ -18,11 +18,6 @@ pub(crate) struct SpteMasks {
     pub(crate) exec: u64,
     /// Memory type (write-back) for leaf entries.
     pub(crate) memtype_wb: u64,
-    /// Large-page bit.
-    pub(crate) large: u64,
-    /// Accessed and dirty bits (when EPT A/D is enabled).
-    pub(crate) accessed: u64,
-    pub(crate) dirty: u64,
     /// Physical address bits of an entry.
     pub(crate) addr: u64,
 }
@@ -36,9 +31,6 @@ impl SpteMasks {
             write: 1 << 1,
             exec: 1 << 2,
             memtype_wb: 6 << 3,
-            large: 1 << 7,
-            accessed: 1 << 8,
-            dirty: 1 << 9,
             addr: ((1u64 << bits) - 1) & !0xfff,
         }
     }

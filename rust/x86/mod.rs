@@ -50,17 +50,13 @@ pub(crate) struct GuestFpu {
 pub(crate) struct EmulateCtxt {
     /// The instruction bytes fetched from the guest.
     pub(crate) insn: [u8; 15],
-    /// How many of them are valid.
-    pub(crate) len: u8,
 }
 
 /// Host timing facts (the seed's `kvm_timer_init`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Timer {
-    /// TSC frequency in kHz.
+    /// TSC frequency in kHz (KVM_GET_TSC_KHZ).
     pub(crate) tsc_khz: u32,
-    /// Whether the TSC rate is constant (otherwise guests see its changes).
-    pub(crate) constant_tsc: bool,
 }
 
 /// Local APIC defaults (the seed's `kvm_lapic_init`): the reset value of IA32_APIC_BASE
@@ -141,14 +137,10 @@ pub(crate) fn timer_init() -> Result<Timer> {
         pr_err!("the host TSC frequency is unknown\n");
         return Err(EINVAL);
     }
-    let constant_tsc = cpu::boot_cpu_has(Feature::ConstantTsc);
-    if !constant_tsc {
+    if !cpu::boot_cpu_has(Feature::ConstantTsc) {
         pr_warn!("the host TSC is not constant: guest TSC rates follow the host's\n");
     }
-    Ok(Timer {
-        tsc_khz,
-        constant_tsc,
-    })
+    Ok(Timer { tsc_khz })
 }
 
 /// `kvm_lapic_init()`.

@@ -128,9 +128,4 @@ impl MsrLists {
             _ => ops.get_feature_msr(m),
         }
     }
-
-    /// Whether `m` is one of the feature MSRs.
-    pub(crate) fn is_feature(&self, m: u32) -> bool {
-        self.features.contains(&m)
-    }
 }

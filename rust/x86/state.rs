@@ -20,6 +20,7 @@ pub(crate) const LDTR: usize = 6;
 pub(crate) const TR: usize = 7;
 
 /// CR0 bits.
+#[allow(dead_code)]
 pub(crate) mod cr0 {
     pub(crate) const PE: u64 = 1 << 0;
     pub(crate) const MP: u64 = 1 << 1;
@@ -37,6 +38,7 @@ pub(crate) mod cr0 {
 }
 
 /// CR4 bits.
+#[allow(dead_code)]
 pub(crate) mod cr4 {
     pub(crate) const VME: u64 = 1 << 0;
     pub(crate) const PVI: u64 = 1 << 1;
@@ -61,6 +63,7 @@ pub(crate) mod cr4 {
 }
 
 /// EFER bits.
+#[allow(dead_code)]
 pub(crate) mod efer {
     pub(crate) const SCE: u64 = 1 << 0;
     pub(crate) const LME: u64 = 1 << 8;
@@ -69,6 +72,7 @@ pub(crate) mod efer {
 }
 
 /// RFLAGS bits.
+#[allow(dead_code)]
 pub(crate) mod rflags {
     pub(crate) const CF: u64 = 1 << 0;
     pub(crate) const FIXED: u64 = 1 << 1;
@@ -288,8 +292,7 @@ impl VcpuState {
     pub(crate) fn cs_size(&self) -> u8 {
         if self.cs_long() {
             8
-        } else if self.protected() && self.regs.rflags & rflags::VM == 0 && self.segs[CS].db != 0
-        {
+        } else if self.protected() && self.regs.rflags & rflags::VM == 0 && self.segs[CS].db != 0 {
             4
         } else {
             2

@@ -39,7 +39,7 @@ run_config() { # name emulator cmdline tests
 		"$RKVM_TOP/tools/bench/run.sh" "$emu" "$kernel" "$img" \
 			"bench.mode=check bench.from=$from $extra" "$logf" "${RUN_LIMIT:-2400}" \
 			"${STEP_LIMIT:-300}" || true
-		tr -d '\r' <"$logf" | grep -a '^@@ RESULT' | cut -d' ' -f3- >>"$res"
+		{ tr -d '\r' <"$logf" | grep -a '^@@ RESULT' || true; } | cut -d' ' -f3- >>"$res"
 		log "$name: boot $boot: $(tr -d '\r' <"$logf" | grep -a '^@@ HOST' | cut -d' ' -f3-)"
 		grep -aq '^@@ DONE' "$logf" && break
 		# The guest died or hung. Blame the step that was running, resume after it.

@@ -93,6 +93,14 @@ while kill -0 $pid 2>/dev/null; do
 		kill -KILL $pid 2>/dev/null || true
 		break
 	fi
+	# A guest kernel panic reboots the machine (Bochs has no -no-reboot): stop it there.
+	if grep -aq 'Kernel panic - not syncing' "$logf" 2>/dev/null; then
+		sleep 2
+		printf '\n@@ HOST killed: guest kernel panic\n' >>"$logf"
+		pkill -KILL -P $pid 2>/dev/null || true
+		kill -KILL $pid 2>/dev/null || true
+		break
+	fi
 	if grep -q '^@@ DONE' "$logf" 2>/dev/null; then
 		# Give the guest a moment to power off, then make sure the emulator is gone.
 		for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 $pid 2>/dev/null || break; sleep 1; done
