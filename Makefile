@@ -58,6 +58,9 @@ check: module selftests bochs
 demo: module selftests bochs
 	@$(BENCH)/demo.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/demo
 
+bench: module selftests bochs
+	@$(BENCH)/bench.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/bench
+
 # The kernel's own Rust lints and formatting, on rkvm's sources.
 clippy: $(KDIR_DEP)
 	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) CLIPPY=1 modules
@@ -73,4 +76,4 @@ clean:
 	-$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean 2>/dev/null
 	rm -rf $(BUILD)
 
-.PHONY: all setup kernel bochs module selftests check demo clippy rustfmt rustfmtcheck clean
+.PHONY: all setup kernel bochs module selftests check demo bench clippy rustfmt rustfmtcheck clean

@@ -147,6 +147,8 @@ void *rkvm_pfn_to_page(__u64 pfn);
 __u64 rkvm_page_to_pfn(const void *page);
 
 /* Host facts. */
+/* Whether the kernel runs with mitigations=off (or without CONFIG_CPU_MITIGATIONS). */
+int rkvm_cpu_mitigations_off(void);
 unsigned int rkvm_tsc_khz(void);
 int rkvm_signal_pending(void);
 int rkvm_need_resched(void);

@@ -199,6 +199,13 @@ pub(crate) fn cond_resched() {
     unsafe { ffi::rkvm_cond_resched() };
 }
 
+/// Whether the kernel runs without CPU vulnerability mitigations (`mitigations=off`, or
+/// built without them).
+pub(crate) fn mitigations_off() -> bool {
+    // SAFETY: A pure query.
+    unsafe { ffi::rkvm_cpu_mitigations_off() != 0 }
+}
+
 /// The TSC frequency in kHz the kernel calibrated (0 if unknown).
 pub(crate) fn tsc_khz() -> u32 {
     // SAFETY: Reads a global.

@@ -527,6 +527,7 @@ __u64 rkvm_page_to_pfn(const void *page) { return page_to_pfn((struct page *)pag
 /* ---- Host facts --------------------------------------------------------------------- */
 
 unsigned int rkvm_tsc_khz(void) { return tsc_khz; }
+int rkvm_cpu_mitigations_off(void) { return cpu_mitigations_off(); }
 int rkvm_signal_pending(void) { return signal_pending(current); }
 int rkvm_need_resched(void) { return need_resched(); }
 void rkvm_cond_resched(void) { cond_resched(); }

@@ -2,8 +2,9 @@
 
 //! The L1D flush on VM entry (L1TF), as kvm_intel's `vmentry_l1d_flush`.
 //!
-//! `auto` becomes `cond` on CPUs affected by L1TF and "not required" elsewhere (the host's
-//! own `l1tf=` choice is not visible to modules other than kvm_intel). `cond` flushes on
+//! `auto` becomes `cond` on CPUs affected by L1TF and "not required" elsewhere; on a
+//! kernel running without mitigations it becomes `never`. (The host's own `l1tf=` choice
+//! is exported to kvm_intel only.) `cond` flushes on
 //! the first entry of every VMX window, i.e. whenever the host ran other code since the
 //! last entry; `always` flushes before every entry.
 
@@ -84,11 +85,16 @@ impl L1dFlush {
             return Ok(Self::none());
         }
         let mode = match requested {
+            // The host's own L1TF choice decides `auto`; a kernel with mitigations off
+            // does not mitigate L1TF for guests either (as KVM follows l1tf=off).
+            Mode::Auto if cpu::mitigations_off() => Mode::Never,
             Mode::Auto => Mode::Cond,
             m => m,
         };
         if mode == Mode::Never {
-            pr_warn!("L1TF: the CPU is affected and vmentry_l1d_flush=never\n");
+            if requested == Mode::Never {
+                pr_warn!("L1TF: the CPU is affected and vmentry_l1d_flush=never\n");
+            }
             return Ok(Self::none());
         }
         let method = if cpu::boot_cpu_has(Feature::FlushL1d) {

@@ -5,7 +5,6 @@
  * models just enough of the UART: LSR always reads "transmitter empty", THR writes are
  * echoed to stdout. Used by `make demo`.
  */
-#include <dirent.h>
 #include "lib/rkvm_test.h"
 
 #define CODE_GPA 0x1000
@@ -30,37 +29,6 @@ static const uint8_t guest_code[] = {
 };
 
 static const char text[] = "Hello from a guest running on rkvm!\n";
-
-/* Prints the nonzero stats of this VM's debugfs directory ("<pid>-<fd>", as KVM names it). */
-static void print_vm_stats(int vm_fd)
-{
-	const char *hv = strstr(kvm_device(), "rkvm") ? "rkvm" : "kvm";
-	char dir[128], path[512], val[64];
-	struct dirent *e;
-	DIR *d;
-
-	snprintf(dir, sizeof(dir), "/sys/kernel/debug/%s/%d-%d", hv, getpid(), vm_fd);
-	d = opendir(dir);
-	if (!d) {
-		printf("no stats directory %s\n", dir);
-		return;
-	}
-	printf("stats of this VM (%s, nonzero only):\n", dir);
-	while ((e = readdir(d))) {
-		FILE *f;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fgets(val, sizeof(val), f) && strcmp(val, "0\n"))
-			printf("  %-28s %s", e->d_name, val);
-		fclose(f);
-	}
-	closedir(d);
-}
 
 int main(void)
 {
@@ -99,6 +67,6 @@ int main(void)
 	line[len] = 0;
 	printf("guest serial: %s", line);
 	printf("vm exits seen by the VMM: %d, last exit: %s\n", exits, exit_name(v.run->exit_reason));
-	print_vm_stats(vm.fd);
+	print_vm_stats(vm.fd, "  ");
 	return v.run->exit_reason == KVM_EXIT_HLT && !strcmp(line, text) ? 0 : 1;
 }

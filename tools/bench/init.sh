@@ -116,6 +116,24 @@ run_check() {
 	echo "@@ DONE"
 }
 
+# `make bench`: the exit-cost benchmark against each hypervisor, and module sizes.
+run_bench() {
+	for hv in kvm rkvm; do
+		if load_hv $hv >/tmp/load.log 2>&1; then
+			KVM_DEVICE=$(hv_dev $hv) /tests/bin/bench_exits | sed "s/^bench /@@ BENCH $hv /"
+			[ $hv = rkvm ] && for f in exits io_exits tlb_flush pf_taken; do
+				echo "# rkvm $f $(cat /sys/kernel/debug/rkvm/$f)"
+			done
+			grep -E '^(kvm|kvm_intel|kvm_amd|rkvm) ' /proc/modules |
+				awk -v hv=$hv '{print "@@ BENCH " hv " module_" $1 " - " $2}'
+			unload_hv $hv
+		else
+			echo "# $hv did not load: $(tail -1 /tmp/load.log)"
+		fi
+	done
+	echo "@@ DONE"
+}
+
 run_demo() {
 	echo "== loading rkvm.ko"
 	if insmod /lib/modules/rkvm.ko; then
@@ -133,6 +151,7 @@ run_demo() {
 case $mode in
 check) run_check ;;
 demo) run_demo ;;
+bench) run_bench ;;
 shell) setsid cttyhack sh ;;
 esac
 sync

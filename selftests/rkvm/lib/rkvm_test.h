@@ -9,6 +9,7 @@
 #ifndef RKVM_TEST_H
 #define RKVM_TEST_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
@@ -334,6 +335,37 @@ static inline void test_watchdog(unsigned int seconds)
 {
 	signal(SIGALRM, SIG_DFL);
 	alarm(seconds);
+}
+
+/* Prints the nonzero stats of this VM's debugfs directory ("<pid>-<fd>", as KVM names it). */
+static inline void print_vm_stats(int vm_fd, const char *prefix)
+{
+	const char *hv = strstr(kvm_device(), "rkvm") ? "rkvm" : "kvm";
+	char dir[128], path[512], val[64];
+	struct dirent *e;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/sys/kernel/debug/%s/%d-%d", hv, getpid(), vm_fd);
+	d = opendir(dir);
+	if (!d) {
+		printf("no stats directory %s\n", dir);
+		return;
+	}
+	printf("%sstats of this VM (%s, nonzero only):\n", prefix, dir);
+	while ((e = readdir(d))) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(val, sizeof(val), f) && strcmp(val, "0\n"))
+			printf("%s%-28s %s", prefix, e->d_name, val);
+		fclose(f);
+	}
+	closedir(d);
 }
 
 #endif /* RKVM_TEST_H */

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# `make bench`: VM-exit cost of rkvm against kvm-intel in the same Bochs boot, measured
+# with the guest kernel's clock (under Bochs it counts emulated instructions, so it
+# compares path lengths deterministically), and the modules' memory footprints.
+# Speed and memory goals live here, never in timed tests.
+
+. "$(dirname "$0")/lib.sh"
+
+KBUILD=$1 rkvm_ko=$2 bindir=$3 outdir=$4
+mkdir -p "$outdir"
+"$RKVM_TOP/tools/bench/image.sh" "$outdir/initrd.cpio.lz4" "$KBUILD" "$rkvm_ko" "$bindir" ""
+for model in corei7_icelake_u corei5_lynnfield_750; do
+	log "bench: Bochs $model"
+	"$RKVM_TOP/tools/bench/run.sh" "bochs-$model:1" "$KBUILD/arch/x86/boot/bzImage" \
+		"$outdir/initrd.cpio.lz4" "bench.mode=bench bench.apicv=0" "$outdir/$model.log" 900 300 ||
+		die "the bench boot on $model did not finish (see $outdir/$model.log)"
+done
+python3 - "$outdir" <<'PY'
+import sys, glob, os
+rows = {}
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.log"))):
+    model = os.path.basename(path)[:-4]
+    for line in open(path, errors="replace"):
+        p = line.replace("\r", "").split()
+        if len(p) >= 5 and p[:2] == ["@@", "BENCH"]:
+            rows.setdefault((model, p[3]), {})[p[2]] = p[5] if len(p) > 5 else "-"
+print(f"{'machine':<22} {'measure':<22} {'kvm':>10} {'rkvm':>10}  rkvm/kvm")
+for (model, what), v in sorted(rows.items()):
+    k, r = v.get("kvm", "-"), v.get("rkvm", "-")
+    unit = "bytes" if what.startswith("module_") else "ns/exit"
+    try:
+        ratio = f"{float(r) / float(k):.2f}" if what in ("io", "cpuid") else ""
+    except (ValueError, ZeroDivisionError):
+        ratio = ""
+    print(f"{model:<22} {what + ' (' + unit + ')':<22} {k:>10} {r:>10}  {ratio}")
+PY
