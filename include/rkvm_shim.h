@@ -151,6 +151,11 @@ __u64 rkvm_page_to_pfn(const void *page);
 int rkvm_cpu_mitigations_off(void);
 unsigned int rkvm_tsc_khz(void);
 int rkvm_signal_pending(void);
+/*
+ * Before entering the guest: handle what the task would handle on its way to userspace
+ * (reschedule, task work such as POSIX CPU timers). -EINTR with a signal pending.
+ */
+int rkvm_xfer_to_guest_mode_handle_work(void);
 int rkvm_need_resched(void);
 void rkvm_cond_resched(void);
 unsigned int rkvm_smp_processor_id(void);

@@ -530,12 +530,11 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
         Some(vm.rmode_addrs()?)
     };
     loop {
-        if cpu::signal_pending() {
+        if cpu::handle_guest_entry_work().is_err() {
             vcpu.set_exit(KVM_EXIT_INTR);
             vcpu.stats.inc(st::SIGNAL_EXITS);
             return Err(EINTR);
         }
-        cpu::cond_resched();
         let request_irq_window = vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0;
         vcpu.kick.store(false, Ordering::Release);
         if rmode.is_some() && !g.state.protected() {
@@ -1119,11 +1118,10 @@ fn mmio(
 
 /// STOS to MMIO: one iteration per exit, RDI (and RCX with REP) updated.
 fn advance_string_op(s: &mut VcpuState, code: &[u8], op: &MemOp) {
-    let io = emulate::decode_string_io(s, code);
-    let is_stos = code.iter().any(|&b| b == 0xaa || b == 0xab);
-    if !is_stos || op.dest.is_some() {
+    if !op.stos {
         return;
     }
+    let io = emulate::decode_string_io(s, code);
     let step = u64::from(op.size);
     let m = emulate::size_mask(io.addr_size);
     let di = emulate::gpr64(s, 7);

@@ -491,9 +491,6 @@ impl Vm {
     }
 
     fn clear_dirty_log(&self, arg: usize) -> Result<isize> {
-        if !self.manual_protect.load(Ordering::Acquire) {
-            return Err(EINVAL);
-        }
         let c: ClearDirtyLog = read_clear_header(arg)?;
         let l = self.locked.lock();
         let id = (c.slot & 0xffff) as u16;

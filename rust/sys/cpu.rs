@@ -187,6 +187,14 @@ impl Drop for PreemptGuard {
     }
 }
 
+/// Handles the work the task would do on its way back to userspace (reschedule, task
+/// work such as POSIX CPU timers), so that a vCPU loop never starves it. `EINTR` when a
+/// signal is pending. May sleep.
+pub(crate) fn handle_guest_entry_work() -> Result {
+    // SAFETY: Called from process context with interrupts and preemption enabled.
+    super::to_result(unsafe { ffi::rkvm_xfer_to_guest_mode_handle_work() })
+}
+
 /// Whether the current task has a signal pending.
 pub(crate) fn signal_pending() -> bool {
     // SAFETY: A pure query on `current`.

@@ -6,6 +6,7 @@
  * live here as statics.
  */
 #include <linux/anon_inodes.h>
+#include <linux/entry-virt.h>
 #include <linux/mmu_notifier.h>
 #include <linux/sched/mm.h>
 #include <asm/apic.h>
@@ -529,6 +530,18 @@ __u64 rkvm_page_to_pfn(const void *page) { return page_to_pfn((struct page *)pag
 unsigned int rkvm_tsc_khz(void) { return tsc_khz; }
 int rkvm_cpu_mitigations_off(void) { return cpu_mitigations_off(); }
 int rkvm_signal_pending(void) { return signal_pending(current); }
+
+int rkvm_xfer_to_guest_mode_handle_work(void)
+{
+#ifdef CONFIG_VIRT_XFER_TO_GUEST_WORK
+	return xfer_to_guest_mode_handle_work();
+#else
+	if (signal_pending(current))
+		return -EINTR;
+	cond_resched();
+	return 0;
+#endif
+}
 int rkvm_need_resched(void) { return need_resched(); }
 void rkvm_cond_resched(void) { cond_resched(); }
 unsigned int rkvm_smp_processor_id(void) { return smp_processor_id(); }

@@ -287,6 +287,8 @@ pub(crate) struct MemOp {
     pub(crate) dest: Option<(u8, u8, bool, bool)>,
     /// Instruction length.
     pub(crate) len: u8,
+    /// A string store (STOS): RDI (and RCX with REP) advance.
+    pub(crate) stos: bool,
 }
 
 struct Prefixes {
@@ -415,6 +417,7 @@ pub(crate) fn decode_mmio(s: &VcpuState, code: &[u8]) -> Option<MemOp> {
         value,
         dest,
         len: end as u8,
+        stos: false,
     };
     match op {
         // MOV r/m8, r8 / MOV r/m, r
@@ -462,7 +465,10 @@ pub(crate) fn decode_mmio(s: &VcpuState, code: &[u8]) -> Option<MemOp> {
         // STOS (one iteration).
         0xaa | 0xab => {
             let size = if op == 0xaa { 1 } else { opsize };
-            Some(op_from(size, true, gpr(s, 0, size, false), None, i))
+            Some(MemOp {
+                stos: true,
+                ..op_from(size, true, gpr(s, 0, size, false), None, i)
+            })
         }
         0x0f => {
             let op2 = *code.get(i)?;
