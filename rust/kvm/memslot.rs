@@ -146,13 +146,19 @@ impl Slots {
             Change::Delete(o) => (Some(o.id), None),
             Change::Move(o, n) | Change::Flags(o, n) => (Some(o.id), Some(*n)),
         };
+        // The list is kept sorted by guest frame: copy it, leaving out the old slot and
+        // putting the new one in its place.
+        let mut pending = added;
         for s in self.list.iter().filter(|s| Some(s.id) != gone) {
+            if let Some(n) = pending.filter(|n| n.base_gfn < s.base_gfn) {
+                list.push(n, GFP_KERNEL)?;
+                pending = None;
+            }
             list.push(*s, GFP_KERNEL)?;
         }
-        if let Some(n) = added {
+        if let Some(n) = pending {
             list.push(n, GFP_KERNEL)?;
         }
-        list.sort_unstable_by_key(|s| s.base_gfn);
         Ok(list)
     }
 }

@@ -102,7 +102,10 @@ impl Kvm {
     }
 
     pub(crate) fn vm_list_remove(&self, v: &vm::Vm) {
-        self.vms.lock().retain(|r| !core::ptr::eq(r.0, v));
+        let mut list = self.vms.lock();
+        if let Some(i) = list.iter().position(|r| core::ptr::eq(r.0, v)) {
+            let _ = list.remove(i);
+        }
     }
 
     /// The sum of one stat over every VM (or every vCPU of every VM).

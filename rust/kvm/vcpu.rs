@@ -161,7 +161,9 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         Ok(fd) => Ok(fd as isize),
         Err(e) => {
             let mut l = vm.locked.lock();
-            l.vcpus.retain(|v| !Arc::ptr_eq(v, &vcpu));
+            if let Some(i) = l.vcpus.iter().position(|v| Arc::ptr_eq(v, &vcpu)) {
+                let _ = l.vcpus.remove(i);
+            }
             vcpu.release(k);
             Err(e)
         }
@@ -1167,7 +1169,7 @@ fn string_io(
         return Ok(None);
     }
     // As many as fit in the PIO page, and without DF=1 page crossings, one at a time.
-    count = count.min(4096 / u64::from(size));
+    count = count.min(4096u64.checked_div(u64::from(size)).unwrap_or(1));
     if emulate::df(s) {
         count = 1;
     }
@@ -1618,7 +1620,9 @@ fn set_xsave(g: &mut VcpuInner, arg: usize) -> Result<isize> {
     if !fpu::area_valid(&buf, supported, 0xffff) {
         return Err(EINVAL);
     }
-    g.fpu.bytes_mut().copy_from_slice(&buf);
+    for (d, s) in g.fpu.bytes_mut().iter_mut().zip(buf.iter()) {
+        *d = *s;
+    }
     Ok(0)
 }
 

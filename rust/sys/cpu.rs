@@ -195,12 +195,6 @@ pub(crate) fn handle_guest_entry_work() -> Result {
     super::to_result(unsafe { ffi::rkvm_xfer_to_guest_mode_handle_work() })
 }
 
-/// Whether the current task has a signal pending.
-pub(crate) fn signal_pending() -> bool {
-    // SAFETY: A pure query on `current`.
-    unsafe { ffi::rkvm_signal_pending() != 0 }
-}
-
 /// Yields the CPU if the scheduler wants it. May sleep.
 pub(crate) fn cond_resched() {
     // SAFETY: Called from process context only.
