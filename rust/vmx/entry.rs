@@ -115,6 +115,11 @@ global_asm!(
     "ret",
     ".size rkvm_vmx_vmenter, . - rkvm_vmx_vmenter",
     ".popsection",
+    // objtool cannot follow a VM exit into `rkvm_vmx_vmexit`: exempt the routine from its
+    // stack validation, as the kernel's STACK_FRAME_NON_STANDARD does.
+    ".pushsection .discard.func_stack_frame_non_standard, \"aw\"",
+    ".quad rkvm_vmx_vmenter",
+    ".popsection",
 );
 
 unsafe extern "C" {
