@@ -427,9 +427,8 @@ impl AnonFile for VcpuFile {
                 if irq.irq >= 256 {
                     return Err(EINVAL);
                 }
-                if g.state.events.interrupt.is_some() {
-                    return Err(EEXIST);
-                }
+                // Without an in-kernel irqchip a new vector replaces a queued one, as KVM's
+                // kvm_queue_interrupt does.
                 g.state.events.interrupt = Some(irq.irq as u8);
                 g.state.events.interrupt_injected = false;
                 Ok(0)
@@ -1684,7 +1683,7 @@ fn set_cpuid2(g: &mut VcpuInner, arg: usize) -> Result<isize> {
                 .iter()
                 .zip(g.cpuid.iter())
                 .all(|(a, b)| a.as_bytes() == b.as_bytes());
-        return if same { Ok(0) } else { Err(EBUSY) };
+        return if same { Ok(0) } else { Err(EINVAL) };
     }
     let mut v = KVec::with_capacity(entries.len(), GFP_KERNEL)?;
     for e in entries.iter() {
@@ -1717,7 +1716,10 @@ fn get_events(s: &VcpuState) -> kvm_vcpu_events {
     e.nmi.injected = u8::from(s.events.nmi_injected);
     e.nmi.pending = u8::from(s.events.nmi_pending);
     e.nmi.masked = u8::from(s.events.nmi_masked);
-    e.flags = KVM_VCPUEVENT_VALID_SHADOW;
+    // As KVM: NMI-pending and shadow are always valid; the SMM block is valid and empty
+    // (rkvm has no SMM).
+    e.flags =
+        KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM;
     e
 }
 
