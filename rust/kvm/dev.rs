@@ -102,7 +102,7 @@ fn msr_list(arg: usize, msrs: impl Iterator<Item = u32> + Clone) -> Result<isize
 /// entries must have zeroed padding.
 fn cpuid_list(arg: usize, table: &[kvm_cpuid_entry2], emulated: bool) -> Result<isize> {
     // `struct kvm_cpuid2` starts with `__u32 nent`; the entries follow the header.
-    let nent: u32 = uaccess::read(arg)?;
+    let nent = uaccess::read_header8(arg)?;
     if nent < 1 {
         return Err(E2BIG);
     }
@@ -129,7 +129,7 @@ fn cpuid_list(arg: usize, table: &[kvm_cpuid_entry2], emulated: bool) -> Result<
 /// at the first MSR that is not a feature MSR (advertised MSRs read as 0, as in KVM).
 fn get_feature_msrs(k: &Kvm, arg: usize) -> Result<isize> {
     // `struct kvm_msrs` starts with `__u32 nmsrs`; the entries follow the header.
-    let nmsrs: u32 = uaccess::read(arg)?;
+    let nmsrs = uaccess::read_header8(arg)?;
     if nmsrs >= MAX_IO_MSRS {
         return Err(E2BIG);
     }

@@ -53,6 +53,13 @@ pub(crate) fn read_vec<T: FromBytes + IntoBytes + KnownLayout + Clone>(
     Ok(v)
 }
 
+/// Reads the 8-byte header of `struct kvm_cpuid2` / `struct kvm_msrs` (a count and
+/// padding, both copied as KVM copies the whole header) and returns the count.
+pub(crate) fn read_header8(addr: usize) -> Result<u32> {
+    let [count, _pad]: [u32; 2] = read(addr)?;
+    Ok(count)
+}
+
 /// Reads `buf.len()` bytes from userspace address `addr`.
 pub(crate) fn read_into(addr: usize, buf: &mut [u8]) -> Result {
     UserSlice::new(UserPtr::from_addr(addr), buf.len())

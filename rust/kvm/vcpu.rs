@@ -320,7 +320,7 @@ impl AnonFile for VcpuFile {
             }
             RKVM_KVM_SET_CPUID2 => set_cpuid2(g, arg),
             RKVM_KVM_GET_CPUID2 => {
-                let nent: u32 = uaccess::read(arg)?;
+                let nent = uaccess::read_header8(arg)?;
                 if (nent as usize) < g.cpuid.len() {
                     return Err(E2BIG);
                 }
@@ -438,7 +438,9 @@ impl AnonFile for VcpuFile {
                 g.state.events.nmi_pending = true;
                 Ok(0)
             }
-            _ => Err(ENOTTY),
+            // The vCPU fd answers an ioctl it does not know with EINVAL, as KVM's
+            // kvm_arch_vcpu_ioctl does (the VM fd answers ENOTTY).
+            _ => Err(EINVAL),
         }
     }
 
@@ -1611,7 +1613,8 @@ fn write_xsave(g: &VcpuInner, arg: usize, size: usize) -> Result<isize> {
 }
 
 fn set_xsave(g: &mut VcpuInner, arg: usize) -> Result<isize> {
-    let size = g.fpu.bytes().len();
+    // KVM copies at least the whole `struct kvm_xsave`.
+    let size = g.fpu.bytes().len().max(size_of::<kvm_xsave>());
     let mut buf = KVVec::with_capacity(size, GFP_KERNEL)?;
     buf.resize(size, 0u8, GFP_KERNEL)?;
     super::uaccess::read_into(arg, &mut buf)?;
@@ -1626,7 +1629,7 @@ fn set_xsave(g: &mut VcpuInner, arg: usize) -> Result<isize> {
 }
 
 fn msrs_ioctl(vm: &Vm, g: &mut VcpuInner, arg: usize, write: bool) -> Result<isize> {
-    let nmsrs: u32 = uaccess::read(arg)?;
+    let nmsrs = uaccess::read_header8(arg)?;
     if nmsrs >= super::dev::MAX_IO_MSRS {
         return Err(E2BIG);
     }
@@ -1670,7 +1673,7 @@ fn msrs_ioctl(vm: &Vm, g: &mut VcpuInner, arg: usize, write: bool) -> Result<isi
 }
 
 fn set_cpuid2(g: &mut VcpuInner, arg: usize) -> Result<isize> {
-    let nent: u32 = uaccess::read(arg)?;
+    let nent = uaccess::read_header8(arg)?;
     if nent as usize > crate::x86::cpuid::MAX_ENTRIES {
         return Err(E2BIG);
     }
