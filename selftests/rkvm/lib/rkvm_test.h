@@ -216,6 +216,380 @@ static inline const char *exit_name(uint32_t reason)
 	return buf;
 }
 
+/* ---- Running a vCPU ---------------------------------------------------------------------- */
+
+/* Runs the vCPU once; BAILs unless KVM_RUN returns 0. Returns the exit reason. */
+static inline uint32_t vcpu_run(struct vcpu *v)
+{
+	if (ioctl(v->fd, KVM_RUN, 0))
+		BAIL("KVM_RUN");
+	return v->run->exit_reason;
+}
+
+/* The data of an IO exit (the first of its count elements). */
+static inline uint8_t *io_data(struct vcpu *v)
+{
+	return (uint8_t *)v->run + v->run->io.data_offset;
+}
+
+/* The value of an OUT exit, zero-extended from its size. */
+static inline uint64_t io_out_value(struct vcpu *v)
+{
+	uint64_t val = 0;
+
+	memcpy(&val, io_data(v), v->run->io.size <= 8 ? v->run->io.size : 8);
+	return val;
+}
+
+/* Describes the last exit in a static buffer (one use per printf). */
+static inline const char *exit_str(struct vcpu *v)
+{
+	static char buf[2][160];
+	static int i;
+	struct kvm_run *r = v->run;
+
+	i ^= 1;
+	switch (r->exit_reason) {
+	case KVM_EXIT_IO:
+		snprintf(buf[i], sizeof(buf[i]), "IO %s port %#x size %u count %u data %#llx",
+			 r->io.direction == KVM_EXIT_IO_OUT ? "out" : "in", r->io.port, r->io.size,
+			 r->io.count, (unsigned long long)io_out_value(v));
+		break;
+	case KVM_EXIT_MMIO: {
+		uint64_t d = 0;
+
+		memcpy(&d, r->mmio.data, 8);
+		snprintf(buf[i], sizeof(buf[i]), "MMIO %s %#llx len %u data %#llx",
+			 r->mmio.is_write ? "write" : "read", (unsigned long long)r->mmio.phys_addr,
+			 r->mmio.len, (unsigned long long)d);
+		break;
+	}
+	case KVM_EXIT_FAIL_ENTRY:
+		snprintf(buf[i], sizeof(buf[i]), "FAIL_ENTRY reason %#llx cpu %u",
+			 (unsigned long long)r->fail_entry.hardware_entry_failure_reason,
+			 r->fail_entry.cpu);
+		break;
+	case KVM_EXIT_INTERNAL_ERROR:
+		snprintf(buf[i], sizeof(buf[i]), "INTERNAL_ERROR suberror %u ndata %u data0 %#llx",
+			 r->internal.suberror, r->internal.ndata,
+			 (unsigned long long)r->internal.data[0]);
+		break;
+	case KVM_EXIT_DEBUG:
+		snprintf(buf[i], sizeof(buf[i]), "DEBUG exception %u pc %#llx dr6 %#llx",
+			 r->debug.arch.exception, (unsigned long long)r->debug.arch.pc,
+			 (unsigned long long)r->debug.arch.dr6);
+		break;
+	default:
+		snprintf(buf[i], sizeof(buf[i]), "%s", exit_name(r->exit_reason));
+	}
+	return buf[i];
+}
+
+/* Whether the last exit is an OUT of SIZE bytes to PORT. */
+static inline int is_out(struct vcpu *v, uint16_t port, uint8_t size)
+{
+	return v->run->exit_reason == KVM_EXIT_IO && v->run->io.direction == KVM_EXIT_IO_OUT &&
+	       v->run->io.port == port && v->run->io.size == size && v->run->io.count == 1;
+}
+
+static inline void vcpu_get_regs(struct vcpu *v, struct kvm_regs *regs)
+{
+	if (ioctl(v->fd, KVM_GET_REGS, regs))
+		BAIL("KVM_GET_REGS");
+}
+
+static inline void vcpu_set_regs(struct vcpu *v, const struct kvm_regs *regs)
+{
+	if (ioctl(v->fd, KVM_SET_REGS, regs))
+		BAIL("KVM_SET_REGS");
+}
+
+static inline void vcpu_get_sregs(struct vcpu *v, struct kvm_sregs *sregs)
+{
+	if (ioctl(v->fd, KVM_GET_SREGS, sregs))
+		BAIL("KVM_GET_SREGS");
+}
+
+static inline void vcpu_set_sregs(struct vcpu *v, const struct kvm_sregs *sregs)
+{
+	if (ioctl(v->fd, KVM_SET_SREGS, sregs))
+		BAIL("KVM_SET_SREGS");
+}
+
+/* Sets RIP (and RFLAGS to just the fixed bit 1), keeping the other registers. */
+static inline void vcpu_set_rip(struct vcpu *v, uint64_t rip)
+{
+	struct kvm_regs regs;
+
+	vcpu_get_regs(v, &regs);
+	regs.rip = rip;
+	regs.rflags = 2;
+	vcpu_set_regs(v, &regs);
+}
+
+/* ---- Guest code ------------------------------------------------------------------------ */
+
+#define XSTR(x) STR(x)
+#define STR(x) #x
+
+/*
+ * GUEST_CODE(name, bits, "asm"...) assembles guest code (bits 16, 32 or 64) into the test
+ * binary, between the symbols name and name_end. The code is position independent as far
+ * as jumps and calls go; a guest label's address once loaded at GPA is
+ * GPA + (label - name), in the assembly as (label - name + GPA).
+ */
+#define GUEST_CODE(name, bits, ...)                                                          \
+	asm(".pushsection .rodata.guest_code, \"a\"\n\t.balign 16\n" #name ":\n\t.code" #bits \
+	    "\n" __VA_ARGS__ "\n\t.code64\n" #name "_end:\n\t.popsection");                 \
+	extern const uint8_t name[], name##_end[]
+
+/* The address of guest label LABEL of code NAME loaded at GPA. */
+#define GUEST_ADDR(gpa, name, label) ((uint64_t)(gpa) + (uint64_t)((uintptr_t)(label) - (uintptr_t)(name)))
+
+/* Copies guest code NAME into guest memory MEM (mapped at GPA 0) at GPA. */
+#define guest_load(mem, gpa, name) memcpy((uint8_t *)(mem) + (gpa), name, name##_end - name)
+
+/* ---- Protected mode and long mode ------------------------------------------------------ */
+
+/*
+ * The layout of the low guest memory the mode helpers build (slot memory at GPA 0, at
+ * least GUEST_LOW_SIZE bytes): the GDT, the IDT (all gates not present unless a test sets
+ * them), a TSS, 4-level page tables identity-mapping the first 4 GiB with 2 MiB pages, and
+ * room for code, data and a stack.
+ */
+#define GUEST_GDT_GPA 0x1000
+#define GUEST_IDT_GPA 0x2000
+#define GUEST_TSS_GPA 0x3000
+#define GUEST_PML4_GPA 0x4000
+#define GUEST_PDPT_GPA 0x5000
+#define GUEST_PD_GPA 0x6000 /* four pages: 0x6000-0x9fff */
+#define GUEST_CODE_GPA 0x10000
+#define GUEST_DATA_GPA 0x40000
+#define GUEST_STACK_TOP 0x80000
+#define GUEST_LOW_SIZE 0x100000
+
+/* GDT selectors. */
+#define SEL_CODE32 0x08
+#define SEL_DATA 0x10
+#define SEL_CODE64 0x18
+#define SEL_TSS 0x20 /* 16 bytes (two entries) for long mode */
+#define GDT_LIMIT 0x2f
+
+#define CR0_PE (1ull << 0)
+#define CR0_MP (1ull << 1)
+#define CR0_ET (1ull << 4)
+#define CR0_NE (1ull << 5)
+#define CR0_WP (1ull << 16)
+#define CR0_PG (1ull << 31)
+#define CR4_PAE (1ull << 5)
+#define CR4_OSFXSR (1ull << 9)
+#define CR4_OSXMMEXCPT (1ull << 10)
+#define CR4_OSXSAVE (1ull << 18)
+#define EFER_SCE (1ull << 0)
+#define EFER_LME (1ull << 8)
+#define EFER_LMA (1ull << 10)
+#define EFER_NX (1ull << 11)
+
+#define PTE_P (1ull << 0)
+#define PTE_RW (1ull << 1)
+#define PTE_PS (1ull << 7)
+
+/* A flat segment (base 0, 4 GiB, page granular) of descriptor TYPE (code if type & 8). */
+static inline struct kvm_segment seg_flat(uint16_t sel, uint8_t type, int db, int l)
+{
+	struct kvm_segment s = {
+		.base = 0, .limit = 0xffffffff, .selector = sel, .type = type, .present = 1,
+		.dpl = 0, .db = db, .s = 1, .l = l, .g = 1,
+	};
+	return s;
+}
+
+/* 32-bit code: execute/read, accessed (the CPU never needs to write the GDT). */
+static inline struct kvm_segment seg_code32(void) { return seg_flat(SEL_CODE32, 0xb, 1, 0); }
+/* 64-bit code. */
+static inline struct kvm_segment seg_code64(void) { return seg_flat(SEL_CODE64, 0xb, 0, 1); }
+/* Data: read/write, accessed. */
+static inline struct kvm_segment seg_data(void) { return seg_flat(SEL_DATA, 0x3, 1, 0); }
+
+/* The TSS: busy 32-bit/64-bit TSS (type 11) at GUEST_TSS_GPA. */
+static inline struct kvm_segment seg_tss(void)
+{
+	struct kvm_segment s = {
+		.base = GUEST_TSS_GPA, .limit = 0x67, .selector = SEL_TSS, .type = 0xb,
+		.present = 1,
+	};
+	return s;
+}
+
+/* The 8-byte descriptor of segment S (for a system segment, its low half). */
+static inline uint64_t gdt_desc(const struct kvm_segment *s)
+{
+	uint32_t limit = s->g ? s->limit >> 12 : s->limit;
+	uint64_t d;
+
+	d = (limit & 0xffffull) | ((s->base & 0xffffffull) << 16);
+	d |= (uint64_t)(s->type & 0xf) << 40 | (uint64_t)(s->s & 1) << 44;
+	d |= (uint64_t)(s->dpl & 3) << 45 | (uint64_t)(s->present & 1) << 47;
+	d |= (uint64_t)((limit >> 16) & 0xf) << 48 | (uint64_t)(s->avl & 1) << 52;
+	d |= (uint64_t)(s->l & 1) << 53 | (uint64_t)(s->db & 1) << 54 | (uint64_t)(s->g & 1) << 55;
+	d |= ((s->base >> 24) & 0xffull) << 56;
+	return d;
+}
+
+/* Writes the GDT (null, code32, data, code64, TSS) and a zeroed IDT and TSS. */
+static inline void guest_gdt_init(uint8_t *mem)
+{
+	uint64_t *gdt = (uint64_t *)(mem + GUEST_GDT_GPA);
+	struct kvm_segment c32 = seg_code32(), d = seg_data(), c64 = seg_code64(), t = seg_tss();
+
+	memset(gdt, 0, 0x1000);
+	gdt[SEL_CODE32 / 8] = gdt_desc(&c32);
+	gdt[SEL_DATA / 8] = gdt_desc(&d);
+	gdt[SEL_CODE64 / 8] = gdt_desc(&c64);
+	gdt[SEL_TSS / 8] = gdt_desc(&t);
+	gdt[SEL_TSS / 8 + 1] = t.base >> 32;
+	memset(mem + GUEST_IDT_GPA, 0, 0x1000);
+	memset(mem + GUEST_TSS_GPA, 0, 0x1000);
+}
+
+/* Identity-maps the first 4 GiB with 2 MiB pages (PML4 -> PDPT -> four PDs). */
+static inline void guest_page_tables_init(uint8_t *mem)
+{
+	uint64_t *pml4 = (uint64_t *)(mem + GUEST_PML4_GPA);
+	uint64_t *pdpt = (uint64_t *)(mem + GUEST_PDPT_GPA);
+	uint64_t *pd = (uint64_t *)(mem + GUEST_PD_GPA);
+	int i;
+
+	memset(pml4, 0, 0x1000);
+	memset(pdpt, 0, 0x1000);
+	pml4[0] = GUEST_PDPT_GPA | PTE_P | PTE_RW;
+	for (i = 0; i < 4; i++)
+		pdpt[i] = (GUEST_PD_GPA + i * 0x1000) | PTE_P | PTE_RW;
+	for (i = 0; i < 4 * 512; i++)
+		pd[i] = ((uint64_t)i << 21) | PTE_P | PTE_RW | PTE_PS;
+}
+
+/* A 32-bit interrupt gate for vector VEC in the IDT at GUEST_IDT_GPA. */
+static inline void idt_set_gate32(uint8_t *mem, int vec, uint32_t handler)
+{
+	uint64_t *idt = (uint64_t *)(mem + GUEST_IDT_GPA);
+
+	idt[vec] = (handler & 0xffffull) | (uint64_t)SEL_CODE32 << 16 | 0x8eull << 40 |
+		   (uint64_t)(handler >> 16) << 48;
+}
+
+/* A 64-bit interrupt gate (16 bytes) for vector VEC in the IDT at GUEST_IDT_GPA. */
+static inline void idt_set_gate64(uint8_t *mem, int vec, uint64_t handler)
+{
+	uint64_t *idt = (uint64_t *)(mem + GUEST_IDT_GPA);
+
+	idt[2 * vec] = (handler & 0xffffull) | (uint64_t)SEL_CODE64 << 16 | 0x8eull << 40 |
+		       ((handler >> 16) & 0xffffull) << 48;
+	idt[2 * vec + 1] = handler >> 32;
+}
+
+/*
+ * Puts the vCPU in 32-bit protected mode without paging: flat code and data segments of
+ * the GDT at GUEST_GDT_GPA (written here), the IDT at GUEST_IDT_GPA (256 gates, limit
+ * 0x7ff), the TSS; RIP and RSP as given, RFLAGS 2, the other GPRs 0.
+ */
+static inline void vcpu_set_protected_mode(struct vcpu *v, uint8_t *mem, uint64_t rip,
+					   uint64_t rsp)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	guest_gdt_init(mem);
+	vcpu_get_sregs(v, &sregs);
+	sregs.cs = seg_code32();
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = seg_data();
+	sregs.tr = seg_tss();
+	sregs.gdt.base = GUEST_GDT_GPA;
+	sregs.gdt.limit = GDT_LIMIT;
+	sregs.idt.base = GUEST_IDT_GPA;
+	sregs.idt.limit = 256 * 8 - 1;
+	sregs.cr0 = CR0_PE | CR0_ET | CR0_NE;
+	sregs.cr4 = 0;
+	sregs.efer = 0;
+	vcpu_set_sregs(v, &sregs);
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = rip;
+	regs.rsp = rsp;
+	regs.rflags = 2;
+	vcpu_set_regs(v, &regs);
+}
+
+/*
+ * Puts the vCPU in 64-bit mode: the page tables of guest_page_tables_init (written here),
+ * CR0 PE|ET|NE|PG, CR4 PAE|OSFXSR|OSXMMEXCPT, EFER LME|LMA, the 64-bit code segment, the
+ * IDT at GUEST_IDT_GPA (256 16-byte gates); RIP and RSP as given, RFLAGS 2, other GPRs 0.
+ */
+static inline void vcpu_set_long_mode(struct vcpu *v, uint8_t *mem, uint64_t rip, uint64_t rsp)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	guest_gdt_init(mem);
+	guest_page_tables_init(mem);
+	vcpu_get_sregs(v, &sregs);
+	sregs.cs = seg_code64();
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = seg_data();
+	sregs.tr = seg_tss();
+	sregs.gdt.base = GUEST_GDT_GPA;
+	sregs.gdt.limit = GDT_LIMIT;
+	sregs.idt.base = GUEST_IDT_GPA;
+	sregs.idt.limit = 256 * 16 - 1;
+	sregs.cr0 = CR0_PE | CR0_ET | CR0_NE | CR0_PG;
+	sregs.cr3 = GUEST_PML4_GPA;
+	sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+	sregs.efer = EFER_LME | EFER_LMA;
+	vcpu_set_sregs(v, &sregs);
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = rip;
+	regs.rsp = rsp;
+	regs.rflags = 2;
+	vcpu_set_regs(v, &regs);
+}
+
+/* A VM with one vCPU (id 0) and GUEST_LOW_SIZE bytes of memory at GPA 0 in slot 0. */
+struct guest {
+	struct vm vm;
+	struct vcpu v;
+	uint8_t *mem;
+};
+
+static inline struct guest guest_create(void)
+{
+	struct guest g;
+
+	g.vm = vm_create();
+	if (ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
+		BAIL("KVM_SET_TSS_ADDR");
+	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
+	g.v = vcpu_create(&g.vm, 0);
+	return g;
+}
+
+static inline void guest_destroy(struct guest *g)
+{
+	munmap(g->v.run, g->v.run_size);
+	close(g->v.fd);
+	close(g->vm.fd);
+	munmap(g->mem, GUEST_LOW_SIZE);
+	close(g->vm.sys_fd);
+}
+
+/* ---- The host CPU ------------------------------------------------------------------------ */
+
+/* Whether the host CPU is Intel (VMX: kvm-intel) rather than AMD (SVM: kvm-amd). */
+static inline int host_is_intel(void)
+{
+	uint32_t a = 0, b, c, d;
+
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "=c"(c), "=d"(d));
+	return b == 0x756e6547 && d == 0x49656e69 && c == 0x6c65746e; /* GenuineIntel */
+}
+
 /* ---- Checking ioctl results ------------------------------------------------------------ */
 
 static inline const char *errno_name(int e)
