@@ -551,7 +551,43 @@ static inline void vcpu_set_long_mode(struct vcpu *v, uint8_t *mem, uint64_t rip
 	vcpu_set_regs(v, &regs);
 }
 
-/* A VM with one vCPU (id 0) and GUEST_LOW_SIZE bytes of memory at GPA 0 in slot 0. */
+/* KVM_GET_SUPPORTED_CPUID of the system fd (malloc'ed; BAILs on failure). */
+static inline struct kvm_cpuid2 *supported_cpuid(int sys_fd)
+{
+	int n = 256;
+
+	for (;;) {
+		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+
+		if (!c)
+			BAIL("calloc");
+		c->nent = n;
+		if (!ioctl(sys_fd, KVM_GET_SUPPORTED_CPUID, c))
+			return c;
+		free(c);
+		if (errno != E2BIG || n >= 4096)
+			BAIL("KVM_GET_SUPPORTED_CPUID");
+		n *= 2;
+	}
+}
+
+/*
+ * Gives the vCPU the CPUID KVM_GET_SUPPORTED_CPUID returns, as a VMM would: KVM checks
+ * CR4 and EFER bits (PAE, LME, ...) and MSRs against the vCPU's CPUID.
+ */
+static inline void vcpu_set_supported_cpuid(struct vm *vm, struct vcpu *v)
+{
+	struct kvm_cpuid2 *c = supported_cpuid(vm->sys_fd);
+
+	if (ioctl(v->fd, KVM_SET_CPUID2, c))
+		BAIL("KVM_SET_CPUID2");
+	free(c);
+}
+
+/*
+ * A VM with one vCPU (id 0) with the supported CPUID, and GUEST_LOW_SIZE bytes of memory at
+ * GPA 0 in slot 0.
+ */
 struct guest {
 	struct vm vm;
 	struct vcpu v;
@@ -567,6 +603,7 @@ static inline struct guest guest_create(void)
 		BAIL("KVM_SET_TSS_ADDR");
 	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
 	g.v = vcpu_create(&g.vm, 0);
+	vcpu_set_supported_cpuid(&g.vm, &g.v);
 	return g;
 }
 
