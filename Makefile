@@ -30,7 +30,7 @@ TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mod
 	vcpu_state interrupts guest_debug ioctl_errors \
 	debugfs_stats module_reload \
 	suspend_resume vendor_insmod kvm_coexist
-SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms fail_entry@cpu1 cpu_hotplug \
+SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms cr4_stress fail_entry@cpu1 cpu_hotplug \
 	suspend_resume@cpu0
 # On an Intel CPU with EPT but without unrestricted guest (real mode through vm86).
 NOUG_TESTS ?= realmode_io
