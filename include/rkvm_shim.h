@@ -162,6 +162,21 @@ unsigned int rkvm_smp_processor_id(void);
 __u64 rkvm_host_tss_base(void);
 int rkvm_pid_of_current(void);
 
+/* ---- Halted vCPUs: a wait queue, the monotonic clock, asynchronous kicks ------------ */
+void *rkvm_waitq_alloc(void);
+void rkvm_waitq_free(void *wq);
+void rkvm_waitq_wake(void *wq);
+/*
+ * Sleeps (interruptibly) until cond(ctx) holds, a signal is pending, or timeout_ns
+ * nanoseconds passed (0: no timeout). Returns 0 when cond held, -EINTR for a signal,
+ * -ETIME on timeout.
+ */
+int rkvm_waitq_wait(void *wq, int (*cond)(void *ctx), void *ctx, __u64 timeout_ns);
+/* CLOCK_MONOTONIC in nanoseconds. */
+__u64 rkvm_ktime_get_ns(void);
+/* Interrupts `cpu` without waiting for it (a VM exit if it runs a guest). */
+void rkvm_kick_cpu_async(unsigned int cpu);
+
 /* Interrupt and preemption control around the VMX window. */
 unsigned long rkvm_local_irq_save(void);
 void rkvm_local_irq_restore(unsigned long flags);

@@ -44,6 +44,12 @@ pub(crate) fn this_cpu_has(f: Feature) -> bool {
     unsafe { ffi::rkvm_this_cpu_has(f as c_int) != 0 }
 }
 
+/// Reads this CPU's time-stamp counter.
+pub(crate) fn rdtsc() -> u64 {
+    // SAFETY: Reads the TSC.
+    unsafe { ffi::rkvm_rdtsc() }
+}
+
 /// Executes CPUID on this CPU.
 pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);

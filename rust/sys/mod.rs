@@ -18,6 +18,7 @@ pub(crate) mod notifiers;
 pub(crate) mod page;
 pub(crate) mod percpu;
 pub(crate) mod shrinker;
+pub(crate) mod wait;
 pub(crate) mod workqueue;
 
 #[allow(

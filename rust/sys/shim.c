@@ -27,6 +27,8 @@
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/syscore_ops.h>
+#include <linux/wait.h>
+#include <linux/hrtimer.h>
 #include <linux/user-return-notifier.h>
 #include <asm/cpu_entry_area.h>
 #include <asm/cpufeature.h>
@@ -524,6 +526,56 @@ __u64 rkvm_page_to_phys(const void *page) { return page_to_phys((struct page *)p
 void *rkvm_page_address(const void *page) { return page_address(page); }
 void *rkvm_pfn_to_page(__u64 pfn) { return pfn_valid(pfn) ? pfn_to_page(pfn) : NULL; }
 __u64 rkvm_page_to_pfn(const void *page) { return page_to_pfn((struct page *)page); }
+
+/* ---- Halted vCPUs ------------------------------------------------------------------- */
+
+struct rkvm_waitq {
+	wait_queue_head_t head;
+};
+
+void *rkvm_waitq_alloc(void)
+{
+	struct rkvm_waitq *wq = kzalloc(sizeof(*wq), GFP_KERNEL_ACCOUNT);
+
+	if (wq)
+		init_waitqueue_head(&wq->head);
+	return wq;
+}
+
+void rkvm_waitq_free(void *wq) { kfree(wq); }
+
+void rkvm_waitq_wake(void *wq)
+{
+	struct rkvm_waitq *w = wq;
+
+	wake_up_interruptible_all(&w->head);
+}
+
+int rkvm_waitq_wait(void *wq, int (*cond)(void *ctx), void *ctx, __u64 timeout_ns)
+{
+	struct rkvm_waitq *w = wq;
+	long r;
+
+	if (!timeout_ns) {
+		r = wait_event_interruptible(w->head, cond(ctx));
+		return r ? -EINTR : 0;
+	}
+	r = wait_event_interruptible_hrtimeout(w->head, cond(ctx), ns_to_ktime(timeout_ns));
+	if (r == -ERESTARTSYS)
+		return -EINTR;
+	return r;
+}
+
+__u64 rkvm_ktime_get_ns(void) { return ktime_get_ns(); }
+
+static void rkvm_kick_noop(void *arg) { }
+
+void rkvm_kick_cpu_async(unsigned int cpu)
+{
+	/* Never the calling CPU: that one is not in a guest. */
+	if (cpu != raw_smp_processor_id())
+		smp_call_function_single(cpu, rkvm_kick_noop, NULL, 0);
+}
 
 /* ---- Host facts --------------------------------------------------------------------- */
 
