@@ -6,7 +6,8 @@
 //! The supported table is the host's CPUID masked, leaf by leaf, to the features a guest
 //! can use under rkvm: instruction-set extensions that run natively in VMX non-root
 //! operation with the XSAVE components rkvm switches, plus what rkvm emulates itself
-//! (the hypervisor bit, TSC_ADJUST, ARCH_CAPABILITIES, KVM's signature leaf). Features that
+//! (the hypervisor bit, x2APIC, the TSC-deadline timer, TSC_ADJUST, ARCH_CAPABILITIES,
+//! KVM's signature leaf). Features that
 //! need interception rkvm does not implement (PMU, PKU, SGX, PT, CET, AMX, SPEC_CTRL, LA57,
 //! XSAVES) are absent.
 
@@ -40,6 +41,9 @@ const fn bits(list: &[u32]) -> u32 {
 const LEAF1_ECX: u32 = bits(&[0, 1, 9, 12, 13, 17, 19, 20, 22, 23, 25, 26, 28, 29, 30]);
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+// CPUID.1:ECX. x2APIC and the TSC-deadline timer: the in-kernel local APIC emulates both
+// whatever the host has (KVM reports them the same way).
+const LEAF1_ECX_EMULATED: u32 = (1 << 21) | (1 << 24);
 // CPUID.1:EDX. FPU VME DE PSE TSC MSR PAE MCE CX8 APIC SEP MTRR PGE MCA CMOV PAT PSE36
 // CLFLUSH MMX FXSR SSE SSE2 SS.
 const LEAF1_EDX: u32 = bits(&[
@@ -166,7 +170,7 @@ pub(crate) fn supported(caps: BackendCpuidCaps) -> Result<Table> {
             }
             1 => {
                 let mut e = entry(1, 0);
-                e.ecx = e.ecx & LEAF1_ECX | LEAF1_ECX_HYPERVISOR;
+                e.ecx = e.ecx & LEAF1_ECX | LEAF1_ECX_EMULATED | LEAF1_ECX_HYPERVISOR;
                 e.edx &= LEAF1_EDX;
                 t.push(e)?;
             }

@@ -9,6 +9,7 @@ pub(crate) mod emulate;
 pub(crate) mod ept;
 pub(crate) mod exit;
 pub(crate) mod fpu;
+pub(crate) mod lapic;
 pub(crate) mod mmu;
 pub(crate) mod msrs;
 pub(crate) mod state;
@@ -60,7 +61,8 @@ pub(crate) struct Timer {
 }
 
 /// Local APIC defaults (the seed's `kvm_lapic_init`): the reset value of IA32_APIC_BASE
-/// that vCPUs start with. rkvm has no in-kernel local APIC; the VMM provides one.
+/// that vCPUs start with. The local APIC itself is per vCPU ([`lapic::Lapic`]), present
+/// when the VM enabled `KVM_CAP_SPLIT_IRQCHIP`; otherwise the VMM provides one.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LapicDefaults {
     /// Default APIC base address with the global-enable bit.
@@ -145,10 +147,8 @@ pub(crate) fn timer_init() -> Result<Timer> {
 
 /// `kvm_lapic_init()`.
 pub(crate) fn lapic_init() -> LapicDefaults {
-    const APIC_DEFAULT_BASE: u64 = 0xfee0_0000;
-    const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
     LapicDefaults {
-        apic_base: APIC_DEFAULT_BASE | APIC_GLOBAL_ENABLE,
-        bsp: 1 << 8,
+        apic_base: lapic::base::DEFAULT | lapic::base::EN,
+        bsp: lapic::base::BSP,
     }
 }

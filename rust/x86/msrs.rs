@@ -31,6 +31,7 @@ const MSRS_TO_SAVE_ALL: &[u32] = &[
 /// Candidates for `emulated_msrs`, in KVM's order.
 const EMULATED_MSRS_ALL: &[u32] = &[
     index::IA32_TSC_ADJUST,
+    index::IA32_TSC_DEADLINE,
     index::IA32_ARCH_CAPABILITIES,
     index::IA32_PERF_CAPABILITIES,
     index::IA32_MISC_ENABLE,

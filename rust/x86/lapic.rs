@@ -1,0 +1,1146 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The in-kernel local APIC of a vCPU (what `KVM_CAP_SPLIT_IRQCHIP` puts in the kernel;
+//! the PIC and I/O APIC stay in userspace).
+//!
+//! The register file has the layout of `struct kvm_lapic_state` (1 KiB, one 32-bit
+//! register every 16 bytes), reached by the guest through the xAPIC MMIO page or the
+//! x2APIC MSRs. Priorities follow the SDM: PPR from TPR and the highest in-service
+//! vector, an interrupt is deliverable when its class is above PPR's. The timer runs in
+//! one-shot, periodic or TSC-deadline mode against the monotonic clock (the guest TSC for
+//! TSC-deadline); it is checked on every entry and its next expiry bounds the VMX
+//! preemption timer and the sleep of a halted vCPU.
+//!
+//! Only the vCPU's own task touches [`Lapic`] (under the vCPU mutex). Other vCPUs and VM
+//! ioctls post interrupts to its [`Mailbox`] (atomics), which the owner folds in before
+//! every entry.
+
+use crate::sys::wait::WaitQueue;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use kernel::prelude::*;
+
+/// Register offsets.
+#[allow(dead_code)]
+pub(crate) mod reg {
+    pub(crate) const ID: u32 = 0x20;
+    pub(crate) const LVR: u32 = 0x30;
+    pub(crate) const TPR: u32 = 0x80;
+    pub(crate) const APR: u32 = 0x90;
+    pub(crate) const PPR: u32 = 0xa0;
+    pub(crate) const EOI: u32 = 0xb0;
+    pub(crate) const RRR: u32 = 0xc0;
+    pub(crate) const LDR: u32 = 0xd0;
+    pub(crate) const DFR: u32 = 0xe0;
+    pub(crate) const SPIV: u32 = 0xf0;
+    pub(crate) const ISR: u32 = 0x100;
+    pub(crate) const TMR: u32 = 0x180;
+    pub(crate) const IRR: u32 = 0x200;
+    pub(crate) const ESR: u32 = 0x280;
+    pub(crate) const LVTCMCI: u32 = 0x2f0;
+    pub(crate) const ICR: u32 = 0x300;
+    pub(crate) const ICR2: u32 = 0x310;
+    pub(crate) const LVTT: u32 = 0x320;
+    pub(crate) const LVTTHMR: u32 = 0x330;
+    pub(crate) const LVTPC: u32 = 0x340;
+    pub(crate) const LVT0: u32 = 0x350;
+    pub(crate) const LVT1: u32 = 0x360;
+    pub(crate) const LVTERR: u32 = 0x370;
+    pub(crate) const TMICT: u32 = 0x380;
+    pub(crate) const TMCCT: u32 = 0x390;
+    pub(crate) const TDCR: u32 = 0x3e0;
+    pub(crate) const SELF_IPI: u32 = 0x3f0;
+}
+
+/// Delivery modes (bits 10:8 of the ICR, an LVT entry or MSI data).
+#[allow(dead_code)]
+pub(crate) mod dm {
+    pub(crate) const FIXED: u8 = 0;
+    pub(crate) const LOWEST: u8 = 1;
+    pub(crate) const SMI: u8 = 2;
+    pub(crate) const REMRD: u8 = 3;
+    pub(crate) const NMI: u8 = 4;
+    pub(crate) const INIT: u8 = 5;
+    pub(crate) const STARTUP: u8 = 6;
+    pub(crate) const EXTINT: u8 = 7;
+}
+
+/// IA32_APIC_BASE bits.
+pub(crate) mod base {
+    pub(crate) const BSP: u64 = 1 << 8;
+    pub(crate) const EXTD: u64 = 1 << 10;
+    pub(crate) const EN: u64 = 1 << 11;
+    pub(crate) const ADDR: u64 = !0xfff;
+    pub(crate) const DEFAULT: u64 = 0xfee0_0000;
+}
+
+/// First x2APIC MSR; register `off` is MSR `X2APIC_MSR + off / 16`.
+pub(crate) const X2APIC_MSR: u32 = 0x800;
+/// IA32_TSC_DEADLINE.
+pub(crate) const TSC_DEADLINE_MSR: u32 = 0x6e0;
+
+/// Bytes of the register file (`struct kvm_lapic_state`).
+pub(crate) const STATE_SIZE: usize = 1024;
+
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_LEVEL: u32 = 1 << 15;
+const LVT_MASK: u32 = LVT_MASKED | (1 << 12) | 0xff;
+const MODE_MASK: u32 = 0x700;
+const LINT_MASK: u32 = LVT_MASK | MODE_MASK | (1 << 13) | (1 << 14) | LVT_LEVEL;
+const SPIV_ENABLE: u32 = 1 << 8;
+const SPIV_DIRECTED_EOI: u32 = 1 << 12;
+const LVR_DIRECTED_EOI: u32 = 1 << 24;
+const APIC_VERSION: u32 = 0x14;
+/// LVT entries without CMCI (rkvm has no machine-check emulation).
+const NR_LVT: u32 = 6;
+const TIMER_PERIODIC: u32 = 1 << 17;
+const TIMER_TSCDEADLINE: u32 = 2 << 17;
+/// KVM's floor for periodic timers (`min_timer_period_us`).
+const MIN_PERIOD_NS: u64 = 200_000;
+/// KVM's default APIC bus cycle: 1 ns.
+const BUS_CYCLE_NS: u64 = 1;
+const ICR_BUSY: u32 = 1 << 12;
+const X2APIC_ICR_RESERVED: u64 = (0xfff << 20) | (3 << 16) | (1 << 13);
+
+/// Destination shorthands (ICR bits 19:18).
+pub(crate) mod shorthand {
+    pub(crate) const NONE: u8 = 0;
+    pub(crate) const SELF: u8 = 1;
+    pub(crate) const ALL: u8 = 2;
+    pub(crate) const OTHERS: u8 = 3;
+}
+
+/// An interrupt message for local APICs: an IPI from the ICR, or an MSI.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IrqRequest {
+    pub(crate) vector: u8,
+    pub(crate) delivery: u8,
+    pub(crate) logical: bool,
+    /// Assert (the ICR's level bit; always set for MSIs).
+    pub(crate) assert: bool,
+    pub(crate) level_triggered: bool,
+    pub(crate) shorthand: u8,
+    pub(crate) dest: u32,
+    /// The vCPU that sent it (an IPI), for the shorthands.
+    pub(crate) source: Option<u32>,
+}
+
+impl IrqRequest {
+    fn from_icr(lo: u32, hi: u32, x2apic: bool, source: u32) -> Self {
+        Self {
+            vector: lo as u8,
+            delivery: ((lo >> 8) & 7) as u8,
+            logical: lo & (1 << 11) != 0,
+            assert: lo & (1 << 14) != 0,
+            level_triggered: lo & (1 << 15) != 0,
+            shorthand: ((lo >> 18) & 3) as u8,
+            dest: if x2apic { hi } else { hi >> 24 },
+            source: Some(source),
+        }
+    }
+
+    /// An MSI (address/data), in the xAPIC format KVM uses without KVM_CAP_X2APIC_API.
+    pub(crate) fn from_msi(address_lo: u32, data: u32) -> Self {
+        let redirect_hint = address_lo & (1 << 3) != 0;
+        let delivery = ((data >> 8) & 7) as u8;
+        Self {
+            vector: data as u8,
+            delivery: if redirect_hint { dm::LOWEST } else { delivery },
+            logical: address_lo & (1 << 2) != 0,
+            assert: true,
+            level_triggered: data & (1 << 15) != 0,
+            shorthand: shorthand::NONE,
+            dest: (address_lo >> 12) & 0xff,
+            source: None,
+        }
+    }
+
+    /// Lowest-priority arbitration applies.
+    pub(crate) fn lowest_priority(&self) -> bool {
+        self.delivery == dm::LOWEST
+    }
+}
+
+/// What a vCPU's APIC publishes for senders to match destinations against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Addressing {
+    /// IA32_APIC_BASE.EN.
+    pub(crate) hw_enabled: bool,
+    /// SPIV's software enable.
+    pub(crate) sw_enabled: bool,
+    pub(crate) x2apic: bool,
+    /// The xAPIC ID (ID register bits 31:24).
+    pub(crate) xapic_id: u8,
+    pub(crate) ldr: u32,
+    /// DFR model bits 31:28 (0xf flat, 0 cluster).
+    pub(crate) dfr_model: u8,
+}
+
+impl Addressing {
+    fn pack(&self) -> u64 {
+        u64::from(self.ldr)
+            | u64::from(self.xapic_id) << 32
+            | u64::from(self.dfr_model & 0xf) << 40
+            | u64::from(self.hw_enabled) << 44
+            | u64::from(self.sw_enabled) << 45
+            | u64::from(self.x2apic) << 46
+    }
+
+    fn unpack(v: u64) -> Self {
+        Self {
+            ldr: v as u32,
+            xapic_id: (v >> 32) as u8,
+            dfr_model: ((v >> 40) & 0xf) as u8,
+            hw_enabled: v & (1 << 44) != 0,
+            sw_enabled: v & (1 << 45) != 0,
+            x2apic: v & (1 << 46) != 0,
+        }
+    }
+
+    /// Whether the APIC with this addressing and x2APIC ID `id` is a destination of `irq`
+    /// (KVM's `kvm_apic_match_dest`).
+    pub(crate) fn matches(&self, id: u32, irq: &IrqRequest) -> bool {
+        let is_self = irq.source == Some(id);
+        match irq.shorthand {
+            shorthand::SELF => return is_self,
+            shorthand::ALL => return true,
+            shorthand::OTHERS => return !is_self,
+            _ => {}
+        }
+        // An xAPIC-format broadcast reaches x2APIC targets of device interrupts too.
+        let mda = if irq.source.is_none() && irq.dest == 0xff && self.x2apic {
+            u32::MAX
+        } else {
+            irq.dest
+        };
+        let broadcast = mda == if self.x2apic { u32::MAX } else { 0xff };
+        if broadcast {
+            return true;
+        }
+        if !irq.logical {
+            if self.x2apic || mda > 0xff {
+                return mda == id;
+            }
+            return mda == u32::from(self.xapic_id);
+        }
+        if self.x2apic {
+            return self.ldr >> 16 == mda >> 16 && self.ldr & mda & 0xffff != 0;
+        }
+        let logical = self.ldr >> 24;
+        match self.dfr_model {
+            0xf => logical & mda != 0,
+            0 => logical >> 4 == mda >> 4 && logical & mda & 0xf != 0,
+            _ => false,
+        }
+    }
+}
+
+/// Where other vCPUs and VM ioctls leave interrupts for a vCPU's APIC.
+pub(crate) struct Mailbox {
+    irr: [AtomicU64; 4],
+    tmr: [AtomicU64; 4],
+    nmi: AtomicU32,
+    init: AtomicBool,
+    /// Bit 8: a SIPI is pending; bits 7:0: its vector.
+    sipi: AtomicU32,
+    addressing: AtomicU64,
+    /// A halted vCPU sleeps here.
+    pub(crate) wq: WaitQueue,
+}
+
+/// What folding the mailbox brought besides fixed interrupts.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Posted {
+    pub(crate) nmi: u32,
+    pub(crate) init: bool,
+    pub(crate) sipi: Option<u8>,
+}
+
+impl Mailbox {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self {
+            irr: Default::default(),
+            tmr: Default::default(),
+            nmi: AtomicU32::new(0),
+            init: AtomicBool::new(false),
+            sipi: AtomicU32::new(0),
+            addressing: AtomicU64::new(0),
+            wq: WaitQueue::new()?,
+        })
+    }
+
+    pub(crate) fn addressing(&self) -> Addressing {
+        Addressing::unpack(self.addressing.load(Ordering::Acquire))
+    }
+
+    /// Accepts `irq` for this APIC (KVM's `__apic_accept_irq`); whether it was taken.
+    /// The caller kicks the vCPU afterwards.
+    pub(crate) fn accept(&self, irq: &IrqRequest) -> bool {
+        match irq.delivery {
+            dm::FIXED | dm::LOWEST => {
+                let a = self.addressing();
+                if (irq.level_triggered && !irq.assert) || !(a.hw_enabled && a.sw_enabled) {
+                    return false;
+                }
+                let (w, b) = (usize::from(irq.vector >> 6), irq.vector & 63);
+                if let (Some(tmr), Some(irr)) = (self.tmr.get(w), self.irr.get(w)) {
+                    if irq.level_triggered {
+                        tmr.fetch_or(1 << b, Ordering::AcqRel);
+                    } else {
+                        tmr.fetch_and(!(1 << b), Ordering::AcqRel);
+                    }
+                    irr.fetch_or(1 << b, Ordering::AcqRel);
+                }
+                true
+            }
+            dm::NMI => {
+                self.nmi.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            dm::INIT => {
+                if irq.level_triggered && !irq.assert {
+                    return false;
+                }
+                // An INIT discards a SIPI that has not been taken yet.
+                self.sipi.store(0, Ordering::Release);
+                self.init.store(true, Ordering::Release);
+                true
+            }
+            dm::STARTUP => {
+                self.sipi
+                    .store(0x100 | u32::from(irq.vector), Ordering::Release);
+                true
+            }
+            // No SMM; remote read and ExtINT are not sent as messages.
+            _ => false,
+        }
+    }
+
+    /// Something was posted that the owner has not folded in yet.
+    pub(crate) fn any(&self) -> bool {
+        self.irr.iter().any(|w| w.load(Ordering::Acquire) != 0)
+            || self.nmi.load(Ordering::Acquire) != 0
+            || self.init.load(Ordering::Acquire)
+            || self.sipi.load(Ordering::Acquire) != 0
+    }
+}
+
+/// `a * b / c` without 128-bit division, saturating; `b` and `c` below 2^32.
+fn mul_div(a: u64, b: u64, c: u64) -> u64 {
+    if c == 0 {
+        return 0;
+    }
+    (a / c)
+        .saturating_mul(b)
+        .saturating_add((a % c).saturating_mul(b) / c)
+}
+
+/// The time base the timer needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    pub(crate) now_ns: u64,
+    pub(crate) guest_tsc: u64,
+    pub(crate) tsc_khz: u32,
+}
+
+impl Clock {
+    fn ns_to_cycles(&self, ns: u64) -> u64 {
+        mul_div(ns, u64::from(self.tsc_khz), 1_000_000)
+    }
+
+    fn cycles_to_ns(&self, c: u64) -> u64 {
+        mul_div(c, 1_000_000, u64::from(self.tsc_khz))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Timer {
+    /// LVTT bits 18:17 as last applied.
+    mode: u32,
+    /// One-shot/periodic: TMICT in ns (0: stopped).
+    period_ns: u64,
+    /// One-shot/periodic: the monotonic time of the next expiry (0: none).
+    target_ns: u64,
+    /// TSC-deadline mode: the guest TSC of the expiry (0: disarmed).
+    tscdeadline: u64,
+    /// Expired, interrupt not delivered yet.
+    pending: bool,
+}
+
+/// A register access the guest's CPU would refuse (#GP for an MSR).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Refused;
+
+/// What a register write asks of the rest of the VM.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WriteEffect {
+    /// An IPI to deliver.
+    pub(crate) ipi: Option<IrqRequest>,
+}
+
+/// A vCPU's local APIC.
+#[derive(Clone, Copy)]
+pub(crate) struct Lapic {
+    regs: [u8; STATE_SIZE],
+    vcpu_id: u32,
+    timer: Timer,
+    divide: u32,
+    /// LVTT mode bits the guest may set (TSC-deadline only with its CPUID bit).
+    timer_mode_mask: u32,
+    /// The guest's CPUID has x2APIC.
+    x2apic_cpuid: bool,
+    /// Local NMIs (LVT entries in NMI mode) waiting for the vCPU.
+    local_nmi: u32,
+    /// KVM_INTERRUPT's vector with the split irqchip: an ExtINT from userspace's PIC.
+    pub(crate) ext_vector: Option<u8>,
+}
+
+impl Lapic {
+    /// A local APIC at RESET for `vcpu_id` with IA32_APIC_BASE `apic_base`.
+    pub(crate) fn new(vcpu_id: u32, apic_base: u64) -> Self {
+        let mut a = Self {
+            regs: [0; STATE_SIZE],
+            vcpu_id,
+            timer: Timer::default(),
+            divide: 2,
+            timer_mode_mask: TIMER_PERIODIC,
+            x2apic_cpuid: false,
+            local_nmi: 0,
+            ext_vector: None,
+        };
+        a.reset(false, apic_base);
+        a
+    }
+
+    // ---- Register file ----------------------------------------------------------------
+
+    fn get(&self, off: u32) -> u32 {
+        let o = off as usize;
+        self.regs
+            .get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    }
+
+    fn set(&mut self, off: u32, v: u32) {
+        let o = off as usize;
+        if let Some(b) = self.regs.get_mut(o..o + 4) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn set_vec(&mut self, base: u32, v: u8, on: bool) {
+        let off = base + u32::from(v >> 5) * 0x10;
+        let w = self.get(off);
+        let bit = 1 << (v & 31);
+        self.set(off, if on { w | bit } else { w & !bit });
+    }
+
+    /// Highest vector set in the 256-bit register at `base`.
+    fn highest(&self, base: u32) -> Option<u8> {
+        (0..8u32).rev().find_map(|i| {
+            let w = self.get(base + i * 0x10);
+            (w != 0).then(|| (i * 32 + 31 - w.leading_zeros()) as u8)
+        })
+    }
+
+    // ---- Modes ------------------------------------------------------------------------
+
+    fn hw_enabled(apic_base: u64) -> bool {
+        apic_base & base::EN != 0
+    }
+
+    pub(crate) fn x2apic_mode(apic_base: u64) -> bool {
+        apic_base & (base::EN | base::EXTD) == base::EN | base::EXTD
+    }
+
+    fn sw_enabled(&self) -> bool {
+        self.get(reg::SPIV) & SPIV_ENABLE != 0
+    }
+
+    /// The addressing senders see.
+    pub(crate) fn addressing(&self, apic_base: u64) -> Addressing {
+        Addressing {
+            hw_enabled: Self::hw_enabled(apic_base),
+            sw_enabled: self.sw_enabled(),
+            x2apic: Self::x2apic_mode(apic_base),
+            xapic_id: (self.get(reg::ID) >> 24) as u8,
+            ldr: self.get(reg::LDR),
+            dfr_model: (self.get(reg::DFR) >> 28) as u8,
+        }
+    }
+
+    /// Publishes the addressing in `mb` (after anything that may have changed it).
+    pub(crate) fn publish(&self, mb: &Mailbox, apic_base: u64) {
+        mb.addressing
+            .store(self.addressing(apic_base).pack(), Ordering::Release);
+    }
+
+    fn x2apic_ldr(id: u32) -> u32 {
+        ((id >> 4) << 16) | (1 << (id & 0xf))
+    }
+
+    fn set_version(&mut self) {
+        let mut v = APIC_VERSION | (NR_LVT - 1) << 16;
+        // With the I/O APIC in userspace KVM offers directed EOI to x2APIC guests.
+        if self.x2apic_cpuid {
+            v |= LVR_DIRECTED_EOI;
+        }
+        self.set(reg::LVR, v);
+    }
+
+    /// The guest's CPUID changed: x2APIC and TSC-deadline availability.
+    pub(crate) fn set_cpuid(&mut self, x2apic: bool, tsc_deadline: bool) {
+        self.x2apic_cpuid = x2apic;
+        self.timer_mode_mask = if tsc_deadline {
+            TIMER_PERIODIC | TIMER_TSCDEADLINE
+        } else {
+            TIMER_PERIODIC
+        };
+        self.set_version();
+    }
+
+    /// RESET (`init` false) or INIT, as KVM's `kvm_lapic_reset`; `apic_base` is the
+    /// (already reset, for RESET) IA32_APIC_BASE.
+    pub(crate) fn reset(&mut self, init: bool, apic_base: u64) {
+        if !init {
+            self.set(reg::ID, self.vcpu_id << 24);
+        }
+        self.set_version();
+        for i in 0..NR_LVT {
+            self.set(reg::LVTT + i * 0x10, LVT_MASKED);
+        }
+        self.update_lvtt();
+        // KVM's LINT0_REENABLED quirk: the BSP's LINT0 comes up as ExtINT.
+        if apic_base & base::BSP != 0 {
+            self.set(reg::LVT0, u32::from(dm::EXTINT) << 8);
+        }
+        self.set(reg::DFR, u32::MAX);
+        self.set(reg::SPIV, 0xff);
+        self.set(reg::TPR, 0);
+        let x2 = Self::x2apic_mode(apic_base);
+        if !x2 {
+            self.set(reg::LDR, 0);
+        }
+        self.set(reg::ESR, 0);
+        self.set(reg::ICR, 0);
+        if !x2 {
+            self.set(reg::ICR2, 0);
+        } else {
+            self.set(reg::ICR + 4, 0);
+        }
+        self.set(reg::TDCR, 0);
+        self.set(reg::TMICT, 0);
+        for i in 0..8 {
+            self.set(reg::IRR + 0x10 * i, 0);
+            self.set(reg::ISR + 0x10 * i, 0);
+            self.set(reg::TMR + 0x10 * i, 0);
+        }
+        self.update_divide();
+        self.timer = Timer {
+            mode: self.timer.mode,
+            ..Timer::default()
+        };
+        self.local_nmi = 0;
+        self.ext_vector = None;
+        self.update_ppr();
+    }
+
+    /// IA32_APIC_BASE write (KVM's `kvm_apic_set_base`); `Err` is #GP (or EINVAL for
+    /// KVM_SET_MSRS/KVM_SET_SREGS).
+    pub(crate) fn set_base(
+        &mut self,
+        apic_base: &mut u64,
+        value: u64,
+        host: bool,
+        phys_bits: u32,
+    ) -> core::result::Result<(), Refused> {
+        let old = *apic_base;
+        if old == value {
+            return Ok(());
+        }
+        let mut reserved = 0x2ff | !((1u64 << phys_bits.min(63)) - 1);
+        if !self.x2apic_cpuid {
+            reserved |= base::EXTD;
+        }
+        let mode = |v: u64| v & (base::EN | base::EXTD);
+        if value & reserved != 0 || mode(value) == base::EXTD {
+            return Err(Refused);
+        }
+        if !host {
+            let x2 = base::EN | base::EXTD;
+            if mode(old) == x2 && mode(value) == base::EN {
+                return Err(Refused);
+            }
+            if mode(old) == 0 && mode(value) == x2 {
+                return Err(Refused);
+            }
+        }
+        *apic_base = value;
+        if (old ^ value) & base::EN != 0 && value & base::EN != 0 {
+            self.set(reg::ID, self.vcpu_id << 24);
+        }
+        if (old ^ value) & base::EXTD != 0 {
+            if value & base::EXTD != 0 {
+                self.set(reg::ID, self.vcpu_id);
+                self.set(reg::LDR, Self::x2apic_ldr(self.vcpu_id));
+            } else if value & base::EN != 0 {
+                self.set(reg::ID, self.vcpu_id << 24);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- Priorities -------------------------------------------------------------------
+
+    fn update_ppr(&mut self) -> u32 {
+        let tpr = self.get(reg::TPR);
+        let isrv = self.highest(reg::ISR).map_or(0, u32::from);
+        let ppr = if tpr & 0xf0 >= isrv & 0xf0 {
+            tpr & 0xff
+        } else {
+            isrv & 0xf0
+        };
+        self.set(reg::PPR, ppr);
+        ppr
+    }
+
+    /// The vector the APIC would deliver now (KVM's `kvm_apic_has_interrupt`).
+    pub(crate) fn has_interrupt(&mut self, apic_base: u64) -> Option<u8> {
+        if !Self::hw_enabled(apic_base) {
+            return None;
+        }
+        let ppr = self.update_ppr();
+        self.highest(reg::IRR)
+            .filter(|&v| u32::from(v) & 0xf0 > ppr)
+    }
+
+    /// The CPU took `vector`: IRR to ISR.
+    pub(crate) fn ack(&mut self, vector: u8) {
+        self.set_vec(reg::IRR, vector, false);
+        self.set_vec(reg::ISR, vector, true);
+        self.update_ppr();
+    }
+
+    /// The APIC passes ExtINT from the PIC (LINT0 unmasked in ExtINT mode, or the APIC
+    /// disabled).
+    pub(crate) fn accept_pic_intr(&self, apic_base: u64) -> bool {
+        let lvt0 = self.get(reg::LVT0);
+        !Self::hw_enabled(apic_base)
+            || (lvt0 & LVT_MASKED == 0 && (lvt0 >> 8) & 7 == u32::from(dm::EXTINT))
+    }
+
+    /// CR8 (TPR bits 7:4).
+    pub(crate) fn cr8(&self) -> u64 {
+        u64::from(self.get(reg::TPR) >> 4 & 0xf)
+    }
+
+    pub(crate) fn set_cr8(&mut self, cr8: u64) {
+        self.set(reg::TPR, ((cr8 & 0xf) << 4) as u32);
+        self.update_ppr();
+    }
+
+    fn eoi(&mut self) {
+        if let Some(v) = self.highest(reg::ISR) {
+            self.set_vec(reg::ISR, v, false);
+            self.update_ppr();
+        }
+        // No I/O APIC routes are registered with rkvm, so no vector needs an EOI exit
+        // to userspace's I/O APIC (KVM_EXIT_IOAPIC_EOI).
+    }
+
+    /// Folds what other vCPUs posted into IRR/TMR; returns the other events.
+    pub(crate) fn fold(&mut self, mb: &Mailbox) -> Posted {
+        for i in 0..4u32 {
+            let (Some(irr), Some(tmr)) = (mb.irr.get(i as usize), mb.tmr.get(i as usize)) else {
+                continue;
+            };
+            let bits = irr.swap(0, Ordering::AcqRel);
+            if bits == 0 {
+                continue;
+            }
+            let trig = tmr.load(Ordering::Acquire);
+            for half in 0..2u32 {
+                let off = (i * 2 + half) * 0x10;
+                let b = (bits >> (half * 32)) as u32;
+                let t = (trig >> (half * 32)) as u32;
+                let irr_w = self.get(reg::IRR + off) | b;
+                let tmr_w = self.get(reg::TMR + off) & !b | t & b;
+                self.set(reg::IRR + off, irr_w);
+                self.set(reg::TMR + off, tmr_w);
+            }
+        }
+        let sipi = mb.sipi.swap(0, Ordering::AcqRel);
+        Posted {
+            nmi: mb.nmi.swap(0, Ordering::AcqRel) + core::mem::take(&mut self.local_nmi),
+            init: mb.init.swap(false, Ordering::AcqRel),
+            sipi: (sipi & 0x100 != 0).then_some(sipi as u8),
+        }
+    }
+
+    /// Delivers a local interrupt source (an LVT entry) to this APIC.
+    fn local_deliver(&mut self, lvt: u32, apic_base: u64) {
+        let v = self.get(lvt);
+        if !Self::hw_enabled(apic_base) || v & LVT_MASKED != 0 {
+            return;
+        }
+        match ((v >> 8) & 7) as u8 {
+            dm::FIXED | dm::LOWEST => {
+                if !self.sw_enabled() {
+                    return;
+                }
+                let vector = v as u8;
+                self.set_vec(reg::TMR, vector, v & LVT_LEVEL != 0);
+                self.set_vec(reg::IRR, vector, true);
+            }
+            dm::NMI => self.local_nmi = self.local_nmi.saturating_add(1),
+            _ => {}
+        }
+    }
+
+    // ---- Timer ------------------------------------------------------------------------
+
+    fn update_divide(&mut self) {
+        let t = self.get(reg::TDCR) & 0xf;
+        let shift = ((t & 3) | ((t & 8) >> 1)) + 1;
+        self.divide = 1 << (shift & 7);
+    }
+
+    fn lvtt_mode(&self) -> u32 {
+        self.get(reg::LVTT) & self.timer_mode_mask
+    }
+
+    /// The LVTT mode changed: switching to or from TSC-deadline stops the timer.
+    fn update_lvtt(&mut self) {
+        let mode = self.lvtt_mode();
+        if self.timer.mode != mode {
+            if (self.timer.mode == TIMER_TSCDEADLINE) != (mode == TIMER_TSCDEADLINE) {
+                self.timer = Timer::default();
+                self.set(reg::TMICT, 0);
+            }
+            self.timer.mode = mode;
+            self.limit_period();
+        }
+    }
+
+    fn limit_period(&mut self) {
+        if self.timer.mode == TIMER_PERIODIC && self.timer.period_ns != 0 {
+            self.timer.period_ns = self.timer.period_ns.max(MIN_PERIOD_NS);
+        }
+    }
+
+    fn count_to_ns(&self, count: u32) -> u64 {
+        u64::from(count) * BUS_CYCLE_NS * u64::from(self.divide)
+    }
+
+    /// Starts one-shot/periodic counting from TMICT, or from a restored TMCCT `count`
+    /// (`restore`; as in KVM, a one-shot timer restored with TMCCT 0 expires at once).
+    fn start_counting(&mut self, count: u32, restore: bool, now: u64) {
+        self.timer.pending = false;
+        self.timer.period_ns = self.count_to_ns(self.get(reg::TMICT));
+        self.limit_period();
+        if self.timer.period_ns == 0 {
+            self.timer.target_ns = 0;
+            return;
+        }
+        let mut first = self.timer.period_ns;
+        if restore {
+            let c = self.count_to_ns(count);
+            if c == 0 {
+                if self.timer.mode != TIMER_PERIODIC {
+                    first = 0;
+                }
+            } else if c <= first {
+                first = c;
+            }
+        }
+        self.timer.target_ns = now.saturating_add(first);
+    }
+
+    /// Marks the timer pending if it expired (and re-arms a periodic one).
+    pub(crate) fn check_timer(&mut self, c: &Clock) {
+        if self.timer.pending {
+            return;
+        }
+        match self.timer.mode {
+            TIMER_TSCDEADLINE => {
+                if self.timer.tscdeadline != 0 && c.guest_tsc >= self.timer.tscdeadline {
+                    self.timer.pending = true;
+                    self.timer.tscdeadline = 0;
+                }
+            }
+            _ => {
+                if self.timer.target_ns == 0 || c.now_ns < self.timer.target_ns {
+                    return;
+                }
+                self.timer.pending = true;
+                if self.timer.mode == TIMER_PERIODIC && self.timer.period_ns != 0 {
+                    let next = self.timer.target_ns.saturating_add(self.timer.period_ns);
+                    // After a long stop, do not replay the missed periods.
+                    self.timer.target_ns = next.max(c.now_ns);
+                } else {
+                    self.timer.target_ns = 0;
+                }
+            }
+        }
+    }
+
+    /// Delivers an expired timer's interrupt through LVTT.
+    pub(crate) fn inject_timer(&mut self, apic_base: u64) {
+        if core::mem::take(&mut self.timer.pending) {
+            self.local_deliver(reg::LVTT, apic_base);
+        }
+    }
+
+    /// Nanoseconds until the timer expires, if it is armed.
+    pub(crate) fn timer_remaining_ns(&self, c: &Clock) -> Option<u64> {
+        if self.timer.pending {
+            return Some(0);
+        }
+        match self.timer.mode {
+            TIMER_TSCDEADLINE => (self.timer.tscdeadline != 0)
+                .then(|| c.cycles_to_ns(self.timer.tscdeadline.saturating_sub(c.guest_tsc))),
+            _ => (self.timer.target_ns != 0).then(|| self.timer.target_ns.saturating_sub(c.now_ns)),
+        }
+    }
+
+    /// TSC cycles until the timer expires (for the VMX preemption timer).
+    pub(crate) fn timer_remaining_cycles(&self, c: &Clock) -> Option<u64> {
+        if self.timer.mode == TIMER_TSCDEADLINE && !self.timer.pending {
+            return (self.timer.tscdeadline != 0)
+                .then(|| self.timer.tscdeadline.saturating_sub(c.guest_tsc));
+        }
+        self.timer_remaining_ns(c).map(|ns| c.ns_to_cycles(ns))
+    }
+
+    fn tmcct(&self, now: u64) -> u32 {
+        if self.timer.mode == TIMER_TSCDEADLINE
+            || self.get(reg::TMICT) == 0
+            || self.timer.period_ns == 0
+        {
+            return 0;
+        }
+        let remaining = self
+            .timer
+            .target_ns
+            .saturating_sub(now)
+            .checked_rem(self.timer.period_ns)
+            .unwrap_or(0);
+        remaining
+            .checked_div(BUS_CYCLE_NS * u64::from(self.divide))
+            .unwrap_or(0) as u32
+    }
+
+    /// IA32_TSC_DEADLINE.
+    pub(crate) fn tscdeadline(&self, apic_base: u64) -> u64 {
+        if !Self::hw_enabled(apic_base) || self.timer.mode != TIMER_TSCDEADLINE {
+            return 0;
+        }
+        self.timer.tscdeadline
+    }
+
+    pub(crate) fn set_tscdeadline(&mut self, v: u64, apic_base: u64, c: &Clock) {
+        if !Self::hw_enabled(apic_base) || self.timer.mode != TIMER_TSCDEADLINE {
+            return;
+        }
+        self.timer.pending = false;
+        self.timer.tscdeadline = v;
+        self.check_timer(c);
+    }
+
+    // ---- Register access --------------------------------------------------------------
+
+    fn readable(off: u32, x2apic: bool) -> bool {
+        match off {
+            reg::ID
+            | reg::LVR
+            | reg::TPR
+            | reg::PPR
+            | reg::LDR
+            | reg::SPIV
+            | reg::ESR
+            | reg::ICR
+            | reg::LVTT
+            | reg::LVTTHMR
+            | reg::LVTPC
+            | reg::LVT0
+            | reg::LVT1
+            | reg::LVTERR
+            | reg::TMICT
+            | reg::TMCCT
+            | reg::TDCR => true,
+            0x100..=0x270 => off & 0xf == 0,
+            reg::APR | reg::DFR | reg::ICR2 => !x2apic,
+            _ => false,
+        }
+    }
+
+    /// A 32-bit register read; `None` for a register that cannot be read.
+    fn read(&mut self, off: u32, apic_base: u64, now: u64) -> Option<u32> {
+        if !Self::readable(off, Self::x2apic_mode(apic_base)) {
+            return None;
+        }
+        Some(match off {
+            reg::APR => 0,
+            reg::TMCCT => self.tmcct(now),
+            reg::PPR => self.update_ppr(),
+            _ => self.get(off),
+        })
+    }
+
+    /// A 32-bit register write (KVM's `kvm_lapic_reg_write`); `Err` when the register is
+    /// not writable in the current mode.
+    fn write(
+        &mut self,
+        off: u32,
+        val: u32,
+        apic_base: u64,
+        now: u64,
+    ) -> core::result::Result<WriteEffect, Refused> {
+        let x2 = Self::x2apic_mode(apic_base);
+        let mut eff = WriteEffect::default();
+        match off {
+            reg::ID => {
+                if x2 {
+                    return Err(Refused);
+                }
+                self.set(reg::ID, val & 0xff00_0000);
+            }
+            reg::TPR => {
+                self.set(reg::TPR, val & 0xff);
+                self.update_ppr();
+            }
+            reg::EOI => self.eoi(),
+            reg::LDR => {
+                if x2 {
+                    return Err(Refused);
+                }
+                self.set(reg::LDR, val & 0xff00_0000);
+            }
+            reg::DFR => {
+                if x2 {
+                    return Err(Refused);
+                }
+                self.set(reg::DFR, val | 0x0fff_ffff);
+            }
+            reg::SPIV => {
+                let mut mask = 0x3ff;
+                if self.get(reg::LVR) & LVR_DIRECTED_EOI != 0 {
+                    mask |= SPIV_DIRECTED_EOI;
+                }
+                self.set(reg::SPIV, val & mask);
+                if val & SPIV_ENABLE == 0 {
+                    for i in 0..NR_LVT {
+                        let r = reg::LVTT + i * 0x10;
+                        self.set(r, self.get(r) | LVT_MASKED);
+                    }
+                    self.update_lvtt();
+                    self.timer.pending = false;
+                }
+            }
+            reg::ICR => {
+                if x2 {
+                    return Err(Refused);
+                }
+                let lo = val & !ICR_BUSY;
+                eff.ipi = Some(IrqRequest::from_icr(
+                    lo,
+                    self.get(reg::ICR2),
+                    false,
+                    self.vcpu_id,
+                ));
+                self.set(reg::ICR, lo);
+            }
+            reg::ICR2 => {
+                if x2 {
+                    return Err(Refused);
+                }
+                self.set(reg::ICR2, val & 0xff00_0000);
+            }
+            reg::LVTTHMR | reg::LVTPC | reg::LVT0 | reg::LVT1 | reg::LVTERR => {
+                let mask = match off {
+                    reg::LVT0 | reg::LVT1 => LINT_MASK,
+                    reg::LVTERR => LVT_MASK,
+                    _ => LVT_MASK | MODE_MASK,
+                };
+                let mut v = val;
+                if !self.sw_enabled() {
+                    v |= LVT_MASKED;
+                }
+                self.set(off, v & mask);
+            }
+            reg::LVTT => {
+                let mut v = val;
+                if !self.sw_enabled() {
+                    v |= LVT_MASKED;
+                }
+                self.set(reg::LVTT, v & (LVT_MASK | self.timer_mode_mask));
+                self.update_lvtt();
+            }
+            reg::TMICT => {
+                if self.timer.mode != TIMER_TSCDEADLINE {
+                    self.set(reg::TMICT, val);
+                    self.start_counting(val, false, now);
+                }
+            }
+            reg::TDCR => {
+                let old = self.divide;
+                self.set(reg::TDCR, val & 0xb);
+                self.update_divide();
+                if self.divide != old && self.timer.period_ns != 0 {
+                    // The remaining time scales with the divisor.
+                    self.timer.period_ns = self.count_to_ns(self.get(reg::TMICT));
+                    self.limit_period();
+                    if self.timer.target_ns != 0 {
+                        let left = self.timer.target_ns.saturating_sub(now);
+                        let left = mul_div(left, u64::from(self.divide), u64::from(old));
+                        self.timer.target_ns = now.saturating_add(left);
+                    }
+                }
+            }
+            reg::ESR => {
+                if x2 && val != 0 {
+                    return Err(Refused);
+                }
+            }
+            reg::SELF_IPI => {
+                if !x2 || val & !0xff != 0 {
+                    return Err(Refused);
+                }
+                eff.ipi = Some(IrqRequest {
+                    vector: val as u8,
+                    delivery: dm::FIXED,
+                    shorthand: shorthand::SELF,
+                    assert: true,
+                    source: Some(self.vcpu_id),
+                    ..Default::default()
+                });
+            }
+            _ => return Err(Refused),
+        }
+        Ok(eff)
+    }
+
+    /// A guest read of the xAPIC page at offset `off` (`len` 1, 2, 4 or 8 bytes).
+    pub(crate) fn mmio_read(&mut self, off: u32, len: u8, apic_base: u64, now: u64) -> u64 {
+        let mask = if len >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (u32::from(len) * 8)) - 1
+        };
+        // A disabled or x2APIC-mode APIC leaves an all-ones hole (KVM's default quirk).
+        if !Self::hw_enabled(apic_base) || Self::x2apic_mode(apic_base) {
+            return mask;
+        }
+        let align = off & 0xf;
+        if align + u32::from(len) > 4 || off > 0x3f0 {
+            return 0;
+        }
+        let v = self.read(off & !0xf, apic_base, now).unwrap_or(0);
+        u64::from(v >> (align * 8)) & mask
+    }
+
+    /// A guest write to the xAPIC page: only aligned 32-bit writes reach a register.
+    pub(crate) fn mmio_write(
+        &mut self,
+        off: u32,
+        len: u8,
+        val: u64,
+        apic_base: u64,
+        now: u64,
+    ) -> WriteEffect {
+        if !Self::hw_enabled(apic_base) || Self::x2apic_mode(apic_base) {
+            return WriteEffect::default();
+        }
+        if len != 4 || off & 0xf != 0 || off > 0x3f0 {
+            return WriteEffect::default();
+        }
+        // Writes to read-only registers are dropped.
+        self.write(off, val as u32, apic_base, now)
+            .unwrap_or_default()
+    }
+
+    /// RDMSR of an x2APIC register.
+    pub(crate) fn msr_read(
+        &mut self,
+        msr: u32,
+        apic_base: u64,
+        now: u64,
+    ) -> core::result::Result<u64, Refused> {
+        if !Self::x2apic_mode(apic_base) {
+            return Err(Refused);
+        }
+        let off = msr.checked_sub(X2APIC_MSR).ok_or(Refused)? << 4;
+        if off == reg::ICR {
+            return Ok(u64::from(self.get(reg::ICR)) | u64::from(self.get(reg::ICR + 4)) << 32);
+        }
+        self.read(off, apic_base, now).map(u64::from).ok_or(Refused)
+    }
+
+    /// WRMSR of an x2APIC register.
+    pub(crate) fn msr_write(
+        &mut self,
+        msr: u32,
+        val: u64,
+        apic_base: u64,
+        now: u64,
+    ) -> core::result::Result<WriteEffect, Refused> {
+        if !Self::x2apic_mode(apic_base) {
+            return Err(Refused);
+        }
+        let off = msr.checked_sub(X2APIC_MSR).ok_or(Refused)? << 4;
+        if off == reg::ICR {
+            if val & X2APIC_ICR_RESERVED != 0 {
+                return Err(Refused);
+            }
+            let lo = (val as u32) & !ICR_BUSY;
+            let hi = (val >> 32) as u32;
+            self.set(reg::ICR, lo);
+            self.set(reg::ICR + 4, hi);
+            return Ok(WriteEffect {
+                ipi: Some(IrqRequest::from_icr(lo, hi, true, self.vcpu_id)),
+            });
+        }
+        if val >> 32 != 0 {
+            return Err(Refused);
+        }
+        self.write(off, val as u32, apic_base, now)
+    }
+
+    // ---- KVM_GET_LAPIC / KVM_SET_LAPIC --------------------------------------------------
+
+    /// The register file as `struct kvm_lapic_state` carries it.
+    pub(crate) fn get_state(&self, apic_base: u64, now: u64) -> [u8; STATE_SIZE] {
+        let mut s = *self;
+        s.set(reg::TMCCT, self.tmcct(now));
+        if Self::x2apic_mode(apic_base) {
+            // Userspace sees the x2APIC ID in xAPIC position and the ICR split in two.
+            s.set(reg::ID, self.vcpu_id << 24);
+            s.set(reg::ICR2, self.get(reg::ICR + 4));
+        }
+        s.regs
+    }
+
+    /// Loads a register file from userspace and restarts the timer from its TMCCT.
+    pub(crate) fn set_state(&mut self, regs: &[u8; STATE_SIZE], apic_base: u64, now: u64) {
+        self.regs = *regs;
+        if Self::x2apic_mode(apic_base) {
+            self.set(reg::ID, self.vcpu_id);
+            self.set(reg::LDR, Self::x2apic_ldr(self.vcpu_id));
+            let hi = self.get(reg::ICR2);
+            self.set(reg::ICR + 4, hi);
+        }
+        self.set_version();
+        self.update_ppr();
+        self.timer = Timer {
+            mode: self.timer.mode,
+            ..Timer::default()
+        };
+        self.update_lvtt();
+        self.update_divide();
+        if self.timer.mode != TIMER_TSCDEADLINE {
+            let count = self.get(reg::TMCCT);
+            self.start_counting(count, true, now);
+        }
+        self.set(reg::TMCCT, 0);
+    }
+}
