@@ -7,6 +7,7 @@ pub(crate) mod caps;
 pub(crate) mod dev;
 pub(crate) mod device_ops;
 pub(crate) mod hardware;
+pub(crate) mod irq;
 pub(crate) mod memslot;
 pub(crate) mod stats;
 pub(crate) mod uaccess;

@@ -91,6 +91,9 @@ pub(crate) mod vm {
 /// Indices into [`VCPU_STATS`] that rkvm counts.
 #[allow(dead_code)]
 pub(crate) mod vcpu {
+    pub(crate) const HALT_WAKEUP: usize = 3;
+    pub(crate) const HALT_WAIT_NS: usize = 6;
+    pub(crate) const BLOCKING: usize = 10;
     pub(crate) const PF_TAKEN: usize = 11;
     pub(crate) const PF_FIXED: usize = 12;
     pub(crate) const PF_EMULATE: usize = 13;

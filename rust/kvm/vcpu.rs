@@ -17,6 +17,7 @@ use crate::uapi::*;
 use crate::vmx::vcpu::{RunCtx, VmxVcpu};
 use crate::x86::emulate::{self, EmuError, GuestMem, MemOp, MsrEnv};
 use crate::x86::exit::Exit;
+use crate::x86::lapic::{self, Clock, Lapic, Mailbox};
 use crate::x86::state::{self, Exception, VcpuState};
 use crate::x86::{fpu, GuestFpu};
 use core::mem::offset_of;
@@ -68,6 +69,12 @@ pub(crate) struct VcpuInner {
     has_run: bool,
     /// Attached to the task for the length of each KVM_RUN (the seed's preempt ops).
     preempt: Option<crate::sys::notifiers::PreemptNotifier>,
+    /// The in-kernel local APIC (split irqchip VMs).
+    lapic: Option<KBox<Lapic>>,
+    /// A SIPI waits for the vCPU (it takes effect in wait-for-SIPI state).
+    sipi_pending: bool,
+    /// The vector of the last SIPI.
+    sipi_vector: u8,
 }
 
 /// A vCPU.
@@ -85,6 +92,8 @@ pub(crate) struct Vcpu {
     /// The CPU whose VMX window this vCPU is in, -1 outside.
     running_cpu: AtomicI32,
     kick: AtomicBool,
+    /// Where interrupts for the in-kernel local APIC are posted (split irqchip VMs).
+    pub(crate) apic: Option<Mailbox>,
     pub(crate) stats: VcpuCounters,
 }
 
@@ -117,6 +126,13 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     }
     // A new vCPU's TSC starts at 0.
     let tsc_offset = 0u64.wrapping_sub(host_tsc());
+    let split = vm.split_irqchip.load(Ordering::Acquire);
+    let (mailbox, lapic) = if split {
+        let a = KBox::new(Lapic::new(id, apic_base), GFP_KERNEL)?;
+        (Some(Mailbox::new()?), Some(a))
+    } else {
+        (None, None)
+    };
     let vcpu = Arc::pin_init(
         try_pin_init!(Vcpu {
             id,
@@ -131,12 +147,16 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 sigmask: None,
                 has_run: false,
                 preempt: None,
+                lapic,
+                sipi_pending: false,
+                sipi_vector: 0,
             }),
             run: PhysPage::new()?,
             pio: PhysPage::new()?,
             ring: PhysPage::new()?,
             running_cpu: AtomicI32::new(-1),
             kick: AtomicBool::new(false),
+            apic: mailbox,
             stats: VcpuCounters::new(),
         }? Error),
         GFP_KERNEL,
@@ -144,9 +164,17 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     {
         let mut inner = vcpu.inner.lock();
         fpu::reset_area(inner.fpu.bytes_mut());
+        // With an in-kernel APIC, APs wait for INIT (KVM's vCPU creation does the same).
+        if split && apic_base & lapic::base::BSP == 0 {
+            inner.state.mp_state = KVM_MP_STATE_UNINITIALIZED;
+        }
         // The notifier's context is the vCPU, which outlives every KVM_RUN.
         let ctx = core::ptr::from_ref::<Vcpu>(&vcpu).cast_mut().cast();
         inner.preempt = Some(crate::sys::notifiers::PreemptNotifier::new(ctx)?);
+        let inner = &mut *inner;
+        if let (Some(a), Some(mb)) = (inner.lapic.as_ref(), vcpu.apic.as_ref()) {
+            a.publish(mb, inner.state.apic_base);
+        }
     }
     l.vcpus.push(vcpu.clone(), GFP_KERNEL)?;
     drop(l);
@@ -187,6 +215,19 @@ impl Vcpu {
     /// Frees backend resources (VPID); the VM calls this when it goes.
     pub(crate) fn release(&self, k: &Kvm) {
         self.inner.lock().vmx.release(&k.vmx);
+    }
+
+    /// Makes the vCPU look at its local APIC: out of guest mode if it runs one (without
+    /// waiting), awake if it is halted.
+    pub(crate) fn kick_apic(&self) {
+        self.kick.store(true, Ordering::SeqCst);
+        let c = self.running_cpu.load(Ordering::SeqCst);
+        if c >= 0 {
+            crate::sys::wait::kick_cpu(c as u32);
+        }
+        if let Some(mb) = self.apic.as_ref() {
+            mb.wq.wake();
+        }
     }
 
     /// Forces the vCPU out of guest mode if it is in a VMX window now, and waits until it
@@ -260,9 +301,30 @@ impl AnonFile for VcpuFile {
                 uaccess::write(arg, &get_sregs(&g.state))?;
                 Ok(0)
             }
+            RKVM_KVM_GET_LAPIC => {
+                let Some(a) = g.lapic.as_ref() else {
+                    return Err(EINVAL);
+                };
+                let regs = a.get_state(g.state.apic_base, crate::sys::wait::now_ns());
+                // The kernel builds with unsigned `char`: `regs` is `[u8; 1024]`.
+                uaccess::write(arg, &kvm_lapic_state { regs })?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_LAPIC => {
+                if g.lapic.is_none() {
+                    return Err(EINVAL);
+                }
+                let st: kvm_lapic_state = uaccess::read(arg)?;
+                if let Some(a) = g.lapic.as_mut() {
+                    a.set_state(&st.regs, g.state.apic_base, crate::sys::wait::now_ns());
+                }
+                apic_changed(vcpu, g);
+                Ok(0)
+            }
             RKVM_KVM_SET_SREGS => {
                 let s: kvm_sregs = uaccess::read(arg)?;
                 set_sregs(vm, g, &s)?;
+                apic_changed(vcpu, g);
                 Ok(0)
             }
             RKVM_KVM_GET_SREGS2 => {
@@ -272,6 +334,7 @@ impl AnonFile for VcpuFile {
             RKVM_KVM_SET_SREGS2 => {
                 let s: kvm_sregs2 = uaccess::read(arg)?;
                 set_sregs2(vm, g, &s)?;
+                apic_changed(vcpu, g);
                 Ok(0)
             }
             RKVM_KVM_GET_FPU => {
@@ -316,7 +379,7 @@ impl AnonFile for VcpuFile {
                 Ok(0)
             }
             RKVM_KVM_GET_MSRS | RKVM_KVM_SET_MSRS => {
-                msrs_ioctl(vm, g, arg, cmd == RKVM_KVM_SET_MSRS)
+                msrs_ioctl(vm, vcpu, g, arg, cmd == RKVM_KVM_SET_MSRS)
             }
             RKVM_KVM_SET_CPUID2 => set_cpuid2(g, arg),
             RKVM_KVM_GET_CPUID2 => {
@@ -359,6 +422,8 @@ impl AnonFile for VcpuFile {
                 Ok(0)
             }
             RKVM_KVM_GET_MP_STATE => {
+                // INIT and SIPI already sent take effect first, as in KVM.
+                apic_accept_events(vm, vcpu, g);
                 uaccess::write(
                     arg,
                     &kvm_mp_state {
@@ -369,11 +434,25 @@ impl AnonFile for VcpuFile {
             }
             RKVM_KVM_SET_MP_STATE => {
                 let m: kvm_mp_state = uaccess::read(arg)?;
-                // Without an in-kernel local APIC only "runnable" exists, as in KVM.
-                if m.mp_state != KVM_MP_STATE_RUNNABLE {
-                    return Err(EINVAL);
+                match m.mp_state {
+                    KVM_MP_STATE_RUNNABLE => {}
+                    // Without an in-kernel local APIC only "runnable" exists, as in KVM.
+                    KVM_MP_STATE_UNINITIALIZED
+                    | KVM_MP_STATE_HALTED
+                    | KVM_MP_STATE_AP_RESET_HOLD
+                    | KVM_MP_STATE_INIT_RECEIVED
+                    | KVM_MP_STATE_SIPI_RECEIVED
+                        if g.lapic.is_some() => {}
+                    _ => return Err(EINVAL),
                 }
-                g.state.mp_state = m.mp_state;
+                if m.mp_state == KVM_MP_STATE_SIPI_RECEIVED {
+                    // Obsolete: wait-for-SIPI with the SIPI pending (its vector is the
+                    // one the APIC last latched).
+                    g.state.mp_state = KVM_MP_STATE_INIT_RECEIVED;
+                    g.sipi_pending = true;
+                } else {
+                    g.state.mp_state = m.mp_state;
+                }
                 Ok(0)
             }
             RKVM_KVM_TRANSLATE => {
@@ -427,6 +506,14 @@ impl AnonFile for VcpuFile {
                 if irq.irq >= 256 {
                     return Err(EINVAL);
                 }
+                if let Some(a) = g.lapic.as_mut() {
+                    // With the split irqchip this is the PIC's ExtINT; one at a time.
+                    if a.ext_vector.is_some() {
+                        return Err(EEXIST);
+                    }
+                    a.ext_vector = Some(irq.irq as u8);
+                    return Ok(0);
+                }
                 // Without an in-kernel irqchip a new vector replaces a queued one, as KVM's
                 // kvm_queue_interrupt does.
                 g.state.events.interrupt = Some(irq.irq as u8);
@@ -477,15 +564,20 @@ fn run(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
         if dirty != 0 {
             sync_regs_in(vm, vcpu, g, dirty)?;
         }
-        // The TPR, as userspace's local APIC sees it.
-        let cr8 = vcpu.run_u64(offset_of!(kvm_run, cr8));
-        if cr8 & !0xf != 0 {
-            return Err(EINVAL);
+        // The TPR, as userspace's local APIC sees it (an in-kernel APIC owns it instead).
+        if g.lapic.is_none() {
+            let cr8 = vcpu.run_u64(offset_of!(kvm_run, cr8));
+            if cr8 & !0xf != 0 {
+                return Err(EINVAL);
+            }
+            g.state.cr8 = cr8;
         }
-        g.state.cr8 = cr8;
         complete_pending(vm, vcpu, g)?;
         if immediate {
             return Err(EINTR);
+        }
+        if g.state.mp_state == KVM_MP_STATE_UNINITIALIZED {
+            return run_uninitialized(vm, vcpu, g);
         }
         if let Some(mask) = g.sigmask {
             // SAFETY: Blocks signals for this task until `deactivate` below.
@@ -505,6 +597,29 @@ fn run(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
     r
 }
 
+/// KVM_RUN of an AP that never got INIT: sleep until INIT or SIPI arrive, take them, and
+/// let userspace call again (`EAGAIN`), as KVM does.
+fn run_uninitialized(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
+    if let Some(mb) = vcpu.apic.as_ref() {
+        if mb.wq.wait(&|| mb.any(), None) == crate::sys::wait::Woken::Signal {
+            vcpu.set_exit(KVM_EXIT_INTR);
+            vcpu.stats.inc(st::SIGNAL_EXITS);
+            return Err(EINTR);
+        }
+    }
+    apic_accept_events(vm, vcpu, g);
+    Err(EAGAIN)
+}
+
+/// Whether the PIC's ExtINT can be taken now (KVM's `kvm_cpu_accept_dm_intr`): always
+/// without an in-kernel APIC; with one, when LINT0 passes ExtINT and none is queued.
+fn accept_dm_intr(g: &VcpuInner) -> bool {
+    match g.lapic.as_ref() {
+        None => true,
+        Some(a) => a.ext_vector.is_none() && a.accept_pic_intr(g.state.apic_base),
+    }
+}
+
 /// KVM's `post_kvm_run_save`: the state userspace's interrupt controller needs.
 fn post_run_save(vcpu: &Vcpu, g: &VcpuInner) {
     let s = &g.state;
@@ -514,7 +629,8 @@ fn post_run_save(vcpu: &Vcpu, g: &VcpuInner) {
             && s.events.shadow == 0
             && s.events.interrupt.is_none()
             && s.events.exception.is_none()
-            && !s.events.nmi_injected,
+            && !s.events.nmi_injected
+            && accept_dm_intr(g),
     );
     vcpu.run_put(offset_of!(kvm_run, if_flag), &if_flag);
     vcpu.run_put(offset_of!(kvm_run, cr8), &s.cr8);
@@ -538,8 +654,27 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             vcpu.stats.inc(st::SIGNAL_EXITS);
             return Err(EINTR);
         }
-        let request_irq_window = vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0;
-        vcpu.kick.store(false, Ordering::Release);
+        let request_irq_window =
+            vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0 && accept_dm_intr(g);
+        vcpu.kick.store(false, Ordering::SeqCst);
+        let apic_window = match apic_pre_entry(vm, vcpu, g) {
+            Ok(w) => w,
+            Err(e) if e == EINTR => {
+                vcpu.set_exit(KVM_EXIT_INTR);
+                vcpu.stats.inc(st::SIGNAL_EXITS);
+                return Err(EINTR);
+            }
+            Err(e) => return Err(e),
+        };
+        let timer_deadline_tsc = g.lapic.as_ref().and_then(|a| {
+            let c = clock(vm, &g.state);
+            let cycles = a.timer_remaining_cycles(&c)?;
+            Some(
+                c.guest_tsc
+                    .wrapping_sub(g.state.tsc_offset)
+                    .saturating_add(cycles),
+            )
+        });
         if rmode.is_some() && !g.state.protected() {
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
@@ -566,6 +701,8 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 running_cpu: &vcpu.running_cpu,
                 kick: &vcpu.kick,
                 request_irq_window,
+                apic_window,
+                timer_deadline_tsc,
                 guest_debug: *guest_debug,
                 rmode,
             };
@@ -584,6 +721,204 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             None => continue,
         }
     }
+}
+
+// ---- The in-kernel local APIC ----------------------------------------------------------
+
+fn clock(vm: &Vm, s: &VcpuState) -> Clock {
+    Clock {
+        now_ns: crate::sys::wait::now_ns(),
+        guest_tsc: host_tsc().wrapping_add(s.tsc_offset),
+        tsc_khz: vm.kvm.arch.timer.tsc_khz,
+    }
+}
+
+/// After the APIC's registers or IA32_APIC_BASE changed: republish its addressing for
+/// senders, mirror TPR into CR8.
+fn apic_changed(vcpu: &Vcpu, g: &mut VcpuInner) {
+    if let (Some(a), Some(mb)) = (g.lapic.as_ref(), vcpu.apic.as_ref()) {
+        a.publish(mb, g.state.apic_base);
+        g.state.cr8 = a.cr8();
+    }
+}
+
+/// A guest access to the xAPIC page, completed in the kernel.
+fn apic_mmio(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, gpa: u64, op: &MemOp, code: &[u8]) {
+    let off = (gpa & 0xfff) as u32;
+    let apic_base = g.state.apic_base;
+    let now = crate::sys::wait::now_ns();
+    let Some(a) = g.lapic.as_mut() else {
+        return;
+    };
+    if op.write {
+        let eff = a.mmio_write(off, op.size, op.value, apic_base, now);
+        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        advance_string_op(&mut g.state, code, op);
+        apic_changed(vcpu, g);
+        if let Some(ipi) = eff.ipi {
+            super::irq::deliver(vm, &ipi);
+        }
+    } else {
+        let v = a.mmio_read(off, op.size, apic_base, now);
+        emulate::complete_mmio_read(&mut g.state, op, v);
+        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+    }
+}
+
+/// INIT (KVM's `kvm_vcpu_reset(init_event)`): the reset register state, MSRs and XCR0
+/// kept, CR0.CD/NW preserved; the BSP runs on, an AP waits for a SIPI.
+fn init_event(vm: &Vm, g: &mut VcpuInner) {
+    let old = &g.state;
+    let mut n = VcpuState::reset(old.apic_base, old.tsc_offset);
+    n.msrs = old.msrs;
+    n.xcr0 = old.xcr0;
+    n.cr0 = state::cr0::ET | old.cr0 & (state::cr0::NW | state::cr0::CD);
+    n.regs.rdx = g
+        .cpuid
+        .iter()
+        .find(|e| e.function == 1)
+        .map_or(0x600, |e| u64::from(e.eax));
+    n.mp_state = if old.apic_base & lapic::base::BSP != 0 {
+        KVM_MP_STATE_RUNNABLE
+    } else {
+        KVM_MP_STATE_INIT_RECEIVED
+    };
+    let apic_base = n.apic_base;
+    g.state = n;
+    g.pending = Pending::None;
+    if let Some(a) = g.lapic.as_mut() {
+        a.reset(true, apic_base);
+        g.state.cr8 = a.cr8();
+    }
+    vm.flush_gen.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Takes what was posted to the APIC (KVM's `kvm_apic_accept_events`): fixed interrupts
+/// into IRR, NMIs, INIT, SIPI; fires an expired timer.
+fn apic_accept_events(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) {
+    let Some(mb) = vcpu.apic.as_ref() else {
+        return;
+    };
+    let c = clock(vm, &g.state);
+    let apic_base = g.state.apic_base;
+    let Some(a) = g.lapic.as_mut() else {
+        return;
+    };
+    let posted = a.fold(mb);
+    a.check_timer(&c);
+    a.inject_timer(apic_base);
+    if posted.nmi > 0 {
+        g.state.events.nmi_pending = true;
+    }
+    if posted.init {
+        g.sipi_pending = false;
+        init_event(vm, g);
+        apic_changed(vcpu, g);
+    }
+    if let Some(v) = posted.sipi {
+        g.sipi_vector = v;
+        g.sipi_pending = true;
+    }
+    if core::mem::take(&mut g.sipi_pending) && g.state.mp_state == KVM_MP_STATE_INIT_RECEIVED {
+        // Real mode at vector * 4096.
+        let v = u64::from(g.sipi_vector);
+        let s = &mut g.state;
+        s.segs[state::CS].selector = (v << 8) as u16;
+        s.segs[state::CS].base = v << 12;
+        s.regs.rip = 0;
+        s.mp_state = KVM_MP_STATE_RUNNABLE;
+        s.dirty = true;
+    }
+}
+
+/// An interrupt the guest can take now, or an event that ends HLT (KVM's
+/// `kvm_vcpu_has_events`).
+fn apic_has_events(g: &mut VcpuInner) -> bool {
+    let s = &g.state;
+    let ev = &s.events;
+    if ev.exception.is_some() || ev.nmi_injected || ev.interrupt.is_some() {
+        return true;
+    }
+    if ev.nmi_pending && !ev.nmi_masked {
+        return true;
+    }
+    let if_ok = s.regs.rflags & state::rflags::IF != 0 && ev.shadow == 0;
+    let apic_base = s.apic_base;
+    let Some(a) = g.lapic.as_mut() else {
+        return false;
+    };
+    if_ok
+        && (a.has_interrupt(apic_base).is_some()
+            || (a.ext_vector.is_some() && a.accept_pic_intr(apic_base)))
+}
+
+/// Before entering the guest with an in-kernel APIC: take posted events, sleep while
+/// halted or waiting for a SIPI, and queue the interrupt the guest can take. Returns
+/// whether an interrupt waits for the guest to open its interrupt window; `EINTR` when a
+/// signal ended a sleep.
+fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<bool> {
+    let Some(mb) = vcpu.apic.as_ref() else {
+        return Ok(false);
+    };
+    loop {
+        apic_accept_events(vm, vcpu, g);
+        let halted = match g.state.mp_state {
+            KVM_MP_STATE_RUNNABLE => break,
+            KVM_MP_STATE_HALTED | KVM_MP_STATE_AP_RESET_HOLD => {
+                if apic_has_events(g) {
+                    g.state.mp_state = KVM_MP_STATE_RUNNABLE;
+                    vcpu.stats.inc(st::HALT_WAKEUP);
+                    break;
+                }
+                true
+            }
+            // Wait-for-SIPI: only INIT and SIPI matter.
+            _ => false,
+        };
+        let timeout = if halted {
+            let c = clock(vm, &g.state);
+            g.lapic.as_ref().and_then(|a| a.timer_remaining_ns(&c))
+        } else {
+            None
+        };
+        vcpu.stats.set(st::BLOCKING, 1);
+        let t0 = crate::sys::wait::now_ns();
+        let woken = mb.wq.wait(&|| mb.any(), timeout);
+        vcpu.stats.add(
+            st::HALT_WAIT_NS,
+            crate::sys::wait::now_ns().saturating_sub(t0),
+        );
+        vcpu.stats.set(st::BLOCKING, 0);
+        if woken == crate::sys::wait::Woken::Signal {
+            return Err(EINTR);
+        }
+    }
+    let s = &mut g.state;
+    let apic_base = s.apic_base;
+    let Some(a) = g.lapic.as_mut() else {
+        return Ok(false);
+    };
+    let ext = a.ext_vector.filter(|_| a.accept_pic_intr(apic_base));
+    let Some(vector) = ext.or_else(|| a.has_interrupt(apic_base)) else {
+        return Ok(false);
+    };
+    let ev = &s.events;
+    let busy = ev.interrupt.is_some()
+        || ev.exception.is_some()
+        || ev.soft_interrupt.is_some()
+        || ev.nmi_injected;
+    if busy || s.regs.rflags & state::rflags::IF == 0 || ev.shadow != 0 {
+        return Ok(true);
+    }
+    // Acknowledge: the vector leaves IRR for ISR (or the PIC's ExtINT is consumed).
+    if ext.is_some() {
+        a.ext_vector = None;
+    } else {
+        a.ack(vector);
+    }
+    s.events.interrupt = Some(vector);
+    s.events.interrupt_injected = true;
+    Ok(false)
 }
 
 fn internal_error(vcpu: &Vcpu, suberror: u32, data: &[u64]) -> Option<isize> {
@@ -614,6 +949,11 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
     match exit {
         Exit::Again => Ok(None),
         Exit::Hlt => {
+            if g.lapic.is_some() {
+                // The in-kernel APIC wakes the vCPU; userspace does not see the HLT.
+                s.mp_state = KVM_MP_STATE_HALTED;
+                return Ok(None);
+            }
             vcpu.set_exit(KVM_EXIT_HLT);
             Ok(Some(0))
         }
@@ -704,8 +1044,8 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
         }
         Exit::CrAccess { qual, insn_len } => cr_access(vm, vcpu, g, qual, insn_len),
         Exit::DrAccess { qual, insn_len } => dr_access(s, qual, insn_len),
-        Exit::Rdmsr { insn_len } => msr_access(vm, g, false, insn_len),
-        Exit::Wrmsr { insn_len } => msr_access(vm, g, true, insn_len),
+        Exit::Rdmsr { insn_len } => msr_access(vm, vcpu, g, false, insn_len),
+        Exit::Wrmsr { insn_len } => msr_access(vm, vcpu, g, true, insn_len),
         Exit::RealModeException {
             vector,
             error_code,
@@ -782,36 +1122,113 @@ fn dr_access(s: &mut VcpuState, qual: u64, insn_len: u8) -> Result<Option<isize>
     Ok(None)
 }
 
-fn msr_access(vm: &Vm, g: &mut VcpuInner, write: bool, insn_len: u8) -> Result<Option<isize>> {
+fn msr_access(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    write: bool,
+    insn_len: u8,
+) -> Result<Option<isize>> {
     let m = g.state.regs.rcx as u32;
-    let env = MsrEnv {
-        host_tsc: host_tsc(),
-        cpuid: &g.cpuid,
-        arch_capabilities: vm.kvm.msrs.arch_capabilities,
-        host_initiated: false,
-    };
-    let s = &mut g.state;
     if !write {
-        match emulate::get_msr(s, &env, m) {
+        match read_msr(vm, g, m, false) {
             Some(v) => {
-                s.regs.rax = v & 0xffff_ffff;
-                s.regs.rdx = v >> 32;
+                g.state.regs.rax = v & 0xffff_ffff;
+                g.state.regs.rdx = v >> 32;
             }
             None => {
-                inject(s, emulate::gp(0));
+                inject(&mut g.state, emulate::gp(0));
                 return Ok(None);
             }
         }
     } else {
-        let v = (s.regs.rdx << 32) | (s.regs.rax & 0xffff_ffff);
-        if emulate::set_msr(s, &env, m, v).is_err() {
-            inject(s, emulate::gp(0));
+        let v = (g.state.regs.rdx << 32) | (g.state.regs.rax & 0xffff_ffff);
+        if write_msr(vm, vcpu, g, m, v, false).is_err() {
+            inject(&mut g.state, emulate::gp(0));
             return Ok(None);
         }
     }
+    let s = &mut g.state;
     s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
     s.dirty = true;
     Ok(None)
+}
+
+fn is_x2apic_msr(m: u32) -> bool {
+    (lapic::X2APIC_MSR..=lapic::X2APIC_MSR + 0xff).contains(&m)
+}
+
+/// The guest's MAXPHYADDR (KVM assumes 36 bits without the CPUID leaf).
+fn guest_phys_bits(g: &VcpuInner) -> u32 {
+    g.cpuid
+        .iter()
+        .find(|e| e.function == 0x8000_0008)
+        .map_or(36, |e| e.eax & 0xff)
+}
+
+/// RDMSR or KVM_GET_MSRS (`host`): the local APIC's MSRs, then the rest.
+fn read_msr(vm: &Vm, g: &mut VcpuInner, m: u32, host: bool) -> Option<u64> {
+    let apic_base = g.state.apic_base;
+    if is_x2apic_msr(m) {
+        let now = crate::sys::wait::now_ns();
+        return g.lapic.as_mut()?.msr_read(m, apic_base, now).ok();
+    }
+    if m == lapic::TSC_DEADLINE_MSR {
+        return Some(g.lapic.as_ref().map_or(0, |a| a.tscdeadline(apic_base)));
+    }
+    let env = MsrEnv {
+        host_tsc: host_tsc(),
+        cpuid: &g.cpuid,
+        arch_capabilities: vm.kvm.msrs.arch_capabilities,
+        host_initiated: host,
+    };
+    emulate::get_msr(&g.state, &env, m)
+}
+
+/// WRMSR or KVM_SET_MSRS (`host`); `Err` is #GP (or a failed entry for KVM_SET_MSRS).
+fn write_msr(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    m: u32,
+    v: u64,
+    host: bool,
+) -> core::result::Result<(), ()> {
+    let apic_base = g.state.apic_base;
+    if is_x2apic_msr(m) {
+        let now = crate::sys::wait::now_ns();
+        let a = g.lapic.as_mut().ok_or(())?;
+        let eff = a.msr_write(m, v, apic_base, now).map_err(|_| ())?;
+        apic_changed(vcpu, g);
+        if let Some(ipi) = eff.ipi {
+            super::irq::deliver(vm, &ipi);
+        }
+        return Ok(());
+    }
+    if m == lapic::TSC_DEADLINE_MSR {
+        let c = clock(vm, &g.state);
+        if let Some(a) = g.lapic.as_mut() {
+            a.set_tscdeadline(v, apic_base, &c);
+        }
+        return Ok(());
+    }
+    if m == crate::sys::msr::index::IA32_APICBASE && g.lapic.is_some() {
+        let bits = guest_phys_bits(g);
+        let VcpuInner { lapic, state, .. } = &mut *g;
+        if let Some(a) = lapic.as_mut() {
+            a.set_base(&mut state.apic_base, v, host, bits)
+                .map_err(|_| ())?;
+        }
+        apic_changed(vcpu, g);
+        return Ok(());
+    }
+    let env = MsrEnv {
+        host_tsc: host_tsc(),
+        cpuid: &g.cpuid,
+        arch_capabilities: vm.kvm.msrs.arch_capabilities,
+        host_initiated: host,
+    };
+    emulate::set_msr(&mut g.state, &env, m, v)
 }
 
 /// Delivers the highest-priority pending event through the real-mode IVT (virtual-8086
@@ -970,8 +1387,8 @@ fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Option<isize>
             let from = if op2 == 0x21 { 1 << 4 } else { 0 };
             dr_access(s, dr | from | gpr << 8, (i + 3) as u8)
         }
-        (0x0f, 0x30) => msr_access(vm, g, true, (i + 2) as u8),
-        (0x0f, 0x32) => msr_access(vm, g, false, (i + 2) as u8),
+        (0x0f, 0x30) => msr_access(vm, vcpu, g, true, (i + 2) as u8),
+        (0x0f, 0x32) => msr_access(vm, vcpu, g, false, (i + 2) as u8),
         (0x0f, 0x01) => {
             let reg = (modrm >> 3) & 7;
             match reg {
@@ -1099,6 +1516,10 @@ fn mmio(
     };
     if write && !op.write {
         return Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[gpa]));
+    }
+    if g.lapic.is_some() && gpa & lapic::base::ADDR == g.state.apic_base & lapic::base::ADDR {
+        apic_mmio(vm, vcpu, g, gpa, &op, &code);
+        return Ok(None);
     }
     vcpu.stats.inc(st::MMIO_EXITS);
     type Mmio = kvm_run__bindgen_ty_1__bindgen_ty_6;
@@ -1304,7 +1725,10 @@ fn cr_access(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, qual: u64, len: u8) -> Res
                         Err(emulate::gp(0))
                     } else {
                         s.cr8 = v;
-                        exit_tpr = true;
+                        match g.lapic.as_mut() {
+                            Some(a) => a.set_cr8(v),
+                            None => exit_tpr = true,
+                        }
                         Ok(None)
                     }
                 }
@@ -1459,11 +1883,19 @@ fn set_sregs_common(g: &mut VcpuInner, b: &kvm_sregs) -> Result {
     if !sregs_valid(g, b.cr0, b.cr4, b.efer, b.cs.l, b.cr3) {
         return Err(EINVAL);
     }
-    if b.apic_base & 0xffff_fff0_0000_02ff != 0 {
-        return Err(EINVAL);
+    let bits = guest_phys_bits(g);
+    if let Some(a) = g.lapic.as_mut() {
+        // IA32_APIC_BASE as a host write would set it; CR8 is the APIC's TPR.
+        a.set_base(&mut g.state.apic_base, b.apic_base, true, bits)
+            .map_err(|_| EINVAL)?;
+        a.set_cr8(b.cr8 & 0xf);
+    } else {
+        if b.apic_base & 0xffff_fff0_0000_02ff != 0 {
+            return Err(EINVAL);
+        }
+        g.state.apic_base = b.apic_base;
     }
     let s = &mut g.state;
-    s.apic_base = b.apic_base;
     s.idt = b.idt;
     s.gdt = b.gdt;
     s.cr2 = b.cr2;
@@ -1628,27 +2060,21 @@ fn set_xsave(g: &mut VcpuInner, arg: usize) -> Result<isize> {
     Ok(0)
 }
 
-fn msrs_ioctl(vm: &Vm, g: &mut VcpuInner, arg: usize, write: bool) -> Result<isize> {
+fn msrs_ioctl(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, arg: usize, write: bool) -> Result<isize> {
     let nmsrs = uaccess::read_header8(arg)?;
     if nmsrs >= super::dev::MAX_IO_MSRS {
         return Err(E2BIG);
     }
     let addr = uaccess::offset(arg, size_of::<kvm_msrs>())?;
     let mut entries: KVVec<kvm_msr_entry> = uaccess::read_vec(addr, nmsrs as usize)?;
-    let env = MsrEnv {
-        host_tsc: host_tsc(),
-        cpuid: &g.cpuid,
-        arch_capabilities: vm.kvm.msrs.arch_capabilities,
-        host_initiated: true,
-    };
     let advertised = |m: u32| vm.kvm.msrs.to_save.contains(&m) || vm.kvm.msrs.emulated.contains(&m);
     let mut done = 0isize;
     for e in entries.iter_mut() {
         let ok = if write {
-            emulate::set_msr(&mut g.state, &env, e.index, e.data).is_ok()
+            write_msr(vm, vcpu, g, e.index, e.data, true).is_ok()
                 || (e.data == 0 && advertised(e.index))
         } else {
-            match emulate::get_msr(&g.state, &env, e.index) {
+            match read_msr(vm, g, e.index, true) {
                 Some(v) => {
                     e.data = v;
                     true
@@ -1693,6 +2119,14 @@ fn set_cpuid2(g: &mut VcpuInner, arg: usize) -> Result<isize> {
         v.push(*e, GFP_KERNEL)?;
     }
     g.cpuid = v;
+    if let Some(a) = g.lapic.as_mut() {
+        let ecx = g
+            .cpuid
+            .iter()
+            .find(|e| e.function == 1)
+            .map_or(0, |e| e.ecx);
+        a.set_cpuid(ecx & (1 << 21) != 0, ecx & (1 << 24) != 0);
+    }
     Ok(0)
 }
 
@@ -1809,6 +2243,7 @@ fn sync_regs_in(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, dirty: u64) -> Result {
     if dirty & u64::from(KVM_SYNC_X86_SREGS) != 0 {
         let s: kvm_sregs = read_run(vcpu, SYNC + offset_of!(kvm_sync_regs, sregs))?;
         set_sregs(vm, g, &s)?;
+        apic_changed(vcpu, g);
     }
     if dirty & u64::from(KVM_SYNC_X86_EVENTS) != 0 {
         let e: kvm_vcpu_events = read_run(vcpu, SYNC + offset_of!(kvm_sync_regs, events))?;

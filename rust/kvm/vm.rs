@@ -81,6 +81,8 @@ pub(crate) struct Vm {
     pub(crate) flush_gen: AtomicU64,
     /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled.
     manual_protect: AtomicBool,
+    /// KVM_CAP_SPLIT_IRQCHIP enabled: vCPUs get an in-kernel local APIC.
+    pub(crate) split_irqchip: AtomicBool,
     pub(crate) stats: VmCounters,
 }
 
@@ -132,6 +134,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             }),
             flush_gen: AtomicU64::new(0),
             manual_protect: AtomicBool::new(false),
+            split_irqchip: AtomicBool::new(false),
             stats: VmCounters::new(),
         }? Error),
         GFP_KERNEL,
@@ -695,9 +698,11 @@ impl AnonFile for Vm {
                             .store(cap.args[0] != 0, Ordering::Release);
                         Ok(0)
                     }
+                    KVM_CAP_SPLIT_IRQCHIP => super::irq::enable_split(&this, cap.args[0]),
                     _ => Err(EINVAL),
                 }
             }
+            RKVM_KVM_SIGNAL_MSI => super::irq::signal_msi(&this, arg),
             RKVM_KVM_CREATE_DEVICE => {
                 let d: kvm_create_device = uaccess::read(arg)?;
                 this.kvm.devices.lookup(d.type_).map(|_| 0)

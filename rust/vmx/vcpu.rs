@@ -57,6 +57,7 @@ mod reason {
     pub(super) const XSETBV: u32 = 55;
     pub(super) const INVPCID: u32 = 58;
     pub(super) const VMFUNC: u32 = 59;
+    pub(super) const PREEMPTION_TIMER: u32 = 52;
 }
 
 /// Event types of the interruption-information fields.
@@ -102,6 +103,12 @@ pub(crate) struct RunCtx<'a> {
     /// Set by another thread to make the vCPU leave its window.
     pub(crate) kick: &'a AtomicBool,
     pub(crate) request_irq_window: bool,
+    /// The in-kernel local APIC has an interrupt the guest cannot take yet: leave the
+    /// window when it can.
+    pub(crate) apic_window: bool,
+    /// Host TSC at which the in-kernel APIC timer expires (the VMX preemption timer
+    /// ends the window then).
+    pub(crate) timer_deadline_tsc: Option<u64>,
     pub(crate) guest_debug: u32,
     /// Without unrestricted guest: where the real-mode TSS and identity map are.
     pub(crate) rmode: Option<crate::kvm::vm::RmodeAddrs>,
@@ -630,6 +637,10 @@ impl Core {
             if let Some(exit) = self.inject_events(&v, ctx, proc1_extra)? {
                 break Ok(exit);
             }
+            if !self.arm_preemption_timer(&v, ctx)? {
+                // The APIC timer expired: back to process context to deliver it.
+                break Ok(Exit::Again);
+            }
             if let Some(l1d) = ctx.l1d {
                 if l1d.before_entry(!launched) {
                     ctx.stats.inc(st::L1D_FLUSH);
@@ -666,6 +677,28 @@ impl Core {
         self.save_guest(&v, ctx.state, ctx.rmode);
         drop(v);
         result
+    }
+
+    /// Bounds the guest's run by the APIC timer with the VMX preemption timer (when the
+    /// CPU has one; otherwise host interrupts bound it). `false`: already expired.
+    fn arm_preemption_timer(&self, v: &Loaded<'_>, ctx: &RunCtx<'_>) -> Result<bool> {
+        let has = ctx.vmx.config.pin & pin::PREEMPTION_TIMER != 0;
+        let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
+        let mut p = v.r32(vmcs::PIN_BASED_VM_EXEC_CONTROL) & !pin::PREEMPTION_TIMER;
+        if let Some(deadline) = ctx.timer_deadline_tsc {
+            let now = cpu::rdtsc();
+            if now >= deadline {
+                return Ok(false);
+            }
+            if has {
+                let rate = (ctx.vmx.config.misc & 0x1f) as u32;
+                let ticks = ((deadline - now) >> rate).min(u64::from(u32::MAX)) as u32;
+                w(v.w32(vmcs::VMX_PREEMPTION_TIMER_VALUE, ticks))?;
+                p |= pin::PREEMPTION_TIMER;
+            }
+        }
+        w(v.w32(vmcs::PIN_BASED_VM_EXEC_CONTROL, p))?;
+        Ok(true)
     }
 
     fn flush_tlb(&mut self, ctx: &RunCtx<'_>) -> Result {
@@ -720,7 +753,7 @@ impl Core {
                     | proc1::NMI_WINDOW_EXITING
                     | proc1::MONITOR_TRAP_FLAG)
                 | proc1_extra;
-            if ev.interrupt.is_some() || ctx.request_irq_window {
+            if ev.interrupt.is_some() || ctx.request_irq_window || ctx.apic_window {
                 p1 |= proc1::INTR_WINDOW_EXITING;
             }
             if ev.nmi_pending {
@@ -731,7 +764,7 @@ impl Core {
             return Ok(None);
         }
         let mut info = 0u32;
-        let mut want_irq_window = false;
+        let mut want_irq_window = ctx.apic_window;
         let mut want_nmi_window = false;
 
         if let Some(e) = ev.exception.take() {
@@ -915,8 +948,13 @@ impl Core {
             reason::INIT | reason::SIPI => Ok(None),
             reason::INTERRUPT_WINDOW => {
                 ctx.stats.inc(st::IRQ_WINDOW_EXITS);
+                if ctx.apic_window {
+                    // The APIC's interrupt can be taken now.
+                    return Ok(Some(Exit::Again));
+                }
                 Ok(None)
             }
+            reason::PREEMPTION_TIMER => Ok(Some(Exit::Again)),
             reason::NMI_WINDOW => {
                 ctx.stats.inc(st::NMI_WINDOW_EXITS);
                 Ok(None)
