@@ -40,7 +40,8 @@ vendor=$(hv_vendor)
 ncpu=$(grep -c ^processor /proc/cpuinfo)
 echo "@@ INFO vendor=$vendor cpus=$ncpu kernel=$(uname -r) mode=$mode from=$from"
 
-now_ms() { read up _ </proc/uptime; echo "${up%.*}${up#*.}0"; }
+# /proc/uptime has two decimals; "0.98" must not become the (bad octal) number 0980.
+now_ms() { read up _ </proc/uptime; echo $((${up%.*} * 1000 + (1${up#*.} - 100) * 10)); }
 
 # A test is a static binary or a shell script (run with sh). A script with the line
 # "# rkvm-bench: runs-without-hv" also runs when its hypervisor failed to load (with
