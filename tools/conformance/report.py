@@ -97,6 +97,8 @@ def assertion(out):
             msg = t
             break
         where = re.sub(r"^\S*/", "", where)
+        if msg and msg in where:
+            msg = ""
         return clean(" ".join(x for x in (where, msg and "- " + msg, errno and "- " + errno) if x))
     return ""
 
@@ -111,9 +113,10 @@ def verdict(step, step_limit):
             m = re.search(r"#\s*SKIP\s*(.*)", l)
             if m and m.group(1).strip():
                 return "skip", clean(m.group(1).lstrip("- "))
-        return "skip", clean(step.runner_reason)
+        last = next((l for l in reversed(out) if l.strip() and not l.startswith("Random seed")), "")
+        return "skip", clean(last or step.runner_reason)
     oom = any(re.search(r"Out of memory|oom-kill|invoked oom-killer", l) for l in step.kmsg)
-    last = next((l for l in reversed(out) if l.strip() and "addr2line" not in l), "")
+    last = next((l for l in reversed(out) if l.strip() and "addr2line" not in l), "") or "(none)"
     if step.status == "fail" and step.runner_reason.startswith("killed after"):
         if oom:
             return "fail", "killed by the guest's OOM killer"
@@ -138,7 +141,7 @@ def verdict(step, step_limit):
         return "fail", clean(re.sub(r"^\s*", "", notok[0]) + (" - " + diag.lstrip("# ") if diag else ""))
     if oom:
         return "fail", "killed by the guest's OOM killer"
-    return "fail", clean(f"{step.runner_reason}; last output: {last}" if last else step.runner_reason)
+    return "fail", clean(f"{step.runner_reason}; last output: {last}")
 
 
 def read_scope(path):
