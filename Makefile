@@ -5,6 +5,8 @@
 #   make demo       boot the emulated Intel machine, load rkvm, run a guest, show its stats
 #   make check      everything tested; ends with "N passed, M failed"
 #   make bench      speed and memory benchmarks
+#   make conformance  the kernel's KVM selftests on kvm-intel and rkvm (slow: hours);
+#                   writes Documentation/rkvm/conformance.rst
 # See README.md and Documentation/rkvm/testing.rst.
 
 RKVM_CACHE ?= $(HOME)/.cache/rkvm
@@ -65,6 +67,15 @@ demo: module selftests bochs
 bench: module selftests bochs
 	@$(BENCH)/bench.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/bench
 
+# The kernel's own KVM selftests (x86 and generic), on kvm-intel and then rkvm, under Bochs.
+# Too slow for `make check`. Subset: CONFORMANCE_TESTS="cpuid_test ..." (then the
+# scoreboard is not rewritten unless CONFORMANCE_DOC=1); see tools/conformance/conformance.sh.
+CONFORMANCE_DOC ?= $(if $(CONFORMANCE_TESTS),0,1)
+conformance: module selftests bochs
+	@CONFORMANCE_DOC=$(CONFORMANCE_DOC) $(CURDIR)/tools/conformance/conformance.sh $(KDIR) \
+		$(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/conformance \
+		$(CURDIR)/Documentation/rkvm/conformance.rst
+
 # The kernel's own Rust lints and formatting, on rkvm's sources.
 clippy: $(KDIR_DEP)
 	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) CLIPPY=1 modules
@@ -80,4 +91,4 @@ clean:
 	-$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean 2>/dev/null
 	rm -rf $(BUILD)
 
-.PHONY: all setup kernel bochs module selftests check demo bench clippy rustfmt rustfmtcheck clean
+.PHONY: all setup kernel bochs module selftests check demo bench conformance clippy rustfmt rustfmtcheck clean

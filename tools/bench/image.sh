@@ -17,6 +17,11 @@ file -L "$root/bin/busybox" 2>/dev/null | grep -q 'statically linked' ||
 	ldd "$root/bin/busybox" 2>&1 | grep -q 'not a dynamic' ||
 	die "/bin/busybox is not static (install busybox-static)"
 install -m 755 "$RKVM_TOP/tools/bench/init.sh" "$root/init"
+# A root user: programs that look names up (busybox whoami in the KVM selftests'
+# nx_huge_pages_test.sh, used by make conformance) fail without /etc/passwd.
+mkdir -p "$root/etc"
+echo 'root:x:0:0:root:/:/bin/sh' >"$root/etc/passwd"
+echo 'root:x:0:' >"$root/etc/group"
 # The reference hypervisor and what it depends on (irqbypass is a module when KVM is).
 for m in arch/x86/kvm/kvm arch/x86/kvm/kvm-intel arch/x86/kvm/kvm-amd virt/lib/irqbypass; do
 	[ -f "$kbuild/$m.ko" ] && cp "$kbuild/$m.ko" "$root/lib/modules/"

@@ -7,6 +7,12 @@
 #   bench.mode=check|demo|shell   what to do (default check)
 #   bench.from=N                  resume the plan at step N (after a hung batch)
 #   bench.apicv=0                 passed to kvm-intel as enable_apicv
+# Used by `make conformance` (tools/conformance), off by default:
+#   bench.hvs=kvm,rkvm            the hypervisors of the plan, in order (default both)
+#   bench.timeout=N               in-guest limit per test in seconds (default 600)
+#   bench.kvmnode=1               while rkvm is loaded, /dev/kvm is a node with rkvm's
+#                                 major:minor (for programs that hard-code /dev/kvm)
+#   bench.kmsg=1                  after each test, print the kernel log it produced
 #
 # Protocol on the console, read by the host (tools/bench/run.sh):
 #   @@ PLAN <n>                         steps in this boot's plan
@@ -32,6 +38,11 @@ exec </dev/console >/dev/console 2>&1
 arg() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
 mode=$(arg bench.mode); mode=${mode:-check}
 from=$(arg bench.from); from=${from:-0}
+# Conformance hooks (see above); their defaults are `make check`'s behaviour.
+hvs=$(arg bench.hvs | tr , ' '); hvs=${hvs:-kvm rkvm}
+step_timeout=$(arg bench.timeout); step_timeout=${step_timeout:-600}
+kvm_node=$(arg bench.kvmnode)
+kmsg=$(arg bench.kmsg)
 
 # Loading and unloading the hypervisors (load_hv, unload_hv, hv_loaded, hv_dev, ...): the
 # same functions the shell tests use (selftests/rkvm/lib/hv.sh).
@@ -49,11 +60,23 @@ now_ms() { read up _ </proc/uptime; echo $(( ${up%.*} * 1000 + 1${up#*.}0 - 1000
 is_script() { [ "$(head -c 2 "$1")" = "#!" ]; }
 runs_without_hv() { is_script "$1" && grep -q '^# rkvm-bench: .*runs-without-hv' "$1"; }
 
+# bench.kvmnode=1: after HV was loaded (or unloaded), /dev/kvm is rkvm's device while rkvm
+# is loaded. Reference KVM's own /dev/kvm (devtmpfs) is never touched.
+kvm_node_sync() {
+	[ "$kvm_node" = 1 ] || return 0
+	mod_loaded kvm && return 0
+	rm -f /dev/kvm
+	if mod_loaded rkvm && [ -r /sys/class/misc/rkvm/dev ]; then
+		IFS=: read -r maj min </sys/class/misc/rkvm/dev
+		mknod /dev/kvm c "$maj" "$min" && echo "# runner: /dev/kvm is rkvm's device $maj:$min"
+	fi
+}
+
 run_check() {
 	# The plan: every test against reference KVM, then against rkvm.
 	tests=$(cat /tests/list)
 	plan=""
-	for hv in kvm rkvm; do for t in $tests; do plan="$plan $hv:$t"; done; done
+	for hv in $hvs; do for t in $tests; do plan="$plan $hv:$t"; done; done
 	set -- $plan
 	echo "@@ PLAN $#"
 	i=0 loaded="" load_err=""
@@ -65,6 +88,7 @@ run_check() {
 			loaded=$hv load_err="" no_backend=""
 			load_hv $hv >/tmp/load.log 2>&1 ||
 				load_err="$(tail -1 /tmp/load.log | tr -d '\n') ($(dmesg | grep -E 'rkvm|kvm' | tail -1 | sed 's/^\[[^]]*\] //'))"
+			kvm_node_sync
 			[ -n "$load_err" ] && echo "# loading $hv failed: $load_err"
 			dmesg | grep -q 'rkvm: no backend for this CPU vendor' && no_backend=1
 			dmesg | grep -E "^\[[ 0-9.]*\] (rkvm|kvm)" | tail -20 | sed 's/^/# dmesg: /'
@@ -89,14 +113,14 @@ run_check() {
 				KVM_DEVICE=$(hv_dev $hv) RKVM_HV=$hv RKVM_VENDOR=$vendor \
 					RKVM_HV_LOADED=$([ -z "$load_err" ] && echo 1 || echo 0) \
 					RKVM_TESTS_BIN=/tests/bin RKVM_TESTS_LIB=/tests/lib \
-					timeout -s KILL 600 $pin $run 2>&1
+					timeout -s KILL $step_timeout $pin $run 2>&1
 				echo $? >/tmp/rc
 			} | sed 's/^/    /'
 			rc=$(cat /tmp/rc)
 			case $rc in
 			0) verdict="pass ok" ;;
 			4) verdict="skip test requirement not met" ;;
-			137) verdict="fail killed after 600 s" ;;
+			137) verdict="fail killed after $step_timeout s" ;;
 			*) verdict="fail exit status $rc" ;;
 			esac
 			# A test may unload and reload modules. If it left the wrong state behind,
@@ -107,12 +131,17 @@ run_check() {
 				unload_hv rkvm >/dev/null 2>&1
 				load_hv $hv >/tmp/load.log 2>&1 ||
 					load_err="$(tail -1 /tmp/load.log | tr -d '\n') (reload after $t)"
+				kvm_node_sync
+			fi
+			if [ "$kmsg" = 1 ]; then
+				dmesg -c | sed 's/^/# kmsg: /' | tail -40
 			fi
 		fi
 		echo "@@ RESULT $i $hv $t ${verdict%% *} $(($(now_ms) - t0)) ${verdict#* }"
 		i=$((i + 1))
 	done
 	[ -n "$loaded" ] && unload_hv $loaded
+	kvm_node_sync
 	echo "@@ DONE"
 }
 

@@ -10,6 +10,8 @@
 #   EMULATOR: qemu-epyc[:N] (QEMU TCG, -cpu EPYC, N CPUs, default 2)
 #             bochs-<cpu model>[:N] (lean Bochs 3.0, N CPUs, default 1)
 # Environment: BOCHS_PREFIX (the Bochs install), GUEST_MEM_MB (default 1024 / 512).
+# RUN_ONE_BOOT=1 (used by `make conformance`): kill the emulator when the guest boots a
+# second time (a guest kernel panic reboots Bochs, whose /init would rerun the same steps).
 
 . "$(dirname "$0")/lib.sh"
 
@@ -53,8 +55,11 @@ bochs-*)
 		-b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
 		-boot-info-table -R -J -o "$iso" "$work/iso" 2>"$work/xorriso.log" ||
 		die "xorriso failed: $(cat "$work/xorriso.log")"
+	# Bochs allocates at most 2048 MB of host memory for the guest; a bigger guest (the
+	# conformance run's GUEST_MEM_MB) gets the rest from Bochs's overflow file.
+	mem=${GUEST_MEM_MB:-512}
 	cat >"$work/bochsrc" <<-RC
-		megs: ${GUEST_MEM_MB:-512}
+		memory: guest=$mem, host=$((mem > 2048 ? 2048 : mem))
 		cpu: model=$model, count=${ncpu:-1}, ips=50000000, reset_on_triple_fault=1, ignore_bad_msrs=1
 		clock: sync=none, time0=local
 		romimage: file=$prefix/share/bochs/BIOS-bochs-latest
@@ -97,6 +102,12 @@ while kill -0 $pid 2>/dev/null; do
 	if grep -aq 'Kernel panic - not syncing' "$logf" 2>/dev/null; then
 		sleep 2
 		printf '\n@@ HOST killed: guest kernel panic\n' >>"$logf"
+		pkill -KILL -P $pid 2>/dev/null || true
+		kill -KILL $pid 2>/dev/null || true
+		break
+	fi
+	if [ "${RUN_ONE_BOOT:-0}" = 1 ] && [ "$(grep -c '^@@ INFO' "$logf" 2>/dev/null)" -gt 1 ]; then
+		printf '\n@@ HOST killed: the guest rebooted\n' >>"$logf"
 		pkill -KILL -P $pid 2>/dev/null || true
 		kill -KILL $pid 2>/dev/null || true
 		break
