@@ -414,7 +414,7 @@ static void guest_apic(void)
 	struct guest g = split_guest(1, NULL);
 	struct kvm_lapic_state st;
 	uint32_t tmcct = 0, val = 0;
-	int ok, port = 0;
+	int ok, port = 0, i;
 
 	guest_load(g.mem, GUEST_CODE_GPA, apic_guest);
 	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
@@ -448,9 +448,12 @@ static void guest_apic(void)
 	expect(&g.v, P_VEC, 0x43, "periodic timer, first interrupt");
 	expect(&g.v, P_VEC, 0x43, "periodic timer, second interrupt");
 	expect(&g.v, P_VEC, 0x43, "periodic timer, third interrupt");
-	/* Tolerate one more period that fired before the mask. */
+	/*
+	 * More periods may fire before the guest stops the timer: on a slow emulator the
+	 * period is short next to the guest's own instructions. Skip over them.
+	 */
 	ok = next_out_any(&g.v, &port, &val);
-	if (ok && port == P_VEC && val == 0x43)
+	for (i = 0; i < 1000 && ok && port == P_VEC && val == 0x43; i++)
 		ok = next_out_any(&g.v, &port, &val);
 	tap_ok(ok && port == P_MARK && val == 5, "after the periodic timer: marker 5 (port %#x, %#x)",
 	       port, val);
