@@ -676,6 +676,66 @@ static const struct kernel_param_ops l1d_flush_ops = {
 module_param_cb(vmentry_l1d_flush, &l1d_flush_ops, NULL, 0444);
 MODULE_PARM_DESC(vmentry_l1d_flush, "L1D flush on VM entry: auto, never, cond, always");
 
+/*
+ * kvm's and kvm_intel's parameters that state fixed facts about rkvm: it has no
+ * forced-emulation prefix, no virtual PMU, and never ignores an unknown MSR (the guest
+ * gets #GP, as with kvm.ignore_msrs=N). They read as kvm's do; loading rkvm with any
+ * other value is refused rather than silently not honoured.
+ */
+static int fixed_bool_set(const char *val, const struct kernel_param *kp)
+{
+	bool v;
+
+	if (kstrtobool(val, &v) || v != *(bool *)kp->arg)
+		return -EINVAL;
+	return 0;
+}
+
+static int fixed_bool_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%c\n", *(bool *)kp->arg ? 'Y' : 'N');
+}
+
+static const struct kernel_param_ops fixed_bool_ops = {
+	.set = fixed_bool_set,
+	.get = fixed_bool_get,
+};
+
+static int fixed_int_set(const char *val, const struct kernel_param *kp)
+{
+	int v;
+
+	if (kstrtoint(val, 0, &v) || v != *(int *)kp->arg)
+		return -EINVAL;
+	return 0;
+}
+
+static int fixed_int_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%d\n", *(int *)kp->arg);
+}
+
+static const struct kernel_param_ops fixed_int_ops = {
+	.set = fixed_int_set,
+	.get = fixed_int_get,
+};
+
+static int force_emulation_prefix;
+module_param_cb(force_emulation_prefix, &fixed_int_ops, &force_emulation_prefix, 0444);
+MODULE_PARM_DESC(force_emulation_prefix, "Always 0: rkvm has no forced-emulation prefix");
+
+static bool enable_pmu;
+module_param_cb(enable_pmu, &fixed_bool_ops, &enable_pmu, 0444);
+MODULE_PARM_DESC(enable_pmu, "Always N: rkvm offers guests no PMU");
+
+static bool enable_mediated_pmu;
+module_param_cb(enable_mediated_pmu, &fixed_bool_ops, &enable_mediated_pmu, 0444);
+MODULE_PARM_DESC(enable_mediated_pmu, "Always N: rkvm offers guests no PMU");
+
+static bool ignore_msrs;
+module_param_cb(ignore_msrs, &fixed_bool_ops, &ignore_msrs, 0444);
+MODULE_PARM_DESC(ignore_msrs, "Always N: an unknown MSR access raises #GP in the guest");
+
 void rkvm_params_get(struct rkvm_params *out)
 {
 	out->ept = enable_ept;
