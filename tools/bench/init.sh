@@ -61,14 +61,33 @@ is_script() { [ "$(head -c 2 "$1")" = "#!" ]; }
 runs_without_hv() { is_script "$1" && grep -q '^# rkvm-bench: .*runs-without-hv' "$1"; }
 
 # bench.kvmnode=1: after HV was loaded (or unloaded), /dev/kvm is rkvm's device while rkvm
-# is loaded. Reference KVM's own /dev/kvm (devtmpfs) is never touched.
+# is loaded, and /sys/module/kvm and /sys/module/kvm_intel show rkvm's module directory
+# (rkvm carries kvm's and kvm_intel's parameter names: programs written for KVM read
+# them there). sysfs takes no symlinks, so /sys/module becomes a tmpfs of links into a
+# bind mount of the real one for that time. Reference KVM's own /dev/kvm (devtmpfs) and
+# /sys/module are never touched.
+sysmod_alias() {
+	mountpoint -q /sys/module && return 0
+	mkdir -p /run/sysmodule && mount --bind /sys/module /run/sysmodule || return 1
+	mount -t tmpfs -o mode=755 sysmodule /sys/module || { umount /run/sysmodule; return 1; }
+	for m in /run/sysmodule/*; do ln -s "$m" "/sys/module/${m##*/}"; done
+	ln -s /run/sysmodule/rkvm /sys/module/kvm
+	ln -s /run/sysmodule/rkvm /sys/module/kvm_intel
+	echo "# runner: /sys/module/kvm and /sys/module/kvm_intel show /sys/module/rkvm"
+}
+sysmod_unalias() {
+	mountpoint -q /sys/module || return 0
+	umount /sys/module && umount /run/sysmodule
+}
 kvm_node_sync() {
 	[ "$kvm_node" = 1 ] || return 0
 	mod_loaded kvm && return 0
 	rm -f /dev/kvm
+	sysmod_unalias
 	if mod_loaded rkvm && [ -r /sys/class/misc/rkvm/dev ]; then
 		IFS=: read -r maj min </sys/class/misc/rkvm/dev
 		mknod /dev/kvm c "$maj" "$min" && echo "# runner: /dev/kvm is rkvm's device $maj:$min"
+		sysmod_alias
 	fi
 }
 
