@@ -66,8 +66,9 @@ runs_without_hv() { is_script "$1" && grep -q '^# rkvm-bench: .*runs-without-hv'
 # them there). sysfs takes no symlinks, so /sys/module becomes a tmpfs of links into a
 # bind mount of the real one for that time. Reference KVM's own /dev/kvm (devtmpfs) and
 # /sys/module are never touched.
+sysmod_aliased() { grep -q ' /sys/module tmpfs ' /proc/mounts; }
 sysmod_alias() {
-	mountpoint -q /sys/module && return 0
+	sysmod_aliased && return 0
 	mkdir -p /run/sysmodule && mount --bind /sys/module /run/sysmodule || return 1
 	mount -t tmpfs -o mode=755 sysmodule /sys/module || { umount /run/sysmodule; return 1; }
 	for m in /run/sysmodule/*; do ln -s "$m" "/sys/module/${m##*/}"; done
@@ -76,7 +77,7 @@ sysmod_alias() {
 	echo "# runner: /sys/module/kvm and /sys/module/kvm_intel show /sys/module/rkvm"
 }
 sysmod_unalias() {
-	mountpoint -q /sys/module || return 0
+	sysmod_aliased || return 0
 	umount /sys/module && umount /run/sysmodule
 }
 kvm_node_sync() {
