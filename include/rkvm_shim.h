@@ -97,6 +97,8 @@ void rkvm_user_return_arm(void);
 
 /* anon_inode_getfd() with fops built in Rust. */
 int rkvm_anon_inode_getfd(const char *name, const void *fops, void *priv, int flags);
+/* The same for a readable file that also takes pread() (binary stats). */
+int rkvm_anon_inode_getfd_pread(const char *name, const void *fops, void *priv, int flags);
 
 /*
  * MMU notifiers on the current process's mm. The three callbacks are set once; each

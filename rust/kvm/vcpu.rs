@@ -95,6 +95,8 @@ pub(crate) struct Vcpu {
     /// Where interrupts for the in-kernel local APIC are posted (split irqchip VMs).
     pub(crate) apic: Option<Mailbox>,
     pub(crate) stats: VcpuCounters,
+    /// `halt_wait_hist`: how long each in-kernel halt waited, in ns.
+    pub(crate) halt_wait_hist: super::stats::LogHist,
 }
 
 /// The vCPU fd's object: the vCPU and a reference on its VM.
@@ -111,6 +113,9 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     }
     let k = vm.kvm;
     let mut l = vm.locked.lock();
+    if l.max_vcpu_ids != 0 && id >= l.max_vcpu_ids {
+        return Err(EINVAL);
+    }
     if l.vcpus.len() >= super::caps::MAX_VCPUS as usize {
         return Err(EINVAL);
     }
@@ -121,7 +126,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         legacy_and_header: [0; 576],
     })?;
     let mut apic_base = k.arch.lapic.apic_base;
-    if id == 0 {
+    if id == l.bsp_vcpu_id {
         apic_base |= k.arch.lapic.bsp;
     }
     // A new vCPU's TSC starts at 0.
@@ -158,6 +163,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             kick: AtomicBool::new(false),
             apic: mailbox,
             stats: VcpuCounters::new(),
+            halt_wait_hist: super::stats::LogHist::new(),
         }? Error),
         GFP_KERNEL,
     )?;
@@ -177,6 +183,10 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         }
     }
     l.vcpus.push(vcpu.clone(), GFP_KERNEL)?;
+    // As in KVM, the first vCPU fixes KVM_CAP_MAX_VCPU_ID if userspace left it unset.
+    if l.max_vcpu_ids == 0 {
+        l.max_vcpu_ids = super::caps::MAX_VCPU_IDS;
+    }
     drop(l);
     let file = Arc::new(
         VcpuFile {
@@ -521,6 +531,11 @@ impl AnonFile for VcpuFile {
                 Ok(0)
             }
             RKVM_KVM_GET_TSC_KHZ => Ok(vm.kvm.arch.timer.tsc_khz as isize),
+            RKVM_KVM_GET_STATS_FD => {
+                let id =
+                    kernel::str::CString::try_from_fmt(fmt!("kvm-{}/vcpu-{}", vm.pid, vcpu.id))?;
+                super::stats::StatsFile::open(&id, (this.vm.clone(), this.vcpu.clone()))
+            }
             RKVM_KVM_NMI => {
                 g.state.events.nmi_pending = true;
                 Ok(0)
@@ -884,10 +899,9 @@ fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<bool> {
         vcpu.stats.set(st::BLOCKING, 1);
         let t0 = crate::sys::wait::now_ns();
         let woken = mb.wq.wait(&|| mb.any(), timeout);
-        vcpu.stats.add(
-            st::HALT_WAIT_NS,
-            crate::sys::wait::now_ns().saturating_sub(t0),
-        );
+        let waited = crate::sys::wait::now_ns().saturating_sub(t0);
+        vcpu.stats.add(st::HALT_WAIT_NS, waited);
+        vcpu.halt_wait_hist.record(waited);
         vcpu.stats.set(st::BLOCKING, 0);
         if woken == crate::sys::wait::Woken::Signal {
             return Err(EINTR);
@@ -1030,11 +1044,30 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
             write,
             fetch,
             insn_len,
+            vectoring,
+            reason,
+            qual,
         } => {
             vcpu.stats.inc(st::PF_TAKEN);
             if vm.fault_in(gpa, write)? {
                 vcpu.stats.inc(st::PF_FIXED);
                 return Ok(None);
+            }
+            if vectoring & (1 << 31) != 0 {
+                // The guest's IDT, GDT or stack is MMIO while an event is delivered:
+                // nothing can be emulated. KVM reports it with the event, the exit
+                // reason and qualification, the GPA and the CPU of the last entry.
+                return Ok(internal_error(
+                    vcpu,
+                    KVM_INTERNAL_ERROR_DELIVERY_EV,
+                    &[
+                        u64::from(vectoring),
+                        u64::from(reason),
+                        qual,
+                        gpa,
+                        u64::from(cpu::this_cpu()),
+                    ],
+                ));
             }
             if fetch {
                 // Executing from MMIO cannot be emulated.

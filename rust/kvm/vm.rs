@@ -31,6 +31,11 @@ pub(crate) struct VmLocked {
     debugfs: Option<stats::VmDir>,
     /// The real-mode TSS and identity page table (CPUs without unrestricted guest).
     rmode_pages: Option<RmodePages>,
+    /// `KVM_CAP_MAX_VCPU_ID`: vCPU ids must stay below this; 0 until it is set or the
+    /// first vCPU is created (which fixes it at the maximum).
+    pub(crate) max_vcpu_ids: u32,
+    /// `KVM_SET_BOOT_CPU_ID`: the vCPU whose APIC has the BSP flag.
+    pub(crate) bsp_vcpu_id: u32,
 }
 
 /// KVM's default guest-physical addresses of the real-mode TSS and identity map.
@@ -84,6 +89,8 @@ pub(crate) struct Vm {
     /// KVM_CAP_SPLIT_IRQCHIP enabled: vCPUs get an in-kernel local APIC.
     pub(crate) split_irqchip: AtomicBool,
     pub(crate) stats: VmCounters,
+    /// The creator's pid: the VM's stats id is "kvm-<pid>", as KVM's.
+    pub(crate) pid: i32,
 }
 
 /// `KVM_CREATE_VM(type)`.
@@ -124,6 +131,8 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 nr_mmu_pages: 0,
                 notifier: None,
                 debugfs: None,
+                max_vcpu_ids: 0,
+                bsp_vcpu_id: 0,
             }),
             mmu <- new_spinlock!(MmuState {
                 ept,
@@ -136,6 +145,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             manual_protect: AtomicBool::new(false),
             split_irqchip: AtomicBool::new(false),
             stats: VmCounters::new(),
+            pid: cpu::current_pid(),
         }? Error),
         GFP_KERNEL,
     )
@@ -699,10 +709,42 @@ impl AnonFile for Vm {
                         Ok(0)
                     }
                     KVM_CAP_SPLIT_IRQCHIP => super::irq::enable_split(&this, cap.args[0]),
+                    KVM_CAP_MAX_VCPU_ID => {
+                        let ids = u32::try_from(cap.args[0]).map_err(|_| EINVAL)?;
+                        if ids > caps::MAX_VCPU_IDS {
+                            return Err(EINVAL);
+                        }
+                        // Once set (or fixed by the first vCPU) it cannot change, and it
+                        // cannot drop below the boot vCPU's id.
+                        let mut l = this.locked.lock();
+                        if l.bsp_vcpu_id > ids || (l.max_vcpu_ids != 0 && l.max_vcpu_ids != ids) {
+                            return Err(EINVAL);
+                        }
+                        l.max_vcpu_ids = ids;
+                        Ok(0)
+                    }
                     _ => Err(EINVAL),
                 }
             }
             RKVM_KVM_SIGNAL_MSI => super::irq::signal_msi(&this, arg),
+            RKVM_KVM_GET_STATS_FD => {
+                let id = kernel::str::CString::try_from_fmt(fmt!("kvm-{}", this.pid))?;
+                stats::StatsFile::open(&id, Arc::<Vm>::from(this))
+            }
+            RKVM_KVM_SET_BOOT_CPU_ID => {
+                let mut l = this.locked.lock();
+                if !l.vcpus.is_empty() {
+                    return Err(EBUSY);
+                }
+                let id = u32::try_from(arg).map_err(|_| EINVAL)?;
+                if id > caps::MAX_VCPU_IDS || (l.max_vcpu_ids != 0 && id > l.max_vcpu_ids) {
+                    return Err(EINVAL);
+                }
+                l.bsp_vcpu_id = id;
+                Ok(0)
+            }
+            // Every vCPU runs at the host's TSC rate (no TSC scaling, no KVM_SET_TSC_KHZ).
+            RKVM_KVM_GET_TSC_KHZ => Ok(this.kvm.arch.timer.tsc_khz as isize),
             RKVM_KVM_CREATE_DEVICE => {
                 let d: kvm_create_device = uaccess::read(arg)?;
                 this.kvm.devices.lookup(d.type_).map(|_| 0)

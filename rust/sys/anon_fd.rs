@@ -18,9 +18,17 @@ pub(crate) trait AnonFile: Send + Sync + Sized + 'static {
     const NAME: &'static CStr;
     /// Whether the file can be mmapped.
     const HAS_MMAP: bool = false;
+    /// Whether the file is read-only and readable (with `read` and `pread`).
+    const HAS_READ: bool = false;
 
     /// An ioctl on the fd.
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize>;
+
+    /// read/pread of `len` bytes at `*pos` into the user buffer `buf` (only called when
+    /// `HAS_READ`); advances `*pos` and returns the bytes copied.
+    fn read(_this: ArcBorrow<'_, Self>, _buf: usize, _len: usize, _pos: &mut i64) -> Result<usize> {
+        Err(EINVAL)
+    }
 
     /// mmap of the fd (only called when `HAS_MMAP`).
     fn mmap(_this: ArcBorrow<'_, Self>, _vma: &VmaNew) -> Result {
@@ -41,6 +49,7 @@ impl<T: AnonFile> Vtable<T> {
         release: Some(Self::release),
         unlocked_ioctl: Some(Self::ioctl),
         mmap: if T::HAS_MMAP { Some(Self::mmap) } else { None },
+        read: if T::HAS_READ { Some(Self::read) } else { None },
         llseek: Some(bindings::noop_llseek),
         ..pin_init::zeroed()
     };
@@ -71,6 +80,26 @@ impl<T: AnonFile> Vtable<T> {
 
     /// # Safety
     ///
+    /// `file` is a live file created by [`install`] for a `T`; `pos` is the VFS's valid
+    /// position for this call.
+    unsafe extern "C" fn read(
+        file: *mut bindings::file,
+        buf: *mut c_char,
+        len: usize,
+        pos: *mut bindings::loff_t,
+    ) -> isize {
+        // SAFETY: As in `ioctl`.
+        let this = unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) };
+        // SAFETY: The VFS passes a valid position that nothing else touches during the call.
+        let pos = unsafe { &mut *pos };
+        match T::read(this, buf as usize, len, pos) {
+            Ok(n) => n as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    /// # Safety
+    ///
     /// `file` is a live file created by [`install`] for a `T`; `vma` is being mmapped.
     unsafe extern "C" fn mmap(
         file: *mut bindings::file,
@@ -91,16 +120,30 @@ impl<T: AnonFile> Vtable<T> {
 pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<i32> {
     let fops: &'static bindings::file_operations = &Vtable::<T>::FOPS;
     let private = obj.into_foreign();
-    let flags = (bindings::O_RDWR | bindings::O_CLOEXEC) as c_int;
-    // SAFETY: `fops` is 'static and matches `private` (an `Arc<T>`), which the file's
-    // release takes back.
-    let fd = unsafe {
-        ffi::rkvm_anon_inode_getfd(
-            T::NAME.as_char_ptr(),
-            core::ptr::from_ref(fops).cast(),
-            private,
-            flags,
-        )
+    let fd = if T::HAS_READ {
+        let flags = (bindings::O_RDONLY | bindings::O_CLOEXEC) as c_int;
+        // SAFETY: `fops` is 'static and matches `private` (an `Arc<T>`), which the file's
+        // release takes back.
+        unsafe {
+            ffi::rkvm_anon_inode_getfd_pread(
+                T::NAME.as_char_ptr(),
+                core::ptr::from_ref(fops).cast(),
+                private,
+                flags,
+            )
+        }
+    } else {
+        let flags = (bindings::O_RDWR | bindings::O_CLOEXEC) as c_int;
+        // SAFETY: `fops` is 'static and matches `private` (an `Arc<T>`), which the file's
+        // release takes back.
+        unsafe {
+            ffi::rkvm_anon_inode_getfd(
+                T::NAME.as_char_ptr(),
+                core::ptr::from_ref(fops).cast(),
+                private,
+                flags,
+            )
+        }
     };
     if fd < 0 {
         // SAFETY: The fd was not created, so the reference is still ours.

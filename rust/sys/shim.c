@@ -348,6 +348,24 @@ int rkvm_anon_inode_getfd(const char *name, const void *fops, void *priv, int fl
 	return anon_inode_getfd(name, fops, priv, flags);
 }
 
+int rkvm_anon_inode_getfd_pread(const char *name, const void *fops, void *priv, int flags)
+{
+	struct file *file;
+	int fd = get_unused_fd_flags(flags & O_CLOEXEC);
+
+	if (fd < 0)
+		return fd;
+	file = anon_inode_getfile(name, fops, priv, flags);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
+	/* Files of anon inodes are not positional by default; pread() must work. */
+	file->f_mode |= FMODE_PREAD;
+	fd_install(fd, file);
+	return fd;
+}
+
 /* ---- MMU notifiers ------------------------------------------------------------------ */
 
 struct rkvm_mmu_notifier {

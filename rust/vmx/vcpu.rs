@@ -1075,6 +1075,9 @@ impl Core {
                     write: qual & 2 != 0,
                     fetch: qual & 4 != 0,
                     insn_len,
+                    vectoring: vect,
+                    reason,
+                    qual,
                 }))
             }
             _ => Ok(Some(Exit::Unhandled { reason, qual })),

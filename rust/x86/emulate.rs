@@ -692,14 +692,14 @@ pub(crate) struct MsrEnv<'a> {
     pub(crate) host_initiated: bool,
 }
 
-fn guest_has_lm_and_nx(env: &MsrEnv<'_>) -> (bool, bool, bool) {
+fn guest_has_lm_and_nx(env: &MsrEnv<'_>) -> (bool, bool) {
     let rt = super::cpuid::Runtime {
         cr4: 0,
         xcr0: 1,
         apic_base: 0,
     };
     let [_, _, _, d] = super::cpuid::guest_cpuid(env.cpuid, 0x8000_0001, 0, rt);
-    (d & (1 << 29) != 0, d & (1 << 20) != 0, d & (1 << 11) != 0)
+    (d & (1 << 29) != 0, d & (1 << 20) != 0)
 }
 
 /// RDMSR; `None` for an MSR the guest does not have (#GP).
@@ -769,16 +769,14 @@ pub(crate) fn set_msr(
             s.msrs.tsc_adjust = v;
         }
         index::EFER => {
-            let (lm, nx, sce) = guest_has_lm_and_nx(env);
-            let mut valid = 0;
+            let (lm, nx) = guest_has_lm_and_nx(env);
+            // SCE is always writable, whatever CPUID says (as on KVM).
+            let mut valid = efer::SCE;
             if lm {
                 valid |= efer::LME | efer::LMA;
             }
             if nx {
                 valid |= efer::NX;
-            }
-            if sce {
-                valid |= efer::SCE;
             }
             if v & !valid != 0 {
                 return Err(());

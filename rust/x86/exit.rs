@@ -28,6 +28,11 @@ pub(crate) enum Exit {
         write: bool,
         fetch: bool,
         insn_len: u8,
+        /// The event whose delivery faulted (IDT-vectoring information, bit 31 = valid),
+        /// with the backend's exit reason and qualification for an internal-error report.
+        vectoring: u32,
+        reason: u32,
+        qual: u64,
     },
     /// HLT (RIP past it).
     Hlt,
