@@ -153,6 +153,8 @@ fn kvm_init() -> Result<Rkvm> {
 fn kvm_arch_init() -> Result<x86::Arch> {
     // 4.1.1 cpu_has_kvm_support(), vmx_disabled_by_bios(), FPU and FXSR.
     x86::check_cpu_support()?;
+    // The host's XCR0 (kvm_host.xcr0), before the FPU cache is sized from it.
+    x86::cpuid::capture_host_xcr0();
     // 4.1.2 kmem_cache_create("x86_fpu") and kmem_alloc_emulator_cache().
     let (fpu_cache, fpu_size) = x86::fpu_cache_create()?;
     let emulator_cache = x86::emulator_cache_create()?;

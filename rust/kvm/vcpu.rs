@@ -397,7 +397,26 @@ impl AnonFile for VcpuFile {
                 if (nent as usize) < g.cpuid.len() {
                     return Err(E2BIG);
                 }
-                uaccess::write_slice(uaccess::offset(arg, size_of::<kvm_cpuid2>())?, &g.cpuid)?;
+                let rt = crate::x86::cpuid::Runtime {
+                    cr4: g.state.cr4,
+                    xcr0: g.state.xcr0,
+                    apic_base: g.state.apic_base,
+                };
+                let mut table = KVec::with_capacity(g.cpuid.len(), GFP_KERNEL)?;
+                for e in g.cpuid.iter() {
+                    let [eax, ebx, ecx, edx] = crate::x86::cpuid::runtime_view(e, rt);
+                    table.push(
+                        kvm_cpuid_entry2 {
+                            eax,
+                            ebx,
+                            ecx,
+                            edx,
+                            ..*e
+                        },
+                        GFP_KERNEL,
+                    )?;
+                }
+                uaccess::write_slice(uaccess::offset(arg, size_of::<kvm_cpuid2>())?, &table)?;
                 uaccess::write(arg, &(g.cpuid.len() as u32))?;
                 Ok(0)
             }

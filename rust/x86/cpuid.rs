@@ -97,10 +97,21 @@ pub(crate) struct BackendCpuidCaps {
 
 /// The host's XCR0 (0 without OSXSAVE).
 pub(crate) fn host_xcr0() -> u64 {
-    if cpu::cpuid(1, 0)[2] & LEAF1_ECX_OSXSAVE == 0 {
-        return 0;
-    }
-    cpu::regs::xgetbv0()
+    HOST_XCR0.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// The host's XCR0 (KVM's `kvm_host.xcr0`). Captured once at module init: while a vCPU
+/// is loaded XCR0 holds the guest's value, so reading it then would be wrong.
+static HOST_XCR0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records the host's XCR0; called by `kvm_arch_init()` before anything uses it.
+pub(crate) fn capture_host_xcr0() {
+    let v = if cpu::cpuid(1, 0)[2] & LEAF1_ECX_OSXSAVE == 0 {
+        0
+    } else {
+        cpu::regs::xgetbv0()
+    };
+    HOST_XCR0.store(v, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// The XCR0 bits a guest may set on this host.
@@ -347,9 +358,12 @@ pub(crate) fn guest_cpuid(
             class_max(0).and_then(|m| find(table, m, sub))
         }
     });
-    let Some(e) = e else {
-        return [0; 4];
-    };
+    e.map_or([0; 4], |e| runtime_view(e, rt))
+}
+
+/// An entry as the guest sees it now: the bits KVM keeps in step with vCPU state (as
+/// its `kvm_update_cpuid_runtime`), which `KVM_GET_CPUID2` reports too.
+pub(crate) fn runtime_view(e: &kvm_cpuid_entry2, rt: Runtime) -> [u32; 4] {
     let mut r = [e.eax, e.ebx, e.ecx, e.edx];
     match e.function {
         1 => {

@@ -726,7 +726,8 @@ pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
         index::IA32_APICBASE => s.apic_base,
         index::IA32_MCG_STATUS => r.mcg_status,
         index::IA32_MCG_CAP => 0,
-        index::IA32_UCODE_REV => 0x1_0000_0000,
+        index::IA32_UCODE_REV => r.ucode_rev,
+        index::K7_HWCR => r.hwcr,
         index::IA32_ARCH_CAPABILITIES => env.arch_capabilities,
         index::IA32_PERF_CAPABILITIES => 0,
         index::IA32_PLATFORM_ID => 0,
@@ -825,7 +826,29 @@ pub(crate) fn set_msr(
             }
             s.msrs.debugctl = 0;
         }
-        index::IA32_MISC_ENABLE => s.msrs.misc_enable = v,
+        index::IA32_MISC_ENABLE => {
+            // PEBS_UNAVAILABLE and BTS_UNAVAILABLE are read-only for the guest, and
+            // its writes to EMON (bit 7) are dropped; userspace sets anything.
+            const RO: u64 = (1 << 12) | (1 << 11);
+            const EMON: u64 = 1 << 7;
+            let old = s.msrs.misc_enable;
+            s.msrs.misc_enable = if env.host_initiated {
+                v
+            } else if (old ^ v) & RO != 0 {
+                return Err(());
+            } else {
+                v & !EMON | old & EMON
+            };
+        }
+        index::K7_HWCR => {
+            // Flush-filter disable, IGNNE emulation and TLB cache disable are dropped;
+            // McStatusWrEn (18) and TscFreqSel (24) are kept; anything else is #GP.
+            let v = v & !((1 << 6) | (1 << 8) | (1 << 3));
+            if v & !((1 << 18) | (1 << 24)) != 0 {
+                return Err(());
+            }
+            s.msrs.hwcr = v;
+        }
         index::IA32_APICBASE => {
             // Without an in-kernel APIC only the value is kept (KVM checks the same bits).
             if v & 0xffff_fff0_0000_02ff != 0 {
@@ -835,8 +858,8 @@ pub(crate) fn set_msr(
         }
         index::IA32_MCG_STATUS => s.msrs.mcg_status = v,
         index::IA32_UCODE_REV => {
-            if !env.host_initiated && v != 0 {
-                return Err(());
+            if env.host_initiated {
+                s.msrs.ucode_rev = v;
             }
         }
         index::IA32_ARCH_CAPABILITIES | index::IA32_PERF_CAPABILITIES => {

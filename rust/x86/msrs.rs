@@ -37,6 +37,7 @@ const EMULATED_MSRS_ALL: &[u32] = &[
     index::IA32_MISC_ENABLE,
     index::IA32_MCG_STATUS,
     index::IA32_UCODE_REV,
+    index::K7_HWCR,
 ];
 
 /// Candidates for `msr_based_features` (besides the VMX MSRs, which only nested VMX would

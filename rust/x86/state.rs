@@ -128,6 +128,10 @@ pub(crate) struct Msrs {
     pub(crate) misc_enable: u64,
     pub(crate) tsc_adjust: u64,
     pub(crate) mcg_status: u64,
+    /// What userspace last wrote to IA32_UCODE_REV (the guest's writes are ignored).
+    pub(crate) ucode_rev: u64,
+    /// AMD's HWCR, which KVM emulates for every vendor.
+    pub(crate) hwcr: u64,
     pub(crate) mtrr_def_type: u64,
     pub(crate) mtrr_fixed: [u64; 11],
     pub(crate) mtrr_var: [u64; 16],
@@ -151,6 +155,9 @@ impl Default for Msrs {
             misc_enable: (1 << 12) | (1 << 11),
             tsc_adjust: 0,
             mcg_status: 0,
+            // KVM's default microcode revision.
+            ucode_rev: 0x1_0000_0000,
+            hwcr: 0,
             mtrr_def_type: 0,
             mtrr_fixed: [0; 11],
             mtrr_var: [0; 16],
