@@ -41,4 +41,10 @@
 #define RKVM_IOCTL_ENUM(name) RKVM_##name = name,
 enum rkvm_ioctl { RKVM_IOCTLS(RKVM_IOCTL_ENUM) };
 
+/* Flags the uapi defines with _BITULL(), which bindgen does not evaluate. */
+enum rkvm_uapi_bits {
+	RKVM_X2APIC_API_USE_32BIT_IDS = KVM_X2APIC_API_USE_32BIT_IDS,
+	RKVM_X2APIC_API_DISABLE_BROADCAST_QUIRK = KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+};
+
 #endif /* RKVM_UAPI_H */

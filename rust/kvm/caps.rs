@@ -9,6 +9,10 @@ use crate::uapi::*;
 /// KVM's default limits, which rkvm shares.
 pub(crate) const MAX_VCPUS: u32 = 1024;
 pub(crate) const MAX_VCPU_IDS: u32 = 4096;
+/// KVM_CAP_X2APIC_API flags rkvm honours: 32-bit IDs and disabling the broadcast quirk
+/// (not the suppress-EOI-broadcast controls, which need EOI exits to a userspace I/O APIC).
+pub(crate) const X2APIC_API_FLAGS: u64 =
+    (RKVM_X2APIC_API_USE_32BIT_IDS | RKVM_X2APIC_API_DISABLE_BROADCAST_QUIRK) as u64;
 
 /// The answer to KVM_CHECK_EXTENSION(`cap`), on the system fd (`vm` = None) or a VM fd.
 pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -> isize {
@@ -59,6 +63,7 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         // The in-kernel local APIC (userspace keeps the PIC and I/O APIC).
         KVM_CAP_SPLIT_IRQCHIP | KVM_CAP_SIGNAL_MSI | KVM_CAP_TSC_DEADLINE_TIMER => 1,
         KVM_CAP_SET_BOOT_CPU_ID | KVM_CAP_BINARY_STATS_FD => 1,
+        KVM_CAP_X2APIC_API => X2APIC_API_FLAGS as isize,
         _ => 0,
     }
 }

@@ -36,13 +36,14 @@ pub(crate) fn deliver(vm: &Vm, irq: &IrqRequest) -> u32 {
     if !irq.logical && irq.dest == 0xff && irq.lowest_priority() {
         irq.delivery = crate::x86::lapic::dm::FIXED;
     }
+    let quirk = !vm.x2apic_broadcast_quirk_disabled.load(Ordering::Relaxed);
     let l = vm.locked.lock();
     let mut delivered = 0u32;
     let mut candidates = 0u32;
     for v in l.vcpus.iter() {
         let Some(mb) = v.apic.as_ref() else { continue };
         let a = mb.addressing();
-        if !a.hw_enabled || !a.matches(v.id, &irq) {
+        if !a.hw_enabled || !a.matches(v.id, &irq, quirk) {
             continue;
         }
         if !irq.lowest_priority() {
@@ -63,7 +64,7 @@ pub(crate) fn deliver(vm: &Vm, irq: &IrqRequest) -> u32 {
     for v in l.vcpus.iter() {
         let Some(mb) = v.apic.as_ref() else { continue };
         let a = mb.addressing();
-        if !a.hw_enabled || !a.sw_enabled || !a.matches(v.id, &irq) {
+        if !a.hw_enabled || !a.sw_enabled || !a.matches(v.id, &irq, quirk) {
             continue;
         }
         if pick == 0 {

@@ -315,7 +315,11 @@ impl AnonFile for VcpuFile {
                 let Some(a) = g.lapic.as_ref() else {
                     return Err(EINVAL);
                 };
-                let regs = a.get_state(g.state.apic_base, crate::sys::wait::now_ns());
+                let regs = a.get_state(
+                    g.state.apic_base,
+                    crate::sys::wait::now_ns(),
+                    vm.x2apic_format.load(Ordering::Relaxed),
+                );
                 // The kernel builds with unsigned `char`: `regs` is `[u8; 1024]`.
                 uaccess::write(arg, &kvm_lapic_state { regs })?;
                 Ok(0)
@@ -326,7 +330,12 @@ impl AnonFile for VcpuFile {
                 }
                 let st: kvm_lapic_state = uaccess::read(arg)?;
                 if let Some(a) = g.lapic.as_mut() {
-                    a.set_state(&st.regs, g.state.apic_base, crate::sys::wait::now_ns());
+                    a.set_state(
+                        &st.regs,
+                        g.state.apic_base,
+                        crate::sys::wait::now_ns(),
+                        vm.x2apic_format.load(Ordering::Relaxed),
+                    )?;
                 }
                 apic_changed(vcpu, g);
                 Ok(0)
@@ -1709,7 +1718,15 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
                 return Ok(());
             }
             let m = emulate::size_mask(io.addr_size);
-            let bytes = u64::from(count) * u64::from(size);
+            // Userspace may have changed RCX during the exit: complete no more elements
+            // than it now asks for (KVM only promises not to overrun anything then).
+            let cx_now = emulate::gpr64(s, 1) & m;
+            let count = if io.rep {
+                u64::from(count).min(cx_now)
+            } else {
+                u64::from(count)
+            };
+            let bytes = count * u64::from(size);
             let (reg, seg) = if input {
                 (7u8, state::ES)
             } else {
@@ -1738,7 +1755,7 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
             emulate::set_gpr(s, reg, io.addr_size, false, np & m);
             let mut done = true;
             if io.rep {
-                let cx = (emulate::gpr64(s, 1) & m).wrapping_sub(u64::from(count)) & m;
+                let cx = cx_now.saturating_sub(count) & m;
                 emulate::set_gpr(s, 1, io.addr_size, false, cx);
                 done = cx == 0;
             }

@@ -88,6 +88,10 @@ pub(crate) struct Vm {
     manual_protect: AtomicBool,
     /// KVM_CAP_SPLIT_IRQCHIP enabled: vCPUs get an in-kernel local APIC.
     pub(crate) split_irqchip: AtomicBool,
+    /// KVM_CAP_X2APIC_API: 32-bit x2APIC IDs in KVM_GET/SET_LAPIC, and no xAPIC
+    /// broadcast quirk for x2APIC destinations.
+    pub(crate) x2apic_format: AtomicBool,
+    pub(crate) x2apic_broadcast_quirk_disabled: AtomicBool,
     pub(crate) stats: VmCounters,
     /// The creator's pid: the VM's stats id is "kvm-<pid>", as KVM's.
     pub(crate) pid: i32,
@@ -144,6 +148,8 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             flush_gen: AtomicU64::new(0),
             manual_protect: AtomicBool::new(false),
             split_irqchip: AtomicBool::new(false),
+            x2apic_format: AtomicBool::new(false),
+            x2apic_broadcast_quirk_disabled: AtomicBool::new(false),
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
         }? Error),
@@ -709,6 +715,21 @@ impl AnonFile for Vm {
                         Ok(0)
                     }
                     KVM_CAP_SPLIT_IRQCHIP => super::irq::enable_split(&this, cap.args[0]),
+                    KVM_CAP_X2APIC_API => {
+                        // The suppress-EOI-broadcast controls are not offered (see caps.rs).
+                        let valid = caps::X2APIC_API_FLAGS;
+                        if cap.args[0] & !valid != 0 {
+                            return Err(EINVAL);
+                        }
+                        if cap.args[0] & u64::from(RKVM_X2APIC_API_USE_32BIT_IDS) != 0 {
+                            this.x2apic_format.store(true, Ordering::Relaxed);
+                        }
+                        if cap.args[0] & u64::from(RKVM_X2APIC_API_DISABLE_BROADCAST_QUIRK) != 0 {
+                            this.x2apic_broadcast_quirk_disabled
+                                .store(true, Ordering::Relaxed);
+                        }
+                        Ok(0)
+                    }
                     KVM_CAP_MAX_VCPU_ID => {
                         let ids = u32::try_from(cap.args[0]).map_err(|_| EINVAL)?;
                         if ids > caps::MAX_VCPU_IDS {

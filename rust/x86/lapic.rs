@@ -198,7 +198,10 @@ impl Addressing {
 
     /// Whether the APIC with this addressing and x2APIC ID `id` is a destination of `irq`
     /// (KVM's `kvm_apic_match_dest`).
-    pub(crate) fn matches(&self, id: u32, irq: &IrqRequest) -> bool {
+    /// Whether this APIC is a destination of `irq`. `broadcast_quirk`: KVM's default
+    /// (until `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`), where a device interrupt sent to
+    /// the xAPIC broadcast ID 0xff also reaches APICs in x2APIC mode.
+    pub(crate) fn matches(&self, id: u32, irq: &IrqRequest, broadcast_quirk: bool) -> bool {
         let is_self = irq.source == Some(id);
         match irq.shorthand {
             shorthand::SELF => return is_self,
@@ -207,7 +210,7 @@ impl Addressing {
             _ => {}
         }
         // An xAPIC-format broadcast reaches x2APIC targets of device interrupts too.
-        let mda = if irq.source.is_none() && irq.dest == 0xff && self.x2apic {
+        let mda = if broadcast_quirk && irq.source.is_none() && irq.dest == 0xff && self.x2apic {
             u32::MAX
         } else {
             irq.dest
@@ -1109,19 +1112,50 @@ impl Lapic {
     // ---- KVM_GET_LAPIC / KVM_SET_LAPIC --------------------------------------------------
 
     /// The register file as `struct kvm_lapic_state` carries it.
-    pub(crate) fn get_state(&self, apic_base: u64, now: u64) -> [u8; STATE_SIZE] {
+    /// `x2apic_format` (KVM_X2APIC_API_USE_32BIT_IDS): in x2APIC mode the ID register
+    /// holds the full 32-bit ID instead of the ID in the xAPIC position.
+    pub(crate) fn get_state(
+        &self,
+        apic_base: u64,
+        now: u64,
+        x2apic_format: bool,
+    ) -> [u8; STATE_SIZE] {
         let mut s = *self;
         s.set(reg::TMCCT, self.tmcct(now));
         if Self::x2apic_mode(apic_base) {
-            // Userspace sees the x2APIC ID in xAPIC position and the ICR split in two.
-            s.set(reg::ID, self.vcpu_id << 24);
+            // Userspace sees the ICR split in two, and the ID where the format says.
+            s.set(
+                reg::ID,
+                if x2apic_format {
+                    self.vcpu_id
+                } else {
+                    self.vcpu_id << 24
+                },
+            );
             s.set(reg::ICR2, self.get(reg::ICR + 4));
         }
         s.regs
     }
 
     /// Loads a register file from userspace and restarts the timer from its TMCCT.
-    pub(crate) fn set_state(&mut self, regs: &[u8; STATE_SIZE], apic_base: u64, now: u64) {
+    /// In x2APIC mode the ID is read-only: with `x2apic_format` a different ID is
+    /// refused (`EINVAL`), otherwise ignored, as KVM does.
+    pub(crate) fn set_state(
+        &mut self,
+        regs: &[u8; STATE_SIZE],
+        apic_base: u64,
+        now: u64,
+        x2apic_format: bool,
+    ) -> Result {
+        if Self::x2apic_mode(apic_base) && x2apic_format {
+            let id = regs
+                .get(reg::ID as usize..reg::ID as usize + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes);
+            if id != Some(self.vcpu_id) {
+                return Err(EINVAL);
+            }
+        }
         self.regs = *regs;
         if Self::x2apic_mode(apic_base) {
             self.set(reg::ID, self.vcpu_id);
@@ -1142,5 +1176,6 @@ impl Lapic {
             self.start_counting(count, true, now);
         }
         self.set(reg::TMCCT, 0);
+        Ok(())
     }
 }
