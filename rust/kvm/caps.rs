@@ -64,6 +64,7 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_SPLIT_IRQCHIP | KVM_CAP_SIGNAL_MSI | KVM_CAP_TSC_DEADLINE_TIMER => 1,
         KVM_CAP_SET_BOOT_CPU_ID | KVM_CAP_BINARY_STATS_FD => 1,
         KVM_CAP_X2APIC_API => X2APIC_API_FLAGS as isize,
+        KVM_CAP_X86_USER_SPACE_MSR => 1,
         _ => 0,
     }
 }

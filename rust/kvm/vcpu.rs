@@ -53,6 +53,13 @@ enum Pending {
     MmioRead {
         op: MemOp,
     },
+    /// RDMSR/WRMSR handed to userspace (KVM_CAP_X86_USER_SPACE_MSR): on `error` #GP,
+    /// otherwise (RDMSR) load EDX:EAX from `data` and skip the instruction.
+    Msr {
+        write: bool,
+        len: u8,
+        linear_rip: u64,
+    },
 }
 
 /// State under the vCPU mutex (KVM's `vcpu->mutex`, held by every vCPU ioctl).
@@ -1191,23 +1198,55 @@ fn msr_access(
     insn_len: u8,
 ) -> Result<Option<isize>> {
     let m = g.state.regs.rcx as u32;
-    if !write {
+    let v = (g.state.regs.rdx << 32) | (g.state.regs.rax & 0xffff_ffff);
+    let failed = if !write {
         match read_msr(vm, g, m, false) {
             Some(v) => {
                 g.state.regs.rax = v & 0xffff_ffff;
                 g.state.regs.rdx = v >> 32;
+                false
             }
-            None => {
-                inject(&mut g.state, emulate::gp(0));
-                return Ok(None);
-            }
+            None => true,
         }
     } else {
-        let v = (g.state.regs.rdx << 32) | (g.state.regs.rax & 0xffff_ffff);
-        if write_msr(vm, vcpu, g, m, v, false).is_err() {
+        write_msr(vm, vcpu, g, m, v, false).is_err()
+    };
+    if failed {
+        // KVM's reasons: an MSR it does not know at all, or a known one that refused.
+        let known = is_x2apic_msr(m) || (write && read_msr(vm, g, m, true).is_some());
+        let reason = if known {
+            KVM_MSR_EXIT_REASON_INVAL
+        } else {
+            KVM_MSR_EXIT_REASON_UNKNOWN
+        };
+        if vm.user_space_msr.load(Ordering::Relaxed) & reason == 0 {
             inject(&mut g.state, emulate::gp(0));
             return Ok(None);
         }
+        type Msr = kvm_run__bindgen_ty_1__bindgen_ty_23;
+        let exit = Msr {
+            error: 0,
+            pad: [0; 7],
+            reason,
+            index: m,
+            data: if write { v } else { 0 },
+        };
+        g.pending = Pending::Msr {
+            write,
+            len: insn_len,
+            linear_rip: emulate::linear_rip(&g.state),
+        };
+        vcpu.set_exit(if write {
+            KVM_EXIT_X86_WRMSR
+        } else {
+            KVM_EXIT_X86_RDMSR
+        });
+        vcpu.run_put(RUN_U + offset_of!(Msr, error), &exit.error);
+        vcpu.run_put(RUN_U + offset_of!(Msr, pad), &exit.pad);
+        vcpu.run_put(RUN_U + offset_of!(Msr, reason), &exit.reason);
+        vcpu.run_put(RUN_U + offset_of!(Msr, index), &exit.index);
+        vcpu.run_put(RUN_U + offset_of!(Msr, data), &exit.data);
+        return Ok(Some(0));
     }
     let s = &mut g.state;
     s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
@@ -1762,6 +1801,32 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
             if done {
                 s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
             }
+        }
+        Pending::Msr {
+            write,
+            len,
+            linear_rip,
+        } => {
+            if emulate::linear_rip(s) != linear_rip {
+                return Ok(());
+            }
+            type Msr = kvm_run__bindgen_ty_1__bindgen_ty_23;
+            let mut e = [0u8; 1];
+            vcpu.run
+                .read_bytes(RUN_U + offset_of!(Msr, error), &mut e)?;
+            if e[0] != 0 {
+                inject(s, emulate::gp(0));
+                return Ok(());
+            }
+            if !write {
+                let mut b = [0u8; 8];
+                vcpu.run.read_bytes(RUN_U + offset_of!(Msr, data), &mut b)?;
+                let v = u64::from_le_bytes(b);
+                s.regs.rax = v & 0xffff_ffff;
+                s.regs.rdx = v >> 32;
+            }
+            s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+            s.dirty = true;
         }
         Pending::MmioRead { op } => {
             type Mmio = kvm_run__bindgen_ty_1__bindgen_ty_6;

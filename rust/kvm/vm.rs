@@ -15,7 +15,7 @@ use crate::sys::page::PhysPage;
 use crate::uapi::*;
 use crate::x86::emulate::GuestMem;
 use crate::x86::ept::{Ept, Perm, Table};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
 use kernel::{new_mutex, new_spinlock};
@@ -92,6 +92,8 @@ pub(crate) struct Vm {
     /// broadcast quirk for x2APIC destinations.
     pub(crate) x2apic_format: AtomicBool,
     pub(crate) x2apic_broadcast_quirk_disabled: AtomicBool,
+    /// KVM_CAP_X86_USER_SPACE_MSR: the KVM_MSR_EXIT_REASON_* that exit to userspace.
+    pub(crate) user_space_msr: AtomicU32,
     pub(crate) stats: VmCounters,
     /// The creator's pid: the VM's stats id is "kvm-<pid>", as KVM's.
     pub(crate) pid: i32,
@@ -150,6 +152,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             split_irqchip: AtomicBool::new(false),
             x2apic_format: AtomicBool::new(false),
             x2apic_broadcast_quirk_disabled: AtomicBool::new(false),
+            user_space_msr: AtomicU32::new(0),
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
         }? Error),
@@ -715,6 +718,15 @@ impl AnonFile for Vm {
                         Ok(0)
                     }
                     KVM_CAP_SPLIT_IRQCHIP => super::irq::enable_split(&this, cap.args[0]),
+                    KVM_CAP_X86_USER_SPACE_MSR => {
+                        // FILTER is accepted: with no MSR filter installable, it never fires.
+                        if cap.args[0] & !u64::from(KVM_MSR_EXIT_REASON_VALID_MASK) != 0 {
+                            return Err(EINVAL);
+                        }
+                        this.user_space_msr
+                            .store(cap.args[0] as u32, Ordering::Relaxed);
+                        Ok(0)
+                    }
                     KVM_CAP_X2APIC_API => {
                         // The suppress-EOI-broadcast controls are not offered (see caps.rs).
                         let valid = caps::X2APIC_API_FLAGS;
