@@ -65,6 +65,8 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_SET_BOOT_CPU_ID | KVM_CAP_BINARY_STATS_FD => 1,
         KVM_CAP_X2APIC_API => X2APIC_API_FLAGS as isize,
         KVM_CAP_X86_USER_SPACE_MSR => 1,
+        KVM_CAP_COALESCED_MMIO => KVM_COALESCED_MMIO_PAGE_OFFSET as isize,
+        KVM_CAP_COALESCED_PIO => 1,
         _ => 0,
     }
 }

@@ -4,6 +4,7 @@
 //! `/dev/rkvm`, VMs, hardware enabling, stats and the device registry.
 
 pub(crate) mod caps;
+pub(crate) mod coalesced;
 pub(crate) mod dev;
 pub(crate) mod device_ops;
 pub(crate) mod hardware;

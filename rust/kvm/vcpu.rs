@@ -94,8 +94,6 @@ pub(crate) struct Vcpu {
     run: PhysPage,
     /// The PIO data page (KVM_PIO_PAGE_OFFSET).
     pio: PhysPage,
-    /// The coalesced-MMIO ring page (empty: rkvm has no coalesced MMIO).
-    ring: PhysPage,
     /// The CPU whose VMX window this vCPU is in, -1 outside.
     running_cpu: AtomicI32,
     kick: AtomicBool,
@@ -165,7 +163,6 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             }),
             run: PhysPage::new()?,
             pio: PhysPage::new()?,
-            ring: PhysPage::new()?,
             running_cpu: AtomicI32::new(-1),
             kick: AtomicBool::new(false),
             apic: mailbox,
@@ -584,7 +581,7 @@ impl AnonFile for VcpuFile {
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         this.vm.check_mm()?;
         let v = &this.vcpu;
-        let pages = [&v.run, &v.pio, &v.ring];
+        let pages = [&v.run, &v.pio, &this.vm.coalesced_ring];
         // SAFETY: Reads the offset field of the VMA under setup.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
         let len = vma.end() - vma.start();
@@ -1055,6 +1052,19 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
         } => {
             if string {
                 return string_io(vm, vcpu, g, port, size, input, rep, insn_len);
+            }
+            // An OUT into a coalesced PIO zone completes without an exit (the backend
+            // already moved RIP past it).
+            if !input
+                && super::coalesced::write(
+                    vm,
+                    u64::from(port),
+                    u32::from(size),
+                    true,
+                    &value.to_le_bytes(),
+                )
+            {
+                return Ok(None);
             }
             if !input {
                 let _ = vcpu.pio.write_bytes(
@@ -1619,6 +1629,14 @@ fn mmio(
     }
     if g.lapic.is_some() && gpa & lapic::base::ADDR == g.state.apic_base & lapic::base::ADDR {
         apic_mmio(vm, vcpu, g, gpa, &op, &code);
+        return Ok(None);
+    }
+    if op.write
+        && super::coalesced::write(vm, gpa, u32::from(op.size), false, &op.value.to_le_bytes())
+    {
+        // Taken by a coalesced zone: the write is complete without an exit.
+        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        advance_string_op(&mut g.state, &code, &op);
         return Ok(None);
     }
     vcpu.stats.inc(st::MMIO_EXITS);

@@ -36,6 +36,8 @@ pub(crate) struct VmLocked {
     pub(crate) max_vcpu_ids: u32,
     /// `KVM_SET_BOOT_CPU_ID`: the vCPU whose APIC has the BSP flag.
     pub(crate) bsp_vcpu_id: u32,
+    /// Coalesced MMIO/PIO zones (`KVM_REGISTER_COALESCED_MMIO`).
+    pub(crate) coalesced: KVec<super::coalesced::Zone>,
 }
 
 /// KVM's default guest-physical addresses of the real-mode TSS and identity map.
@@ -94,6 +96,8 @@ pub(crate) struct Vm {
     pub(crate) x2apic_broadcast_quirk_disabled: AtomicBool,
     /// KVM_CAP_X86_USER_SPACE_MSR: the KVM_MSR_EXIT_REASON_* that exit to userspace.
     pub(crate) user_space_msr: AtomicU32,
+    /// The coalesced MMIO ring, one page shared by every vCPU's mapping.
+    pub(crate) coalesced_ring: PhysPage,
     pub(crate) stats: VmCounters,
     /// The creator's pid: the VM's stats id is "kvm-<pid>", as KVM's.
     pub(crate) pid: i32,
@@ -139,6 +143,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 debugfs: None,
                 max_vcpu_ids: 0,
                 bsp_vcpu_id: 0,
+                coalesced: KVec::new(),
             }),
             mmu <- new_spinlock!(MmuState {
                 ept,
@@ -153,6 +158,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             x2apic_format: AtomicBool::new(false),
             x2apic_broadcast_quirk_disabled: AtomicBool::new(false),
             user_space_msr: AtomicU32::new(0),
+            coalesced_ring: PhysPage::new()?,
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
         }? Error),
@@ -760,6 +766,8 @@ impl AnonFile for Vm {
                 }
             }
             RKVM_KVM_SIGNAL_MSI => super::irq::signal_msi(&this, arg),
+            RKVM_KVM_REGISTER_COALESCED_MMIO => super::coalesced::register(&this, arg),
+            RKVM_KVM_UNREGISTER_COALESCED_MMIO => super::coalesced::unregister(&this, arg),
             RKVM_KVM_GET_STATS_FD => {
                 let id = kernel::str::CString::try_from_fmt(fmt!("kvm-{}", this.pid))?;
                 stats::StatsFile::open(&id, Arc::<Vm>::from(this))

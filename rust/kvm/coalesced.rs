@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Coalesced MMIO and PIO (`KVM_REGISTER_COALESCED_MMIO`): guest writes into zones that
+//! userspace registered do not exit. They are appended to a ring page shared by the VM
+//! (mapped through every vCPU fd at `KVM_COALESCED_MMIO_PAGE_OFFSET`), which userspace
+//! drains at its next exit. Reads of a zone, and writes when the ring is full, exit as
+//! usual.
+
+use super::uaccess;
+use super::vm::Vm;
+use core::sync::atomic::{fence, Ordering};
+use kernel::prelude::*;
+
+/// Zones per VM: KVM's limit of devices on an I/O bus (`NR_IOBUS_DEVS`), where its
+/// zones live.
+const ZONE_MAX: usize = 1000;
+/// Ring layout: `first` and `last` (u32 each), then 24-byte entries filling the page.
+const RING_HEADER: usize = 8;
+const ENTRY_SIZE: usize = 24;
+/// `KVM_COALESCED_MMIO_MAX`: entries in the ring.
+const RING_ENTRIES: u32 = ((4096 - RING_HEADER) / ENTRY_SIZE) as u32;
+
+/// A registered zone (`struct kvm_coalesced_mmio_zone`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Zone {
+    addr: u64,
+    size: u32,
+    pio: bool,
+}
+
+impl Zone {
+    fn contains(&self, addr: u64, len: u32, pio: bool) -> bool {
+        let Some(end) = addr.checked_add(u64::from(len)) else {
+            return false;
+        };
+        self.pio == pio && addr >= self.addr && end <= self.addr + u64::from(self.size)
+    }
+}
+
+/// Reads a `struct kvm_coalesced_mmio_zone` (addr u64, size u32, pio u32).
+fn read_zone(arg: usize) -> Result<Zone> {
+    let w: [u64; 2] = uaccess::read(arg)?;
+    let pio = (w[1] >> 32) as u32;
+    if pio > 1 {
+        return Err(EINVAL);
+    }
+    Ok(Zone {
+        addr: w[0],
+        size: w[1] as u32,
+        pio: pio == 1,
+    })
+}
+
+/// `KVM_REGISTER_COALESCED_MMIO`.
+pub(crate) fn register(vm: &Vm, arg: usize) -> Result<isize> {
+    let z = read_zone(arg)?;
+    if z.addr.checked_add(u64::from(z.size)).is_none() {
+        return Err(EINVAL);
+    }
+    let mut l = vm.locked.lock();
+    if l.coalesced.len() >= ZONE_MAX {
+        return Err(ENOSPC);
+    }
+    l.coalesced.push(z, GFP_KERNEL)?;
+    Ok(0)
+}
+
+/// `KVM_UNREGISTER_COALESCED_MMIO`: drops every zone of the same kind that contains the
+/// given range (KVM's test, which also matches the exact zone that was registered).
+pub(crate) fn unregister(vm: &Vm, arg: usize) -> Result<isize> {
+    let r = read_zone(arg)?;
+    let mut l = vm.locked.lock();
+    l.coalesced.retain(|z| !z.contains(r.addr, r.size, r.pio));
+    Ok(0)
+}
+
+/// A guest write of `data[..len]` to `addr` (a port when `pio`): appended to the ring if
+/// it falls in a zone and the ring has room. `true` means it is done (no exit).
+pub(crate) fn write(vm: &Vm, addr: u64, len: u32, pio: bool, data: &[u8]) -> bool {
+    if len == 0 || len > 8 {
+        return false;
+    }
+    let l = vm.locked.lock();
+    if !l.coalesced.iter().any(|z| z.contains(addr, len, pio)) {
+        return false;
+    }
+    let ring = &vm.coalesced_ring;
+    let mut hdr = [0u8; RING_HEADER];
+    if ring.read_bytes(0, &mut hdr).is_err() {
+        return false;
+    }
+    let first = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    let last = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+    // Userspace may have written anything to `last`; full when one slot is left
+    // (first == last + 1), so that an empty and a full ring differ. Then it exits.
+    if last >= RING_ENTRIES || (last + 1) % RING_ENTRIES == first {
+        return false;
+    }
+    let mut e = [0u8; ENTRY_SIZE];
+    e[..8].copy_from_slice(&addr.to_le_bytes());
+    e[8..12].copy_from_slice(&len.to_le_bytes());
+    e[12..16].copy_from_slice(&u32::from(pio).to_le_bytes());
+    for (d, s) in e[16..].iter_mut().zip(data.iter().take(len as usize)) {
+        *d = *s;
+    }
+    let off = RING_HEADER + last as usize * ENTRY_SIZE;
+    if ring.write_bytes(off, &e).is_err() {
+        return false;
+    }
+    // The entry is complete before userspace can see the new `last`.
+    fence(Ordering::Release);
+    let next = (last + 1) % RING_ENTRIES;
+    ring.write_bytes(4, &next.to_le_bytes()).is_ok()
+}
