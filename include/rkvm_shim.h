@@ -95,6 +95,17 @@ int rkvm_user_return_init(void (*on_return)(unsigned int cpu));
 void rkvm_user_return_exit(void);
 void rkvm_user_return_arm(void);
 
+/*
+ * irqfd: an eventfd whose signal calls fire(owner, gsi) from a work item. NULL and *err
+ * on failure. rkvm_irqfd_free() unhooks it, waits for a running fire() and frees it.
+ */
+void *rkvm_irqfd_assign(int fd, __u32 gsi, void (*fire)(const void *owner, __u32 gsi),
+			const void *owner, int *err);
+int rkvm_irqfd_matches(void *irqfd, int fd);
+int rkvm_irqfd_dead(void *irqfd);
+int rkvm_eventfd_check(int fd);
+void rkvm_irqfd_free(void *irqfd);
+
 /* anon_inode_getfd() with fops built in Rust. */
 int rkvm_anon_inode_getfd(const char *name, const void *fops, void *priv, int flags);
 /* The same for a readable file that also takes pread() (binary stats). */

@@ -67,6 +67,8 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_X86_USER_SPACE_MSR => 1,
         KVM_CAP_COALESCED_MMIO => KVM_COALESCED_MMIO_PAGE_OFFSET as isize,
         KVM_CAP_COALESCED_PIO => 1,
+        KVM_CAP_IRQ_ROUTING => super::irq::MAX_IRQ_ROUTES as isize,
+        KVM_CAP_IRQFD => 1,
         _ => 0,
     }
 }

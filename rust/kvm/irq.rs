@@ -11,13 +11,10 @@ use crate::x86::lapic::IrqRequest;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
-/// KVM's limit on the routes (and so the I/O APIC pins) a VM may reserve.
-const MAX_IRQ_ROUTES: u64 = 4096;
-
 /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP, pins)`: local APICs in the kernel from now on.
 pub(crate) fn enable_split(vm: &Vm, pins: u64) -> Result<isize> {
     let l = vm.locked.lock();
-    if pins > MAX_IRQ_ROUTES {
+    if pins > u64::from(MAX_IRQ_ROUTES) {
         return Err(EINVAL);
     }
     if vm.split_irqchip.load(Ordering::Acquire) || !l.vcpus.is_empty() {
@@ -87,4 +84,144 @@ pub(crate) fn signal_msi(vm: &Vm, arg: usize) -> Result<isize> {
     }
     let irq = IrqRequest::from_msi(msi.address_lo, msi.data);
     Ok(deliver(vm, &irq) as isize)
+}
+
+/// `KVM_MAX_IRQ_ROUTES` on x86: GSIs are below this, a table has at most this many, and
+/// a split irqchip reserves at most this many I/O APIC pins.
+pub(crate) const MAX_IRQ_ROUTES: u32 = 4096;
+
+/// A GSI routed to an MSI (the only kind of route a split irqchip has).
+#[derive(Clone, Copy)]
+pub(crate) struct MsiRoute {
+    gsi: u32,
+    address_lo: u32,
+    data: u32,
+}
+
+/// `KVM_SET_GSI_ROUTING`: replaces the whole table.
+pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
+    let nr: u32 = uaccess::read(arg)?;
+    let flags: u32 = uaccess::read(uaccess::offset(arg, 4)?)?;
+    if !vm.split_irqchip.load(Ordering::Acquire) || nr > MAX_IRQ_ROUTES || flags != 0 {
+        return Err(EINVAL);
+    }
+    let mut routes = KVec::with_capacity(nr as usize, GFP_KERNEL)?;
+    let entries = uaccess::offset(arg, core::mem::size_of::<kvm_irq_routing>())?;
+    for i in 0..nr as usize {
+        // struct kvm_irq_routing_entry: gsi, type, flags, pad, then the 32-byte union.
+        let at = i
+            .checked_mul(core::mem::size_of::<kvm_irq_routing_entry>())
+            .ok_or(EINVAL)?;
+        let e: [u32; 12] = uaccess::read(uaccess::offset(entries, at)?)?;
+        let [gsi, ty, eflags, _pad, address_lo, address_hi, data, ..] = e;
+        if gsi >= MAX_IRQ_ROUTES || eflags & !KVM_MSI_VALID_DEVID != 0 {
+            return Err(EINVAL);
+        }
+        // I/O APIC and PIC pins live in userspace with a split irqchip: only MSIs.
+        if ty != KVM_IRQ_ROUTING_MSI {
+            return Err(EINVAL);
+        }
+        // With 32-bit x2APIC IDs, bits 7:0 of address_hi must be clear (as KVM).
+        if vm.x2apic_format.load(Ordering::Relaxed) && address_hi & 0xff != 0 {
+            return Err(EINVAL);
+        }
+        // One route per GSI for MSIs.
+        if routes.iter().any(|r: &MsiRoute| r.gsi == gsi) {
+            return Err(EINVAL);
+        }
+        routes.push(
+            MsiRoute {
+                gsi,
+                address_lo,
+                data,
+            },
+            GFP_KERNEL,
+        )?;
+    }
+    vm.locked.lock().routes = routes;
+    Ok(0)
+}
+
+/// An irqfd fired: deliver its GSI's route, if there is one (none: nothing happens).
+///
+/// # Safety
+///
+/// `owner` is the `Vm` that assigned the irqfd; the VM drops its irqfds (waiting for
+/// this callback) before it is freed.
+unsafe extern "C" fn irqfd_fire(owner: *const c_void, gsi: u32) {
+    // SAFETY: See the function's contract.
+    let vm = unsafe { &*owner.cast::<Vm>() };
+    let route = vm
+        .locked
+        .lock()
+        .routes
+        .iter()
+        .find(|r| r.gsi == gsi)
+        .copied();
+    if let Some(r) = route {
+        deliver(vm, &IrqRequest::from_msi(r.address_lo, r.data));
+    }
+}
+
+/// `KVM_IRQFD`: assign or (with `KVM_IRQFD_FLAG_DEASSIGN`) remove an irqfd.
+pub(crate) fn irqfd(vm: &Vm, arg: usize) -> Result<isize> {
+    let a: [u32; 4] = uaccess::read(arg)?;
+    let [fd, gsi, flags, _resamplefd] = a;
+    if flags & !(KVM_IRQFD_FLAG_DEASSIGN | KVM_IRQFD_FLAG_RESAMPLE) != 0 {
+        return Err(EINVAL);
+    }
+    let fd = fd as i32;
+    if flags & KVM_IRQFD_FLAG_DEASSIGN != 0 {
+        crate::sys::irqfd::check_eventfd(fd)?;
+        let gone = {
+            let mut l = vm.locked.lock();
+            let mut gone = KVec::new();
+            let mut i = 0;
+            while i < l.irqfds.len() {
+                if l.irqfds
+                    .get(i)
+                    .is_some_and(|f| f.gsi == gsi && f.is_for(fd))
+                {
+                    gone.push(l.irqfds.remove(i)?, GFP_KERNEL)?;
+                } else {
+                    i += 1;
+                }
+            }
+            gone
+        };
+        // Freed outside the lock: a running callback may be taking it.
+        drop(gone);
+        return Ok(0);
+    }
+    // Resampling needs EOIs from an in-kernel I/O APIC, which a split irqchip lacks.
+    if !vm.split_irqchip.load(Ordering::Acquire) || flags & KVM_IRQFD_FLAG_RESAMPLE != 0 {
+        return Err(EINVAL);
+    }
+    // SAFETY: The VM drops every irqfd in its destructor, before it is freed.
+    let f = unsafe {
+        crate::sys::irqfd::IrqFd::assign(fd, gsi, irqfd_fire, core::ptr::from_ref(vm).cast())
+    }?;
+    let dead = {
+        let mut l = vm.locked.lock();
+        if l.irqfds.iter().any(|g| g.is_for(fd)) {
+            drop(l);
+            drop(f);
+            // KVM refuses a second irqfd on the same eventfd.
+            return Err(EBUSY);
+        }
+        // Reap irqfds whose eventfds were closed, then add the new one.
+        let mut dead = KVec::new();
+        let mut i = 0;
+        while i < l.irqfds.len() {
+            if l.irqfds.get(i).is_some_and(|g| g.is_dead()) {
+                dead.push(l.irqfds.remove(i)?, GFP_KERNEL)?;
+            } else {
+                i += 1;
+            }
+        }
+        l.irqfds.push(f, GFP_KERNEL)?;
+        dead
+    };
+    drop(dead);
+    Ok(0)
 }

@@ -38,6 +38,9 @@ pub(crate) struct VmLocked {
     pub(crate) bsp_vcpu_id: u32,
     /// Coalesced MMIO/PIO zones (`KVM_REGISTER_COALESCED_MMIO`).
     pub(crate) coalesced: KVec<super::coalesced::Zone>,
+    /// `KVM_SET_GSI_ROUTING`'s table and the irqfds (`KVM_IRQFD`).
+    pub(crate) routes: KVec<super::irq::MsiRoute>,
+    pub(crate) irqfds: KVec<crate::sys::irqfd::IrqFd>,
 }
 
 /// KVM's default guest-physical addresses of the real-mode TSS and identity map.
@@ -144,6 +147,8 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 max_vcpu_ids: 0,
                 bsp_vcpu_id: 0,
                 coalesced: KVec::new(),
+                routes: KVec::new(),
+                irqfds: KVec::new(),
             }),
             mmu <- new_spinlock!(MmuState {
                 ept,
@@ -169,6 +174,9 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
 #[pinned_drop]
 impl PinnedDrop for Vm {
     fn drop(self: Pin<&mut Self>) {
+        // irqfds first: dropping one waits for its callback, which takes `locked`.
+        let irqfds = core::mem::take(&mut self.locked.lock().irqfds);
+        drop(irqfds);
         // Unregister first: it waits for callbacks that may be using this VM.
         let (debugfs, notifier, vcpus) = {
             let mut l = self.locked.lock();
@@ -766,6 +774,8 @@ impl AnonFile for Vm {
                 }
             }
             RKVM_KVM_SIGNAL_MSI => super::irq::signal_msi(&this, arg),
+            RKVM_KVM_SET_GSI_ROUTING => super::irq::set_gsi_routing(&this, arg),
+            RKVM_KVM_IRQFD => super::irq::irqfd(&this, arg),
             RKVM_KVM_REGISTER_COALESCED_MMIO => super::coalesced::register(&this, arg),
             RKVM_KVM_UNREGISTER_COALESCED_MMIO => super::coalesced::unregister(&this, arg),
             RKVM_KVM_GET_STATS_FD => {

@@ -11,6 +11,7 @@
 pub(crate) mod anon_fd;
 pub(crate) mod cpu;
 pub(crate) mod global;
+pub(crate) mod irqfd;
 pub(crate) mod kmem;
 pub(crate) mod mm;
 pub(crate) mod msr;

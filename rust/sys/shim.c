@@ -28,6 +28,9 @@
 #include <linux/smp.h>
 #include <linux/syscore_ops.h>
 #include <linux/wait.h>
+#include <linux/eventfd.h>
+#include <linux/file.h>
+#include <linux/poll.h>
 #include <linux/hrtimer.h>
 #include <linux/user-return-notifier.h>
 #include <asm/cpu_entry_area.h>
@@ -771,4 +774,145 @@ void rkvm_params_set_effective(const struct rkvm_params *in)
 	enable_pml = in->pml;
 	l1d_flush = in->vmentry_l1d_flush;
 	l1d_flush_effective_set = true;
+}
+
+/* ---- irqfd: an eventfd that injects a GSI when signalled ------------------------------ */
+
+/*
+ * The eventfd's wake-up runs in atomic context with its wait-queue lock held, so it only
+ * consumes the count and schedules a work item; the work calls back into rkvm (which
+ * looks up the GSI's route and delivers it). A hang-up (the eventfd closed) unhooks the
+ * entry and marks it dead; rkvm frees dead entries on its next KVM_IRQFD or at VM
+ * teardown.
+ */
+struct rkvm_irqfd {
+	struct eventfd_ctx *eventfd;
+	wait_queue_entry_t wait;
+	wait_queue_head_t *wqh;
+	poll_table pt;
+	struct work_struct inject;
+	void (*fire)(const void *owner, __u32 gsi);
+	const void *owner;
+	__u32 gsi;
+	bool dead;
+};
+
+static void rkvm_irqfd_inject(struct work_struct *work)
+{
+	struct rkvm_irqfd *f = container_of(work, struct rkvm_irqfd, inject);
+
+	f->fire(f->owner, f->gsi);
+}
+
+static int rkvm_irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode, int sync, void *key)
+{
+	struct rkvm_irqfd *f = container_of(wait, struct rkvm_irqfd, wait);
+	__poll_t flags = key_to_poll(key);
+	u64 cnt;
+
+	if (flags & EPOLLIN) {
+		eventfd_ctx_do_read(f->eventfd, &cnt);
+		schedule_work(&f->inject);
+	}
+	if (flags & EPOLLHUP) {
+		/* The wait-queue lock is held here. */
+		list_del_init(&f->wait.entry);
+		WRITE_ONCE(f->dead, true);
+	}
+	return 0;
+}
+
+static void rkvm_irqfd_queue(struct file *file, wait_queue_head_t *wqh, poll_table *pt)
+{
+	struct rkvm_irqfd *f = container_of(pt, struct rkvm_irqfd, pt);
+
+	f->wqh = wqh;
+	add_wait_queue_priority(wqh, &f->wait);
+}
+
+void *rkvm_irqfd_assign(int fd, __u32 gsi, void (*fire)(const void *owner, __u32 gsi),
+			const void *owner, int *err)
+{
+	struct rkvm_irqfd *f;
+	struct eventfd_ctx *ctx;
+	__poll_t events;
+	CLASS(fd, file)(fd);
+
+	if (fd_empty(file)) {
+		*err = -EBADF;
+		return NULL;
+	}
+	ctx = eventfd_ctx_fileget(fd_file(file));
+	if (IS_ERR(ctx)) {
+		*err = PTR_ERR(ctx);
+		return NULL;
+	}
+	f = kzalloc(sizeof(*f), GFP_KERNEL_ACCOUNT);
+	if (!f) {
+		eventfd_ctx_put(ctx);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	f->eventfd = ctx;
+	f->fire = fire;
+	f->owner = owner;
+	f->gsi = gsi;
+	INIT_WORK(&f->inject, rkvm_irqfd_inject);
+	init_waitqueue_func_entry(&f->wait, rkvm_irqfd_wakeup);
+	init_poll_funcptr(&f->pt, rkvm_irqfd_queue);
+	events = vfs_poll(fd_file(file), &f->pt);
+	if (!f->wqh) {
+		eventfd_ctx_put(ctx);
+		kfree(f);
+		*err = -EINVAL;
+		return NULL;
+	}
+	/* Signalled before it was assigned: inject now, as KVM does. */
+	if (events & EPOLLIN)
+		schedule_work(&f->inject);
+	*err = 0;
+	return f;
+}
+
+/* Whether IRQFD f was made for eventfd FD (for KVM_IRQFD_FLAG_DEASSIGN). */
+int rkvm_irqfd_matches(void *irqfd, int fd)
+{
+	struct rkvm_irqfd *f = irqfd;
+	struct eventfd_ctx *ctx = eventfd_ctx_fdget(fd);
+	int r;
+
+	if (IS_ERR(ctx))
+		return 0;
+	r = ctx == f->eventfd;
+	eventfd_ctx_put(ctx);
+	return r;
+}
+
+int rkvm_eventfd_check(int fd)
+{
+	struct eventfd_ctx *ctx = eventfd_ctx_fdget(fd);
+
+	if (IS_ERR(ctx))
+		return PTR_ERR(ctx);
+	eventfd_ctx_put(ctx);
+	return 0;
+}
+
+int rkvm_irqfd_dead(void *irqfd)
+{
+	struct rkvm_irqfd *f = irqfd;
+
+	return READ_ONCE(f->dead);
+}
+
+/* Unhooks (if still hooked), waits for a running injection, frees. */
+void rkvm_irqfd_free(void *irqfd)
+{
+	struct rkvm_irqfd *f = irqfd;
+	u64 cnt;
+
+	eventfd_ctx_remove_wait_queue(f->eventfd, &f->wait, &cnt);
+	cancel_work_sync(&f->inject);
+	eventfd_ctx_put(f->eventfd);
+	kfree(f);
 }

@@ -21,10 +21,13 @@
  *
  * Two vCPUs: vCPU 0 sends INIT and SIPI to vCPU 1 (KVM_RUN of the UNINITIALIZED AP returns
  * EAGAIN once it took them, then the AP runs real-mode code at the SIPI vector), a fixed
- * IPI wakes the halted AP, and KVM_SIGNAL_MSI from userspace wakes it again.
+ * IPI wakes the halted AP, and KVM_SIGNAL_MSI from userspace wakes it again. Then GSI
+ * routing (MSI routes only, with KVM's errnos) and irqfds: an eventfd signal interrupts
+ * the AP, one signalled before KVM_IRQFD fires on assignment, a deassigned one is silent.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sys/eventfd.h>
 #include <signal.h>
 #include <time.h>
 
@@ -234,8 +237,20 @@ GUEST_CODE(ap_guest, 16,
 	"mov $0x71, %ax\n"
 	"out %ax, $" XSTR(P_VEC) "\n"
 	"pop %ax\n"
+	"iret\n"
+	"ap_h81:\n"
+	"push %ax\n"
+	"mov $0x81, %ax\n"
+	"out %ax, $" XSTR(P_VEC) "\n"
+	"pop %ax\n"
+	"iret\n"
+	"ap_h91:\n"
+	"push %ax\n"
+	"mov $0x91, %ax\n"
+	"out %ax, $" XSTR(P_VEC) "\n"
+	"pop %ax\n"
 	"iret\n");
-extern const uint8_t ap_h60[], ap_h71[];
+extern const uint8_t ap_h60[], ap_h71[], ap_h81[], ap_h91[];
 
 static int enable_split(int vm_fd, uint64_t pins)
 {
@@ -528,6 +543,88 @@ static int wait_outs(struct ap_ctx *c, int n)
 	return c->nouts >= n;
 }
 
+static int set_routes(int vm_fd, const struct kvm_irq_routing_entry *e, int n, uint32_t flags)
+{
+	struct {
+		struct kvm_irq_routing h;
+		struct kvm_irq_routing_entry e[4];
+	} r;
+
+	memset(&r, 0, sizeof(r));
+	r.h.nr = n;
+	r.h.flags = flags;
+	memcpy(r.e, e, n * sizeof(*e));
+	return ioctl(vm_fd, KVM_SET_GSI_ROUTING, &r);
+}
+
+static struct kvm_irq_routing_entry msi_route(uint32_t gsi, uint8_t vector)
+{
+	struct kvm_irq_routing_entry e = { .gsi = gsi, .type = KVM_IRQ_ROUTING_MSI };
+
+	e.u.msi.address_lo = 0xfee00000 | 1 << 12; /* APIC ID 1 */
+	e.u.msi.data = vector;
+	return e;
+}
+
+static long irqfd(int vm_fd, int fd, uint32_t gsi, uint32_t flags)
+{
+	struct kvm_irqfd f = { .fd = fd, .gsi = gsi, .flags = flags };
+
+	return ioctl(vm_fd, KVM_IRQFD, &f);
+}
+
+/*
+ * GSI routing and irqfds, with the AP halted. Its handlers never EOI (real mode cannot
+ * reach the APIC page), so each new vector is in a higher priority class.
+ */
+static void irqfd_checks(struct guest *g, struct ap_ctx *c)
+{
+	struct kvm_irq_routing_entry e[2] = { msi_route(30, 0x81), msi_route(31, 0x91) };
+	struct kvm_irq_routing_entry chip = { .gsi = 2, .type = KVM_IRQ_ROUTING_IRQCHIP };
+	uint64_t one = 1;
+	int efd = eventfd(0, 0), efd2 = eventfd(0, 0), got;
+	long r;
+
+	if (efd < 0 || efd2 < 0)
+		BAIL("eventfd");
+	r = set_routes(g->vm.fd, &chip, 1, 0);
+	tap_ok(r == -1 && errno == EINVAL, "an I/O APIC pin route with a split irqchip -> EINVAL");
+	r = set_routes(g->vm.fd, e, 2, 1);
+	tap_ok(r == -1 && errno == EINVAL, "KVM_SET_GSI_ROUTING flags -> EINVAL");
+	e[1].gsi = 30;
+	r = set_routes(g->vm.fd, e, 2, 0);
+	tap_ok(r == -1 && errno == EINVAL, "two MSI routes for one GSI -> EINVAL");
+	e[1].gsi = 31;
+	r = set_routes(g->vm.fd, e, 2, 0);
+	tap_ok(r == 0, "KVM_SET_GSI_ROUTING: GSI 30 -> vector 0x81, 31 -> 0x91 on APIC 1 (%ld)", r);
+	r = irqfd(g->vm.fd, efd, 30, KVM_IRQFD_FLAG_RESAMPLE);
+	tap_ok(r == -1 && errno == EINVAL, "a resampling irqfd without an in-kernel I/O APIC -> EINVAL");
+	r = irqfd(g->vm.fd, efd, 30, 0);
+	tap_ok(r == 0, "KVM_IRQFD: eventfd -> GSI 30 (%ld, errno %d)", r, errno);
+	r = irqfd(g->vm.fd, efd, 31, 0);
+	tap_ok(r == -1 && errno == EBUSY, "the same eventfd again -> EBUSY (%ld, errno %d)", r, errno);
+	if (write(efd, &one, 8) != 8)
+		BAIL("write eventfd");
+	got = wait_outs(c, 4);
+	tap_ok(got && c->outs[3] == 0x81, "signalling the eventfd interrupts the AP with 0x81 (%#x)",
+	       c->outs[3]);
+	r = irqfd(g->vm.fd, efd, 30, KVM_IRQFD_FLAG_DEASSIGN);
+	tap_ok(r == 0, "KVM_IRQFD_FLAG_DEASSIGN (%ld)", r);
+	r = irqfd(g->vm.fd, 1000, 30, KVM_IRQFD_FLAG_DEASSIGN);
+	tap_ok(r == -1 && errno == EBADF, "deassigning a closed fd -> EBADF (%ld, errno %d)", r, errno);
+	/* Signalled before it is assigned: the interrupt comes on assignment. */
+	if (write(efd2, &one, 8) != 8 || write(efd, &one, 8) != 8)
+		BAIL("write eventfd");
+	r = irqfd(g->vm.fd, efd2, 31, 0);
+	got = wait_outs(c, 5);
+	tap_ok(r == 0 && got && c->outs[4] == 0x91,
+	       "an eventfd signalled before KVM_IRQFD fires on assignment: 0x91 (%#x)", c->outs[4]);
+	usleep(100 * 1000);
+	tap_ok(c->nouts == 5, "the deassigned eventfd no longer interrupts (%d outs)", c->nouts);
+	close(efd);
+	close(efd2);
+}
+
 static void two_vcpus(void)
 {
 	static struct ap_ctx c;
@@ -553,6 +650,10 @@ static void two_vcpus(void)
 	((uint16_t *)g.mem)[0x60 * 2 + 1] = AP_GPA >> 4;
 	((uint16_t *)g.mem)[0x71 * 2] = GUEST_ADDR(0, ap_guest, ap_h71);
 	((uint16_t *)g.mem)[0x71 * 2 + 1] = AP_GPA >> 4;
+	((uint16_t *)g.mem)[0x81 * 2] = GUEST_ADDR(0, ap_guest, ap_h81);
+	((uint16_t *)g.mem)[0x81 * 2 + 1] = AP_GPA >> 4;
+	((uint16_t *)g.mem)[0x91 * 2] = GUEST_ADDR(0, ap_guest, ap_h91);
+	((uint16_t *)g.mem)[0x91 * 2 + 1] = AP_GPA >> 4;
 	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 
 	expect(&g.v, P_MARK, 1, "BSP sent INIT and SIPI to APIC 1");
@@ -581,6 +682,7 @@ static void two_vcpus(void)
 	got = wait_outs(&c, 3);
 	tap_ok(got && c.outs[2] == 0x71, "the halted AP takes MSI 0x71 above in-service 0x60 (%#x)",
 	       c.outs[2]);
+	irqfd_checks(&g, &c);
 	pthread_kill(t, SIGUSR1);
 	pthread_join(t, NULL);
 	tap_ok(c.stopped && !c.bad_exit, "a signal ends the halted AP's KVM_RUN with EINTR (%d)",
@@ -601,7 +703,7 @@ int main(void)
 
 	REQUIRE_CAP(fd, KVM_CAP_SPLIT_IRQCHIP);
 	close(fd);
-	tap_plan(16 + 35 + 13);
+	tap_plan(16 + 35 + 13 + 12);
 	protocol();
 	guest_apic();
 	two_vcpus();
