@@ -70,7 +70,17 @@ pub(crate) fn register(vm: &Vm, arg: usize) -> Result<isize> {
 pub(crate) fn unregister(vm: &Vm, arg: usize) -> Result<isize> {
     let r = read_zone(arg)?;
     let mut l = vm.locked.lock();
-    l.coalesced.retain(|z| !z.contains(r.addr, r.size, r.pio));
+    let mut i = 0;
+    while i < l.coalesced.len() {
+        if l.coalesced
+            .get(i)
+            .is_some_and(|z| z.contains(r.addr, r.size, r.pio))
+        {
+            l.coalesced.remove(i)?;
+        } else {
+            i += 1;
+        }
+    }
     Ok(0)
 }
 
