@@ -563,6 +563,24 @@ impl AnonFile for VcpuFile {
                 Ok(0)
             }
             RKVM_KVM_GET_TSC_KHZ => Ok(vm.kvm.arch.timer.tsc_khz as isize),
+            // vCPU attributes: only KVM_VCPU_TSC_CTRL/KVM_VCPU_TSC_OFFSET, the offset
+            // between the host's TSC and this guest's (ENXIO for anything else).
+            RKVM_KVM_HAS_DEVICE_ATTR | RKVM_KVM_GET_DEVICE_ATTR | RKVM_KVM_SET_DEVICE_ATTR => {
+                let a: kvm_device_attr = uaccess::read(arg)?;
+                if a.group != KVM_VCPU_TSC_CTRL || u64::from(KVM_VCPU_TSC_OFFSET) != a.attr {
+                    return Err(ENXIO);
+                }
+                let addr = usize::try_from(a.addr).map_err(|_| EFAULT)?;
+                match cmd {
+                    RKVM_KVM_GET_DEVICE_ATTR => uaccess::write(addr, &g.state.tsc_offset)?,
+                    RKVM_KVM_SET_DEVICE_ATTR => {
+                        g.state.tsc_offset = uaccess::read(addr)?;
+                        g.state.dirty = true;
+                    }
+                    _ => {}
+                }
+                Ok(0)
+            }
             RKVM_KVM_GET_STATS_FD => {
                 let id =
                     kernel::str::CString::try_from_fmt(fmt!("kvm-{}/vcpu-{}", vm.pid, vcpu.id))?;
