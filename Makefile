@@ -15,8 +15,10 @@ LLVM ?= -19
 BENCH := $(CURDIR)/tools/bench
 BUILD := $(CURDIR)/build
 # The module build runs bindgen (as every Rust-enabled kernel build does): use the one
-# `make setup` installed, if any, before whatever is on PATH.
-export PATH := $(subst $(eval) ,:,$(wildcard $(RKVM_CACHE)/bindgen-*/bin)):$(PATH)
+# `make setup` installed, if any, before whatever is on PATH. Looked up when the recipe
+# runs: on a fresh machine it does not exist yet when this Makefile is read.
+KMAKE = PATH="$$(for d in $(RKVM_CACHE)/bindgen-*/bin; do [ -d "$$d" ] && printf '%s:' "$$d"; \
+	done)$$PATH" $(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM)
 
 # Without KDIR= the module builds against the cached test kernel, built on demand.
 ifeq ($(origin KDIR),undefined)
@@ -29,8 +31,8 @@ SELFTESTS := $(CURDIR)/selftests/rkvm
 # Shell tests (module lifecycle) come last: they unload and reload the hypervisor.
 TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mode mmio \
 	memslots dirty_log triple_fault fail_entry signals cpuid_guest msrs msr_exits \
-	coalesced_mmio tsc_offset vcpu_state interrupts lapic binary_stats guest_debug \
-	ioctl_errors \
+	coalesced_mmio tsc_offset emulation_failure vcpu_state interrupts lapic binary_stats \
+	guest_debug ioctl_errors \
 	debugfs_stats module_reload \
 	suspend_resume vendor_insmod kvm_coexist
 SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entry@cpu1 cpu_hotplug \
@@ -53,7 +55,7 @@ bochs: setup
 	@$(BENCH)/bochs.sh >/dev/null
 
 module: $(KDIR_DEP)
-	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) modules
+	$(KMAKE) modules
 
 selftests: $(KDIR_DEP)
 	@$(MAKE) -s -C $(SELFTESTS) KHDR=$(KDIR)/usr/include OUTPUT=$(BUILD)/selftests
@@ -79,7 +81,7 @@ conformance: module selftests bochs
 
 # The kernel's own Rust lints and formatting, on rkvm's sources.
 clippy: $(KDIR_DEP)
-	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) CLIPPY=1 modules
+	$(KMAKE) CLIPPY=1 modules
 
 # rustfmt with the kernel's own configuration (follows every `mod` from the crate root).
 rustfmt: $(KDIR_DEP)
@@ -89,7 +91,7 @@ rustfmtcheck: $(KDIR_DEP)
 	rustfmt --check --config-path $(KDIR)/source/.rustfmt.toml $(CURDIR)/rust/rkvm.rs
 
 clean:
-	-$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean 2>/dev/null
+	-$(KMAKE) clean 2>/dev/null
 	rm -rf $(BUILD)
 
 .PHONY: all setup kernel bochs module selftests check demo bench conformance clippy rustfmt rustfmtcheck clean
