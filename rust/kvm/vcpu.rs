@@ -985,6 +985,51 @@ fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<bool> {
     Ok(false)
 }
 
+/// An instruction rkvm had to emulate and cannot (KVM's `handle_emulation_failure`):
+/// #UD for the guest, and at CPL 0 (or always with KVM_CAP_EXIT_ON_EMULATION_FAILURE,
+/// then without the #UD) KVM_EXIT_INTERNAL_ERROR/EMULATION laid out as KVM's: flags, the
+/// instruction bytes when known, then the exit reason, qualification, IDT-vectoring
+/// information, interruption information and error code.
+fn emulation_failure(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    s: &mut VcpuState,
+    insn: &[u8],
+    exit: [u64; 5],
+) -> Option<isize> {
+    vcpu.stats.inc(st::INSN_EMULATION_FAIL);
+    let exit_anyway = vm.exit_on_emulation_failure.load(Ordering::Relaxed);
+    if !exit_anyway {
+        inject(s, emulate::ud());
+        if s.cpl() != 0 {
+            return None;
+        }
+    }
+    let mut data = KVec::new();
+    let insn = insn.get(..insn.len().min(15)).unwrap_or(&[]);
+    let ok = if insn.is_empty() {
+        data.push(0u64, GFP_KERNEL)
+    } else {
+        let mut b = [0x90u8; 16];
+        b[0] = insn.len() as u8;
+        for (d, s) in b.iter_mut().skip(1).zip(insn.iter()) {
+            *d = *s;
+        }
+        let lo = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let hi = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        data.push(
+            u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES),
+            GFP_KERNEL,
+        )
+        .and_then(|()| data.push(lo, GFP_KERNEL))
+        .and_then(|()| data.push(hi, GFP_KERNEL))
+    };
+    if ok.is_err() || data.extend_from_slice(&exit, GFP_KERNEL).is_err() {
+        return internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[]);
+    }
+    internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &data)
+}
+
 fn internal_error(vcpu: &Vcpu, suberror: u32, data: &[u64]) -> Option<isize> {
     vcpu.set_exit(KVM_EXIT_INTERNAL_ERROR);
     let base = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, suberror);
@@ -1106,7 +1151,6 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
             gpa,
             write,
             fetch,
-            insn_len,
             vectoring,
             reason,
             qual,
@@ -1132,11 +1176,12 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
                     ],
                 ));
             }
+            let exit = [u64::from(reason), qual, u64::from(vectoring), 0, 0];
             if fetch {
                 // Executing from MMIO cannot be emulated.
-                return Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[gpa]));
+                return Ok(emulation_failure(vm, vcpu, &mut g.state, &[], exit));
             }
-            mmio(vm, vcpu, g, gpa, write, insn_len)
+            mmio(vm, vcpu, g, gpa, write, exit)
         }
         Exit::CrAccess { qual, insn_len } => cr_access(vm, vcpu, g, qual, insn_len),
         Exit::DrAccess { qual, insn_len } => dr_access(s, qual, insn_len),
@@ -1623,7 +1668,7 @@ fn mmio(
     g: &mut VcpuInner,
     gpa: u64,
     write: bool,
-    _len: u8,
+    exit: [u64; 5],
 ) -> Result<Option<isize>> {
     let code = &mut g.emu.insn;
     if let Err(e) = fetch(vm, &g.state, code) {
@@ -1632,18 +1677,10 @@ fn mmio(
     vcpu.stats.inc(st::INSN_EMULATION);
     let code = g.emu.insn;
     let Some(op) = emulate::decode_mmio(&g.state, &code) else {
-        vcpu.stats.inc(st::INSN_EMULATION_FAIL);
-        let mut data = [0u64; 3];
-        data[0] = u64::from_le_bytes(
-            code.get(..8)
-                .and_then(|b| b.try_into().ok())
-                .unwrap_or([0; 8]),
-        );
-        data[1] = gpa;
-        return Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &data));
+        return Ok(emulation_failure(vm, vcpu, &mut g.state, &code, exit));
     };
     if write && !op.write {
-        return Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[gpa]));
+        return Ok(emulation_failure(vm, vcpu, &mut g.state, &code, exit));
     }
     if g.lapic.is_some() && gpa & lapic::base::ADDR == g.state.apic_base & lapic::base::ADDR {
         apic_mmio(vm, vcpu, g, gpa, &op, &code);

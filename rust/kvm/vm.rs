@@ -99,6 +99,8 @@ pub(crate) struct Vm {
     pub(crate) x2apic_broadcast_quirk_disabled: AtomicBool,
     /// KVM_CAP_X86_USER_SPACE_MSR: the KVM_MSR_EXIT_REASON_* that exit to userspace.
     pub(crate) user_space_msr: AtomicU32,
+    /// KVM_CAP_EXIT_ON_EMULATION_FAILURE: always exit (no #UD) when emulation fails.
+    pub(crate) exit_on_emulation_failure: AtomicBool,
     /// The coalesced MMIO ring, one page shared by every vCPU's mapping.
     pub(crate) coalesced_ring: PhysPage,
     pub(crate) stats: VmCounters,
@@ -163,6 +165,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             x2apic_format: AtomicBool::new(false),
             x2apic_broadcast_quirk_disabled: AtomicBool::new(false),
             user_space_msr: AtomicU32::new(0),
+            exit_on_emulation_failure: AtomicBool::new(false),
             coalesced_ring: PhysPage::new()?,
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
@@ -739,6 +742,14 @@ impl AnonFile for Vm {
                         }
                         this.user_space_msr
                             .store(cap.args[0] as u32, Ordering::Relaxed);
+                        Ok(0)
+                    }
+                    KVM_CAP_EXIT_ON_EMULATION_FAILURE => {
+                        if cap.args[0] & !1 != 0 {
+                            return Err(EINVAL);
+                        }
+                        this.exit_on_emulation_failure
+                            .store(cap.args[0] != 0, Ordering::Relaxed);
                         Ok(0)
                     }
                     KVM_CAP_X2APIC_API => {

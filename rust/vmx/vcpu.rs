@@ -1074,7 +1074,6 @@ impl Core {
                     gpa,
                     write: qual & 2 != 0,
                     fetch: qual & 4 != 0,
-                    insn_len,
                     vectoring: vect,
                     reason,
                     qual,

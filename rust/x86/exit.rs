@@ -27,7 +27,6 @@ pub(crate) enum Exit {
         gpa: u64,
         write: bool,
         fetch: bool,
-        insn_len: u8,
         /// The event whose delivery faulted (IDT-vectoring information, bit 31 = valid),
         /// with the backend's exit reason and qualification for an internal-error report.
         vectoring: u32,
