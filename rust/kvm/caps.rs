@@ -70,6 +70,7 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_IRQ_ROUTING => super::irq::MAX_IRQ_ROUTES as isize,
         KVM_CAP_IRQFD => 1,
         KVM_CAP_VCPU_ATTRIBUTES | KVM_CAP_EXIT_ON_EMULATION_FAILURE => 1,
+        KVM_CAP_MSR_PLATFORM_INFO => 1,
         _ => 0,
     }
 }

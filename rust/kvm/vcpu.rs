@@ -1354,6 +1354,7 @@ fn read_msr(vm: &Vm, g: &mut VcpuInner, m: u32, host: bool) -> Option<u64> {
         cpuid: &g.cpuid,
         arch_capabilities: vm.kvm.msrs.arch_capabilities,
         host_initiated: host,
+        platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
     };
     emulate::get_msr(&g.state, &env, m)
 }
@@ -1400,6 +1401,7 @@ fn write_msr(
         cpuid: &g.cpuid,
         arch_capabilities: vm.kvm.msrs.arch_capabilities,
         host_initiated: host,
+        platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
     };
     emulate::set_msr(&mut g.state, &env, m, v)
 }
@@ -2081,6 +2083,7 @@ fn sregs_valid(g: &VcpuInner, cr0: u64, cr4: u64, efer: u64, cs_l: u8, cr3: u64)
         cpuid: &g.cpuid,
         arch_capabilities: 0,
         host_initiated: true,
+        platform_info_readable: true,
     };
     let mut probe = g.state.clone();
     emulate::set_msr(&mut probe, &env, crate::sys::msr::index::EFER, efer).is_ok()

@@ -101,6 +101,8 @@ pub(crate) struct Vm {
     pub(crate) user_space_msr: AtomicU32,
     /// KVM_CAP_EXIT_ON_EMULATION_FAILURE: always exit (no #UD) when emulation fails.
     pub(crate) exit_on_emulation_failure: AtomicBool,
+    /// KVM_CAP_MSR_PLATFORM_INFO (on by default, as in KVM).
+    pub(crate) platform_info_readable: AtomicBool,
     /// The coalesced MMIO ring, one page shared by every vCPU's mapping.
     pub(crate) coalesced_ring: PhysPage,
     pub(crate) stats: VmCounters,
@@ -166,6 +168,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             x2apic_broadcast_quirk_disabled: AtomicBool::new(false),
             user_space_msr: AtomicU32::new(0),
             exit_on_emulation_failure: AtomicBool::new(false),
+            platform_info_readable: AtomicBool::new(true),
             coalesced_ring: PhysPage::new()?,
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
@@ -742,6 +745,11 @@ impl AnonFile for Vm {
                         }
                         this.user_space_msr
                             .store(cap.args[0] as u32, Ordering::Relaxed);
+                        Ok(0)
+                    }
+                    KVM_CAP_MSR_PLATFORM_INFO => {
+                        this.platform_info_readable
+                            .store(cap.args[0] != 0, Ordering::Relaxed);
                         Ok(0)
                     }
                     KVM_CAP_EXIT_ON_EMULATION_FAILURE => {

@@ -960,6 +960,11 @@ impl Core {
                 Ok(None)
             }
             reason::CPUID => {
+                // CPUID faulting (MSR_MISC_FEATURES_ENABLES bit 0): #GP outside ring 0.
+                if s.msrs.misc_features & 1 != 0 && v.r16(vmcs::GUEST_SS_SELECTOR) & 3 != 0 {
+                    Self::queue_exception(s, GP_VECTOR, Some(0));
+                    return Ok(None);
+                }
                 let leaf = self.gprs.r[reg::RAX] as u32;
                 let sub = self.gprs.r[reg::RCX] as u32;
                 let rt = cpuid::Runtime {

@@ -690,6 +690,8 @@ pub(crate) struct MsrEnv<'a> {
     pub(crate) arch_capabilities: u64,
     /// KVM_SET_MSRS / KVM_GET_MSRS rather than the guest.
     pub(crate) host_initiated: bool,
+    /// KVM_CAP_MSR_PLATFORM_INFO: the guest may read MSR_PLATFORM_INFO.
+    pub(crate) platform_info_readable: bool,
 }
 
 fn guest_has_lm_and_nx(env: &MsrEnv<'_>) -> (bool, bool) {
@@ -728,6 +730,8 @@ pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
         index::IA32_MCG_CAP => 0,
         index::IA32_UCODE_REV => r.ucode_rev,
         index::K7_HWCR => r.hwcr,
+        index::PLATFORM_INFO if env.host_initiated || env.platform_info_readable => r.platform_info,
+        index::MISC_FEATURES_ENABLES => r.misc_features,
         index::IA32_ARCH_CAPABILITIES => env.arch_capabilities,
         index::IA32_PERF_CAPABILITIES => 0,
         index::IA32_PLATFORM_ID => 0,
@@ -839,6 +843,24 @@ pub(crate) fn set_msr(
             } else {
                 v & !EMON | old & EMON
             };
+        }
+        index::PLATFORM_INFO => {
+            // Userspace only; it cannot withdraw CPUID faulting while the guest uses it.
+            let faulting = s.msrs.misc_features & 1 != 0;
+            if !env.host_initiated || (v & super::state::PLATFORM_INFO_CPUID_FAULT == 0 && faulting)
+            {
+                return Err(());
+            }
+            s.msrs.platform_info = v;
+        }
+        index::MISC_FEATURES_ENABLES => {
+            if v & !1 != 0
+                || (v & 1 != 0
+                    && s.msrs.platform_info & super::state::PLATFORM_INFO_CPUID_FAULT == 0)
+            {
+                return Err(());
+            }
+            s.msrs.misc_features = v;
         }
         index::K7_HWCR => {
             // Flush-filter disable, IGNNE emulation and TLB cache disable are dropped;

@@ -111,6 +111,9 @@ pub(crate) struct Events {
     pub(crate) shadow: u8,
 }
 
+/// MSR_PLATFORM_INFO bit 31: the CPU can fault CPUID outside ring 0.
+pub(crate) const PLATFORM_INFO_CPUID_FAULT: u64 = 1 << 31;
+
 /// MSRs that live in software (the VMCS holds SYSENTER_*, DEBUGCTL, PAT, EFER).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Msrs {
@@ -132,6 +135,10 @@ pub(crate) struct Msrs {
     pub(crate) ucode_rev: u64,
     /// AMD's HWCR, which KVM emulates for every vendor.
     pub(crate) hwcr: u64,
+    /// MSR_PLATFORM_INFO as userspace set it (the guest may only read it).
+    pub(crate) platform_info: u64,
+    /// MSR_MISC_FEATURES_ENABLES: bit 0 turns on CPUID faulting.
+    pub(crate) misc_features: u64,
     pub(crate) mtrr_def_type: u64,
     pub(crate) mtrr_fixed: [u64; 11],
     pub(crate) mtrr_var: [u64; 16],
@@ -158,6 +165,9 @@ impl Default for Msrs {
             // KVM's default microcode revision.
             ucode_rev: 0x1_0000_0000,
             hwcr: 0,
+            // KVM's reset value: CPUID faulting is offered.
+            platform_info: PLATFORM_INFO_CPUID_FAULT,
+            misc_features: 0,
             mtrr_def_type: 0,
             mtrr_fixed: [0; 11],
             mtrr_var: [0; 16],
