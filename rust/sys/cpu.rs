@@ -278,6 +278,45 @@ pub(crate) mod regs {
         unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) };
     }
 
+    /// Reads debug register DR`n` (0-3, 6; anything else reads DR7).
+    pub(crate) fn dr(n: u8) -> u64 {
+        let v: u64;
+        // SAFETY: Reading a debug register at CPL0 has no side effect (DR7.GD is never set
+        // in the host kernel).
+        unsafe {
+            match n {
+                0 => asm!("mov {}, dr0", out(reg) v, options(nomem, nostack, preserves_flags)),
+                1 => asm!("mov {}, dr1", out(reg) v, options(nomem, nostack, preserves_flags)),
+                2 => asm!("mov {}, dr2", out(reg) v, options(nomem, nostack, preserves_flags)),
+                3 => asm!("mov {}, dr3", out(reg) v, options(nomem, nostack, preserves_flags)),
+                6 => asm!("mov {}, dr6", out(reg) v, options(nomem, nostack, preserves_flags)),
+                _ => asm!("mov {}, dr7", out(reg) v, options(nomem, nostack, preserves_flags)),
+            }
+        }
+        v
+    }
+
+    /// Writes debug register DR`n` (0-3, 6; anything else writes DR7).
+    ///
+    /// # Safety
+    ///
+    /// Interrupts are off and the caller puts the host's value back before they are on
+    /// again (the kernel's breakpoint bookkeeping must not see a foreign value); a DR7
+    /// value arms breakpoints only at addresses the caller chose.
+    pub(crate) unsafe fn set_dr(n: u8, v: u64) {
+        // SAFETY: The caller's guarantees above.
+        unsafe {
+            match n {
+                0 => asm!("mov dr0, {}", in(reg) v, options(nomem, nostack, preserves_flags)),
+                1 => asm!("mov dr1, {}", in(reg) v, options(nomem, nostack, preserves_flags)),
+                2 => asm!("mov dr2, {}", in(reg) v, options(nomem, nostack, preserves_flags)),
+                3 => asm!("mov dr3, {}", in(reg) v, options(nomem, nostack, preserves_flags)),
+                6 => asm!("mov dr6, {}", in(reg) v, options(nomem, nostack, preserves_flags)),
+                _ => asm!("mov dr7, {}", in(reg) v, options(nomem, nostack, preserves_flags)),
+            }
+        }
+    }
+
     /// Reads XCR0 (requires CR4.OSXSAVE, which the caller checked).
     pub(crate) fn xgetbv0() -> u64 {
         let (lo, hi): (u32, u32);

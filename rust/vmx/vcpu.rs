@@ -625,49 +625,82 @@ impl Core {
 
         // Flush this VM's and this vCPU's translations: they may be stale on this CPU.
         self.flush_tlb(ctx)?;
-        let mut launched = false;
-        let result = loop {
-            let gen = ctx.flush_gen.load(Ordering::Acquire);
-            if gen != self.flushed_gen {
-                self.flush_tlb(ctx)?;
+        // Debug registers. A VM exit leaves DR7 = 0x400, so the host's DR7 goes back after
+        // the window. While the guest has breakpoints enabled in its DR7 (loaded from the
+        // VMCS), its DR0-DR3 and DR6 are in the hardware: the host's are kept aside, and
+        // the guest never sees them (MOV DR always exits).
+        let host_dr7 = cpu::regs::dr(7);
+        let host_dr = if ctx.state.dr7 & 0xff != 0 {
+            let saved = [0u8, 1, 2, 3, 6].map(cpu::regs::dr);
+            for (n, val) in [0u8, 1, 2, 3].into_iter().zip(ctx.state.db) {
+                // SAFETY: Interrupts are off for the window (`irq`); the host's value is
+                // restored below before they are on again.
+                unsafe { cpu::regs::set_dr(n, val) };
             }
-            if ctx.kick.load(Ordering::Acquire) {
-                break Ok(Exit::Again);
-            }
-            if let Some(exit) = self.inject_events(&v, ctx, proc1_extra)? {
-                break Ok(exit);
-            }
-            if !self.arm_preemption_timer(&v, ctx)? {
-                // The APIC timer expired: back to process context to deliver it.
-                break Ok(Exit::Again);
-            }
-            if let Some(l1d) = ctx.l1d {
-                if l1d.before_entry(!launched) {
-                    ctx.stats.inc(st::L1D_FLUSH);
-                }
-            }
-            // SAFETY: The window holds this VMCS current with host state for this CPU, and
-            // the guest state was loaded (or kept from the last window).
-            let entered = unsafe { vmentry::vmenter(&mut self.gprs, launched) };
-            match entered {
-                Entry::Exited => {}
-                Entry::FailInvalid => break Ok(Exit::FailEntry { reason: u64::MAX }),
-                Entry::FailValid => {
-                    let err = v.r32(vmcs::VM_INSTRUCTION_ERROR);
-                    pr_warn!("VM entry failed: VM-instruction error {}\n", err);
-                    break Ok(Exit::FailEntry {
-                        reason: u64::from(err) | 1 << 63,
-                    });
-                }
-            }
-            launched = true;
-            ctx.stats.inc(st::EXITS);
-            match self.handle_exit(&v, ctx)? {
-                Some(exit) => break Ok(exit),
-                None => continue,
-            }
+            // SAFETY: As above.
+            unsafe { cpu::regs::set_dr(6, ctx.state.dr6) };
+            Some(saved)
+        } else {
+            None
         };
+        let mut launched = false;
+        // A closure, so that an error (`?`) still reaches the restores below.
+        let result = (|| -> Result<Exit> {
+            loop {
+                let gen = ctx.flush_gen.load(Ordering::Acquire);
+                if gen != self.flushed_gen {
+                    self.flush_tlb(ctx)?;
+                }
+                if ctx.kick.load(Ordering::Acquire) {
+                    break Ok(Exit::Again);
+                }
+                if let Some(exit) = self.inject_events(&v, ctx, proc1_extra)? {
+                    break Ok(exit);
+                }
+                if !self.arm_preemption_timer(&v, ctx)? {
+                    // The APIC timer expired: back to process context to deliver it.
+                    break Ok(Exit::Again);
+                }
+                if let Some(l1d) = ctx.l1d {
+                    if l1d.before_entry(!launched) {
+                        ctx.stats.inc(st::L1D_FLUSH);
+                    }
+                }
+                // SAFETY: The window holds this VMCS current with host state for this CPU, and
+                // the guest state was loaded (or kept from the last window).
+                let entered = unsafe { vmentry::vmenter(&mut self.gprs, launched) };
+                match entered {
+                    Entry::Exited => {}
+                    Entry::FailInvalid => break Ok(Exit::FailEntry { reason: u64::MAX }),
+                    Entry::FailValid => {
+                        let err = v.r32(vmcs::VM_INSTRUCTION_ERROR);
+                        pr_warn!("VM entry failed: VM-instruction error {}\n", err);
+                        break Ok(Exit::FailEntry {
+                            reason: u64::from(err) | 1 << 63,
+                        });
+                    }
+                }
+                launched = true;
+                ctx.stats.inc(st::EXITS);
+                match self.handle_exit(&v, ctx)? {
+                    Some(exit) => break Ok(exit),
+                    None => continue,
+                }
+            }
+        })();
 
+        if let Some(saved) = host_dr {
+            // #DBs the guest took directly updated DR6.
+            ctx.state.dr6 = cpu::regs::dr(6);
+            for (n, val) in [0u8, 1, 2, 3, 6].into_iter().zip(saved) {
+                // SAFETY: Puts back the host's own values, interrupts still off.
+                unsafe { cpu::regs::set_dr(n, val) };
+            }
+        }
+        if host_dr7 != 0x400 {
+            // SAFETY: The host's own DR7, interrupts still off.
+            unsafe { cpu::regs::set_dr(7, host_dr7) };
+        }
         if xsave && ctx.state.xcr0 != host_xcr0 {
             // SAFETY: Restores the host's own XCR0.
             unsafe { fpu::xsetbv0(host_xcr0) };
