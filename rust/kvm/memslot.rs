@@ -177,7 +177,10 @@ pub(crate) fn runtime_list(list: &[SlotMeta]) -> Result<KVec<RuntimeSlot>> {
         let dirty = if meta.logs_dirty() {
             let n = meta.bitmap_words();
             let mut v = KVVec::with_capacity(n, GFP_KERNEL)?;
-            v.resize(n, 0, GFP_KERNEL)?;
+            // Pushed one by one: `resize` carries a (never taken) bounds-check panic.
+            for _ in 0..n {
+                v.push(0, GFP_KERNEL)?;
+            }
             Some(v)
         } else {
             None

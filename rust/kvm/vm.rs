@@ -509,7 +509,9 @@ impl Vm {
         }
         let words = meta.bitmap_words();
         let mut snapshot = KVVec::with_capacity(words, GFP_KERNEL)?;
-        snapshot.resize(words, 0u64, GFP_KERNEL)?;
+        for _ in 0..words {
+            snapshot.push(0u64, GFP_KERNEL)?;
+        }
         let manual = self.manual_protect.load(Ordering::Acquire);
         let flush = {
             let mut m = self.mmu.lock();

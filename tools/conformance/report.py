@@ -304,10 +304,15 @@ def main():
           f"resumes after it), and {a.test_timeout} s of guest time inside the guest. "
           "A guest kernel crash fails the test that was running.",
           "",
-          "rkvm exposes its own module parameters (``/sys/module/rkvm/parameters/{ept,vpid,"
-          "unrestricted_guest,pml,vmentry_l1d_flush}``) and not kvm's or kvm_intel's: tests "
-          "that read ``/sys/module/kvm*/parameters/*`` skip or fail on rkvm for that reason "
-          "(the reason column says so). Nothing is faked and no test is patched.",
+          "rkvm's module parameters carry kvm_intel's names for what it shares with it "
+          "(``ept``, ``vpid``, ``unrestricted_guest``, ``pml``, ``vmentry_l1d_flush``) and "
+          "kvm's for fixed facts a KVM program asks about (``force_emulation_prefix=0``, "
+          "``enable_pmu=N``, ``enable_mediated_pmu=N``, ``ignore_msrs=N``; any other value "
+          "is refused at load time). For the rkvm run ``/sys/module/kvm`` and "
+          "``/sys/module/kvm_intel`` show ``/sys/module/rkvm`` (a tmpfs of links over "
+          "/sys/module while rkvm is loaded, like the /dev/kvm node). Parameters rkvm has "
+          "no meaning for (``tdp_mmu``, ``eager_page_split``, ...) are absent, and tests that "
+          "read them say so in the reason column. Nothing is faked and no test is patched.",
           "",
           "Tests that do not count (nested virtualization, Hyper-V/Xen emulation, SEV, PMU, "
           "SMM, guest_memfd/private memory, AMX) are listed with their reasons in "
