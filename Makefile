@@ -60,7 +60,7 @@ module: $(KDIR_DEP)
 selftests: $(KDIR_DEP)
 	@$(MAKE) -s -C $(SELFTESTS) KHDR=$(KDIR)/usr/include OUTPUT=$(BUILD)/selftests
 
-check: module selftests bochs
+check: module nopanic selftests bochs
 	@$(BENCH)/check.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/check \
 		"$(TESTS)" "$(SMP_TESTS)" "$(NOUG_TESTS)"
 
@@ -87,6 +87,14 @@ clippy: $(KDIR_DEP)
 rustfmt: $(KDIR_DEP)
 	rustfmt --config-path $(KDIR)/source/.rustfmt.toml $(CURDIR)/rust/rkvm.rs
 
+# No panics in kernel code: the module must not call into core::panicking (bounds checks,
+# unwrap, overflow checks would).
+nopanic: module
+	@if objdump -dr $(CURDIR)/rust/rkvm.o | grep -q 'core9panicking'; then \
+		echo "rkvm.o calls core::panicking:"; \
+		objdump -dr $(CURDIR)/rust/rkvm.o | grep 'core9panicking' | sort | uniq -c; exit 1; \
+	else echo "nopanic: rkvm.o has no call into core::panicking"; fi
+
 rustfmtcheck: $(KDIR_DEP)
 	rustfmt --check --config-path $(KDIR)/source/.rustfmt.toml $(CURDIR)/rust/rkvm.rs
 
@@ -94,4 +102,4 @@ clean:
 	-$(KMAKE) clean 2>/dev/null
 	rm -rf $(BUILD)
 
-.PHONY: all setup kernel bochs module selftests check demo bench conformance clippy rustfmt rustfmtcheck clean
+.PHONY: all setup kernel bochs module selftests check demo bench conformance clippy rustfmt rustfmtcheck nopanic clean
