@@ -176,6 +176,8 @@ struct Core {
     setup_done: bool,
     /// The flush generation this vCPU last flushed at.
     flushed_gen: u64,
+    /// The guest's DR0-DR3 and DR6 are in the hardware (this window).
+    guest_dr_loaded: bool,
     gprs: Gprs,
 }
 
@@ -221,6 +223,7 @@ impl VmxVcpu {
                 vpid,
                 setup_done: false,
                 flushed_gen: u64::MAX,
+                guest_dr_loaded: false,
                 gprs: Gprs::default(),
             },
         })
@@ -643,6 +646,7 @@ impl Core {
         } else {
             None
         };
+        self.guest_dr_loaded = host_dr.is_some();
         let mut launched = false;
         // A closure, so that an error (`?`) still reaches the restores below.
         let result = (|| -> Result<Exit> {
@@ -689,6 +693,7 @@ impl Core {
             }
         })();
 
+        self.guest_dr_loaded = false;
         if let Some(saved) = host_dr {
             // #DBs the guest took directly updated DR6.
             ctx.state.dr6 = cpu::regs::dr(6);
@@ -952,6 +957,20 @@ impl Core {
                 }
                 match vector {
                     MC_VECTOR => Ok(Some(Exit::Again)),
+                    // With userspace debugging but not single-stepping, a #DB is the
+                    // guest's own (its breakpoints): it gets it, as with KVM.
+                    DB_VECTOR if ctx.guest_debug & KVM_GUESTDBG_SINGLESTEP == 0 => {
+                        // An intercepted #DB leaves DR6 alone: the exit qualification has
+                        // the bits (B0-B3, BD, BS) the guest's DR6 gets.
+                        s.dr6 = (s.dr6 & !0xf) | 0xffff_0ff0 | (qual & 0x600f);
+                        if self.guest_dr_loaded {
+                            // SAFETY: The guest's DR6 is in the hardware for this window
+                            // (the host's is put back when the window ends).
+                            unsafe { cpu::regs::set_dr(6, s.dr6) };
+                        }
+                        Self::queue_exception(s, vector, None);
+                        Ok(None)
+                    }
                     DB_VECTOR | BP_VECTOR if ctx.guest_debug & KVM_GUESTDBG_ENABLE != 0 => {
                         let dr6 = if vector == DB_VECTOR {
                             qual | 0xffff_0ff0

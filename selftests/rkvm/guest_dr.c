@@ -4,7 +4,8 @@
  * and a data-write breakpoint in DR1, enables them in DR7 and runs over both. Each must
  * raise #DB in the guest (its IDT handler reads DR6: B0, then B1), at the guest's
  * addresses: the hypervisor loads the guest's DR0-DR3 while they are enabled and gives
- * the host's back afterwards. KVM_GET_DEBUGREGS then shows what the guest left.
+ * the host's back afterwards. KVM_GET_DEBUGREGS then shows what the guest left. The same
+ * again with KVM_SET_GUEST_DEBUG(ENABLE | USE_SW_BP): #DB still belongs to the guest.
  */
 #include "lib/rkvm_test.h"
 
@@ -61,25 +62,27 @@ static int next(int port, uint32_t *val)
 	return 1;
 }
 
-int main(void)
+static void run_guest(int debug)
 {
+	struct kvm_guest_debug dbg = { .control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP };
+	const char *how = debug ? " (userspace debugging on)" : "";
 	struct kvm_debugregs d;
 	uint32_t v = 0;
 
-	test_watchdog(60);
 	g = guest_create();
-	tap_plan(8);
 	guest_load(g.mem, GUEST_CODE_GPA, dr_guest);
 	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	idt_set_gate32(g.mem, 1, GUEST_ADDR(GUEST_CODE_GPA, dr_guest, db_handler));
+	if (debug && ioctl(g.v.fd, KVM_SET_GUEST_DEBUG, &dbg))
+		BAIL("KVM_SET_GUEST_DEBUG");
 
-	tap_ok(next(P_MARK, &v) && v == 1, "guest armed DR0 and DR1 (%s)", exit_str(&g.v));
+	tap_ok(next(P_MARK, &v) && v == 1, "guest armed DR0 and DR1%s", how);
 	tap_ok(next(P_DR6, &v) && (v & 0xf) == 1,
-	       "the instruction breakpoint raised #DB in the guest, DR6 %#x (B0)", v);
-	tap_ok(next(P_MARK, &v) && v == 2, "the guest went on past it (%s)", exit_str(&g.v));
+	       "the instruction breakpoint raised #DB in the guest, DR6 %#x (B0)%s", v, how);
+	tap_ok(next(P_MARK, &v) && v == 2, "the guest went on past it%s", how);
 	tap_ok(next(P_DR6, &v) && (v & 0xf) == 2,
-	       "the data breakpoint raised #DB in the guest, DR6 %#x (B1)", v);
-	tap_ok(next(P_MARK, &v) && v == 3, "the guest went on past it (%s)", exit_str(&g.v));
+	       "the data breakpoint raised #DB in the guest, DR6 %#x (B1)%s", v, how);
+	tap_ok(next(P_MARK, &v) && v == 3, "the guest went on past it%s", how);
 	tap_ok(vcpu_run(&g.v) == KVM_EXIT_HLT, "guest halts (%s)", exit_str(&g.v));
 	if (ioctl(g.v.fd, KVM_GET_DEBUGREGS, &d))
 		BAIL("KVM_GET_DEBUGREGS");
@@ -90,5 +93,14 @@ int main(void)
 	       "DR7 disarmed by the guest (%#llx), DR6 cleared (%#llx)",
 	       (unsigned long long)d.dr7, (unsigned long long)d.dr6);
 	guest_destroy(&g);
+}
+
+int main(void)
+{
+	test_watchdog(60);
+	tap_plan(16);
+	run_guest(0);
+	/* With software breakpoints for userspace, #DB is still the guest's. */
+	run_guest(1);
 	tap_done();
 }
