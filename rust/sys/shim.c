@@ -794,6 +794,7 @@ struct rkvm_irqfd {
 	void (*fire)(const void *owner, __u32 gsi);
 	const void *owner;
 	__u32 gsi;
+	int queued; /* 0, or why it could not hook the eventfd */
 	bool dead;
 };
 
@@ -827,7 +828,11 @@ static void rkvm_irqfd_queue(struct file *file, wait_queue_head_t *wqh, poll_tab
 	struct rkvm_irqfd *f = container_of(pt, struct rkvm_irqfd, pt);
 
 	f->wqh = wqh;
-	add_wait_queue_priority(wqh, &f->wait);
+	/*
+	 * One irqfd per eventfd, across every VM (KVM's rule): an eventfd that already has
+	 * a priority waiter is taken (-EBUSY).
+	 */
+	f->queued = add_wait_queue_priority_exclusive(wqh, &f->wait);
 }
 
 void *rkvm_irqfd_assign(int fd, __u32 gsi, void (*fire)(const void *owner, __u32 gsi),
@@ -861,10 +866,10 @@ void *rkvm_irqfd_assign(int fd, __u32 gsi, void (*fire)(const void *owner, __u32
 	init_waitqueue_func_entry(&f->wait, rkvm_irqfd_wakeup);
 	init_poll_funcptr(&f->pt, rkvm_irqfd_queue);
 	events = vfs_poll(fd_file(file), &f->pt);
-	if (!f->wqh) {
+	if (!f->wqh || f->queued) {
 		eventfd_ctx_put(ctx);
+		*err = f->wqh ? f->queued : -EINVAL;
 		kfree(f);
-		*err = -EINVAL;
 		return NULL;
 	}
 	/* Signalled before it was assigned: inject now, as KVM does. */
