@@ -199,7 +199,8 @@ def blocker(reason):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--outdir", required=True)
+    # More than one: the runs of each hypervisor made side by side, read together.
+    ap.add_argument("--outdir", required=True, action="append")
     ap.add_argument("--tests", required=True)
     ap.add_argument("--scope", required=True)
     ap.add_argument("--doc", required=True)
@@ -222,7 +223,9 @@ def main():
     for p in scope:
         if p not in known:
             sys.exit(f"{a.scope}: {p} is not a built test")
-    steps = parse_logs(a.outdir)
+    steps = {}
+    for outdir in a.outdir:
+        steps.update(parse_logs(outdir))
 
     res = {}  # (path, hv) -> (status, reason, ms)
     ran = set()
@@ -235,7 +238,7 @@ def main():
             st, why = verdict(s, a.step_limit)
             res[(path, hv)] = (st, why, s.ms)
 
-    with open(os.path.join(a.outdir, "results.tsv"), "w") as f:
+    with open(os.path.join(a.outdir[0], "results.tsv"), "w") as f:
         f.write("test\tin_scope\thv\tstatus\tms\treason\n")
         for _, path in built:
             for hv in HVS:
