@@ -499,14 +499,7 @@ impl Vm {
     fn get_dirty_log(&self, arg: usize) -> Result<isize> {
         let log: KvmDirtyLogHeader = read_dirty_header(arg)?;
         let l = self.locked.lock();
-        let id = (log.slot & 0xffff) as u16;
-        if log.slot >> 16 != 0 || u32::from(id) >= memslot::USER_MEM_SLOTS {
-            return Err(EINVAL);
-        }
-        let meta = *l.slots.list.iter().find(|s| s.id == id).ok_or(ENOENT)?;
-        if !meta.logs_dirty() {
-            return Err(ENOENT);
-        }
+        let meta = dirty_logged_slot(&l, log.slot)?;
         let words = meta.bitmap_words();
         let mut snapshot = KVVec::with_capacity(words, GFP_KERNEL)?;
         for _ in 0..words {
@@ -537,14 +530,7 @@ impl Vm {
     fn clear_dirty_log(&self, arg: usize) -> Result<isize> {
         let c: ClearDirtyLog = read_clear_header(arg)?;
         let l = self.locked.lock();
-        let id = (c.slot & 0xffff) as u16;
-        if c.slot >> 16 != 0 || u32::from(id) >= memslot::USER_MEM_SLOTS {
-            return Err(EINVAL);
-        }
-        let meta = *l.slots.list.iter().find(|s| s.id == id).ok_or(ENOENT)?;
-        if !meta.logs_dirty() {
-            return Err(ENOENT);
-        }
+        let meta = dirty_logged_slot(&l, c.slot)?;
         // KVM's rules: first_page 64-aligned; num_pages a multiple of 64 unless the range
         // ends at the end of the slot.
         let end = c
@@ -642,6 +628,20 @@ struct ClearDirtyLog {
     num_pages: u32,
     first_page: u64,
     bitmap: u64,
+}
+
+/// The slot a dirty-log ioctl names: `EINVAL` for an id out of range (address-space bits
+/// included: rkvm has one address space), `ENOENT` if it does not exist or logs nothing.
+fn dirty_logged_slot(l: &VmLocked, slot: u32) -> Result<memslot::SlotMeta> {
+    let id = (slot & 0xffff) as u16;
+    if slot >> 16 != 0 || u32::from(id) >= memslot::USER_MEM_SLOTS {
+        return Err(EINVAL);
+    }
+    let meta = *l.slots.list.iter().find(|s| s.id == id).ok_or(ENOENT)?;
+    if !meta.logs_dirty() {
+        return Err(ENOENT);
+    }
+    Ok(meta)
 }
 
 fn read_clear_header(arg: usize) -> Result<ClearDirtyLog> {
