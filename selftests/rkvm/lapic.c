@@ -124,10 +124,11 @@ GUEST_CODE(apic_guest, 32,
 	WAIT_FLAG(3)
 	"movl $0x30043, " APIC "320\n"
 	"movl $0, " APIC "380\n"
-	/* A fourth period may have fired meanwhile: let it in now. */
+	/* A fourth period may have fired meanwhile: let it in now, and forget its count. */
 	"sti\n"
 	"nop\n"
 	"cli\n"
+	"movl $0, " XSTR(FLAG) "\n"
 	MARK(5)
 	/* NMI self-IPI (delivery mode 4): taken with IF clear. */
 	"cli\n"
