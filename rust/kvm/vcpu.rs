@@ -2315,13 +2315,28 @@ fn set_cpuid2(g: &mut VcpuInner, arg: usize) -> Result<isize> {
     }
     let addr = uaccess::offset(arg, size_of::<kvm_cpuid2>())?;
     let entries: KVVec<kvm_cpuid_entry2> = uaccess::read_vec(addr, nent as usize)?;
-    // After the first KVM_RUN, KVM only accepts the same table again.
+    // After the first KVM_RUN, KVM only accepts the same table again, compared with the
+    // bits it keeps in step with vCPU state applied to both (a table read back with
+    // KVM_GET_CPUID2 shows them).
     if g.has_run {
+        let rt = crate::x86::cpuid::Runtime {
+            cr4: g.state.cr4,
+            xcr0: g.state.xcr0,
+            apic_base: g.state.apic_base,
+        };
+        let view = |e: &kvm_cpuid_entry2| {
+            (
+                e.function,
+                e.index,
+                e.flags,
+                crate::x86::cpuid::runtime_view(e, rt),
+            )
+        };
         let same = entries.len() == g.cpuid.len()
             && entries
                 .iter()
                 .zip(g.cpuid.iter())
-                .all(|(a, b)| a.as_bytes() == b.as_bytes());
+                .all(|(a, b)| view(a) == view(b));
         return if same { Ok(0) } else { Err(EINVAL) };
     }
     let mut v = KVec::with_capacity(entries.len(), GFP_KERNEL)?;

@@ -694,6 +694,19 @@ pub(crate) struct MsrEnv<'a> {
     pub(crate) platform_info_readable: bool,
 }
 
+/// Whether the guest has IA32_TSC_AUX: its CPUID offers RDTSCP or RDPID (userspace may
+/// always reach it, as with KVM).
+fn guest_has_tsc_aux(env: &MsrEnv<'_>) -> bool {
+    let rt = super::cpuid::Runtime {
+        cr4: 0,
+        xcr0: 1,
+        apic_base: 0,
+    };
+    let [_, _, _, d] = super::cpuid::guest_cpuid(env.cpuid, 0x8000_0001, 0, rt);
+    let [_, _, c7, _] = super::cpuid::guest_cpuid(env.cpuid, 7, 0, rt);
+    env.host_initiated || d & (1 << 27) != 0 || c7 & (1 << 22) != 0
+}
+
 fn guest_has_lm_and_nx(env: &MsrEnv<'_>) -> (bool, bool) {
     let rt = super::cpuid::Runtime {
         cr4: 0,
@@ -718,7 +731,7 @@ pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
         index::KERNEL_GS_BASE => r.kernel_gs_base,
         index::FS_BASE => s.segs[super::state::FS].base,
         index::GS_BASE => s.segs[super::state::GS].base,
-        index::TSC_AUX => r.tsc_aux,
+        index::TSC_AUX if guest_has_tsc_aux(env) => r.tsc_aux,
         index::IA32_SYSENTER_CS => r.sysenter_cs,
         index::IA32_SYSENTER_ESP => r.sysenter_esp,
         index::IA32_SYSENTER_EIP => r.sysenter_eip,
@@ -809,7 +822,7 @@ pub(crate) fn set_msr(
         index::FS_BASE => s.segs[super::state::FS].base = v,
         index::GS_BASE => s.segs[super::state::GS].base = v,
         index::TSC_AUX => {
-            if v >> 32 != 0 {
+            if !guest_has_tsc_aux(env) || v >> 32 != 0 {
                 return Err(());
             }
             s.msrs.tsc_aux = v;
