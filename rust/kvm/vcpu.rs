@@ -72,6 +72,8 @@ pub(crate) struct VcpuInner {
     cpuid: KVec<kvm_cpuid_entry2>,
     pending: Pending,
     guest_debug: u32,
+    /// KVM_SET_GUEST_DEBUG's DR0-DR3 and DR7 (used with KVM_GUESTDBG_USE_HW_BP).
+    debug_dr: [u64; 8],
     sigmask: Option<u64>,
     has_run: bool,
     /// Attached to the task for the length of each KVM_RUN (the seed's preempt ops).
@@ -154,6 +156,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 cpuid: KVec::new(),
                 pending: Pending::None,
                 guest_debug: 0,
+                debug_dr: [0; 8],
                 sigmask: None,
                 has_run: false,
                 preempt: None,
@@ -532,7 +535,11 @@ impl AnonFile for VcpuFile {
             }
             RKVM_KVM_SET_GUEST_DEBUG => {
                 let d: kvm_guest_debug = uaccess::read(arg)?;
-                let valid = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_SW_BP;
+                let valid = KVM_GUESTDBG_ENABLE
+                    | KVM_GUESTDBG_SINGLESTEP
+                    | KVM_GUESTDBG_USE_SW_BP
+                    | KVM_GUESTDBG_USE_HW_BP
+                    | KVM_GUESTDBG_BLOCKIRQ;
                 if d.control & !valid != 0 {
                     return Err(EINVAL);
                 }
@@ -541,6 +548,7 @@ impl AnonFile for VcpuFile {
                 } else {
                     0
                 };
+                g.debug_dr = d.arch.debugreg;
                 Ok(0)
             }
             RKVM_KVM_INTERRUPT => {
@@ -751,6 +759,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 fpu,
                 cpuid,
                 guest_debug,
+                debug_dr,
                 ..
             } = &mut *g;
             let mut ctx = RunCtx {
@@ -769,6 +778,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 apic_window,
                 timer_deadline_tsc,
                 guest_debug: *guest_debug,
+                debug_dr: (*guest_debug & KVM_GUESTDBG_USE_HW_BP != 0).then_some(*debug_dr),
                 rmode,
             };
             vmx.run(&mut ctx)
@@ -781,9 +791,32 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             }
             Err(e) => return Err(e),
         };
+        let rip = g.state.regs.rip;
+        let emulated = exit.is_instruction();
         match handle_exit(vm, vcpu, g, exit)? {
             Some(r) => return Ok(r),
-            None => continue,
+            None => {
+                // Single-stepping over an instruction rkvm completed itself: the step
+                // ends here (the CPU never executed it), as KVM reports it.
+                if emulated
+                    && g.guest_debug & KVM_GUESTDBG_SINGLESTEP != 0
+                    && g.state.regs.rip != rip
+                {
+                    let dr7 = g.state.dr7;
+                    return handle_exit(
+                        vm,
+                        vcpu,
+                        g,
+                        Exit::Debug {
+                            exception: 1,
+                            dr6: 0xffff_4ff0,
+                            dr7,
+                        },
+                    )
+                    .map(|r| r.unwrap_or(0));
+                }
+                continue;
+            }
         }
     }
 }
@@ -956,6 +989,10 @@ fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<bool> {
         if woken == crate::sys::wait::Woken::Signal {
             return Err(EINTR);
         }
+    }
+    // KVM_GUESTDBG_BLOCKIRQ: userspace asked for no interrupts while it debugs.
+    if g.guest_debug & KVM_GUESTDBG_BLOCKIRQ != 0 {
+        return Ok(false);
     }
     let s = &mut g.state;
     let apic_base = s.apic_base;
@@ -1184,7 +1221,34 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
             mmio(vm, vcpu, g, gpa, write, exit)
         }
         Exit::CrAccess { qual, insn_len } => cr_access(vm, vcpu, g, qual, insn_len),
-        Exit::DrAccess { qual, insn_len } => dr_access(s, qual, insn_len),
+        Exit::DrAccess { qual, insn_len } => {
+            // DR7.GD: the MOV itself raises #DB (DR6.BD). Userspace's hardware
+            // breakpoints take it to KVM_EXIT_DEBUG; otherwise the guest gets it, with GD
+            // cleared as the CPU does.
+            const GD: u64 = 1 << 13;
+            const BD: u64 = 1 << 13;
+            if g.guest_debug & KVM_GUESTDBG_USE_HW_BP != 0 && g.debug_dr[7] & GD != 0 {
+                let dr7 = g.debug_dr[7];
+                return handle_exit(
+                    vm,
+                    vcpu,
+                    g,
+                    Exit::Debug {
+                        exception: 1,
+                        dr6: 0xffff_0ff0 | BD,
+                        dr7,
+                    },
+                );
+            }
+            if s.dr7 & GD != 0 {
+                s.dr6 = (s.dr6 & !0xf) | 0xffff_0ff0 | BD;
+                s.dr7 &= !GD;
+                s.dirty = true;
+                inject(s, emulate::db());
+                return Ok(None);
+            }
+            dr_access(s, qual, insn_len)
+        }
         Exit::Rdmsr { insn_len } => msr_access(vm, vcpu, g, false, insn_len),
         Exit::Wrmsr { insn_len } => msr_access(vm, vcpu, g, true, insn_len),
         Exit::RealModeException {

@@ -14,7 +14,8 @@ use crate::sys::ffi;
 use crate::sys::msr::{self, index};
 use crate::sys::page::PhysPage;
 use crate::uapi::{
-    kvm_cpuid_entry2, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP,
+    kvm_cpuid_entry2, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+    KVM_GUESTDBG_USE_SW_BP,
 };
 use crate::x86::exit::Exit;
 use crate::x86::fpu::{self, KernelFpu};
@@ -110,6 +111,8 @@ pub(crate) struct RunCtx<'a> {
     /// ends the window then).
     pub(crate) timer_deadline_tsc: Option<u64>,
     pub(crate) guest_debug: u32,
+    /// KVM_SET_GUEST_DEBUG's DR0-DR3 and DR7 while userspace uses hardware breakpoints.
+    pub(crate) debug_dr: Option<[u64; 8]>,
     /// Without unrestricted guest: where the real-mode TSS and identity map are.
     pub(crate) rmode: Option<crate::kvm::vm::RmodeAddrs>,
 }
@@ -632,20 +635,27 @@ impl Core {
         // the window. While the guest has breakpoints enabled in its DR7 (loaded from the
         // VMCS), its DR0-DR3 and DR6 are in the hardware: the host's are kept aside, and
         // the guest never sees them (MOV DR always exits).
+        // With userspace's hardware breakpoints (KVM_GUESTDBG_USE_HW_BP) its DR0-DR3 and
+        // DR7 are used instead, and the guest's DR7 stays in software meanwhile.
         let host_dr7 = cpu::regs::dr(7);
-        let host_dr = if ctx.state.dr7 & 0xff != 0 {
+        let guest_dr7 = ctx.state.dr7;
+        let (load, dr7) = match ctx.debug_dr {
+            Some(d) => (Some(([d[0], d[1], d[2], d[3]], 0xffff_0ff0)), d[7]),
+            None if guest_dr7 & 0xff != 0 => (Some((ctx.state.db, ctx.state.dr6)), guest_dr7),
+            None => (None, guest_dr7),
+        };
+        v.wn(vmcs::GUEST_DR7, dr7).map_err(|_| EIO)?;
+        let host_dr = load.map(|(db, dr6)| {
             let saved = [0u8, 1, 2, 3, 6].map(cpu::regs::dr);
-            for (n, val) in [0u8, 1, 2, 3].into_iter().zip(ctx.state.db) {
+            for (n, val) in [0u8, 1, 2, 3].into_iter().zip(db) {
                 // SAFETY: Interrupts are off for the window (`irq`); the host's value is
                 // restored below before they are on again.
                 unsafe { cpu::regs::set_dr(n, val) };
             }
             // SAFETY: As above.
-            unsafe { cpu::regs::set_dr(6, ctx.state.dr6) };
-            Some(saved)
-        } else {
-            None
-        };
+            unsafe { cpu::regs::set_dr(6, dr6) };
+            saved
+        });
         self.guest_dr_loaded = host_dr.is_some();
         let mut launched = false;
         // A closure, so that an error (`?`) still reaches the restores below.
@@ -686,8 +696,19 @@ impl Core {
                 }
                 launched = true;
                 ctx.stats.inc(st::EXITS);
+                // Single-stepping: an instruction completed here (CPUID, XSETBV, ...) ends
+                // the step, as if the CPU had executed it.
+                let stepping = ctx.guest_debug & KVM_GUESTDBG_SINGLESTEP != 0;
+                let rip = if stepping { v.rn(vmcs::GUEST_RIP) } else { 0 };
                 match self.handle_exit(&v, ctx)? {
                     Some(exit) => break Ok(exit),
+                    None if stepping && v.rn(vmcs::GUEST_RIP) != rip => {
+                        break Ok(Exit::Debug {
+                            exception: 1,
+                            dr6: 0xffff_4ff0,
+                            dr7: v.rn(vmcs::GUEST_DR7),
+                        });
+                    }
                     None => continue,
                 }
             }
@@ -695,8 +716,11 @@ impl Core {
 
         self.guest_dr_loaded = false;
         if let Some(saved) = host_dr {
-            // #DBs the guest took directly updated DR6.
-            ctx.state.dr6 = cpu::regs::dr(6);
+            // #DBs the guest took directly updated DR6 (not userspace's breakpoints:
+            // those #DBs exit).
+            if ctx.debug_dr.is_none() {
+                ctx.state.dr6 = cpu::regs::dr(6);
+            }
             for (n, val) in [0u8, 1, 2, 3, 6].into_iter().zip(saved) {
                 // SAFETY: Puts back the host's own values, interrupts still off.
                 unsafe { cpu::regs::set_dr(n, val) };
@@ -713,6 +737,10 @@ impl Core {
         kfpu.save(ctx.fpu, fpu_mask, xsave);
         ctx.state.msrs.kernel_gs_base = msr::read(index::KERNEL_GS_BASE).unwrap_or(0);
         self.save_guest(&v, ctx.state, ctx.rmode);
+        // The VMCS held userspace's DR7, not the guest's.
+        if ctx.debug_dr.is_some() {
+            ctx.state.dr7 = guest_dr7;
+        }
         drop(v);
         result
     }
@@ -959,7 +987,10 @@ impl Core {
                     MC_VECTOR => Ok(Some(Exit::Again)),
                     // With userspace debugging but not single-stepping, a #DB is the
                     // guest's own (its breakpoints): it gets it, as with KVM.
-                    DB_VECTOR if ctx.guest_debug & KVM_GUESTDBG_SINGLESTEP == 0 => {
+                    DB_VECTOR
+                        if ctx.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP)
+                            == 0 =>
+                    {
                         // An intercepted #DB leaves DR6 alone: the exit qualification has
                         // the bits (B0-B3, BD, BS) the guest's DR6 gets.
                         s.dr6 = (s.dr6 & !0xf) | 0xffff_0ff0 | (qual & 0x600f);

@@ -29,6 +29,15 @@ pub(crate) fn gp(code: u32) -> Fault {
     }
 }
 
+pub(crate) fn db() -> Fault {
+    Exception {
+        vector: 1,
+        error_code: None,
+        injected: false,
+        payload: None,
+    }
+}
+
 pub(crate) fn ud() -> Fault {
     Exception {
         vector: 6,

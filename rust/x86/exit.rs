@@ -79,3 +79,19 @@ pub(crate) enum Exit {
         qual: u64,
     },
 }
+
+impl Exit {
+    /// An exit for an instruction that rkvm completes in the kernel when it can (so a
+    /// single-step ends after it without the CPU having executed it).
+    pub(crate) fn is_instruction(&self) -> bool {
+        matches!(
+            self,
+            Exit::Io { .. }
+                | Exit::EptViolation { .. }
+                | Exit::CrAccess { .. }
+                | Exit::DrAccess { .. }
+                | Exit::Rdmsr { .. }
+                | Exit::Wrmsr { .. }
+        )
+    }
+}

@@ -95,18 +95,61 @@ static void run_guest(int debug)
 	guest_destroy(&g);
 }
 
+/*
+ * Userspace's own hardware breakpoint (KVM_GUESTDBG_USE_HW_BP) on the guest's breakpoint
+ * target: KVM_EXIT_DEBUG there with DR6.B0, while the guest's DR0-DR3 stay its own (read
+ * back unchanged); with debugging off again the guest's breakpoints take over.
+ */
+static void run_hw_bp(void)
+{
+	struct kvm_guest_debug dbg = { .control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP };
+	uint64_t target = GUEST_ADDR(GUEST_CODE_GPA, dr_guest, bp_target);
+	struct kvm_debugregs d;
+	uint32_t v = 0;
+
+	g = guest_create();
+	guest_load(g.mem, GUEST_CODE_GPA, dr_guest);
+	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	idt_set_gate32(g.mem, 1, GUEST_ADDR(GUEST_CODE_GPA, dr_guest, db_handler));
+	dbg.arch.debugreg[0] = target;
+	dbg.arch.debugreg[7] = 0x401;
+	if (ioctl(g.v.fd, KVM_SET_GUEST_DEBUG, &dbg))
+		BAIL("KVM_SET_GUEST_DEBUG(USE_HW_BP)");
+	tap_ok(next(P_MARK, &v) && v == 1, "guest armed its DR0 and DR1 (userspace's breakpoint on)");
+	tap_ok(vcpu_run(&g.v) == KVM_EXIT_DEBUG && g.v.run->debug.arch.exception == 1 &&
+		       g.v.run->debug.arch.pc == target && (g.v.run->debug.arch.dr6 & 0xf) == 1,
+	       "userspace's DR0 -> KVM_EXIT_DEBUG at %#llx, DR6 %#llx (%s)",
+	       (unsigned long long)g.v.run->debug.arch.pc,
+	       (unsigned long long)g.v.run->debug.arch.dr6, exit_str(&g.v));
+	if (ioctl(g.v.fd, KVM_GET_DEBUGREGS, &d))
+		BAIL("KVM_GET_DEBUGREGS");
+	tap_ok(d.db[0] == target && d.db[1] == DATA && (d.dr7 & 0xff) == 0x05,
+	       "the guest's own DR0 %#llx, DR1 %#llx, DR7 %#llx are kept",
+	       (unsigned long long)d.db[0], (unsigned long long)d.db[1],
+	       (unsigned long long)d.dr7);
+	dbg.control = 0;
+	if (ioctl(g.v.fd, KVM_SET_GUEST_DEBUG, &dbg))
+		BAIL("KVM_SET_GUEST_DEBUG(0)");
+	tap_ok(next(P_DR6, &v) && (v & 0xf) == 1,
+	       "debugging off: the guest's own breakpoint fires there, DR6 %#x", v);
+	tap_ok(next(P_MARK, &v) && v == 2, "the guest went on past it");
+	guest_destroy(&g);
+}
+
 int main(void)
 {
 	int intel = host_is_intel();
 
 	test_watchdog(60);
-	tap_plan(intel ? 16 : 8);
+	tap_plan(intel ? 21 : 8);
 	run_guest(0);
 	/*
 	 * With software breakpoints for userspace, #DB is still the guest's. Only checked on
 	 * Intel: kvm-amd (under QEMU TCG) loses the guest's DR0-DR3 writes in this mode.
 	 */
-	if (intel)
+	if (intel) {
 		run_guest(1);
+		run_hw_bp();
+	}
 	tap_done();
 }
