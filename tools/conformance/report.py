@@ -210,6 +210,8 @@ def main():
     ap.add_argument("--test-timeout", type=int, default=0)
     ap.add_argument("--guest-mem", type=int, default=0)
     ap.add_argument("--kernel", default="")
+    # A sentence about how this run was made, when it differs from `make conformance`.
+    ap.add_argument("--note", default="")
     a = ap.parse_args()
 
     built = []  # (name, upstream path)
@@ -322,7 +324,7 @@ def main():
           "conformance-scope.rst; they still run and are shown below, marked *out*.",
           "",
           f"Last run: {now}, {a.seconds} s in the emulator ({a.boots} boots). "
-          "Regenerate with ``make conformance``.",
+          "Regenerate with ``make conformance``." + (f" {a.note}" if a.note else ""),
           "",
           "Summary",
           "=======",
