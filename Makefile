@@ -31,8 +31,8 @@ SELFTESTS := $(CURDIR)/selftests/rkvm
 # Shell tests (module lifecycle) come last: they unload and reload the hypervisor.
 TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mode mmio \
 	memslots dirty_log triple_fault fail_entry signals cpuid_guest msrs msr_exits platform_info \
-	coalesced_mmio tsc_offset emulation_failure vcpu_state interrupts lapic binary_stats \
-	guest_dr guest_debug ioctl_errors \
+	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic \
+	binary_stats guest_dr guest_debug ioctl_errors \
 	debugfs_stats module_reload \
 	suspend_resume vendor_insmod kvm_coexist
 SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entry@cpu1 cpu_hotplug \

@@ -104,6 +104,10 @@ void *rkvm_irqfd_assign(int fd, __u32 gsi, void (*fire)(const void *owner, __u32
 int rkvm_irqfd_matches(void *irqfd, int fd);
 int rkvm_irqfd_dead(void *irqfd);
 int rkvm_eventfd_check(int fd);
+/* eventfd contexts for KVM_IOEVENTFD: get (a reference), signal, put. */
+void *rkvm_eventfd_get(int fd, int *err);
+void rkvm_eventfd_signal(void *ctx);
+void rkvm_eventfd_put(void *ctx);
 void rkvm_irqfd_free(void *irqfd);
 
 /* anon_inode_getfd() with fops built in Rust. */

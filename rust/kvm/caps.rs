@@ -68,7 +68,7 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_COALESCED_MMIO => KVM_COALESCED_MMIO_PAGE_OFFSET as isize,
         KVM_CAP_COALESCED_PIO => 1,
         KVM_CAP_IRQ_ROUTING => super::irq::MAX_IRQ_ROUTES as isize,
-        KVM_CAP_IRQFD => 1,
+        KVM_CAP_IRQFD | KVM_CAP_IOEVENTFD | KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
         KVM_CAP_VCPU_ATTRIBUTES | KVM_CAP_EXIT_ON_EMULATION_FAILURE => 1,
         KVM_CAP_MSR_PLATFORM_INFO => 1,
         _ => 0,

@@ -8,6 +8,7 @@ pub(crate) mod coalesced;
 pub(crate) mod dev;
 pub(crate) mod device_ops;
 pub(crate) mod hardware;
+pub(crate) mod ioeventfd;
 pub(crate) mod irq;
 pub(crate) mod memslot;
 pub(crate) mod stats;

@@ -1153,16 +1153,12 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
             if string {
                 return string_io(vm, vcpu, g, port, size, input, rep, insn_len);
             }
-            // An OUT into a coalesced PIO zone completes without an exit (the backend
-            // already moved RIP past it).
+            // An OUT to an ioeventfd or into a coalesced PIO zone completes without an
+            // exit (the backend already moved RIP past it).
+            let (p, n) = (u64::from(port), u32::from(size));
             if !input
-                && super::coalesced::write(
-                    vm,
-                    u64::from(port),
-                    u32::from(size),
-                    true,
-                    &value.to_le_bytes(),
-                )
+                && (super::ioeventfd::write(vm, p, n, true, u64::from(value))
+                    || super::coalesced::write(vm, p, n, true, &value.to_le_bytes()))
             {
                 return Ok(None);
             }
@@ -1753,7 +1749,8 @@ fn mmio(
         return Ok(None);
     }
     if op.write
-        && super::coalesced::write(vm, gpa, u32::from(op.size), false, &op.value.to_le_bytes())
+        && (super::ioeventfd::write(vm, gpa, u32::from(op.size), false, op.value)
+            || super::coalesced::write(vm, gpa, u32::from(op.size), false, &op.value.to_le_bytes()))
     {
         // Taken by a coalesced zone: the write is complete without an exit.
         g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));

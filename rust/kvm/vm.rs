@@ -41,6 +41,8 @@ pub(crate) struct VmLocked {
     /// `KVM_SET_GSI_ROUTING`'s table and the irqfds (`KVM_IRQFD`).
     pub(crate) routes: KVec<super::irq::MsiRoute>,
     pub(crate) irqfds: KVec<crate::sys::irqfd::IrqFd>,
+    /// `KVM_IOEVENTFD` registrations.
+    pub(crate) ioeventfds: KVec<super::ioeventfd::IoEventFd>,
 }
 
 /// KVM's default guest-physical addresses of the real-mode TSS and identity map.
@@ -153,6 +155,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 coalesced: KVec::new(),
                 routes: KVec::new(),
                 irqfds: KVec::new(),
+                ioeventfds: KVec::new(),
             }),
             mmu <- new_spinlock!(MmuState {
                 ept,
@@ -797,6 +800,7 @@ impl AnonFile for Vm {
             RKVM_KVM_SIGNAL_MSI => super::irq::signal_msi(&this, arg),
             RKVM_KVM_SET_GSI_ROUTING => super::irq::set_gsi_routing(&this, arg),
             RKVM_KVM_IRQFD => super::irq::irqfd(&this, arg),
+            RKVM_KVM_IOEVENTFD => super::ioeventfd::ioctl(&this, arg),
             RKVM_KVM_REGISTER_COALESCED_MMIO => super::coalesced::register(&this, arg),
             RKVM_KVM_UNREGISTER_COALESCED_MMIO => super::coalesced::unregister(&this, arg),
             RKVM_KVM_GET_STATS_FD => {

@@ -903,6 +903,22 @@ int rkvm_eventfd_check(int fd)
 	return 0;
 }
 
+/* An eventfd context (with a reference) for KVM_IOEVENTFD; NULL and *err on failure. */
+void *rkvm_eventfd_get(int fd, int *err)
+{
+	struct eventfd_ctx *ctx = eventfd_ctx_fdget(fd);
+
+	if (IS_ERR(ctx)) {
+		*err = PTR_ERR(ctx);
+		return NULL;
+	}
+	*err = 0;
+	return ctx;
+}
+
+void rkvm_eventfd_signal(void *ctx) { eventfd_signal(ctx); }
+void rkvm_eventfd_put(void *ctx) { eventfd_ctx_put(ctx); }
+
 int rkvm_irqfd_dead(void *irqfd)
 {
 	struct rkvm_irqfd *f = irqfd;
