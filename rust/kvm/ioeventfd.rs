@@ -73,18 +73,18 @@ impl IoEventFd {
 pub(crate) fn ioctl(vm: &Vm, arg: usize) -> Result<isize> {
     let a: kvm_ioeventfd = uaccess::read(arg)?;
     let flags = a.flags;
-    if flags & !(RKVM_IOEVENTFD_VALID_FLAGS as u32) != 0 {
+    if flags & !(RKVM_IOEVENTFD_VALID_FLAGS) != 0 {
         return Err(EINVAL);
     }
     if !matches!(a.len, 0 | 1 | 2 | 4 | 8)
         || a.addr.checked_add(u64::from(a.len)).is_none()
-        || (a.len == 0 && flags & RKVM_IOEVENTFD_FLAG_DATAMATCH as u32 != 0)
+        || (a.len == 0 && flags & RKVM_IOEVENTFD_FLAG_DATAMATCH != 0)
     {
         return Err(EINVAL);
     }
-    let bus = if flags & RKVM_IOEVENTFD_FLAG_PIO as u32 != 0 {
+    let bus = if flags & RKVM_IOEVENTFD_FLAG_PIO != 0 {
         Bus::Pio
-    } else if flags & !(RKVM_IOEVENTFD_FLAG_DATAMATCH | RKVM_IOEVENTFD_FLAG_DEASSIGN) as u32 != 0 {
+    } else if flags & !(RKVM_IOEVENTFD_FLAG_DATAMATCH | RKVM_IOEVENTFD_FLAG_DEASSIGN) != 0 {
         Bus::Ccw
     } else {
         Bus::Mmio
@@ -100,10 +100,10 @@ pub(crate) fn ioctl(vm: &Vm, arg: usize) -> Result<isize> {
         bus,
         addr: a.addr,
         len: a.len,
-        datamatch: (flags & RKVM_IOEVENTFD_FLAG_DATAMATCH as u32 != 0).then_some(a.datamatch),
+        datamatch: (flags & RKVM_IOEVENTFD_FLAG_DATAMATCH != 0).then_some(a.datamatch),
     };
     let mut l = vm.locked.lock();
-    if flags & RKVM_IOEVENTFD_FLAG_DEASSIGN as u32 != 0 {
+    if flags & RKVM_IOEVENTFD_FLAG_DEASSIGN != 0 {
         let pos = l.ioeventfds.iter().position(|e| {
             e.ctx == new.ctx
                 && e.bus == new.bus
