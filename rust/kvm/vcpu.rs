@@ -1399,6 +1399,17 @@ fn guest_phys_bits(g: &VcpuInner) -> u32 {
         .map_or(36, |e| e.eax & 0xff)
 }
 
+/// What the MSR emulation needs to know besides the vCPU state.
+fn msr_env<'a>(vm: &Vm, cpuid: &'a [kvm_cpuid_entry2], host: bool) -> MsrEnv<'a> {
+    MsrEnv {
+        host_tsc: host_tsc(),
+        cpuid,
+        arch_capabilities: vm.kvm.msrs.arch_capabilities,
+        host_initiated: host,
+        platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
+    }
+}
+
 /// RDMSR or KVM_GET_MSRS (`host`): the local APIC's MSRs, then the rest.
 fn read_msr(vm: &Vm, g: &mut VcpuInner, m: u32, host: bool) -> Option<u64> {
     let apic_base = g.state.apic_base;
@@ -1409,13 +1420,7 @@ fn read_msr(vm: &Vm, g: &mut VcpuInner, m: u32, host: bool) -> Option<u64> {
     if m == lapic::TSC_DEADLINE_MSR {
         return Some(g.lapic.as_ref().map_or(0, |a| a.tscdeadline(apic_base)));
     }
-    let env = MsrEnv {
-        host_tsc: host_tsc(),
-        cpuid: &g.cpuid,
-        arch_capabilities: vm.kvm.msrs.arch_capabilities,
-        host_initiated: host,
-        platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
-    };
+    let env = msr_env(vm, &g.cpuid, host);
     emulate::get_msr(&g.state, &env, m)
 }
 
@@ -1456,13 +1461,7 @@ fn write_msr(
         apic_changed(vcpu, g);
         return Ok(());
     }
-    let env = MsrEnv {
-        host_tsc: host_tsc(),
-        cpuid: &g.cpuid,
-        arch_capabilities: vm.kvm.msrs.arch_capabilities,
-        host_initiated: host,
-        platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
-    };
+    let env = msr_env(vm, &g.cpuid, host);
     emulate::set_msr(&mut g.state, &env, m, v)
 }
 

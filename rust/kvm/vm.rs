@@ -323,14 +323,8 @@ impl Vm {
             };
             let writable = want_write;
             // Spare tables for the mapping, allocated outside the spinlock.
-            let mut spares: KVec<KmemBox<Table>> = KVec::new();
             let need = self.mmu.lock().ept.spares_needed();
-            for _ in 0..need {
-                spares.push(
-                    Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?,
-                    GFP_KERNEL,
-                )?;
-            }
+            let mut spares = self.alloc_spares(need)?;
             let mut m = self.mmu.lock();
             for t in spares.drain_all() {
                 m.ept.add_spare(t);
@@ -365,10 +359,21 @@ impl Vm {
         }
     }
 
+    /// `need` spare EPT tables, allocated outside the MMU spinlock.
+    fn alloc_spares(&self, need: usize) -> Result<KVec<KmemBox<Table>>> {
+        let mut spares = KVec::new();
+        for _ in 0..need {
+            spares.push(
+                Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?,
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(spares)
+    }
+
     /// Maps one of rkvm's own guest pages, if `gfn` is one.
     fn fault_in_private(&self, gfn: u64) -> Result<bool> {
         loop {
-            let mut spares: KVec<KmemBox<Table>> = KVec::new();
             let need = {
                 let m = self.mmu.lock();
                 if !m.private.iter().any(|&(g, _)| g == gfn) {
@@ -376,12 +381,7 @@ impl Vm {
                 }
                 m.ept.spares_needed()
             };
-            for _ in 0..need {
-                spares.push(
-                    Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?,
-                    GFP_KERNEL,
-                )?;
-            }
+            let mut spares = self.alloc_spares(need)?;
             let mut m = self.mmu.lock();
             for t in spares.drain_all() {
                 m.ept.add_spare(t);
