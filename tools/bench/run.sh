@@ -27,7 +27,7 @@ start=$(date +%s.%N)
 case $emu in
 qemu-epyc)
 	# -no-reboot turns the guest's poweroff (and any triple fault) into a QEMU exit.
-	timeout -k 5 "$limit" qemu-system-x86_64 -accel tcg -cpu EPYC -smp "${ncpu:-2}" \
+	timeout -k 5 "$limit" qemu-system-x86_64 -accel "tcg${QEMU_TCG_OPTS-,thread=single}" -cpu EPYC -smp "${ncpu:-2}" \
 		-m "${GUEST_MEM_MB:-1024}" -kernel "$kernel" -initrd "$initrd" \
 		-append "console=ttyS0 panic=-1 quiet $cmdline" -display none \
 		-serial "file:$logf" -monitor none -no-reboot </dev/null >"$work/qemu.out" 2>&1 &
