@@ -19,7 +19,6 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
     let Ok(cap) = u32::try_from(cap) else {
         return 0;
     };
-    let _ = vm;
     match cap {
         // System ioctls.
         KVM_CAP_GET_MSR_FEATURES
@@ -71,6 +70,11 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_IRQFD | KVM_CAP_IOEVENTFD | KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
         KVM_CAP_VCPU_ATTRIBUTES | KVM_CAP_EXIT_ON_EMULATION_FAILURE => 1,
         KVM_CAP_MSR_PLATFORM_INFO => 1,
+        // On a VM fd: the VM's current value.
+        KVM_CAP_X86_APIC_BUS_CYCLES_NS => vm.map_or(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT, |v| {
+            v.apic_bus_cycle_ns
+                .load(core::sync::atomic::Ordering::Relaxed)
+        }) as isize,
         _ => 0,
     }
 }

@@ -140,7 +140,8 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     let tsc_offset = 0u64.wrapping_sub(host_tsc());
     let split = vm.split_irqchip.load(Ordering::Acquire);
     let (mailbox, lapic) = if split {
-        let a = KBox::new(Lapic::new(id, apic_base), GFP_KERNEL)?;
+        let bus_ns = vm.apic_bus_cycle_ns.load(Ordering::Relaxed);
+        let a = KBox::new(Lapic::new(id, apic_base, bus_ns), GFP_KERNEL)?;
         (Some(Mailbox::new()?), Some(a))
     } else {
         (None, None)

@@ -105,6 +105,9 @@ pub(crate) struct Vm {
     pub(crate) exit_on_emulation_failure: AtomicBool,
     /// KVM_CAP_MSR_PLATFORM_INFO (on by default, as in KVM).
     pub(crate) platform_info_readable: AtomicBool,
+    /// KVM_CAP_X86_APIC_BUS_CYCLES_NS: nanoseconds per APIC bus cycle (the local APIC
+    /// timer's clock before its divider). Written under `locked` before any vCPU exists.
+    pub(crate) apic_bus_cycle_ns: AtomicU64,
     /// The coalesced MMIO ring, one page shared by every vCPU's mapping.
     pub(crate) coalesced_ring: PhysPage,
     pub(crate) stats: VmCounters,
@@ -172,6 +175,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             user_space_msr: AtomicU32::new(0),
             exit_on_emulation_failure: AtomicBool::new(false),
             platform_info_readable: AtomicBool::new(true),
+            apic_bus_cycle_ns: AtomicU64::new(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT),
             coalesced_ring: PhysPage::new()?,
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
@@ -778,6 +782,21 @@ impl AnonFile for Vm {
                             this.x2apic_broadcast_quirk_disabled
                                 .store(true, Ordering::Relaxed);
                         }
+                        Ok(0)
+                    }
+                    KVM_CAP_X86_APIC_BUS_CYCLES_NS => {
+                        let ns = cap.args[0];
+                        if !crate::x86::lapic::bus_cycle_ns_valid(ns) {
+                            return Err(EINVAL);
+                        }
+                        let l = this.locked.lock();
+                        if !this.split_irqchip.load(Ordering::Acquire) {
+                            return Err(ENXIO);
+                        }
+                        if !l.vcpus.is_empty() {
+                            return Err(EINVAL);
+                        }
+                        this.apic_bus_cycle_ns.store(ns, Ordering::Relaxed);
                         Ok(0)
                     }
                     KVM_CAP_MAX_VCPU_ID => {

@@ -96,8 +96,14 @@ const TIMER_PERIODIC: u32 = 1 << 17;
 const TIMER_TSCDEADLINE: u32 = 2 << 17;
 /// KVM's floor for periodic timers (`min_timer_period_us`).
 const MIN_PERIOD_NS: u64 = 200_000;
-/// KVM's default APIC bus cycle: 1 ns.
-const BUS_CYCLE_NS: u64 = 1;
+/// KVM's default APIC bus cycle: 1 ns (a 1 GHz bus).
+pub(crate) const BUS_CYCLE_NS_DEFAULT: u64 = 1;
+
+/// Whether KVM_CAP_X86_APIC_BUS_CYCLES_NS may set `ns`: not 0, and the longest timer
+/// period (TMICT 0xffffffff at divide-by-128) must stay within 64 bits of nanoseconds.
+pub(crate) fn bus_cycle_ns_valid(ns: u64) -> bool {
+    ns != 0 && (u64::from(u32::MAX) * 128).checked_mul(ns).is_some()
+}
 const ICR_BUSY: u32 = 1 << 12;
 const X2APIC_ICR_RESERVED: u64 = (0xfff << 20) | (3 << 16) | (1 << 13);
 
@@ -387,6 +393,8 @@ pub(crate) struct Lapic {
     vcpu_id: u32,
     timer: Timer,
     divide: u32,
+    /// Nanoseconds per bus cycle (the VM's KVM_CAP_X86_APIC_BUS_CYCLES_NS).
+    bus_cycle_ns: u64,
     /// LVTT mode bits the guest may set (TSC-deadline only with its CPUID bit).
     timer_mode_mask: u32,
     /// The guest's CPUID has x2APIC.
@@ -399,12 +407,13 @@ pub(crate) struct Lapic {
 
 impl Lapic {
     /// A local APIC at RESET for `vcpu_id` with IA32_APIC_BASE `apic_base`.
-    pub(crate) fn new(vcpu_id: u32, apic_base: u64) -> Self {
+    pub(crate) fn new(vcpu_id: u32, apic_base: u64, bus_cycle_ns: u64) -> Self {
         let mut a = Self {
             regs: [0; STATE_SIZE],
             vcpu_id,
             timer: Timer::default(),
             divide: 2,
+            bus_cycle_ns,
             timer_mode_mask: TIMER_PERIODIC,
             x2apic_cpuid: false,
             local_nmi: 0,
@@ -732,7 +741,9 @@ impl Lapic {
     }
 
     fn count_to_ns(&self, count: u32) -> u64 {
-        u64::from(count) * BUS_CYCLE_NS * u64::from(self.divide)
+        u64::from(count)
+            .saturating_mul(self.bus_cycle_ns)
+            .saturating_mul(u64::from(self.divide))
     }
 
     /// Starts one-shot/periodic counting from TMICT, or from a restored TMCCT `count`
@@ -829,7 +840,7 @@ impl Lapic {
             .checked_rem(self.timer.period_ns)
             .unwrap_or(0);
         remaining
-            .checked_div(BUS_CYCLE_NS * u64::from(self.divide))
+            .checked_div(self.bus_cycle_ns.saturating_mul(u64::from(self.divide)))
             .unwrap_or(0) as u32
     }
 
