@@ -408,7 +408,7 @@ impl AnonFile for VcpuFile {
             RKVM_KVM_GET_MSRS | RKVM_KVM_SET_MSRS => {
                 msrs_ioctl(vm, vcpu, g, arg, cmd == RKVM_KVM_SET_MSRS)
             }
-            RKVM_KVM_SET_CPUID2 => set_cpuid2(g, arg),
+            RKVM_KVM_SET_CPUID2 => set_cpuid2(vm, g, arg),
             RKVM_KVM_GET_CPUID2 => {
                 let nent = uaccess::read_header8(arg)?;
                 if (nent as usize) < g.cpuid.len() {
@@ -418,6 +418,7 @@ impl AnonFile for VcpuFile {
                     cr4: g.state.cr4,
                     xcr0: g.state.xcr0,
                     apic_base: g.state.apic_base,
+                    mwait: vm.quirks().cpuid_mwait(g.state.msrs.misc_enable),
                 };
                 let mut table = KVec::with_capacity(g.cpuid.len(), GFP_KERNEL)?;
                 for e in g.cpuid.iter() {
@@ -781,6 +782,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 guest_debug: *guest_debug,
                 debug_dr: (*guest_debug & KVM_GUESTDBG_USE_HW_BP != 0).then_some(*debug_dr),
                 rmode,
+                quirks: vm.quirks(),
             };
             vmx.run(&mut ctx)
         };
@@ -1408,6 +1410,7 @@ fn msr_env<'a>(vm: &Vm, cpuid: &'a [kvm_cpuid_entry2], host: bool) -> MsrEnv<'a>
         arch_capabilities: vm.kvm.msrs.arch_capabilities,
         host_initiated: host,
         platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
+        quirks: vm.quirks(),
     }
 }
 
@@ -2145,6 +2148,7 @@ fn sregs_valid(g: &VcpuInner, cr0: u64, cr4: u64, efer: u64, cs_l: u8, cr3: u64)
         arch_capabilities: 0,
         host_initiated: true,
         platform_info_readable: true,
+        quirks: crate::x86::quirks::Quirks::default(),
     };
     let mut probe = g.state.clone();
     emulate::set_msr(&mut probe, &env, crate::sys::msr::index::EFER, efer).is_ok()
@@ -2369,7 +2373,7 @@ fn msrs_ioctl(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, arg: usize, write: bool) 
     Ok(done)
 }
 
-fn set_cpuid2(g: &mut VcpuInner, arg: usize) -> Result<isize> {
+fn set_cpuid2(vm: &Vm, g: &mut VcpuInner, arg: usize) -> Result<isize> {
     let nent = uaccess::read_header8(arg)?;
     if nent as usize > crate::x86::cpuid::MAX_ENTRIES {
         return Err(E2BIG);
@@ -2384,6 +2388,7 @@ fn set_cpuid2(g: &mut VcpuInner, arg: usize) -> Result<isize> {
             cr4: g.state.cr4,
             xcr0: g.state.xcr0,
             apic_base: g.state.apic_base,
+            mwait: vm.quirks().cpuid_mwait(g.state.msrs.misc_enable),
         };
         let view = |e: &kvm_cpuid_entry2| {
             (

@@ -108,6 +108,8 @@ pub(crate) struct Vm {
     /// KVM_CAP_X86_APIC_BUS_CYCLES_NS: nanoseconds per APIC bus cycle (the local APIC
     /// timer's clock before its divider). Written under `locked` before any vCPU exists.
     pub(crate) apic_bus_cycle_ns: AtomicU64,
+    /// KVM_CAP_DISABLE_QUIRKS(2): the quirks turned off (see `crate::x86::quirks`).
+    disabled_quirks: AtomicU64,
     /// The coalesced MMIO ring, one page shared by every vCPU's mapping.
     pub(crate) coalesced_ring: PhysPage,
     pub(crate) stats: VmCounters,
@@ -176,6 +178,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             exit_on_emulation_failure: AtomicBool::new(false),
             platform_info_readable: AtomicBool::new(true),
             apic_bus_cycle_ns: AtomicU64::new(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT),
+            disabled_quirks: AtomicU64::new(0),
             coalesced_ring: PhysPage::new()?,
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
@@ -261,6 +264,11 @@ pub(crate) fn notifier_init() {
 }
 
 impl Vm {
+    /// The quirks this VM turned off.
+    pub(crate) fn quirks(&self) -> crate::x86::quirks::Quirks {
+        crate::x86::quirks::Quirks(self.disabled_quirks.load(Ordering::Relaxed))
+    }
+
     /// Makes every vCPU drop cached guest translations before it runs the guest again:
     /// bumps the flush generation, then interrupts every vCPU inside a VMX window (the
     /// IPI is taken only once that window has closed).
@@ -782,6 +790,19 @@ impl AnonFile for Vm {
                             this.x2apic_broadcast_quirk_disabled
                                 .store(true, Ordering::Relaxed);
                         }
+                        Ok(0)
+                    }
+                    // The second form refuses quirks rkvm cannot turn off; the first
+                    // ignores them (as KVM does with quirks a host does not support).
+                    KVM_CAP_DISABLE_QUIRKS2 | KVM_CAP_DISABLE_QUIRKS => {
+                        let q = cap.args[0];
+                        if cap.cap == KVM_CAP_DISABLE_QUIRKS2
+                            && q & !crate::x86::quirks::SUPPORTED != 0
+                        {
+                            return Err(EINVAL);
+                        }
+                        this.disabled_quirks
+                            .fetch_or(q & crate::x86::quirks::SUPPORTED, Ordering::Relaxed);
                         Ok(0)
                     }
                     KVM_CAP_X86_APIC_BUS_CYCLES_NS => {

@@ -115,6 +115,8 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) debug_dr: Option<[u64; 8]>,
     /// Without unrestricted guest: where the real-mode TSS and identity map are.
     pub(crate) rmode: Option<crate::kvm::vm::RmodeAddrs>,
+    /// The VM's disabled quirks.
+    pub(crate) quirks: crate::x86::quirks::Quirks,
 }
 
 /// EFLAGS bits of virtual-8086 mode and the I/O privilege level.
@@ -1054,6 +1056,7 @@ impl Core {
                     cr4: v.rn(vmcs::CR4_READ_SHADOW),
                     xcr0: s.xcr0,
                     apic_base: s.apic_base,
+                    mwait: ctx.quirks.cpuid_mwait(s.msrs.misc_enable),
                 };
                 let [a, b, c, d] = cpuid::guest_cpuid(ctx.cpuid, leaf, sub, rt);
                 self.gprs.r[reg::RAX] = u64::from(a);
@@ -1101,13 +1104,26 @@ impl Core {
                 Self::skip(v, len)?;
                 Ok(None)
             }
-            reason::VMCLEAR..=reason::VMXON
-            | reason::INVEPT
-            | reason::INVVPID
-            | reason::VMFUNC
-            | reason::MWAIT
-            | reason::MONITOR => {
+            reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
                 Self::queue_exception(s, UD_VECTOR, None);
+                Ok(None)
+            }
+            reason::MWAIT | reason::MONITOR => {
+                // As KVM: a NOP unless the quirks say the guest may not use them.
+                let rt = cpuid::Runtime {
+                    cr4: v.rn(vmcs::CR4_READ_SHADOW),
+                    xcr0: s.xcr0,
+                    apic_base: s.apic_base,
+                    mwait: ctx.quirks.cpuid_mwait(s.msrs.misc_enable),
+                };
+                if ctx
+                    .quirks
+                    .monitor_mwait_faults(s.msrs.misc_enable, ctx.cpuid, rt)
+                {
+                    Self::queue_exception(s, UD_VECTOR, None);
+                } else {
+                    Self::skip(v, len)?;
+                }
                 Ok(None)
             }
             reason::RDTSCP | reason::INVPCID => Ok(Some(Exit::Unhandled { reason, qual })),

@@ -327,6 +327,18 @@ pub(crate) struct Runtime {
     pub(crate) cr4: u64,
     pub(crate) xcr0: u64,
     pub(crate) apic_base: u64,
+    /// CPUID.1:ECX.MONITOR when IA32_MISC_ENABLE drives it (see [`super::quirks`]).
+    pub(crate) mwait: Option<bool>,
+}
+
+impl Runtime {
+    /// For questions about the features userspace gave the guest, not its current state.
+    pub(crate) const FEATURES: Self = Self {
+        cr4: 0,
+        xcr0: 1,
+        apic_base: 0,
+        mwait: None,
+    };
 }
 
 fn find(table: &[kvm_cpuid_entry2], leaf: u32, sub: u32) -> Option<&kvm_cpuid_entry2> {
@@ -380,6 +392,10 @@ pub(crate) fn runtime_view(e: &kvm_cpuid_entry2, rt: Runtime) -> [u32; 4] {
                 } else {
                     0
                 };
+            if let Some(on) = rt.mwait {
+                let bit = super::quirks::LEAF1_ECX_MWAIT;
+                r[2] = r[2] & !bit | if on { bit } else { 0 };
+            }
         }
         0xd if e.index == 0 || e.index == 1 => {
             // Bytes needed for the components XCR0 enables now.

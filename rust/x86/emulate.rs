@@ -549,11 +549,7 @@ pub(crate) fn decode_string_io(s: &VcpuState, code: &[u8]) -> StringIo {
 
 /// CR4 bits a guest may set under rkvm, given its CPUID.
 pub(crate) fn cr4_valid_bits(cpuid: &[crate::uapi::kvm_cpuid_entry2]) -> u64 {
-    let rt = super::cpuid::Runtime {
-        cr4: 0,
-        xcr0: 1,
-        apic_base: 0,
-    };
+    let rt = super::cpuid::Runtime::FEATURES;
     let [_, _, c1, d1] = super::cpuid::guest_cpuid(cpuid, 1, 0, rt);
     let [_, b7, c7, _] = super::cpuid::guest_cpuid(cpuid, 7, 0, rt);
     let mut v = cr4::VME
@@ -701,27 +697,21 @@ pub(crate) struct MsrEnv<'a> {
     pub(crate) host_initiated: bool,
     /// KVM_CAP_MSR_PLATFORM_INFO: the guest may read MSR_PLATFORM_INFO.
     pub(crate) platform_info_readable: bool,
+    /// The VM's disabled quirks.
+    pub(crate) quirks: super::quirks::Quirks,
 }
 
 /// Whether the guest has IA32_TSC_AUX: its CPUID offers RDTSCP or RDPID (userspace may
 /// always reach it, as with KVM).
 fn guest_has_tsc_aux(env: &MsrEnv<'_>) -> bool {
-    let rt = super::cpuid::Runtime {
-        cr4: 0,
-        xcr0: 1,
-        apic_base: 0,
-    };
+    let rt = super::cpuid::Runtime::FEATURES;
     let [_, _, _, d] = super::cpuid::guest_cpuid(env.cpuid, 0x8000_0001, 0, rt);
     let [_, _, c7, _] = super::cpuid::guest_cpuid(env.cpuid, 7, 0, rt);
     env.host_initiated || d & (1 << 27) != 0 || c7 & (1 << 22) != 0
 }
 
 fn guest_has_lm_and_nx(env: &MsrEnv<'_>) -> (bool, bool) {
-    let rt = super::cpuid::Runtime {
-        cr4: 0,
-        xcr0: 1,
-        apic_base: 0,
-    };
+    let rt = super::cpuid::Runtime::FEATURES;
     let [_, _, _, d] = super::cpuid::guest_cpuid(env.cpuid, 0x8000_0001, 0, rt);
     (d & (1 << 29) != 0, d & (1 << 20) != 0)
 }
@@ -858,13 +848,24 @@ pub(crate) fn set_msr(
             const RO: u64 = (1 << 12) | (1 << 11);
             const EMON: u64 = 1 << 7;
             let old = s.msrs.misc_enable;
-            s.msrs.misc_enable = if env.host_initiated {
+            let v = if env.host_initiated {
                 v
             } else if (old ^ v) & RO != 0 {
                 return Err(());
             } else {
                 v & !EMON | old & EMON
             };
+            // With the quirk off, the MWAIT bit enables MONITOR/MWAIT (and shows in
+            // CPUID), which needs SSE3 in the guest's CPUID.
+            let mwait = super::quirks::MISC_ENABLE_MWAIT;
+            if !env.quirks.has(super::quirks::MISC_ENABLE_NO_MWAIT) && (old ^ v) & mwait != 0 {
+                let rt = super::cpuid::Runtime::FEATURES;
+                let [_, _, c, _] = super::cpuid::guest_cpuid(env.cpuid, 1, 0, rt);
+                if c & super::quirks::LEAF1_ECX_SSE3 == 0 {
+                    return Err(());
+                }
+            }
+            s.msrs.misc_enable = v;
         }
         index::PLATFORM_INFO => {
             // Userspace only; it cannot withdraw CPUID faulting while the guest uses it.

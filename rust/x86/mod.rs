@@ -12,6 +12,7 @@ pub(crate) mod fpu;
 pub(crate) mod lapic;
 pub(crate) mod mmu;
 pub(crate) mod msrs;
+pub(crate) mod quirks;
 pub(crate) mod state;
 pub(crate) mod uret;
 
