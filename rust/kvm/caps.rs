@@ -40,6 +40,8 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         | KVM_CAP_READONLY_MEM
         | KVM_CAP_SYNC_MMU
         | KVM_CAP_MP_STATE => 1,
+        // Two-dimensional paging is always on (EPT).
+        KVM_CAP_PRE_FAULT_MEMORY => 1,
         KVM_CAP_NR_MEMSLOTS => super::memslot::USER_MEM_SLOTS as isize,
         KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 => KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE as isize,
         // vCPU state.

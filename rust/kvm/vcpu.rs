@@ -502,6 +502,11 @@ impl AnonFile for VcpuFile {
                 }
                 Ok(0)
             }
+            RKVM_KVM_PRE_FAULT_MEMORY => {
+                // The vCPU lock is not needed: the EPT is the VM's.
+                drop(inner);
+                pre_fault_memory(vm, arg)
+            }
             RKVM_KVM_TRANSLATE => {
                 let mut t: kvm_translation = uaccess::read(arg)?;
                 let r = emulate::translate(&g.state, &VmMem(vm), t.linear_address, false, false);
@@ -1392,6 +1397,52 @@ fn msr_access(
 
 fn is_x2apic_msr(m: u32) -> bool {
     (lapic::X2APIC_MSR..=lapic::X2APIC_MSR + 0xff).contains(&m)
+}
+
+/// `KVM_PRE_FAULT_MEMORY`: maps the range's memslot pages into the EPT now, page by
+/// page, as guest read faults would. The range left is written back; the call succeeds
+/// if any page was mapped, else fails with the first page's errno (ENOENT: no memslot;
+/// EINTR: a signal).
+fn pre_fault_memory(vm: &Vm, arg: usize) -> Result<isize> {
+    const PAGE: u64 = 4096;
+    let mut range: kvm_pre_fault_memory = uaccess::read(arg)?;
+    if range.flags != 0
+        || range.gpa % PAGE != 0
+        || range.size % PAGE != 0
+        || range
+            .gpa
+            .checked_add(range.size)
+            .is_none_or(|end| end <= range.gpa)
+    {
+        return Err(EINVAL);
+    }
+    let full = range.size;
+    let mut err = None;
+    while range.size != 0 {
+        if cpu::signal_pending() {
+            err = Some(EINTR);
+            break;
+        }
+        match vm.fault_in(range.gpa, false) {
+            Ok(true) => {}
+            Ok(false) => {
+                err = Some(ENOENT);
+                break;
+            }
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+        range.gpa += PAGE;
+        range.size -= PAGE;
+        cpu::cond_resched();
+    }
+    uaccess::write(arg, &range)?;
+    match err {
+        Some(e) if range.size == full => Err(e),
+        _ => Ok(0),
+    }
 }
 
 /// The guest's MAXPHYADDR (KVM assumes 36 bits without the CPUID leaf).

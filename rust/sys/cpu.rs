@@ -201,6 +201,11 @@ pub(crate) fn handle_guest_entry_work() -> Result {
     super::to_result(unsafe { ffi::rkvm_xfer_to_guest_mode_handle_work() })
 }
 
+/// Whether the current task has a signal pending.
+pub(crate) fn signal_pending() -> bool {
+    kernel::current!().signal_pending()
+}
+
 /// Yields the CPU if the scheduler wants it. May sleep.
 pub(crate) fn cond_resched() {
     // SAFETY: Called from process context only.
