@@ -30,7 +30,7 @@ SELFTESTS := $(CURDIR)/selftests/rkvm
 # The suite (in order) and the tests that also run on two CPUs (name@cpuN pins to CPU N).
 # Shell tests (module lifecycle) come last: they unload and reload the hypervisor.
 TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mode mmio \
-	memslots pre_fault dirty_log triple_fault fail_entry signals cpuid_guest msrs msr_exits platform_info \
+	memslots pre_fault dirty_log triple_fault fail_entry signals cpuid_guest msrs msr_exits msr_filter platform_info \
 	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic apic_bus quirks \
 	binary_stats guest_dr guest_debug ioctl_errors \
 	debugfs_stats module_reload \

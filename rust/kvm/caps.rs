@@ -65,7 +65,7 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_SPLIT_IRQCHIP | KVM_CAP_SIGNAL_MSI | KVM_CAP_TSC_DEADLINE_TIMER => 1,
         KVM_CAP_SET_BOOT_CPU_ID | KVM_CAP_BINARY_STATS_FD => 1,
         KVM_CAP_X2APIC_API => X2APIC_API_FLAGS as isize,
-        KVM_CAP_X86_USER_SPACE_MSR => 1,
+        KVM_CAP_X86_USER_SPACE_MSR | KVM_CAP_X86_MSR_FILTER => 1,
         KVM_CAP_COALESCED_MMIO => KVM_COALESCED_MMIO_PAGE_OFFSET as isize,
         KVM_CAP_COALESCED_PIO => 1,
         KVM_CAP_IRQ_ROUTING => super::irq::MAX_IRQ_ROUTES as isize,

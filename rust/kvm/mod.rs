@@ -11,6 +11,7 @@ pub(crate) mod hardware;
 pub(crate) mod ioeventfd;
 pub(crate) mod irq;
 pub(crate) mod memslot;
+pub(crate) mod msr_filter;
 pub(crate) mod stats;
 pub(crate) mod uaccess;
 pub(crate) mod vcpu;

@@ -84,6 +84,9 @@ pub(crate) struct VcpuInner {
     sipi_pending: bool,
     /// The vector of the last SIPI.
     sipi_vector: u8,
+    /// The VM's MSR filter as of generation `msr_filter_gen` (refreshed before entry).
+    msr_filter: Option<Arc<super::msr_filter::MsrFilter>>,
+    msr_filter_gen: u64,
 }
 
 /// A vCPU.
@@ -164,6 +167,8 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 lapic,
                 sipi_pending: false,
                 sipi_vector: 0,
+                msr_filter: None,
+                msr_filter_gen: u64::MAX,
             }),
             run: PhysPage::new()?,
             pio: PhysPage::new()?,
@@ -759,6 +764,9 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
         let eptp = vm.mmu.lock().ept.eptp();
+        if vm.msr_filter_gen.load(Ordering::SeqCst) != g.msr_filter_gen {
+            (g.msr_filter, g.msr_filter_gen) = vm.msr_filter();
+        }
         let exit = {
             let VcpuInner {
                 state,
@@ -767,6 +775,8 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 cpuid,
                 guest_debug,
                 debug_dr,
+                msr_filter,
+                msr_filter_gen,
                 ..
             } = &mut *g;
             let mut ctx = RunCtx {
@@ -788,6 +798,9 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 debug_dr: (*guest_debug & KVM_GUESTDBG_USE_HW_BP != 0).then_some(*debug_dr),
                 rmode,
                 quirks: vm.quirks(),
+                msr_filter: msr_filter.as_deref(),
+                msr_filter_gen: *msr_filter_gen,
+                vm_msr_filter_gen: &vm.msr_filter_gen,
             };
             vmx.run(&mut ctx)
         };
@@ -1340,7 +1353,11 @@ fn msr_access(
 ) -> Result<Option<isize>> {
     let m = g.state.regs.rcx as u32;
     let v = (g.state.regs.rdx << 32) | (g.state.regs.rax & 0xffff_ffff);
-    let failed = if !write {
+    // KVM_X86_SET_MSR_FILTER: a denied access never reaches the kernel's MSRs.
+    let filtered = g.msr_filter.as_ref().is_some_and(|f| !f.allowed(m, write));
+    let failed = if filtered {
+        true
+    } else if !write {
         match read_msr(vm, g, m, false) {
             Some(v) => {
                 g.state.regs.rax = v & 0xffff_ffff;
@@ -1355,7 +1372,9 @@ fn msr_access(
     if failed {
         // KVM's reasons: an MSR it does not know at all, or a known one that refused.
         let known = is_x2apic_msr(m) || (write && read_msr(vm, g, m, true).is_some());
-        let reason = if known {
+        let reason = if filtered {
+            KVM_MSR_EXIT_REASON_FILTER
+        } else if known {
             KVM_MSR_EXIT_REASON_INVAL
         } else {
             KVM_MSR_EXIT_REASON_UNKNOWN

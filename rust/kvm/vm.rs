@@ -110,6 +110,11 @@ pub(crate) struct Vm {
     pub(crate) apic_bus_cycle_ns: AtomicU64,
     /// KVM_CAP_DISABLE_QUIRKS(2): the quirks turned off (see `crate::x86::quirks`).
     disabled_quirks: AtomicU64,
+    /// KVM_X86_SET_MSR_FILTER's filter (None: everything allowed) and its generation,
+    /// bumped by every change.
+    #[pin]
+    msr_filter: SpinLock<Option<Arc<super::msr_filter::MsrFilter>>>,
+    pub(crate) msr_filter_gen: AtomicU64,
     /// The coalesced MMIO ring, one page shared by every vCPU's mapping.
     pub(crate) coalesced_ring: PhysPage,
     pub(crate) stats: VmCounters,
@@ -179,6 +184,8 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             platform_info_readable: AtomicBool::new(true),
             apic_bus_cycle_ns: AtomicU64::new(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT),
             disabled_quirks: AtomicU64::new(0),
+            msr_filter <- new_spinlock!(None),
+            msr_filter_gen: AtomicU64::new(0),
             coalesced_ring: PhysPage::new()?,
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
@@ -264,6 +271,26 @@ pub(crate) fn notifier_init() {
 }
 
 impl Vm {
+    /// Replaces the MSR filter; running vCPUs leave the guest to pick it up.
+    pub(crate) fn install_msr_filter(&self, f: Arc<super::msr_filter::MsrFilter>) {
+        let old = {
+            let mut cur = self.msr_filter.lock();
+            let old = cur.replace(f);
+            self.msr_filter_gen.fetch_add(1, Ordering::SeqCst);
+            old
+        };
+        drop(old);
+        for v in self.locked.lock().vcpus.iter() {
+            v.kick_out_of_guest();
+        }
+    }
+
+    /// The current MSR filter and its generation.
+    pub(crate) fn msr_filter(&self) -> (Option<Arc<super::msr_filter::MsrFilter>>, u64) {
+        let cur = self.msr_filter.lock();
+        (cur.clone(), self.msr_filter_gen.load(Ordering::SeqCst))
+    }
+
     /// The quirks this VM turned off.
     pub(crate) fn quirks(&self) -> crate::x86::quirks::Quirks {
         crate::x86::quirks::Quirks(self.disabled_quirks.load(Ordering::Relaxed))
@@ -756,7 +783,6 @@ impl AnonFile for Vm {
                     }
                     KVM_CAP_SPLIT_IRQCHIP => super::irq::enable_split(&this, cap.args[0]),
                     KVM_CAP_X86_USER_SPACE_MSR => {
-                        // FILTER is accepted: with no MSR filter installable, it never fires.
                         if cap.args[0] & !u64::from(KVM_MSR_EXIT_REASON_VALID_MASK) != 0 {
                             return Err(EINVAL);
                         }
@@ -837,6 +863,7 @@ impl AnonFile for Vm {
                     _ => Err(EINVAL),
                 }
             }
+            RKVM_KVM_X86_SET_MSR_FILTER => super::msr_filter::set(&this, arg),
             RKVM_KVM_SIGNAL_MSI => super::irq::signal_msi(&this, arg),
             RKVM_KVM_SET_GSI_ROUTING => super::irq::set_gsi_routing(&this, arg),
             RKVM_KVM_IRQFD => super::irq::irqfd(&this, arg),

@@ -23,6 +23,7 @@ pub(crate) mod index {
     pub(crate) const K7_HWCR: u32 = 0xc001_0015;
     pub(crate) const PLATFORM_INFO: u32 = 0xce;
     pub(crate) const MISC_FEATURES_ENABLES: u32 = 0x140;
+    pub(crate) const IA32_POWER_CTL: u32 = 0x1fc;
     pub(crate) const IA32_PERF_CAPABILITIES: u32 = 0x345;
     pub(crate) const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
     pub(crate) const IA32_FLUSH_CMD: u32 = 0x10b;

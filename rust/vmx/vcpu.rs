@@ -117,6 +117,11 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) rmode: Option<crate::kvm::vm::RmodeAddrs>,
     /// The VM's disabled quirks.
     pub(crate) quirks: crate::x86::quirks::Quirks,
+    /// The MSR filter this vCPU applies, its generation, and the VM's current one (the
+    /// window ends when they differ, to pick up the new filter).
+    pub(crate) msr_filter: Option<&'a crate::kvm::msr_filter::MsrFilter>,
+    pub(crate) msr_filter_gen: u64,
+    pub(crate) vm_msr_filter_gen: &'a AtomicU64,
 }
 
 /// EFLAGS bits of virtual-8086 mode and the I/O privilege level.
@@ -183,6 +188,8 @@ struct Core {
     flushed_gen: u64,
     /// The guest's DR0-DR3 and DR6 are in the hardware (this window).
     guest_dr_loaded: bool,
+    /// The MSR filter generation the MSR bitmap reflects.
+    msr_filter_gen: u64,
     gprs: Gprs,
 }
 
@@ -198,8 +205,24 @@ const PASSTHROUGH_MSRS: [u32; 6] = [
 ];
 
 fn bitmap_clear(bm: &PhysPage, base_byte: usize, bit: usize) {
+    bitmap_set_to(bm, base_byte, bit, false);
+}
+
+fn bitmap_set_to(bm: &PhysPage, base_byte: usize, bit: usize, on: bool) {
     let word = base_byte / 8 + bit / 64;
-    bm.write(word, bm.read(word) & !(1u64 << (bit % 64)));
+    let mask = 1u64 << (bit % 64);
+    let old = bm.read(word);
+    bm.write(word, if on { old | mask } else { old & !mask });
+}
+
+/// Where MSR `m`'s read and write intercept bits are in the MSR bitmap: the read and
+/// write byte offsets of its half, and its bit there.
+fn bitmap_pos(m: u32) -> (usize, usize, usize) {
+    if m >= 0xc000_0000 {
+        (1024, 3072, (m - 0xc000_0000) as usize)
+    } else {
+        (0, 2048, m as usize)
+    }
 }
 
 impl VmxVcpu {
@@ -208,11 +231,7 @@ impl VmxVcpu {
         let msr_bitmap = PhysPage::new()?;
         msr_bitmap.fill(0xff);
         for m in PASSTHROUGH_MSRS {
-            let (read, write, bit) = if m >= 0xc000_0000 {
-                (1024, 3072, (m - 0xc000_0000) as usize)
-            } else {
-                (0, 2048, m as usize)
-            };
+            let (read, write, bit) = bitmap_pos(m);
             bitmap_clear(&msr_bitmap, read, bit);
             bitmap_clear(&msr_bitmap, write, bit);
         }
@@ -229,6 +248,7 @@ impl VmxVcpu {
                 setup_done: false,
                 flushed_gen: u64::MAX,
                 guest_dr_loaded: false,
+                msr_filter_gen: u64::MAX,
                 gprs: Gprs::default(),
             },
         })
@@ -513,7 +533,25 @@ impl Core {
         s.cr2 = g[reg::CR2];
     }
 
+    /// Intercepts the pass-through MSRs the MSR filter denies (in either direction), so
+    /// that their accesses reach the filter check.
+    fn apply_msr_filter(&mut self, ctx: &RunCtx<'_>) {
+        if self.msr_filter_gen == ctx.msr_filter_gen {
+            return;
+        }
+        for m in PASSTHROUGH_MSRS {
+            let (read, write, bit) = bitmap_pos(m);
+            let (r, w) = ctx
+                .msr_filter
+                .map_or((true, true), |f| (f.allowed(m, false), f.allowed(m, true)));
+            bitmap_set_to(&self.msr_bitmap, read, bit, !r);
+            bitmap_set_to(&self.msr_bitmap, write, bit, !w);
+        }
+        self.msr_filter_gen = ctx.msr_filter_gen;
+    }
+
     fn run(&mut self, vmcs: &Vmcs, ctx: &mut RunCtx<'_>) -> Result<Exit> {
+        self.apply_msr_filter(ctx);
         let xsave = cpu::boot_cpu_has(cpu::Feature::Xsave);
         let fpu_mask = cpuid::supported_xcr0();
         let host_xcr0 = if xsave { cpuid::host_xcr0() } else { 0 };
@@ -667,7 +705,9 @@ impl Core {
                 if gen != self.flushed_gen {
                     self.flush_tlb(ctx)?;
                 }
-                if ctx.kick.load(Ordering::Acquire) {
+                if ctx.kick.load(Ordering::Acquire)
+                    || ctx.vm_msr_filter_gen.load(Ordering::Acquire) != ctx.msr_filter_gen
+                {
                     break Ok(Exit::Again);
                 }
                 if let Some(exit) = self.inject_events(&v, ctx, proc1_extra)? {

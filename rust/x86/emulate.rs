@@ -744,6 +744,7 @@ pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
         index::K7_HWCR => r.hwcr,
         index::PLATFORM_INFO if env.host_initiated || env.platform_info_readable => r.platform_info,
         index::MISC_FEATURES_ENABLES => r.misc_features,
+        index::IA32_POWER_CTL => r.power_ctl,
         index::IA32_ARCH_CAPABILITIES => env.arch_capabilities,
         index::IA32_PERF_CAPABILITIES => 0,
         index::IA32_PLATFORM_ID => 0,
@@ -876,6 +877,7 @@ pub(crate) fn set_msr(
             }
             s.msrs.platform_info = v;
         }
+        index::IA32_POWER_CTL => s.msrs.power_ctl = v,
         index::MISC_FEATURES_ENABLES => {
             if v & !1 != 0
                 || (v & 1 != 0

@@ -38,6 +38,7 @@ const EMULATED_MSRS_ALL: &[u32] = &[
     index::IA32_MCG_STATUS,
     index::PLATFORM_INFO,
     index::MISC_FEATURES_ENABLES,
+    index::IA32_POWER_CTL,
     index::IA32_UCODE_REV,
     index::K7_HWCR,
 ];

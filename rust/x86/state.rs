@@ -139,6 +139,8 @@ pub(crate) struct Msrs {
     pub(crate) platform_info: u64,
     /// MSR_MISC_FEATURES_ENABLES: bit 0 turns on CPUID faulting.
     pub(crate) misc_features: u64,
+    /// MSR_IA32_POWER_CTL: storage only, as in KVM.
+    pub(crate) power_ctl: u64,
     pub(crate) mtrr_def_type: u64,
     pub(crate) mtrr_fixed: [u64; 11],
     pub(crate) mtrr_var: [u64; 16],
@@ -168,6 +170,7 @@ impl Default for Msrs {
             // KVM's reset value: CPUID faulting is offered.
             platform_info: PLATFORM_INFO_CPUID_FAULT,
             misc_features: 0,
+            power_ctl: 0,
             mtrr_def_type: 0,
             mtrr_fixed: [0; 11],
             mtrr_var: [0; 16],
