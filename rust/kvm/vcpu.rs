@@ -1110,6 +1110,30 @@ fn inject(s: &mut VcpuState, f: Exception) {
     s.events.exception = Some(f);
 }
 
+/// A #UD from the guest. With KVM's FIX_HYPERCALL_INSN quirk on, VMMCALL (AMD's
+/// hypercall, from a guest that booted on AMD) is rewritten in guest memory to VMCALL,
+/// which the guest then executes; anything else gets its #UD.
+fn fix_hypercall(vm: &Vm, g: &mut VcpuInner) -> Result<Option<isize>> {
+    const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+    const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
+    let rip = emulate::linear_rip(&g.state);
+    let mut insn = [0u8; 3];
+    let foreign = vm.quirks().has(crate::x86::quirks::FIX_HYPERCALL_INSN)
+        && emulate::read_virt(&g.state, &VmMem(vm), rip, &mut insn).is_ok()
+        && insn == VMMCALL;
+    if !foreign {
+        inject(&mut g.state, emulate::ud());
+        return Ok(None);
+    }
+    match emulate::write_virt(&g.state, &VmMem(vm), rip, &VMCALL) {
+        Ok(()) => {}
+        Err(EmuError::Fault(f)) => inject(&mut g.state, f),
+        Err(EmuError::Host(e)) => return Err(e),
+        Err(EmuError::Unsupported) => inject(&mut g.state, emulate::ud()),
+    }
+    Ok(None)
+}
+
 /// Finishes an exit in process context. `Some(r)`: return `r` to userspace.
 fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Option<isize>> {
     let s = &mut g.state;
@@ -1292,6 +1316,7 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
             );
             Ok(None)
         }
+        Exit::InvalidOpcode => fix_hypercall(vm, g),
         Exit::Unhandled { reason, qual } => {
             pr_warn!("unhandled VM exit {} (qualification {:#x})\n", reason, qual);
             Ok(internal_error(

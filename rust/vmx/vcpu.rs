@@ -643,6 +643,10 @@ impl Core {
             }
             exc_bitmap |= 1 << DB_VECTOR;
         }
+        if ctx.quirks.has(crate::x86::quirks::FIX_HYPERCALL_INSN) {
+            // VMMCALL from a guest that started on AMD: rewritten to VMCALL.
+            exc_bitmap |= 1 << UD_VECTOR;
+        }
         w(v.w32(vmcs::EXCEPTION_BITMAP, exc_bitmap))?;
 
         // The guest's MSRs that the CPU does not switch.
@@ -1056,6 +1060,7 @@ impl Core {
                             dr7: v.rn(vmcs::GUEST_DR7),
                         }))
                     }
+                    UD_VECTOR => Ok(Some(Exit::InvalidOpcode)),
                     _ => {
                         // Not intercepted otherwise: reflect it back to the guest.
                         let code = (info & INFO_ERROR_CODE != 0)
@@ -1136,8 +1141,21 @@ impl Core {
                 ctx.stats.inc(st::HYPERCALLS);
                 let cpl = v.r16(vmcs::GUEST_SS_SELECTOR) & 3;
                 let protected = v.rn(vmcs::CR0_READ_SHADOW) & cr0::PE != 0;
+                // KVM's hypercalls that need nothing from rkvm: polling for an
+                // interrupt (it is delivered on entry anyway) and the yield hint (the
+                // window cannot yield; returning is what a yield ends with).
+                const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
+                const KVM_HC_SCHED_YIELD: u64 = 11;
+                let long = v.r32(vmcs::GUEST_CS_AR_BYTES) & (1 << 13) != 0;
+                let nr = if long {
+                    self.gprs.r[reg::RAX]
+                } else {
+                    self.gprs.r[reg::RAX] & 0xffff_ffff
+                };
                 self.gprs.r[reg::RAX] = if protected && cpl != 0 {
                     KVM_EPERM
+                } else if nr == KVM_HC_VAPIC_POLL_IRQ || nr == KVM_HC_SCHED_YIELD {
+                    0
                 } else {
                     KVM_ENOSYS
                 };

@@ -73,6 +73,8 @@ pub(crate) enum Exit {
         error_code: Option<u32>,
         insn_len: u8,
     },
+    /// The guest raised #UD (intercepted only to fix up foreign hypercall instructions).
+    InvalidOpcode,
     /// Something rkvm cannot do (exit reason, qualification).
     Unhandled {
         reason: u32,

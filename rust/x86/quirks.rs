@@ -10,12 +10,16 @@ use crate::uapi::kvm_cpuid_entry2;
 /// `KVM_X86_QUIRK_MISC_ENABLE_NO_MWAIT`: on, IA32_MISC_ENABLE.MWAIT (bit 18) is plain
 /// storage; off, it enables MONITOR/MWAIT and CPUID.1:ECX.MONITOR follows it.
 pub(crate) const MISC_ENABLE_NO_MWAIT: u64 = 1 << 4;
+/// `KVM_X86_QUIRK_FIX_HYPERCALL_INSN`: on, the other vendor's hypercall instruction
+/// (VMMCALL on Intel) faults with #UD into the hypervisor, which rewrites it in guest
+/// memory to the native one and lets the guest run it again; off, the guest gets the #UD.
+pub(crate) const FIX_HYPERCALL_INSN: u64 = 1 << 5;
 /// `KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS`: on, MONITOR and MWAIT never fault (both run as
 /// NOPs); off, they raise #UD unless the guest has MONITOR/MWAIT.
 pub(crate) const MWAIT_NEVER_UD_FAULTS: u64 = 1 << 6;
 
 /// What `KVM_CHECK_EXTENSION(KVM_CAP_DISABLE_QUIRKS2)` reports.
-pub(crate) const SUPPORTED: u64 = MISC_ENABLE_NO_MWAIT | MWAIT_NEVER_UD_FAULTS;
+pub(crate) const SUPPORTED: u64 = MISC_ENABLE_NO_MWAIT | FIX_HYPERCALL_INSN | MWAIT_NEVER_UD_FAULTS;
 
 /// IA32_MISC_ENABLE's ENABLE_MONITOR_FSM bit.
 pub(crate) const MISC_ENABLE_MWAIT: u64 = 1 << 18;
