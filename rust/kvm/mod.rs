@@ -91,7 +91,7 @@ pub(crate) unsafe fn retract() -> Option<Pin<KBox<Kvm>>> {
 
 impl Kvm {
     /// Runs `f` on every live VM.
-    fn for_each_vm(&self, mut f: impl FnMut(&vm::Vm)) {
+    pub(crate) fn for_each_vm(&self, mut f: impl FnMut(&vm::Vm)) {
         let list = self.vms.lock();
         for r in list.iter() {
             // SAFETY: By `VmRef`'s invariant the VM is alive while it is in the list, and

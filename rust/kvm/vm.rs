@@ -120,6 +120,8 @@ pub(crate) struct Vm {
     pub(crate) stats: VmCounters,
     /// The creator's pid: the VM's stats id is "kvm-<pid>", as KVM's.
     pub(crate) pid: i32,
+    /// Creator pid and fd of the VM's debugfs directory (0: none).
+    pub(crate) debugfs_id: AtomicU64,
 }
 
 /// `KVM_CREATE_VM(type)`.
@@ -135,11 +137,20 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
     vm.locked.lock().notifier = Some(notifier);
     k.vm_list_add(&vm)?;
     let fd = anon_fd::install(vm.clone())?;
-    // KVM's per-VM debugfs directory: "<pid>-<fd>".
+    // KVM's per-VM debugfs directory: "<pid>-<fd>". A VM whose fd was closed while its
+    // vCPU fds stay open still has its directory; a new VM with that fd number then goes
+    // without one, as in KVM (which warns, below the console's level).
     if let Some(parent) = k.debugfs_dir.as_ref() {
-        let name = kernel::str::CString::try_from_fmt(fmt!("{}-{}", cpu::current_pid(), fd))?;
-        if let Ok(d) = stats::VmDir::new(parent, &name, &vm) {
+        let pid = cpu::current_pid();
+        let id = u64::from(pid as u32) << 32 | u64::from(fd as u32);
+        let mut taken = false;
+        k.for_each_vm(|v| taken |= v.debugfs_id.load(Ordering::Relaxed) == id);
+        let name = kernel::str::CString::try_from_fmt(fmt!("{}-{}", pid, fd))?;
+        if taken {
+            pr_warn!("debugfs: duplicate directory {}\n", &*name);
+        } else if let Ok(d) = stats::VmDir::new(parent, &name, &vm) {
             vm.locked.lock().debugfs = Some(d);
+            vm.debugfs_id.store(id, Ordering::Relaxed);
         }
     }
     Ok(fd as isize)
@@ -189,6 +200,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             coalesced_ring: PhysPage::new()?,
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
+            debugfs_id: AtomicU64::new(0),
         }? Error),
         GFP_KERNEL,
     )
