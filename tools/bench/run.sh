@@ -27,7 +27,10 @@ start=$(date +%s.%N)
 case $emu in
 qemu-epyc)
 	# -no-reboot turns the guest's poweroff (and any triple fault) into a QEMU exit.
-	timeout -k 5 "$limit" qemu-system-x86_64 -accel "tcg${QEMU_TCG_OPTS-,thread=single}" -cpu EPYC -smp "${ncpu:-2}" \
+	# One host CPU (the first this process may use) for the whole of QEMU, whose CPUs
+	# share one TCG thread anyway: its TSC then comes from one CPU's TSC.
+	cpu=$(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status | cut -d, -f1 | cut -d- -f1)
+	timeout -k 5 "$limit" taskset -c "${cpu:-0}" qemu-system-x86_64 -accel "tcg${QEMU_TCG_OPTS-,thread=single}" -cpu EPYC -smp "${ncpu:-2}" \
 		-m "${GUEST_MEM_MB:-1024}" -kernel "$kernel" -initrd "$initrd" \
 		-append "console=ttyS0 panic=-1 quiet $cmdline" -display none \
 		-serial "file:$logf" -monitor none -no-reboot </dev/null >"$work/qemu.out" 2>&1 &
