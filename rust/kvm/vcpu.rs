@@ -87,6 +87,8 @@ pub(crate) struct VcpuInner {
     /// The VM's MSR filter as of generation `msr_filter_gen` (refreshed before entry).
     msr_filter: Option<Arc<super::msr_filter::MsrFilter>>,
     msr_filter_gen: u64,
+    /// KVM_CAP_ENFORCE_PV_FEATURE_CPUID: paravirtual features need their CPUID bit.
+    enforce_pv_cpuid: bool,
 }
 
 /// A vCPU.
@@ -169,6 +171,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 sipi_vector: 0,
                 msr_filter: None,
                 msr_filter_gen: u64::MAX,
+                enforce_pv_cpuid: false,
             }),
             run: PhysPage::new()?,
             pio: PhysPage::new()?,
@@ -507,6 +510,19 @@ impl AnonFile for VcpuFile {
                 }
                 Ok(0)
             }
+            RKVM_KVM_ENABLE_CAP => {
+                let cap: kvm_enable_cap = uaccess::read(arg)?;
+                if cap.flags != 0 {
+                    return Err(EINVAL);
+                }
+                match cap.cap {
+                    KVM_CAP_ENFORCE_PV_FEATURE_CPUID => {
+                        g.enforce_pv_cpuid = cap.args[0] != 0;
+                        Ok(0)
+                    }
+                    _ => Err(EINVAL),
+                }
+            }
             RKVM_KVM_PRE_FAULT_MEMORY => {
                 // The vCPU lock is not needed: the EPT is the VM's.
                 drop(inner);
@@ -777,8 +793,14 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 debug_dr,
                 msr_filter,
                 msr_filter_gen,
+                enforce_pv_cpuid,
                 ..
             } = &mut *g;
+            let pv_features = enforce_pv_cpuid.then(|| {
+                let rt = crate::x86::cpuid::Runtime::FEATURES;
+                crate::x86::cpuid::guest_cpuid(cpuid, crate::x86::cpuid::KVM_CPUID_FEATURES, 0, rt)
+                    [0]
+            });
             let mut ctx = RunCtx {
                 vmx: &k.vmx,
                 uret: &k.arch.uret,
@@ -801,6 +823,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 msr_filter: msr_filter.as_deref(),
                 msr_filter_gen: *msr_filter_gen,
                 vm_msr_filter_gen: &vm.msr_filter_gen,
+                pv_features,
             };
             vmx.run(&mut ctx)
         };

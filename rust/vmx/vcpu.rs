@@ -122,6 +122,9 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) msr_filter: Option<&'a crate::kvm::msr_filter::MsrFilter>,
     pub(crate) msr_filter_gen: u64,
     pub(crate) vm_msr_filter_gen: &'a AtomicU64,
+    /// With KVM_CAP_ENFORCE_PV_FEATURE_CPUID: the guest's KVM_CPUID_FEATURES EAX (the
+    /// paravirtual features hypercalls need).
+    pub(crate) pv_features: Option<u32>,
 }
 
 /// EFLAGS bits of virtual-8086 mode and the I/O privilege level.
@@ -1146,6 +1149,7 @@ impl Core {
                 // window cannot yield; returning is what a yield ends with).
                 const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
                 const KVM_HC_SCHED_YIELD: u64 = 11;
+                const KVM_FEATURE_PV_SCHED_YIELD: u32 = 1 << 13;
                 let long = v.r32(vmcs::GUEST_CS_AR_BYTES) & (1 << 13) != 0;
                 let nr = if long {
                     self.gprs.r[reg::RAX]
@@ -1154,7 +1158,12 @@ impl Core {
                 };
                 self.gprs.r[reg::RAX] = if protected && cpl != 0 {
                     KVM_EPERM
-                } else if nr == KVM_HC_VAPIC_POLL_IRQ || nr == KVM_HC_SCHED_YIELD {
+                } else if nr == KVM_HC_VAPIC_POLL_IRQ
+                    || (nr == KVM_HC_SCHED_YIELD
+                        && ctx
+                            .pv_features
+                            .is_none_or(|f| f & KVM_FEATURE_PV_SCHED_YIELD != 0))
+                {
                     0
                 } else {
                     KVM_ENOSYS

@@ -9,6 +9,9 @@
  *    native one, which then runs (SCHED_YIELD returns 0, no #UD reaches the guest); with
  *    KVM_CAP_DISABLE_QUIRKS2 turning the quirk off, the guest gets #UD and its code is
  *    left alone.
+ *  - KVM_CAP_ENFORCE_PV_FEATURE_CPUID (a vCPU capability; unknown vCPU capabilities and
+ *    flags -> EINVAL): with it, SCHED_YIELD needs KVM_FEATURE_PV_SCHED_YIELD in the
+ *    guest's KVM_CPUID_FEATURES leaf (else -KVM_ENOSYS); VAPIC_POLL_IRQ needs nothing.
  */
 #include "lib/rkvm_test.h"
 
@@ -42,13 +45,34 @@ static const uint8_t vmmcall[3] = { 0x0f, 0x01, 0xd9 };
 
 #define SITE(label) (GUEST_ADDR(GUEST_CODE_GPA, hc_guest, label))
 
+#define KVM_CPUID_FEATURES 0x40000001
+#define KVM_FEATURE_PV_SCHED_YIELD (1u << 13)
+
+/* Enforces the PV CPUID with the given KVM_CPUID_FEATURES EAX; 0 or -1/errno. */
+static int enforce_pv(struct guest *g, uint32_t features)
+{
+	struct kvm_enable_cap c = { .cap = KVM_CAP_ENFORCE_PV_FEATURE_CPUID, .args = { 1 } };
+	struct kvm_cpuid2 *cpuid = supported_cpuid(g->vm.sys_fd);
+	uint32_t i;
+
+	for (i = 0; i < cpuid->nent; i++)
+		if (cpuid->entries[i].function == KVM_CPUID_FEATURES)
+			cpuid->entries[i].eax = features;
+	if (ioctl(g->v.fd, KVM_SET_CPUID2, cpuid))
+		BAIL("KVM_SET_CPUID2");
+	free(cpuid);
+	return ioctl(g->v.fd, KVM_ENABLE_CAP, &c);
+}
+
+/* disable_quirk: 1 to turn FIX_HYPERCALL_INSN off; -1 for the native instruction at
+ * the first site too. */
 static struct guest hc_create(int disable_quirk)
 {
 	const uint8_t *native = host_is_intel() ? vmcall : vmmcall;
-	const uint8_t *foreign = host_is_intel() ? vmmcall : vmcall;
+	const uint8_t *foreign = disable_quirk < 0 ? native : host_is_intel() ? vmmcall : vmcall;
 	struct guest g = guest_create();
 
-	if (disable_quirk) {
+	if (disable_quirk > 0) {
 		struct kvm_enable_cap c = { .cap = KVM_CAP_DISABLE_QUIRKS2,
 					    .args = { QUIRK_FIX_HYPERCALL_INSN } };
 
@@ -91,7 +115,7 @@ int main(void)
 	quirks = ioctl(g.vm.sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_DISABLE_QUIRKS2);
 	if (quirks <= 0 || !(quirks & QUIRK_FIX_HYPERCALL_INSN))
 		tap_skip_all("KVM_X86_QUIRK_FIX_HYPERCALL_INSN cannot be turned off");
-	tap_plan(8);
+	tap_plan(8 + 6);
 
 	k = next(&g.v, &val);
 	tap_ok(k == 1 && val == 0, "quirk on: the other vendor's %s runs as the native "
@@ -119,6 +143,35 @@ int main(void)
 	tap_ok(!memcmp(g.mem + SITE(hc_site1), foreign, 3),
 	       "and the guest's code is unchanged (%02x %02x %02x)", g.mem[SITE(hc_site1)],
 	       g.mem[SITE(hc_site1) + 1], g.mem[SITE(hc_site1) + 2]);
+	guest_destroy(&g);
+
+	g = hc_create(-1);
+	{
+		struct kvm_enable_cap c = { .cap = KVM_CAP_ENFORCE_PV_FEATURE_CPUID, .flags = 1 };
+		struct ioctl_res r = do_ioctl(g.v.fd, KVM_ENABLE_CAP, (unsigned long)&c);
+
+		tap_ok(r.r == -1 && r.err == EINVAL, "vCPU KVM_ENABLE_CAP with flags -> -1/EINVAL "
+		       "(got %s)", res_str(r));
+		c = (struct kvm_enable_cap){ .cap = KVM_CAP_X86_USER_SPACE_MSR };
+		r = do_ioctl(g.v.fd, KVM_ENABLE_CAP, (unsigned long)&c);
+		tap_ok(r.r == -1 && r.err == EINVAL, "vCPU KVM_ENABLE_CAP of a VM capability -> "
+		       "-1/EINVAL (got %s)", res_str(r));
+	}
+	tap_ok(enforce_pv(&g, 0) == 0, "KVM_CAP_ENFORCE_PV_FEATURE_CPUID with no PV features");
+	k = next(&g.v, &val);
+	tap_ok(k == 1 && val == (uint32_t)-KVM_ENOSYS, "then SCHED_YIELD returns -KVM_ENOSYS "
+	       "(RAX %#x)", val);
+	next(&g.v, &val);
+	k = next(&g.v, &val);
+	tap_ok(k == 1 && val == 0, "and VAPIC_POLL_IRQ still 0 (RAX %#x)", val);
+	guest_destroy(&g);
+
+	g = hc_create(-1);
+	if (enforce_pv(&g, KVM_FEATURE_PV_SCHED_YIELD))
+		BAIL("KVM_CAP_ENFORCE_PV_FEATURE_CPUID");
+	k = next(&g.v, &val);
+	tap_ok(k == 1 && val == 0, "enforced with KVM_FEATURE_PV_SCHED_YIELD: SCHED_YIELD "
+	       "returns 0 (RAX %#x)", val);
 	guest_destroy(&g);
 	tap_done();
 }
