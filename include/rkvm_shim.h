@@ -175,6 +175,10 @@ int rkvm_signal_pending(void);
 int rkvm_xfer_to_guest_mode_handle_work(void);
 int rkvm_need_resched(void);
 void rkvm_cond_resched(void);
+/* The current task's time waiting on a runqueue (sched_info, ns): steal time's source. */
+__u64 rkvm_current_run_delay(void);
+/* Whether the kernel keeps it (sched_info_on()). */
+int rkvm_sched_info_on(void);
 unsigned int rkvm_smp_processor_id(void);
 __u64 rkvm_host_tss_base(void);
 int rkvm_pid_of_current(void);

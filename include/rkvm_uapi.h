@@ -8,6 +8,7 @@
 #define RKVM_UAPI_H
 
 #include <linux/kvm.h>
+#include <asm/kvm_para.h>
 
 /* The ioctl numbers, evaluated by clang. Rust sees them as rkvm_ioctl::KVM_* constants. */
 #define RKVM_IOCTLS(X)                                                                    \

@@ -13,6 +13,7 @@ pub(crate) mod irq;
 pub(crate) mod memslot;
 pub(crate) mod msr_filter;
 pub(crate) mod stats;
+pub(crate) mod steal;
 pub(crate) mod uaccess;
 pub(crate) mod vcpu;
 pub(crate) mod vm;

@@ -89,6 +89,7 @@ pub(crate) struct VcpuInner {
     msr_filter_gen: u64,
     /// KVM_CAP_ENFORCE_PV_FEATURE_CPUID: paravirtual features need their CPUID bit.
     enforce_pv_cpuid: bool,
+    steal: super::steal::StealTime,
 }
 
 /// A vCPU.
@@ -172,6 +173,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 msr_filter: None,
                 msr_filter_gen: u64::MAX,
                 enforce_pv_cpuid: false,
+                steal: Default::default(),
             }),
             run: PhysPage::new()?,
             pio: PhysPage::new()?,
@@ -749,6 +751,8 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
     } else {
         Some(vm.rmode_addrs()?)
     };
+    // Steal time is brought up to date on the first entry of each KVM_RUN.
+    let mut first_entry = true;
     loop {
         if cpu::handle_guest_entry_work().is_err() {
             vcpu.set_exit(KVM_EXIT_INTR);
@@ -780,6 +784,13 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
         let eptp = vm.mmu.lock().ept.eptp();
+        g.steal.update(
+            vm,
+            g.state.msrs.steal_time,
+            cpu::current_run_delay(),
+            first_entry,
+        );
+        first_entry = false;
         if vm.msr_filter_gen.load(Ordering::SeqCst) != g.msr_filter_gen {
             (g.msr_filter, g.msr_filter_gen) = vm.msr_filter();
         }
@@ -1520,9 +1531,16 @@ fn guest_phys_bits(g: &VcpuInner) -> u32 {
         .map_or(36, |e| e.eax & 0xff)
 }
 
+/// The guest's paravirtual features (KVM_CPUID_FEATURES EAX).
+fn pv_features(cpuid: &[kvm_cpuid_entry2]) -> u32 {
+    let rt = crate::x86::cpuid::Runtime::FEATURES;
+    crate::x86::cpuid::guest_cpuid(cpuid, crate::x86::cpuid::KVM_CPUID_FEATURES, 0, rt)[0]
+}
+
 /// What the MSR emulation needs to know besides the vCPU state.
-fn msr_env<'a>(vm: &Vm, cpuid: &'a [kvm_cpuid_entry2], host: bool) -> MsrEnv<'a> {
+fn msr_env<'a>(vm: &Vm, cpuid: &'a [kvm_cpuid_entry2], host: bool, enforce: bool) -> MsrEnv<'a> {
     MsrEnv {
+        pv_features: enforce.then(|| pv_features(cpuid)),
         host_tsc: host_tsc(),
         cpuid,
         arch_capabilities: vm.kvm.msrs.arch_capabilities,
@@ -1542,7 +1560,7 @@ fn read_msr(vm: &Vm, g: &mut VcpuInner, m: u32, host: bool) -> Option<u64> {
     if m == lapic::TSC_DEADLINE_MSR {
         return Some(g.lapic.as_ref().map_or(0, |a| a.tscdeadline(apic_base)));
     }
-    let env = msr_env(vm, &g.cpuid, host);
+    let env = msr_env(vm, &g.cpuid, host, g.enforce_pv_cpuid);
     emulate::get_msr(&g.state, &env, m)
 }
 
@@ -1583,7 +1601,7 @@ fn write_msr(
         apic_changed(vcpu, g);
         return Ok(());
     }
-    let env = msr_env(vm, &g.cpuid, host);
+    let env = msr_env(vm, &g.cpuid, host, g.enforce_pv_cpuid);
     emulate::set_msr(&mut g.state, &env, m, v)
 }
 
@@ -2267,6 +2285,7 @@ fn sregs_valid(g: &VcpuInner, cr0: u64, cr4: u64, efer: u64, cs_l: u8, cr3: u64)
         host_initiated: true,
         platform_info_readable: true,
         quirks: crate::x86::quirks::Quirks::default(),
+        pv_features: None,
     };
     let mut probe = g.state.clone();
     emulate::set_msr(&mut probe, &env, crate::sys::msr::index::EFER, efer).is_ok()

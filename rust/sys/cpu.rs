@@ -201,6 +201,18 @@ pub(crate) fn handle_guest_entry_work() -> Result {
     super::to_result(unsafe { ffi::rkvm_xfer_to_guest_mode_handle_work() })
 }
 
+/// The current task's time spent waiting to run, in ns (0 without sched_info).
+pub(crate) fn current_run_delay() -> u64 {
+    // SAFETY: Reads a field of the current task.
+    unsafe { ffi::rkvm_current_run_delay() }
+}
+
+/// Whether the kernel accounts run delays (sched_info), which steal time needs.
+pub(crate) fn sched_info_on() -> bool {
+    // SAFETY: No preconditions.
+    unsafe { ffi::rkvm_sched_info_on() != 0 }
+}
+
 /// Whether the current task has a signal pending.
 pub(crate) fn signal_pending() -> bool {
     kernel::current!().signal_pending()

@@ -24,6 +24,7 @@
 #include <linux/reboot.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/stat.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/syscore_ops.h>
@@ -617,6 +618,17 @@ int rkvm_xfer_to_guest_mode_handle_work(void)
 }
 int rkvm_need_resched(void) { return need_resched(); }
 void rkvm_cond_resched(void) { cond_resched(); }
+
+__u64 rkvm_current_run_delay(void)
+{
+#ifdef CONFIG_SCHED_INFO
+	return current->sched_info.run_delay;
+#else
+	return 0;
+#endif
+}
+
+int rkvm_sched_info_on(void) { return sched_info_on(); }
 unsigned int rkvm_smp_processor_id(void) { return smp_processor_id(); }
 int rkvm_pid_of_current(void) { return task_pid_nr(current); }
 

@@ -259,7 +259,7 @@ pub(crate) fn supported(caps: BackendCpuidCaps) -> Result<Table> {
         }
     }
 
-    // KVM's paravirtual leaves: the signature, and no PV features (yet).
+    // KVM's paravirtual leaves: the signature, and the PV features rkvm has.
     t.push(kvm_cpuid_entry2 {
         function: KVM_CPUID_SIGNATURE,
         eax: KVM_CPUID_FEATURES,
@@ -268,8 +268,15 @@ pub(crate) fn supported(caps: BackendCpuidCaps) -> Result<Table> {
         edx: u32::from_le_bytes(*b"M\0\0\0"),
         ..Default::default()
     })?;
+    // Steal time needs the scheduler's run delays.
+    let pv = if cpu::sched_info_on() {
+        1 << crate::uapi::KVM_FEATURE_STEAL_TIME
+    } else {
+        0
+    };
     t.push(kvm_cpuid_entry2 {
         function: KVM_CPUID_FEATURES,
+        eax: pv,
         ..Default::default()
     })?;
 

@@ -699,6 +699,20 @@ pub(crate) struct MsrEnv<'a> {
     pub(crate) platform_info_readable: bool,
     /// The VM's disabled quirks.
     pub(crate) quirks: super::quirks::Quirks,
+    /// With KVM_CAP_ENFORCE_PV_FEATURE_CPUID: the guest's KVM_CPUID_FEATURES EAX.
+    pub(crate) pv_features: Option<u32>,
+}
+
+impl MsrEnv<'_> {
+    /// Whether the guest has paravirtual feature `bit` (always, unless enforced).
+    fn pv_has(&self, bit: u32) -> bool {
+        self.pv_features.is_none_or(|f| f & (1 << bit) != 0)
+    }
+
+    /// MSR_KVM_STEAL_TIME exists: the kernel accounts run delays, and the guest may.
+    fn has_steal_time(&self) -> bool {
+        crate::sys::cpu::sched_info_on() && self.pv_has(crate::uapi::KVM_FEATURE_STEAL_TIME)
+    }
 }
 
 /// Whether the guest has IA32_TSC_AUX: its CPUID offers RDTSCP or RDPID (userspace may
@@ -745,6 +759,7 @@ pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
         index::PLATFORM_INFO if env.host_initiated || env.platform_info_readable => r.platform_info,
         index::MISC_FEATURES_ENABLES => r.misc_features,
         index::IA32_POWER_CTL => r.power_ctl,
+        crate::uapi::MSR_KVM_STEAL_TIME if env.has_steal_time() => r.steal_time,
         index::IA32_ARCH_CAPABILITIES => env.arch_capabilities,
         index::IA32_PERF_CAPABILITIES => 0,
         index::IA32_PLATFORM_ID => 0,
@@ -878,6 +893,12 @@ pub(crate) fn set_msr(
             s.msrs.platform_info = v;
         }
         index::IA32_POWER_CTL => s.msrs.power_ctl = v,
+        crate::uapi::MSR_KVM_STEAL_TIME => {
+            if !env.has_steal_time() || v & u64::from(crate::uapi::KVM_STEAL_RESERVED_MASK) != 0 {
+                return Err(());
+            }
+            s.msrs.steal_time = v;
+        }
         index::MISC_FEATURES_ENABLES => {
             if v & !1 != 0
                 || (v & 1 != 0

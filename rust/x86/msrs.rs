@@ -109,6 +109,12 @@ impl MsrLists {
                 lists.to_save.push(m, GFP_KERNEL)?;
             }
         }
+        // The paravirtual MSRs rkvm has come first, as in KVM's list.
+        if cpu::sched_info_on() {
+            lists
+                .emulated
+                .push(crate::uapi::MSR_KVM_STEAL_TIME, GFP_KERNEL)?;
+        }
         for &m in EMULATED_MSRS_ALL {
             if ops.has_emulated_msr(m) {
                 lists.emulated.push(m, GFP_KERNEL)?;

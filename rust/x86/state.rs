@@ -141,6 +141,8 @@ pub(crate) struct Msrs {
     pub(crate) misc_features: u64,
     /// MSR_IA32_POWER_CTL: storage only, as in KVM.
     pub(crate) power_ctl: u64,
+    /// MSR_KVM_STEAL_TIME: the steal-time record's address and enable bit.
+    pub(crate) steal_time: u64,
     pub(crate) mtrr_def_type: u64,
     pub(crate) mtrr_fixed: [u64; 11],
     pub(crate) mtrr_var: [u64; 16],
@@ -171,6 +173,7 @@ impl Default for Msrs {
             platform_info: PLATFORM_INFO_CPUID_FAULT,
             misc_features: 0,
             power_ctl: 0,
+            steal_time: 0,
             mtrr_def_type: 0,
             mtrr_fixed: [0; 11],
             mtrr_var: [0; 16],
