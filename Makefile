@@ -31,7 +31,7 @@ SELFTESTS := $(CURDIR)/selftests/rkvm
 # Shell tests (module lifecycle) come last: they unload and reload the hypervisor.
 TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mode mmio \
 	memslots pre_fault dirty_log triple_fault fail_entry signals cpuid_guest msrs msr_exits msr_filter platform_info \
-	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic apic_bus quirks hypercall steal_time \
+	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic apic_bus quirks hypercall steal_time kvmclock \
 	binary_stats guest_dr guest_debug ioctl_errors \
 	debugfs_stats module_reload \
 	suspend_resume vendor_insmod kvm_coexist

@@ -179,6 +179,26 @@ void rkvm_cond_resched(void);
 __u64 rkvm_current_run_delay(void);
 /* Whether the kernel keeps it (sched_info_on()). */
 int rkvm_sched_info_on(void);
+
+/* ---- kvmclock ---- */
+/* One instant: CLOCK_BOOTTIME and CLOCK_REALTIME in ns, and the TSC then (read with the
+ * clocks when the clocksource is the TSC: tsc_based). */
+struct rkvm_clock_now {
+	__u64 boot_ns;
+	__u64 real_ns;
+	__u64 tsc;
+	int tsc_based;
+};
+void rkvm_clock_now(struct rkvm_clock_now *c);
+/* struct pvclock_vcpu_time_info and struct pvclock_wall_clock (asm/pvclock-abi.h): their
+ * sizes, and the guest's copies filled in a buffer of that size. */
+unsigned int rkvm_pvclock_size(void);
+unsigned int rkvm_pvclock_version_offset(void);
+void rkvm_pvclock_fill(void *buf, __u32 version, __u64 tsc_timestamp, __u64 system_time,
+		       __u32 mul, __s8 shift);
+unsigned int rkvm_wall_clock_size(void);
+unsigned int rkvm_wall_clock_version_offset(void);
+void rkvm_wall_clock_fill(void *buf, __u32 version, __u32 sec, __u32 nsec);
 unsigned int rkvm_smp_processor_id(void);
 __u64 rkvm_host_tss_base(void);
 int rkvm_pid_of_current(void);

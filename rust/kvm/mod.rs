@@ -10,6 +10,7 @@ pub(crate) mod device_ops;
 pub(crate) mod hardware;
 pub(crate) mod ioeventfd;
 pub(crate) mod irq;
+pub(crate) mod kvmclock;
 pub(crate) mod memslot;
 pub(crate) mod msr_filter;
 pub(crate) mod stats;

@@ -90,6 +90,7 @@ pub(crate) struct VcpuInner {
     /// KVM_CAP_ENFORCE_PV_FEATURE_CPUID: paravirtual features need their CPUID bit.
     enforce_pv_cpuid: bool,
     steal: super::steal::StealTime,
+    pvclock: super::kvmclock::PvClock,
 }
 
 /// A vCPU.
@@ -174,6 +175,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 msr_filter_gen: u64::MAX,
                 enforce_pv_cpuid: false,
                 steal: Default::default(),
+                pvclock: Default::default(),
             }),
             run: PhysPage::new()?,
             pio: PhysPage::new()?,
@@ -791,6 +793,8 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             first_entry,
         );
         first_entry = false;
+        g.pvclock
+            .update(vm, g.state.msrs.kvm_system_time, g.state.tsc_offset);
         if vm.msr_filter_gen.load(Ordering::SeqCst) != g.msr_filter_gen {
             (g.msr_filter, g.msr_filter_gen) = vm.msr_filter();
         }
@@ -1561,7 +1565,22 @@ fn read_msr(vm: &Vm, g: &mut VcpuInner, m: u32, host: bool) -> Option<u64> {
         return Some(g.lapic.as_ref().map_or(0, |a| a.tscdeadline(apic_base)));
     }
     let env = msr_env(vm, &g.cpuid, host, g.enforce_pv_cpuid);
+    if let Some(feature) = wall_clock_feature(m) {
+        // The VM's wall-clock address (one for all vCPUs).
+        return env
+            .pv_has(feature)
+            .then(|| vm.wall_clock_msr.load(Ordering::Relaxed));
+    }
     emulate::get_msr(&g.state, &env, m)
+}
+
+/// The paravirtual feature of a kvmclock wall-clock MSR.
+fn wall_clock_feature(m: u32) -> Option<u32> {
+    match m {
+        MSR_KVM_WALL_CLOCK => Some(KVM_FEATURE_CLOCKSOURCE),
+        MSR_KVM_WALL_CLOCK_NEW => Some(KVM_FEATURE_CLOCKSOURCE2),
+        _ => None,
+    }
 }
 
 /// WRMSR or KVM_SET_MSRS (`host`); `Err` is #GP (or a failed entry for KVM_SET_MSRS).
@@ -1602,6 +1621,14 @@ fn write_msr(
         return Ok(());
     }
     let env = msr_env(vm, &g.cpuid, host, g.enforce_pv_cpuid);
+    if let Some(feature) = wall_clock_feature(m) {
+        if !env.pv_has(feature) {
+            return Err(());
+        }
+        vm.wall_clock_msr.store(v, Ordering::Relaxed);
+        super::kvmclock::write_wall_clock(vm, v);
+        return Ok(());
+    }
     emulate::set_msr(&mut g.state, &env, m, v)
 }
 

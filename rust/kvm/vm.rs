@@ -122,6 +122,11 @@ pub(crate) struct Vm {
     pub(crate) pid: i32,
     /// Creator pid and fd of the VM's debugfs directory (0: none).
     pub(crate) debugfs_id: AtomicU64,
+    /// kvmclock: VM clock = CLOCK_BOOTTIME + this (wrapping); bumped generation on every
+    /// KVM_SET_CLOCK; the wall-clock MSR's value.
+    pub(crate) kvmclock_offset: AtomicU64,
+    pub(crate) kvmclock_gen: AtomicU64,
+    pub(crate) wall_clock_msr: AtomicU64,
 }
 
 /// `KVM_CREATE_VM(type)`.
@@ -201,6 +206,12 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
             debugfs_id: AtomicU64::new(0),
+            // The VM clock starts at 0.
+            kvmclock_offset: AtomicU64::new(
+                0u64.wrapping_sub(crate::sys::pvclock::clock_now().boot_ns),
+            ),
+            kvmclock_gen: AtomicU64::new(0),
+            wall_clock_msr: AtomicU64::new(0),
         }? Error),
         GFP_KERNEL,
     )
@@ -876,6 +887,8 @@ impl AnonFile for Vm {
                 }
             }
             RKVM_KVM_X86_SET_MSR_FILTER => super::msr_filter::set(&this, arg),
+            RKVM_KVM_GET_CLOCK => super::kvmclock::get_clock(&this, arg),
+            RKVM_KVM_SET_CLOCK => super::kvmclock::set_clock(&this, arg),
             RKVM_KVM_SIGNAL_MSI => super::irq::signal_msi(&this, arg),
             RKVM_KVM_SET_GSI_ROUTING => super::irq::set_gsi_routing(&this, arg),
             RKVM_KVM_IRQFD => super::irq::irqfd(&this, arg),

@@ -25,6 +25,8 @@
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/stat.h>
+#include <linux/timekeeping.h>
+#include <asm/pvclock-abi.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/syscore_ops.h>
@@ -629,6 +631,56 @@ __u64 rkvm_current_run_delay(void)
 }
 
 int rkvm_sched_info_on(void) { return sched_info_on(); }
+
+/* ---- kvmclock ------------------------------------------------------------------------- */
+
+void rkvm_clock_now(struct rkvm_clock_now *c)
+{
+	struct system_time_snapshot snap;
+
+	ktime_get_snapshot_id(CLOCK_BOOTTIME, &snap);
+	c->boot_ns = ktime_to_ns(snap.systime);
+	/* REALTIME - BOOTTIME changes only when the clock is set. */
+	c->real_ns = c->boot_ns + (ktime_get_real_ns() - ktime_get_boottime_ns());
+	c->tsc_based = snap.valid &&
+		       (snap.cs_id == CSID_X86_TSC || snap.cs_id == CSID_X86_TSC_EARLY);
+	c->tsc = c->tsc_based ? snap.cycles : rdtsc_ordered();
+}
+
+unsigned int rkvm_pvclock_size(void) { return sizeof(struct pvclock_vcpu_time_info); }
+unsigned int rkvm_pvclock_version_offset(void)
+{
+	return offsetof(struct pvclock_vcpu_time_info, version);
+}
+
+void rkvm_pvclock_fill(void *buf, __u32 version, __u64 tsc_timestamp, __u64 system_time,
+		       __u32 mul, __s8 shift)
+{
+	struct pvclock_vcpu_time_info *p = buf;
+
+	memset(p, 0, sizeof(*p));
+	p->version = version;
+	p->tsc_timestamp = tsc_timestamp;
+	p->system_time = system_time;
+	p->tsc_to_system_mul = mul;
+	p->tsc_shift = shift;
+}
+
+unsigned int rkvm_wall_clock_size(void) { return sizeof(struct pvclock_wall_clock); }
+unsigned int rkvm_wall_clock_version_offset(void)
+{
+	return offsetof(struct pvclock_wall_clock, version);
+}
+
+void rkvm_wall_clock_fill(void *buf, __u32 version, __u32 sec, __u32 nsec)
+{
+	struct pvclock_wall_clock *w = buf;
+
+	memset(w, 0, sizeof(*w));
+	w->version = version;
+	w->sec = sec;
+	w->nsec = nsec;
+}
 unsigned int rkvm_smp_processor_id(void) { return smp_processor_id(); }
 int rkvm_pid_of_current(void) { return task_pid_nr(current); }
 

@@ -268,12 +268,12 @@ pub(crate) fn supported(caps: BackendCpuidCaps) -> Result<Table> {
         edx: u32::from_le_bytes(*b"M\0\0\0"),
         ..Default::default()
     })?;
-    // Steal time needs the scheduler's run delays.
-    let pv = if cpu::sched_info_on() {
-        1 << crate::uapi::KVM_FEATURE_STEAL_TIME
-    } else {
-        0
-    };
+    // kvmclock (both MSR pairs); steal time when the scheduler keeps run delays.
+    let mut pv =
+        1 << crate::uapi::KVM_FEATURE_CLOCKSOURCE | 1 << crate::uapi::KVM_FEATURE_CLOCKSOURCE2;
+    if cpu::sched_info_on() {
+        pv |= 1 << crate::uapi::KVM_FEATURE_STEAL_TIME;
+    }
     t.push(kvm_cpuid_entry2 {
         function: KVM_CPUID_FEATURES,
         eax: pv,

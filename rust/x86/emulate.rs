@@ -705,7 +705,7 @@ pub(crate) struct MsrEnv<'a> {
 
 impl MsrEnv<'_> {
     /// Whether the guest has paravirtual feature `bit` (always, unless enforced).
-    fn pv_has(&self, bit: u32) -> bool {
+    pub(crate) fn pv_has(&self, bit: u32) -> bool {
         self.pv_features.is_none_or(|f| f & (1 << bit) != 0)
     }
 
@@ -760,6 +760,14 @@ pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
         index::MISC_FEATURES_ENABLES => r.misc_features,
         index::IA32_POWER_CTL => r.power_ctl,
         crate::uapi::MSR_KVM_STEAL_TIME if env.has_steal_time() => r.steal_time,
+        crate::uapi::MSR_KVM_SYSTEM_TIME if env.pv_has(crate::uapi::KVM_FEATURE_CLOCKSOURCE) => {
+            r.kvm_system_time
+        }
+        crate::uapi::MSR_KVM_SYSTEM_TIME_NEW
+            if env.pv_has(crate::uapi::KVM_FEATURE_CLOCKSOURCE2) =>
+        {
+            r.kvm_system_time
+        }
         index::IA32_ARCH_CAPABILITIES => env.arch_capabilities,
         index::IA32_PERF_CAPABILITIES => 0,
         index::IA32_PLATFORM_ID => 0,
@@ -893,6 +901,18 @@ pub(crate) fn set_msr(
             s.msrs.platform_info = v;
         }
         index::IA32_POWER_CTL => s.msrs.power_ctl = v,
+        crate::uapi::MSR_KVM_SYSTEM_TIME | crate::uapi::MSR_KVM_SYSTEM_TIME_NEW => {
+            let feature = if m == crate::uapi::MSR_KVM_SYSTEM_TIME {
+                crate::uapi::KVM_FEATURE_CLOCKSOURCE
+            } else {
+                crate::uapi::KVM_FEATURE_CLOCKSOURCE2
+            };
+            if !env.pv_has(feature) {
+                return Err(());
+            }
+            // Bit 0 enables; the record is written before the vCPU next runs.
+            s.msrs.kvm_system_time = v;
+        }
         crate::uapi::MSR_KVM_STEAL_TIME => {
             if !env.has_steal_time() || v & u64::from(crate::uapi::KVM_STEAL_RESERVED_MASK) != 0 {
                 return Err(());

@@ -110,6 +110,14 @@ impl MsrLists {
             }
         }
         // The paravirtual MSRs rkvm has come first, as in KVM's list.
+        for m in [
+            crate::uapi::MSR_KVM_SYSTEM_TIME,
+            crate::uapi::MSR_KVM_WALL_CLOCK,
+            crate::uapi::MSR_KVM_SYSTEM_TIME_NEW,
+            crate::uapi::MSR_KVM_WALL_CLOCK_NEW,
+        ] {
+            lists.emulated.push(m, GFP_KERNEL)?;
+        }
         if cpu::sched_info_on() {
             lists
                 .emulated

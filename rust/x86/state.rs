@@ -143,6 +143,8 @@ pub(crate) struct Msrs {
     pub(crate) power_ctl: u64,
     /// MSR_KVM_STEAL_TIME: the steal-time record's address and enable bit.
     pub(crate) steal_time: u64,
+    /// MSR_KVM_SYSTEM_TIME(_NEW): the kvmclock record's address and enable bit.
+    pub(crate) kvm_system_time: u64,
     pub(crate) mtrr_def_type: u64,
     pub(crate) mtrr_fixed: [u64; 11],
     pub(crate) mtrr_var: [u64; 16],
@@ -174,6 +176,7 @@ impl Default for Msrs {
             misc_features: 0,
             power_ctl: 0,
             steal_time: 0,
+            kvm_system_time: 0,
             mtrr_def_type: 0,
             mtrr_fixed: [0; 11],
             mtrr_var: [0; 16],
