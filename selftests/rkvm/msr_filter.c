@@ -84,18 +84,6 @@ static void user_space_msr(int vm_fd, uint64_t mask)
 		BAIL("KVM_CAP_X86_USER_SPACE_MSR %#llx", (unsigned long long)mask);
 }
 
-static uint64_t get_msr(struct vcpu *v, uint32_t index)
-{
-	struct {
-		struct kvm_msrs h;
-		struct kvm_msr_entry e;
-	} m = { .h.nmsrs = 1, .e.index = index };
-
-	if (ioctl(v->fd, KVM_GET_MSRS, &m) != 1)
-		BAIL("KVM_GET_MSRS %#x", index);
-	return m.e.data;
-}
-
 static void ioctl_checks(int vm_fd)
 {
 	static uint8_t big[2048], deny[8];
@@ -186,9 +174,9 @@ int main(void)
 	g.v.run->msr.data = 0x1234;
 	tap_ok(next_out(&g.v, P_VAL, &val) && val == 0x1234,
 	       "the guest reads userspace's 0x1234 (%#x)", val);
-	tap_ok(next_out(&g.v, P_MARK, &val) && val == 2 && get_msr(&g.v, MSR_STAR) == 0x5678,
+	tap_ok(next_out(&g.v, P_MARK, &val) && val == 2 && vcpu_get_msr1(&g.v, MSR_STAR) == 0x5678,
 	       "WRMSR of STAR (writes allowed) stays in the kernel: KVM_GET_MSRS %#llx",
-	       (unsigned long long)get_msr(&g.v, MSR_STAR));
+	       (unsigned long long)vcpu_get_msr1(&g.v, MSR_STAR));
 	ok = msr_exit(&g.v, KVM_EXIT_X86_WRMSR, MSR_FS_BASE) && g.v.run->msr.data == 0xabc000;
 	tap_ok(ok, "WRMSR of FS_BASE (write denied) exits with its data (%s)", exit_str(&g.v));
 	g.v.run->msr.error = 1;
@@ -223,8 +211,8 @@ int main(void)
 	gp = 0;
 	tap_ok(next_out(&g.v, P_GP, &gp) && gp == 13, "without FILTER exits a denied RDMSR of "
 	       "STAR raises #GP (%u, %s)", gp, exit_str(&g.v));
-	tap_ok(get_msr(&g.v, MSR_STAR) == 0x5678, "KVM_GET_MSRS of STAR is not filtered (%#llx)",
-	       (unsigned long long)get_msr(&g.v, MSR_STAR));
+	tap_ok(vcpu_get_msr1(&g.v, MSR_STAR) == 0x5678, "KVM_GET_MSRS of STAR is not filtered (%#llx)",
+	       (unsigned long long)vcpu_get_msr1(&g.v, MSR_STAR));
 	tap_ok(next_out(&g.v, P_MARK, &val) && val == 6 && (vcpu_run(&g.v), 1) &&
 		       g.v.run->exit_reason == KVM_EXIT_HLT,
 	       "the guest ends (%s)", exit_str(&g.v));

@@ -59,26 +59,14 @@ struct outcome {
 	char what[96];
 };
 
-static long set_misc_enable(struct vcpu *v, uint64_t val)
+static uint64_t misc(struct vcpu *v)
 {
-	struct {
-		struct kvm_msrs h;
-		struct kvm_msr_entry e;
-	} m = { .h.nmsrs = 1, .e.index = MSR_IA32_MISC_ENABLE, .e.data = val };
-
-	return ioctl(v->fd, KVM_SET_MSRS, &m);
+	return vcpu_get_msr1(v, MSR_IA32_MISC_ENABLE);
 }
 
-static uint64_t get_misc_enable(struct vcpu *v)
+static long set_misc(struct vcpu *v, uint64_t val)
 {
-	struct {
-		struct kvm_msrs h;
-		struct kvm_msr_entry e;
-	} m = { .h.nmsrs = 1, .e.index = MSR_IA32_MISC_ENABLE };
-
-	if (ioctl(v->fd, KVM_GET_MSRS, &m) != 1)
-		BAIL("KVM_GET_MSRS(MISC_ENABLE)");
-	return m.e.data;
+	return vcpu_set_msr1(v, MSR_IA32_MISC_ENABLE, val);
 }
 
 static struct ioctl_res disable_quirks(int vm_fd, uint32_t cap, uint64_t quirks)
@@ -189,7 +177,7 @@ static void expect_case(uint64_t quirks, int cpuid_mwait, int misc_mwait, int wa
 	struct guest g = mw_create(quirks, cpuid_mwait);
 	struct outcome o;
 
-	if (misc_mwait && set_misc_enable(&g.v, get_misc_enable(&g.v) | MISC_ENABLE_MWAIT) != 1)
+	if (misc_mwait && set_misc(&g.v, misc(&g.v) | MISC_ENABLE_MWAIT) != 1)
 		BAIL("KVM_SET_MSRS(MISC_ENABLE.MWAIT)");
 	o = mw_run(&g);
 	tap_ok(o.ok && o.monitor_ud == want_ud && o.mwait_ud == want_ud,
@@ -233,7 +221,7 @@ int main(void)
 	/* Both quirks off: IA32_MISC_ENABLE.MWAIT decides and CPUID follows. */
 	g = mw_create(QUIRK_MWAIT_NEVER_UD_FAULTS | QUIRK_MISC_ENABLE_NO_MWAIT, 1);
 	ecx = cpuid2_ecx(&g);
-	tap_ok(!(ecx & ECX_MWAIT) && !(get_misc_enable(&g.v) & MISC_ENABLE_MWAIT),
+	tap_ok(!(ecx & ECX_MWAIT) && !(misc(&g.v) & MISC_ENABLE_MWAIT),
 	       "both quirks off, MONITOR in the CPUID set: MISC_ENABLE.MWAIT is clear, so "
 	       "KVM_GET_CPUID2 shows no MONITOR (ecx %#x)", ecx);
 	o = mw_run(&g);
@@ -242,14 +230,14 @@ int main(void)
 	guest_destroy(&g);
 
 	g = mw_create(QUIRK_MWAIT_NEVER_UD_FAULTS | QUIRK_MISC_ENABLE_NO_MWAIT, 0);
-	set = set_misc_enable(&g.v, get_misc_enable(&g.v) | MISC_ENABLE_MWAIT);
+	set = set_misc(&g.v, misc(&g.v) | MISC_ENABLE_MWAIT);
 	ecx = cpuid2_ecx(&g);
 	tap_ok(set == 1 && (ecx & ECX_MWAIT), "MISC_ENABLE.MWAIT set with KVM_SET_MSRS (%ld): "
 	       "KVM_GET_CPUID2 shows MONITOR (ecx %#x)", set, ecx);
 	o = mw_run(&g);
 	tap_ok(o.ok && (o.cpuid_ecx & ECX_MWAIT) && !o.monitor_ud && !o.mwait_ud,
 	       "the guest sees MONITOR (ecx %#x) and both run as NOPs (%s)", o.cpuid_ecx, o.what);
-	set = set_misc_enable(&g.v, get_misc_enable(&g.v) & ~MISC_ENABLE_MWAIT);
+	set = set_misc(&g.v, misc(&g.v) & ~MISC_ENABLE_MWAIT);
 	ecx = cpuid2_ecx(&g);
 	tap_ok(set == 1 && !(ecx & ECX_MWAIT), "cleared again (%ld): MONITOR gone from "
 	       "KVM_GET_CPUID2 (ecx %#x)", set, ecx);
@@ -261,15 +249,15 @@ int main(void)
 	r = disable_quirks(g.vm.fd, KVM_CAP_DISABLE_QUIRKS2, QUIRK_MISC_ENABLE_NO_MWAIT);
 	if (r.r)
 		BAIL("KVM_CAP_DISABLE_QUIRKS2");
-	tap_ok(set_misc_enable(&g.v, get_misc_enable(&g.v) | MISC_ENABLE_MWAIT) == 0 &&
-		       !(get_misc_enable(&g.v) & MISC_ENABLE_MWAIT),
+	tap_ok(set_misc(&g.v, misc(&g.v) | MISC_ENABLE_MWAIT) == 0 &&
+		       !(misc(&g.v) & MISC_ENABLE_MWAIT),
 	       "quirk off, no SSE3 in CPUID: KVM_SET_MSRS of MISC_ENABLE.MWAIT sets nothing");
 	guest_destroy(&g);
 	g = guest_create();
 	set_cpuid(&g, 0, 0);
-	set = set_misc_enable(&g.v, get_misc_enable(&g.v) | MISC_ENABLE_MWAIT);
+	set = set_misc(&g.v, misc(&g.v) | MISC_ENABLE_MWAIT);
 	ecx = cpuid2_ecx(&g);
-	tap_ok(set == 1 && (get_misc_enable(&g.v) & MISC_ENABLE_MWAIT) && !(ecx & ECX_MWAIT),
+	tap_ok(set == 1 && (misc(&g.v) & MISC_ENABLE_MWAIT) && !(ecx & ECX_MWAIT),
 	       "quirk on: the bit is stored (%ld) and CPUID keeps no MONITOR (ecx %#x)", set, ecx);
 	guest_destroy(&g);
 	tap_done();

@@ -101,16 +101,6 @@ static int in_index_list(int sys_fd, uint32_t msr)
 	return r;
 }
 
-static long set_msr(struct vcpu *v, uint32_t index, uint64_t data)
-{
-	struct {
-		struct kvm_msrs h;
-		struct kvm_msr_entry e;
-	} m = { .h.nmsrs = 1, .e.index = index, .e.data = data };
-
-	return ioctl(v->fd, KVM_SET_MSRS, &m);
-}
-
 static int mark(struct vcpu *v)
 {
 	vcpu_run(v);
@@ -134,7 +124,7 @@ int main(void)
 	tap_plan(7);
 	tap_ok(in_index_list(g.vm.sys_fd, MSR_KVM_STEAL_TIME),
 	       "MSR_KVM_STEAL_TIME is in KVM_GET_MSR_INDEX_LIST");
-	tap_ok(set_msr(&g.v, MSR_KVM_STEAL_TIME, ST_GPA | 1 | 2) == 0,
+	tap_ok(vcpu_set_msr1(&g.v, MSR_KVM_STEAL_TIME, ST_GPA | 1 | 2) == 0,
 	       "KVM_SET_MSRS with a reserved bit sets nothing");
 
 	CPU_ZERO(&set);

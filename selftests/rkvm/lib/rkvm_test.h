@@ -672,6 +672,30 @@ static inline struct ioctl_res do_ioctl(int fd, unsigned long req, unsigned long
 	return res;
 }
 
+/* KVM_SET_MSRS of one MSR: how many it set (0 or 1), or -1. */
+static inline long vcpu_set_msr1(struct vcpu *v, uint32_t index, uint64_t data)
+{
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e;
+	} m = { .h.nmsrs = 1, .e.index = index, .e.data = data };
+
+	return ioctl(v->fd, KVM_SET_MSRS, &m);
+}
+
+/* KVM_GET_MSRS of one MSR that must be readable. */
+static inline uint64_t vcpu_get_msr1(struct vcpu *v, uint32_t index)
+{
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e;
+	} m = { .h.nmsrs = 1, .e.index = index };
+
+	if (ioctl(v->fd, KVM_GET_MSRS, &m) != 1)
+		BAIL("KVM_GET_MSRS %#x", index);
+	return m.e.data;
+}
+
 /* Describes an outcome as "ret N" or "-1/ERRNO" (static buffer: one use per printf). */
 static inline const char *res_str(struct ioctl_res res)
 {
