@@ -133,17 +133,17 @@ impl PvClock {
             self.last_msr = msr;
             return;
         }
+        // This runs before every entry: only a cheap clock read unless an update is due.
         let gen = vm.kvmclock_gen.load(Ordering::SeqCst);
-        let now = pvclock::clock_now();
-        if msr == self.last_msr
-            && gen == self.last_gen
-            && now.boot_ns.wrapping_sub(self.last_ns) < REFRESH_NS
+        let t = crate::sys::wait::now_ns();
+        if msr == self.last_msr && gen == self.last_gen && t.wrapping_sub(self.last_ns) < REFRESH_NS
         {
             return;
         }
         self.last_msr = msr;
         self.last_gen = gen;
-        self.last_ns = now.boot_ns;
+        self.last_ns = t;
+        let now = pvclock::clock_now();
         let (shift, mul) = time_scale(u64::from(vm.kvm.arch.timer.tsc_khz) * 1000);
         let tsc = now.tsc.wrapping_add(tsc_offset);
         let system_time = vm_clock(vm, &now);
