@@ -194,8 +194,10 @@ void rkvm_clock_now(struct rkvm_clock_now *c);
  * sizes, and the guest's copies filled in a buffer of that size. */
 unsigned int rkvm_pvclock_size(void);
 unsigned int rkvm_pvclock_version_offset(void);
-void rkvm_pvclock_fill(void *buf, __u32 version, __u64 tsc_timestamp, __u64 system_time,
-		       __u32 mul, __s8 shift);
+/* `old` is the guest's current copy: a guest-stopped flag the guest has not cleared yet
+ * stays; `stopped` sets it. */
+void rkvm_pvclock_fill(void *buf, const void *old, __u32 version, __u64 tsc_timestamp,
+		       __u64 system_time, __u32 mul, __s8 shift, int stopped);
 unsigned int rkvm_wall_clock_size(void);
 unsigned int rkvm_wall_clock_version_offset(void);
 void rkvm_wall_clock_fill(void *buf, __u32 version, __u32 sec, __u32 nsec);

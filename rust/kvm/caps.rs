@@ -76,6 +76,7 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_ENFORCE_PV_FEATURE_CPUID => 1,
         // kvmclock: the KVM_GET_CLOCK flags rkvm can report.
         KVM_CAP_ADJUST_CLOCK => (KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC) as isize,
+        KVM_CAP_KVMCLOCK_CTRL => 1,
         KVM_CAP_DISABLE_QUIRKS2 => crate::x86::quirks::SUPPORTED as isize,
         // On a VM fd: the VM's current value.
         KVM_CAP_X86_APIC_BUS_CYCLES_NS => vm.map_or(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT, |v| {

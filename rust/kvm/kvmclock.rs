@@ -123,6 +123,8 @@ pub(crate) struct PvClock {
     last_msr: u64,
     last_gen: u64,
     last_ns: u64,
+    /// KVM_KVMCLOCK_CTRL: the next record tells the guest it was stopped.
+    stop_request: bool,
 }
 
 impl PvClock {
@@ -136,7 +138,10 @@ impl PvClock {
         // This runs before every entry: only a cheap clock read unless an update is due.
         let gen = vm.kvmclock_gen.load(Ordering::SeqCst);
         let t = crate::sys::wait::now_ns();
-        if msr == self.last_msr && gen == self.last_gen && t.wrapping_sub(self.last_ns) < REFRESH_NS
+        if msr == self.last_msr
+            && gen == self.last_gen
+            && !self.stop_request
+            && t.wrapping_sub(self.last_ns) < REFRESH_NS
         {
             return;
         }
@@ -144,11 +149,33 @@ impl PvClock {
         self.last_gen = gen;
         self.last_ns = t;
         let now = pvclock::clock_now();
+        // The guest's copy first: without memory there nothing is written (as in KVM).
+        let gpa = msr & !1;
+        let mut old = [0u8; pvclock::MAX_SIZE];
+        let len = pvclock::time_info_size().min(pvclock::MAX_SIZE);
+        if let Some(o) = old.get_mut(..len) {
+            if VmMem(vm).read(gpa, o).is_err() {
+                return;
+            }
+        }
         let (shift, mul) = time_scale(u64::from(vm.kvm.arch.timer.tsc_khz) * 1000);
-        let tsc = now.tsc.wrapping_add(tsc_offset);
-        let system_time = vm_clock(vm, &now);
-        let _ = publish(vm, msr & !1, |ver| {
-            pvclock::time_info(ver, tsc, system_time, mul, shift)
-        });
+        let info = pvclock::TimeInfo {
+            tsc_timestamp: now.tsc.wrapping_add(tsc_offset),
+            system_time: vm_clock(vm, &now),
+            mul,
+            shift,
+            stopped: core::mem::take(&mut self.stop_request),
+        };
+        let _ = publish(vm, gpa, |ver| pvclock::time_info(&old, ver, &info));
+    }
+
+    /// `KVM_KVMCLOCK_CTRL`: the guest was paused by its VMM; its next record says so.
+    /// EINVAL unless the guest enabled its time record (`msr`).
+    pub(crate) fn guest_stopped(&mut self, msr: u64) -> Result<isize> {
+        if msr & 1 == 0 {
+            return Err(EINVAL);
+        }
+        self.stop_request = true;
+        Ok(0)
     }
 }

@@ -527,6 +527,7 @@ impl AnonFile for VcpuFile {
                     _ => Err(EINVAL),
                 }
             }
+            RKVM_KVM_KVMCLOCK_CTRL => g.pvclock.guest_stopped(g.state.msrs.kvm_system_time),
             RKVM_KVM_PRE_FAULT_MEMORY => {
                 // The vCPU lock is not needed: the EPT is the VM's.
                 drop(inner);

@@ -45,29 +45,42 @@ impl Filled {
     }
 }
 
-/// `struct pvclock_vcpu_time_info` with these values (flags 0).
-pub(crate) fn time_info(
-    version: u32,
-    tsc_timestamp: u64,
-    system_time: u64,
-    mul: u32,
-    shift: i8,
-) -> Filled {
+/// The size of `struct pvclock_vcpu_time_info`.
+pub(crate) fn time_info_size() -> usize {
+    // SAFETY: No preconditions.
+    unsafe { ffi::rkvm_pvclock_size() as usize }
+}
+
+/// A vCPU's time record.
+pub(crate) struct TimeInfo {
+    pub(crate) tsc_timestamp: u64,
+    pub(crate) system_time: u64,
+    pub(crate) mul: u32,
+    pub(crate) shift: i8,
+    /// Set the guest-stopped flag (KVM_KVMCLOCK_CTRL).
+    pub(crate) stopped: bool,
+}
+
+/// `struct pvclock_vcpu_time_info` for `t`; `old` holds the guest's copy (a guest-stopped
+/// flag there stays until the guest clears it).
+pub(crate) fn time_info(old: &[u8; MAX_SIZE], version: u32, t: &TimeInfo) -> Filled {
     // SAFETY: No preconditions.
     let len = unsafe { ffi::rkvm_pvclock_size() } as usize;
     // SAFETY: No preconditions.
     let version_offset = unsafe { ffi::rkvm_pvclock_version_offset() } as usize;
     let mut buf = [0u8; MAX_SIZE];
     if len <= MAX_SIZE {
-        // SAFETY: `buf` has room for the struct (checked just above).
+        // SAFETY: `buf` and `old` have room for the struct (checked just above).
         unsafe {
             ffi::rkvm_pvclock_fill(
                 buf.as_mut_ptr().cast(),
+                old.as_ptr().cast(),
                 version,
-                tsc_timestamp,
-                system_time,
-                mul,
-                shift,
+                t.tsc_timestamp,
+                t.system_time,
+                t.mul,
+                t.shift,
+                i32::from(t.stopped),
             )
         };
     }

@@ -653,12 +653,15 @@ unsigned int rkvm_pvclock_version_offset(void)
 	return offsetof(struct pvclock_vcpu_time_info, version);
 }
 
-void rkvm_pvclock_fill(void *buf, __u32 version, __u64 tsc_timestamp, __u64 system_time,
-		       __u32 mul, __s8 shift)
+void rkvm_pvclock_fill(void *buf, const void *old, __u32 version, __u64 tsc_timestamp,
+		       __u64 system_time, __u32 mul, __s8 shift, int stopped)
 {
+	const struct pvclock_vcpu_time_info *o = old;
 	struct pvclock_vcpu_time_info *p = buf;
+	__u8 flags = (o->flags & PVCLOCK_GUEST_STOPPED) | (stopped ? PVCLOCK_GUEST_STOPPED : 0);
 
 	memset(p, 0, sizeof(*p));
+	p->flags = flags;
 	p->version = version;
 	p->tsc_timestamp = tsc_timestamp;
 	p->system_time = system_time;

@@ -11,6 +11,8 @@
  *    and system_time + scale(TSC - tsc_timestamp) with the record's multiplier and shift
  *    lies between the KVM_GET_CLOCK readings taken before and after that KVM_RUN.
  *  - The guest's wall-clock record holds the wall time at which the VM clock read 0.
+ *  - KVM_KVMCLOCK_CTRL (KVM_CAP_KVMCLOCK_CTRL): EINVAL before the guest enabled its time
+ *    record; afterwards the next record carries PVCLOCK_GUEST_STOPPED (bit 1 of flags).
  */
 #include <time.h>
 
@@ -58,6 +60,7 @@ GUEST_CODE(kc_guest, 64,
 	"out %eax, $" XSTR(P_LO) "\n"
 	"mov %ebx, %eax\n"
 	"out %eax, $" XSTR(P_HI) "\n"
+	"out %al, $0x93\n"		/* after KVM_KVMCLOCK_CTRL */
 	"hlt\n");
 
 static uint64_t get_clock(struct vm *vm, struct kvm_clock_data *d)
@@ -130,7 +133,7 @@ int main(void)
 		tap_skip_all("KVM_CAP_ADJUST_CLOCK without KVM_CLOCK_REALTIME");
 	if (!clocksource_is_tsc())
 		tap_skip_all("the host clocksource is not the TSC");
-	tap_plan(9);
+	tap_plan(11);
 	c = supported_cpuid(g.vm.sys_fd);
 	for (i = 0; i < c->nent; i++)
 		if (c->entries[i].function == KVM_CPUID_FEATURES)
@@ -153,6 +156,9 @@ int main(void)
 	tap_ok(r.r == 0 && t >= 5 * NS && t < 6 * NS, "KVM_SET_CLOCK(0, wall time 5 s ago): "
 	       "%llu ns", (unsigned long long)t);
 
+	r = do_ioctl(g.v.fd, KVM_KVMCLOCK_CTRL, 0);
+	tap_ok(r.r == -1 && r.err == EINVAL, "KVM_KVMCLOCK_CTRL before the guest enabled "
+	       "kvmclock -> -1/EINVAL (got %s)", res_str(r));
 	guest_load(g.mem, GUEST_CODE_GPA, kc_guest);
 	vcpu_set_long_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	vcpu_run(&g.v);
@@ -173,6 +179,13 @@ int main(void)
 	tap_ok(t >= d0.clock && t <= d1.clock, "the guest's kvmclock at its RDTSC: %llu ns, "
 	       "within KVM_GET_CLOCK's %llu..%llu", (unsigned long long)t,
 	       (unsigned long long)d0.clock, (unsigned long long)d1.clock);
+
+	r = do_ioctl(g.v.fd, KVM_KVMCLOCK_CTRL, 0);
+	vcpu_run(&g.v);
+	memcpy(&ti, g.mem + TIME_GPA, sizeof(ti));
+	tap_ok(r.r == 0 && is_out(&g.v, 0x93, 1) && (ti.flags & 2) && !(ti.version & 1),
+	       "KVM_KVMCLOCK_CTRL (%s): the next record has PVCLOCK_GUEST_STOPPED (flags %#x)",
+	       res_str(r), ti.flags);
 
 	memcpy(&wc, g.mem + WALL_GPA, sizeof(wc));
 	now = real_ns();
