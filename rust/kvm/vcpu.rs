@@ -572,9 +572,26 @@ impl AnonFile for VcpuFile {
                     | KVM_GUESTDBG_SINGLESTEP
                     | KVM_GUESTDBG_USE_SW_BP
                     | KVM_GUESTDBG_USE_HW_BP
+                    | KVM_GUESTDBG_INJECT_DB
+                    | KVM_GUESTDBG_INJECT_BP
                     | KVM_GUESTDBG_BLOCKIRQ;
                 if d.control & !valid != 0 {
                     return Err(EINVAL);
+                }
+                // Hand the guest a #DB or #BP (a debugger passing on the guest's own
+                // event); #BP goes in as INT3 would raise it (the return address past a
+                // one-byte INT3). Not while another exception waits.
+                let inject = d.control & (KVM_GUESTDBG_INJECT_DB | KVM_GUESTDBG_INJECT_BP);
+                if inject != 0 {
+                    if g.state.events.exception.is_some() {
+                        return Err(EBUSY);
+                    }
+                    let vector = if inject & KVM_GUESTDBG_INJECT_DB != 0 {
+                        1
+                    } else {
+                        3
+                    };
+                    inject_exception(&mut g.state, vector);
                 }
                 g.guest_debug = if d.control & KVM_GUESTDBG_ENABLE != 0 {
                     d.control
@@ -1147,6 +1164,19 @@ fn internal_error(vcpu: &Vcpu, suberror: u32, data: &[u64]) -> Option<isize> {
 
 fn inject(s: &mut VcpuState, f: Exception) {
     s.events.exception = Some(f);
+}
+
+/// Queues exception `vector` without an error code.
+fn inject_exception(s: &mut VcpuState, vector: u8) {
+    inject(
+        s,
+        Exception {
+            vector,
+            error_code: None,
+            injected: false,
+            payload: None,
+        },
+    );
 }
 
 /// A #UD from the guest. With KVM's FIX_HYPERCALL_INSN quirk on, VMMCALL (AMD's

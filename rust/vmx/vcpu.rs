@@ -841,6 +841,7 @@ impl Core {
         ctx: &mut RunCtx<'_>,
         proc1_extra: u32,
     ) -> Result<Option<Exit>> {
+        let soft_exc_len = ctx.state.soft_exc_len;
         let ev = &mut ctx.state.events;
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
         let rfl = v.rn(vmcs::GUEST_RFLAGS);
@@ -893,7 +894,7 @@ impl Core {
                 w(v.w32(vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE, code))?;
             }
             if ty == TYPE_SOFT_EXCEPTION {
-                w(v.w32(vmcs::VM_ENTRY_INSTRUCTION_LEN, 1))?;
+                w(v.w32(vmcs::VM_ENTRY_INSTRUCTION_LEN, u32::from(soft_exc_len)))?;
             }
             if let Some(cr2) = e.payload {
                 self.gprs.r[reg::CR2] = cr2;
@@ -963,6 +964,8 @@ impl Core {
             }
             TYPE_SOFT_INTR | TYPE_PRIV_SW_EXCEPTION | TYPE_SOFT_EXCEPTION => {
                 let len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN) as u8;
+                s.soft_exc_len = len;
+                let ev = &mut s.events;
                 ev.soft_interrupt = Some((vector, len));
             }
             _ => {}
@@ -1052,6 +1055,10 @@ impl Core {
                         Ok(None)
                     }
                     DB_VECTOR | BP_VECTOR if ctx.guest_debug & KVM_GUESTDBG_ENABLE != 0 => {
+                        if vector == BP_VECTOR {
+                            // A debugger may hand this #BP back (KVM_GUESTDBG_INJECT_BP).
+                            s.soft_exc_len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN).min(15) as u8;
+                        }
                         let dr6 = if vector == DB_VECTOR {
                             qual | 0xffff_0ff0
                         } else {

@@ -212,6 +212,9 @@ pub(crate) struct VcpuState {
     pub(crate) mp_state: u32,
     /// Set when an ioctl changed the state: the next window reloads it all.
     pub(crate) dirty: bool,
+    /// Instruction length of the last #BP exit or software event cut off by an exit: what
+    /// an injected #BP/#OF returns past (KVM's `event_exit_inst_len`; 0 until then).
+    pub(crate) soft_exc_len: u8,
 }
 
 fn seg(selector: u16, base: u64, type_: u8, s: u8) -> kvm_segment {
@@ -275,6 +278,7 @@ impl VcpuState {
             events: Events::default(),
             mp_state: crate::uapi::KVM_MP_STATE_RUNNABLE,
             dirty: true,
+            soft_exc_len: 0,
         }
     }
 

@@ -13,6 +13,12 @@
  * intercepts #BP there too, but QEMU's SVM does not apply the intercept to INT3). Without
  * the flag, int3 is delivered to the guest's #BP handler, which sees the address after
  * the int3.
+ *
+ * Injection (ENABLE|INJECT_DB, ENABLE|INJECT_BP): the guest's #DB handler runs at the next
+ * KVM_RUN and sees the interrupted EIP; a second injection while one is pending -> EBUSY.
+ * A debugger's round trip: with USE_SW_BP the guest's int3 exits (KVM_EXIT_DEBUG, pc at
+ * the int3); handing it back with INJECT_BP runs the guest's #BP handler, which sees the
+ * EIP after the int3, as if the debugger had not been there (Intel only, see above).
  */
 #include "lib/rkvm_test.h"
 
@@ -148,11 +154,100 @@ no_sw_bp:
 	guest_destroy(&g);
 }
 
+GUEST_CODE(inj_guest, 32,
+	"mov $0xc0, %dx\n"
+	"mov $0x33, %al\n"
+	"out %al, (%dx)\n"
+	"inj_a: nop\n"
+	"mov $0x44, %al\n"
+	"out %al, (%dx)\n"
+	"inj_b: int3\n"
+	"inj_c: mov $0x55, %al\n"
+	"out %al, (%dx)\n"
+	"hlt\n"
+	"inj_db:\n"
+	"push %eax\n"
+	"mov $1, %eax\n"
+	"jmp inj_report\n"
+	"inj_bp:\n"
+	"push %eax\n"
+	"mov $3, %eax\n"
+	"inj_report:\n"
+	"push %edx\n"
+	"mov $0xc1, %dx\n"
+	"out %eax, (%dx)\n"
+	"mov 8(%esp), %eax\n"
+	"mov $0xc2, %dx\n"
+	"out %eax, (%dx)\n"
+	"pop %edx\n"
+	"pop %eax\n"
+	"iret\n");
+extern const uint8_t inj_a[], inj_b[], inj_c[], inj_db[], inj_bp[];
+
+static int out_is(struct vcpu *v, uint16_t port, uint32_t *val)
+{
+	vcpu_run(v);
+	if (v->run->exit_reason != KVM_EXIT_IO || v->run->io.port != port)
+		return 0;
+	*val = v->run->io.size == 4 ? io_out_value(v) : *io_data(v);
+	return 1;
+}
+
+static void injection(void)
+{
+	struct kvm_guest_debug db = { .control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_DB };
+	struct kvm_guest_debug bp = { .control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP };
+	struct kvm_guest_debug sw = { .control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP };
+	struct guest g = guest_create();
+	uint32_t vec = 0, eip = 0, val = 0;
+	int ok;
+
+	guest_load(g.mem, GUEST_CODE_GPA, inj_guest);
+	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	idt_set_gate32(g.mem, 1, GUEST_ADDR(GUEST_CODE_GPA, inj_guest, inj_db));
+	idt_set_gate32(g.mem, 3, GUEST_ADDR(GUEST_CODE_GPA, inj_guest, inj_bp));
+	tap_ok(out_is(&g.v, 0xc0, &val) && val == 0x33, "the guest OUTs 0x33 (%s)",
+	       exit_str(&g.v));
+	CHECK_RET(g.v.fd, KVM_SET_GUEST_DEBUG, &db, 0, "KVM_SET_GUEST_DEBUG(ENABLE|INJECT_DB)");
+	CHECK_ERRNO(g.v.fd, KVM_SET_GUEST_DEBUG, &bp, EBUSY,
+		    "KVM_SET_GUEST_DEBUG(ENABLE|INJECT_BP) with the #DB still pending");
+	ok = out_is(&g.v, 0xc1, &vec) && out_is(&g.v, 0xc2, &eip);
+	tap_ok(ok && vec == 1 && eip == GUEST_ADDR(GUEST_CODE_GPA, inj_guest, inj_a),
+	       "the guest's #DB handler runs (vector %u) and sees EIP %#x (want %#llx)", vec, eip,
+	       (unsigned long long)GUEST_ADDR(GUEST_CODE_GPA, inj_guest, inj_a));
+	tap_ok(out_is(&g.v, 0xc0, &val) && val == 0x44, "after IRET the guest OUTs 0x44 (%s)",
+	       exit_str(&g.v));
+	CHECK_RET(g.v.fd, KVM_SET_GUEST_DEBUG, &sw, 0, "KVM_SET_GUEST_DEBUG(ENABLE|USE_SW_BP)");
+	if (host_is_intel()) {
+		vcpu_run(&g.v);
+		tap_ok(g.v.run->exit_reason == KVM_EXIT_DEBUG && g.v.run->debug.arch.exception == 3 &&
+			       g.v.run->debug.arch.pc == GUEST_ADDR(GUEST_CODE_GPA, inj_guest, inj_b),
+		       "the guest's int3 exits (%s)", exit_str(&g.v));
+		CHECK_RET(g.v.fd, KVM_SET_GUEST_DEBUG, &bp, 0,
+			  "handing it back: KVM_SET_GUEST_DEBUG(ENABLE|INJECT_BP)");
+	} else {
+		tap_ok(1, "# SKIP QEMU's SVM does not intercept INT3 for KVM");
+		tap_ok(1, "# SKIP (no #BP exit to hand back)");
+	}
+	ok = out_is(&g.v, 0xc1, &vec) && out_is(&g.v, 0xc2, &eip);
+	tap_ok(ok && vec == 3 && eip == GUEST_ADDR(GUEST_CODE_GPA, inj_guest, inj_c),
+	       "the guest's #BP handler runs (vector %u) and sees EIP %#x after the int3 "
+	       "(want %#llx)", vec, eip,
+	       (unsigned long long)GUEST_ADDR(GUEST_CODE_GPA, inj_guest, inj_c));
+	ok = out_is(&g.v, 0xc0, &val) && val == 0x55;
+	vcpu_run(&g.v);
+	tap_ok(ok && g.v.run->exit_reason == KVM_EXIT_HLT, "the guest OUTs 0x55 and halts (%s)",
+	       exit_str(&g.v));
+	(void)inj_b;
+	guest_destroy(&g);
+}
+
 int main(void)
 {
 	test_watchdog(60);
-	tap_plan(1 + 11 + 4 + 1 + 7);
+	tap_plan(1 + 11 + 4 + 1 + 7 + 10);
 	single_step();
 	sw_breakpoints();
+	injection();
 	tap_done();
 }
