@@ -421,6 +421,7 @@ impl AnonFile for VcpuFile {
                 msrs_ioctl(vm, vcpu, g, arg, cmd == RKVM_KVM_SET_MSRS)
             }
             RKVM_KVM_SET_CPUID2 => set_cpuid2(vm, g, arg),
+            RKVM_KVM_SET_CPUID => set_cpuid(vm, g, arg),
             RKVM_KVM_GET_CPUID2 => {
                 let nent = uaccess::read_header8(arg)?;
                 if (nent as usize) < g.cpuid.len() {
@@ -2575,6 +2576,37 @@ fn set_cpuid2(vm: &Vm, g: &mut VcpuInner, arg: usize) -> Result<isize> {
     }
     let addr = uaccess::offset(arg, size_of::<kvm_cpuid2>())?;
     let entries: KVVec<kvm_cpuid_entry2> = uaccess::read_vec(addr, nent as usize)?;
+    set_cpuid_table(vm, g, &entries)
+}
+
+/// `KVM_SET_CPUID`, the first format: entries without subleaf or flags, taken as
+/// KVM_SET_CPUID2 entries with index 0 and no flags (as KVM converts them).
+fn set_cpuid(vm: &Vm, g: &mut VcpuInner, arg: usize) -> Result<isize> {
+    let nent = uaccess::read_header8(arg)?;
+    if nent as usize > crate::x86::cpuid::MAX_ENTRIES {
+        return Err(E2BIG);
+    }
+    let addr = uaccess::offset(arg, size_of::<kvm_cpuid>())?;
+    let old: KVVec<kvm_cpuid_entry> = uaccess::read_vec(addr, nent as usize)?;
+    let mut entries = KVVec::with_capacity(old.len(), GFP_KERNEL)?;
+    for e in old.iter() {
+        entries.push(
+            kvm_cpuid_entry2 {
+                function: e.function,
+                eax: e.eax,
+                ebx: e.ebx,
+                ecx: e.ecx,
+                edx: e.edx,
+                ..Default::default()
+            },
+            GFP_KERNEL,
+        )?;
+    }
+    set_cpuid_table(vm, g, &entries)
+}
+
+/// Installs a CPUID table (both KVM_SET_CPUID forms).
+fn set_cpuid_table(vm: &Vm, g: &mut VcpuInner, entries: &[kvm_cpuid_entry2]) -> Result<isize> {
     // After the first KVM_RUN, KVM only accepts the same table again, compared with the
     // bits it keeps in step with vCPU state applied to both (a table read back with
     // KVM_GET_CPUID2 shows them).

@@ -12,6 +12,9 @@
  * present and bounding their ranges, leaf 1 says "hypervisor", leaf 0x40000000 carries
  * KVM's signature and bounds its range, indexed leaves are flagged, no (function, index)
  * twice, XCR0 bits of leaf 0xd within KVM_X86_XCOMP_GUEST_SUPP.
+ *
+ * The first vCPU format, KVM_SET_CPUID: its entries come back from KVM_GET_CPUID2 with
+ * index 0 and no flags; more than 256 entries -> E2BIG.
  */
 #include "lib/rkvm_test.h"
 
@@ -311,6 +314,42 @@ static void emulated(int kvm)
 	free(c);
 }
 
+/* KVM_SET_CPUID (struct kvm_cpuid): 3 checks. */
+static void old_format(void)
+{
+	struct guest g = guest_create();
+	struct kvm_cpuid *c = calloc(1, sizeof(*c) + 257 * sizeof(struct kvm_cpuid_entry));
+	struct kvm_cpuid2 *back = alloc_cpuid(8, 8);
+	int ok;
+
+	if (!c)
+		BAIL("calloc");
+	c->nent = 2;
+	c->entries[0] = (struct kvm_cpuid_entry){ .function = 0, .eax = 1, .ebx = 0x756e6547,
+						   .ecx = 0x6c65746e, .edx = 0x49656e69 };
+	c->entries[1] = (struct kvm_cpuid_entry){ .function = 1, .eax = 0x906a0, .ebx = 0x800,
+						   .ecx = 0x80000000, .edx = 0x178bfbff };
+	CHECK_RET(g.v.fd, KVM_SET_CPUID, c, 0, "KVM_SET_CPUID with 2 entries");
+	if (ioctl(g.v.fd, KVM_GET_CPUID2, back))
+		BAIL("KVM_GET_CPUID2");
+	ok = back->nent == 2;
+	for (int i = 0; ok && i < 2; i++) {
+		struct kvm_cpuid_entry2 *e = &back->entries[i];
+		struct kvm_cpuid_entry *o = &c->entries[i];
+
+		ok = e->function == o->function && e->index == 0 && e->flags == 0 &&
+		     e->eax == o->eax && e->ebx == o->ebx && e->ecx == o->ecx && e->edx == o->edx;
+	}
+	tap_ok(ok, "KVM_GET_CPUID2 returns them with index 0 and no flags (%u entries)",
+	       back->nent);
+	c->nent = KVM_MAX_CPUID_ENTRIES + 1;
+	CHECK_ERRNO(g.v.fd, KVM_SET_CPUID, c, E2BIG, "KVM_SET_CPUID with %d entries",
+		    KVM_MAX_CPUID_ENTRIES + 1);
+	free(c);
+	free(back);
+	guest_destroy(&g);
+}
+
 int main(void)
 {
 	int kvm;
@@ -319,8 +358,9 @@ int main(void)
 	kvm = kvm_open();
 	REQUIRE_CAP(kvm, KVM_CAP_EXT_CPUID);
 	REQUIRE_CAP(kvm, KVM_CAP_EXT_EMUL_CPUID);
-	tap_plan(4 + 17 + 4 + 5);
+	tap_plan(4 + 17 + 4 + 5 + 3);
 	supported(kvm);
 	emulated(kvm);
+	old_format();
 	tap_done();
 }
