@@ -68,8 +68,9 @@ impl Slots {
         self.list.iter().find(|s| s.id == id)
     }
 
-    /// Validates a region request as KVM's `kvm_set_memory_region()` does.
-    pub(crate) fn plan(&self, m: &kvm_userspace_memory_region2) -> Result<Change> {
+    /// Validates a region request as KVM's `kvm_set_memory_region()` does; `max_gfn` is
+    /// the highest guest frame the EPT can map.
+    pub(crate) fn plan(&self, m: &kvm_userspace_memory_region2, max_gfn: u64) -> Result<Change> {
         if m.flags & !VALID_FLAGS != 0 {
             return Err(EINVAL);
         }
@@ -126,6 +127,10 @@ impl Slots {
             }
         };
         if matches!(change, Change::Create(_) | Change::Move(..)) {
+            // Beyond the EPT's reach a frame number would wrap onto low memory.
+            if new.end_gfn() - 1 > max_gfn {
+                return Err(EINVAL);
+            }
             let overlap = self
                 .list
                 .iter()
@@ -139,7 +144,7 @@ impl Slots {
 
     /// The slots after `change`, sorted by guest frame.
     pub(crate) fn apply(&self, change: &Change) -> Result<KVec<SlotMeta>> {
-        let mut list = KVec::with_capacity(self.list.len() + 1, GFP_KERNEL)?;
+        let mut list = KVec::with_capacity(self.list.len() + 1, GFP_KERNEL_ACCOUNT)?;
         let (gone, added) = match change {
             Change::None => (None, None),
             Change::Create(n) => (None, Some(*n)),
@@ -151,13 +156,13 @@ impl Slots {
         let mut pending = added;
         for s in self.list.iter().filter(|s| Some(s.id) != gone) {
             if let Some(n) = pending.filter(|n| n.base_gfn < s.base_gfn) {
-                list.push(n, GFP_KERNEL)?;
+                list.push(n, GFP_KERNEL_ACCOUNT)?;
                 pending = None;
             }
-            list.push(*s, GFP_KERNEL)?;
+            list.push(*s, GFP_KERNEL_ACCOUNT)?;
         }
         if let Some(n) = pending {
-            list.push(n, GFP_KERNEL)?;
+            list.push(n, GFP_KERNEL_ACCOUNT)?;
         }
         Ok(list)
     }
@@ -170,24 +175,45 @@ pub(crate) struct RuntimeSlot {
     pub(crate) dirty: Option<KVVec<u64>>,
 }
 
-/// Builds the runtime list for `list` (outside the spinlock: it allocates).
-pub(crate) fn runtime_list(list: &[SlotMeta]) -> Result<KVec<RuntimeSlot>> {
-    let mut out = KVec::with_capacity(list.len(), GFP_KERNEL)?;
+/// Builds the runtime list for `list` (outside the spinlock: it allocates). Only the slot
+/// that `change` creates, moves or starts logging gets a new (clear) dirty bitmap; the
+/// other logging slots keep theirs, moved over by [`move_dirty_bitmaps`] under the lock.
+/// Bitmaps are charged to the caller's memory cgroup.
+pub(crate) fn runtime_list(list: &[SlotMeta], change: &Change) -> Result<KVec<RuntimeSlot>> {
+    let fresh = match change {
+        Change::Create(n) | Change::Move(_, n) | Change::Flags(_, n) => Some(n.id),
+        Change::None | Change::Delete(_) => None,
+    };
+    let mut out = KVec::with_capacity(list.len(), GFP_KERNEL_ACCOUNT)?;
     for &meta in list {
-        let dirty = if meta.logs_dirty() {
+        let dirty = if meta.logs_dirty() && Some(meta.id) == fresh {
             let n = meta.bitmap_words();
-            let mut v = KVVec::with_capacity(n, GFP_KERNEL)?;
+            let mut v = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
             // Pushed one by one: `resize` carries a (never taken) bounds-check panic.
             for _ in 0..n {
-                v.push(0, GFP_KERNEL)?;
+                v.push(0, GFP_KERNEL_ACCOUNT)?;
             }
             Some(v)
         } else {
             None
         };
-        out.push(RuntimeSlot { meta, dirty }, GFP_KERNEL)?;
+        out.push(RuntimeSlot { meta, dirty }, GFP_KERNEL_ACCOUNT)?;
     }
     Ok(out)
+}
+
+/// Gives every logging slot of `new` that has no bitmap yet the bitmap of the same slot in
+/// `old` (same id, frames and flags). Both lists are sorted by guest frame, so this is
+/// one merge walk: linear in the number of slots, and it never allocates (it runs under
+/// the MMU spinlock).
+pub(crate) fn move_dirty_bitmaps(old: &mut [RuntimeSlot], new: &mut [RuntimeSlot]) {
+    let mut olds = old.iter_mut().peekable();
+    for n in new.iter_mut().filter(|n| n.meta.logs_dirty() && n.dirty.is_none()) {
+        while olds.next_if(|o| o.meta.base_gfn < n.meta.base_gfn).is_some() {}
+        if let Some(o) = olds.next_if(|o| o.meta == n.meta) {
+            n.dirty = o.dirty.take();
+        }
+    }
 }
 
 /// The slot holding `gfn` in a sorted list.

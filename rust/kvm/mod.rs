@@ -132,11 +132,20 @@ pub(crate) fn zap_for_shrinker(n: u64) -> u64 {
     let Some(k) = kvm() else {
         return 0;
     };
-    let mut freed = 0;
-    k.for_each_vm(|v| {
-        if freed < n {
-            freed += v.zap_all();
+    // Never wait for the registry: a VM being created allocates while holding it, and that
+    // allocation may be what called the shrinker.
+    let Some(list) = k.vms.try_lock() else {
+        return 0;
+    };
+    let mut freed = 0u64;
+    for r in list.iter() {
+        if freed >= n {
+            break;
         }
-    });
+        // SAFETY: By `VmRef`'s invariant the VM is alive while it is in the list, and the
+        // list is locked.
+        let v = unsafe { &*r.0 };
+        freed = freed.saturating_add(v.zap_all(GFP_NOWAIT));
+    }
     freed
 }

@@ -77,6 +77,20 @@ pub(crate) struct MmuState {
     private: KVec<(u64, u64)>,
     /// Invalidations in progress (between start and end).
     in_progress: u32,
+    /// Bumped whenever EPT entries a CPU may have cached were removed or write-protected;
+    /// see [`Vm::flush_upto`].
+    zap_gen: u64,
+}
+
+impl MmuState {
+    /// Records whether the EPT just lost entries or write access; returns the generation
+    /// that a flush must cover before the host may rely on the change.
+    fn ept_changed(&mut self, changed: bool) -> u64 {
+        if changed {
+            self.zap_gen = self.zap_gen.wrapping_add(1);
+        }
+        self.zap_gen
+    }
 }
 
 /// A VM.
@@ -91,6 +105,8 @@ pub(crate) struct Vm {
     pub(crate) mmu: SpinLock<MmuState>,
     /// Bumped after every change that makes cached guest translations stale.
     pub(crate) flush_gen: AtomicU64,
+    /// The `MmuState::zap_gen` that the last completed remote flush covered.
+    flushed_zap_gen: AtomicU64,
     /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled.
     manual_protect: AtomicBool,
     /// KVM_CAP_SPLIT_IRQCHIP enabled: vCPUs get an in-kernel local APIC.
@@ -189,8 +205,10 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 seq: 0,
                 in_progress: 0,
                 private: KVec::new(),
+                zap_gen: 0,
             }),
             flush_gen: AtomicU64::new(0),
+            flushed_zap_gen: AtomicU64::new(0),
             manual_protect: AtomicBool::new(false),
             split_irqchip: AtomicBool::new(false),
             x2apic_format: AtomicBool::new(false),
@@ -253,7 +271,10 @@ fn vm_of<'a>(ctx: *mut c_void) -> &'a Vm {
 
 extern "C" fn mn_invalidate_start(ctx: *mut c_void, start: u64, end: u64) {
     let vm = vm_of(ctx);
-    let flush = {
+    // Flush even when this call zapped nothing itself: an entry zapped by a concurrent
+    // memslot change may still sit in a TLB until that change's flush completes, and the
+    // host is about to free the page.
+    let gen = {
         let mut m = vm.mmu.lock();
         m.in_progress += 1;
         m.seq = m.seq.wrapping_add(1);
@@ -267,11 +288,9 @@ extern "C" fn mn_invalidate_start(ctx: *mut c_void, start: u64, end: u64) {
                 flush |= ept.zap(g0, g1);
             }
         }
-        flush
+        m.ept_changed(flush)
     };
-    if flush {
-        vm.flush_remote_tlbs();
-    }
+    vm.flush_upto(gen, false);
 }
 
 extern "C" fn mn_invalidate_end(ctx: *mut c_void, _start: u64, _end: u64) {
@@ -283,9 +302,7 @@ extern "C" fn mn_invalidate_end(ctx: *mut c_void, _start: u64, _end: u64) {
 
 extern "C" fn mn_release(ctx: *mut c_void) {
     // The process is exiting: no guest may touch its memory any more.
-    let vm = vm_of(ctx);
-    vm.mmu.lock().ept.zap_all();
-    vm.flush_remote_tlbs();
+    vm_of(ctx).zap_all(GFP_KERNEL);
 }
 
 /// Sets the MMU notifier callbacks (module init).
@@ -336,6 +353,16 @@ impl Vm {
         self.stats.inc(stats::vm::REMOTE_TLB_FLUSH);
     }
 
+    /// Makes sure a remote flush completed after the EPT reached zap generation `gen`
+    /// (always flushes when `force`). Only then may the host reuse a page or a table that
+    /// the EPT pointed to.
+    fn flush_upto(&self, gen: u64, force: bool) {
+        if force || self.flushed_zap_gen.load(Ordering::Acquire) < gen {
+            self.flush_remote_tlbs();
+            self.flushed_zap_gen.fetch_max(gen, Ordering::AcqRel);
+        }
+    }
+
     /// The sum of a vCPU stat over this VM's vCPUs.
     pub(crate) fn sum_vcpu_stat(&self, index: usize) -> u64 {
         self.locked
@@ -374,16 +401,14 @@ impl Vm {
             };
             // Dirty-logged pages start read-only, so the first write faults and is logged.
             let want_write = slot_writable && (write || !logs);
-            let page = match UserPage::get(hva, want_write) {
-                Ok(p) => p,
-                Err(e) if want_write && !write => {
-                    // A read fault on memory the VMM mapped read-only.
-                    let _ = e;
-                    UserPage::get(hva, false)?
-                }
+            // The EPT entry is writable only if the host let rkvm write the page: a write
+            // fault on memory the VMM may only read fails (EFAULT from KVM_RUN, as KVM),
+            // and a read fault there maps the page read-only.
+            let (page, writable) = match UserPage::get(hva, want_write) {
+                Ok(p) => (p, want_write),
+                Err(_) if want_write && !write => (UserPage::get(hva, false)?, false),
                 Err(e) => return Err(e),
             };
-            let writable = want_write;
             // Spare tables for the mapping, allocated outside the spinlock.
             let need = self.mmu.lock().ept.spares_needed();
             let mut spares = self.alloc_spares(need)?;
@@ -521,43 +546,29 @@ impl Vm {
 
     fn set_memory_region(&self, m: &kvm_userspace_memory_region2) -> Result<isize> {
         let mut l = self.locked.lock();
-        let change = l.slots.plan(m)?;
+        let change = l.slots.plan(m, self.kvm.arch.mmu.masks.max_gfn)?;
         if change == Change::None {
             return Ok(0);
         }
         let list = l.slots.apply(&change)?;
-        let mut runtime = memslot::runtime_list(&list)?;
-        let old = {
+        let runtime = memslot::runtime_list(&list, &change)?;
+        let (old, gen) = {
             let mut mm = self.mmu.lock();
-            // Keep the dirty bits of slots that stay (same id, same gfn range, logging).
-            for n in runtime.iter_mut() {
-                if let (Some(o), Some(nd)) = (
-                    mm.slots
-                        .iter()
-                        .find(|o| o.meta.id == n.meta.id && o.meta.base_gfn == n.meta.base_gfn),
-                    n.dirty.as_mut(),
-                ) {
-                    if let Some(od) = o.dirty.as_ref() {
-                        for (a, b) in nd.iter_mut().zip(od.iter()) {
-                            *a = *b;
-                        }
-                    }
-                }
-            }
-            let old = core::mem::replace(&mut mm.slots, runtime);
-            match change {
+            let mut old = core::mem::replace(&mut mm.slots, runtime);
+            memslot::move_dirty_bitmaps(&mut old, &mut mm.slots);
+            let zapped = match change {
                 Change::Delete(o) | Change::Move(o, _) | Change::Flags(o, _) => {
-                    mm.ept.zap(o.base_gfn, o.end_gfn());
+                    mm.ept.zap(o.base_gfn, o.end_gfn())
                 }
-                _ => {}
-            }
+                _ => false,
+            };
             mm.seq = mm.seq.wrapping_add(1);
-            old
+            (old, mm.ept_changed(zapped))
         };
         drop(old);
         l.slots.list = list;
         drop(l);
-        self.flush_remote_tlbs();
+        self.flush_upto(gen, true);
         Ok(0)
     }
 
@@ -566,12 +577,12 @@ impl Vm {
         let l = self.locked.lock();
         let meta = dirty_logged_slot(&l, log.slot)?;
         let words = meta.bitmap_words();
-        let mut snapshot = KVVec::with_capacity(words, GFP_KERNEL)?;
+        let mut snapshot = KVVec::with_capacity(words, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..words {
-            snapshot.push(0u64, GFP_KERNEL)?;
+            snapshot.push(0u64, GFP_KERNEL_ACCOUNT)?;
         }
         let manual = self.manual_protect.load(Ordering::Acquire);
-        let flush = {
+        let gen = {
             let mut m = self.mmu.lock();
             let MmuState { ept, slots, .. } = &mut *m;
             let s = memslot::find_mut(slots, meta.base_gfn).ok_or(ENOENT)?;
@@ -582,12 +593,12 @@ impl Vm {
                     *b = 0;
                 }
             }
-            !manual && ept.write_protect(meta.base_gfn, meta.end_gfn(), Some(&snapshot))
+            let changed =
+                !manual && ept.write_protect(meta.base_gfn, meta.end_gfn(), Some(&snapshot));
+            m.ept_changed(changed)
         };
         drop(l);
-        if flush {
-            self.flush_remote_tlbs();
-        }
+        self.flush_upto(gen, false);
         uaccess::write_slice(log.bitmap as usize, &snapshot)?;
         Ok(0)
     }
@@ -611,7 +622,7 @@ impl Vm {
         let words = (c.num_pages as usize).div_ceil(64);
         let mask: KVVec<u64> = uaccess::read_vec(c.bitmap as usize, words)?;
         let first_word = (c.first_page / 64) as usize;
-        let flush = {
+        let gen = {
             let mut m = self.mmu.lock();
             let MmuState { ept, slots, .. } = &mut *m;
             let s = memslot::find_mut(slots, meta.base_gfn).ok_or(ENOENT)?;
@@ -622,21 +633,35 @@ impl Vm {
                 }
             }
             let start = meta.base_gfn + c.first_page;
-            ept.write_protect(start, meta.base_gfn + end, Some(&mask))
+            let changed = ept.write_protect(start, meta.base_gfn + end, Some(&mask));
+            m.ept_changed(changed)
         };
         drop(l);
-        if flush {
-            self.flush_remote_tlbs();
-        }
+        self.flush_upto(gen, false);
         Ok(0)
     }
 
-    /// Frees every EPT table below the root (memory pressure); returns pages freed.
-    pub(crate) fn zap_all(&self) -> u64 {
-        let freed = self.mmu.lock().ept.zap_all();
-        if freed != 0 {
-            self.flush_remote_tlbs();
-        }
+    /// Frees every EPT table below the root (memory pressure, process exit); returns the
+    /// table pages freed. The tables are freed only after every CPU has flushed. If the
+    /// small array that takes their place cannot be had (`flags` may forbid sleeping),
+    /// the leaves are unmapped instead and the tables stay.
+    pub(crate) fn zap_all(&self, flags: kernel::alloc::Flags) -> u64 {
+        let Ok(fresh) = Ept::empty_children(flags) else {
+            let gen = {
+                let mut m = self.mmu.lock();
+                let changed = m.ept.zap(0, u64::MAX);
+                m.ept_changed(changed)
+            };
+            self.flush_upto(gen, false);
+            return 0;
+        };
+        let (dead, freed, gen) = {
+            let mut m = self.mmu.lock();
+            let (dead, freed) = m.ept.zap_all(fresh);
+            (dead, freed, m.ept_changed(freed != 0))
+        };
+        self.flush_upto(gen, false);
+        drop(dead);
         freed
     }
 }

@@ -108,9 +108,14 @@ impl Ept {
         Table::new(cache, 1)
     }
 
-    /// Maps `gfn` to host frame `pfn`. `ENOMEM` if the spare pool ran dry (refill, retry).
+    /// Maps `gfn` to host frame `pfn`. `ENOMEM` if the spare pool ran dry (refill, retry);
+    /// `EFAULT` for a frame beyond what the EPT can address (memslots never reach there,
+    /// and the walk below must not wrap a higher frame onto a low one).
     pub(crate) fn map(&mut self, gfn: u64, pfn: u64, perm: Perm) -> Result {
         let m = self.masks;
+        if gfn > m.max_gfn {
+            return Err(EFAULT);
+        }
         let mut t: &mut Table = &mut self.root;
         while t.level > 1 {
             let i = index(gfn, t.level);
@@ -139,15 +144,16 @@ impl Ept {
         Ok(())
     }
 
-    /// Applies `f` to every present leaf entry for gfns in `[start, end)`; returns whether
-    /// any entry changed.
-    fn for_leaves(&mut self, start: u64, end: u64, mut f: impl FnMut(u64) -> u64) -> bool {
+    /// Applies `f(gfn, entry)` to every present leaf entry for gfns in `[start, end)`;
+    /// returns whether any entry changed. The walk visits only tables that exist, so its
+    /// cost follows what is mapped, not the size of the range.
+    fn for_leaves(&mut self, start: u64, end: u64, mut f: impl FnMut(u64, u64) -> u64) -> bool {
         fn walk(
             t: &mut Table,
             base: u64,
             start: u64,
             end: u64,
-            f: &mut dyn FnMut(u64) -> u64,
+            f: &mut dyn FnMut(u64, u64) -> u64,
             removed: &mut u64,
             read_bit: u64,
         ) -> bool {
@@ -164,7 +170,7 @@ impl Ept {
                     if old & read_bit == 0 {
                         continue;
                     }
-                    let new = f(old);
+                    let new = f(lo, old);
                     if new != old {
                         t.page.write(i, new);
                         changed = true;
@@ -183,7 +189,7 @@ impl Ept {
             &mut self.root,
             0,
             start,
-            end,
+            end.min(self.masks.max_gfn.saturating_add(1)),
             &mut f,
             &mut removed,
             self.masks.read,
@@ -194,40 +200,57 @@ impl Ept {
 
     /// Unmaps gfns `[start, end)`; returns whether a TLB flush is needed.
     pub(crate) fn zap(&mut self, start: u64, end: u64) -> bool {
-        self.for_leaves(start, end, |_| 0)
+        self.for_leaves(start, end, |_, _| 0)
     }
 
     /// Removes write access to gfns `[start, end)` whose bit is set in `dirty` (indexed
-    /// from `start`), or to all of them when `dirty` is `None`.
+    /// from `start`), or to all of them when `dirty` is `None`. One walk over the mapped
+    /// part of the range, whatever the number of bits set.
     pub(crate) fn write_protect(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
         let w = self.masks.write;
-        let Some(bits) = dirty else {
-            return self.for_leaves(start, end, |e| e & !w);
-        };
-        let mut changed = false;
-        for (wi, &word) in bits.iter().enumerate() {
-            for b in (0..64u64).filter(|b| word & (1 << b) != 0) {
-                let gfn = start + wi as u64 * 64 + b;
-                if gfn < end {
-                    changed |= self.for_leaves(gfn, gfn + 1, |e| e & !w);
-                }
+        self.for_leaves(start, end, |gfn, e| {
+            let hit = dirty.is_none_or(|bits| {
+                let rel = gfn.wrapping_sub(start);
+                let word = usize::try_from(rel / 64).ok().and_then(|i| bits.get(i));
+                word.is_some_and(|&word| word & (1 << (rel % 64)) != 0)
+            });
+            if hit {
+                e & !w
+            } else {
+                e
             }
-        }
-        changed
+        })
     }
 
-    /// Drops every table below the root (memory pressure, VM teardown); returns the number
-    /// of table pages freed.
-    pub(crate) fn zap_all(&mut self) -> u64 {
+    /// An empty set of root children, to swap in with [`Ept::zap_all`] (allocated outside
+    /// the MMU lock; `flags` lets the shrinker avoid sleeping).
+    pub(crate) fn empty_children(flags: kernel::alloc::Flags) -> Result<Detached> {
+        let mut v = KVec::with_capacity(ENTRIES, flags)?;
+        for _ in 0..ENTRIES {
+            v.push(None, flags)?;
+        }
+        Ok(Detached(v))
+    }
+
+    /// Unhooks every table below the root (memory pressure, the process exiting) and
+    /// returns them with the number of table pages. `fresh` comes from
+    /// [`Ept::empty_children`]. The caller frees the result only after every CPU has
+    /// flushed this EPT: until then a CPU may still walk the old tables.
+    pub(crate) fn zap_all(&mut self, fresh: Detached) -> (Detached, u64) {
+        let Detached(mut children) = fresh;
+        if children.len() != ENTRIES {
+            return (Detached(children), 0);
+        }
         let freed = self.tables - 1;
         for i in 0..ENTRIES {
             self.root.page.write(i, 0);
-            if let Some(slot) = self.root.children.get_mut(i) {
-                *slot = None;
-            }
         }
+        core::mem::swap(&mut self.root.children, &mut children);
         self.tables = 1;
         self.leaves = 0;
-        freed
+        (Detached(children), freed)
     }
 }
+
+/// EPT tables cut off from a VM's EPT, freed when dropped (after the TLB flush).
+pub(crate) struct Detached(KVec<Option<KmemBox<Table>>>);

@@ -16,10 +16,15 @@ pub(crate) struct SpteMasks {
     pub(crate) read: u64,
     pub(crate) write: u64,
     pub(crate) exec: u64,
-    /// Memory type (write-back) for leaf entries.
+    /// Memory type of leaf entries: write-back, with the guest's PAT ignored (rkvm has no
+    /// non-coherent DMA, so guest memory is always host write-back memory, as KVM does
+    /// under its default IGNORE_GUEST_PAT quirk).
     pub(crate) memtype_wb: u64,
     /// Physical address bits of an entry.
     pub(crate) addr: u64,
+    /// The highest guest frame a 4-level EPT can map: below 2^48 and below the host's
+    /// MAXPHYADDR (KVM's `kvm_mmu_max_gfn()`); memslots may not reach beyond it.
+    pub(crate) max_gfn: u64,
 }
 
 impl SpteMasks {
@@ -30,8 +35,9 @@ impl SpteMasks {
             read: 1 << 0,
             write: 1 << 1,
             exec: 1 << 2,
-            memtype_wb: 6 << 3,
+            memtype_wb: 6 << 3 | 1 << 6,
             addr: ((1u64 << bits) - 1) & !0xfff,
+            max_gfn: (1u64 << (bits.min(48) - 12)) - 1,
         }
     }
 }
