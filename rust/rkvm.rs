@@ -251,6 +251,11 @@ impl Drop for Rkvm {
         self.misc.take();
         self.reboot.take();
         self.cpuhp.take();
+        // Host MSR values back on every CPU while the user-return notifiers still find
+        // the state (see `UserReturnMsrs::restore_all`).
+        if let Some(k) = kvm() {
+            k.arch.uret.restore_all();
+        }
         // SAFETY: Every entry point that reaches the shared state is gone: the misc device
         // (no file can be open while the module unloads), cpuhp, reboot, syscore, debugfs
         // above; the user-return notifiers and the shrinker are owned by the state and go

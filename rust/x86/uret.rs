@@ -105,10 +105,20 @@ impl UserReturnMsrs {
     }
 }
 
+impl UserReturnMsrs {
+    /// Puts the host values back on every CPU now. Module exit calls this while the
+    /// notifiers can still reach this object: once the module state is retracted, a
+    /// notifier firing on a CPU that still holds a guest's SYSCALL target would find
+    /// nothing to restore, and the next system call there would jump to it.
+    pub(crate) fn restore_all(&self) {
+        cpu::run_on_each(|| self.on_user_return(cpu::this_cpu()));
+    }
+}
+
 impl Drop for UserReturnMsrs {
     fn drop(&mut self) {
-        // The notifiers cannot reach this object any more (the module state is being torn
-        // down), so restore every CPU's host values here before they go.
-        cpu::run_on_each(|| self.on_user_return(cpu::this_cpu()));
+        // Nothing can have switched an MSR since `restore_all` (no VM exists at module
+        // exit), but restore again in case the state goes away on another path.
+        self.restore_all();
     }
 }
