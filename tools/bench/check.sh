@@ -13,7 +13,8 @@
 
 KBUILD=$1 rkvm_ko=$2 bindir=$3 outdir=$4
 main_tests=$5 smp_tests=$6 noug_tests=${7:-}
-kernel=$KBUILD/arch/x86/boot/bzImage
+# The debug leg: its tests, the debug kernel's build tree and rkvm.ko built against it.
+debug_tests=${8:-} debug_kbuild=${9:-} debug_ko=${10:-}
 mkdir -p "$outdir"
 rm -f "$outdir"/*.log "$outdir"/*.results
 
@@ -34,16 +35,24 @@ configs=(
 	"bochs-vmx-noug|bochs-corei5_lynnfield_750:1|bench.apicv=0|$noug_tests"
 	"qemu-svm|qemu-epyc:2|bench.retry=1 tsc=reliable|$qemu_tests"
 )
+# The debug kernel (KASAN, lockdep, kmemleak, UBSAN, Rust overflow checks): rkvm only
+# (the same tests ran on reference KVM above), and a test fails if the kernel logged a
+# splat while it ran (bench.splat=1 in init.sh).
+if [ -n "$debug_tests" ] && [ -n "$debug_kbuild" ]; then
+	configs+=("bochs-vmx-debug|bochs-corei7_icelake_u:1|bench.apicv=0 bench.hvs=rkvm bench.splat=1|$debug_tests|$debug_kbuild|$debug_ko")
+fi
 
 total_start=$(date +%s)
 log "emulators: $(qemu-system-x86_64 --version | head -1); Bochs from $(readlink -f "${BOCHS_PREFIX:-$RKVM_CACHE/bochs}")"
 
-run_config() { # name emulator cmdline tests
+run_config() { # name emulator cmdline tests [kbuild rkvm.ko]
 	local name=$1 emu=$2 extra=$3 tests=$4 from=0 boot=0 res=$outdir/$name.results
+	local kb=${5:-$KBUILD} ko=${6:-$rkvm_ko}
+	local kernel=$kb/arch/x86/boot/bzImage
 	local retried=-1 first=
 	local img=$outdir/$name.cpio.lz4
 	: >"$res"
-	"$RKVM_TOP/tools/bench/image.sh" "$img" "$KBUILD" "$rkvm_ko" "$bindir" "$tests"
+	"$RKVM_TOP/tools/bench/image.sh" "$img" "$kb" "$ko" "$bindir" "$tests"
 	while :; do
 		boot=$((boot + 1))
 		local logf=$outdir/$name.boot$boot.log
@@ -55,7 +64,15 @@ run_config() { # name emulator cmdline tests
 			awk -v r="$retried" -v first="$first" '$1 == r && $4 == "pass" {
 				$6 = "retried: the first run failed (" first ")"; NF = 6 } { print }' >>"$res"
 		log "$name: boot $boot: $(tr -d '\r' <"$logf" | grep -a '^@@ HOST' | cut -d' ' -f3-)"
-		grep -aq '^@@ DONE' "$logf" && break
+		if grep -aq '^@@ DONE' "$logf"; then
+			# A splat once every step had ended (bench.splat=1: the last unload) fails
+			# a step of its own, numbered after the plan.
+			local splat
+			splat=$(tr -d '\r' <"$logf" | grep -a '^@@ SPLAT' | head -1 | cut -d' ' -f3-)
+			[ -z "$splat" ] || echo "$(tr -d '\r' <"$logf" | grep -a '^@@ PLAN' |
+				awk '{print $3}' | tail -1) rkvm unload fail 0 kernel splat: $splat" >>"$res"
+			break
+		fi
 		# The guest died or hung. Blame the step that was running, resume after it.
 		local plan last
 		plan=$(tr -d '\r' <"$logf" | grep -a '^@@ PLAN' | awk '{print $3}' | tail -1)
@@ -82,10 +99,10 @@ run_config() { # name emulator cmdline tests
 }
 
 for c in "${configs[@]}"; do
-	IFS='|' read -r name emu extra tests <<<"$c"
+	IFS='|' read -r name emu extra tests kb ko <<<"$c"
 	[ -n "${CHECK_EMULATORS:-}" ] && [[ " $CHECK_EMULATORS " != *" ${name%%-*} "* ]] && continue
 	[ -z "$tests" ] && continue
-	run_config "$name" "$emu" "$extra" "$tests"
+	run_config "$name" "$emu" "$extra" "$tests" "$kb" "$ko"
 done
 
 # ---- Report: TAP, table, summary ----------------------------------------------------------

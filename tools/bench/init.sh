@@ -16,6 +16,11 @@
 #   bench.kvmnode=1               while rkvm is loaded, /dev/kvm is a node with rkvm's
 #                                 major:minor (for programs that hard-code /dev/kvm)
 #   bench.kmsg=1                  after each test, print the kernel log it produced
+# Used by the debug-kernel leg of `make check`:
+#   bench.splat=1                 a test during which the kernel logged a splat (KASAN,
+#                                 UBSAN, lockdep, BUG, WARNING, soft lockup, RCU stall,
+#                                 hung task) fails, with the report's first line as the
+#                                 reason and the report on the console ("# kmsg:")
 #
 # Protocol on the console, read by the host (tools/bench/run.sh):
 #   @@ PLAN <n>                         steps in this boot's plan
@@ -47,6 +52,9 @@ step_timeout=$(arg bench.timeout); step_timeout=${step_timeout:-600}
 kvm_node=$(arg bench.kvmnode)
 kmsg=$(arg bench.kmsg)
 retry=$(arg bench.retry)
+splat=$(arg bench.splat)
+# What counts as a splat in the kernel log (bench.splat=1).
+SPLAT_RE='BUG:|WARNING:|KASAN|UBSAN|kernel BUG|Oops|general protection fault|possible recursive locking|possible circular locking|inconsistent lock state|suspicious RCU usage|soft lockup|hard LOCKUP|rcu.*detected stall|blocked for more than|list_add corruption|list_del corruption|refcount_t:|Kernel panic'
 
 # Loading and unloading the hypervisors (load_hv, unload_hv, hv_loaded, hv_dev, ...): the
 # same functions the shell tests use (selftests/rkvm/lib/hv.sh).
@@ -146,7 +154,8 @@ run_check() {
 			[ -n "$load_err" ] && echo "# loading $hv failed: $load_err"
 			dmesg | grep -q 'rkvm: no backend for this CPU vendor' && no_backend=1
 			dmesg | grep -E "^\[[ 0-9.]*\] (rkvm|kvm)" | tail -20 | sed 's/^/# dmesg: /'
-			dmesg -c >/dev/null
+			# Load messages stay for the splat check of the next step.
+			if [ "$splat" = 1 ]; then dmesg -c >>/tmp/kmsg.pending; else dmesg -c >/dev/null; fi
 		fi
 		echo "@@ START $i $hv $t"
 		t0=$(now_ms)
@@ -172,7 +181,15 @@ run_check() {
 					verdict="$verdict (the first run too: $first)"
 				fi
 			fi
-			if [ "$kmsg" = 1 ]; then
+			if [ "$splat" = 1 ]; then
+				{ cat /tmp/kmsg.pending 2>/dev/null; dmesg -c; } >/tmp/kmsg.step
+				rm -f /tmp/kmsg.pending
+				first=$(grep -E "$SPLAT_RE" /tmp/kmsg.step | head -1 | sed 's/^\[[^]]*\] //')
+				if [ -n "$first" ]; then
+					grep -E -A60 "$SPLAT_RE" /tmp/kmsg.step | head -200 | sed 's/^/# kmsg: /'
+					verdict="fail kernel splat: $first"
+				fi
+			elif [ "$kmsg" = 1 ]; then
 				dmesg -c | sed 's/^/# kmsg: /' | tail -40
 			fi
 		fi
@@ -181,6 +198,12 @@ run_check() {
 	done
 	[ -n "$loaded" ] && unload_hv $loaded
 	kvm_node_sync
+	if [ "$splat" = 1 ]; then
+		# Splats while the last hypervisor unloaded: no step to blame, the host counts them.
+		dmesg -c >/tmp/kmsg.step
+		grep -E -A60 "$SPLAT_RE" /tmp/kmsg.step | head -200 | sed 's/^/# kmsg: /'
+		grep -E "$SPLAT_RE" /tmp/kmsg.step | head -3 | sed 's/^\[[^]]*\] //; s/^/@@ SPLAT /'
+	fi
 	echo "@@ DONE"
 }
 

@@ -7,7 +7,7 @@ import glob
 import os
 import sys
 
-ORDER = ["bochs-vmx", "bochs-vmx-smp", "bochs-vmx-noug", "qemu-svm"]
+ORDER = ["bochs-vmx", "bochs-vmx-smp", "bochs-vmx-noug", "qemu-svm", "bochs-vmx-debug"]
 
 
 def failure_details(outdir, name, idx, hv, test, limit=25):
