@@ -155,19 +155,20 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// Adds an entry within the room reserved up front: the table is built with
+    /// preemption off (every CPUID on one CPU), where allocating could sleep.
     fn push(&mut self, e: kvm_cpuid_entry2) -> Result {
         if self.entries.len() >= MAX_ENTRIES {
             return Err(E2BIG);
         }
-        self.entries.push(e, GFP_KERNEL)?;
-        Ok(())
+        self.entries.push_within_capacity(e).map_err(|_| E2BIG)
     }
 }
 
 /// Builds `KVM_GET_SUPPORTED_CPUID`'s table for this host.
 pub(crate) fn supported(caps: BackendCpuidCaps) -> Result<Table> {
     let mut t = Table {
-        entries: KVec::new(),
+        entries: KVec::with_capacity(MAX_ENTRIES, GFP_KERNEL)?,
     };
     let _pin = cpu::PreemptGuard::new(); // every CPUID below on one CPU
     let xcr0 = supported_xcr0();
