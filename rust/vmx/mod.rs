@@ -20,6 +20,7 @@ use crate::sys::ffi;
 use crate::sys::msr::{self, index};
 use crate::sys::page::{Hpa, PhysPage};
 use crate::sys::percpu::PerCpu;
+use crate::sys::ratelimit::pr_err_ratelimited;
 use crate::x86::X86Ops;
 use caps::{proc2, VmcsConfig};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -212,15 +213,16 @@ impl X86Ops for Vmx {
         // A VMXON/VMXOFF round trip proves the CPU is free and usable right now.
         match window::VmxOn::enter(c.vmxon.phys(), &irq) {
             Ok(on) => drop(on),
+            // Every VM creation retries this while kvm_intel holds VMX: rate-limited.
             Err(window::EnterError::Busy) => {
-                pr_err!(
+                pr_err_ratelimited!(
                     "CPU {}: VMX is in use by another hypervisor\n",
                     cpu::this_cpu()
                 );
                 return Err(EBUSY);
             }
             Err(window::EnterError::VmxonFailed) => {
-                pr_err!("CPU {}: VMXON failed\n", cpu::this_cpu());
+                pr_err_ratelimited!("CPU {}: VMXON failed\n", cpu::this_cpu());
                 return Err(EIO);
             }
         }

@@ -13,6 +13,7 @@ use crate::sys::cpu::{self, regs, IrqGuard};
 use crate::sys::ffi;
 use crate::sys::msr::{self, index};
 use crate::sys::page::PhysPage;
+use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::{
     kvm_cpuid_entry2, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
     KVM_GUESTDBG_USE_SW_BP,
@@ -737,7 +738,7 @@ impl Core {
                     Entry::FailInvalid => break Ok(Exit::FailEntry { reason: u64::MAX }),
                     Entry::FailValid => {
                         let err = v.r32(vmcs::VM_INSTRUCTION_ERROR);
-                        pr_warn!("VM entry failed: VM-instruction error {}\n", err);
+                        pr_warn_ratelimited!("VM entry failed: VM-instruction error {}\n", err);
                         break Ok(Exit::FailEntry {
                             reason: u64::from(err) | 1 << 63,
                         });
