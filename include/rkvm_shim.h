@@ -149,6 +149,12 @@ void rkvm_fpu_end(void);
 
 /* Re-raise an NMI that arrived while the guest ran, so the host's handler sees it. */
 void rkvm_self_nmi(void);
+/*
+ * Hand a machine check that interrupted the guest (or its VM entry) to the host's #MC
+ * handler, as if it had hit user mode. Interrupts must be off. No-op without
+ * CONFIG_X86_MCE.
+ */
+void rkvm_machine_check(void);
 
 /* KVM_SET_SIGNAL_MASK: block these signals (a 64-bit sigset) while in KVM_RUN. */
 void rkvm_sigmask_activate(__u64 mask);

@@ -224,6 +224,16 @@ pub(crate) fn cond_resched() {
     unsafe { ffi::rkvm_cond_resched() };
 }
 
+/// Hands a machine check that hit the guest (or its VM entry) to the host's #MC handler.
+///
+/// The caller has interrupts off (the proof is the guard) and calls it at most once per
+/// machine-check exit.
+pub(crate) fn machine_check(_irq: &IrqGuard) {
+    // SAFETY: Interrupts are off, as the handler expects when called from an exit path;
+    // it takes no pointer from us (the shim builds the register frame).
+    unsafe { ffi::rkvm_machine_check() }
+}
+
 /// Whether the kernel runs without CPU vulnerability mitigations (`mitigations=off`, or
 /// built without them).
 pub(crate) fn mitigations_off() -> bool {

@@ -40,6 +40,7 @@
 #include <asm/cpufeature.h>
 #include <asm/msr.h>
 #include <asm/tsc.h>
+#include <asm/mce.h>
 
 #include "rkvm_shim.h"
 
@@ -523,6 +524,23 @@ void rkvm_fpu_begin(void) { kernel_fpu_begin(); }
 void rkvm_fpu_end(void) { kernel_fpu_end(); }
 
 void rkvm_self_nmi(void) { apic->send_IPI_self(NMI_VECTOR); }
+
+void rkvm_machine_check(void)
+{
+#ifdef CONFIG_X86_MCE
+	/*
+	 * The #MC was taken by the guest (or during its entry); the handler only needs to
+	 * know it did not hit the kernel: present it as a user-mode interruption with
+	 * interrupts enabled, whatever privilege level the guest was at.
+	 */
+	struct pt_regs regs = {
+		.cs = 3,
+		.flags = X86_EFLAGS_IF,
+	};
+
+	do_machine_check(&regs);
+#endif
+}
 
 /* ---- Signals ------------------------------------------------------------------------ */
 

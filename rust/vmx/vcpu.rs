@@ -51,6 +51,7 @@ mod reason {
     pub(super) const MONITOR_TRAP_FLAG: u32 = 37;
     pub(super) const MONITOR: u32 = 39;
     pub(super) const PAUSE: u32 = 40;
+    pub(super) const MCE_DURING_VMENTRY: u32 = 41;
     pub(super) const EPT_VIOLATION: u32 = 48;
     pub(super) const INVEPT: u32 = 50;
     pub(super) const RDTSCP: u32 = 51;
@@ -194,6 +195,8 @@ struct Core {
     guest_dr_loaded: bool,
     /// The MSR filter generation the MSR bitmap reflects.
     msr_filter_gen: u64,
+    /// A machine check hit the guest or its entry: the host's handler runs once VMX is off.
+    mce_pending: bool,
     gprs: Gprs,
 }
 
@@ -253,6 +256,7 @@ impl VmxVcpu {
                 flushed_gen: u64::MAX,
                 guest_dr_loaded: false,
                 msr_filter_gen: u64::MAX,
+                mce_pending: false,
                 gprs: Gprs::default(),
             },
         })
@@ -585,6 +589,15 @@ impl Core {
         // SAFETY: Restores what `rkvm_host_segs_save` recorded, on the same CPU, with
         // interrupts still off; out of VMX operation.
         unsafe { ffi::rkvm_host_segs_restore(&segs) };
+        if core::mem::take(&mut self.mce_pending) {
+            // The machine check goes to the host's handler here, with interrupts still
+            // off but after VMXOFF rather than right at the exit: inside the window the
+            // CPU runs with a CR4.VMXE the kernel's CR4 shadow does not know about, and
+            // the handler (or the panic/kexec path it may enter) must be free to rewrite
+            // CR4 from that shadow. Between the exit and here only rkvm's own bounded
+            // bookkeeping ran (VMCS reads, FPU and debug-register restore), no guest code.
+            cpu::machine_check(&irq);
+        }
         drop(irq);
         drop(kfpu);
         self.gprs_to(ctx.state);
@@ -1004,6 +1017,11 @@ impl Core {
         let len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN);
         let insn_len = len.min(15) as u8;
         if full & (1 << 31) != 0 {
+            if reason == reason::MCE_DURING_VMENTRY {
+                // The entry failed on a machine check: the host's handler gets it after
+                // the window; userspace still sees the failed entry, as with KVM.
+                self.mce_pending = true;
+            }
             return Ok(Some(Exit::FailEntry {
                 reason: u64::from(full),
             }));
@@ -1037,7 +1055,12 @@ impl Core {
                     }));
                 }
                 match vector {
-                    MC_VECTOR => Ok(Some(Exit::Again)),
+                    MC_VECTOR => {
+                        // A machine check the guest's run took: the host's handler runs
+                        // once the window is closed (`run`); then the guest goes on.
+                        self.mce_pending = true;
+                        Ok(Some(Exit::Again))
+                    }
                     // With userspace debugging but not single-stepping, a #DB is the
                     // guest's own (its breakpoints): it gets it, as with KVM.
                     DB_VECTOR
