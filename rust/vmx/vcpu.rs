@@ -1109,7 +1109,12 @@ impl Core {
                 Ok(Some(Exit::Again))
             }
             reason::TRIPLE_FAULT => Ok(Some(Exit::Shutdown)),
-            reason::INIT | reason::SIPI => Ok(None),
+            // An INIT sent to this CPU is held while it is in VMX operation: re-entering
+            // would loop on it with interrupts off. Close the window so that it takes
+            // effect after VMXOFF. (SIPI exits need the wait-for-SIPI state rkvm never
+            // uses.)
+            reason::INIT => Ok(Some(Exit::Again)),
+            reason::SIPI => Ok(None),
             reason::INTERRUPT_WINDOW => {
                 ctx.stats.inc(st::IRQ_WINDOW_EXITS);
                 if ctx.apic_window {
