@@ -281,7 +281,10 @@ impl Core {
             & (proc2::ENABLE_EPT
                 | proc2::UNRESTRICTED_GUEST
                 | proc2::ENABLE_RDTSCP
-                | proc2::ENABLE_INVPCID);
+                | proc2::ENABLE_INVPCID
+                // A guest's WBINVD would flush every cache of the host: it exits, and is
+                // skipped (KVM does the same without non-coherent DMA).
+                | proc2::WBINVD_EXITING);
         if self.vpid != 0 {
             proc2 |= proc2::ENABLE_VPID;
         }
