@@ -6,10 +6,12 @@
 //! - `asm.rs`: the VMX instructions.
 //! - `window.rs`: entering and leaving VMX operation safely (the CR4 trap).
 //! - `l1d.rs`: the L1D flush on VM entry.
+//! - `hostdbg.rs`: the host's debug registers and IA32_DEBUGCTL around a window.
 
 pub(crate) mod asm;
 pub(crate) mod caps;
 pub(crate) mod entry;
+pub(crate) mod hostdbg;
 pub(crate) mod l1d;
 pub(crate) mod vcpu;
 pub(crate) mod vmcs;

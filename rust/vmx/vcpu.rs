@@ -5,6 +5,7 @@
 
 use super::caps::{entry, exit, pin, proc1, proc2};
 use super::entry::{self as vmentry, reg, Entry, Gprs};
+use super::hostdbg::HostDebug;
 use super::vmcs::{self, Loaded, Vmcs};
 use super::window::{EnterError, VmxOn};
 use super::Vmx;
@@ -695,13 +696,12 @@ impl Core {
 
         // Flush this VM's and this vCPU's translations: they may be stale on this CPU.
         self.flush_tlb(ctx)?;
-        // Debug registers. A VM exit leaves DR7 = 0x400, so the host's DR7 goes back after
-        // the window. While the guest has breakpoints enabled in its DR7 (loaded from the
-        // VMCS), its DR0-DR3 and DR6 are in the hardware: the host's are kept aside, and
-        // the guest never sees them (MOV DR always exits).
+        // Debug registers (see `hostdbg.rs` for the host's side). While the guest has
+        // breakpoints enabled in its DR7 (loaded from the VMCS), its DR0-DR3 and DR6 are in
+        // the hardware, and the guest never sees the host's (MOV DR always exits).
         // With userspace's hardware breakpoints (KVM_GUESTDBG_USE_HW_BP) its DR0-DR3 and
         // DR7 are used instead, and the guest's DR7 stays in software meanwhile.
-        let host_dr7 = cpu::regs::dr(7);
+        let mut host_dbg = HostDebug::save(irq);
         let guest_dr7 = ctx.state.dr7;
         let (load, dr7) = match ctx.debug_dr {
             Some(d) => (Some(([d[0], d[1], d[2], d[3]], 0xffff_0ff0)), d[7]),
@@ -709,18 +709,10 @@ impl Core {
             None => (None, guest_dr7),
         };
         v.wn(vmcs::GUEST_DR7, dr7).map_err(|_| EIO)?;
-        let host_dr = load.map(|(db, dr6)| {
-            let saved = [0u8, 1, 2, 3, 6].map(cpu::regs::dr);
-            for (n, val) in [0u8, 1, 2, 3].into_iter().zip(db) {
-                // SAFETY: Interrupts are off for the window (`irq`); the host's value is
-                // restored below before they are on again.
-                unsafe { cpu::regs::set_dr(n, val) };
-            }
-            // SAFETY: As above.
-            unsafe { cpu::regs::set_dr(6, dr6) };
-            saved
-        });
-        self.guest_dr_loaded = host_dr.is_some();
+        if let Some((db, dr6)) = load {
+            host_dbg.load_guest(db, dr6);
+        }
+        self.guest_dr_loaded = host_dbg.guest_loaded();
         let mut launched = false;
         // A closure, so that an error (`?`) still reaches the restores below.
         let result = (|| -> Result<Exit> {
@@ -749,6 +741,7 @@ impl Core {
                 // SAFETY: The window holds this VMCS current with host state for this CPU, and
                 // the guest state was loaded (or kept from the last window).
                 let entered = unsafe { vmentry::vmenter(&mut self.gprs, launched) };
+                host_dbg.after_exit();
                 match entered {
                     Entry::Exited => {}
                     Entry::FailInvalid => break Ok(Exit::FailEntry { reason: u64::MAX }),
@@ -781,21 +774,13 @@ impl Core {
         })();
 
         self.guest_dr_loaded = false;
-        if let Some(saved) = host_dr {
-            // #DBs the guest took directly updated DR6 (not userspace's breakpoints:
-            // those #DBs exit).
-            if ctx.debug_dr.is_none() {
-                ctx.state.dr6 = cpu::regs::dr(6);
-            }
-            for (n, val) in [0u8, 1, 2, 3, 6].into_iter().zip(saved) {
-                // SAFETY: Puts back the host's own values, interrupts still off.
-                unsafe { cpu::regs::set_dr(n, val) };
-            }
+        // #DBs the guest took directly updated DR6 (not userspace's breakpoints: those
+        // #DBs exit).
+        if host_dbg.guest_loaded() && ctx.debug_dr.is_none() {
+            ctx.state.dr6 = cpu::regs::dr(6);
         }
-        if host_dr7 != 0x400 {
-            // SAFETY: The host's own DR7, interrupts still off.
-            unsafe { cpu::regs::set_dr(7, host_dr7) };
-        }
+        // The host's DR0-DR3, DR6, then DR7.
+        drop(host_dbg);
         if xsave && ctx.state.xcr0 != host_xcr0 {
             // SAFETY: Restores the host's own XCR0.
             unsafe { fpu::xsetbv0(host_xcr0) };
