@@ -30,6 +30,12 @@ pub(crate) enum Feature {
     X2apic = ffi::RKVM_FEATURE_X2APIC,
     ArchCapabilities = ffi::RKVM_FEATURE_ARCH_CAPABILITIES,
     BugL1tf = ffi::RKVM_BUG_L1TF,
+    Ibpb = ffi::RKVM_FEATURE_IBPB,
+    RsbVmexit = ffi::RKVM_FEATURE_RSB_VMEXIT,
+    RsbVmexitLite = ffi::RKVM_FEATURE_RSB_VMEXIT_LITE,
+    ClearCpuBuf = ffi::RKVM_FEATURE_CLEAR_CPU_BUF,
+    ClearCpuBufVm = ffi::RKVM_FEATURE_CLEAR_CPU_BUF_VM,
+    ClearCpuBufVmMmio = ffi::RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO,
 }
 
 /// Whether the boot CPU (and so, the kernel) has `f`.

@@ -41,6 +41,7 @@
 #include <asm/msr.h>
 #include <asm/tsc.h>
 #include <asm/mce.h>
+#include <asm/segment.h>
 
 #include "rkvm_shim.h"
 
@@ -66,6 +67,24 @@ static int feature_bit(int feature)
 	case RKVM_FEATURE_X2APIC: return X86_FEATURE_X2APIC;
 	case RKVM_FEATURE_ARCH_CAPABILITIES: return X86_FEATURE_ARCH_CAPABILITIES;
 	case RKVM_BUG_L1TF: return X86_BUG_L1TF;
+#ifdef X86_FEATURE_IBPB
+	case RKVM_FEATURE_IBPB: return X86_FEATURE_IBPB;
+#endif
+#ifdef X86_FEATURE_RSB_VMEXIT
+	case RKVM_FEATURE_RSB_VMEXIT: return X86_FEATURE_RSB_VMEXIT;
+#endif
+#ifdef X86_FEATURE_RSB_VMEXIT_LITE
+	case RKVM_FEATURE_RSB_VMEXIT_LITE: return X86_FEATURE_RSB_VMEXIT_LITE;
+#endif
+#ifdef X86_FEATURE_CLEAR_CPU_BUF
+	case RKVM_FEATURE_CLEAR_CPU_BUF: return X86_FEATURE_CLEAR_CPU_BUF;
+#endif
+#ifdef X86_FEATURE_CLEAR_CPU_BUF_VM
+	case RKVM_FEATURE_CLEAR_CPU_BUF_VM: return X86_FEATURE_CLEAR_CPU_BUF_VM;
+#endif
+#ifdef X86_FEATURE_CLEAR_CPU_BUF_VM_MMIO
+	case RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO: return X86_FEATURE_CLEAR_CPU_BUF_VM_MMIO;
+#endif
 	}
 	return -1;
 }
@@ -541,6 +560,8 @@ void rkvm_machine_check(void)
 	do_machine_check(&regs);
 #endif
 }
+
+const __u16 rkvm_verw_sel = __KERNEL_DS;
 
 /* ---- Signals ------------------------------------------------------------------------ */
 

@@ -6,6 +6,7 @@
 //! - `asm.rs`: the VMX instructions.
 //! - `window.rs`: entering and leaving VMX operation safely (the CR4 trap).
 //! - `l1d.rs`: the L1D flush on VM entry.
+//! - `spec.rs`: the other speculative-execution hygiene around entry and exit.
 //! - `hostdbg.rs`: the host's debug registers and IA32_DEBUGCTL around a window.
 
 pub(crate) mod asm;
@@ -13,6 +14,7 @@ pub(crate) mod caps;
 pub(crate) mod entry;
 pub(crate) mod hostdbg;
 pub(crate) mod l1d;
+pub(crate) mod spec;
 pub(crate) mod vcpu;
 pub(crate) mod vmcs;
 pub(crate) mod window;
@@ -79,6 +81,8 @@ pub(crate) struct Vmx {
     pub(crate) config: VmcsConfig,
     /// Parameters in effect.
     pub(crate) params: Params,
+    /// Speculative-execution hygiene the host wants.
+    pub(crate) spec: spec::Spec,
     cpus: PerCpu<VmxCpu>,
     /// VPIDs handed to vCPUs (8 KiB: kept out of the stack-built `Vmx`).
     pub(crate) vpids: &'static vcpu::VpidAllocator,
@@ -146,6 +150,7 @@ pub(crate) fn hardware_setup() -> Result<Vmx> {
     Ok(Vmx {
         config,
         params,
+        spec: spec::Spec::probe(),
         cpus,
         vpids: &VPIDS,
     })

@@ -713,6 +713,7 @@ impl Core {
             host_dbg.load_guest(db, dr6);
         }
         self.guest_dr_loaded = host_dbg.guest_loaded();
+        let mitigations = ctx.vmx.spec.entry_flags;
         let mut launched = false;
         // A closure, so that an error (`?`) still reaches the restores below.
         let result = (|| -> Result<Exit> {
@@ -740,7 +741,7 @@ impl Core {
                 }
                 // SAFETY: The window holds this VMCS current with host state for this CPU, and
                 // the guest state was loaded (or kept from the last window).
-                let entered = unsafe { vmentry::vmenter(&mut self.gprs, launched) };
+                let entered = unsafe { vmentry::vmenter(&mut self.gprs, launched, mitigations) };
                 host_dbg.after_exit();
                 match entered {
                     Entry::Exited => {}
