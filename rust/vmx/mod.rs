@@ -73,6 +73,8 @@ impl Params {
 pub(crate) struct VmxCpu {
     vmxon: PhysPage,
     enabled: AtomicBool,
+    /// The VM whose vCPU this CPU entered last (`spec::VmTag`, 0: none).
+    last_vm: core::sync::atomic::AtomicUsize,
 }
 
 /// The VMX backend, after `hardware_setup`.
@@ -164,6 +166,7 @@ fn alloc_kvm_area(revision: u32) -> Result<PerCpu<VmxCpu>> {
         Ok(VmxCpu {
             vmxon,
             enabled: AtomicBool::new(false),
+            last_vm: spec::new_tag(),
         })
     })
 }

@@ -15,6 +15,9 @@
 //! - After every exit, before the first RET: all GPRs zeroed, then the return stack
 //!   buffer overwritten with 32 entries (`RSB_VMEXIT`) or one retired CALL
 //!   (`RSB_VMEXIT_LITE`), both followed by LFENCE (`entry.rs`).
+//! - IBPB (IA32_PRED_CMD) when a CPU enters a vCPU of another VM than the last one it
+//!   ran, if the CPU has IBPB and mitigations are on (the kernel's finer `spectre_v2_user`
+//!   choice is not visible to modules).
 //! - The L1D flush (`l1d.rs`).
 //!
 //! Not done: the branch-history clearing sequence on exit (`clear_bhb_loop`, KVM only);
@@ -22,13 +25,21 @@
 //! value stays in force while the guest runs).
 
 use super::entry::flags;
-use crate::sys::cpu::{self, Feature};
+use super::Vmx;
+use crate::sys::cpu::{self, Feature, IrqGuard};
+use crate::sys::msr::{self, index};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// IA32_PRED_CMD.IBPB.
+const PRED_CMD_IBPB: u64 = 1;
 
 /// The hygiene steps this host wants.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Spec {
     /// [`flags::VERW`], [`flags::RSB_FILL`], [`flags::RSB_ONE`] for `vmenter`.
     pub(crate) entry_flags: u64,
+    /// IBPB on a switch between VMs.
+    pub(crate) ibpb: bool,
 }
 
 impl Spec {
@@ -47,6 +58,46 @@ impl Spec {
         } else if has(Feature::RsbVmexitLite) {
             entry_flags |= flags::RSB_ONE;
         }
-        Self { entry_flags }
+        Self {
+            entry_flags,
+            ibpb: has(Feature::Ibpb) && !cpu::mitigations_off(),
+        }
     }
+}
+
+/// A VM's identity for the per-CPU "last VM" tag: any address unique to the VM while it
+/// lives (its vCPUs forget it on every CPU before it goes, see [`Vmx::forget_vm`]).
+pub(crate) type VmTag = usize;
+
+impl Vmx {
+    /// Called with interrupts off before this CPU enters a vCPU of VM `tag`: a barrier
+    /// against indirect-branch predictions trained by another VM.
+    pub(crate) fn switch_vm(&self, tag: VmTag, irq: &IrqGuard) {
+        let last = &self.cpus.this_cpu(irq).last_vm;
+        if last.load(Ordering::Relaxed) == tag {
+            return;
+        }
+        if self.spec.ibpb {
+            let _ = msr::write(index::IA32_PRED_CMD, PRED_CMD_IBPB);
+        }
+        last.store(tag, Ordering::Relaxed);
+    }
+
+    /// A vCPU of VM `tag` goes away: no CPU may keep the tag, which a later VM at the same
+    /// address would otherwise inherit (and skip its barrier).
+    pub(crate) fn forget_vm(&self, tag: VmTag) {
+        if tag == 0 {
+            return;
+        }
+        for c in self.cpus.iter() {
+            let _ = c
+                .last_vm
+                .compare_exchange(tag, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The per-CPU tag.
+pub(crate) fn new_tag() -> AtomicUsize {
+    AtomicUsize::new(0)
 }

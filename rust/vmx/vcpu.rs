@@ -198,6 +198,8 @@ struct Core {
     msr_filter_gen: u64,
     /// A machine check hit the guest or its entry: the host's handler runs once VMX is off.
     mce_pending: bool,
+    /// The VM this vCPU belongs to, as last seen (for the per-CPU IBPB tag).
+    vm_tag: super::spec::VmTag,
     gprs: Gprs,
 }
 
@@ -258,6 +260,7 @@ impl VmxVcpu {
                 guest_dr_loaded: false,
                 msr_filter_gen: u64::MAX,
                 mce_pending: false,
+                vm_tag: 0,
                 gprs: Gprs::default(),
             },
         })
@@ -266,6 +269,7 @@ impl VmxVcpu {
     /// Returns the VPID on teardown.
     pub(crate) fn release(&self, vmx: &Vmx) {
         vmx.vpids.free(self.core.vpid);
+        vmx.forget_vm(self.core.vm_tag);
     }
 
     /// Runs the guest until an exit the window cannot finish.
@@ -583,6 +587,8 @@ impl Core {
         unsafe { ffi::rkvm_host_segs_save(&mut segs) };
         ctx.running_cpu
             .store(cpu::this_cpu() as i32, Ordering::Release);
+        self.vm_tag = core::ptr::from_ref(ctx.flush_gen) as usize;
+        ctx.vmx.switch_vm(self.vm_tag, &irq);
 
         let result = self.run_loaded(
             vmcs, ctx, &on, &segs, &kfpu, xsave, fpu_mask, host_xcr0, &irq,
