@@ -31,6 +31,13 @@ enum rkvm_cpu_feature {
 	RKVM_FEATURE_X2APIC,
 	RKVM_FEATURE_ARCH_CAPABILITIES,
 	RKVM_BUG_L1TF,
+	/* Mitigation choices of the host kernel (synthetic bits; 0 when the kernel has none). */
+	RKVM_FEATURE_IBPB,
+	RKVM_FEATURE_RSB_VMEXIT,
+	RKVM_FEATURE_RSB_VMEXIT_LITE,
+	RKVM_FEATURE_CLEAR_CPU_BUF,
+	RKVM_FEATURE_CLEAR_CPU_BUF_VM,
+	RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO,
 };
 
 int rkvm_boot_cpu_has(int feature);
@@ -149,6 +156,17 @@ void rkvm_fpu_end(void);
 
 /* Re-raise an NMI that arrived while the guest ran, so the host's handler sees it. */
 void rkvm_self_nmi(void);
+/*
+ * Hand a machine check that interrupted the guest (or its VM entry) to the host's #MC
+ * handler, as if it had hit user mode. Interrupts must be off. No-op without
+ * CONFIG_X86_MCE.
+ */
+void rkvm_machine_check(void);
+/*
+ * The kernel data segment selector, the memory operand of the VERW that clears CPU
+ * buffers before VM entry (the kernel's own copy, x86_verw_sel, is exported to KVM only).
+ */
+extern const __u16 rkvm_verw_sel;
 
 /* KVM_SET_SIGNAL_MASK: block these signals (a 64-bit sigset) while in KVM_RUN. */
 void rkvm_sigmask_activate(__u64 mask);

@@ -30,6 +30,12 @@ pub(crate) enum Feature {
     X2apic = ffi::RKVM_FEATURE_X2APIC,
     ArchCapabilities = ffi::RKVM_FEATURE_ARCH_CAPABILITIES,
     BugL1tf = ffi::RKVM_BUG_L1TF,
+    Ibpb = ffi::RKVM_FEATURE_IBPB,
+    RsbVmexit = ffi::RKVM_FEATURE_RSB_VMEXIT,
+    RsbVmexitLite = ffi::RKVM_FEATURE_RSB_VMEXIT_LITE,
+    ClearCpuBuf = ffi::RKVM_FEATURE_CLEAR_CPU_BUF,
+    ClearCpuBufVm = ffi::RKVM_FEATURE_CLEAR_CPU_BUF_VM,
+    ClearCpuBufVmMmio = ffi::RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO,
 }
 
 /// Whether the boot CPU (and so, the kernel) has `f`.
@@ -222,6 +228,16 @@ pub(crate) fn signal_pending() -> bool {
 pub(crate) fn cond_resched() {
     // SAFETY: Called from process context only.
     unsafe { ffi::rkvm_cond_resched() };
+}
+
+/// Hands a machine check that hit the guest (or its VM entry) to the host's #MC handler.
+///
+/// The caller has interrupts off (the proof is the guard) and calls it at most once per
+/// machine-check exit.
+pub(crate) fn machine_check(_irq: &IrqGuard) {
+    // SAFETY: Interrupts are off, as the handler expects when called from an exit path;
+    // it takes no pointer from us (the shim builds the register frame).
+    unsafe { ffi::rkvm_machine_check() }
 }
 
 /// Whether the kernel runs without CPU vulnerability mitigations (`mitigations=off`, or

@@ -19,6 +19,7 @@ pub(crate) mod notifiers;
 pub(crate) mod page;
 pub(crate) mod percpu;
 pub(crate) mod pvclock;
+pub(crate) mod ratelimit;
 pub(crate) mod shrinker;
 pub(crate) mod wait;
 pub(crate) mod workqueue;

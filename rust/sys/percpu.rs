@@ -68,6 +68,13 @@ impl<T: Send + Sync> PerCpu<T> {
         unsafe { ffi::rkvm_percpu_ptr(ptr.as_ptr(), cpu).cast() }
     }
 
+    /// Every possible CPU's slot (for state other CPUs may update, e.g. with atomics).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        // SAFETY: By the invariant, every possible CPU's slot holds a live `T`, shared
+        // access is fine (`T: Sync`), and it lives as long as `self`.
+        cpu::possible_cpus().map(move |c| unsafe { &*Self::slot(self.ptr, c) })
+    }
+
     /// The slot of the CPU this runs on; the guard keeps it from changing.
     pub(crate) fn this_cpu<'a>(&'a self, _irq: &'a cpu::IrqGuard) -> &'a T {
         // SAFETY: The running CPU is online, hence possible: its slot holds a live `T`.

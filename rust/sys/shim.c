@@ -65,6 +65,24 @@ static int feature_bit(int feature)
 	case RKVM_FEATURE_X2APIC: return X86_FEATURE_X2APIC;
 	case RKVM_FEATURE_ARCH_CAPABILITIES: return X86_FEATURE_ARCH_CAPABILITIES;
 	case RKVM_BUG_L1TF: return X86_BUG_L1TF;
+#ifdef X86_FEATURE_IBPB
+	case RKVM_FEATURE_IBPB: return X86_FEATURE_IBPB;
+#endif
+#ifdef X86_FEATURE_RSB_VMEXIT
+	case RKVM_FEATURE_RSB_VMEXIT: return X86_FEATURE_RSB_VMEXIT;
+#endif
+#ifdef X86_FEATURE_RSB_VMEXIT_LITE
+	case RKVM_FEATURE_RSB_VMEXIT_LITE: return X86_FEATURE_RSB_VMEXIT_LITE;
+#endif
+#ifdef X86_FEATURE_CLEAR_CPU_BUF
+	case RKVM_FEATURE_CLEAR_CPU_BUF: return X86_FEATURE_CLEAR_CPU_BUF;
+#endif
+#ifdef X86_FEATURE_CLEAR_CPU_BUF_VM
+	case RKVM_FEATURE_CLEAR_CPU_BUF_VM: return X86_FEATURE_CLEAR_CPU_BUF_VM;
+#endif
+#ifdef X86_FEATURE_CLEAR_CPU_BUF_VM_MMIO
+	case RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO: return X86_FEATURE_CLEAR_CPU_BUF_VM_MMIO;
+#endif
 	}
 	return -1;
 }
@@ -466,63 +484,6 @@ int rkvm_get_user_page(__u64 hva, int write, void **page)
 }
 
 void rkvm_put_page(void *page) { put_page(page); }
-
-/* ---- Host state around a VMX window ------------------------------------------------- */
-
-void rkvm_host_segs_save(struct rkvm_host_segs *s)
-{
-	savesegment(ds, s->ds);
-	savesegment(es, s->es);
-	savesegment(fs, s->fs);
-	savesegment(gs, s->gs);
-	asm volatile("sldt %0" : "=g"(s->ldt));
-	rdmsrq(MSR_FS_BASE, s->fs_base);
-	rdmsrq(MSR_KERNEL_GS_BASE, s->kernel_gs_base);
-}
-
-void rkvm_host_segs_restore(const struct rkvm_host_segs *s)
-{
-	/* VM exit loaded null selectors where the host ones had RPL/TI bits; put them back. */
-	if (s->ldt)
-		asm volatile("lldt %0" : : "rm"(s->ldt));
-	if (s->ds | s->es) {
-		loadsegment(ds, s->ds);
-		loadsegment(es, s->es);
-	}
-	if (s->fs & 7) {
-		loadsegment(fs, s->fs);
-		wrmsrq(MSR_FS_BASE, s->fs_base);
-	}
-	if (s->gs & 7)
-		load_gs_index(s->gs);
-	/* The guest's KERNEL_GS_BASE (or load_gs_index) replaced the user's GS base. */
-	wrmsrq(MSR_KERNEL_GS_BASE, s->kernel_gs_base);
-	/* VM exit set the GDT limit to 0xffff and the TSS limit to 0x67. */
-	if (test_thread_flag(TIF_IO_BITMAP)) {
-		/*
-		 * The task's I/O bitmap lies beyond limit 0x67: reload TR from a writable GDT
-		 * (LTR sets the busy bit), as force_reload_TR() does with KVM-only helpers.
-		 */
-		struct desc_struct *gdt = this_cpu_ptr(&gdt_page)->gdt;
-		struct desc_ptr direct = {
-			.address = (unsigned long)gdt,
-			.size = GDT_SIZE - 1,
-		};
-		tss_desc tss;
-
-		native_load_gdt(&direct);
-		memcpy(&tss, &gdt[GDT_ENTRY_TSS], sizeof(tss_desc));
-		tss.type = DESC_TSS;
-		write_gdt_entry(gdt, GDT_ENTRY_TSS, &tss, DESC_TSS);
-		asm volatile("ltr %w0" : : "q"(GDT_ENTRY_TSS * 8));
-	}
-	load_fixmap_gdt(raw_smp_processor_id());
-}
-
-void rkvm_fpu_begin(void) { kernel_fpu_begin(); }
-void rkvm_fpu_end(void) { kernel_fpu_end(); }
-
-void rkvm_self_nmi(void) { apic->send_IPI_self(NMI_VECTOR); }
 
 /* ---- Signals ------------------------------------------------------------------------ */
 

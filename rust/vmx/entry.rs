@@ -2,11 +2,13 @@
 
 //! VM entry and exit: the only place guest general-purpose registers meet the CPU.
 //!
-//! `rkvm_vmx_vmenter(gprs, launched)` saves the host's callee-saved registers, records
-//! the stack pointer in HOST_RSP, loads the guest GPRs and CR2, and executes VMLAUNCH (or
-//! VMRESUME once launched). A VM exit lands at `rkvm_vmx_vmexit` (HOST_RIP) with the
-//! host stack restored, stores the guest GPRs and CR2 back and returns 0. A failed entry
-//! returns 1 (VMfailInvalid) or 2 (VMfailValid).
+//! `rkvm_vmx_vmenter(gprs, flags)` saves the host's callee-saved registers, records
+//! the stack pointer in HOST_RSP, loads the guest GPRs and CR2, optionally clears the
+//! CPU buffers (VERW), and executes VMLAUNCH (or VMRESUME once launched). A VM exit lands
+//! at `rkvm_vmx_vmexit` (HOST_RIP) with the host stack restored, stores the guest GPRs
+//! and CR2 back, zeroes every GPR, optionally refills the return stack buffer, and
+//! returns 0. A failed entry returns 1 (VMfailInvalid) or 2 (VMfailValid) through the
+//! same clearing tail. See `spec.rs` for when each option is on.
 
 use core::arch::global_asm;
 
@@ -15,6 +17,18 @@ use core::arch::global_asm;
 #[derive(Clone, Copy, Default, Debug)]
 pub(crate) struct Gprs {
     pub(crate) r: [u64; 17],
+}
+
+/// Bits of the `flags` argument of `rkvm_vmx_vmenter`.
+pub(crate) mod flags {
+    /// VMRESUME instead of VMLAUNCH.
+    pub(crate) const RESUME: u64 = 1 << 0;
+    /// VERW right before the entry.
+    pub(crate) const VERW: u64 = 1 << 1;
+    /// Fill the whole return stack buffer after the exit.
+    pub(crate) const RSB_FILL: u64 = 1 << 2;
+    /// Retire one CALL after the exit (when `RSB_FILL` is not set).
+    pub(crate) const RSB_ONE: u64 = 1 << 3;
 }
 
 /// Register numbers.
@@ -43,14 +57,21 @@ global_asm!(
     "push r13",
     "push r14",
     "push r15",
-    // The GPR area pointer stays on the stack, at [HOST_RSP].
+    // The entry flags stay on the stack at [HOST_RSP + 8], the GPR area pointer at
+    // [HOST_RSP]: both are read again after the exit.
+    "push rsi",
     "push rdi",
     "mov rax, 0x6c14",
     "vmwrite rax, rsp",
     "jbe 5f",
-    // Guest CR2, then the GPRs (RDI last: it holds the area pointer).
+    // Guest CR2 first (a MOV to CR2 leaves the arithmetic flags undefined).
     "mov rax, [rdi + 16*8]",
     "mov cr2, rax",
+    // ZF := no VERW wanted, then CF := VMRESUME (BT leaves ZF alone). The MOVs below keep
+    // both flags, and VERW only writes ZF.
+    "test esi, 2",
+    "bt esi, 0",
+    // The GPRs (RDI last: it holds the area pointer).
     "mov rax, [rdi + 0*8]",
     "mov rcx, [rdi + 1*8]",
     "mov rdx, [rdi + 2*8]",
@@ -64,23 +85,28 @@ global_asm!(
     "mov r13, [rdi + 13*8]",
     "mov r14, [rdi + 14*8]",
     "mov r15, [rdi + 15*8]",
-    "test rsi, rsi",
     "mov rsi, [rdi + 6*8]",
     "mov rdi, [rdi + 7*8]",
-    "jnz 2f",
+    // Overwrite the CPU's internal buffers as the very last memory access before the
+    // guest runs (memory-operand VERW on a CPU with MD_CLEAR).
+    "jz 3f",
+    "verw word ptr [rip + rkvm_verw_sel]",
+    "3:",
+    "jc 2f",
     "vmlaunch",
     "jmp 4f",
     "2:",
     "vmresume",
-    // VMLAUNCH/VMRESUME fell through: the entry failed.
+    // VMLAUNCH/VMRESUME fell through: the entry failed (CF: VMfailInvalid, ZF:
+    // VMfailValid). Guest values are still in the registers: they are cleared below.
     "4:",
-    "mov eax, 1",
-    "jc 6f",
-    "mov eax, 2",
-    "jmp 6f",
+    "mov ebx, 1",
+    "jc 7f",
+    "mov ebx, 2",
+    "jmp 7f",
     "5:",
-    "mov eax, 1",
-    "jmp 6f",
+    "mov ebx, 1",
+    "jmp 7f",
     ".global rkvm_vmx_vmexit",
     "rkvm_vmx_vmexit:",
     "push rdi",
@@ -103,9 +129,66 @@ global_asm!(
     "mov [rdi + 15*8], r15",
     "mov rax, cr2",
     "mov [rdi + 16*8], rax",
+    "xor ebx, ebx",
+    // Common tail, result in EBX. No register may keep a guest value into the host code
+    // that follows, not even speculatively: zero all of them (the callee-saved ones are
+    // reloaded from the stack below, but a slow reload could run ahead with the guest's).
+    "7:",
     "xor eax, eax",
-    "6:",
+    "xor ecx, ecx",
+    "xor edx, edx",
+    "xor ebp, ebp",
+    "xor esi, esi",
+    "xor edi, edi",
+    "xor r8d, r8d",
+    "xor r9d, r9d",
+    "xor r10d, r10d",
+    "xor r11d, r11d",
+    "xor r12d, r12d",
+    "xor r13d, r13d",
+    "xor r14d, r14d",
+    "xor r15d, r15d",
+    // Before the first RET the guest may have steered: overwrite the return stack buffer
+    // with 32 harmless entries (each pointing at an INT3 trap), or, where the host only
+    // needs one retired CALL before a RET (eIBRS with PBRSB), just one.
+    "test byte ptr [rsp + 8], 4",
+    "jz 8f",
+    "mov ecx, 16",
+    "20:",
+    "911:",
+    ".pushsection .discard.annotate_insn, \"M\", @progbits, 8",
+    ".long 911b - ., 7",
+    ".popsection",
+    "call 21f",
+    "int3",
+    "21:",
+    "912:",
+    ".pushsection .discard.annotate_insn, \"M\", @progbits, 8",
+    ".long 912b - ., 7",
+    ".popsection",
+    "call 22f",
+    "int3",
+    "22:",
+    "add rsp, 16",
+    "dec ecx",
+    "jnz 20b",
+    "lfence",
+    "jmp 9f",
+    "8:",
+    "test byte ptr [rsp + 8], 8",
+    "jz 9f",
+    "913:",
+    ".pushsection .discard.annotate_insn, \"M\", @progbits, 8",
+    ".long 913b - ., 7",
+    ".popsection",
+    "call 23f",
+    "int3",
+    "23:",
     "add rsp, 8",
+    "lfence",
+    "9:",
+    "mov eax, ebx",
+    "add rsp, 16",
     "pop r15",
     "pop r14",
     "pop r13",
@@ -123,7 +206,7 @@ global_asm!(
 );
 
 unsafe extern "C" {
-    fn rkvm_vmx_vmenter(gprs: *mut Gprs, launched: u64) -> u64;
+    fn rkvm_vmx_vmenter(gprs: *mut Gprs, flags: u64) -> u64;
     static rkvm_vmx_vmexit: u8;
 }
 
@@ -149,11 +232,13 @@ pub(crate) enum Entry {
 ///
 /// The caller holds a VMX window with this vCPU's VMCS current, every host-state field
 /// written for this CPU (HOST_RIP = [`vmexit_rip`]), and a valid guest state; `gprs` is
-/// the vCPU's register area.
-pub(crate) unsafe fn vmenter(gprs: &mut Gprs, launched: bool) -> Entry {
+/// the vCPU's register area. `mitigations` holds only [`flags::VERW`],
+/// [`flags::RSB_FILL`] and [`flags::RSB_ONE`].
+pub(crate) unsafe fn vmenter(gprs: &mut Gprs, launched: bool, mitigations: u64) -> Entry {
+    let f = mitigations & !flags::RESUME | if launched { flags::RESUME } else { 0 };
     // SAFETY: The caller guarantees the VMX preconditions; the routine preserves every
     // callee-saved register and the stack.
-    match unsafe { rkvm_vmx_vmenter(gprs, u64::from(launched)) } {
+    match unsafe { rkvm_vmx_vmenter(gprs, f) } {
         0 => Entry::Exited,
         1 => Entry::FailInvalid,
         _ => Entry::FailValid,

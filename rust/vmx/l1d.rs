@@ -4,9 +4,18 @@
 //!
 //! `auto` becomes `cond` on CPUs affected by L1TF and "not required" elsewhere; on a
 //! kernel running without mitigations it becomes `never`. (The host's own `l1tf=` choice
-//! is exported to kvm_intel only.) `cond` flushes on
-//! the first entry of every VMX window, i.e. whenever the host ran other code since the
-//! last entry; `always` flushes before every entry.
+//! is exported to kvm_intel only.) `always` flushes before every entry.
+//!
+//! `cond` flushes on the first entry of every VMX window, which covers at least every
+//! case in which KVM's `cond` flushes: a window is opened for each pass of KVM_RUN, so
+//! after every schedule-in and preemption (KVM: `kvm_arch_vcpu_load`), after every host
+//! interrupt (it ends the window; KVM: the interrupt entry code's per-CPU mark), and after
+//! every exit not finished inside the window: emulation, EPT faults, guest-memory
+//! accesses, exits to userspace (KVM: the emulator, the page-fault handler and guest
+//! writes mark the CPU). Later entries of the same window follow only fast-path exits
+//! (CPUID, XSETBV, VMCALL, INVLPG, WBINVD, PAUSE, reflected exceptions, interrupt and NMI
+//! windows) that touch nothing but this vCPU's own state, with interrupts off the whole
+//! time, which KVM does not flush for either.
 
 use crate::sys::cpu::{self, Feature};
 use crate::sys::ffi;

@@ -6,11 +6,15 @@
 //! - `asm.rs`: the VMX instructions.
 //! - `window.rs`: entering and leaving VMX operation safely (the CR4 trap).
 //! - `l1d.rs`: the L1D flush on VM entry.
+//! - `spec.rs`: the other speculative-execution hygiene around entry and exit.
+//! - `hostdbg.rs`: the host's debug registers and IA32_DEBUGCTL around a window.
 
 pub(crate) mod asm;
 pub(crate) mod caps;
 pub(crate) mod entry;
+pub(crate) mod hostdbg;
 pub(crate) mod l1d;
+pub(crate) mod spec;
 pub(crate) mod vcpu;
 pub(crate) mod vmcs;
 pub(crate) mod window;
@@ -20,6 +24,7 @@ use crate::sys::ffi;
 use crate::sys::msr::{self, index};
 use crate::sys::page::{Hpa, PhysPage};
 use crate::sys::percpu::PerCpu;
+use crate::sys::ratelimit::pr_err_ratelimited;
 use crate::x86::X86Ops;
 use caps::{proc2, VmcsConfig};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +73,8 @@ impl Params {
 pub(crate) struct VmxCpu {
     vmxon: PhysPage,
     enabled: AtomicBool,
+    /// The VM whose vCPU this CPU entered last (`spec::VmTag`, 0: none).
+    last_vm: core::sync::atomic::AtomicUsize,
 }
 
 /// The VMX backend, after `hardware_setup`.
@@ -76,6 +83,8 @@ pub(crate) struct Vmx {
     pub(crate) config: VmcsConfig,
     /// Parameters in effect.
     pub(crate) params: Params,
+    /// Speculative-execution hygiene the host wants.
+    pub(crate) spec: spec::Spec,
     cpus: PerCpu<VmxCpu>,
     /// VPIDs handed to vCPUs (8 KiB: kept out of the stack-built `Vmx`).
     pub(crate) vpids: &'static vcpu::VpidAllocator,
@@ -143,6 +152,7 @@ pub(crate) fn hardware_setup() -> Result<Vmx> {
     Ok(Vmx {
         config,
         params,
+        spec: spec::Spec::probe(),
         cpus,
         vpids: &VPIDS,
     })
@@ -156,6 +166,7 @@ fn alloc_kvm_area(revision: u32) -> Result<PerCpu<VmxCpu>> {
         Ok(VmxCpu {
             vmxon,
             enabled: AtomicBool::new(false),
+            last_vm: spec::new_tag(),
         })
     })
 }
@@ -212,15 +223,16 @@ impl X86Ops for Vmx {
         // A VMXON/VMXOFF round trip proves the CPU is free and usable right now.
         match window::VmxOn::enter(c.vmxon.phys(), &irq) {
             Ok(on) => drop(on),
+            // Every VM creation retries this while kvm_intel holds VMX: rate-limited.
             Err(window::EnterError::Busy) => {
-                pr_err!(
+                pr_err_ratelimited!(
                     "CPU {}: VMX is in use by another hypervisor\n",
                     cpu::this_cpu()
                 );
                 return Err(EBUSY);
             }
             Err(window::EnterError::VmxonFailed) => {
-                pr_err!("CPU {}: VMXON failed\n", cpu::this_cpu());
+                pr_err_ratelimited!("CPU {}: VMXON failed\n", cpu::this_cpu());
                 return Err(EIO);
             }
         }

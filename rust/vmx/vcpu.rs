@@ -5,6 +5,7 @@
 
 use super::caps::{entry, exit, pin, proc1, proc2};
 use super::entry::{self as vmentry, reg, Entry, Gprs};
+use super::hostdbg::HostDebug;
 use super::vmcs::{self, Loaded, Vmcs};
 use super::window::{EnterError, VmxOn};
 use super::Vmx;
@@ -13,6 +14,7 @@ use crate::sys::cpu::{self, regs, IrqGuard};
 use crate::sys::ffi;
 use crate::sys::msr::{self, index};
 use crate::sys::page::PhysPage;
+use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::{
     kvm_cpuid_entry2, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
     KVM_GUESTDBG_USE_SW_BP,
@@ -50,6 +52,7 @@ mod reason {
     pub(super) const MONITOR_TRAP_FLAG: u32 = 37;
     pub(super) const MONITOR: u32 = 39;
     pub(super) const PAUSE: u32 = 40;
+    pub(super) const MCE_DURING_VMENTRY: u32 = 41;
     pub(super) const EPT_VIOLATION: u32 = 48;
     pub(super) const INVEPT: u32 = 50;
     pub(super) const RDTSCP: u32 = 51;
@@ -193,6 +196,10 @@ struct Core {
     guest_dr_loaded: bool,
     /// The MSR filter generation the MSR bitmap reflects.
     msr_filter_gen: u64,
+    /// A machine check hit the guest or its entry: the host's handler runs once VMX is off.
+    mce_pending: bool,
+    /// The VM this vCPU belongs to, as last seen (for the per-CPU IBPB tag).
+    vm_tag: super::spec::VmTag,
     gprs: Gprs,
 }
 
@@ -252,6 +259,8 @@ impl VmxVcpu {
                 flushed_gen: u64::MAX,
                 guest_dr_loaded: false,
                 msr_filter_gen: u64::MAX,
+                mce_pending: false,
+                vm_tag: 0,
                 gprs: Gprs::default(),
             },
         })
@@ -260,6 +269,7 @@ impl VmxVcpu {
     /// Returns the VPID on teardown.
     pub(crate) fn release(&self, vmx: &Vmx) {
         vmx.vpids.free(self.core.vpid);
+        vmx.forget_vm(self.core.vm_tag);
     }
 
     /// Runs the guest until an exit the window cannot finish.
@@ -276,7 +286,10 @@ impl Core {
             & (proc2::ENABLE_EPT
                 | proc2::UNRESTRICTED_GUEST
                 | proc2::ENABLE_RDTSCP
-                | proc2::ENABLE_INVPCID);
+                | proc2::ENABLE_INVPCID
+                // A guest's WBINVD would flush every cache of the host: it exits, and is
+                // skipped (KVM does the same without non-coherent DMA).
+                | proc2::WBINVD_EXITING);
         if self.vpid != 0 {
             proc2 |= proc2::ENABLE_VPID;
         }
@@ -574,6 +587,8 @@ impl Core {
         unsafe { ffi::rkvm_host_segs_save(&mut segs) };
         ctx.running_cpu
             .store(cpu::this_cpu() as i32, Ordering::Release);
+        self.vm_tag = core::ptr::from_ref(ctx.flush_gen) as usize;
+        ctx.vmx.switch_vm(self.vm_tag, &irq);
 
         let result = self.run_loaded(
             vmcs, ctx, &on, &segs, &kfpu, xsave, fpu_mask, host_xcr0, &irq,
@@ -584,6 +599,15 @@ impl Core {
         // SAFETY: Restores what `rkvm_host_segs_save` recorded, on the same CPU, with
         // interrupts still off; out of VMX operation.
         unsafe { ffi::rkvm_host_segs_restore(&segs) };
+        if core::mem::take(&mut self.mce_pending) {
+            // The machine check goes to the host's handler here, with interrupts still
+            // off but after VMXOFF rather than right at the exit: inside the window the
+            // CPU runs with a CR4.VMXE the kernel's CR4 shadow does not know about, and
+            // the handler (or the panic/kexec path it may enter) must be free to rewrite
+            // CR4 from that shadow. Between the exit and here only rkvm's own bounded
+            // bookkeeping ran (VMCS reads, FPU and debug-register restore), no guest code.
+            cpu::machine_check(&irq);
+        }
         drop(irq);
         drop(kfpu);
         self.gprs_to(ctx.state);
@@ -678,13 +702,12 @@ impl Core {
 
         // Flush this VM's and this vCPU's translations: they may be stale on this CPU.
         self.flush_tlb(ctx)?;
-        // Debug registers. A VM exit leaves DR7 = 0x400, so the host's DR7 goes back after
-        // the window. While the guest has breakpoints enabled in its DR7 (loaded from the
-        // VMCS), its DR0-DR3 and DR6 are in the hardware: the host's are kept aside, and
-        // the guest never sees them (MOV DR always exits).
+        // Debug registers (see `hostdbg.rs` for the host's side). While the guest has
+        // breakpoints enabled in its DR7 (loaded from the VMCS), its DR0-DR3 and DR6 are in
+        // the hardware, and the guest never sees the host's (MOV DR always exits).
         // With userspace's hardware breakpoints (KVM_GUESTDBG_USE_HW_BP) its DR0-DR3 and
         // DR7 are used instead, and the guest's DR7 stays in software meanwhile.
-        let host_dr7 = cpu::regs::dr(7);
+        let mut host_dbg = HostDebug::save(irq);
         let guest_dr7 = ctx.state.dr7;
         let (load, dr7) = match ctx.debug_dr {
             Some(d) => (Some(([d[0], d[1], d[2], d[3]], 0xffff_0ff0)), d[7]),
@@ -692,18 +715,11 @@ impl Core {
             None => (None, guest_dr7),
         };
         v.wn(vmcs::GUEST_DR7, dr7).map_err(|_| EIO)?;
-        let host_dr = load.map(|(db, dr6)| {
-            let saved = [0u8, 1, 2, 3, 6].map(cpu::regs::dr);
-            for (n, val) in [0u8, 1, 2, 3].into_iter().zip(db) {
-                // SAFETY: Interrupts are off for the window (`irq`); the host's value is
-                // restored below before they are on again.
-                unsafe { cpu::regs::set_dr(n, val) };
-            }
-            // SAFETY: As above.
-            unsafe { cpu::regs::set_dr(6, dr6) };
-            saved
-        });
-        self.guest_dr_loaded = host_dr.is_some();
+        if let Some((db, dr6)) = load {
+            host_dbg.load_guest(db, dr6);
+        }
+        self.guest_dr_loaded = host_dbg.guest_loaded();
+        let mitigations = ctx.vmx.spec.entry_flags;
         let mut launched = false;
         // A closure, so that an error (`?`) still reaches the restores below.
         let result = (|| -> Result<Exit> {
@@ -731,13 +747,14 @@ impl Core {
                 }
                 // SAFETY: The window holds this VMCS current with host state for this CPU, and
                 // the guest state was loaded (or kept from the last window).
-                let entered = unsafe { vmentry::vmenter(&mut self.gprs, launched) };
+                let entered = unsafe { vmentry::vmenter(&mut self.gprs, launched, mitigations) };
+                host_dbg.after_exit();
                 match entered {
                     Entry::Exited => {}
                     Entry::FailInvalid => break Ok(Exit::FailEntry { reason: u64::MAX }),
                     Entry::FailValid => {
                         let err = v.r32(vmcs::VM_INSTRUCTION_ERROR);
-                        pr_warn!("VM entry failed: VM-instruction error {}\n", err);
+                        pr_warn_ratelimited!("VM entry failed: VM-instruction error {}\n", err);
                         break Ok(Exit::FailEntry {
                             reason: u64::from(err) | 1 << 63,
                         });
@@ -764,21 +781,13 @@ impl Core {
         })();
 
         self.guest_dr_loaded = false;
-        if let Some(saved) = host_dr {
-            // #DBs the guest took directly updated DR6 (not userspace's breakpoints:
-            // those #DBs exit).
-            if ctx.debug_dr.is_none() {
-                ctx.state.dr6 = cpu::regs::dr(6);
-            }
-            for (n, val) in [0u8, 1, 2, 3, 6].into_iter().zip(saved) {
-                // SAFETY: Puts back the host's own values, interrupts still off.
-                unsafe { cpu::regs::set_dr(n, val) };
-            }
+        // #DBs the guest took directly updated DR6 (not userspace's breakpoints: those
+        // #DBs exit).
+        if host_dbg.guest_loaded() && ctx.debug_dr.is_none() {
+            ctx.state.dr6 = cpu::regs::dr(6);
         }
-        if host_dr7 != 0x400 {
-            // SAFETY: The host's own DR7, interrupts still off.
-            unsafe { cpu::regs::set_dr(7, host_dr7) };
-        }
+        // The host's DR0-DR3, DR6, then DR7.
+        drop(host_dbg);
         if xsave && ctx.state.xcr0 != host_xcr0 {
             // SAFETY: Restores the host's own XCR0.
             unsafe { fpu::xsetbv0(host_xcr0) };
@@ -1003,6 +1012,11 @@ impl Core {
         let len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN);
         let insn_len = len.min(15) as u8;
         if full & (1 << 31) != 0 {
+            if reason == reason::MCE_DURING_VMENTRY {
+                // The entry failed on a machine check: the host's handler gets it after
+                // the window; userspace still sees the failed entry, as with KVM.
+                self.mce_pending = true;
+            }
             return Ok(Some(Exit::FailEntry {
                 reason: u64::from(full),
             }));
@@ -1036,7 +1050,12 @@ impl Core {
                     }));
                 }
                 match vector {
-                    MC_VECTOR => Ok(Some(Exit::Again)),
+                    MC_VECTOR => {
+                        // A machine check the guest's run took: the host's handler runs
+                        // once the window is closed (`run`); then the guest goes on.
+                        self.mce_pending = true;
+                        Ok(Some(Exit::Again))
+                    }
                     // With userspace debugging but not single-stepping, a #DB is the
                     // guest's own (its breakpoints): it gets it, as with KVM.
                     DB_VECTOR
@@ -1085,7 +1104,12 @@ impl Core {
                 Ok(Some(Exit::Again))
             }
             reason::TRIPLE_FAULT => Ok(Some(Exit::Shutdown)),
-            reason::INIT | reason::SIPI => Ok(None),
+            // An INIT sent to this CPU is held while it is in VMX operation: re-entering
+            // would loop on it with interrupts off. Close the window so that it takes
+            // effect after VMXOFF. (SIPI exits need the wait-for-SIPI state rkvm never
+            // uses.)
+            reason::INIT => Ok(Some(Exit::Again)),
+            reason::SIPI => Ok(None),
             reason::INTERRUPT_WINDOW => {
                 ctx.stats.inc(st::IRQ_WINDOW_EXITS);
                 if ctx.apic_window {
