@@ -12,6 +12,7 @@ use crate::sys::cpu;
 use crate::sys::kmem::KmemBox;
 use crate::sys::mm::{self, MmId, MmuNotifier, UserPage};
 use crate::sys::page::PhysPage;
+use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
 use crate::x86::emulate::GuestMem;
 use crate::x86::ept::{Ept, Perm, Table};
@@ -168,7 +169,7 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
         k.for_each_vm(|v| taken |= v.debugfs_id.load(Ordering::Relaxed) == id);
         let name = kernel::str::CString::try_from_fmt(fmt!("{}-{}", pid, fd))?;
         if taken {
-            pr_warn!("debugfs: duplicate directory {}\n", &*name);
+            pr_warn_ratelimited!("debugfs: duplicate directory {}\n", &*name);
         } else if let Ok(d) = stats::VmDir::new(parent, &name, &vm) {
             vm.locked.lock().debugfs = Some(d);
             vm.debugfs_id.store(id, Ordering::Relaxed);

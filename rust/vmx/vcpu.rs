@@ -585,8 +585,11 @@ impl Core {
         let mut segs = ffi::rkvm_host_segs::default();
         // SAFETY: Fills `segs` with this CPU's current selectors and bases.
         unsafe { ffi::rkvm_host_segs_save(&mut segs) };
+        // Sequentially consistent: a remote flush bumps the flush generation and then
+        // reads this; this store must be visible before the generation is read below (a
+        // release store could pass that load), or both sides could miss each other.
         ctx.running_cpu
-            .store(cpu::this_cpu() as i32, Ordering::Release);
+            .store(cpu::this_cpu() as i32, Ordering::SeqCst);
         self.vm_tag = core::ptr::from_ref(ctx.flush_gen) as usize;
         ctx.vmx.switch_vm(self.vm_tag, &irq);
 
