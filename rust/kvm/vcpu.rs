@@ -2480,7 +2480,7 @@ fn set_fpu(a: &mut [u8], f: &kvm_fpu) {
     put(6, &f.last_opcode.to_le_bytes());
     put(8, &f.last_ip.to_le_bytes());
     put(16, &f.last_dp.to_le_bytes());
-    put(24, &f.mxcsr.to_le_bytes());
+    // `mxcsr` is ignored, as KVM does: only KVM_SET_XSAVE (checked) changes MXCSR.
     for (i, r) in f.fpr.iter().enumerate() {
         put(32 + i * 16, r);
     }
@@ -2521,13 +2521,16 @@ fn set_xsave(g: &mut VcpuInner, arg: usize) -> Result<isize> {
     let mut buf = KVVec::with_capacity(size, GFP_KERNEL)?;
     buf.resize(size, 0u8, GFP_KERNEL)?;
     super::uaccess::read_into(arg, &mut buf)?;
-    let supported = crate::x86::cpuid::supported_xcr0();
-    if !fpu::area_valid(&buf, supported, 0xffff) {
+    // Without XSAVE on the host only x87 and SSE state exist (KVM takes those two).
+    let supported = if cpu::boot_cpu_has(cpu::Feature::Xsave) {
+        crate::x86::cpuid::supported_xcr0()
+    } else {
+        0b11
+    };
+    if !fpu::user_area_valid(&buf, supported) {
         return Err(EINVAL);
     }
-    for (d, s) in g.fpu.bytes_mut().iter_mut().zip(buf.iter()) {
-        *d = *s;
-    }
+    fpu::install_user_area(g.fpu.bytes_mut(), &buf);
     Ok(0)
 }
 
