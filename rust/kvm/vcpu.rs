@@ -402,18 +402,9 @@ impl AnonFile for VcpuFile {
             }
             RKVM_KVM_SET_XCRS => {
                 let x: kvm_xcrs = uaccess::read(arg)?;
-                if x.nr_xcrs as usize > x.xcrs.len() || x.flags != 0 {
-                    return Err(EINVAL);
-                }
-                for e in x.xcrs.iter().take(x.nr_xcrs as usize) {
-                    if e.xcr != 0 {
-                        return Err(EINVAL);
-                    }
-                    let allowed = crate::x86::cpuid::guest_supported_xcr0(&g.cpuid);
-                    if !crate::x86::cpuid::xcr0_valid(e.value, allowed) {
-                        return Err(EINVAL);
-                    }
-                    g.state.xcr0 = e.value;
+                let allowed = crate::x86::cpuid::guest_supported_xcr0(&g.cpuid);
+                if let Some(v) = state::validate::set_xcrs(&x, allowed)? {
+                    g.state.xcr0 = v;
                 }
                 Ok(0)
             }
@@ -2322,7 +2313,8 @@ fn get_sregs2(s: &VcpuState) -> kvm_sregs2 {
 fn sregs_valid(g: &VcpuInner, cr0: u64, cr4: u64, efer: u64, cs_l: u8, cr3: u64) -> bool {
     use state::{cr0 as c0, cr4 as c4, efer as ef};
     if efer & ef::LME != 0 && cr0 & c0::PG != 0 {
-        if cr4 & c4::PAE == 0 || efer & ef::LMA == 0 || cr3 >> 52 != 0 {
+        let cr3_ok = state::validate::legal_gpa(cr3, guest_phys_bits(g));
+        if cr4 & c4::PAE == 0 || efer & ef::LMA == 0 || !cr3_ok {
             return false;
         }
     } else if efer & ef::LMA != 0 || cs_l != 0 {
