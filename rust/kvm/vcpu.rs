@@ -2444,7 +2444,7 @@ fn get_fpu(a: &[u8]) -> kvm_fpu {
         last_opcode: rd(6, 2) as u16,
         last_ip: rd(8, 8),
         last_dp: rd(16, 8),
-        mxcsr: rd(24, 4) as u32,
+        // `mxcsr` stays 0: KVM never fills it in (KVM_GET_XSAVE shows MXCSR).
         ..Default::default()
     };
     for (i, r) in f.fpr.iter_mut().enumerate() {
