@@ -507,9 +507,10 @@ pub(crate) fn decode_mmio(s: &VcpuState, code: &[u8]) -> Option<MemOp> {
 pub(crate) fn complete_mmio_read(s: &mut VcpuState, op: &MemOp, data: u64) {
     if let Some((r, dsize, high8, sign)) = op.dest {
         let mut v = data & size_mask(op.size);
-        if sign {
-            let bits = u32::from(op.size) * 8;
-            v = ((v << (64 - bits)) as i64 >> (64 - bits)) as u64;
+        // Sign extension from a narrower operand (1, 2 or 4 bytes; wider is already full).
+        if sign && (1..8).contains(&op.size) {
+            let shift = 64 - u32::from(op.size) * 8;
+            v = ((v << shift) as i64 >> shift) as u64;
         }
         set_gpr(s, r, dsize, high8, v);
     }
