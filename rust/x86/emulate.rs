@@ -553,6 +553,16 @@ pub(crate) fn cr4_valid_bits(cpuid: &[crate::uapi::kvm_cpuid_entry2]) -> u64 {
     let rt = super::cpuid::Runtime::FEATURES;
     let [_, _, c1, d1] = super::cpuid::guest_cpuid(cpuid, 1, 0, rt);
     let [_, b7, c7, _] = super::cpuid::guest_cpuid(cpuid, 7, 0, rt);
+    // Features the host CPU lacks stay reserved whatever the guest's CPUID claims: the
+    // CPU would refuse them at VM entry (KVM's reserved CR4 bits also follow its own
+    // capabilities).
+    let [_, _, host_c1, _] = crate::sys::cpu::cpuid(1, 0);
+    let host_b7 = if crate::sys::cpu::cpuid(0, 0)[0] >= 7 {
+        crate::sys::cpu::cpuid(7, 0)[1]
+    } else {
+        0
+    };
+    let (c1, b7) = (c1 & host_c1, b7 & host_b7);
     let mut v = cr4::VME
         | cr4::PVI
         | cr4::TSD
