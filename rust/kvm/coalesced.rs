@@ -11,9 +11,10 @@ use super::vm::Vm;
 use core::sync::atomic::{fence, Ordering};
 use kernel::prelude::*;
 
-/// Zones per VM: KVM's limit of devices on an I/O bus (`NR_IOBUS_DEVS`), where its
-/// zones live.
-const ZONE_MAX: usize = 1000;
+/// KVM's limit of devices on one I/O bus (`NR_IOBUS_DEVS`). Its coalesced zones are
+/// devices of the MMIO or the PIO bus, so each bus holds at most this many zones.
+/// ioeventfds are devices too but are not counted against the limit.
+pub(crate) const BUS_DEVICES_MAX: usize = 1000;
 /// Ring layout: `first` and `last` (u32 each), then 24-byte entries filling the page.
 const RING_HEADER: usize = 8;
 const ENTRY_SIZE: usize = 24;
@@ -58,11 +59,17 @@ pub(crate) fn register(vm: &Vm, arg: usize) -> Result<isize> {
         return Err(EINVAL);
     }
     let mut l = vm.locked.lock();
-    if l.coalesced.len() >= ZONE_MAX {
+    if bus_full(&l.coalesced, z.pio) {
         return Err(ENOSPC);
     }
-    l.coalesced.push(z, GFP_KERNEL)?;
+    l.coalesced.push(z, GFP_KERNEL_ACCOUNT)?;
     Ok(0)
+}
+
+/// Whether the MMIO (or, with `pio`, the PIO) bus has no room for another device: it
+/// already holds [`BUS_DEVICES_MAX`] zones.
+pub(crate) fn bus_full(zones: &[Zone], pio: bool) -> bool {
+    zones.iter().filter(|z| z.pio == pio).count() >= BUS_DEVICES_MAX
 }
 
 /// `KVM_UNREGISTER_COALESCED_MMIO`: drops every zone of the same kind that contains the

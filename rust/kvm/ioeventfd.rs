@@ -119,7 +119,13 @@ pub(crate) fn ioctl(vm: &Vm, arg: usize) -> Result<isize> {
     if l.ioeventfds.iter().any(|e| e.collides(&new)) {
         return Err(EEXIST);
     }
-    l.ioeventfds.push(new, GFP_KERNEL)?;
+    // As in KVM, ioeventfds do not count against a bus's device limit (the memory they
+    // take is charged to the caller's memory cgroup instead), but a bus whose other
+    // devices, the coalesced zones, already reach it takes no ioeventfd either.
+    if new.bus != Bus::Ccw && super::coalesced::bus_full(&l.coalesced, new.bus == Bus::Pio) {
+        return Err(ENOSPC);
+    }
+    l.ioeventfds.push(new, GFP_KERNEL_ACCOUNT)?;
     Ok(0)
 }
 

@@ -105,7 +105,7 @@ pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
     if !vm.split_irqchip.load(Ordering::Acquire) || nr > MAX_IRQ_ROUTES || flags != 0 {
         return Err(EINVAL);
     }
-    let mut routes = KVec::with_capacity(nr as usize, GFP_KERNEL)?;
+    let mut routes = KVec::with_capacity(nr as usize, GFP_KERNEL_ACCOUNT)?;
     let entries = uaccess::offset(arg, core::mem::size_of::<kvm_irq_routing>())?;
     for i in 0..nr as usize {
         // struct kvm_irq_routing_entry: gsi, type, flags, pad, then the 32-byte union.
@@ -135,7 +135,7 @@ pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
                 address_lo,
                 data,
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
     }
     vm.locked.lock().routes = routes;
@@ -182,7 +182,7 @@ pub(crate) fn irqfd(vm: &Vm, arg: usize) -> Result<isize> {
                     .get(i)
                     .is_some_and(|f| f.gsi == gsi && f.is_for(fd))
                 {
-                    gone.push(l.irqfds.remove(i)?, GFP_KERNEL)?;
+                    gone.push(l.irqfds.remove(i)?, GFP_KERNEL_ACCOUNT)?;
                 } else {
                     i += 1;
                 }
@@ -209,12 +209,12 @@ pub(crate) fn irqfd(vm: &Vm, arg: usize) -> Result<isize> {
         let mut i = 0;
         while i < l.irqfds.len() {
             if l.irqfds.get(i).is_some_and(|g| g.is_dead()) {
-                dead.push(l.irqfds.remove(i)?, GFP_KERNEL)?;
+                dead.push(l.irqfds.remove(i)?, GFP_KERNEL_ACCOUNT)?;
             } else {
                 i += 1;
             }
         }
-        l.irqfds.push(f, GFP_KERNEL)?;
+        l.irqfds.push(f, GFP_KERNEL_ACCOUNT)?;
         dead
     };
     drop(dead);

@@ -99,8 +99,8 @@ fn read_filter(arg: usize) -> Result<MsrFilter> {
         if bytes > KVM_MSR_FILTER_MAX_BITMAP_SIZE as usize {
             return Err(EINVAL);
         }
-        let mut bitmap = KVec::with_capacity(bytes, GFP_KERNEL)?;
-        bitmap.resize(bytes, 0, GFP_KERNEL)?;
+        let mut bitmap = KVec::with_capacity(bytes, GFP_KERNEL_ACCOUNT)?;
+        bitmap.resize(bytes, 0, GFP_KERNEL_ACCOUNT)?;
         uaccess::read_into(usize::try_from(ptr).map_err(|_| EFAULT)?, &mut bitmap)?;
         ranges.push(
             Range {
@@ -109,7 +109,7 @@ fn read_filter(arg: usize) -> Result<MsrFilter> {
                 nmsrs,
                 bitmap,
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
     }
     let default_allow = flags & KVM_MSR_FILTER_DEFAULT_DENY == 0;
@@ -125,7 +125,7 @@ fn read_filter(arg: usize) -> Result<MsrFilter> {
 /// `KVM_X86_SET_MSR_FILTER` on `vm`: replaces the filter and makes every vCPU pick it
 /// up before it next runs guest code.
 pub(crate) fn set(vm: &super::vm::Vm, arg: usize) -> Result<isize> {
-    let f = Arc::new(read_filter(arg)?, GFP_KERNEL)?;
+    let f = Arc::new(read_filter(arg)?, GFP_KERNEL_ACCOUNT)?;
     vm.install_msr_filter(f);
     Ok(0)
 }

@@ -203,9 +203,9 @@ impl Debugfs {
             for (index, &name) in names.iter().enumerate() {
                 let file = KBox::pin_init(
                     dir.read_callback_file(name, StatFile { kind, index }, &show),
-                    GFP_KERNEL,
+                    GFP_KERNEL_ACCOUNT,
                 )?;
-                files.push(file, GFP_KERNEL)?;
+                files.push(file, GFP_KERNEL_ACCOUNT)?;
             }
         }
         Ok(Self { _files: files, dir })
@@ -260,8 +260,11 @@ impl VmDir {
                     index,
                 };
                 files.push(
-                    KBox::pin_init(dir.read_callback_file(n, data, &show_vm), GFP_KERNEL)?,
-                    GFP_KERNEL,
+                    KBox::pin_init(
+                        dir.read_callback_file(n, data, &show_vm),
+                        GFP_KERNEL_ACCOUNT,
+                    )?,
+                    GFP_KERNEL_ACCOUNT,
                 )?;
             }
         }

@@ -44,8 +44,8 @@ pub(crate) fn read_vec<T: FromBytes + IntoBytes + KnownLayout + Clone>(
     addr: usize,
     n: usize,
 ) -> Result<KVVec<T>> {
-    let mut v = KVVec::with_capacity(n, GFP_KERNEL)?;
-    v.resize(n, T::new_zeroed(), GFP_KERNEL)?;
+    let mut v = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+    v.resize(n, T::new_zeroed(), GFP_KERNEL_ACCOUNT)?;
     let len = n.checked_mul(size_of::<T>()).ok_or(E2BIG)?;
     UserSlice::new(UserPtr::from_addr(addr), len)
         .reader()

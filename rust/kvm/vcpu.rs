@@ -148,7 +148,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     let split = vm.split_irqchip.load(Ordering::Acquire);
     let (mailbox, lapic) = if split {
         let bus_ns = vm.apic_bus_cycle_ns.load(Ordering::Relaxed);
-        let a = KBox::new(Lapic::new(id, apic_base, bus_ns), GFP_KERNEL)?;
+        let a = KBox::new(Lapic::new(id, apic_base, bus_ns), GFP_KERNEL_ACCOUNT)?;
         (Some(Mailbox::new()?), Some(a))
     } else {
         (None, None)
@@ -185,7 +185,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             stats: VcpuCounters::new(),
             halt_wait_hist: super::stats::LogHist::new(),
         }? Error),
-        GFP_KERNEL,
+        GFP_KERNEL_ACCOUNT,
     )?;
     {
         let mut inner = vcpu.inner.lock();
@@ -202,7 +202,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             a.publish(mb, inner.state.apic_base);
         }
     }
-    l.vcpus.push(vcpu.clone(), GFP_KERNEL)?;
+    l.vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT)?;
     // As in KVM, the first vCPU fixes KVM_CAP_MAX_VCPU_ID if userspace left it unset.
     if l.max_vcpu_ids == 0 {
         l.max_vcpu_ids = super::caps::MAX_VCPU_IDS;
@@ -213,7 +213,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             vm: vm.clone(),
             vcpu: vcpu.clone(),
         },
-        GFP_KERNEL,
+        GFP_KERNEL_ACCOUNT,
     )?;
     match anon_fd::install(file) {
         Ok(fd) => Ok(fd as isize),
@@ -402,18 +402,9 @@ impl AnonFile for VcpuFile {
             }
             RKVM_KVM_SET_XCRS => {
                 let x: kvm_xcrs = uaccess::read(arg)?;
-                if x.nr_xcrs as usize > x.xcrs.len() || x.flags != 0 {
-                    return Err(EINVAL);
-                }
-                for e in x.xcrs.iter().take(x.nr_xcrs as usize) {
-                    if e.xcr != 0 {
-                        return Err(EINVAL);
-                    }
-                    let allowed = crate::x86::cpuid::guest_supported_xcr0(&g.cpuid);
-                    if !crate::x86::cpuid::xcr0_valid(e.value, allowed) {
-                        return Err(EINVAL);
-                    }
-                    g.state.xcr0 = e.value;
+                let allowed = crate::x86::cpuid::guest_supported_xcr0(&g.cpuid);
+                if let Some(v) = state::validate::set_xcrs(&x, allowed)? {
+                    g.state.xcr0 = v;
                 }
                 Ok(0)
             }
@@ -433,7 +424,7 @@ impl AnonFile for VcpuFile {
                     apic_base: g.state.apic_base,
                     mwait: vm.quirks().cpuid_mwait(g.state.msrs.misc_enable),
                 };
-                let mut table = KVec::with_capacity(g.cpuid.len(), GFP_KERNEL)?;
+                let mut table = KVec::with_capacity(g.cpuid.len(), GFP_KERNEL_ACCOUNT)?;
                 for e in g.cpuid.iter() {
                     let [eax, ebx, ecx, edx] = crate::x86::cpuid::runtime_view(e, rt);
                     table.push(
@@ -444,7 +435,7 @@ impl AnonFile for VcpuFile {
                             edx,
                             ..*e
                         },
-                        GFP_KERNEL,
+                        GFP_KERNEL_ACCOUNT,
                     )?;
                 }
                 uaccess::write_slice(uaccess::offset(arg, size_of::<kvm_cpuid2>())?, &table)?;
@@ -2034,8 +2025,8 @@ fn string_io(
         let si = emulate::gpr64(s, 6) & m;
         let src = emulate::linear(s, io.seg, si, io.addr_size);
         let n = count as usize * usize::from(size);
-        let mut buf = KVec::with_capacity(n, GFP_KERNEL)?;
-        buf.resize(n, 0u8, GFP_KERNEL)?;
+        let mut buf = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+        buf.resize(n, 0u8, GFP_KERNEL_ACCOUNT)?;
         if let Err(e) = emulate::read_virt(s, &VmMem(vm), src, &mut buf) {
             return fault_or_error(vcpu, s, e);
         }
@@ -2108,8 +2099,8 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
             let ptr = emulate::gpr64(s, reg) & m;
             if input {
                 let n = bytes as usize;
-                let mut buf = KVec::with_capacity(n, GFP_KERNEL)?;
-                buf.resize(n, 0u8, GFP_KERNEL)?;
+                let mut buf = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+                buf.resize(n, 0u8, GFP_KERNEL_ACCOUNT)?;
                 vcpu.pio.read_bytes(0, &mut buf)?;
                 let dst = emulate::linear(s, seg, ptr, io.addr_size);
                 if let Err(e) = emulate::write_virt(s, &VmMem(vm), dst, &buf) {
@@ -2322,7 +2313,8 @@ fn get_sregs2(s: &VcpuState) -> kvm_sregs2 {
 fn sregs_valid(g: &VcpuInner, cr0: u64, cr4: u64, efer: u64, cs_l: u8, cr3: u64) -> bool {
     use state::{cr0 as c0, cr4 as c4, efer as ef};
     if efer & ef::LME != 0 && cr0 & c0::PG != 0 {
-        if cr4 & c4::PAE == 0 || efer & ef::LMA == 0 || cr3 >> 52 != 0 {
+        let cr3_ok = state::validate::legal_gpa(cr3, guest_phys_bits(g));
+        if cr4 & c4::PAE == 0 || efer & ef::LMA == 0 || !cr3_ok {
             return false;
         }
     } else if efer & ef::LMA != 0 || cs_l != 0 {
@@ -2452,7 +2444,7 @@ fn get_fpu(a: &[u8]) -> kvm_fpu {
         last_opcode: rd(6, 2) as u16,
         last_ip: rd(8, 8),
         last_dp: rd(16, 8),
-        mxcsr: rd(24, 4) as u32,
+        // `mxcsr` stays 0: KVM never fills it in (KVM_GET_XSAVE shows MXCSR).
         ..Default::default()
     };
     for (i, r) in f.fpr.iter_mut().enumerate() {
@@ -2480,7 +2472,7 @@ fn set_fpu(a: &mut [u8], f: &kvm_fpu) {
     put(6, &f.last_opcode.to_le_bytes());
     put(8, &f.last_ip.to_le_bytes());
     put(16, &f.last_dp.to_le_bytes());
-    put(24, &f.mxcsr.to_le_bytes());
+    // `mxcsr` is ignored, as KVM does: only KVM_SET_XSAVE (checked) changes MXCSR.
     for (i, r) in f.fpr.iter().enumerate() {
         put(32 + i * 16, r);
     }
@@ -2505,8 +2497,8 @@ pub(crate) fn xsave2_size(k: &Kvm) -> usize {
 
 fn write_xsave(g: &VcpuInner, arg: usize, size: usize) -> Result<isize> {
     let area = g.fpu.bytes();
-    let mut out = KVVec::with_capacity(size, GFP_KERNEL)?;
-    out.resize(size, 0u8, GFP_KERNEL)?;
+    let mut out = KVVec::with_capacity(size, GFP_KERNEL_ACCOUNT)?;
+    out.resize(size, 0u8, GFP_KERNEL_ACCOUNT)?;
     let n = area.len().min(size);
     if let (Some(d), Some(s)) = (out.get_mut(..n), area.get(..n)) {
         d.copy_from_slice(s);
@@ -2518,16 +2510,19 @@ fn write_xsave(g: &VcpuInner, arg: usize, size: usize) -> Result<isize> {
 fn set_xsave(g: &mut VcpuInner, arg: usize) -> Result<isize> {
     // KVM copies at least the whole `struct kvm_xsave`.
     let size = g.fpu.bytes().len().max(size_of::<kvm_xsave>());
-    let mut buf = KVVec::with_capacity(size, GFP_KERNEL)?;
-    buf.resize(size, 0u8, GFP_KERNEL)?;
+    let mut buf = KVVec::with_capacity(size, GFP_KERNEL_ACCOUNT)?;
+    buf.resize(size, 0u8, GFP_KERNEL_ACCOUNT)?;
     super::uaccess::read_into(arg, &mut buf)?;
-    let supported = crate::x86::cpuid::supported_xcr0();
-    if !fpu::area_valid(&buf, supported, 0xffff) {
+    // Without XSAVE on the host only x87 and SSE state exist (KVM takes those two).
+    let supported = if cpu::boot_cpu_has(cpu::Feature::Xsave) {
+        crate::x86::cpuid::supported_xcr0()
+    } else {
+        0b11
+    };
+    if !fpu::user_area_valid(&buf, supported) {
         return Err(EINVAL);
     }
-    for (d, s) in g.fpu.bytes_mut().iter_mut().zip(buf.iter()) {
-        *d = *s;
-    }
+    fpu::install_user_area(g.fpu.bytes_mut(), &buf);
     Ok(0)
 }
 
@@ -2588,7 +2583,7 @@ fn set_cpuid(vm: &Vm, g: &mut VcpuInner, arg: usize) -> Result<isize> {
     }
     let addr = uaccess::offset(arg, size_of::<kvm_cpuid>())?;
     let old: KVVec<kvm_cpuid_entry> = uaccess::read_vec(addr, nent as usize)?;
-    let mut entries = KVVec::with_capacity(old.len(), GFP_KERNEL)?;
+    let mut entries = KVVec::with_capacity(old.len(), GFP_KERNEL_ACCOUNT)?;
     for e in old.iter() {
         entries.push(
             kvm_cpuid_entry2 {
@@ -2599,7 +2594,7 @@ fn set_cpuid(vm: &Vm, g: &mut VcpuInner, arg: usize) -> Result<isize> {
                 edx: e.edx,
                 ..Default::default()
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
     }
     set_cpuid_table(vm, g, &entries)
@@ -2632,9 +2627,9 @@ fn set_cpuid_table(vm: &Vm, g: &mut VcpuInner, entries: &[kvm_cpuid_entry2]) -> 
                 .all(|(a, b)| view(a) == view(b));
         return if same { Ok(0) } else { Err(EINVAL) };
     }
-    let mut v = KVec::with_capacity(entries.len(), GFP_KERNEL)?;
+    let mut v = KVec::with_capacity(entries.len(), GFP_KERNEL_ACCOUNT)?;
     for e in entries.iter() {
-        v.push(*e, GFP_KERNEL)?;
+        v.push(*e, GFP_KERNEL_ACCOUNT)?;
     }
     g.cpuid = v;
     if let Some(a) = g.lapic.as_mut() {

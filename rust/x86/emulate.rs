@@ -507,9 +507,10 @@ pub(crate) fn decode_mmio(s: &VcpuState, code: &[u8]) -> Option<MemOp> {
 pub(crate) fn complete_mmio_read(s: &mut VcpuState, op: &MemOp, data: u64) {
     if let Some((r, dsize, high8, sign)) = op.dest {
         let mut v = data & size_mask(op.size);
-        if sign {
-            let bits = u32::from(op.size) * 8;
-            v = ((v << (64 - bits)) as i64 >> (64 - bits)) as u64;
+        // Sign extension from a narrower operand (1, 2 or 4 bytes; wider is already full).
+        if sign && (1..8).contains(&op.size) {
+            let shift = 64 - u32::from(op.size) * 8;
+            v = ((v << shift) as i64 >> shift) as u64;
         }
         set_gpr(s, r, dsize, high8, v);
     }
@@ -552,6 +553,16 @@ pub(crate) fn cr4_valid_bits(cpuid: &[crate::uapi::kvm_cpuid_entry2]) -> u64 {
     let rt = super::cpuid::Runtime::FEATURES;
     let [_, _, c1, d1] = super::cpuid::guest_cpuid(cpuid, 1, 0, rt);
     let [_, b7, c7, _] = super::cpuid::guest_cpuid(cpuid, 7, 0, rt);
+    // Features the host CPU lacks stay reserved whatever the guest's CPUID claims: the
+    // CPU would refuse them at VM entry (KVM's reserved CR4 bits also follow its own
+    // capabilities).
+    let [_, _, host_c1, _] = crate::sys::cpu::cpuid(1, 0);
+    let host_b7 = if crate::sys::cpu::cpuid(0, 0)[0] >= 7 {
+        crate::sys::cpu::cpuid(7, 0)[1]
+    } else {
+        0
+    };
+    let (c1, b7) = (c1 & host_c1, b7 & host_b7);
     let mut v = cr4::VME
         | cr4::PVI
         | cr4::TSD
@@ -793,7 +804,7 @@ pub(crate) fn set_msr(
     m: u32,
     v: u64,
 ) -> core::result::Result<(), ()> {
-    let canonical = |v: u64| ((v << 16) as i64 >> 16) as u64 == v;
+    let canonical = super::state::validate::canonical_msr_addr;
     match m {
         index::IA32_TSC => {
             // The guest TSC becomes `v`; a guest write also moves TSC_ADJUST.
@@ -851,8 +862,13 @@ pub(crate) fn set_msr(
             s.msrs.tsc_aux = v;
         }
         index::IA32_SYSENTER_CS => s.msrs.sysenter_cs = v & 0xffff_ffff,
-        index::IA32_SYSENTER_ESP => s.msrs.sysenter_esp = v,
-        index::IA32_SYSENTER_EIP => s.msrs.sysenter_eip = v,
+        // Made canonical (as KVM does): VM entry checks these fields.
+        index::IA32_SYSENTER_ESP => {
+            s.msrs.sysenter_esp = super::state::validate::canonicalize_msr_addr(v)
+        }
+        index::IA32_SYSENTER_EIP => {
+            s.msrs.sysenter_eip = super::state::validate::canonicalize_msr_addr(v)
+        }
         index::IA32_CR_PAT => {
             if !pat_valid(v) {
                 return Err(());

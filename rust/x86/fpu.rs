@@ -12,6 +12,7 @@
 use super::GuestFpu;
 use crate::sys::ffi;
 use core::arch::asm;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The XSAVE header's XSTATE_BV offset in the area.
 const XSTATE_BV: usize = 512;
@@ -94,21 +95,75 @@ pub(crate) fn reset_area(bytes: &mut [u8]) {
     }
 }
 
-/// Checks an XSAVE area from userspace: XSTATE_BV within `supported`, XCOMP_BV zero
-/// (standard format), reserved header bytes zero, MXCSR reserved bits clear.
-pub(crate) fn area_valid(bytes: &[u8], supported: u64, mxcsr_mask: u32) -> bool {
-    let word = |off: usize| -> u64 {
-        bytes
-            .get(off..off + 8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(u64::MAX, u64::from_le_bytes)
-    };
-    let mxcsr = bytes
-        .get(24..28)
+/// XSTATE_BV bits of x87, SSE and AVX: the components whose state XRSTOR loads MXCSR with.
+const MXCSR_USERS: u64 = 0b111;
+/// MXCSR's offset in the legacy region.
+const MXCSR: usize = 24;
+
+/// The MXCSR bits this CPU accepts (its MXCSR_MASK), read once with FXSAVE and cached.
+/// A CPU that reports 0 there has the architectural default, every bit but DAZ.
+pub(crate) fn mxcsr_mask() -> u32 {
+    static MASK: AtomicU32 = AtomicU32::new(0);
+    let cached = MASK.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    #[repr(C, align(16))]
+    struct FxArea([u8; 512]);
+    let mut area = FxArea([0; 512]);
+    {
+        let _fpu = KernelFpu::begin();
+        let p = core::ptr::from_mut(&mut area);
+        // SAFETY: `area` is a 16-byte aligned, 512-byte FXSAVE area owned by this frame;
+        // the FPU belongs to rkvm while `_fpu` lives. FXSAVE only stores.
+        unsafe { asm!("fxsave64 [{}]", in(reg) p, options(nostack, preserves_flags)) };
+    }
+    let mask = area
+        .0
+        .get(28..32)
         .and_then(|b| b.try_into().ok())
-        .map_or(u32::MAX, u32::from_le_bytes);
-    word(XSTATE_BV) & !supported == 0
-        && word(XSTATE_BV + 8) == 0
-        && (2..8).all(|i| word(XSTATE_BV + 8 * i) == 0)
-        && mxcsr & !mxcsr_mask == 0
+        .map_or(0, u32::from_le_bytes);
+    let mask = if mask == 0 { 0xffbf } else { mask };
+    MASK.store(mask, Ordering::Relaxed);
+    mask
+}
+
+fn le64(bytes: &[u8], off: usize) -> u64 {
+    bytes
+        .get(off..off + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(u64::MAX, u64::from_le_bytes)
+}
+
+fn le32(bytes: &[u8], off: usize) -> u32 {
+    bytes
+        .get(off..off + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(u32::MAX, u32::from_le_bytes)
+}
+
+/// Checks a standard-format XSAVE area from userspace (KVM_SET_XSAVE) the way the kernel
+/// checks user XSAVE buffers: XSTATE_BV only within `supported`, XCOMP_BV zero (no
+/// compacted format), the other 48 header bytes zero, and MXCSR within the CPU's
+/// MXCSR_MASK whenever a component that carries it (x87, SSE, AVX) is given.
+pub(crate) fn user_area_valid(bytes: &[u8], supported: u64) -> bool {
+    let bv = le64(bytes, XSTATE_BV);
+    bv & !supported == 0
+        && le64(bytes, XSTATE_BV + 8) == 0
+        && (2..8).all(|i| le64(bytes, XSTATE_BV + 8 * i) == 0)
+        && (bv & MXCSR_USERS == 0 || le32(bytes, MXCSR) & !mxcsr_mask() == 0)
+}
+
+/// Installs a user area checked with [`user_area_valid`] into the vCPU's `area`. When no
+/// component that carries MXCSR is given, the vCPU keeps its MXCSR (KVM ignores the field
+/// then): XRSTOR loads MXCSR whatever XSTATE_BV says, so an unchecked value must never
+/// reach the area.
+pub(crate) fn install_user_area(area: &mut [u8], bytes: &[u8]) {
+    let keep = (le64(bytes, XSTATE_BV) & MXCSR_USERS == 0).then(|| le32(area, MXCSR));
+    for (d, s) in area.iter_mut().zip(bytes.iter()) {
+        *d = *s;
+    }
+    if let (Some(m), Some(d)) = (keep, area.get_mut(MXCSR..MXCSR + 4)) {
+        d.copy_from_slice(&m.to_le_bytes());
+    }
 }

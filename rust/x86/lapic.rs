@@ -243,6 +243,10 @@ impl Addressing {
     }
 }
 
+/// NMIs a mailbox counts before folding: the vCPU takes at most one injected and one
+/// pending NMI, so more than that carries no information.
+const NMI_QUEUE_MAX: u32 = 2;
+
 /// Where other vCPUs and VM ioctls leave interrupts for a vCPU's APIC.
 pub(crate) struct Mailbox {
     irr: [AtomicU64; 4],
@@ -302,7 +306,14 @@ impl Mailbox {
                 true
             }
             dm::NMI => {
-                self.nmi.fetch_add(1, Ordering::AcqRel);
+                // Any number of NMIs may be sent; the vCPU takes at most two of them (one
+                // injected, one pending), so the count stops at a small cap instead of
+                // growing with every message.
+                let _ = self
+                    .nmi
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        Some(n.saturating_add(1).min(NMI_QUEUE_MAX))
+                    });
                 true
             }
             dm::INIT => {
@@ -683,7 +694,11 @@ impl Lapic {
         }
         let sipi = mb.sipi.swap(0, Ordering::AcqRel);
         Posted {
-            nmi: mb.nmi.swap(0, Ordering::AcqRel) + core::mem::take(&mut self.local_nmi),
+            nmi: mb
+                .nmi
+                .swap(0, Ordering::AcqRel)
+                .saturating_add(core::mem::take(&mut self.local_nmi))
+                .min(NMI_QUEUE_MAX),
             init: mb.init.swap(false, Ordering::AcqRel),
             sipi: (sipi & 0x100 != 0).then_some(sipi as u8),
         }
@@ -704,7 +719,7 @@ impl Lapic {
                 self.set_vec(reg::TMR, vector, v & LVT_LEVEL != 0);
                 self.set_vec(reg::IRR, vector, true);
             }
-            dm::NMI => self.local_nmi = self.local_nmi.saturating_add(1),
+            dm::NMI => self.local_nmi = self.local_nmi.saturating_add(1).min(NMI_QUEUE_MAX),
             _ => {}
         }
     }
