@@ -30,14 +30,15 @@ SELFTESTS := $(CURDIR)/selftests/rkvm
 # The suite (in order) and the tests that also run on two CPUs (name@cpuN pins to CPU N).
 # Shell tests (module lifecycle) come last: they unload and reload the hypervisor. After
 # them, the tests whose bug would break the whole machine (host_memory: a guest writing
-# the host's zero page).
+# the host's zero page; fpu_mxcsr: an XRSTOR fault in the VMX window).
 TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mode mmio \
 	memslots pre_fault dirty_log triple_fault fail_entry signals cpuid_guest msrs msr_exits msr_filter platform_info \
 	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic apic_bus quirks hypercall steal_time kvmclock \
 	binary_stats guest_dr guest_debug ioctl_errors dirty_log_scale mmu_shrink memcg_account \
+	wbinvd host_debugctl nmi_storm ioeventfd_limit state_validation \
 	debugfs_stats module_reload \
 	suspend_resume vendor_insmod kvm_coexist \
-	host_memory
+	fpu_mxcsr host_memory
 SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entry@cpu1 cpu_hotplug \
 	suspend_resume@cpu0
 # On an Intel CPU with EPT but without unrestricted guest (real mode through vm86).
@@ -46,7 +47,8 @@ NOUG_TESTS ?= realmode_io
 # a splat in the kernel log fails the test that was running. DEBUG_TESTS= skips the leg.
 DEBUG_TESTS ?= realmode_io protected_mode long_mode mmio memslots dirty_log dirty_log_scale \
 	pre_fault msrs vcpu_state interrupts lapic ioctl_errors signals coalesced_mmio ioeventfd \
-	host_memory mmu_shrink memcg_account kmemleak_scan
+	mmu_shrink memcg_account wbinvd nmi_storm ioeventfd_limit state_validation fpu_mxcsr \
+	host_memory kmemleak_scan
 ifeq ($(BROKEN_TEST),1)
 TESTS += broken_on_purpose
 endif

@@ -8,6 +8,7 @@
 //! round trip): VMX itself is only on inside a VMX window (see `vmx/window.rs`).
 
 use crate::sys::cpu;
+use crate::sys::ratelimit::pr_info_ratelimited;
 use crate::x86::X86Ops;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::new_mutex;
@@ -42,7 +43,7 @@ impl Hardware {
     fn enable_this_cpu(&self, ops: &dyn X86Ops) {
         if self.rebooting.load(Ordering::Acquire) || ops.hardware_enable().is_err() {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            pr_info!("enabling virtualization on CPU{} failed\n", cpu::this_cpu());
+            pr_info_ratelimited!("enabling virtualization on CPU{} failed\n", cpu::this_cpu());
         }
     }
 

@@ -208,8 +208,14 @@ pub(crate) fn runtime_list(list: &[SlotMeta], change: &Change) -> Result<KVec<Ru
 /// the MMU spinlock).
 pub(crate) fn move_dirty_bitmaps(old: &mut [RuntimeSlot], new: &mut [RuntimeSlot]) {
     let mut olds = old.iter_mut().peekable();
-    for n in new.iter_mut().filter(|n| n.meta.logs_dirty() && n.dirty.is_none()) {
-        while olds.next_if(|o| o.meta.base_gfn < n.meta.base_gfn).is_some() {}
+    for n in new
+        .iter_mut()
+        .filter(|n| n.meta.logs_dirty() && n.dirty.is_none())
+    {
+        while olds
+            .next_if(|o| o.meta.base_gfn < n.meta.base_gfn)
+            .is_some()
+        {}
         if let Some(o) = olds.next_if(|o| o.meta == n.meta) {
             n.dirty = o.dirty.take();
         }

@@ -13,6 +13,7 @@ use crate::sys::cpu;
 use crate::sys::ffi;
 use crate::sys::kmem::KmemBox;
 use crate::sys::page::PhysPage;
+use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
 use crate::vmx::vcpu::{RunCtx, VmxVcpu};
 use crate::x86::emulate::{self, EmuError, GuestMem, MemOp, MsrEnv};
@@ -188,7 +189,10 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         GFP_KERNEL_ACCOUNT,
     )?;
     {
-        let mut inner = vcpu.inner.lock();
+        // Nobody else can reach the new vCPU yet, so this never fails; a try-lock also
+        // keeps lockdep from recording the VM lock -> vCPU lock order here, the reverse
+        // of KVM_RUN's (which takes the VM lock for ioeventfds, routes, ...).
+        let mut inner = vcpu.inner.try_lock().ok_or(EBUSY)?;
         fpu::reset_area(inner.fpu.bytes_mut());
         // With an in-kernel APIC, APs wait for INIT (KVM's vCPU creation does the same).
         if split && apic_base & lapic::base::BSP == 0 {
@@ -403,7 +407,7 @@ impl AnonFile for VcpuFile {
             RKVM_KVM_SET_XCRS => {
                 let x: kvm_xcrs = uaccess::read(arg)?;
                 let allowed = crate::x86::cpuid::guest_supported_xcr0(&g.cpuid);
-                if let Some(v) = state::validate::set_xcrs(&x, allowed)? {
+                if let Some(v) = crate::x86::validate::set_xcrs(&x, allowed)? {
                     g.state.xcr0 = v;
                 }
                 Ok(0)
@@ -855,7 +859,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
         let exit = match exit {
             Ok(e) => e,
             Err(e) if e == EBUSY => {
-                pr_warn!("VMX is in use by another hypervisor: KVM_RUN refused\n");
+                pr_warn_ratelimited!("VMX is in use by another hypervisor: KVM_RUN refused\n");
                 return Err(EBUSY);
             }
             Err(e) => return Err(e),
@@ -1379,7 +1383,7 @@ fn handle_exit(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, exit: Exit) -> Result<Op
         }
         Exit::InvalidOpcode => fix_hypercall(vm, g),
         Exit::Unhandled { reason, qual } => {
-            pr_warn!("unhandled VM exit {} (qualification {:#x})\n", reason, qual);
+            pr_warn_ratelimited!("unhandled VM exit {} (qualification {:#x})\n", reason, qual);
             Ok(internal_error(
                 vcpu,
                 KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
@@ -2313,7 +2317,7 @@ fn get_sregs2(s: &VcpuState) -> kvm_sregs2 {
 fn sregs_valid(g: &VcpuInner, cr0: u64, cr4: u64, efer: u64, cs_l: u8, cr3: u64) -> bool {
     use state::{cr0 as c0, cr4 as c4, efer as ef};
     if efer & ef::LME != 0 && cr0 & c0::PG != 0 {
-        let cr3_ok = state::validate::legal_gpa(cr3, guest_phys_bits(g));
+        let cr3_ok = crate::x86::validate::legal_gpa(cr3, guest_phys_bits(g));
         if cr4 & c4::PAE == 0 || efer & ef::LMA == 0 || !cr3_ok {
             return false;
         }

@@ -804,7 +804,7 @@ pub(crate) fn set_msr(
     m: u32,
     v: u64,
 ) -> core::result::Result<(), ()> {
-    let canonical = super::state::validate::canonical_msr_addr;
+    let canonical = super::validate::canonical_msr_addr;
     match m {
         index::IA32_TSC => {
             // The guest TSC becomes `v`; a guest write also moves TSC_ADJUST.
@@ -863,12 +863,8 @@ pub(crate) fn set_msr(
         }
         index::IA32_SYSENTER_CS => s.msrs.sysenter_cs = v & 0xffff_ffff,
         // Made canonical (as KVM does): VM entry checks these fields.
-        index::IA32_SYSENTER_ESP => {
-            s.msrs.sysenter_esp = super::state::validate::canonicalize_msr_addr(v)
-        }
-        index::IA32_SYSENTER_EIP => {
-            s.msrs.sysenter_eip = super::state::validate::canonicalize_msr_addr(v)
-        }
+        index::IA32_SYSENTER_ESP => s.msrs.sysenter_esp = super::validate::canonicalize_msr_addr(v),
+        index::IA32_SYSENTER_EIP => s.msrs.sysenter_eip = super::validate::canonicalize_msr_addr(v),
         index::IA32_CR_PAT => {
             if !pat_valid(v) {
                 return Err(());

@@ -15,6 +15,7 @@ pub(crate) mod msrs;
 pub(crate) mod quirks;
 pub(crate) mod state;
 pub(crate) mod uret;
+pub(crate) mod validate;
 
 use crate::sys::cpu::{self, Feature};
 use crate::sys::kmem::KmemCache;

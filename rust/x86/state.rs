@@ -9,9 +9,6 @@
 
 use crate::uapi::{kvm_dtable, kvm_regs, kvm_segment};
 
-#[path = "validate.rs"]
-pub(crate) mod validate;
-
 /// Segment register indices, in the VMCS order.
 pub(crate) const ES: usize = 0;
 pub(crate) const CS: usize = 1;

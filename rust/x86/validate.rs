@@ -2,8 +2,6 @@
 
 //! Checks of values from userspace or from the guest before they can reach the hardware:
 //! MSRs holding linear addresses, guest-physical addresses, XCR0 from KVM_SET_XCRS.
-//!
-//! Declared from `state.rs` (`crate::x86::state::validate`).
 
 use crate::sys::cpu::{self, Feature};
 use crate::uapi::kvm_xcrs;
