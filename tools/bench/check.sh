@@ -68,7 +68,7 @@ run_config() { # name emulator cmdline tests [kbuild rkvm.ko]
 			# A splat once every step had ended (bench.splat=1: the last unload) fails
 			# a step of its own, numbered after the plan.
 			local splat
-			splat=$(tr -d '\r' <"$logf" | grep -a '^@@ SPLAT' | head -1 | cut -d' ' -f3-)
+			splat=$({ tr -d '\r' <"$logf" | grep -a '^@@ SPLAT' || true; } | head -1 | cut -d' ' -f3-)
 			[ -z "$splat" ] || echo "$(tr -d '\r' <"$logf" | grep -a '^@@ PLAN' |
 				awk '{print $3}' | tail -1) rkvm unload fail 0 kernel splat: $splat" >>"$res"
 			break
