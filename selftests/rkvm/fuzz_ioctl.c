@@ -1732,7 +1732,8 @@ int main(int argc, char **argv)
 	fuzz_parse(&opts, argc, argv);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (opts.tap) {
-		opts.iterations = TAP_OPS;
+		if (!opts.iterations && !opts.seconds)
+			opts.iterations = TAP_OPS;
 		opts.progress = opts.progress == 1000 ? 2000 : opts.progress;
 		tap_plan(5);
 	}
@@ -1755,7 +1756,8 @@ int main(int argc, char **argv)
 	if (!opts.tap)
 		return 0;
 	fuzz_thread_timer();
-	tap_ok(total_ops >= TAP_OPS - 8, "the campaign ran %ld operations (%ld ioctls) and the process survived",
+	tap_ok(total_ops > 0 && (!opts.iterations || total_ops >= opts.iterations - 8),
+	       "the campaign ran %ld operations (%ld ioctls) and the process survived",
 	       total_ops, fuzz_ioctls);
 	tap_ok(check_fresh_vm(diag, sizeof(diag)),
 	       "after the churn, a fresh VM runs a real-mode guest to OUT 0x42 and HLT (%s)", diag);

@@ -55,6 +55,21 @@ static inline void fuzz_parse(struct fuzz_opts *o, int argc, char **argv)
 		default: fuzz_usage(argv[0]);
 		}
 	}
+	/*
+	 * As a TAP test (no -n/-t), the environment may lengthen the campaign: the image's
+	 * /init passes FUZZ_SEED, FUZZ_SECONDS and FUZZ_ITERATIONS from the kernel command
+	 * line (tools/bench/fuzz.sh).
+	 */
+	if (o->tap) {
+		const char *e;
+
+		if ((e = getenv("FUZZ_SEED")) && *e)
+			o->seed = strtoull(e, NULL, 0);
+		if ((e = getenv("FUZZ_SECONDS")) && *e)
+			o->seconds = strtol(e, NULL, 0);
+		if ((e = getenv("FUZZ_ITERATIONS")) && *e)
+			o->iterations = strtol(e, NULL, 0);
+	}
 	if (o->threads < 1)
 		o->threads = 1;
 	if (o->progress <= 0)
