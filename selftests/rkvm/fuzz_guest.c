@@ -40,6 +40,7 @@
 
 #define STUB_GPA 0xa000		/* 256 handler stubs of 8 bytes */
 #define PDPT_HI_GPA 0xb000	/* the second PML4 entry's PDPT (1 GiB pages) */
+#define PAE_PDPT_GPA 0xc000	/* a PAE PDPT for 32-bit paging over the same PDs */
 #define SCRATCH_GPA GUEST_DATA_GPA
 #define CODE_MAX 0x2000
 #define HI_GPA 0x1000000ull	/* slot 1: 1 MiB */
@@ -678,7 +679,7 @@ static void vcpu_reset(struct rng *r, struct vcpu *v, int bits, int no_idt)
 		if (bits == 32 && chance(r, 20)) {
 			/* 32-bit paging with PAE through the same tables' low 4 GiB. */
 			sregs.cr0 |= CR0_PG;
-			sregs.cr3 = GUEST_PDPT_GPA;
+			sregs.cr3 = PAE_PDPT_GPA;
 			sregs.cr4 |= CR4_PAE;
 		}
 	}
@@ -913,8 +914,11 @@ static void one_program(long prog)
 	{
 		uint64_t *pml4 = (uint64_t *)(G.mem + GUEST_PML4_GPA);
 		uint64_t *pdpt = (uint64_t *)(G.mem + PDPT_HI_GPA);
+		uint64_t *pae = (uint64_t *)(G.mem + PAE_PDPT_GPA);
 		int i;
 
+		for (i = 0; i < 4; i++)
+			pae[i] = (GUEST_PD_GPA + i * 0x1000) | PTE_P;
 		pml4[1] = PDPT_HI_GPA | PTE_P | PTE_RW;
 		for (i = 0; i < 512; i++)
 			pdpt[i] = (1ull << (36 + i % 16)) | PTE_P | PTE_RW | PTE_PS;

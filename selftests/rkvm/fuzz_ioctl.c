@@ -196,8 +196,14 @@ static int pick_vm(struct tctx *t, int *vmi)
 
 static int pick_vcpu(struct tctx *t, int *vmi, int *ci)
 {
-	int i = rnd(&t->r, NVM), c = rnd(&t->r, NVCPU);
+	int i = rnd(&t->r, NVM), c = rnd(&t->r, NVCPU), k;
 
+	/* Prefer a vCPU that exists (the first from the drawn one on), most of the time. */
+	for (k = 0; k < NVM * NVCPU && W.vcpu_fd[i][c] < 0 && chance(&t->r, 90); k++) {
+		c = (c + 1) % NVCPU;
+		if (!c)
+			i = (i + 1) % NVM;
+	}
 	if (vmi)
 		*vmi = i;
 	if (ci)
