@@ -897,12 +897,15 @@ static int run_program(struct rng *r, struct vcpu *v, long prog)
 
 static void one_program(long prog)
 {
+	static char what[48];
 	struct rng r = rng_derive(opts.seed, prog, 7);
 	int bits = (int[]){ 16, 32, 64, 64 }[rnd(&r, 4)], no_idt = chance(&r, 10);
 	int vi = rnd(&r, NVCPUS), random_bytes = chance(&r, 25), len, exits;
 	struct vcpu *v;
 	struct gen g;
 
+	snprintf(what, sizeof(what), "program %ld", prog);
+	fuzz_busy(0, what);
 	if (!G.mem || prog % VM_PROGRAMS == 0) {
 		struct rng vr = rng_derive(opts.seed, prog / VM_PROGRAMS, 8);
 
@@ -960,7 +963,7 @@ static void one_program(long prog)
 	exits = run_program(&r, v, prog);
 	(void)exits;
 	n_programs++;
-	__atomic_add_fetch(&fuzz_progress, 1, __ATOMIC_RELAXED);
+	fuzz_idle(0);
 }
 
 /* A fresh VM runs a real-mode guest to OUT 0x42 and HLT. */

@@ -1458,13 +1458,13 @@ static void *runner_thread(void *p)
 	struct runner_arg *a = p;
 	struct rng r = rng_derive(opts.seed, a->epoch, 100);
 	int vmi = 0, ci = 0, fresh = 1, err;
-	long runs = 0, exits = 0;
 
 	fuzz_thread_timer();
 	while (!W.stop) {
 		struct kvm_run *run;
 		int fd;
 
+		fuzz_busy(a->id, "runner");
 		if (fresh || chance(&r, 2)) {
 			vmi = rnd(&r, NVM);
 			ci = rnd(&r, NVCPU);
@@ -1484,20 +1484,19 @@ static void *runner_thread(void *p)
 		run = W.run[vmi][ci];
 		fuzz_doing[a->id] = "runner KVM_RUN";
 		fuzz_run(fd, 1000 + rnd(&r, 20000), &err);
-		runs++;
-		__atomic_add_fetch(&fuzz_progress, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&total_runs, 1, __ATOMIC_RELAXED);
+		fuzz_idle(a->id);
 		if (err) {
 			if (err != EINTR && err != EAGAIN)
 				fresh = 1;
 			continue;
 		}
-		exits++;
+		__atomic_add_fetch(&total_exits, 1, __ATOMIC_RELAXED);
 		if (runner_answer(&r, run))
 			fresh = 1;
 	}
 	fuzz_thread_timer_delete();
-	__atomic_add_fetch(&total_runs, runs, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&total_exits, exits, __ATOMIC_RELAXED);
+	fuzz_busy_since[a->id] = 0;
 	fuzz_doing[a->id] = NULL;
 	return NULL;
 }
@@ -1570,7 +1569,6 @@ static void *worker_thread(void *p)
 	fuzz_thread_timer();
 	for (i = 0; i < EPOCH_OPS && !W.stop; i++) {
 		int w = rnd(&t.r, total_weight), k;
-		long done;
 
 		for (k = 0; w >= ops[k].weight; k++)
 			w -= ops[k].weight;
@@ -1578,18 +1576,18 @@ static void *worker_thread(void *p)
 			break;
 		t.ops = __atomic_add_fetch(&total_ops, 1, __ATOMIC_RELAXED);
 		snprintf(t.what, sizeof(t.what), "%s", ops[k].name);
-		fuzz_doing[t.id] = t.what;
+		fuzz_busy(t.id, t.what);
 		FUZZ_TRY(ops[k].fn(&t));
-		done = __atomic_add_fetch(&fuzz_progress, 1, __ATOMIC_RELAXED);
+		fuzz_idle(t.id);
 		if (t.ops % opts.progress == 0)
 			printf("# progress: %ld ops, %ld ioctls, %ld runs, %ld s (epoch %llu, thread %d at %s)\n",
 			       t.ops, __atomic_load_n(&fuzz_ioctls, __ATOMIC_RELAXED),
 			       __atomic_load_n(&total_runs, __ATOMIC_RELAXED),
 			       (fuzz_now_ms() - start_ms) / 1000, (unsigned long long)a->epoch, t.id,
 			       ops[k].name);
-		(void)done;
 	}
 	fuzz_thread_timer_delete();
+	fuzz_busy_since[t.id] = 0;
 	fuzz_doing[t.id] = NULL;
 	munmap(t.buf, TBUF_SIZE + 4096);
 	return NULL;

@@ -234,15 +234,15 @@ static void fuzz_fault_handler(int sig)
 	raise(sig);
 }
 
-/* Runs STMT; a fault of ours inside it abandons it. */
+/* Runs STMT; a fault of ours inside it abandons it (FUZZ_TRYs nest). */
 #define FUZZ_TRY(stmt)                                                                     \
 	do {                                                                               \
-		sigjmp_buf __jb;                                                           \
+		sigjmp_buf __jb, *__outer = fuzz_jb;                                       \
 		if (!sigsetjmp(__jb, 1)) {                                                 \
 			fuzz_jb = &__jb;                                                   \
 			stmt;                                                              \
 		}                                                                          \
-		fuzz_jb = NULL;                                                            \
+		fuzz_jb = __outer;                                                         \
 	} while (0)
 
 /* ---- Bounded KVM_RUN ------------------------------------------------------------------- */
@@ -366,14 +366,17 @@ static inline void fuzz_print_errnos(const char *prefix)
 /* ---- Watchdog ---------------------------------------------------------------------------- */
 
 /*
- * A thread that ends the process (exit status 3, with what every thread was doing) when
- * no operation completed for FUZZ_STALL_S seconds, plus alarm() as a last resort. A
- * KVM_RUN is bounded by the run timer, so a stall means an ioctl that does not return.
+ * A thread that ends the process (exit status 3, saying what every thread was doing) when
+ * one operation of any thread has not returned for FUZZ_STALL_S seconds, or no operation
+ * at all completed for that long; alarm() is the last resort should the watchdog itself
+ * never run. A KVM_RUN is bounded by the run timer, so a stall is an ioctl that does not
+ * return (or a guest the timer signal cannot stop).
  */
 #define FUZZ_MAX_THREADS 8
 #define FUZZ_STALL_S 120
 static long fuzz_progress;		/* bumped by every operation */
 static const char *volatile fuzz_doing[FUZZ_MAX_THREADS];
+static volatile long fuzz_busy_since[FUZZ_MAX_THREADS];	/* ms; 0 = between operations */
 
 static inline long fuzz_now_ms(void)
 {
@@ -383,32 +386,52 @@ static inline long fuzz_now_ms(void)
 	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/* Thread ID starts WHAT (a string that stays valid until fuzz_idle). */
+static inline void fuzz_busy(int id, const char *what)
+{
+	fuzz_doing[id] = what;
+	fuzz_busy_since[id] = fuzz_now_ms();
+}
+
+static inline void fuzz_idle(int id)
+{
+	fuzz_busy_since[id] = 0;
+	__atomic_add_fetch(&fuzz_progress, 1, __ATOMIC_RELAXED);
+}
+
 static void *fuzz_watchdog(void *arg)
 {
 	long last = -1, since = fuzz_now_ms();
 	int i;
 
 	for (;;) {
-		long p = __atomic_load_n(&fuzz_progress, __ATOMIC_RELAXED);
+		long p = __atomic_load_n(&fuzz_progress, __ATOMIC_RELAXED), now;
+		int stuck = -1;
 
 		sleep(1);
+		now = fuzz_now_ms();
 		if (p != last) {
 			last = p;
-			since = fuzz_now_ms();
-			/* The last resort, should this thread itself never run again. */
+			since = now;
+		}
+		for (i = 0; i < FUZZ_MAX_THREADS; i++)
+			if (fuzz_busy_since[i] && now - fuzz_busy_since[i] > FUZZ_STALL_S * 1000)
+				stuck = i;
+		if (stuck < 0 && now - since <= FUZZ_STALL_S * 1000) {
 			alarm(3 * FUZZ_STALL_S);
 			continue;
 		}
-		if (fuzz_now_ms() - since > FUZZ_STALL_S * 1000) {
-			printf("# watchdog: no operation completed for %d s; threads are in:\n",
-			       FUZZ_STALL_S);
-			for (i = 0; i < FUZZ_MAX_THREADS; i++)
-				if (fuzz_doing[i])
-					printf("#   thread %d: %s\n", i, fuzz_doing[i]);
-			printf("Bail out! the fuzzer stalled\n");
-			fflush(stdout);
-			_exit(3);
-		}
+		printf("# watchdog: %s for %d s; threads are in:\n",
+		       stuck >= 0 ? "an operation has not returned" : "no operation completed",
+		       FUZZ_STALL_S);
+		for (i = 0; i < FUZZ_MAX_THREADS; i++)
+			if (fuzz_doing[i])
+				printf("#   thread %d: %s (%s, for %ld ms)\n", i, fuzz_doing[i],
+				       fuzz_busy_since[i] ? "busy" : "idle",
+				       fuzz_busy_since[i] ? now - fuzz_busy_since[i] : 0);
+		printf("Bail out! the fuzzer stalled\n");
+		fflush(stdout);
+		_exit(3);
 	}
 	return NULL;
 }
