@@ -547,7 +547,7 @@ static void gvm_create(struct rng *r)
 		enable_cap(G.vm.fd, KVM_CAP_X86_USER_SPACE_MSR, 7);
 	}
 	if (chance(r, 10))
-		enable_cap(G.vm.fd, KVM_CAP_X86_DISABLE_EXITS, rnd(r, 16));
+		enable_cap(G.vm.fd, KVM_CAP_X86_DISABLE_EXITS, rnd(r, 16) & fuzz_disable_exits_mask());
 	if (chance(r, 20))
 		enable_cap(G.vm.fd, KVM_CAP_MSR_PLATFORM_INFO, rnd(r, 2));
 	if (chance(r, 15)) {

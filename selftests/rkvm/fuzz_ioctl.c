@@ -809,6 +809,9 @@ static void cap_args(struct tctx *t, struct kvm_enable_cap *c)
 		if (chance(&t->r, 70))
 			c->args[0] = rnd(&t->r, 4097);
 		break;
+	case KVM_CAP_X86_DISABLE_EXITS:
+		c->args[0] &= fuzz_disable_exits_mask();
+		break;
 	}
 	if (chance(&t->r, 3))
 		c->pad[rnd(&t->r, 64)] = rnd(&t->r, 256);

@@ -14,6 +14,9 @@
 #   FUZZ_HVS       the hypervisors, in order (default "kvm rkvm")
 #   FUZZ_TESTS     the fuzzers (default "fuzz_ioctl fuzz_guest")
 #   FUZZ_EMULATOR  run.sh's emulator (default bochs-corei7_icelake_u:1)
+#   FUZZ_CMDLINE   more kernel parameters, e.g. "FUZZ_THREADS=1 FUZZ_VERBOSE=1" (the fuzzers
+#                  read FUZZ_THREADS, FUZZ_VERBOSE, FUZZ_PROGRESS, FUZZ_ITERATIONS and
+#                  FUZZ_UNSAFE_EXITS from their environment, see selftests/rkvm/lib/fuzz.h)
 #
 # No change to the image's /init: this is its check mode with bench.hvs= (one hypervisor
 # per boot) and bench.timeout= (the in-guest limit per test). FUZZ_SEED and FUZZ_SECONDS on
@@ -60,7 +63,7 @@ for hv in $hvs; do
 	logf=$outdir/$hv.log
 	log "fuzz: $hv: booting $emu (limit $run_limit s)"
 	"$RKVM_TOP/tools/bench/run.sh" "$emu" "$kernel" "$img" \
-		"bench.mode=check bench.hvs=$hv bench.apicv=0 bench.timeout=$per_test ignore_loglevel FUZZ_SEED=$seed FUZZ_SECONDS=$seconds" \
+		"bench.mode=check bench.hvs=$hv bench.apicv=0 bench.timeout=$per_test ignore_loglevel FUZZ_SEED=$seed FUZZ_SECONDS=$seconds ${FUZZ_CMDLINE:-}" \
 		"$logf" "$run_limit" "$step_limit" || status=1
 done
 

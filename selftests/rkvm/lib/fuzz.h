@@ -58,7 +58,8 @@ static inline void fuzz_parse(struct fuzz_opts *o, int argc, char **argv)
 	/*
 	 * As a TAP test (no -n/-t), the environment may lengthen the campaign: the image's
 	 * /init passes FUZZ_SEED, FUZZ_SECONDS and FUZZ_ITERATIONS from the kernel command
-	 * line (tools/bench/fuzz.sh).
+	 * line (tools/bench/fuzz.sh); FUZZ_THREADS, FUZZ_VERBOSE and FUZZ_PROGRESS stand for -j, -v
+	 * and -p.
 	 */
 	if (o->tap) {
 		const char *e;
@@ -69,6 +70,12 @@ static inline void fuzz_parse(struct fuzz_opts *o, int argc, char **argv)
 			o->seconds = strtol(e, NULL, 0);
 		if ((e = getenv("FUZZ_ITERATIONS")) && *e)
 			o->iterations = strtol(e, NULL, 0);
+		if ((e = getenv("FUZZ_THREADS")) && *e)
+			o->threads = atoi(e);
+		if ((e = getenv("FUZZ_VERBOSE")) && *e)
+			o->verbose = atoi(e);
+		if ((e = getenv("FUZZ_PROGRESS")) && *e)
+			o->progress = strtol(e, NULL, 0);
 	}
 	if (o->threads < 1)
 		o->threads = 1;
@@ -183,6 +190,19 @@ static inline void mutate(struct rng *r, void *buf, size_t len)
 		}
 		}
 	}
+}
+
+/*
+ * KVM_CAP_X86_DISABLE_EXITS lets a guest run HLT and MWAIT natively. Under an emulator
+ * that is a hazard of the emulator (the emulated CPU may never wake up from an L2 HLT or
+ * MWAIT: the whole machine stops), not of the hypervisor: the fuzzers keep those exits
+ * unless FUZZ_UNSAFE_EXITS=1.
+ */
+static inline uint64_t fuzz_disable_exits_mask(void)
+{
+	const char *e = getenv("FUZZ_UNSAFE_EXITS");
+
+	return e && *e == '1' ? ~0ull : ~3ull; /* KVM_X86_DISABLE_EXITS_MWAIT | _HLT */
 }
 
 /* ---- Bad pointers ------------------------------------------------------------------------ */
