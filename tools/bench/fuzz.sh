@@ -14,6 +14,8 @@
 #   FUZZ_HVS       the hypervisors, in order (default "kvm rkvm")
 #   FUZZ_TESTS     the fuzzers (default "fuzz_ioctl fuzz_guest")
 #   FUZZ_EMULATOR  run.sh's emulator (default bochs-corei7_icelake_u:1)
+#   FUZZ_BOCHS_LOG Bochs's error log action (default ignore; report keeps Bochs's log)
+#   FUZZ_STEP_LIMIT  host-side seconds without a protocol line before a boot counts as hung
 #   FUZZ_CMDLINE   more kernel parameters, e.g. "FUZZ_THREADS=1 FUZZ_VERBOSE=1" (the fuzzers
 #                  read FUZZ_THREADS, FUZZ_VERBOSE, FUZZ_PROGRESS, FUZZ_ITERATIONS and
 #                  FUZZ_UNSAFE_EXITS from their environment, see selftests/rkvm/lib/fuzz.h)
@@ -38,8 +40,10 @@ hvs=${FUZZ_HVS:-kvm rkvm}
 tests=${FUZZ_TESTS:-fuzz_ioctl fuzz_guest}
 emu=${FUZZ_EMULATOR:-bochs-corei7_icelake_u:1}
 kernel=$KBUILD/arch/x86/boot/bzImage
+# Bochs's own error log grows by megabytes a second under a fuzzed guest.
+export BOCHS_ERROR_ACTION=${FUZZ_BOCHS_LOG:-ignore}
 mkdir -p "$outdir"
-rm -f "$outdir"/*.log "$outdir"/report.txt
+rm -f "$outdir"/*.log "$outdir"/*.bochs.txt "$outdir"/report.txt
 
 img=$outdir/fuzz.cpio.lz4
 "$RKVM_TOP/tools/bench/image.sh" "$img" "$KBUILD" "$rkvm_ko" "$bindir" "$tests"
@@ -49,7 +53,7 @@ img=$outdir/fuzz.cpio.lz4
 # must exceed one test's limit; the boot's limit covers all tests and the boot itself.
 ntests=$(wc -w <<<"$tests")
 per_test=$((seconds + 240))
-step_limit=$((per_test + 120))
+step_limit=${FUZZ_STEP_LIMIT:-$((per_test + 120))}
 run_limit=$((ntests * per_test + 600))
 
 # What counts as a host splat in the serial log.
@@ -60,11 +64,23 @@ splats+='blocked for more than|kmemleak|general protection fault|Kernel panic|Ca
 log "fuzz: seed $seed, $seconds s per fuzzer and hypervisor, fuzzers: $tests, hypervisors: $hvs"
 status=0
 for hv in $hvs; do
-	logf=$outdir/$hv.log
-	log "fuzz: $hv: booting $emu (limit $run_limit s)"
-	"$RKVM_TOP/tools/bench/run.sh" "$emu" "$kernel" "$img" \
-		"bench.mode=check bench.hvs=$hv bench.apicv=0 bench.timeout=$per_test ignore_loglevel FUZZ_SEED=$seed FUZZ_SECONDS=$seconds ${FUZZ_CMDLINE:-}" \
-		"$logf" "$run_limit" "$step_limit" || status=1
+	# One boot per hypervisor; a boot that died or hung in a step (a host crash, a stuck
+	# ioctl) goes on in a new boot from the next step, as check.sh does.
+	from=0 boot=0
+	while :; do
+		boot=$((boot + 1))
+		logf=$outdir/$hv.boot$boot.log
+		log "fuzz: $hv: boot $boot, steps from $from ($emu, limit $run_limit s)"
+		"$RKVM_TOP/tools/bench/run.sh" "$emu" "$kernel" "$img" \
+			"bench.mode=check bench.hvs=$hv bench.from=$from bench.apicv=0 bench.timeout=$per_test ignore_loglevel FUZZ_SEED=$seed FUZZ_SECONDS=$seconds ${FUZZ_CMDLINE:-}" \
+			"$logf" "$run_limit" "$step_limit" && break
+		status=1
+		last=$(tr -d '\r' <"$logf" | grep -a '^@@ START' | tail -1 | awk '{print $3}')
+		[ -n "$last" ] || break
+		from=$((last + 1))
+		[ "$from" -lt "$ntests" ] || break
+	done
+	cat "$outdir/$hv".boot*.log >"$outdir/$hv.log"
 done
 
 # ---- Report ------------------------------------------------------------------------------
@@ -87,7 +103,7 @@ done
 			[ -n "$n" ] && [ -n "$ms" ] && [ "$ms" -gt 0 ] && rate="$((n * 60000 / ms))"
 			[ "$t" = fuzz_ioctl ] && [ -n "$io" ] && [ -n "$ms" ] && [ "$ms" -gt 0 ] &&
 				rate="$rate ($((io * 60000 / ms)) ioctls)"
-			printf '%-5s %-11s %-7s %12s %12s %10s %14s\n' "$hv" "$t" "${res:-none}" "${n:--}" \
+			printf '%-5s %-11s %-7s %12s %12s %10s %14s\n' "$hv" "$t" "${res:-hung/crashed}" "${n:--}" \
 				"${io:--}" "$(( ${ms:-0} / 1000 ))" "$rate"
 			[ "$res" = pass ] || status=1
 		done
