@@ -959,6 +959,9 @@ static void one_program(long prog)
 		for (i = 0; i < len; i++)
 			printf(" %02x", g.start[i]);
 		printf("\n");
+		/* -v 2 (FUZZ_VERBOSE=2): let the console drain, should this program hang the host. */
+		if (opts.verbose > 1)
+			usleep(50000);
 	}
 	exits = run_program(&r, v, prog);
 	(void)exits;

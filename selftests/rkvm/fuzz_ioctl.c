@@ -1463,6 +1463,7 @@ static void *runner_thread(void *p)
 	struct rng r = rng_derive(opts.seed, a->epoch, 100);
 	int vmi = 0, ci = 0, fresh = 1, err;
 
+	fuzz_thread_name = "runner";
 	fuzz_thread_timer();
 	while (!W.stop) {
 		struct kvm_run *run;
@@ -1566,6 +1567,7 @@ static void *worker_thread(void *p)
 	struct tctx t = { .id = a->id, .r = rng_derive(opts.seed, a->epoch, a->id) };
 	long i;
 
+	fuzz_thread_name = t.what;
 	t.buf = mmap(NULL, TBUF_SIZE + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (t.buf == MAP_FAILED)
 		BAIL("mmap");

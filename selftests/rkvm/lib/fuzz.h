@@ -18,6 +18,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
+#include <ucontext.h>
 
 #include "rkvm_test.h"
 
@@ -51,7 +52,7 @@ static inline void fuzz_parse(struct fuzz_opts *o, int argc, char **argv)
 		case 't': o->seconds = strtol(optarg, NULL, 0); o->tap = 0; break;
 		case 'j': o->threads = atoi(optarg); break;
 		case 'p': o->progress = strtol(optarg, NULL, 0); break;
-		case 'v': o->verbose = 1; break;
+		case 'v': o->verbose++; break;
 		default: fuzz_usage(argv[0]);
 		}
 	}
@@ -244,12 +245,24 @@ static inline void *bad_ptr(struct rng *r)
 static __thread sigjmp_buf *fuzz_jb;
 static long fuzz_faults;
 
-static void fuzz_fault_handler(int sig)
+static __thread const char *fuzz_thread_name = "main";
+
+static void fuzz_fault_handler(int sig, siginfo_t *si, void *uc_)
 {
+	ucontext_t *uc = uc_;
+	char msg[256];
+	int n;
+
 	if (fuzz_jb) {
 		__atomic_add_fetch(&fuzz_faults, 1, __ATOMIC_RELAXED);
 		siglongjmp(*fuzz_jb, 1);
 	}
+	/* A fault of the fuzzer itself: say where, then die of it. */
+	n = snprintf(msg, sizeof(msg), "# fatal signal %d (code %d) at address %p, rip %#llx, thread %s\n",
+		     sig, si->si_code, si->si_addr, (unsigned long long)uc->uc_mcontext.gregs[REG_RIP],
+		     fuzz_thread_name);
+	if (write(1, msg, n) < 0)
+		n = 0;
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -287,8 +300,9 @@ static inline void fuzz_signals_init(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = fuzz_nop_handler;
 	sigaction(FUZZ_RUN_SIG, &sa, NULL);
-	sa.sa_handler = fuzz_fault_handler;
-	sa.sa_flags = SA_NODEFER;
+	sa.sa_handler = NULL;
+	sa.sa_sigaction = fuzz_fault_handler;
+	sa.sa_flags = SA_NODEFER | SA_SIGINFO;
 	sigaction(SIGSEGV, &sa, NULL);
 	sigaction(SIGBUS, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
