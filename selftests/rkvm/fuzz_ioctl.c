@@ -266,6 +266,45 @@ static uint64_t rnd_gpa(struct tctx *t)
 	}
 }
 
+/*
+ * A PROT_NONE reservation of 1 TiB: the backing of huge memory slots. KVM takes any slot
+ * whose host range is in user space; a guest access to one faults harmlessly.
+ */
+#define FAR_SIZE (1ull << 40)
+static uint8_t *far_area;
+
+/*
+ * Keeps a slot's host range inside the mapping its address is in: a slot that ran past
+ * the pool or a run page would let the guest (and KVM) write into the fuzzer's own
+ * stacks and heap, a crash of the fuzzer, not of the host.
+ */
+static uint64_t clamp_size(uint64_t hva, uint64_t size)
+{
+	uint64_t end = 0;
+	int i, c;
+
+	/*
+	 * Any other user address (low, a PROT_NONE hole): at most a page, or up to where a
+	 * static binary is loaded (0x400000).
+	 */
+	if (hva < (1ull << 47))
+		end = hva < 0x400000 ? 0x400000 : hva + 4096;
+	if (hva >= (uintptr_t)pool && hva < (uintptr_t)pool + POOL_SIZE)
+		end = (uintptr_t)pool + POOL_SIZE;
+	else if (hva >= (uintptr_t)fuzz_ro_page && hva < (uintptr_t)fuzz_ro_page + 4096)
+		end = (uintptr_t)fuzz_ro_page + 4096;
+	else if (hva >= (uintptr_t)far_area && hva < (uintptr_t)far_area + FAR_SIZE)
+		end = (uintptr_t)far_area + FAR_SIZE;
+	for (i = 0; i < NVM; i++)
+		for (c = 0; c < NVCPU; c++)
+			if (W.run[i][c] && hva >= (uintptr_t)W.run[i][c] &&
+			    hva < (uintptr_t)W.run[i][c] + run_size)
+				end = (uintptr_t)W.run[i][c] + run_size;
+	if (end && size > end - hva)
+		size = (end - hva) & ~0xfffull;
+	return size;
+}
+
 /* A host address for a memory slot: a pool page, unaligned, or bad. */
 static uint64_t rnd_hva(struct tctx *t, int vmi, int s)
 {
@@ -275,7 +314,7 @@ static uint64_t rnd_hva(struct tctx *t, int vmi, int s)
 	case 0: return (uintptr_t)bad_ptr(&t->r);
 	case 1: return (uintptr_t)chunk + 1 + rnd(&t->r, 0xfff);
 	case 2: return (uintptr_t)pool + rnd(&t->r, POOL_SIZE / 4096) * 4096;
-	case 3: return (uintptr_t)fuzz_ro_page;
+	case 3: return chance(&t->r, 50) ? (uintptr_t)fuzz_ro_page : (uintptr_t)far_area + (rnd(&t->r, 1024) << 30);
 	case 4: {
 		/* A vCPU's run page as guest memory. */
 		struct kvm_run *run = W.run[rnd(&t->r, NVM)][rnd(&t->r, NVCPU)];
@@ -557,8 +596,8 @@ static void op_vm_set_mem(struct tctx *t)
 		break;
 	default:
 		r->guest_phys_addr = rnd_gpa(t);
-		r->memory_size = rnd_size(t);
 		r->userspace_addr = rnd_hva(t, vmi, s);
+		r->memory_size = clamp_size(r->userspace_addr, rnd_size(t));
 	}
 	vlog(t, "set_mem slot %#x flags %#x gpa %#llx size %#llx hva %#llx", r->slot, r->flags,
 	     (unsigned long long)r->guest_phys_addr, (unsigned long long)r->memory_size,
@@ -580,8 +619,8 @@ static void op_vm_set_mem2(struct tctx *t)
 	r->slot = chance(&t->r, 85) ? (uint32_t)s : rnd_slot_id(t);
 	r->flags = rnd_mem_flags(t);
 	r->guest_phys_addr = chance(&t->r, 30) ? W.slots[vmi][s].gpa : rnd_gpa(t);
-	r->memory_size = chance(&t->r, 30) ? W.slots[vmi][s].size : rnd_size(t);
 	r->userspace_addr = rnd_hva(t, vmi, s);
+	r->memory_size = clamp_size(r->userspace_addr, chance(&t->r, 30) ? W.slots[vmi][s].size : rnd_size(t));
 	if (chance(&t->r, 10)) {
 		r->guest_memfd = rnd_fd(t);
 		r->guest_memfd_offset = rnd_num(&t->r);
@@ -1753,6 +1792,9 @@ int main(int argc, char **argv)
 	       kvm_device());
 	fuzz_signals_init();
 	fuzz_ptr_init();
+	far_area = mmap(NULL, FAR_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (far_area == MAP_FAILED)
+		BAIL("mmap of the far area");
 	learn_device();
 	mark = fuzz_kmsg_mark("fuzz_ioctl");
 	start_ms = fuzz_now_ms();
