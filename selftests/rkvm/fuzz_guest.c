@@ -467,8 +467,12 @@ static void emit_one(struct gen *g)
 		b(g, 0x50 + rnd(r, 8)); b(g, 0x58 + rnd(r, 8));
 		name(g, "stack");
 		break;
-	case 40: /* A loop that keeps the vCPU busy until the timer ends it */
-		if (chance(r, 30)) { b(g, 0xeb); b(g, 0xfe); name(g, "spin"); }
+	case 40: /* A long countdown loop: the run timer usually ends it */
+		if (chance(r, 30)) {
+			mov_imm(g, 1, 1 + rnd(r, 1 << 22));
+			b(g, 0xe2); b(g, 0xfe); /* loop . */
+			name(g, "spin");
+		}
 		break;
 	case 41: /* ENTER/LEAVE with odd sizes */
 		b(g, 0xc8); b(g, rnd(r, 256)); b(g, rnd(r, 256)); b(g, rnd(r, 32));
@@ -575,6 +579,7 @@ static void gvm_create(struct rng *r)
 	G.hi = add_slot(1, HI_GPA, 0x100000, chance(r, 30) ? KVM_MEM_LOG_DIRTY_PAGES : 0);
 	G.ro = add_slot(2, RO_GPA, 0x10000, KVM_MEM_READONLY);
 	rng_fill(r, G.ro, 0x10000);
+	fuzz_defuse(G.ro, 0x10000);
 	for (i = 0; i < NVCPUS; i++) {
 		G.v[i] = vcpu_create(&G.vm, i);
 		fuzz_count(ioctl(G.v[i].fd, KVM_SET_CPUID2, cpuid), errno);
@@ -928,8 +933,13 @@ static void one_program(long prog)
 	}
 	write_stubs(bits, no_idt);
 	rng_fill(&r, G.mem + SCRATCH_GPA, 0x1000);
-	if (chance(&r, 20))
-		rng_fill(&r, G.hi + rnd(&r, 0x100) * 0x1000, 0x1000);
+	fuzz_defuse(G.mem + SCRATCH_GPA, 0x1000);
+	if (chance(&r, 20)) {
+		uint8_t *page = G.hi + rnd(&r, 0x100) * 0x1000;
+
+		rng_fill(&r, page, 0x1000);
+		fuzz_defuse(page, 0x1000);
+	}
 	memset(&g, 0, sizeof(g));
 	g.r = &r;
 	g.bits = bits;
@@ -947,6 +957,7 @@ static void one_program(long prog)
 			emit_one(&g);
 	}
 	len = g.p - g.start;
+	fuzz_defuse(g.start, len);
 	memset(g.p, 0xf4, 16); /* HLT after the end */
 	vcpu_reset(&r, v, bits, no_idt);
 	if (chance(&r, 60))

@@ -47,7 +47,7 @@
 
 /* The fixed campaign of `make check` (Bochs: about 30 s on kvm-intel). */
 #define TAP_SEED 0x2026
-#define TAP_OPS 6000
+#define TAP_OPS 20000
 
 static struct fuzz_opts opts = { .seed = TAP_SEED, .threads = 3, .tap = 1 };
 
@@ -1416,6 +1416,7 @@ static void op_churn_memory(struct tctx *t)
 		size_t n = len < 0x4000 ? len : 0x4000;
 
 		rng_fill(&t->r, t->buf, n);
+		fuzz_defuse(t->buf, n);
 		FUZZ_TRY(memcpy(chunk + off, t->buf, n));
 	}
 	}
