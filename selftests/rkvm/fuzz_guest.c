@@ -50,7 +50,7 @@
 #define PORT_EXC 0xef
 
 #define TAP_SEED 0x2026
-#define TAP_PROGRAMS 1500
+#define TAP_PROGRAMS 4000
 
 static struct fuzz_opts opts = { .seed = TAP_SEED, .tap = 1 };
 
@@ -793,6 +793,7 @@ static void mutate_state(struct rng *r, struct vcpu *v)
 		memset(buf, 0, sizeof(buf));
 		if (!fuzz_count(ioctl(v->fd, KVM_GET_XSAVE, buf), errno)) {
 			mutate(r, buf, chance(r, 50) ? 32 : xsave_size);
+			fuzz_sanitize_fpu(buf, 1);
 			set_ioctl(v->fd, KVM_SET_XSAVE, buf);
 		}
 	}
@@ -801,6 +802,7 @@ static void mutate_state(struct rng *r, struct vcpu *v)
 
 		if (!fuzz_count(ioctl(v->fd, KVM_GET_FPU, &f), errno)) {
 			mutate(r, &f, sizeof(f));
+			fuzz_sanitize_fpu(&f, 0);
 			set_ioctl(v->fd, KVM_SET_FPU, &f);
 		}
 	}

@@ -1054,6 +1054,8 @@ static void get_set_(struct tctx *t, int fd, unsigned long get, unsigned long se
 	else
 		xio(t, fd, get, (unsigned long)p, get_name);
 	shape(t, style(t), p, size);
+	if (set == KVM_SET_FPU || set == KVM_SET_XSAVE)
+		fuzz_sanitize_fpu(p, set == KVM_SET_XSAVE);
 	xio(t, fd, set, (unsigned long)argp(t, p, size), set_name);
 }
 #define get_set(t, fd, get, set, size, n) get_set_(t, fd, get, set, size, #get, #set)
@@ -1084,6 +1086,7 @@ static void op_vcpu_xsave2(struct tctx *t)
 	memset(t->buf, 0, size);
 	IO(t, fd, KVM_GET_XSAVE2, argp(t, t->buf, size));
 	shape(t, style(t), t->buf, size);
+	fuzz_sanitize_fpu(t->buf, 1);
 	IO(t, fd, KVM_SET_XSAVE, argp(t, t->buf, size));
 }
 

@@ -18,6 +18,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
+#include <stddef.h>
 #include <ucontext.h>
 
 #include "rkvm_test.h"
@@ -231,6 +232,30 @@ static inline void fuzz_defuse(uint8_t *p, size_t len)
 		    p[i + 3] == 0xff && p[i + 4] == 0xff)
 			p[i + 1] = 0x00;
 	}
+}
+
+/*
+ * FUZZ_AVOID=fpu steers around a known host crash so a campaign can find the next one:
+ * MXCSR values with reserved bits (16-31) in KVM_SET_FPU and KVM_SET_XSAVE are cleared.
+ */
+static inline int fuzz_avoid(const char *what)
+{
+	const char *e = getenv("FUZZ_AVOID");
+
+	return e && strstr(e, what);
+}
+
+static inline void fuzz_sanitize_fpu(void *fpu_or_xsave, int is_xsave)
+{
+	uint8_t *p = fpu_or_xsave;
+	uint32_t mxcsr;
+	size_t off = is_xsave ? 24 : offsetof(struct kvm_fpu, mxcsr);
+
+	if (!fuzz_avoid("fpu"))
+		return;
+	memcpy(&mxcsr, p + off, 4);
+	mxcsr &= 0xffff;
+	memcpy(p + off, &mxcsr, 4);
 }
 
 /* ---- Bad pointers ------------------------------------------------------------------------ */
