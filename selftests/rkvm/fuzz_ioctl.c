@@ -679,6 +679,9 @@ static void op_vm_dirty_log(struct tctx *t)
 		d->slot = chance(&t->r, 85) ? (uint32_t)s : rnd_slot_id(t);
 		d->first_page = chance(&t->r, 70) ? rnd(&t->r, pages + 1) & ~63ull : rnd_num(&t->r);
 		d->num_pages = chance(&t->r, 80) ? (uint32_t)pages : (uint32_t)rnd_num(&t->r);
+		/* FUZZ_AVOID=clear: no huge clears (rkvm's known multi-second stall). */
+		if (fuzz_avoid("clear") && d->num_pages > 0x4000)
+			d->num_pages = 0x4000;
 		memset(bitmap, chance(&t->r, 50) ? 0xff : 0, 0x1000);
 		d->dirty_bitmap = chance(&t->r, 85) ? bitmap : bad_ptr(&t->r);
 		IO(t, fd, KVM_CLEAR_DIRTY_LOG, argp(t, d, sizeof(*d)));
