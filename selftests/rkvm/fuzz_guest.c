@@ -1021,6 +1021,9 @@ int main(int argc, char **argv)
 			break;
 		}
 	fuzz_parse(&opts, argc, argv);
+	/* FUZZ_FIRST stands for -f in the image (see lib/fuzz.h). */
+	if (opts.tap && getenv("FUZZ_FIRST"))
+		first = strtol(getenv("FUZZ_FIRST"), NULL, 0);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (opts.tap) {
 		if (!opts.iterations && !opts.seconds)
