@@ -294,7 +294,13 @@ static inline void *bad_ptr(struct rng *r)
  * Threads touch memory that other threads remap (run pages, guest memory): a SIGSEGV or
  * SIGBUS there returns to the operation's FUZZ_TRY point instead of killing the process.
  */
-static __thread sigjmp_buf *fuzz_jb;
+/*
+ * volatile, and fenced in FUZZ_TRY: otherwise the compiler may drop or move the stores
+ * around the protected code (a memcpy or plain loads do not "read" fuzz_jb), and a fault
+ * finds no landing point (seen: the runner's guest_load into a page another thread had
+ * made read-only killed the process).
+ */
+static __thread sigjmp_buf *volatile fuzz_jb;
 static long fuzz_faults;
 
 static __thread const char *fuzz_thread_name = "main";
@@ -325,7 +331,9 @@ static void fuzz_fault_handler(int sig, siginfo_t *si, void *uc_)
 		sigjmp_buf __jb, *__outer = fuzz_jb;                                       \
 		if (!sigsetjmp(__jb, 1)) {                                                 \
 			fuzz_jb = &__jb;                                                   \
+			__asm__ __volatile__("" ::: "memory");                             \
 			stmt;                                                              \
+			__asm__ __volatile__("" ::: "memory");                             \
 		}                                                                          \
 		fuzz_jb = __outer;                                                         \
 	} while (0)
