@@ -50,7 +50,7 @@
 #define PORT_EXC 0xef
 
 #define TAP_SEED 0x2026
-#define TAP_PROGRAMS 4000
+#define TAP_PROGRAMS 1500
 
 static struct fuzz_opts opts = { .seed = TAP_SEED, .tap = 1 };
 
