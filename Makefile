@@ -5,6 +5,7 @@
 #   make demo       boot the emulated Intel machine, load rkvm, run a guest, show its stats
 #   make check      everything tested; ends with "N passed, M failed"
 #   make bench      speed and memory benchmarks
+#   make fuzz       long fuzzing campaign (fuzz_ioctl, fuzz_guest) on kvm-intel, then rkvm
 #   make conformance  the kernel's KVM selftests on kvm-intel and rkvm (slow: hours);
 #                   writes Documentation/rkvm/conformance.rst
 # See README.md and Documentation/rkvm/testing.rst.
@@ -94,6 +95,12 @@ demo: module selftests bochs
 bench: module selftests bochs
 	@$(BENCH)/bench.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/bench
 
+# A long campaign of the two fuzzers under Bochs, kvm-intel then rkvm (one boot each),
+# then a scan of the serial logs for host splats. FUZZ_SECONDS per fuzzer and hypervisor
+# (default 600), FUZZ_SEED (default: the time), FUZZ_HVS, FUZZ_TESTS: see tools/bench/fuzz.sh.
+fuzz: module selftests bochs
+	@$(BENCH)/fuzz.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/fuzz
+
 # The kernel's own KVM selftests (x86 and generic), on kvm-intel and then rkvm, under Bochs.
 # Too slow for `make check`. Subset: CONFORMANCE_TESTS="cpuid_test ..." (then the
 # scoreboard is not rewritten unless CONFORMANCE_DOC=1); see tools/conformance/conformance.sh.
@@ -126,4 +133,4 @@ clean:
 	-$(KMAKE) clean 2>/dev/null
 	rm -rf $(BUILD)
 
-.PHONY: all setup kernel debug-kernel debug-module bochs module selftests check demo bench conformance clippy rustfmt rustfmtcheck nopanic clean
+.PHONY: all setup kernel debug-kernel debug-module bochs module selftests check demo bench fuzz conformance clippy rustfmt rustfmtcheck nopanic clean
