@@ -130,6 +130,10 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) pv_features: Option<u32>,
 }
 
+/// The longest a guest runs in one entry before the VMX preemption timer ends the
+/// window (see `arm_preemption_timer`).
+const WINDOW_SLICE_MS: u64 = 4;
+
 /// EFLAGS bits of virtual-8086 mode and the I/O privilege level.
 const RFLAGS_VM: u64 = 1 << 17;
 const RFLAGS_IOPL: u64 = 3 << 12;
@@ -808,21 +812,28 @@ impl Core {
 
     /// Bounds the guest's run by the APIC timer with the VMX preemption timer (when the
     /// CPU has one; otherwise host interrupts bound it). `false`: already expired.
+    ///
+    /// The timer also bounds every entry by [`WINDOW_SLICE_MS`]: a host interrupt normally
+    /// ends a guest's run (external-interrupt exiting), but the window must not depend on
+    /// it alone, since it holds the CPU with interrupts off (an emulator that does not
+    /// turn a host interrupt into an exit while the guest spins froze the whole machine).
     fn arm_preemption_timer(&self, v: &Loaded<'_>, ctx: &RunCtx<'_>) -> Result<bool> {
         let has = ctx.vmx.config.pin & pin::PREEMPTION_TIMER != 0;
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
         let mut p = v.r32(vmcs::PIN_BASED_VM_EXEC_CONTROL) & !pin::PREEMPTION_TIMER;
+        let now = cpu::rdtsc();
+        let mut budget = u64::from(cpu::tsc_khz()).saturating_mul(WINDOW_SLICE_MS);
         if let Some(deadline) = ctx.timer_deadline_tsc {
-            let now = cpu::rdtsc();
             if now >= deadline {
                 return Ok(false);
             }
-            if has {
-                let rate = (ctx.vmx.config.misc & 0x1f) as u32;
-                let ticks = ((deadline - now) >> rate).min(u64::from(u32::MAX)) as u32;
-                w(v.w32(vmcs::VMX_PREEMPTION_TIMER_VALUE, ticks))?;
-                p |= pin::PREEMPTION_TIMER;
-            }
+            budget = budget.min(deadline - now);
+        }
+        if has && budget != 0 {
+            let rate = (ctx.vmx.config.misc & 0x1f) as u32;
+            let ticks = (budget >> rate).min(u64::from(u32::MAX)) as u32;
+            w(v.w32(vmcs::VMX_PREEMPTION_TIMER_VALUE, ticks))?;
+            p |= pin::PREEMPTION_TIMER;
         }
         w(v.w32(vmcs::PIN_BASED_VM_EXEC_CONTROL, p))?;
         Ok(true)
