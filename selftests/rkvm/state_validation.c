@@ -259,16 +259,21 @@ static void vm_checks(void)
 	tap_ok(vcpu_set_msr1(&g.v, MSR_FS_BASE, 1ull << 63) == 0 &&
 		       vcpu_set_msr1(&g.v, MSR_GS_BASE, 1ull << 63) == 0,
 	       "KVM_SET_MSRS of non-canonical FS_BASE, GS_BASE sets nothing");
-	tap_ok(vcpu_set_msr1(&g.v, MSR_TSC_AUX, 1ull << 32) == 0,
-	       "KVM_SET_MSRS of TSC_AUX bit 32 sets nothing");
+	/* kvm-amd keeps TSC_AUX's upper half and SYSENTER_ESP/EIP as written. */
+	if (host_is_intel())
+		tap_ok(vcpu_set_msr1(&g.v, MSR_TSC_AUX, 1ull << 32) == 0,
+		       "KVM_SET_MSRS of TSC_AUX bit 32 sets nothing");
+	else
+		tap_ok(1, "# SKIP TSC_AUX bit 32 (VMX semantics)");
 	tap_ok(vcpu_set_msr1(&g.v, MSR_SYSENTER_ESP, 0x8000123456789abcull) == 1 &&
 		       vcpu_set_msr1(&g.v, MSR_SYSENTER_EIP, 0x80007edcba987654ull) == 1,
 	       "KVM_SET_MSRS of non-canonical SYSENTER_ESP/EIP succeeds");
 	esp = vcpu_get_msr1(&g.v, MSR_SYSENTER_ESP);
 	eip = vcpu_get_msr1(&g.v, MSR_SYSENTER_EIP);
-	tap_ok(esp == 0x123456789abcull && eip == 0x7edcba987654ull,
-	       "they read back canonical (%#llx, %#llx; want 0x123456789abc, 0x7edcba987654)",
-	       (unsigned long long)esp, (unsigned long long)eip);
+	tap_ok(!host_is_intel() || (esp == 0x123456789abcull && eip == 0x7edcba987654ull),
+	       "they read back canonical (%#llx, %#llx; want 0x123456789abc, 0x7edcba987654)%s",
+	       (unsigned long long)esp, (unsigned long long)eip,
+	       host_is_intel() ? "" : " # SKIP VMX semantics");
 
 	events_bad("exception 32", 32, 0);
 	events_bad("exception 255", 255, 0);
@@ -286,6 +291,15 @@ static void vm_checks(void)
 		char what[96];
 
 		vcpu_run(&g.v);
+		/*
+		 * With SVM the segment-base and SYSCALL MSRs and TSC_AUX are the guest's own
+		 * (no intercept): the CPU decides, and under QEMU there is no #GP.
+		 */
+		if (!host_is_intel() && i <= 6 && is_out(&g.v, P_STEP, 4) &&
+		    io_out_value(&g.v) == (uint64_t)i) {
+			tap_ok(1, "# SKIP guest %s: not intercepted with SVM", steps[i]);
+			continue;
+		}
 		if (!is_out(&g.v, P_EXC, 4) || io_out_value(&g.v) != 13) {
 			tap_ok(0, "guest %s -> #GP (got %s)", steps[i], exit_str(&g.v));
 			continue;
