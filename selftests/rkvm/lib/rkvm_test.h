@@ -627,6 +627,25 @@ static inline int host_is_intel(void)
 	return b == 0x756e6547 && d == 0x49656e69 && c == 0x6c65746e; /* GenuineIntel */
 }
 
+/*
+ * Whether the host kernel still trusts its TSC (its clocksource is "tsc"). Once the kernel
+ * marks the TSC unstable (an emulated host whose CPUs' TSCs disagree can make it do so),
+ * KVM switches to a mode where a guest's TSC follows the values last written rather than
+ * the host's clock, and checks of TSC continuity say nothing about the hypervisor.
+ */
+static inline int host_tsc_stable(void)
+{
+	char cs[32] = { 0 };
+	FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+
+	if (!f)
+		return 1;
+	if (!fgets(cs, sizeof(cs), f))
+		cs[0] = 0;
+	fclose(f);
+	return !strncmp(cs, "tsc", 3);
+}
+
 /* ---- Checking ioctl results ------------------------------------------------------------ */
 
 static inline const char *errno_name(int e)
