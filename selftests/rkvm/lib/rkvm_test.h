@@ -646,6 +646,15 @@ static inline int host_tsc_stable(void)
 	return !strncmp(cs, "tsc", 3);
 }
 
+/*
+ * The verdict of a TSC continuity check that failed where it cannot speak for the
+ * hypervisor: a host that marked its TSC unstable, or kvm-amd under QEMU TCG, which in two
+ * of three full runs on 2026-12-05 read a guest's TSC back exactly as last written (the
+ * only SVM column today is reference KVM's; rkvm has no SVM backend yet). Reported as a
+ * skip with the values, so the log keeps them.
+ */
+#define TSC_FLAKE_SKIP " # SKIP unstable host TSC, or kvm-amd under QEMU (see rkvm_test.h)"
+
 /* ---- Checking ioctl results ------------------------------------------------------------ */
 
 static inline const char *errno_name(int e)
