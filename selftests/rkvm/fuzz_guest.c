@@ -1047,19 +1047,19 @@ int main(int argc, char **argv)
 	mark = fuzz_kmsg_mark("fuzz_guest");
 	fuzz_watchdog_start();
 	{
-		long start = fuzz_now_ms();
+		long start = monotonic_ms();
 
 		for (prog = first; ; prog++) {
 			if (opts.iterations && prog - first >= opts.iterations)
 				break;
-			if (opts.seconds && fuzz_now_ms() - start >= opts.seconds * 1000)
+			if (opts.seconds && monotonic_ms() - start >= opts.seconds * 1000)
 				break;
 			one_program(prog);
 			if (n_programs % opts.progress == 0)
 				printf("# progress: %ld programs, %ld exits, %ld ioctls, %ld s\n", n_programs,
-				       n_exits, fuzz_ioctls, (fuzz_now_ms() - start) / 1000);
+				       n_exits, fuzz_ioctls, (monotonic_ms() - start) / 1000);
 		}
-		ms = fuzz_now_ms() - start;
+		ms = monotonic_ms() - start;
 	}
 	gvm_destroy();
 	fuzz_print_errnos("# ");

@@ -1598,7 +1598,7 @@ static long ops_budget;	/* remaining operations of the campaign (-n), or LONG_MA
 
 static int campaign_over(void)
 {
-	return (opts.seconds && fuzz_now_ms() - start_ms >= opts.seconds * 1000) ||
+	return (opts.seconds && monotonic_ms() - start_ms >= opts.seconds * 1000) ||
 	       __atomic_load_n(&ops_budget, __ATOMIC_RELAXED) <= 0;
 }
 
@@ -1625,7 +1625,7 @@ static void *worker_thread(void *p)
 		for (k = 0; w >= ops[k].weight; k++)
 			w -= ops[k].weight;
 		if (__atomic_sub_fetch(&ops_budget, 1, __ATOMIC_RELAXED) < 0 ||
-		    (opts.seconds && fuzz_now_ms() - start_ms >= opts.seconds * 1000))
+		    (opts.seconds && monotonic_ms() - start_ms >= opts.seconds * 1000))
 			break;
 		t.ops = __atomic_add_fetch(&total_ops, 1, __ATOMIC_RELAXED);
 		snprintf(t.what, sizeof(t.what), "%s", ops[k].name);
@@ -1636,7 +1636,7 @@ static void *worker_thread(void *p)
 			printf("# progress: %ld ops, %ld ioctls, %ld runs, %ld s (epoch %llu, thread %d at %s)\n",
 			       t.ops, __atomic_load_n(&fuzz_ioctls, __ATOMIC_RELAXED),
 			       __atomic_load_n(&total_runs, __ATOMIC_RELAXED),
-			       (fuzz_now_ms() - start_ms) / 1000, (unsigned long long)a->epoch, t.id,
+			       (monotonic_ms() - start_ms) / 1000, (unsigned long long)a->epoch, t.id,
 			       ops[k].name);
 	}
 	fuzz_thread_timer_delete();
@@ -1804,10 +1804,10 @@ int main(int argc, char **argv)
 		BAIL("mmap of the far area");
 	learn_device();
 	mark = fuzz_kmsg_mark("fuzz_ioctl");
-	start_ms = fuzz_now_ms();
+	start_ms = monotonic_ms();
 	fuzz_watchdog_start();
 	campaign();
-	ms = fuzz_now_ms() - start_ms;
+	ms = monotonic_ms() - start_ms;
 	fuzz_print_errnos("# ");
 	printf("# summary: seed %#llx epochs %ld ops %ld ioctls %ld runs %ld exits %ld faults %ld "
 	       "ms %ld ioctls/min %ld\n", (unsigned long long)opts.seed, total_epochs, total_ops,

@@ -118,9 +118,13 @@ GUEST_CODE(apic_guest, 32,
 	WAIT_FLAG(1)
 	"mov " APIC "390, %eax\n" OUTV(P_VAL)
 	MARK(4)
-	/* Periodic, 300 us: three interrupts, then masked and stopped. */
+	/*
+	 * Periodic, 10 ms: three interrupts, then masked and stopped. Not shorter: under an
+	 * emulator one host timer interrupt costs hundreds of microseconds of real time, and
+	 * a period near KVM's 200 us floor can keep the emulated host busy in its timer.
+	 */
 	"movl $0x20043, " APIC "320\n"
-	"movl $300000, " APIC "380\n"
+	"movl $10000000, " APIC "380\n"
 	WAIT_FLAG(3)
 	"movl $0x30043, " APIC "320\n"
 	"movl $0, " APIC "380\n"
@@ -388,10 +392,36 @@ static struct guest split_guest(int nvcpus, struct vcpu *second)
 	return g;
 }
 
+/*
+ * Every wait in this test ends with a timer or an IPI. A lost one would leave KVM_RUN
+ * blocked in the guest's HLT: the watchdog then names the check that never came, and
+ * a merely slow one (over a second) is reported as it passes.
+ */
+static volatile int watch_check;
+
+static void on_alarm(int sig)
+{
+	printf("# watchdog: no exit for check %d within the limit (HLT never woken?)\n",
+	       watch_check);
+	fflush(stdout);
+	_exit(1);
+}
+
+static void timed_run(struct vcpu *v)
+{
+	long t0 = monotonic_ms(), dt;
+
+	watch_check = tap_run + 1;
+	vcpu_run(v);
+	dt = monotonic_ms() - t0;
+	if (dt > 1000)
+		tap_diag("KVM_RUN for check %d took %ld ms", tap_run + 1, dt);
+}
+
 /* Runs until the next exit, which must be an OUT of 4 bytes to PORT; returns its value. */
 static int next_out(struct vcpu *v, int port, uint32_t *val)
 {
-	vcpu_run(v);
+	timed_run(v);
 	if (v->run->exit_reason != KVM_EXIT_IO)
 		BAIL("unexpected exit: %s", exit_str(v));
 	if (!is_out(v, port, 4)) {
@@ -405,7 +435,7 @@ static int next_out(struct vcpu *v, int port, uint32_t *val)
 /* Runs until the next exit, which must be a 4-byte OUT; returns its port and value. */
 static int next_out_any(struct vcpu *v, int *port, uint32_t *val)
 {
-	vcpu_run(v);
+	timed_run(v);
 	if (v->run->exit_reason != KVM_EXIT_IO)
 		BAIL("unexpected exit: %s", exit_str(v));
 	if (v->run->io.direction != KVM_EXIT_IO_OUT || v->run->io.size != 4) {
@@ -704,6 +734,8 @@ int main(void)
 
 	REQUIRE_CAP(fd, KVM_CAP_SPLIT_IRQCHIP);
 	close(fd);
+	signal(SIGALRM, on_alarm);
+	alarm(120);
 	tap_plan(16 + 35 + 13 + 12);
 	protocol();
 	guest_apic();

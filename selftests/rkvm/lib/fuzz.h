@@ -472,19 +472,11 @@ static long fuzz_progress;		/* bumped by every operation */
 static const char *volatile fuzz_doing[FUZZ_MAX_THREADS];
 static volatile long fuzz_busy_since[FUZZ_MAX_THREADS];	/* ms; 0 = between operations */
 
-static inline long fuzz_now_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Thread ID starts WHAT (a string that stays valid until fuzz_idle). */
 static inline void fuzz_busy(int id, const char *what)
 {
 	fuzz_doing[id] = what;
-	fuzz_busy_since[id] = fuzz_now_ms();
+	fuzz_busy_since[id] = monotonic_ms();
 }
 
 static inline void fuzz_idle(int id)
@@ -495,7 +487,7 @@ static inline void fuzz_idle(int id)
 
 static void *fuzz_watchdog(void *arg)
 {
-	long last = -1, since = fuzz_now_ms();
+	long last = -1, since = monotonic_ms();
 	int i;
 
 	for (;;) {
@@ -503,7 +495,7 @@ static void *fuzz_watchdog(void *arg)
 		int stuck = -1;
 
 		sleep(1);
-		now = fuzz_now_ms();
+		now = monotonic_ms();
 		if (p != last) {
 			last = p;
 			since = now;
@@ -595,7 +587,7 @@ static inline const char *fuzz_kmsg_mark(const char *who)
 	static char mark[96];
 	int fd = open("/dev/kmsg", O_WRONLY);
 
-	snprintf(mark, sizeof(mark), "%s: fuzz mark %d.%ld", who, getpid(), fuzz_now_ms());
+	snprintf(mark, sizeof(mark), "%s: fuzz mark %d.%ld", who, getpid(), monotonic_ms());
 	if (fd < 0 || write(fd, mark, strlen(mark)) < 0)
 		mark[0] = 0;
 	if (fd >= 0)

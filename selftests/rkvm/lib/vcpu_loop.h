@@ -53,14 +53,6 @@ struct loop_vm {
 	struct loop_vcpu vcpus[4];
 };
 
-static inline long monotonic_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 static inline int online_cpus(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
