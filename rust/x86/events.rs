@@ -5,7 +5,7 @@
 //! the vCPU's event state.
 
 use crate::uapi::*;
-use crate::x86::state::{Exception, VcpuState};
+use crate::x86::state::{shadow, Exception, VcpuState};
 use kernel::prelude::*;
 use zerocopy::FromZeros;
 
@@ -29,7 +29,7 @@ pub(crate) fn get(s: &VcpuState) -> kvm_vcpu_events {
         e.interrupt.nr = v;
         e.interrupt.soft = 1;
     }
-    e.interrupt.shadow = s.events.shadow;
+    e.interrupt.shadow = shadow_to_user(s.events.shadow);
     e.nmi.injected = u8::from(s.events.nmi_injected);
     e.nmi.pending = u8::from(s.events.nmi_pending);
     e.nmi.masked = u8::from(s.events.nmi_masked);
@@ -57,7 +57,10 @@ pub(crate) fn set(s: &mut VcpuState, e: &kvm_vcpu_events) -> Result {
     if e.flags & (KVM_VCPUEVENT_VALID_PAYLOAD | KVM_VCPUEVENT_VALID_TRIPLE_FAULT) != 0 {
         return Err(EINVAL);
     }
-    if e.flags & KVM_VCPUEVENT_VALID_SMM != 0 && (e.smi.smm != 0 || e.smi.pending != 0) {
+    // As KVM built without CONFIG_KVM_SMM: nothing in the SMM block may be set.
+    if e.flags & KVM_VCPUEVENT_VALID_SMM != 0
+        && (e.smi.smm != 0 || e.smi.pending != 0 || e.smi.smm_inside_nmi != 0)
+    {
         return Err(EINVAL);
     }
     let injected = e.exception.injected != 0;
@@ -83,7 +86,7 @@ pub(crate) fn set(s: &mut VcpuState, e: &kvm_vcpu_events) -> Result {
         s.events.interrupt_injected = false;
     }
     if e.flags & KVM_VCPUEVENT_VALID_SHADOW != 0 {
-        s.events.shadow = e.interrupt.shadow & 3;
+        s.events.shadow = shadow_from_user(e.interrupt.shadow);
     }
     s.events.nmi_injected = e.nmi.injected != 0;
     if e.flags & KVM_VCPUEVENT_VALID_NMI_PENDING != 0 {
@@ -92,4 +95,28 @@ pub(crate) fn set(s: &mut VcpuState, e: &kvm_vcpu_events) -> Result {
     s.events.nmi_masked = e.nmi.masked != 0;
     s.dirty = true;
     Ok(())
+}
+
+/// The uapi's interrupt shadow (`KVM_X86_SHADOW_INT_*`) of the vCPU's (see [`shadow`]).
+fn shadow_to_user(v: u8) -> u8 {
+    let mut u = 0;
+    if v & shadow::STI != 0 {
+        u |= KVM_X86_SHADOW_INT_STI as u8;
+    }
+    if v & shadow::MOV_SS != 0 {
+        u |= KVM_X86_SHADOW_INT_MOV_SS as u8;
+    }
+    u
+}
+
+/// The vCPU's interrupt shadow for the uapi's: one kind at most, MOV SS before STI, as
+/// `vmx_set_interrupt_shadow` (VM entry refuses both at once).
+fn shadow_from_user(u: u8) -> u8 {
+    if u & KVM_X86_SHADOW_INT_MOV_SS as u8 != 0 {
+        shadow::MOV_SS
+    } else if u & KVM_X86_SHADOW_INT_STI as u8 != 0 {
+        shadow::STI
+    } else {
+        0
+    }
 }

@@ -107,8 +107,17 @@ pub(crate) struct Events {
     pub(crate) nmi_pending: bool,
     pub(crate) nmi_injected: bool,
     pub(crate) nmi_masked: bool,
-    /// Interrupt shadow: STI (bit 0) and MOV SS (bit 1) blocking.
+    /// Interrupt shadow: [`shadow::STI`] and [`shadow::MOV_SS`] blocking (the VMX
+    /// interruptibility bits; the uapi's `KVM_X86_SHADOW_INT_*` are the other way round).
     pub(crate) shadow: u8,
+}
+
+/// Bits of [`Events::shadow`].
+pub(crate) mod shadow {
+    /// Blocking by STI.
+    pub(crate) const STI: u8 = 1 << 0;
+    /// Blocking by MOV SS or POP SS.
+    pub(crate) const MOV_SS: u8 = 1 << 1;
 }
 
 /// MSR_PLATFORM_INFO bit 31: the CPU can fault CPUID outside ring 0.
