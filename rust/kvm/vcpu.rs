@@ -2072,7 +2072,7 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
                 // Narrow sizes merge into RAX; 4 bytes zero-extend.
                 emulate::set_gpr(s, 0, if size < 4 { size } else { 4 }, false, v);
             }
-            s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+            s.skip_instruction(len);
         }
         Pending::StringPio {
             input,
@@ -2128,7 +2128,7 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
                 done = cx == 0;
             }
             if done {
-                s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+                s.skip_instruction(len);
             }
         }
         Pending::Msr {
@@ -2154,7 +2154,7 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
                 s.regs.rax = v & 0xffff_ffff;
                 s.regs.rdx = v >> 32;
             }
-            s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+            s.skip_instruction(len);
             s.dirty = true;
         }
         Pending::MmioRead { op } => {
@@ -2163,7 +2163,7 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
             vcpu.run
                 .read_bytes(RUN_U + offset_of!(Mmio, data), &mut b)?;
             emulate::complete_mmio_read(s, &op, u64::from_le_bytes(b));
-            s.regs.rip = s.regs.rip.wrapping_add(u64::from(op.len));
+            s.skip_instruction(op.len);
         }
     }
     Ok(())

@@ -327,6 +327,17 @@ impl VcpuState {
         self.long_mode() && self.segs[CS].l != 0
     }
 
+    /// Advances RIP past an instruction finished outside the guest (KVM's
+    /// `kvm_skip_emulated_instruction`): finishing it ends an STI or MOV SS shadow.
+    pub(crate) fn skip_instruction(&mut self, len: u8) {
+        self.regs.rip = self.regs.rip.wrapping_add(u64::from(len));
+        if self.events.shadow != 0 {
+            self.events.shadow = 0;
+            // The backend takes the interruptibility state with the whole state.
+            self.dirty = true;
+        }
+    }
+
     /// Default operand size of the code segment in bytes (2, 4 or 8 for 64-bit mode).
     pub(crate) fn cs_size(&self) -> u8 {
         if self.cs_long() {
