@@ -20,14 +20,14 @@ use crate::x86::emulate::{self, EmuError, GuestMem, MemOp, MsrEnv};
 use crate::x86::exit::Exit;
 use crate::x86::lapic::{self, Clock, Lapic, Mailbox};
 use crate::x86::state::{self, Exception, VcpuState};
-use crate::x86::{fpu, GuestFpu};
+use crate::x86::{events, fpu, GuestFpu};
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use kernel::mm::virt::VmaNew;
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromBytes, IntoBytes};
 
 /// What the next KVM_RUN must finish before running the guest.
 #[derive(Clone, Copy, Debug)]
@@ -468,12 +468,12 @@ impl AnonFile for VcpuFile {
                 Ok(0)
             }
             RKVM_KVM_GET_VCPU_EVENTS => {
-                uaccess::write(arg, &get_events(&g.state))?;
+                uaccess::write(arg, &events::get(&g.state))?;
                 Ok(0)
             }
             RKVM_KVM_SET_VCPU_EVENTS => {
                 let e: kvm_vcpu_events = uaccess::read(arg)?;
-                set_events(&mut g.state, &e)?;
+                events::set(&mut g.state, &e)?;
                 Ok(0)
             }
             RKVM_KVM_GET_MP_STATE => {
@@ -2072,7 +2072,7 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
                 // Narrow sizes merge into RAX; 4 bytes zero-extend.
                 emulate::set_gpr(s, 0, if size < 4 { size } else { 4 }, false, v);
             }
-            s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+            s.skip_instruction(len);
         }
         Pending::StringPio {
             input,
@@ -2128,7 +2128,7 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
                 done = cx == 0;
             }
             if done {
-                s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+                s.skip_instruction(len);
             }
         }
         Pending::Msr {
@@ -2154,7 +2154,7 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
                 s.regs.rax = v & 0xffff_ffff;
                 s.regs.rdx = v >> 32;
             }
-            s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+            s.skip_instruction(len);
             s.dirty = true;
         }
         Pending::MmioRead { op } => {
@@ -2163,7 +2163,7 @@ fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result {
             vcpu.run
                 .read_bytes(RUN_U + offset_of!(Mmio, data), &mut b)?;
             emulate::complete_mmio_read(s, &op, u64::from_le_bytes(b));
-            s.regs.rip = s.regs.rip.wrapping_add(u64::from(op.len));
+            s.skip_instruction(op.len);
         }
     }
     Ok(())
@@ -2647,88 +2647,6 @@ fn set_cpuid_table(vm: &Vm, g: &mut VcpuInner, entries: &[kvm_cpuid_entry2]) -> 
     Ok(0)
 }
 
-fn get_events(s: &VcpuState) -> kvm_vcpu_events {
-    let mut e = kvm_vcpu_events::new_zeroed();
-    if let Some(x) = s.events.exception {
-        e.exception.injected = u8::from(x.injected);
-        e.exception.pending = 0;
-        e.exception.injected |= u8::from(!x.injected);
-        e.exception.nr = x.vector;
-        e.exception.has_error_code = u8::from(x.error_code.is_some());
-        e.exception.error_code = x.error_code.unwrap_or(0);
-    }
-    if let (Some(v), true) = (s.events.interrupt, s.events.interrupt_injected) {
-        e.interrupt.injected = 1;
-        e.interrupt.nr = v;
-    }
-    if let Some((v, _)) = s.events.soft_interrupt {
-        e.interrupt.injected = 1;
-        e.interrupt.nr = v;
-        e.interrupt.soft = 1;
-    }
-    e.interrupt.shadow = s.events.shadow;
-    e.nmi.injected = u8::from(s.events.nmi_injected);
-    e.nmi.pending = u8::from(s.events.nmi_pending);
-    e.nmi.masked = u8::from(s.events.nmi_masked);
-    // As KVM: NMI-pending and shadow are always valid; the SMM block is valid and empty
-    // (rkvm has no SMM).
-    e.flags =
-        KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM;
-    e
-}
-
-fn set_events(s: &mut VcpuState, e: &kvm_vcpu_events) -> Result {
-    let valid = KVM_VCPUEVENT_VALID_NMI_PENDING
-        | KVM_VCPUEVENT_VALID_SIPI_VECTOR
-        | KVM_VCPUEVENT_VALID_SHADOW
-        | KVM_VCPUEVENT_VALID_SMM
-        | KVM_VCPUEVENT_VALID_PAYLOAD
-        | KVM_VCPUEVENT_VALID_TRIPLE_FAULT;
-    if e.flags & !valid != 0 {
-        return Err(EINVAL);
-    }
-    // Exception payloads, SMM and triple-fault events need capabilities rkvm does not
-    // offer.
-    if e.flags & (KVM_VCPUEVENT_VALID_PAYLOAD | KVM_VCPUEVENT_VALID_TRIPLE_FAULT) != 0 {
-        return Err(EINVAL);
-    }
-    if e.flags & KVM_VCPUEVENT_VALID_SMM != 0 && (e.smi.smm != 0 || e.smi.pending != 0) {
-        return Err(EINVAL);
-    }
-    let injected = e.exception.injected != 0;
-    if injected && (e.exception.nr > 31 || e.exception.nr == 2) {
-        return Err(EINVAL);
-    }
-    s.events.exception = injected.then_some(Exception {
-        vector: e.exception.nr,
-        error_code: (e.exception.has_error_code != 0).then_some(e.exception.error_code),
-        injected: true,
-        payload: None,
-    });
-    s.events.soft_interrupt = None;
-    if e.interrupt.injected != 0 {
-        if e.interrupt.soft != 0 {
-            s.events.soft_interrupt = Some((e.interrupt.nr, 0));
-        } else {
-            s.events.interrupt = Some(e.interrupt.nr);
-            s.events.interrupt_injected = true;
-        }
-    } else if s.events.interrupt_injected {
-        s.events.interrupt = None;
-        s.events.interrupt_injected = false;
-    }
-    if e.flags & KVM_VCPUEVENT_VALID_SHADOW != 0 {
-        s.events.shadow = e.interrupt.shadow & 3;
-    }
-    s.events.nmi_injected = e.nmi.injected != 0;
-    if e.flags & KVM_VCPUEVENT_VALID_NMI_PENDING != 0 {
-        s.events.nmi_pending = e.nmi.pending != 0;
-    }
-    s.events.nmi_masked = e.nmi.masked != 0;
-    s.dirty = true;
-    Ok(())
-}
-
 // ---- sync_regs (KVM_CAP_SYNC_REGS) -------------------------------------------------------
 
 const SYNC: usize = offset_of!(kvm_run, s);
@@ -2742,7 +2660,7 @@ fn sync_regs_out(vcpu: &Vcpu, g: &VcpuInner, valid: u64) {
         vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, sregs), &get_sregs(s));
     }
     if valid & u64::from(KVM_SYNC_X86_EVENTS) != 0 {
-        vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, events), &get_events(s));
+        vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, events), &events::get(s));
     }
 }
 
@@ -2764,7 +2682,7 @@ fn sync_regs_in(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, dirty: u64) -> Result {
     }
     if dirty & u64::from(KVM_SYNC_X86_EVENTS) != 0 {
         let e: kvm_vcpu_events = read_run(vcpu, SYNC + offset_of!(kvm_sync_regs, events))?;
-        set_events(&mut g.state, &e)?;
+        events::set(&mut g.state, &e)?;
     }
     // KVM clears kvm_dirty_regs once it took the state.
     vcpu.run_put(offset_of!(kvm_run, kvm_dirty_regs), &0u64);

@@ -8,11 +8,13 @@
 //! - `l1d.rs`: the L1D flush on VM entry.
 //! - `spec.rs`: the other speculative-execution hygiene around entry and exit.
 //! - `hostdbg.rs`: the host's debug registers and IA32_DEBUGCTL around a window.
+//! - `inject.rs`: the VM-entry fields that inject an event, valid whatever the event.
 
 pub(crate) mod asm;
 pub(crate) mod caps;
 pub(crate) mod entry;
 pub(crate) mod hostdbg;
+pub(crate) mod inject;
 pub(crate) mod l1d;
 pub(crate) mod spec;
 pub(crate) mod vcpu;

@@ -6,6 +6,10 @@
 use super::caps::{entry, exit, pin, proc1, proc2};
 use super::entry::{self as vmentry, reg, Entry, Gprs};
 use super::hostdbg::HostDebug;
+use super::inject::{
+    self, INFO_ERROR_CODE, INFO_VALID, TYPE_EXT_INTR, TYPE_HW_EXCEPTION, TYPE_NMI,
+    TYPE_PRIV_SW_EXCEPTION, TYPE_SOFT_EXCEPTION, TYPE_SOFT_INTR,
+};
 use super::vmcs::{self, Loaded, Vmcs};
 use super::window::{EnterError, VmxOn};
 use super::Vmx;
@@ -63,16 +67,6 @@ mod reason {
     pub(super) const VMFUNC: u32 = 59;
     pub(super) const PREEMPTION_TIMER: u32 = 52;
 }
-
-/// Event types of the interruption-information fields.
-const TYPE_EXT_INTR: u32 = 0;
-const TYPE_NMI: u32 = 2;
-const TYPE_HW_EXCEPTION: u32 = 3;
-const TYPE_SOFT_INTR: u32 = 4;
-const TYPE_PRIV_SW_EXCEPTION: u32 = 5;
-const TYPE_SOFT_EXCEPTION: u32 = 6;
-const INFO_VALID: u32 = 1 << 31;
-const INFO_ERROR_CODE: u32 = 1 << 11;
 
 /// Interruptibility bits.
 const BLOCK_STI: u32 = 1 << 0;
@@ -902,39 +896,41 @@ impl Core {
             w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
             return Ok(None);
         }
-        let mut info = 0u32;
         let mut want_irq_window = ctx.apic_window;
         let mut want_nmi_window = false;
+        let caps = inject::Caps::new(&ctx.vmx.config);
+        let soft_irq = ev
+            .soft_interrupt
+            .map(|(vector, len)| inject::soft_interrupt(vector, len, irq_ok, caps));
 
-        if let Some(e) = ev.exception.take() {
-            let ty = match e.vector {
-                BP_VECTOR | 4 => TYPE_SOFT_EXCEPTION,
-                _ => TYPE_HW_EXCEPTION,
-            };
-            info = u32::from(e.vector) | ty << 8 | INFO_VALID;
-            if let (Some(code), true) = (e.error_code, protected) {
-                info |= INFO_ERROR_CODE;
-                w(v.w32(vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE, code))?;
-            }
-            if ty == TYPE_SOFT_EXCEPTION {
-                w(v.w32(vmcs::VM_ENTRY_INSTRUCTION_LEN, u32::from(soft_exc_len)))?;
-            }
+        let inj = if let Some(e) = ev.exception.take() {
             if let Some(cr2) = e.payload {
                 self.gprs.r[reg::CR2] = cr2;
             }
-        } else if let Some((vector, len)) = ev.soft_interrupt.take() {
-            info = u32::from(vector) | TYPE_SOFT_INTR << 8 | INFO_VALID;
-            w(v.w32(vmcs::VM_ENTRY_INSTRUCTION_LEN, u32::from(len)))?;
+            Some(inject::exception(&e, protected, soft_exc_len, caps))
+        } else if let Some(Some(inj)) = soft_irq {
+            ev.soft_interrupt = None;
+            Some(inj)
         } else if ev.nmi_injected || (ev.nmi_pending && nmi_ok) {
-            info = 2 | TYPE_NMI << 8 | INFO_VALID;
             ev.nmi_injected = false;
             ev.nmi_pending = false;
             ctx.stats.inc(st::NMI_INJECTIONS);
+            Some(inject::nmi())
         } else if let (Some(vector), true) = (ev.interrupt, ev.interrupt_injected || irq_ok) {
-            info = u32::from(vector) | TYPE_EXT_INTR << 8 | INFO_VALID;
             ev.interrupt = None;
             ev.interrupt_injected = false;
             ctx.stats.inc(st::IRQ_INJECTIONS);
+            Some(inject::external(vector))
+        } else {
+            None
+        };
+        if let Some(inj) = &inj {
+            inj.write_fields(v)?;
+        }
+        let info = inj.map_or(0, |i| i.info);
+        // A software interrupt the CPU cannot take yet waits for the guest's window.
+        if ev.soft_interrupt.is_some() && info == 0 {
+            want_irq_window = true;
         }
         if ev.nmi_pending {
             want_nmi_window = true;

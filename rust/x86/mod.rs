@@ -7,6 +7,7 @@
 pub(crate) mod cpuid;
 pub(crate) mod emulate;
 pub(crate) mod ept;
+pub(crate) mod events;
 pub(crate) mod exit;
 pub(crate) mod fpu;
 pub(crate) mod lapic;

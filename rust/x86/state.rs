@@ -107,8 +107,17 @@ pub(crate) struct Events {
     pub(crate) nmi_pending: bool,
     pub(crate) nmi_injected: bool,
     pub(crate) nmi_masked: bool,
-    /// Interrupt shadow: STI (bit 0) and MOV SS (bit 1) blocking.
+    /// Interrupt shadow: [`shadow::STI`] and [`shadow::MOV_SS`] blocking (the VMX
+    /// interruptibility bits; the uapi's `KVM_X86_SHADOW_INT_*` are the other way round).
     pub(crate) shadow: u8,
+}
+
+/// Bits of [`Events::shadow`].
+pub(crate) mod shadow {
+    /// Blocking by STI.
+    pub(crate) const STI: u8 = 1 << 0;
+    /// Blocking by MOV SS or POP SS.
+    pub(crate) const MOV_SS: u8 = 1 << 1;
 }
 
 /// MSR_PLATFORM_INFO bit 31: the CPU can fault CPUID outside ring 0.
@@ -316,6 +325,17 @@ impl VcpuState {
     /// The code segment is 64-bit.
     pub(crate) fn cs_long(&self) -> bool {
         self.long_mode() && self.segs[CS].l != 0
+    }
+
+    /// Advances RIP past an instruction finished outside the guest (KVM's
+    /// `kvm_skip_emulated_instruction`): finishing it ends an STI or MOV SS shadow.
+    pub(crate) fn skip_instruction(&mut self, len: u8) {
+        self.regs.rip = self.regs.rip.wrapping_add(u64::from(len));
+        if self.events.shadow != 0 {
+            self.events.shadow = 0;
+            // The backend takes the interruptibility state with the whole state.
+            self.dirty = true;
+        }
     }
 
     /// Default operand size of the code segment in bytes (2, 4 or 8 for 64-bit mode).

@@ -27,6 +27,15 @@
  * KVM_SET_GUEST_DEBUG with USE_HW_BP and debugreg[7] bit 32 succeeds (KVM does not look
  * at it); the next KVM_RUN fails the entry or runs the guest, and with debugging off again
  * the guest runs on.
+ * Events from KVM_SET_VCPU_EVENTS, each on a fresh 64-bit guest whose handler reports the
+ * error code it got (x86.c kvm_inject_exception, vmx/vmx.c vmx_inject_exception,
+ * vmx_set_interrupt_shadow): an injected #GP with error code 0xdead0018 delivers 0x18 with
+ * VMX (only the low 16 bits; the whole code with SVM), not a failed entry; interrupt
+ * shadow MOV_SS|STI (one kind kept, MOV SS; reads back as MOV_SS with VMX) and MOV_SS with
+ * RFLAGS.IF 0 run on, set before the first KVM_RUN or after an OUT exit; STI with IF 0
+ * after an OUT exit runs on (finishing the OUT ends the shadow). KVM_SET_VCPU_EVENTS ->
+ * EINVAL: smi.smm_inside_nmi without SMM, VALID_TRIPLE_FAULT without the capability; a
+ * pending exception 255 without VALID_PAYLOAD is ignored (0).
  * A split-irqchip VM: KVM_SET_MP_STATE 0xdeadbeef -> EINVAL; KVM_SET_LAPIC of a periodic
  * timer with TMICT 1 at divide-by-1 (KVM stretches the period) keeps TMICT, and the guest
  * (interrupts off) runs on.
@@ -330,6 +339,141 @@ GUEST_CODE(sv_loop, 32,
 	"out %eax, $" XSTR(P_STEP) "\n"
 	"jmp 1b\n");
 
+/*
+ * Events from KVM_SET_VCPU_EVENTS, each on a fresh 64-bit guest that loops on OUT 0x77 and
+ * whose handler for every vector reports the error code the CPU pushed (0xffffffff: none).
+ */
+#define P_EVENT 0xe2
+
+GUEST_CODE(sv_ev_guest, 64,
+	"sv_ev_loop:\n"
+	"mov $0x77, %eax\n"
+	"out %eax, $" XSTR(P_STEP) "\n"
+	"jmp sv_ev_loop\n"
+	"sv_ev_handler:\n"
+	"mov $0xffffffff, %eax\n"
+	/* Without an error code the CS slot is at 8(%rsp). */
+	"cmpq $" XSTR(SEL_CODE64) ", 8(%rsp)\n"
+	"je 1f\n"
+	"pop %rax\n"
+	"1:\n"
+	"out %eax, $" XSTR(P_EVENT) "\n"
+	"iretq\n");
+extern const uint8_t sv_ev_handler[];
+
+struct ev_case {
+	const char *what;
+	int first;		/* set before the first KVM_RUN (else after an OUT exit) */
+	int exc;		/* injected exception vector, or -1 */
+	int has_code;
+	uint32_t code;
+	int shadow;		/* interrupt.shadow with VALID_SHADOW, or -1 */
+	uint32_t want;		/* the handler's report, or 0x77: the loop runs on */
+};
+
+#define MOV_SS KVM_X86_SHADOW_INT_MOV_SS
+#define STI KVM_X86_SHADOW_INT_STI
+
+static const struct ev_case ev_cases[] = {
+	{ "#GP, error code 0xdead0018", 0, 13, 1, 0xdead0018, -1, 0x18 },
+	{ "#GP, error code 0xdead0018", 1, 13, 1, 0xdead0018, -1, 0x18 },
+	{ "shadow MOV_SS|STI, IF 0", 1, -1, 0, 0, MOV_SS | STI, 0x77 },
+	{ "shadow MOV_SS, IF 0", 1, -1, 0, 0, MOV_SS, 0x77 },
+	{ "shadow STI, IF 0", 0, -1, 0, 0, STI, 0x77 },
+	{ "shadow MOV_SS|STI, IF 0", 0, -1, 0, 0, MOV_SS | STI, 0x77 },
+};
+
+static void ev_case_run(const struct ev_case *c)
+{
+	struct guest eg = guest_create();
+	const char *when = c->first ? "before the first KVM_RUN" : "after an OUT exit";
+	struct kvm_vcpu_events e;
+	struct ioctl_res res;
+	uint32_t got;
+	int i, ok;
+
+	guest_load(eg.mem, GUEST_CODE_GPA, sv_ev_guest);
+	vcpu_set_long_mode(&eg.v, eg.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	for (i = 0; i < 256; i++)
+		idt_set_gate64(eg.mem, i, GUEST_ADDR(GUEST_CODE_GPA, sv_ev_guest, sv_ev_handler));
+	if (!c->first) {
+		vcpu_run(&eg.v);
+		if (!is_out(&eg.v, P_STEP, 4))
+			BAIL("events guest did not start (%s)", exit_str(&eg.v));
+	}
+	if (ioctl(eg.v.fd, KVM_GET_VCPU_EVENTS, &e))
+		BAIL("KVM_GET_VCPU_EVENTS");
+	if (c->exc >= 0) {
+		e.exception.injected = 1;
+		e.exception.nr = c->exc;
+		e.exception.has_error_code = c->has_code;
+		e.exception.error_code = c->code;
+	}
+	if (c->shadow >= 0) {
+		e.interrupt.shadow = c->shadow;
+		e.flags |= KVM_VCPUEVENT_VALID_SHADOW;
+	}
+	res = do_ioctl(eg.v.fd, KVM_SET_VCPU_EVENTS, (unsigned long)&e);
+	if (res.r) {
+		tap_ok(0, "KVM_SET_VCPU_EVENTS %s %s: %s", c->what, when, res_str(res));
+		guest_destroy(&eg);
+		return;
+	}
+	vcpu_run(&eg.v);
+	got = (uint32_t)io_out_value(&eg.v);
+	if (c->want == 0x77)
+		ok = is_out(&eg.v, P_STEP, 4) && got == 0x77;
+	else
+		/* SVM delivers all 32 bits of the error code; VMX only the low 16. */
+		ok = is_out(&eg.v, P_EVENT, 4) &&
+		     (got == c->want || (!host_is_intel() && c->has_code && got == c->code));
+	tap_ok(ok, "KVM_SET_VCPU_EVENTS %s %s, then KVM_RUN: %s (%s)", c->what, when,
+	       c->want == 0x77 ? "the guest runs on" : "the guest takes the event",
+	       exit_str(&eg.v));
+	guest_destroy(&eg);
+}
+
+static void inject_checks(void)
+{
+	struct guest eg = guest_create();
+	struct kvm_vcpu_events base, e;
+	size_t i;
+
+	for (i = 0; i < sizeof(ev_cases) / sizeof(ev_cases[0]); i++)
+		ev_case_run(&ev_cases[i]);
+
+	if (ioctl(eg.v.fd, KVM_GET_VCPU_EVENTS, &base))
+		BAIL("KVM_GET_VCPU_EVENTS");
+	e = base;
+	e.flags |= KVM_VCPUEVENT_VALID_SHADOW;
+	e.interrupt.shadow = MOV_SS | STI;
+	if (ioctl(eg.v.fd, KVM_SET_VCPU_EVENTS, &e) || ioctl(eg.v.fd, KVM_GET_VCPU_EVENTS, &e))
+		BAIL("KVM_SET/GET_VCPU_EVENTS");
+	/* VMX keeps one kind (MOV SS first); SVM has one shadow bit and reports both. */
+	tap_ok(e.interrupt.shadow == (host_is_intel() ? MOV_SS : (MOV_SS | STI)),
+	       "KVM_SET_VCPU_EVENTS shadow MOV_SS|STI reads back as %s (got %u)",
+	       host_is_intel() ? "MOV_SS" : "MOV_SS|STI", e.interrupt.shadow);
+	e = base;
+	e.flags |= KVM_VCPUEVENT_VALID_SMM;
+	e.smi.smm_inside_nmi = 1;
+	if (ioctl(eg.vm.sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_X86_SMM) > 0)
+		tap_ok(1, "# SKIP KVM_CAP_X86_SMM: the device has SMM");
+	else
+		CHECK_ERRNO(eg.v.fd, KVM_SET_VCPU_EVENTS, &e, EINVAL,
+			    "KVM_SET_VCPU_EVENTS with smi.smm_inside_nmi without SMM");
+	e = base;
+	e.flags |= KVM_VCPUEVENT_VALID_TRIPLE_FAULT;
+	e.triple_fault.pending = 1;
+	CHECK_ERRNO(eg.v.fd, KVM_SET_VCPU_EVENTS, &e, EINVAL,
+		    "KVM_SET_VCPU_EVENTS with VALID_TRIPLE_FAULT, KVM_CAP_X86_TRIPLE_FAULT_EVENT off");
+	e = base;
+	e.exception.pending = 1;
+	e.exception.nr = 255;
+	CHECK_RET(eg.v.fd, KVM_SET_VCPU_EVENTS, &e, 0,
+		  "KVM_SET_VCPU_EVENTS with exception.pending, nr 255 without VALID_PAYLOAD (ignored)");
+	guest_destroy(&eg);
+}
+
 static void lapic_checks(void)
 {
 	struct kvm_enable_cap cap = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
@@ -380,8 +524,9 @@ static void lapic_checks(void)
 int main(void)
 {
 	test_watchdog(200);
-	tap_plan(52);
+	tap_plan(62);
 	vm_checks();
+	inject_checks();
 	lapic_checks();
 	tap_done();
 }
