@@ -124,8 +124,8 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) pv_features: Option<u32>,
 }
 
-/// The longest a guest runs in one entry before the VMX preemption timer ends the
-/// window (see `arm_preemption_timer`).
+/// The longest a window stays open (interrupts off), over all its entries: the VMX
+/// preemption timer ends an entry that reaches it (see `arm_preemption_timer`).
 const WINDOW_SLICE_MS: u64 = 4;
 
 /// EFLAGS bits of virtual-8086 mode and the I/O privilege level.
@@ -722,6 +722,11 @@ impl Core {
         self.guest_dr_loaded = host_dbg.guest_loaded();
         let mitigations = ctx.vmx.spec.entry_flags;
         let mut launched = false;
+        // Without a known TSC rate there is no slice to measure (no such VMX host seen).
+        let window_end = match u64::from(cpu::tsc_khz()) {
+            0 => u64::MAX,
+            khz => cpu::rdtsc().saturating_add(khz.saturating_mul(WINDOW_SLICE_MS)),
+        };
         // A closure, so that an error (`?`) still reaches the restores below.
         let result = (|| -> Result<Exit> {
             loop {
@@ -737,8 +742,9 @@ impl Core {
                 if let Some(exit) = self.inject_events(&v, ctx, proc1_extra)? {
                     break Ok(exit);
                 }
-                if !self.arm_preemption_timer(&v, ctx)? {
-                    // The APIC timer expired: back to process context to deliver it.
+                if !self.arm_preemption_timer(&v, ctx, window_end)? {
+                    // The APIC timer expired (back to process context to deliver it), or
+                    // the window's time is up (host interrupts are served there).
                     break Ok(Exit::Again);
                 }
                 if let Some(l1d) = ctx.l1d {
@@ -807,16 +813,27 @@ impl Core {
     /// Bounds the guest's run by the APIC timer with the VMX preemption timer (when the
     /// CPU has one; otherwise host interrupts bound it). `false`: already expired.
     ///
-    /// The timer also bounds every entry by [`WINDOW_SLICE_MS`]: a host interrupt normally
-    /// ends a guest's run (external-interrupt exiting), but the window must not depend on
-    /// it alone, since it holds the CPU with interrupts off (an emulator that does not
-    /// turn a host interrupt into an exit while the guest spins froze the whole machine).
-    fn arm_preemption_timer(&self, v: &Loaded<'_>, ctx: &RunCtx<'_>) -> Result<bool> {
+    /// The timer also bounds the whole window, which ends at `window_end` (host TSC;
+    /// [`WINDOW_SLICE_MS`] after it opened), and `false` comes back once that is past. A
+    /// host interrupt normally ends a guest's run (external-interrupt exiting), but the
+    /// window must not depend on it alone, since it holds the CPU with interrupts off: an
+    /// emulator that does not turn a host interrupt into an exit while the guest spins
+    /// froze the whole machine, once with a guest that never exited and once with one
+    /// looping on CPUID exits (each handled inside the window).
+    fn arm_preemption_timer(
+        &self,
+        v: &Loaded<'_>,
+        ctx: &RunCtx<'_>,
+        window_end: u64,
+    ) -> Result<bool> {
         let has = ctx.vmx.config.pin & pin::PREEMPTION_TIMER != 0;
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
         let mut p = v.r32(vmcs::PIN_BASED_VM_EXEC_CONTROL) & !pin::PREEMPTION_TIMER;
         let now = cpu::rdtsc();
-        let mut budget = u64::from(cpu::tsc_khz()).saturating_mul(WINDOW_SLICE_MS);
+        if now >= window_end {
+            return Ok(false);
+        }
+        let mut budget = window_end - now;
         if let Some(deadline) = ctx.timer_deadline_tsc {
             if now >= deadline {
                 return Ok(false);
