@@ -13,9 +13,8 @@ use zerocopy::FromZeros;
 pub(crate) fn get(s: &VcpuState) -> kvm_vcpu_events {
     let mut e = kvm_vcpu_events::new_zeroed();
     if let Some(x) = s.events.exception {
-        e.exception.injected = u8::from(x.injected);
-        e.exception.pending = 0;
-        e.exception.injected |= u8::from(!x.injected);
+        // Without KVM_CAP_EXCEPTION_PAYLOAD, KVM reports a pending exception as injected.
+        e.exception.injected = 1;
         e.exception.nr = x.vector;
         e.exception.has_error_code = u8::from(x.error_code.is_some());
         e.exception.error_code = x.error_code.unwrap_or(0);
