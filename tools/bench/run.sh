@@ -14,6 +14,12 @@
 # fuzzed guest makes Bochs log hundreds of MB of failed VM entries and unknown MSRs).
 # RUN_ONE_BOOT=1 (used by `make conformance`): kill the emulator when the guest boots a
 # second time (a guest kernel panic reboots Bochs, whose /init would rerun the same steps).
+# BOCHS_INFO_ACTION (Bochs's "info:" log action, default ignore): "report" keeps, among
+# others, the CPU state Bochs logs when it exits, which a stalled run is made to do.
+# RUN_PROGRESS_RE: serial lines matching this extended regex count as progress too
+# (fuzz.sh: the fuzzers' "# progress:" lines).
+# The emulator's own output ends up in LOG with the .emu.txt suffix, and its exit status
+# (or the signal that ended it) on the "@@ HOST" line.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -76,7 +82,7 @@ bochs-*)
 		log: ${logf%.log}.bochs.txt
 		panic: action=fatal
 		error: action=${BOCHS_ERROR_ACTION:-report}
-		info: action=ignore
+		info: action=${BOCHS_INFO_ACTION:-ignore}
 		debug: action=ignore
 		speaker: enabled=0
 		mouse: enabled=0
@@ -91,16 +97,26 @@ esac
 
 # Watch the protocol lines; kill the emulator when a step stalls.
 pid=$!
+# Asks the emulator to quit first (SIGINT: Bochs then logs where its CPUs were, QEMU
+# exits cleanly), then kills it.
+stop_emulator() {
+	pkill -INT -P $pid 2>/dev/null || true
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
+		pgrep -P $pid >/dev/null 2>&1 || break
+		sleep 1
+	done
+	pkill -KILL -P $pid 2>/dev/null || true
+	kill -KILL $pid 2>/dev/null || true
+}
 last_n=-1 last_t=$(date +%s)
 while kill -0 $pid 2>/dev/null; do
 	sleep 1
-	n=$(grep -c '^@@' "$logf" 2>/dev/null || true)
+	n=$(grep -acE "^(@@${RUN_PROGRESS_RE:+|$RUN_PROGRESS_RE})" "$logf" 2>/dev/null || true)
 	if [ "$n" != "$last_n" ]; then
 		last_n=$n last_t=$(date +%s)
 	elif [ $(($(date +%s) - last_t)) -gt "$step_limit" ]; then
 		printf '\n@@ HOST killed: no progress for %s s\n' "$step_limit" >>"$logf"
-		pkill -KILL -P $pid 2>/dev/null || true
-		kill -KILL $pid 2>/dev/null || true
+		stop_emulator
 		break
 	fi
 	# A guest kernel panic reboots the machine (Bochs has no -no-reboot): stop it there.
@@ -125,8 +141,12 @@ while kill -0 $pid 2>/dev/null; do
 		break
 	fi
 done
-wait $pid 2>/dev/null || true
+status=0
+wait $pid 2>/dev/null || status=$?
+for out in "$work/qemu.out" "$work/bochs.out"; do
+	[ -s "$out" ] && tail -c 65536 "$out" >"${logf%.log}.emu.txt"
+done
 
 secs=$(echo "$(date +%s.%N) - $start" | bc)
-printf '%s\n' "@@ HOST $emu${ncpu:+:$ncpu} wall=${secs%.*}s limit=${limit}s" >>"$logf"
+printf '%s\n' "@@ HOST $emu${ncpu:+:$ncpu} wall=${secs%.*}s limit=${limit}s status=$status" >>"$logf"
 grep -q '^@@ DONE' "$logf"
