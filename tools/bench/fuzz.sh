@@ -15,7 +15,8 @@
 #   FUZZ_TESTS     the fuzzers (default "fuzz_ioctl fuzz_guest")
 #   FUZZ_EMULATOR  run.sh's emulator (default bochs-corei7_icelake_u:1)
 #   FUZZ_BOCHS_LOG Bochs's error log action (default ignore; report keeps Bochs's log)
-#   FUZZ_STEP_LIMIT  host-side seconds without a protocol line before a boot counts as hung
+#   FUZZ_STEP_LIMIT  host-side seconds without a protocol or progress line before a boot
+#                  counts as hung (default 900)
 #   FUZZ_SLOWDOWN  host seconds per guest second for the limits above (default 10)
 #   FUZZ_CMDLINE   more kernel parameters, e.g. "FUZZ_THREADS=1 FUZZ_VERBOSE=1" (the fuzzers
 #                  read FUZZ_THREADS, FUZZ_VERBOSE, FUZZ_PROGRESS, FUZZ_ITERATIONS and
@@ -50,15 +51,18 @@ img=$outdir/fuzz.cpio.lz4
 "$RKVM_TOP/tools/bench/image.sh" "$img" "$KBUILD" "$rkvm_ko" "$bindir" "$tests"
 
 # In the guest: the campaign, the fuzzer's own checks (a few seconds), and slack for a slow
-# emulator. On the host: no protocol line arrives while a fuzzer runs, so the step limit
-# must exceed one test's limit; the boot's limit covers all tests and the boot itself.
+# emulator. On the host: while a fuzzer runs, its "# progress:" lines (every 2000
+# operations or 500 programs, seconds apart) are what shows the machine is alive, so a
+# stopped machine is noticed within the step limit; the boot's limit covers all tests and
+# the boot itself.
 # The guest's seconds are not the host's: Bochs with the debug kernel runs about ten
 # times slower than its guest clock says (FUZZ_SLOWDOWN), and a host limit computed in
 # guest seconds killed a healthy campaign a sixth of the way through.
 ntests=$(wc -w <<<"$tests")
 slowdown=${FUZZ_SLOWDOWN:-10}
 per_test=$((seconds + 240))
-step_limit=${FUZZ_STEP_LIMIT:-$((per_test * slowdown + 120))}
+step_limit=${FUZZ_STEP_LIMIT:-900}
+export RUN_PROGRESS_RE=' *# progress:'
 run_limit=$((ntests * per_test * slowdown + 600))
 
 # What counts as a host splat in the serial log.
