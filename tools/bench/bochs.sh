@@ -4,6 +4,9 @@
 # Builds the lean Bochs 3.0 (Intel VMX with EPT, VPID, unrestricted guest) from Debian's
 # source package, once per key, and lays out its ROMs. Bookworm's Bochs 2.7 cannot boot
 # the 7.3 test kernel (BENCH.md §4). Prints the install prefix.
+#
+# bochs-patches/*.patch are applied in order, each fixing a place where Bochs does not
+# behave as the hardware it models (see the comment at the top of each patch).
 
 . "$(dirname "$0")/lib.sh"
 
@@ -16,7 +19,9 @@ CONFIGURE_FLAGS="--with-nogui --enable-x86-64 --enable-cpu-level=6 --enable-vmx=
 # Portable code only: this cache may move between machines.
 BOCHS_CFLAGS="-O2 -pipe"
 
-key=$(key_of "$BOCHS_VERSION" "$CONFIGURE_FLAGS" "$BOCHS_CFLAGS" "$(g++ --version | head -1)")
+patches=$(dirname "$0")/bochs-patches
+key=$(key_of "$BOCHS_VERSION" "$CONFIGURE_FLAGS" "$BOCHS_CFLAGS" "$(g++ --version | head -1)" \
+	"$(cat "$patches"/*.patch)")
 prefix=$RKVM_CACHE/bochs-$key
 if [ ! -x "$prefix/bin/bochs" ]; then
 	src=$RKVM_CACHE/debs/bochs-src
@@ -33,6 +38,9 @@ if [ ! -x "$prefix/bin/bochs" ]; then
 	build=$RKVM_CACHE/bochs-build-$key
 	rm -rf "$build" && mkdir -p "$build"
 	tar -C "$build" --strip-components=1 -xf "$orig"
+	for p in "$patches"/*.patch; do
+		patch -s -d "$build" -p1 <"$p" || die "Bochs patch $p does not apply"
+	done
 	log "building Bochs $BOCHS_VERSION (≈4 min on 2 cores; log: $build/build.log)"
 	start=$(date +%s)
 	# shellcheck disable=SC2086

@@ -11,7 +11,7 @@
 . "$(dirname "$0")/lib.sh"
 
 BOOKWORM_PKGS="clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc libelf-dev libssl-dev
-cpio xz-utils zstd lz4 busybox-static isolinux syslinux-common xorriso vgabios
+cpio patch xz-utils zstd lz4 busybox-static isolinux syslinux-common xorriso vgabios
 qemu-system-x86 dpkg-dev make gcc libc6-dev python3 ca-certificates"
 # Build dependencies of the lean Bochs (a C++ compiler is all it needs).
 BOOKWORM_PKGS="$BOOKWORM_PKGS g++"
