@@ -579,7 +579,6 @@ static void gvm_create(struct rng *r)
 	G.hi = add_slot(1, HI_GPA, 0x100000, chance(r, 30) ? KVM_MEM_LOG_DIRTY_PAGES : 0);
 	G.ro = add_slot(2, RO_GPA, 0x10000, KVM_MEM_READONLY);
 	rng_fill(r, G.ro, 0x10000);
-	fuzz_defuse(G.ro, 0x10000);
 	for (i = 0; i < NVCPUS; i++) {
 		G.v[i] = vcpu_create(&G.vm, i);
 		fuzz_count(ioctl(G.v[i].fd, KVM_SET_CPUID2, cpuid), errno);
@@ -935,12 +934,10 @@ static void one_program(long prog)
 	}
 	write_stubs(bits, no_idt);
 	rng_fill(&r, G.mem + SCRATCH_GPA, 0x1000);
-	fuzz_defuse(G.mem + SCRATCH_GPA, 0x1000);
 	if (chance(&r, 20)) {
 		uint8_t *page = G.hi + rnd(&r, 0x100) * 0x1000;
 
 		rng_fill(&r, page, 0x1000);
-		fuzz_defuse(page, 0x1000);
 	}
 	memset(&g, 0, sizeof(g));
 	g.r = &r;
@@ -959,7 +956,6 @@ static void one_program(long prog)
 			emit_one(&g);
 	}
 	len = g.p - g.start;
-	fuzz_defuse(g.start, len);
 	memset(g.p, 0xf4, 16); /* HLT after the end */
 	vcpu_reset(&r, v, bits, no_idt);
 	if (chance(&r, 60))

@@ -1422,7 +1422,6 @@ static void op_churn_memory(struct tctx *t)
 		size_t n = len < 0x4000 ? len : 0x4000;
 
 		rng_fill(&t->r, t->buf, n);
-		fuzz_defuse(t->buf, n);
 		FUZZ_TRY(memcpy(chunk + off, t->buf, n));
 	}
 	}
