@@ -71,6 +71,7 @@ debug-kernel: setup
 
 debug-module: debug-kernel
 	@mkdir -p $(DEBUG_MOD)
+	@rm -rf $(DEBUG_MOD)/rust $(DEBUG_MOD)/include
 	@tar -C $(CURDIR) -cf - --exclude='*.o' --exclude='*.cmd' --exclude='*.ko' \
 		--exclude='rust/generated' Kbuild include rust | tar -C $(DEBUG_MOD) -xf -
 	$(subst $(KDIR) M=$(CURDIR),$(DEBUG_KDIR) M=$(DEBUG_MOD),$(KMAKE)) modules

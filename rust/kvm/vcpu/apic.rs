@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The in-kernel local APIC as the vCPU loop sees it: its clock, MMIO, INIT/SIPI and
+//! what it has to deliver before each entry.
+
+use super::*;
+
+pub(super) fn clock(vm: &Vm, s: &VcpuState) -> Clock {
+    Clock {
+        now_ns: crate::sys::wait::now_ns(),
+        guest_tsc: host_tsc().wrapping_add(s.tsc_offset),
+        tsc_khz: vm.kvm.arch.timer.tsc_khz,
+    }
+}
+
+/// After the APIC's registers or IA32_APIC_BASE changed: republish its addressing for
+/// senders, mirror TPR into CR8.
+pub(super) fn apic_changed(vcpu: &Vcpu, g: &mut VcpuInner) {
+    if let (Some(a), Some(mb)) = (g.lapic.as_ref(), vcpu.apic.as_ref()) {
+        a.publish(mb, g.state.apic_base);
+        g.state.cr8 = a.cr8();
+    }
+}
+
+/// A guest access to the xAPIC page, completed in the kernel.
+pub(super) fn apic_mmio(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    gpa: u64,
+    op: &MemOp,
+    code: &[u8],
+) {
+    let off = (gpa & 0xfff) as u32;
+    let apic_base = g.state.apic_base;
+    let now = crate::sys::wait::now_ns();
+    let Some(a) = g.lapic.as_mut() else {
+        return;
+    };
+    if op.write {
+        let eff = a.mmio_write(off, op.size, op.value, apic_base, now);
+        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        advance_string_op(&mut g.state, code, op);
+        apic_changed(vcpu, g);
+        if let Some(ipi) = eff.ipi {
+            crate::kvm::irq::deliver(vm, &ipi);
+        }
+    } else {
+        let v = a.mmio_read(off, op.size, apic_base, now);
+        emulate::complete_mmio_read(&mut g.state, op, v);
+        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+    }
+}
+
+/// INIT (KVM's `kvm_vcpu_reset(init_event)`): the reset register state, MSRs and XCR0
+/// kept, CR0.CD/NW preserved; the BSP runs on, an AP waits for a SIPI.
+pub(super) fn init_event(vm: &Vm, g: &mut VcpuInner) {
+    let old = &g.state;
+    let mut n = VcpuState::reset(old.apic_base, old.tsc_offset);
+    n.msrs = old.msrs;
+    n.xcr0 = old.xcr0;
+    n.cr0 = state::cr0::ET | old.cr0 & (state::cr0::NW | state::cr0::CD);
+    n.regs.rdx = g
+        .cpuid
+        .iter()
+        .find(|e| e.function == 1)
+        .map_or(0x600, |e| u64::from(e.eax));
+    n.mp_state = if old.apic_base & lapic::base::BSP != 0 {
+        KVM_MP_STATE_RUNNABLE
+    } else {
+        KVM_MP_STATE_INIT_RECEIVED
+    };
+    let apic_base = n.apic_base;
+    g.state = n;
+    g.pending = Pending::None;
+    if let Some(a) = g.lapic.as_mut() {
+        a.reset(true, apic_base);
+        g.state.cr8 = a.cr8();
+    }
+    vm.flush_gen.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Takes what was posted to the APIC (KVM's `kvm_apic_accept_events`): fixed interrupts
+/// into IRR, NMIs, INIT, SIPI; fires an expired timer.
+pub(super) fn apic_accept_events(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) {
+    let Some(mb) = vcpu.apic.as_ref() else {
+        return;
+    };
+    let c = clock(vm, &g.state);
+    let apic_base = g.state.apic_base;
+    let Some(a) = g.lapic.as_mut() else {
+        return;
+    };
+    let posted = a.fold(mb);
+    a.check_timer(&c);
+    a.inject_timer(apic_base);
+    if posted.nmi > 0 {
+        g.state.events.nmi_pending = true;
+    }
+    if posted.init {
+        g.sipi_pending = false;
+        init_event(vm, g);
+        apic_changed(vcpu, g);
+    }
+    if let Some(v) = posted.sipi {
+        g.sipi_vector = v;
+        g.sipi_pending = true;
+    }
+    if core::mem::take(&mut g.sipi_pending) && g.state.mp_state == KVM_MP_STATE_INIT_RECEIVED {
+        // Real mode at vector * 4096.
+        let v = u64::from(g.sipi_vector);
+        let s = &mut g.state;
+        s.segs[state::CS].selector = (v << 8) as u16;
+        s.segs[state::CS].base = v << 12;
+        s.regs.rip = 0;
+        s.mp_state = KVM_MP_STATE_RUNNABLE;
+        s.dirty = true;
+    }
+}
+
+/// An interrupt the guest can take now, or an event that ends HLT (KVM's
+/// `kvm_vcpu_has_events`).
+pub(super) fn apic_has_events(g: &mut VcpuInner) -> bool {
+    let s = &g.state;
+    let ev = &s.events;
+    if ev.exception.is_some() || ev.nmi_injected || ev.interrupt.is_some() {
+        return true;
+    }
+    if ev.nmi_pending && !ev.nmi_masked {
+        return true;
+    }
+    let if_ok = s.regs.rflags & state::rflags::IF != 0 && ev.shadow == 0;
+    let apic_base = s.apic_base;
+    let Some(a) = g.lapic.as_mut() else {
+        return false;
+    };
+    if_ok
+        && (a.has_interrupt(apic_base).is_some()
+            || (a.ext_vector.is_some() && a.accept_pic_intr(apic_base)))
+}
+
+/// Before entering the guest with an in-kernel APIC: take posted events, sleep while
+/// halted or waiting for a SIPI, and queue the interrupt the guest can take. Returns
+/// whether an interrupt waits for the guest to open its interrupt window; `EINTR` when a
+/// signal ended a sleep.
+pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<bool> {
+    let Some(mb) = vcpu.apic.as_ref() else {
+        return Ok(false);
+    };
+    loop {
+        apic_accept_events(vm, vcpu, g);
+        let halted = match g.state.mp_state {
+            KVM_MP_STATE_RUNNABLE => break,
+            KVM_MP_STATE_HALTED | KVM_MP_STATE_AP_RESET_HOLD => {
+                if apic_has_events(g) {
+                    g.state.mp_state = KVM_MP_STATE_RUNNABLE;
+                    vcpu.stats.inc(st::HALT_WAKEUP);
+                    break;
+                }
+                true
+            }
+            // Wait-for-SIPI: only INIT and SIPI matter.
+            _ => false,
+        };
+        let timeout = if halted {
+            let c = clock(vm, &g.state);
+            g.lapic.as_ref().and_then(|a| a.timer_remaining_ns(&c))
+        } else {
+            None
+        };
+        vcpu.stats.set(st::BLOCKING, 1);
+        let t0 = crate::sys::wait::now_ns();
+        let woken = mb.wq.wait(&|| mb.any(), timeout);
+        let waited = crate::sys::wait::now_ns().saturating_sub(t0);
+        vcpu.stats.add(st::HALT_WAIT_NS, waited);
+        vcpu.halt_wait_hist.record(waited);
+        vcpu.stats.set(st::BLOCKING, 0);
+        if woken == crate::sys::wait::Woken::Signal {
+            return Err(EINTR);
+        }
+    }
+    // KVM_GUESTDBG_BLOCKIRQ: userspace asked for no interrupts while it debugs.
+    if g.guest_debug & KVM_GUESTDBG_BLOCKIRQ != 0 {
+        return Ok(false);
+    }
+    let s = &mut g.state;
+    let apic_base = s.apic_base;
+    let Some(a) = g.lapic.as_mut() else {
+        return Ok(false);
+    };
+    let ext = a.ext_vector.filter(|_| a.accept_pic_intr(apic_base));
+    let Some(vector) = ext.or_else(|| a.has_interrupt(apic_base)) else {
+        return Ok(false);
+    };
+    let ev = &s.events;
+    let busy = ev.interrupt.is_some()
+        || ev.exception.is_some()
+        || ev.soft_interrupt.is_some()
+        || ev.nmi_injected;
+    if busy || s.regs.rflags & state::rflags::IF == 0 || ev.shadow != 0 {
+        return Ok(true);
+    }
+    // Acknowledge: the vector leaves IRR for ISR (or the PIC's ExtINT is consumed).
+    if ext.is_some() {
+        a.ext_vector = None;
+    } else {
+        a.ack(vector);
+    }
+    s.events.interrupt = Some(vector);
+    s.events.interrupt_injected = true;
+    Ok(false)
+}

@@ -1,0 +1,433 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Exits the generic code finishes in process context: the dispatch, CR and DR
+//! accesses, hypercall patching, exception injection and the errors handed to userspace.
+
+use super::*;
+
+/// An instruction rkvm had to emulate and cannot (KVM's `handle_emulation_failure`):
+/// #UD for the guest, and at CPL 0 (or always with KVM_CAP_EXIT_ON_EMULATION_FAILURE,
+/// then without the #UD) KVM_EXIT_INTERNAL_ERROR/EMULATION laid out as KVM's: flags, the
+/// instruction bytes when known, then the exit reason, qualification, IDT-vectoring
+/// information, interruption information and error code.
+pub(super) fn emulation_failure(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    s: &mut VcpuState,
+    insn: &[u8],
+    exit: [u64; 5],
+) -> Option<isize> {
+    vcpu.stats.inc(st::INSN_EMULATION_FAIL);
+    let exit_anyway = vm.exit_on_emulation_failure.load(Ordering::Relaxed);
+    if !exit_anyway {
+        inject(s, emulate::ud());
+        if s.cpl() != 0 {
+            return None;
+        }
+    }
+    let mut data = KVec::new();
+    let insn = insn.get(..insn.len().min(15)).unwrap_or(&[]);
+    let ok = if insn.is_empty() {
+        data.push(0u64, GFP_KERNEL)
+    } else {
+        let mut b = [0x90u8; 16];
+        b[0] = insn.len() as u8;
+        for (d, s) in b.iter_mut().skip(1).zip(insn.iter()) {
+            *d = *s;
+        }
+        let lo = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let hi = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        data.push(
+            u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES),
+            GFP_KERNEL,
+        )
+        .and_then(|()| data.push(lo, GFP_KERNEL))
+        .and_then(|()| data.push(hi, GFP_KERNEL))
+    };
+    if ok.is_err() || data.extend_from_slice(&exit, GFP_KERNEL).is_err() {
+        return internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[]);
+    }
+    internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &data)
+}
+
+pub(super) fn internal_error(vcpu: &Vcpu, suberror: u32, data: &[u64]) -> Option<isize> {
+    vcpu.set_exit(KVM_EXIT_INTERNAL_ERROR);
+    let base = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, suberror);
+    vcpu.run_put(base, &suberror);
+    let nd = data.len().min(16) as u32;
+    vcpu.run_put(
+        RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, ndata),
+        &nd,
+    );
+    for (i, d) in data.iter().take(16).enumerate() {
+        vcpu.run_put(
+            RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_13, data) + i * 8,
+            d,
+        );
+    }
+    Some(0)
+}
+
+pub(super) fn inject(s: &mut VcpuState, f: Exception) {
+    s.events.exception = Some(f);
+}
+
+/// Queues exception `vector` without an error code.
+pub(super) fn inject_exception(s: &mut VcpuState, vector: u8) {
+    inject(
+        s,
+        Exception {
+            vector,
+            error_code: None,
+            injected: false,
+            payload: None,
+        },
+    );
+}
+
+/// A #UD from the guest. With KVM's FIX_HYPERCALL_INSN quirk on, VMMCALL (AMD's
+/// hypercall, from a guest that booted on AMD) is rewritten in guest memory to VMCALL,
+/// which the guest then executes; anything else gets its #UD.
+pub(super) fn fix_hypercall(vm: &Vm, g: &mut VcpuInner) -> Result<Option<isize>> {
+    const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+    const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
+    let rip = emulate::linear_rip(&g.state);
+    let mut insn = [0u8; 3];
+    let foreign = vm.quirks().has(crate::x86::quirks::FIX_HYPERCALL_INSN)
+        && emulate::read_virt(&g.state, &VmMem(vm), rip, &mut insn).is_ok()
+        && insn == VMMCALL;
+    if !foreign {
+        inject(&mut g.state, emulate::ud());
+        return Ok(None);
+    }
+    match emulate::write_virt(&g.state, &VmMem(vm), rip, &VMCALL) {
+        Ok(()) => {}
+        Err(EmuError::Fault(f)) => inject(&mut g.state, f),
+        Err(EmuError::Host(e)) => return Err(e),
+        Err(EmuError::Unsupported) => inject(&mut g.state, emulate::ud()),
+    }
+    Ok(None)
+}
+
+/// Finishes an exit in process context. `Some(r)`: return `r` to userspace.
+pub(super) fn handle_exit(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    exit: Exit,
+) -> Result<Option<isize>> {
+    let s = &mut g.state;
+    match exit {
+        Exit::Again => Ok(None),
+        Exit::Hlt => {
+            if g.lapic.is_some() {
+                // The in-kernel APIC wakes the vCPU; userspace does not see the HLT.
+                s.mp_state = KVM_MP_STATE_HALTED;
+                return Ok(None);
+            }
+            vcpu.set_exit(KVM_EXIT_HLT);
+            Ok(Some(0))
+        }
+        Exit::Shutdown => {
+            vcpu.set_exit(KVM_EXIT_SHUTDOWN);
+            Ok(Some(0))
+        }
+        Exit::IrqWindowOpen => {
+            vcpu.stats.inc(st::REQUEST_IRQ_EXITS);
+            vcpu.set_exit(KVM_EXIT_IRQ_WINDOW_OPEN);
+            Ok(Some(0))
+        }
+        Exit::FailEntry { reason } => {
+            vcpu.set_exit(KVM_EXIT_FAIL_ENTRY);
+            let b = RUN_U
+                + offset_of!(
+                    kvm_run__bindgen_ty_1__bindgen_ty_2,
+                    hardware_entry_failure_reason
+                );
+            vcpu.run_put(b, &reason);
+            let c = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_2, cpu);
+            vcpu.run_put(c, &cpu::this_cpu());
+            Ok(Some(0))
+        }
+        Exit::Debug {
+            exception,
+            dr6,
+            dr7,
+        } => {
+            vcpu.set_exit(KVM_EXIT_DEBUG);
+            let a = RUN_U + offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_5, arch);
+            let arch = kvm_debug_exit_arch {
+                exception,
+                pad: 0,
+                pc: s.regs.rip,
+                dr6,
+                dr7,
+            };
+            let _ = vcpu.run.write_bytes(a, debug_arch_bytes(&arch).as_slice());
+            Ok(Some(0))
+        }
+        Exit::Io {
+            port,
+            size,
+            input,
+            string,
+            rep,
+            value,
+            insn_len,
+        } => {
+            if string {
+                return string_io(vm, vcpu, g, port, size, input, rep, insn_len);
+            }
+            // An OUT to an ioeventfd or into a coalesced PIO zone completes without an
+            // exit (the backend already moved RIP past it).
+            let (p, n) = (u64::from(port), u32::from(size));
+            if !input
+                && (crate::kvm::ioeventfd::write(vm, p, n, true, u64::from(value))
+                    || crate::kvm::coalesced::write(vm, p, n, true, &value.to_le_bytes()))
+            {
+                return Ok(None);
+            }
+            if !input {
+                let _ = vcpu.pio.write_bytes(
+                    0,
+                    value.to_le_bytes().get(..usize::from(size)).unwrap_or(&[]),
+                );
+            }
+            // The backend moved RIP past the instruction; KVM reports the exit with RIP at
+            // the instruction and skips it when the I/O completes.
+            s.regs.rip = s.regs.rip.wrapping_sub(u64::from(insn_len));
+            g.pending = Pending::Pio {
+                input,
+                size,
+                len: insn_len,
+                linear_rip: emulate::linear_rip(&g.state),
+            };
+            io_exit(vcpu, port, size, input, 1);
+            Ok(Some(0))
+        }
+        Exit::EptViolation {
+            gpa,
+            write,
+            fetch,
+            vectoring,
+            reason,
+            qual,
+        } => {
+            vcpu.stats.inc(st::PF_TAKEN);
+            if vm.fault_in(gpa, write)? {
+                vcpu.stats.inc(st::PF_FIXED);
+                return Ok(None);
+            }
+            if vectoring & (1 << 31) != 0 {
+                // The guest's IDT, GDT or stack is MMIO while an event is delivered:
+                // nothing can be emulated. KVM reports it with the event, the exit
+                // reason and qualification, the GPA and the CPU of the last entry.
+                return Ok(internal_error(
+                    vcpu,
+                    KVM_INTERNAL_ERROR_DELIVERY_EV,
+                    &[
+                        u64::from(vectoring),
+                        u64::from(reason),
+                        qual,
+                        gpa,
+                        u64::from(cpu::this_cpu()),
+                    ],
+                ));
+            }
+            let exit = [u64::from(reason), qual, u64::from(vectoring), 0, 0];
+            if fetch {
+                // Executing from MMIO cannot be emulated.
+                return Ok(emulation_failure(vm, vcpu, &mut g.state, &[], exit));
+            }
+            mmio(vm, vcpu, g, gpa, write, exit)
+        }
+        Exit::CrAccess { qual, insn_len } => cr_access(vm, vcpu, g, qual, insn_len),
+        Exit::DrAccess { qual, insn_len } => {
+            // DR7.GD: the MOV itself raises #DB (DR6.BD). Userspace's hardware
+            // breakpoints take it to KVM_EXIT_DEBUG; otherwise the guest gets it, with GD
+            // cleared as the CPU does.
+            const GD: u64 = 1 << 13;
+            const BD: u64 = 1 << 13;
+            if g.guest_debug & KVM_GUESTDBG_USE_HW_BP != 0 && g.debug_dr[7] & GD != 0 {
+                let dr7 = g.debug_dr[7];
+                return handle_exit(
+                    vm,
+                    vcpu,
+                    g,
+                    Exit::Debug {
+                        exception: 1,
+                        dr6: 0xffff_0ff0 | BD,
+                        dr7,
+                    },
+                );
+            }
+            if s.dr7 & GD != 0 {
+                s.dr6 = (s.dr6 & !0xf) | 0xffff_0ff0 | BD;
+                s.dr7 &= !GD;
+                s.dirty = true;
+                inject(s, emulate::db());
+                return Ok(None);
+            }
+            dr_access(s, qual, insn_len)
+        }
+        Exit::Rdmsr { insn_len } => msr_access(vm, vcpu, g, false, insn_len),
+        Exit::Wrmsr { insn_len } => msr_access(vm, vcpu, g, true, insn_len),
+        Exit::RealModeException {
+            vector,
+            error_code,
+            insn_len,
+        } => {
+            if vector == 13 {
+                return real_mode_gp(vm, vcpu, g);
+            }
+            // Software interrupts (INT3, INTO) completed their instruction; faults did not.
+            let s = &mut g.state;
+            if vector == 3 || vector == 4 {
+                s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
+            }
+            inject(
+                s,
+                Exception {
+                    vector,
+                    error_code,
+                    injected: false,
+                    payload: None,
+                },
+            );
+            Ok(None)
+        }
+        Exit::InvalidOpcode => fix_hypercall(vm, g),
+        Exit::Unhandled { reason, qual } => {
+            pr_warn_ratelimited!("unhandled VM exit {} (qualification {:#x})\n", reason, qual);
+            Ok(internal_error(
+                vcpu,
+                KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+                &[u64::from(reason), u64::from(cpu::this_cpu())],
+            ))
+        }
+    }
+}
+
+pub(super) fn dr_access(s: &mut VcpuState, qual: u64, insn_len: u8) -> Result<Option<isize>> {
+    let dr = (qual & 7) as usize;
+    let from = qual & (1 << 4) != 0;
+    let gpr = ((qual >> 8) & 15) as u8;
+    if (dr == 4 || dr == 5) && s.cr4 & state::cr4::DE != 0 {
+        inject(s, emulate::ud());
+        return Ok(None);
+    }
+    if s.cpl() != 0 {
+        inject(s, emulate::gp(0));
+        return Ok(None);
+    }
+    let dr = if (4..=5).contains(&dr) { dr + 2 } else { dr };
+    if from {
+        let v = match dr {
+            0..=3 => s.db.get(dr).copied().unwrap_or(0),
+            6 => s.dr6,
+            _ => s.dr7,
+        };
+        emulate::set_gpr(s, gpr, 8, false, v);
+    } else {
+        let v = emulate::gpr64(s, gpr);
+        match dr {
+            0..=3 => {
+                if let Some(d) = s.db.get_mut(dr) {
+                    *d = v;
+                }
+            }
+            6 | 7 if v >> 32 != 0 => {
+                inject(s, emulate::gp(0));
+                return Ok(None);
+            }
+            6 => s.dr6 = v & !0x1000 | 0xffff_0ff0,
+            _ => s.dr7 = v & !0xd000 | 0x400,
+        }
+    }
+    s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
+    s.dirty = true;
+    Ok(None)
+}
+
+pub(super) fn cr_access(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    qual: u64,
+    len: u8,
+) -> Result<Option<isize>> {
+    let valid4 = emulate::cr4_valid_bits(&g.cpuid);
+    let s = &mut g.state;
+    let cr = (qual & 15) as u8;
+    let kind = (qual >> 4) & 3;
+    let gpr = ((qual >> 8) & 15) as u8;
+    let mut exit_tpr = false;
+    let r = match kind {
+        0 => {
+            let v = emulate::gpr64(s, gpr);
+            match cr {
+                0 => emulate::set_cr0(s, v).map(Some),
+                3 => emulate::set_cr3(s, v).map(Some),
+                4 => emulate::set_cr4(s, v, valid4).map(Some),
+                8 => {
+                    if v & !0xf != 0 {
+                        Err(emulate::gp(0))
+                    } else {
+                        s.cr8 = v;
+                        match g.lapic.as_mut() {
+                            Some(a) => a.set_cr8(v),
+                            None => exit_tpr = true,
+                        }
+                        Ok(None)
+                    }
+                }
+                _ => Err(emulate::ud()),
+            }
+        }
+        1 => {
+            let v = match cr {
+                3 => s.cr3,
+                8 => s.cr8,
+                _ => 0,
+            };
+            emulate::set_gpr(s, gpr, 8, false, v);
+            Ok(None)
+        }
+        2 => {
+            s.cr0 &= !state::cr0::TS;
+            Ok(None)
+        }
+        _ => {
+            // LMSW: the low four bits of CR0; PE cannot be cleared.
+            let src = (qual >> 16) & 0xf;
+            let v = s.cr0 & !0xe | src & 0xf | s.cr0 & state::cr0::PE;
+            emulate::set_cr0(s, v).map(Some)
+        }
+    };
+    match r {
+        Err(f) => {
+            inject(s, f);
+            s.dirty = true;
+            return Ok(None);
+        }
+        Ok(Some(effect)) => {
+            if effect.load_pdptrs && !emulate::load_pdptrs(s, &VmMem(vm))? {
+                inject(s, emulate::gp(0));
+                s.dirty = true;
+                return Ok(None);
+            }
+            if effect.flush {
+                vm.flush_gen.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        Ok(None) => {}
+    }
+    s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+    s.dirty = true;
+    if exit_tpr {
+        // No in-kernel local APIC: userspace's APIC takes the new TPR (KVM_EXIT_SET_TPR).
+        vcpu.set_exit(KVM_EXIT_SET_TPR);
+        return Ok(Some(0));
+    }
+    Ok(None)
+}

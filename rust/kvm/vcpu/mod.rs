@@ -1,0 +1,916 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! vCPUs: `KVM_CREATE_VCPU`, the vCPU fd (mmap of `struct kvm_run`, the state ioctls) and
+//! `KVM_RUN`, which alternates backend run windows with the exits the generic x86 code
+//! finishes in process context.
+//!
+//! This file holds the vCPU, its fd and the run loop; the children hold the jobs the loop
+//! and the ioctls hand off: `exits` (dispatch of the exits finished here), `io` (port and
+//! MMIO exits), `msrs`, `apic` (the in-kernel local APIC's side of the loop), `realmode`
+//! (vm86 without unrestricted guest) and `regs` (the state ioctls).
+
+use super::stats::{vcpu as st, VcpuCounters};
+use super::uaccess;
+use super::vm::{Vm, VmMem};
+use super::Kvm;
+use crate::sys::anon_fd::{self, AnonFile};
+use crate::sys::cpu;
+use crate::sys::ffi;
+use crate::sys::kmem::KmemBox;
+use crate::sys::page::PhysPage;
+use crate::sys::ratelimit::pr_warn_ratelimited;
+use crate::uapi::*;
+use crate::vmx::vcpu::{RunCtx, VmxVcpu};
+use crate::x86::emulate::{self, EmuError, GuestMem, MemOp, MsrEnv};
+use crate::x86::exit::Exit;
+use crate::x86::lapic::{self, Clock, Lapic, Mailbox};
+use crate::x86::state::{self, Exception, VcpuState};
+use crate::x86::{events, fpu, GuestFpu};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use kernel::mm::virt::VmaNew;
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow, Mutex};
+use zerocopy::{FromBytes, IntoBytes};
+
+mod apic;
+mod exits;
+mod io;
+mod msrs;
+mod realmode;
+mod regs;
+
+use apic::*;
+use exits::*;
+use io::*;
+use msrs::*;
+use realmode::*;
+use regs::*;
+
+pub(crate) use regs::xsave2_size;
+
+/// What the next KVM_RUN must finish before running the guest.
+#[derive(Clone, Copy, Debug)]
+enum Pending {
+    None,
+    /// IN/OUT handed to userspace: copy IN data to RAX, then skip the instruction (only if
+    /// the guest is still at it).
+    Pio {
+        input: bool,
+        size: u8,
+        len: u8,
+        linear_rip: u64,
+    },
+    /// INS/OUTS handed to userspace: write INS data to guest memory, advance RSI/RDI/RCX.
+    StringPio {
+        input: bool,
+        size: u8,
+        count: u32,
+        io: emulate::StringIo,
+        len: u8,
+        linear_rip: u64,
+    },
+    /// MMIO read handed to userspace: write the data to the register, skip the instruction.
+    MmioRead {
+        op: MemOp,
+    },
+    /// RDMSR/WRMSR handed to userspace (KVM_CAP_X86_USER_SPACE_MSR): on `error` #GP,
+    /// otherwise (RDMSR) load EDX:EAX from `data` and skip the instruction.
+    Msr {
+        write: bool,
+        len: u8,
+        linear_rip: u64,
+    },
+}
+
+/// State under the vCPU mutex (KVM's `vcpu->mutex`, held by every vCPU ioctl).
+pub(crate) struct VcpuInner {
+    state: VcpuState,
+    vmx: VmxVcpu,
+    fpu: KmemBox<GuestFpu>,
+    /// The instruction decoder's context (the seed's emulator cache object).
+    emu: KmemBox<crate::x86::EmulateCtxt>,
+    cpuid: KVec<kvm_cpuid_entry2>,
+    pending: Pending,
+    guest_debug: u32,
+    /// KVM_SET_GUEST_DEBUG's DR0-DR3 and DR7 (used with KVM_GUESTDBG_USE_HW_BP).
+    debug_dr: [u64; 8],
+    sigmask: Option<u64>,
+    has_run: bool,
+    /// Attached to the task for the length of each KVM_RUN (the seed's preempt ops).
+    preempt: Option<crate::sys::notifiers::PreemptNotifier>,
+    /// The in-kernel local APIC (split irqchip VMs).
+    lapic: Option<KBox<Lapic>>,
+    /// A SIPI waits for the vCPU (it takes effect in wait-for-SIPI state).
+    sipi_pending: bool,
+    /// The vector of the last SIPI.
+    sipi_vector: u8,
+    /// The VM's MSR filter as of generation `msr_filter_gen` (refreshed before entry).
+    msr_filter: Option<Arc<super::msr_filter::MsrFilter>>,
+    msr_filter_gen: u64,
+    /// KVM_CAP_ENFORCE_PV_FEATURE_CPUID: paravirtual features need their CPUID bit.
+    enforce_pv_cpuid: bool,
+    steal: super::steal::StealTime,
+    pvclock: super::kvmclock::PvClock,
+}
+
+/// A vCPU.
+#[pin_data]
+pub(crate) struct Vcpu {
+    pub(crate) id: u32,
+    #[pin]
+    inner: Mutex<VcpuInner>,
+    /// `struct kvm_run`, shared with userspace.
+    run: PhysPage,
+    /// The PIO data page (KVM_PIO_PAGE_OFFSET).
+    pio: PhysPage,
+    /// The CPU whose VMX window this vCPU is in, -1 outside.
+    running_cpu: AtomicI32,
+    kick: AtomicBool,
+    /// Where interrupts for the in-kernel local APIC are posted (split irqchip VMs).
+    pub(crate) apic: Option<Mailbox>,
+    pub(crate) stats: VcpuCounters,
+    /// `halt_wait_hist`: how long each in-kernel halt waited, in ns.
+    pub(crate) halt_wait_hist: super::stats::LogHist,
+}
+
+/// The vCPU fd's object: the vCPU and a reference on its VM.
+pub(crate) struct VcpuFile {
+    vm: Arc<Vm>,
+    vcpu: Arc<Vcpu>,
+}
+
+/// `KVM_CREATE_VCPU(id)`.
+pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
+    let id = u32::try_from(id).map_err(|_| EINVAL)?;
+    if id >= super::caps::MAX_VCPU_IDS {
+        return Err(EINVAL);
+    }
+    let k = vm.kvm;
+    let mut l = vm.locked.lock();
+    if l.max_vcpu_ids != 0 && id >= l.max_vcpu_ids {
+        return Err(EINVAL);
+    }
+    if l.vcpus.len() >= super::caps::MAX_VCPUS as usize {
+        return Err(EINVAL);
+    }
+    if l.vcpus.iter().any(|v| v.id == id) {
+        return Err(EEXIST);
+    }
+    let fpu_area = k.arch.fpu_cache.alloc_value(GuestFpu {
+        legacy_and_header: [0; 576],
+    })?;
+    let mut apic_base = k.arch.lapic.apic_base;
+    if id == l.bsp_vcpu_id {
+        apic_base |= k.arch.lapic.bsp;
+    }
+    // A new vCPU's TSC starts at 0.
+    let tsc_offset = 0u64.wrapping_sub(host_tsc());
+    let split = vm.split_irqchip.load(Ordering::Acquire);
+    let (mailbox, lapic) = if split {
+        let bus_ns = vm.apic_bus_cycle_ns.load(Ordering::Relaxed);
+        let a = KBox::new(Lapic::new(id, apic_base, bus_ns), GFP_KERNEL_ACCOUNT)?;
+        (Some(Mailbox::new()?), Some(a))
+    } else {
+        (None, None)
+    };
+    let vcpu = Arc::pin_init(
+        try_pin_init!(Vcpu {
+            id,
+            inner <- new_mutex!(VcpuInner {
+                state: VcpuState::reset(apic_base, tsc_offset),
+                vmx: VmxVcpu::new(&k.vmx)?,
+                fpu: fpu_area,
+                emu: k.arch.emulator_cache.alloc_value(crate::x86::EmulateCtxt::default())?,
+                cpuid: KVec::new(),
+                pending: Pending::None,
+                guest_debug: 0,
+                debug_dr: [0; 8],
+                sigmask: None,
+                has_run: false,
+                preempt: None,
+                lapic,
+                sipi_pending: false,
+                sipi_vector: 0,
+                msr_filter: None,
+                msr_filter_gen: u64::MAX,
+                enforce_pv_cpuid: false,
+                steal: Default::default(),
+                pvclock: Default::default(),
+            }),
+            run: PhysPage::new()?,
+            pio: PhysPage::new()?,
+            running_cpu: AtomicI32::new(-1),
+            kick: AtomicBool::new(false),
+            apic: mailbox,
+            stats: VcpuCounters::new(),
+            halt_wait_hist: super::stats::LogHist::new(),
+        }? Error),
+        GFP_KERNEL_ACCOUNT,
+    )?;
+    {
+        // Nobody else can reach the new vCPU yet, so this never fails; a try-lock also
+        // keeps lockdep from recording the VM lock -> vCPU lock order here, the reverse
+        // of KVM_RUN's (which takes the VM lock for ioeventfds, routes, ...).
+        let mut inner = vcpu.inner.try_lock().ok_or(EBUSY)?;
+        fpu::reset_area(inner.fpu.bytes_mut());
+        // With an in-kernel APIC, APs wait for INIT (KVM's vCPU creation does the same).
+        if split && apic_base & lapic::base::BSP == 0 {
+            inner.state.mp_state = KVM_MP_STATE_UNINITIALIZED;
+        }
+        // The notifier's context is the vCPU, which outlives every KVM_RUN.
+        let ctx = core::ptr::from_ref::<Vcpu>(&vcpu).cast_mut().cast();
+        inner.preempt = Some(crate::sys::notifiers::PreemptNotifier::new(ctx)?);
+        let inner = &mut *inner;
+        if let (Some(a), Some(mb)) = (inner.lapic.as_ref(), vcpu.apic.as_ref()) {
+            a.publish(mb, inner.state.apic_base);
+        }
+    }
+    l.vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT)?;
+    // As in KVM, the first vCPU fixes KVM_CAP_MAX_VCPU_ID if userspace left it unset.
+    if l.max_vcpu_ids == 0 {
+        l.max_vcpu_ids = super::caps::MAX_VCPU_IDS;
+    }
+    drop(l);
+    let file = Arc::new(
+        VcpuFile {
+            vm: vm.clone(),
+            vcpu: vcpu.clone(),
+        },
+        GFP_KERNEL_ACCOUNT,
+    )?;
+    match anon_fd::install(file) {
+        Ok(fd) => Ok(fd as isize),
+        Err(e) => {
+            let mut l = vm.locked.lock();
+            if let Some(i) = l.vcpus.iter().position(|v| Arc::ptr_eq(v, &vcpu)) {
+                let _ = l.vcpus.remove(i);
+            }
+            vcpu.release(k);
+            Err(e)
+        }
+    }
+}
+
+fn host_tsc() -> u64 {
+    // SAFETY: Reads the TSC.
+    unsafe { ffi::rkvm_rdtsc() }
+}
+
+/// `kvm_sched_out`: the task running KVM_RUN lost its CPU.
+pub(crate) fn sched_out(ctx: *mut c_void) {
+    // SAFETY: `ctx` is the vCPU whose notifier is attached only during its KVM_RUN, while
+    // the vCPU file (and so the vCPU) is alive.
+    let vcpu = unsafe { &*ctx.cast::<Vcpu>() };
+    vcpu.stats.inc(st::PREEMPTION_OTHER);
+}
+
+impl Vcpu {
+    /// Frees backend resources (VPID); the VM calls this when it goes.
+    pub(crate) fn release(&self, k: &Kvm) {
+        self.inner.lock().vmx.release(&k.vmx);
+    }
+
+    /// Makes the vCPU look at its local APIC: out of guest mode if it runs one (without
+    /// waiting), awake if it is halted.
+    pub(crate) fn kick_apic(&self) {
+        self.kick.store(true, Ordering::SeqCst);
+        let c = self.running_cpu.load(Ordering::SeqCst);
+        if c >= 0 {
+            crate::sys::wait::kick_cpu(c as u32);
+        }
+        if let Some(mb) = self.apic.as_ref() {
+            mb.wq.wake();
+        }
+    }
+
+    /// Forces the vCPU out of guest mode if it is in a VMX window now, and waits until it
+    /// has left (the IPI is taken only once the window is closed).
+    pub(crate) fn kick_out_of_guest(&self) {
+        let c = self.running_cpu.load(Ordering::SeqCst);
+        if c >= 0 {
+            let _ = cpu::run_on(c as u32, || {});
+        }
+    }
+
+    // ---- kvm_run page access -------------------------------------------------------------
+
+    fn run_u8(&self, off: usize) -> u8 {
+        let mut b = [0u8; 1];
+        let _ = self.run.read_bytes(off, &mut b);
+        b[0]
+    }
+
+    fn run_u64(&self, off: usize) -> u64 {
+        let mut b = [0u8; 8];
+        let _ = self.run.read_bytes(off, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn run_put<T: IntoBytes + zerocopy::Immutable>(&self, off: usize, v: &T) {
+        let _ = self.run.write_bytes(off, v.as_bytes());
+    }
+
+    fn set_exit(&self, reason: u32) {
+        self.run_put(offset_of!(kvm_run, exit_reason), &reason);
+    }
+}
+
+const RUN_U: usize = offset_of!(kvm_run, __bindgen_anon_1);
+
+// ---- The vCPU fd ----------------------------------------------------------------------
+
+impl AnonFile for VcpuFile {
+    const NAME: &'static CStr = c"kvm-vcpu";
+    const HAS_MMAP: bool = true;
+
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        this.vm.check_mm()?;
+        let vm = &*this.vm;
+        let vcpu = &*this.vcpu;
+        let mut inner = vcpu.inner.lock();
+        let g = &mut *inner;
+        match cmd {
+            RKVM_KVM_RUN => {
+                if arg != 0 {
+                    return Err(EINVAL);
+                }
+                let mut notifier = g.preempt.take();
+                let attached = notifier.as_mut().map(|n| n.attach());
+                let r = run(vm, vcpu, g);
+                drop(attached);
+                g.preempt = notifier;
+                r
+            }
+            RKVM_KVM_GET_REGS => {
+                uaccess::write(arg, &g.state.regs)?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_REGS => {
+                let r: kvm_regs = uaccess::read(arg)?;
+                set_regs(&mut g.state, &r);
+                Ok(0)
+            }
+            RKVM_KVM_GET_SREGS => {
+                uaccess::write(arg, &get_sregs(&g.state))?;
+                Ok(0)
+            }
+            RKVM_KVM_GET_LAPIC => {
+                let Some(a) = g.lapic.as_ref() else {
+                    return Err(EINVAL);
+                };
+                let regs = a.get_state(
+                    g.state.apic_base,
+                    crate::sys::wait::now_ns(),
+                    vm.x2apic_format.load(Ordering::Relaxed),
+                );
+                // The kernel builds with unsigned `char`: `regs` is `[u8; 1024]`.
+                uaccess::write(arg, &kvm_lapic_state { regs })?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_LAPIC => {
+                if g.lapic.is_none() {
+                    return Err(EINVAL);
+                }
+                let st: kvm_lapic_state = uaccess::read(arg)?;
+                if let Some(a) = g.lapic.as_mut() {
+                    a.set_state(
+                        &st.regs,
+                        g.state.apic_base,
+                        crate::sys::wait::now_ns(),
+                        vm.x2apic_format.load(Ordering::Relaxed),
+                    )?;
+                }
+                apic_changed(vcpu, g);
+                Ok(0)
+            }
+            RKVM_KVM_SET_SREGS => {
+                let s: kvm_sregs = uaccess::read(arg)?;
+                set_sregs(vm, g, &s)?;
+                apic_changed(vcpu, g);
+                Ok(0)
+            }
+            RKVM_KVM_GET_SREGS2 => {
+                uaccess::write(arg, &get_sregs2(&g.state))?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_SREGS2 => {
+                let s: kvm_sregs2 = uaccess::read(arg)?;
+                set_sregs2(vm, g, &s)?;
+                apic_changed(vcpu, g);
+                Ok(0)
+            }
+            RKVM_KVM_GET_FPU => {
+                uaccess::write(arg, &get_fpu(g.fpu.bytes()))?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_FPU => {
+                let f: kvm_fpu = uaccess::read(arg)?;
+                set_fpu(g.fpu.bytes_mut(), &f);
+                Ok(0)
+            }
+            RKVM_KVM_GET_XSAVE => {
+                let n = size_of::<kvm_xsave>();
+                write_xsave(g, arg, n)
+            }
+            RKVM_KVM_GET_XSAVE2 => write_xsave(g, arg, xsave2_size(vm.kvm)),
+            RKVM_KVM_SET_XSAVE => set_xsave(g, arg),
+            RKVM_KVM_GET_XCRS => {
+                let mut x = kvm_xcrs {
+                    nr_xcrs: 1,
+                    ..Default::default()
+                };
+                x.xcrs[0].value = g.state.xcr0;
+                uaccess::write(arg, &x)?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_XCRS => {
+                let x: kvm_xcrs = uaccess::read(arg)?;
+                let allowed = crate::x86::cpuid::guest_supported_xcr0(&g.cpuid);
+                if let Some(v) = crate::x86::validate::set_xcrs(&x, allowed)? {
+                    g.state.xcr0 = v;
+                }
+                Ok(0)
+            }
+            RKVM_KVM_GET_MSRS | RKVM_KVM_SET_MSRS => {
+                msrs_ioctl(vm, vcpu, g, arg, cmd == RKVM_KVM_SET_MSRS)
+            }
+            RKVM_KVM_SET_CPUID2 => set_cpuid2(vm, g, arg),
+            RKVM_KVM_SET_CPUID => set_cpuid(vm, g, arg),
+            RKVM_KVM_GET_CPUID2 => {
+                let nent = uaccess::read_header8(arg)?;
+                if (nent as usize) < g.cpuid.len() {
+                    return Err(E2BIG);
+                }
+                let rt = crate::x86::cpuid::Runtime {
+                    cr4: g.state.cr4,
+                    xcr0: g.state.xcr0,
+                    apic_base: g.state.apic_base,
+                    mwait: vm.quirks().cpuid_mwait(g.state.msrs.misc_enable),
+                };
+                let mut table = KVec::with_capacity(g.cpuid.len(), GFP_KERNEL_ACCOUNT)?;
+                for e in g.cpuid.iter() {
+                    let [eax, ebx, ecx, edx] = crate::x86::cpuid::runtime_view(e, rt);
+                    table.push(
+                        kvm_cpuid_entry2 {
+                            eax,
+                            ebx,
+                            ecx,
+                            edx,
+                            ..*e
+                        },
+                        GFP_KERNEL_ACCOUNT,
+                    )?;
+                }
+                uaccess::write_slice(uaccess::offset(arg, size_of::<kvm_cpuid2>())?, &table)?;
+                uaccess::write(arg, &(g.cpuid.len() as u32))?;
+                Ok(0)
+            }
+            RKVM_KVM_GET_DEBUGREGS => {
+                let d = kvm_debugregs {
+                    db: g.state.db,
+                    dr6: g.state.dr6,
+                    dr7: g.state.dr7,
+                    ..Default::default()
+                };
+                uaccess::write(arg, &d)?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_DEBUGREGS => {
+                let d: kvm_debugregs = uaccess::read(arg)?;
+                if d.flags != 0 || d.dr6 >> 32 != 0 || d.dr7 >> 32 != 0 {
+                    return Err(EINVAL);
+                }
+                g.state.db = d.db;
+                g.state.dr6 = d.dr6 & !0x1000 | 0xffff_0ff0;
+                g.state.dr7 = d.dr7 & !0xd000 | 0x400;
+                g.state.dirty = true;
+                Ok(0)
+            }
+            RKVM_KVM_GET_VCPU_EVENTS => {
+                uaccess::write(arg, &events::get(&g.state))?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_VCPU_EVENTS => {
+                let e: kvm_vcpu_events = uaccess::read(arg)?;
+                events::set(&mut g.state, &e)?;
+                Ok(0)
+            }
+            RKVM_KVM_GET_MP_STATE => {
+                // INIT and SIPI already sent take effect first, as in KVM.
+                apic_accept_events(vm, vcpu, g);
+                uaccess::write(
+                    arg,
+                    &kvm_mp_state {
+                        mp_state: g.state.mp_state,
+                    },
+                )?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_MP_STATE => {
+                let m: kvm_mp_state = uaccess::read(arg)?;
+                match m.mp_state {
+                    KVM_MP_STATE_RUNNABLE => {}
+                    // Without an in-kernel local APIC only "runnable" exists, as in KVM.
+                    KVM_MP_STATE_UNINITIALIZED
+                    | KVM_MP_STATE_HALTED
+                    | KVM_MP_STATE_AP_RESET_HOLD
+                    | KVM_MP_STATE_INIT_RECEIVED
+                    | KVM_MP_STATE_SIPI_RECEIVED
+                        if g.lapic.is_some() => {}
+                    _ => return Err(EINVAL),
+                }
+                if m.mp_state == KVM_MP_STATE_SIPI_RECEIVED {
+                    // Obsolete: wait-for-SIPI with the SIPI pending (its vector is the
+                    // one the APIC last latched).
+                    g.state.mp_state = KVM_MP_STATE_INIT_RECEIVED;
+                    g.sipi_pending = true;
+                } else {
+                    g.state.mp_state = m.mp_state;
+                }
+                Ok(0)
+            }
+            RKVM_KVM_ENABLE_CAP => {
+                let cap: kvm_enable_cap = uaccess::read(arg)?;
+                if cap.flags != 0 {
+                    return Err(EINVAL);
+                }
+                match cap.cap {
+                    KVM_CAP_ENFORCE_PV_FEATURE_CPUID => {
+                        g.enforce_pv_cpuid = cap.args[0] != 0;
+                        Ok(0)
+                    }
+                    _ => Err(EINVAL),
+                }
+            }
+            RKVM_KVM_KVMCLOCK_CTRL => g.pvclock.guest_stopped(g.state.msrs.kvm_system_time),
+            RKVM_KVM_PRE_FAULT_MEMORY => {
+                // The vCPU lock is not needed: the EPT is the VM's.
+                drop(inner);
+                pre_fault_memory(vm, arg)
+            }
+            RKVM_KVM_TRANSLATE => {
+                let mut t: kvm_translation = uaccess::read(arg)?;
+                let r = emulate::translate(&g.state, &VmMem(vm), t.linear_address, false, false);
+                match r {
+                    Ok(gpa) => {
+                        t.physical_address = gpa;
+                        t.valid = 1;
+                    }
+                    Err(EmuError::Host(e)) => return Err(e),
+                    Err(_) => {
+                        t.physical_address = u64::MAX;
+                        t.valid = 0;
+                    }
+                }
+                t.writeable = 1;
+                t.usermode = 0;
+                uaccess::write(arg, &t)?;
+                Ok(0)
+            }
+            RKVM_KVM_SET_SIGNAL_MASK => {
+                if arg == 0 {
+                    g.sigmask = None;
+                    return Ok(0);
+                }
+                // struct kvm_signal_mask { __u32 len; __u8 sigset[]; }
+                let len: u32 = uaccess::read(arg)?;
+                if len != 8 {
+                    return Err(EINVAL);
+                }
+                let mask: u64 = uaccess::read(uaccess::offset(arg, 4)?)?;
+                g.sigmask = Some(mask);
+                Ok(0)
+            }
+            RKVM_KVM_SET_GUEST_DEBUG => {
+                let d: kvm_guest_debug = uaccess::read(arg)?;
+                let valid = KVM_GUESTDBG_ENABLE
+                    | KVM_GUESTDBG_SINGLESTEP
+                    | KVM_GUESTDBG_USE_SW_BP
+                    | KVM_GUESTDBG_USE_HW_BP
+                    | KVM_GUESTDBG_INJECT_DB
+                    | KVM_GUESTDBG_INJECT_BP
+                    | KVM_GUESTDBG_BLOCKIRQ;
+                if d.control & !valid != 0 {
+                    return Err(EINVAL);
+                }
+                // Hand the guest a #DB or #BP (a debugger passing on the guest's own
+                // event); #BP goes in as INT3 would raise it (the return address past a
+                // one-byte INT3). Not while another exception waits.
+                let inject = d.control & (KVM_GUESTDBG_INJECT_DB | KVM_GUESTDBG_INJECT_BP);
+                if inject != 0 {
+                    if g.state.events.exception.is_some() {
+                        return Err(EBUSY);
+                    }
+                    let vector = if inject & KVM_GUESTDBG_INJECT_DB != 0 {
+                        1
+                    } else {
+                        3
+                    };
+                    inject_exception(&mut g.state, vector);
+                }
+                g.guest_debug = if d.control & KVM_GUESTDBG_ENABLE != 0 {
+                    d.control
+                } else {
+                    0
+                };
+                g.debug_dr = d.arch.debugreg;
+                Ok(0)
+            }
+            RKVM_KVM_INTERRUPT => {
+                let irq: kvm_interrupt = uaccess::read(arg)?;
+                if irq.irq >= 256 {
+                    return Err(EINVAL);
+                }
+                if let Some(a) = g.lapic.as_mut() {
+                    // With the split irqchip this is the PIC's ExtINT; one at a time.
+                    if a.ext_vector.is_some() {
+                        return Err(EEXIST);
+                    }
+                    a.ext_vector = Some(irq.irq as u8);
+                    return Ok(0);
+                }
+                // Without an in-kernel irqchip a new vector replaces a queued one, as KVM's
+                // kvm_queue_interrupt does.
+                g.state.events.interrupt = Some(irq.irq as u8);
+                g.state.events.interrupt_injected = false;
+                Ok(0)
+            }
+            RKVM_KVM_GET_TSC_KHZ => Ok(vm.kvm.arch.timer.tsc_khz as isize),
+            // vCPU attributes: only KVM_VCPU_TSC_CTRL/KVM_VCPU_TSC_OFFSET, the offset
+            // between the host's TSC and this guest's (ENXIO for anything else).
+            RKVM_KVM_HAS_DEVICE_ATTR | RKVM_KVM_GET_DEVICE_ATTR | RKVM_KVM_SET_DEVICE_ATTR => {
+                let a: kvm_device_attr = uaccess::read(arg)?;
+                if a.group != KVM_VCPU_TSC_CTRL || u64::from(KVM_VCPU_TSC_OFFSET) != a.attr {
+                    return Err(ENXIO);
+                }
+                let addr = usize::try_from(a.addr).map_err(|_| EFAULT)?;
+                match cmd {
+                    RKVM_KVM_GET_DEVICE_ATTR => uaccess::write(addr, &g.state.tsc_offset)?,
+                    RKVM_KVM_SET_DEVICE_ATTR => {
+                        g.state.tsc_offset = uaccess::read(addr)?;
+                        g.state.dirty = true;
+                    }
+                    _ => {}
+                }
+                Ok(0)
+            }
+            RKVM_KVM_GET_STATS_FD => {
+                let id =
+                    kernel::str::CString::try_from_fmt(fmt!("kvm-{}/vcpu-{}", vm.pid, vcpu.id))?;
+                super::stats::StatsFile::open(&id, (this.vm.clone(), this.vcpu.clone()))
+            }
+            RKVM_KVM_NMI => {
+                g.state.events.nmi_pending = true;
+                Ok(0)
+            }
+            // The vCPU fd answers an ioctl it does not know with EINVAL, as KVM's
+            // kvm_arch_vcpu_ioctl does (the VM fd answers ENOTTY).
+            _ => Err(EINVAL),
+        }
+    }
+
+    fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
+        this.vm.check_mm()?;
+        let v = &this.vcpu;
+        let pages = [&v.run, &v.pio, &this.vm.coalesced_ring];
+        // SAFETY: Reads the offset field of the VMA under setup.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        let len = vma.end() - vma.start();
+        let mixed = vma.set_mixedmap();
+        for i in 0..len / 4096 {
+            // Pages past the three KVM defines stay unmapped (SIGBUS on access).
+            if let Some(p) = pgoff.checked_add(i).and_then(|n| pages.get(n)) {
+                mixed.vm_insert_page(vma.start() + i * 4096, p.page())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- KVM_RUN ---------------------------------------------------------------------------
+
+fn run(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
+    let immediate = vcpu.run_u8(offset_of!(kvm_run, immediate_exit)) != 0;
+    vcpu.run_put(offset_of!(kvm_run, flags), &0u16);
+    let valid = vcpu.run_u64(offset_of!(kvm_run, kvm_valid_regs));
+    let dirty = vcpu.run_u64(offset_of!(kvm_run, kvm_dirty_regs));
+    let sync_mask = u64::from(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS);
+    let r = (|| -> Result<isize> {
+        if valid & !sync_mask != 0 || dirty & !sync_mask != 0 {
+            return Err(EINVAL);
+        }
+        if dirty != 0 {
+            sync_regs_in(vm, vcpu, g, dirty)?;
+        }
+        // The TPR, as userspace's local APIC sees it (an in-kernel APIC owns it instead).
+        if g.lapic.is_none() {
+            let cr8 = vcpu.run_u64(offset_of!(kvm_run, cr8));
+            if cr8 & !0xf != 0 {
+                return Err(EINVAL);
+            }
+            g.state.cr8 = cr8;
+        }
+        complete_pending(vm, vcpu, g)?;
+        if immediate {
+            return Err(EINTR);
+        }
+        if g.state.mp_state == KVM_MP_STATE_UNINITIALIZED {
+            return run_uninitialized(vm, vcpu, g);
+        }
+        if let Some(mask) = g.sigmask {
+            // SAFETY: Blocks signals for this task until `deactivate` below.
+            unsafe { ffi::rkvm_sigmask_activate(mask) };
+        }
+        let r = run_loop(vm, vcpu, g);
+        if g.sigmask.is_some() {
+            // SAFETY: Balances `activate`.
+            unsafe { ffi::rkvm_sigmask_deactivate() };
+        }
+        r
+    })();
+    if valid != 0 {
+        sync_regs_out(vcpu, g, valid);
+    }
+    post_run_save(vcpu, g);
+    r
+}
+
+/// KVM_RUN of an AP that never got INIT: sleep until INIT or SIPI arrive, take them, and
+/// let userspace call again (`EAGAIN`), as KVM does.
+fn run_uninitialized(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
+    if let Some(mb) = vcpu.apic.as_ref() {
+        if mb.wq.wait(&|| mb.any(), None) == crate::sys::wait::Woken::Signal {
+            vcpu.set_exit(KVM_EXIT_INTR);
+            vcpu.stats.inc(st::SIGNAL_EXITS);
+            return Err(EINTR);
+        }
+    }
+    apic_accept_events(vm, vcpu, g);
+    Err(EAGAIN)
+}
+
+/// Whether the PIC's ExtINT can be taken now (KVM's `kvm_cpu_accept_dm_intr`): always
+/// without an in-kernel APIC; with one, when LINT0 passes ExtINT and none is queued.
+fn accept_dm_intr(g: &VcpuInner) -> bool {
+    match g.lapic.as_ref() {
+        None => true,
+        Some(a) => a.ext_vector.is_none() && a.accept_pic_intr(g.state.apic_base),
+    }
+}
+
+/// KVM's `post_kvm_run_save`: the state userspace's interrupt controller needs.
+fn post_run_save(vcpu: &Vcpu, g: &VcpuInner) {
+    let s = &g.state;
+    let if_flag = u8::from(s.regs.rflags & state::rflags::IF != 0);
+    let ready = u8::from(
+        if_flag != 0
+            && s.events.shadow == 0
+            && s.events.interrupt.is_none()
+            && s.events.exception.is_none()
+            && !s.events.nmi_injected
+            && accept_dm_intr(g),
+    );
+    vcpu.run_put(offset_of!(kvm_run, if_flag), &if_flag);
+    vcpu.run_put(offset_of!(kvm_run, cr8), &s.cr8);
+    vcpu.run_put(offset_of!(kvm_run, apic_base), &s.apic_base);
+    vcpu.run_put(offset_of!(kvm_run, ready_for_interrupt_injection), &ready);
+}
+
+fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
+    let k = vm.kvm;
+    g.has_run = true;
+    // Without unrestricted guest, real mode runs in virtual-8086 mode on rkvm's own TSS
+    // and identity map.
+    let rmode = if k.vmx.params.unrestricted_guest {
+        None
+    } else {
+        Some(vm.rmode_addrs()?)
+    };
+    // Steal time is brought up to date on the first entry of each KVM_RUN.
+    let mut first_entry = true;
+    loop {
+        if cpu::handle_guest_entry_work().is_err() {
+            vcpu.set_exit(KVM_EXIT_INTR);
+            vcpu.stats.inc(st::SIGNAL_EXITS);
+            return Err(EINTR);
+        }
+        let request_irq_window =
+            vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0 && accept_dm_intr(g);
+        vcpu.kick.store(false, Ordering::SeqCst);
+        let apic_window = match apic_pre_entry(vm, vcpu, g) {
+            Ok(w) => w,
+            Err(e) if e == EINTR => {
+                vcpu.set_exit(KVM_EXIT_INTR);
+                vcpu.stats.inc(st::SIGNAL_EXITS);
+                return Err(EINTR);
+            }
+            Err(e) => return Err(e),
+        };
+        let timer_deadline_tsc = g.lapic.as_ref().and_then(|a| {
+            let c = clock(vm, &g.state);
+            let cycles = a.timer_remaining_cycles(&c)?;
+            Some(
+                c.guest_tsc
+                    .wrapping_sub(g.state.tsc_offset)
+                    .saturating_add(cycles),
+            )
+        });
+        if rmode.is_some() && !g.state.protected() {
+            deliver_real_mode_event(vm, vcpu, &mut g.state)?;
+        }
+        let eptp = vm.mmu.lock().ept.eptp();
+        g.steal.update(
+            vm,
+            g.state.msrs.steal_time,
+            cpu::current_run_delay(),
+            first_entry,
+        );
+        first_entry = false;
+        g.pvclock
+            .update(vm, g.state.msrs.kvm_system_time, g.state.tsc_offset);
+        if vm.msr_filter_gen.load(Ordering::SeqCst) != g.msr_filter_gen {
+            (g.msr_filter, g.msr_filter_gen) = vm.msr_filter();
+        }
+        let exit = {
+            let VcpuInner {
+                state,
+                vmx,
+                fpu,
+                cpuid,
+                guest_debug,
+                debug_dr,
+                msr_filter,
+                msr_filter_gen,
+                enforce_pv_cpuid,
+                ..
+            } = &mut *g;
+            let pv_features = enforce_pv_cpuid.then(|| {
+                let rt = crate::x86::cpuid::Runtime::FEATURES;
+                crate::x86::cpuid::guest_cpuid(cpuid, crate::x86::cpuid::KVM_CPUID_FEATURES, 0, rt)
+                    [0]
+            });
+            let mut ctx = RunCtx {
+                vmx: &k.vmx,
+                uret: &k.arch.uret,
+                l1d: k.l1d.as_ref(),
+                eptp,
+                flush_gen: &vm.flush_gen,
+                state,
+                fpu,
+                cpuid,
+                stats: &vcpu.stats,
+                running_cpu: &vcpu.running_cpu,
+                kick: &vcpu.kick,
+                request_irq_window,
+                apic_window,
+                timer_deadline_tsc,
+                guest_debug: *guest_debug,
+                debug_dr: (*guest_debug & KVM_GUESTDBG_USE_HW_BP != 0).then_some(*debug_dr),
+                rmode,
+                quirks: vm.quirks(),
+                msr_filter: msr_filter.as_deref(),
+                msr_filter_gen: *msr_filter_gen,
+                vm_msr_filter_gen: &vm.msr_filter_gen,
+                pv_features,
+            };
+            vmx.run(&mut ctx)
+        };
+        let exit = match exit {
+            Ok(e) => e,
+            Err(e) if e == EBUSY => {
+                pr_warn_ratelimited!("VMX is in use by another hypervisor: KVM_RUN refused\n");
+                return Err(EBUSY);
+            }
+            Err(e) => return Err(e),
+        };
+        let rip = g.state.regs.rip;
+        let emulated = exit.is_instruction();
+        match handle_exit(vm, vcpu, g, exit)? {
+            Some(r) => return Ok(r),
+            None => {
+                // Single-stepping over an instruction rkvm completed itself: the step
+                // ends here (the CPU never executed it), as KVM reports it.
+                if emulated
+                    && g.guest_debug & KVM_GUESTDBG_SINGLESTEP != 0
+                    && g.state.regs.rip != rip
+                {
+                    let dr7 = g.state.dr7;
+                    return handle_exit(
+                        vm,
+                        vcpu,
+                        g,
+                        Exit::Debug {
+                            exception: 1,
+                            dr6: 0xffff_4ff0,
+                            dr7,
+                        },
+                    )
+                    .map(|r| r.unwrap_or(0));
+                }
+                continue;
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! MSR accesses: the guest's RDMSR/WRMSR exits, KVM_GET_MSRS/KVM_SET_MSRS, and the
+//! in-kernel MSRs (APIC, kvmclock, steal time) on top of the emulator's.
+
+use super::*;
+
+pub(super) fn msr_access(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    write: bool,
+    insn_len: u8,
+) -> Result<Option<isize>> {
+    let m = g.state.regs.rcx as u32;
+    let v = (g.state.regs.rdx << 32) | (g.state.regs.rax & 0xffff_ffff);
+    // KVM_X86_SET_MSR_FILTER: a denied access never reaches the kernel's MSRs.
+    let filtered = g.msr_filter.as_ref().is_some_and(|f| !f.allowed(m, write));
+    let failed = if filtered {
+        true
+    } else if !write {
+        match read_msr(vm, g, m, false) {
+            Some(v) => {
+                g.state.regs.rax = v & 0xffff_ffff;
+                g.state.regs.rdx = v >> 32;
+                false
+            }
+            None => true,
+        }
+    } else {
+        write_msr(vm, vcpu, g, m, v, false).is_err()
+    };
+    if failed {
+        // KVM's reasons: an MSR it does not know at all, or a known one that refused.
+        let known = is_x2apic_msr(m) || (write && read_msr(vm, g, m, true).is_some());
+        let reason = if filtered {
+            KVM_MSR_EXIT_REASON_FILTER
+        } else if known {
+            KVM_MSR_EXIT_REASON_INVAL
+        } else {
+            KVM_MSR_EXIT_REASON_UNKNOWN
+        };
+        if vm.user_space_msr.load(Ordering::Relaxed) & reason == 0 {
+            inject(&mut g.state, emulate::gp(0));
+            return Ok(None);
+        }
+        type Msr = kvm_run__bindgen_ty_1__bindgen_ty_23;
+        let exit = Msr {
+            error: 0,
+            pad: [0; 7],
+            reason,
+            index: m,
+            data: if write { v } else { 0 },
+        };
+        g.pending = Pending::Msr {
+            write,
+            len: insn_len,
+            linear_rip: emulate::linear_rip(&g.state),
+        };
+        vcpu.set_exit(if write {
+            KVM_EXIT_X86_WRMSR
+        } else {
+            KVM_EXIT_X86_RDMSR
+        });
+        vcpu.run_put(RUN_U + offset_of!(Msr, error), &exit.error);
+        vcpu.run_put(RUN_U + offset_of!(Msr, pad), &exit.pad);
+        vcpu.run_put(RUN_U + offset_of!(Msr, reason), &exit.reason);
+        vcpu.run_put(RUN_U + offset_of!(Msr, index), &exit.index);
+        vcpu.run_put(RUN_U + offset_of!(Msr, data), &exit.data);
+        return Ok(Some(0));
+    }
+    let s = &mut g.state;
+    s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
+    s.dirty = true;
+    Ok(None)
+}
+
+pub(super) fn is_x2apic_msr(m: u32) -> bool {
+    (lapic::X2APIC_MSR..=lapic::X2APIC_MSR + 0xff).contains(&m)
+}
+
+/// The guest's paravirtual features (KVM_CPUID_FEATURES EAX).
+pub(super) fn pv_features(cpuid: &[kvm_cpuid_entry2]) -> u32 {
+    let rt = crate::x86::cpuid::Runtime::FEATURES;
+    crate::x86::cpuid::guest_cpuid(cpuid, crate::x86::cpuid::KVM_CPUID_FEATURES, 0, rt)[0]
+}
+
+/// What the MSR emulation needs to know besides the vCPU state.
+pub(super) fn msr_env<'a>(
+    vm: &Vm,
+    cpuid: &'a [kvm_cpuid_entry2],
+    host: bool,
+    enforce: bool,
+) -> MsrEnv<'a> {
+    MsrEnv {
+        pv_features: enforce.then(|| pv_features(cpuid)),
+        host_tsc: host_tsc(),
+        cpuid,
+        arch_capabilities: vm.kvm.msrs.arch_capabilities,
+        host_initiated: host,
+        platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
+        quirks: vm.quirks(),
+    }
+}
+
+/// RDMSR or KVM_GET_MSRS (`host`): the local APIC's MSRs, then the rest.
+pub(super) fn read_msr(vm: &Vm, g: &mut VcpuInner, m: u32, host: bool) -> Option<u64> {
+    let apic_base = g.state.apic_base;
+    if is_x2apic_msr(m) {
+        let now = crate::sys::wait::now_ns();
+        return g.lapic.as_mut()?.msr_read(m, apic_base, now).ok();
+    }
+    if m == lapic::TSC_DEADLINE_MSR {
+        return Some(g.lapic.as_ref().map_or(0, |a| a.tscdeadline(apic_base)));
+    }
+    let env = msr_env(vm, &g.cpuid, host, g.enforce_pv_cpuid);
+    if let Some(feature) = wall_clock_feature(m) {
+        // The VM's wall-clock address (one for all vCPUs).
+        return env
+            .pv_has(feature)
+            .then(|| vm.wall_clock_msr.load(Ordering::Relaxed));
+    }
+    emulate::get_msr(&g.state, &env, m)
+}
+
+/// The paravirtual feature of a kvmclock wall-clock MSR.
+pub(super) fn wall_clock_feature(m: u32) -> Option<u32> {
+    match m {
+        MSR_KVM_WALL_CLOCK => Some(KVM_FEATURE_CLOCKSOURCE),
+        MSR_KVM_WALL_CLOCK_NEW => Some(KVM_FEATURE_CLOCKSOURCE2),
+        _ => None,
+    }
+}
+
+/// WRMSR or KVM_SET_MSRS (`host`); `Err` is #GP (or a failed entry for KVM_SET_MSRS).
+pub(super) fn write_msr(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    m: u32,
+    v: u64,
+    host: bool,
+) -> core::result::Result<(), ()> {
+    let apic_base = g.state.apic_base;
+    if is_x2apic_msr(m) {
+        let now = crate::sys::wait::now_ns();
+        let a = g.lapic.as_mut().ok_or(())?;
+        let eff = a.msr_write(m, v, apic_base, now).map_err(|_| ())?;
+        apic_changed(vcpu, g);
+        if let Some(ipi) = eff.ipi {
+            crate::kvm::irq::deliver(vm, &ipi);
+        }
+        return Ok(());
+    }
+    if m == lapic::TSC_DEADLINE_MSR {
+        let c = clock(vm, &g.state);
+        if let Some(a) = g.lapic.as_mut() {
+            a.set_tscdeadline(v, apic_base, &c);
+        }
+        return Ok(());
+    }
+    if m == crate::sys::msr::index::IA32_APICBASE && g.lapic.is_some() {
+        let bits = guest_phys_bits(g);
+        let VcpuInner { lapic, state, .. } = &mut *g;
+        if let Some(a) = lapic.as_mut() {
+            a.set_base(&mut state.apic_base, v, host, bits)
+                .map_err(|_| ())?;
+        }
+        apic_changed(vcpu, g);
+        return Ok(());
+    }
+    let env = msr_env(vm, &g.cpuid, host, g.enforce_pv_cpuid);
+    if let Some(feature) = wall_clock_feature(m) {
+        if !env.pv_has(feature) {
+            return Err(());
+        }
+        vm.wall_clock_msr.store(v, Ordering::Relaxed);
+        crate::kvm::kvmclock::write_wall_clock(vm, v);
+        return Ok(());
+    }
+    emulate::set_msr(&mut g.state, &env, m, v)
+}
+
+pub(super) fn msrs_ioctl(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    g: &mut VcpuInner,
+    arg: usize,
+    write: bool,
+) -> Result<isize> {
+    let nmsrs = uaccess::read_header8(arg)?;
+    if nmsrs >= crate::kvm::dev::MAX_IO_MSRS {
+        return Err(E2BIG);
+    }
+    let addr = uaccess::offset(arg, size_of::<kvm_msrs>())?;
+    let mut entries: KVVec<kvm_msr_entry> = uaccess::read_vec(addr, nmsrs as usize)?;
+    let advertised = |m: u32| vm.kvm.msrs.to_save.contains(&m) || vm.kvm.msrs.emulated.contains(&m);
+    let mut done = 0isize;
+    for e in entries.iter_mut() {
+        let ok = if write {
+            write_msr(vm, vcpu, g, e.index, e.data, true).is_ok()
+                || (e.data == 0 && advertised(e.index))
+        } else {
+            match read_msr(vm, g, e.index, true) {
+                Some(v) => {
+                    e.data = v;
+                    true
+                }
+                None => {
+                    e.data = 0;
+                    advertised(e.index)
+                }
+            }
+        };
+        if !ok {
+            break;
+        }
+        done += 1;
+    }
+    if write {
+        g.state.dirty = true;
+    } else {
+        uaccess::write_slice(addr, &entries)?;
+    }
+    Ok(done)
+}

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Real mode without unrestricted guest (vm86): event delivery through the real-mode
+//! IVT and the #GP exits of instructions vm86 cannot run.
+
+use super::*;
+
+/// Delivers the highest-priority pending event through the real-mode IVT (virtual-8086
+/// real mode cannot take injected events): push FLAGS, CS, IP; clear IF, TF, AC; jump
+/// to the vector's handler.
+pub(super) fn deliver_real_mode_event(vm: &Vm, vcpu: &Vcpu, s: &mut VcpuState) -> Result {
+    let ev = s.events;
+    let irq_ok = s.regs.rflags & state::rflags::IF != 0 && ev.shadow == 0;
+    let vector = if let Some(e) = ev.exception {
+        s.events.exception = None;
+        e.vector
+    } else if let Some((v, len)) = ev.soft_interrupt {
+        s.events.soft_interrupt = None;
+        s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+        v
+    } else if ev.nmi_injected || (ev.nmi_pending && !ev.nmi_masked && ev.shadow == 0) {
+        s.events.nmi_injected = false;
+        s.events.nmi_pending = false;
+        s.events.nmi_masked = true;
+        vcpu.stats.inc(st::NMI_INJECTIONS);
+        2
+    } else if let (Some(v), true) = (ev.interrupt, ev.interrupt_injected || irq_ok) {
+        s.events.interrupt = None;
+        s.events.interrupt_injected = false;
+        vcpu.stats.inc(st::IRQ_INJECTIONS);
+        v
+    } else {
+        return Ok(());
+    };
+    let mem = VmMem(vm);
+    let mut ivt = [0u8; 4];
+    mem.read(u64::from(vector) * 4, &mut ivt)?;
+    let ip = u16::from_le_bytes([ivt[0], ivt[1]]);
+    let cs = u16::from_le_bytes([ivt[2], ivt[3]]);
+    let flags = s.regs.rflags as u16;
+    let mut sp = s.regs.rsp as u16;
+    let ss = s.segs[state::SS].base;
+    for word in [flags, s.segs[state::CS].selector, s.regs.rip as u16] {
+        sp = sp.wrapping_sub(2);
+        mem.write(
+            ss.wrapping_add(u64::from(sp)) & 0xf_ffff,
+            &word.to_le_bytes(),
+        )?;
+    }
+    s.regs.rsp = s.regs.rsp & !0xffff | u64::from(sp);
+    s.regs.rflags &= !(state::rflags::IF | state::rflags::TF | (1 << 18));
+    s.segs[state::CS].selector = cs;
+    s.segs[state::CS].base = u64::from(cs) << 4;
+    s.regs.rip = u64::from(ip);
+    s.dirty = true;
+    Ok(())
+}
+
+/// Computes a 16-bit ModRM memory operand's linear address (real mode).
+pub(super) fn real_mode_ea(
+    s: &VcpuState,
+    modrm: &[u8],
+    seg_override: Option<usize>,
+) -> Option<(u64, usize)> {
+    let m = *modrm.first()?;
+    let (md, rm) = (m >> 6, m & 7);
+    let r = |n: u8| emulate::gpr64(s, n) & 0xffff;
+    let (bx, bp, si, di) = (r(3), r(5), r(6), r(7));
+    let (mut ea, mut seg) = match rm {
+        0 => (bx + si, state::DS),
+        1 => (bx + di, state::DS),
+        2 => (bp + si, state::SS),
+        3 => (bp + di, state::SS),
+        4 => (si, state::DS),
+        5 => (di, state::DS),
+        6 => (bp, state::SS),
+        _ => (bx, state::DS),
+    };
+    let len = match (md, rm) {
+        (0, 6) => {
+            ea = u64::from(u16::from_le_bytes([*modrm.get(1)?, *modrm.get(2)?]));
+            seg = state::DS;
+            3
+        }
+        (0, _) => 1,
+        (1, _) => {
+            ea = ea.wrapping_add(*modrm.get(1)? as i8 as u64);
+            2
+        }
+        (2, _) => {
+            ea = ea.wrapping_add(u64::from(u16::from_le_bytes([
+                *modrm.get(1)?,
+                *modrm.get(2)?,
+            ])));
+            3
+        }
+        _ => return None,
+    };
+    let seg = seg_override.unwrap_or(seg);
+    Some((s.segs.get(seg)?.base.wrapping_add(ea & 0xffff), len))
+}
+
+/// A #GP in virtual-8086 real mode: the privileged instructions real-mode code uses, run
+/// on the software state (HLT, MOV to/from CR and DR, LMSW, CLTS, LGDT, LIDT, RDMSR,
+/// WRMSR, INVD, WBINVD).
+pub(super) fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Option<isize>> {
+    if let Err(e) = fetch(vm, &g.state, &mut g.emu.insn) {
+        return fault_or_error(vcpu, &mut g.state, e);
+    }
+    let code = g.emu.insn;
+    vcpu.stats.inc(st::INSN_EMULATION);
+    let mut i = 0;
+    let mut opsize32 = false;
+    let mut seg = None;
+    while let Some(&b) = code.get(i) {
+        match b {
+            0x66 => opsize32 = true,
+            0x26 => seg = Some(state::ES),
+            0x2e => seg = Some(state::CS),
+            0x36 => seg = Some(state::SS),
+            0x3e => seg = Some(state::DS),
+            0x64 => seg = Some(state::FS),
+            0x65 => seg = Some(state::GS),
+            _ => break,
+        }
+        i += 1;
+    }
+    let op = code.get(i).copied().unwrap_or(0);
+    let op2 = code.get(i + 1).copied().unwrap_or(0);
+    let modrm = code.get(i + 2).copied().unwrap_or(0);
+    let fail = |vcpu: &Vcpu| {
+        vcpu.stats.inc(st::INSN_EMULATION_FAIL);
+        internal_error(
+            vcpu,
+            KVM_INTERNAL_ERROR_EMULATION,
+            &[u64::from_le_bytes([
+                code[0], code[1], code[2], code[3], code[4], code[5], code[6], code[7],
+            ])],
+        )
+    };
+    let s = &mut g.state;
+    match (op, op2) {
+        (0xf4, _) => {
+            s.regs.rip = s.regs.rip.wrapping_add(i as u64 + 1);
+            s.dirty = true;
+            vcpu.stats.inc(st::HALT_EXITS);
+            vcpu.set_exit(KVM_EXIT_HLT);
+            Ok(Some(0))
+        }
+        (0x0f, 0x06) => cr_access(vm, vcpu, g, 2, (i + 2) as u8),
+        (0x0f, 0x08) | (0x0f, 0x09) => {
+            s.regs.rip = s.regs.rip.wrapping_add(i as u64 + 2);
+            s.dirty = true;
+            Ok(None)
+        }
+        (0x0f, 0x20) | (0x0f, 0x22) if modrm >> 6 == 3 => {
+            let cr = u64::from((modrm >> 3) & 7);
+            let gpr = u64::from(modrm & 7);
+            let kind = if op2 == 0x20 { 1 } else { 0 };
+            cr_access(vm, vcpu, g, cr | kind << 4 | gpr << 8, (i + 3) as u8)
+        }
+        (0x0f, 0x21) | (0x0f, 0x23) if modrm >> 6 == 3 => {
+            let dr = u64::from((modrm >> 3) & 7);
+            let gpr = u64::from(modrm & 7);
+            let from = if op2 == 0x21 { 1 << 4 } else { 0 };
+            dr_access(s, dr | from | gpr << 8, (i + 3) as u8)
+        }
+        (0x0f, 0x30) => msr_access(vm, vcpu, g, true, (i + 2) as u8),
+        (0x0f, 0x32) => msr_access(vm, vcpu, g, false, (i + 2) as u8),
+        (0x0f, 0x01) => {
+            let reg = (modrm >> 3) & 7;
+            match reg {
+                2 | 3 => {
+                    let Some((ea, len)) = code.get(i + 2..).and_then(|m| real_mode_ea(s, m, seg))
+                    else {
+                        return Ok(fail(vcpu));
+                    };
+                    let mut b = [0u8; 6];
+                    if let Err(e) = emulate::read_virt(s, &VmMem(vm), ea, &mut b) {
+                        return fault_or_error(vcpu, s, e);
+                    }
+                    let limit = u16::from_le_bytes([b[0], b[1]]);
+                    let mut base = u64::from(u32::from_le_bytes([b[2], b[3], b[4], b[5]]));
+                    if !opsize32 {
+                        base &= 0xff_ffff;
+                    }
+                    let t = if reg == 2 { &mut s.gdt } else { &mut s.idt };
+                    t.base = base;
+                    t.limit = limit;
+                    s.regs.rip = s.regs.rip.wrapping_add((i + 2 + len) as u64);
+                    s.dirty = true;
+                    Ok(None)
+                }
+                6 if modrm >> 6 == 3 => {
+                    let v = emulate::gpr64(s, modrm & 7) & 0xffff;
+                    cr_access(vm, vcpu, g, 3 << 4 | v << 16, (i + 3) as u8)
+                }
+                _ => Ok(fail(vcpu)),
+            }
+        }
+        _ => Ok(fail(vcpu)),
+    }
+}
