@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The exits handled inside the window (CPUID, MSRs, XSETBV, hypercalls, ...); the
+//! rest go back to the generic code as an [`Exit`].
+
+use super::*;
+
+impl Core {
+    /// Handles one exit inside the window; `Some` leaves the window.
+    pub(super) fn handle_exit(
+        &mut self,
+        v: &Loaded<'_>,
+        ctx: &mut RunCtx<'_>,
+    ) -> Result<Option<Exit>> {
+        let full = v.r32(vmcs::VM_EXIT_REASON);
+        let reason = full & 0xffff;
+        let len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN);
+        let insn_len = len.min(15) as u8;
+        if full & (1 << 31) != 0 {
+            if reason == reason::MCE_DURING_VMENTRY {
+                // The entry failed on a machine check: the host's handler gets it after
+                // the window; userspace still sees the failed entry, as with KVM.
+                self.mce_pending = true;
+            }
+            return Ok(Some(Exit::FailEntry {
+                reason: u64::from(full),
+            }));
+        }
+        let vect = v.r32(vmcs::IDT_VECTORING_INFO_FIELD);
+        if vect & INFO_VALID != 0 {
+            Self::requeue_vectoring(v, ctx.state, vect);
+        }
+        let qual = v.rn(vmcs::EXIT_QUALIFICATION);
+        let s = &mut *ctx.state;
+        match reason {
+            reason::EXCEPTION_NMI => {
+                let info = v.r32(vmcs::VM_EXIT_INTR_INFO);
+                let vector = (info & 0xff) as u8;
+                if (info >> 8) & 7 == TYPE_NMI {
+                    // The host's NMI: hand it to the host once interrupts can be taken.
+                    // SAFETY: Sends an NMI IPI to this CPU; it is taken after the window.
+                    unsafe { ffi::rkvm_self_nmi() };
+                    return Ok(Some(Exit::Again));
+                }
+                let code =
+                    (info & INFO_ERROR_CODE != 0).then(|| v.r32(vmcs::VM_EXIT_INTR_ERROR_CODE));
+                if vm86_mode(ctx.rmode, s)
+                    && vector != MC_VECTOR
+                    && ctx.guest_debug & KVM_GUESTDBG_ENABLE == 0
+                {
+                    return Ok(Some(Exit::RealModeException {
+                        vector,
+                        error_code: code,
+                        insn_len: v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN).min(15) as u8,
+                    }));
+                }
+                match vector {
+                    MC_VECTOR => {
+                        // A machine check the guest's run took: the host's handler runs
+                        // once the window is closed (`run`); then the guest goes on.
+                        self.mce_pending = true;
+                        Ok(Some(Exit::Again))
+                    }
+                    // With userspace debugging but not single-stepping, a #DB is the
+                    // guest's own (its breakpoints): it gets it, as with KVM.
+                    DB_VECTOR
+                        if ctx.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP)
+                            == 0 =>
+                    {
+                        // An intercepted #DB leaves DR6 alone: the exit qualification has
+                        // the bits (B0-B3, BD, BS) the guest's DR6 gets.
+                        s.dr6 = (s.dr6 & !0xf) | 0xffff_0ff0 | (qual & 0x600f);
+                        if self.guest_dr_loaded {
+                            // SAFETY: The guest's DR6 is in the hardware for this window
+                            // (the host's is put back when the window ends).
+                            unsafe { cpu::regs::set_dr(6, s.dr6) };
+                        }
+                        Self::queue_exception(s, vector, None);
+                        Ok(None)
+                    }
+                    DB_VECTOR | BP_VECTOR if ctx.guest_debug & KVM_GUESTDBG_ENABLE != 0 => {
+                        if vector == BP_VECTOR {
+                            // A debugger may hand this #BP back (KVM_GUESTDBG_INJECT_BP).
+                            s.soft_exc_len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN).min(15) as u8;
+                        }
+                        let dr6 = if vector == DB_VECTOR {
+                            qual | 0xffff_0ff0
+                        } else {
+                            0xffff_0ff0
+                        };
+                        Ok(Some(Exit::Debug {
+                            exception: u32::from(vector),
+                            dr6,
+                            dr7: v.rn(vmcs::GUEST_DR7),
+                        }))
+                    }
+                    UD_VECTOR => Ok(Some(Exit::InvalidOpcode)),
+                    _ => {
+                        // Not intercepted otherwise: reflect it back to the guest.
+                        let code = (info & INFO_ERROR_CODE != 0)
+                            .then(|| v.r32(vmcs::VM_EXIT_INTR_ERROR_CODE));
+                        Self::queue_exception(s, vector, code);
+                        Ok(None)
+                    }
+                }
+            }
+            reason::EXTERNAL_INTERRUPT => {
+                ctx.stats.inc(st::IRQ_EXITS);
+                Ok(Some(Exit::Again))
+            }
+            reason::TRIPLE_FAULT => Ok(Some(Exit::Shutdown)),
+            // An INIT sent to this CPU is held while it is in VMX operation: re-entering
+            // would loop on it with interrupts off. Close the window so that it takes
+            // effect after VMXOFF. (SIPI exits need the wait-for-SIPI state rkvm never
+            // uses.)
+            reason::INIT => Ok(Some(Exit::Again)),
+            reason::SIPI => Ok(None),
+            reason::INTERRUPT_WINDOW => {
+                ctx.stats.inc(st::IRQ_WINDOW_EXITS);
+                if ctx.apic_window {
+                    // The APIC's interrupt can be taken now.
+                    return Ok(Some(Exit::Again));
+                }
+                Ok(None)
+            }
+            reason::PREEMPTION_TIMER => Ok(Some(Exit::Again)),
+            reason::NMI_WINDOW => {
+                ctx.stats.inc(st::NMI_WINDOW_EXITS);
+                Ok(None)
+            }
+            reason::CPUID => {
+                // CPUID faulting (MSR_MISC_FEATURES_ENABLES bit 0): #GP outside ring 0.
+                if s.msrs.misc_features & 1 != 0 && v.r16(vmcs::GUEST_SS_SELECTOR) & 3 != 0 {
+                    Self::queue_exception(s, GP_VECTOR, Some(0));
+                    return Ok(None);
+                }
+                let leaf = self.gprs.r[reg::RAX] as u32;
+                let sub = self.gprs.r[reg::RCX] as u32;
+                let rt = cpuid::Runtime {
+                    cr4: v.rn(vmcs::CR4_READ_SHADOW),
+                    xcr0: s.xcr0,
+                    apic_base: s.apic_base,
+                    mwait: ctx.quirks.cpuid_mwait(s.msrs.misc_enable),
+                };
+                let [a, b, c, d] = cpuid::guest_cpuid(ctx.cpuid, leaf, sub, rt);
+                self.gprs.r[reg::RAX] = u64::from(a);
+                self.gprs.r[reg::RBX] = u64::from(b);
+                self.gprs.r[reg::RCX] = u64::from(c);
+                self.gprs.r[reg::RDX] = u64::from(d);
+                Self::skip(v, len)?;
+                Ok(None)
+            }
+            reason::HLT => {
+                ctx.stats.inc(st::HALT_EXITS);
+                Self::skip(v, len)?;
+                Ok(Some(Exit::Hlt))
+            }
+            reason::INVD | reason::WBINVD | reason::PAUSE => {
+                Self::skip(v, len)?;
+                Ok(None)
+            }
+            reason::INVLPG => {
+                ctx.stats.inc(st::INVLPG);
+                if self.vpid != 0 {
+                    // SAFETY: In VMX operation; individual-address INVVPID falls back to
+                    // a single-context flush below when unsupported.
+                    let r = unsafe { crate::vmx::asm::invvpid(0, self.vpid, qual) };
+                    if r.is_err() {
+                        self.flushed_gen = u64::MAX;
+                    }
+                }
+                Self::skip(v, len)?;
+                Ok(None)
+            }
+            reason::RDPMC => {
+                Self::queue_exception(s, GP_VECTOR, Some(0));
+                Ok(None)
+            }
+            reason::VMCALL => {
+                ctx.stats.inc(st::HYPERCALLS);
+                let cpl = v.r16(vmcs::GUEST_SS_SELECTOR) & 3;
+                let protected = v.rn(vmcs::CR0_READ_SHADOW) & cr0::PE != 0;
+                // KVM's hypercalls that need nothing from rkvm: polling for an
+                // interrupt (it is delivered on entry anyway) and the yield hint (the
+                // window cannot yield; returning is what a yield ends with).
+                const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
+                const KVM_HC_SCHED_YIELD: u64 = 11;
+                const KVM_FEATURE_PV_SCHED_YIELD: u32 = 1 << 13;
+                let long = v.r32(vmcs::GUEST_CS_AR_BYTES) & (1 << 13) != 0;
+                let nr = if long {
+                    self.gprs.r[reg::RAX]
+                } else {
+                    self.gprs.r[reg::RAX] & 0xffff_ffff
+                };
+                self.gprs.r[reg::RAX] = if protected && cpl != 0 {
+                    KVM_EPERM
+                } else if nr == KVM_HC_VAPIC_POLL_IRQ
+                    || (nr == KVM_HC_SCHED_YIELD
+                        && ctx
+                            .pv_features
+                            .is_none_or(|f| f & KVM_FEATURE_PV_SCHED_YIELD != 0))
+                {
+                    0
+                } else {
+                    KVM_ENOSYS
+                };
+                Self::skip(v, len)?;
+                Ok(None)
+            }
+            reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
+                Self::queue_exception(s, UD_VECTOR, None);
+                Ok(None)
+            }
+            reason::MWAIT | reason::MONITOR => {
+                // As KVM: a NOP unless the quirks say the guest may not use them.
+                let rt = cpuid::Runtime {
+                    cr4: v.rn(vmcs::CR4_READ_SHADOW),
+                    xcr0: s.xcr0,
+                    apic_base: s.apic_base,
+                    mwait: ctx.quirks.cpuid_mwait(s.msrs.misc_enable),
+                };
+                if ctx
+                    .quirks
+                    .monitor_mwait_faults(s.msrs.misc_enable, ctx.cpuid, rt)
+                {
+                    Self::queue_exception(s, UD_VECTOR, None);
+                } else {
+                    Self::skip(v, len)?;
+                }
+                Ok(None)
+            }
+            reason::RDTSCP | reason::INVPCID => Ok(Some(Exit::Unhandled { reason, qual })),
+            reason::XSETBV => {
+                let idx = self.gprs.r[reg::RCX] as u32;
+                let val = (self.gprs.r[reg::RDX] << 32) | (self.gprs.r[reg::RAX] & 0xffff_ffff);
+                let allowed = cpuid::guest_supported_xcr0(ctx.cpuid);
+                let cpl = v.r16(vmcs::GUEST_SS_SELECTOR) & 3;
+                if idx != 0 || cpl != 0 || !cpuid::xcr0_valid(val, allowed) {
+                    Self::queue_exception(s, GP_VECTOR, Some(0));
+                } else {
+                    s.xcr0 = val;
+                    // SAFETY: `val` is a valid XCR0 within the host's (checked above); the
+                    // host value is restored before the window ends.
+                    unsafe { fpu::xsetbv0(val) };
+                    Self::skip(v, len)?;
+                }
+                Ok(None)
+            }
+            reason::IO_INSTRUCTION => {
+                ctx.stats.inc(st::IO_EXITS);
+                let size = (qual & 7) as u8 + 1;
+                let input = qual & (1 << 3) != 0;
+                let string = qual & (1 << 4) != 0;
+                let rep = qual & (1 << 5) != 0;
+                let port = (qual >> 16) as u16;
+                if !string {
+                    Self::skip(v, len)?;
+                }
+                Ok(Some(Exit::Io {
+                    port,
+                    size,
+                    input,
+                    string,
+                    rep,
+                    value: self.gprs.r[reg::RAX] as u32,
+                    insn_len,
+                }))
+            }
+            reason::CR_ACCESS => Ok(Some(Exit::CrAccess { qual, insn_len })),
+            reason::DR_ACCESS => Ok(Some(Exit::DrAccess { qual, insn_len })),
+            reason::MSR_READ => Ok(Some(Exit::Rdmsr { insn_len })),
+            reason::MSR_WRITE => Ok(Some(Exit::Wrmsr { insn_len })),
+            reason::MONITOR_TRAP_FLAG => Ok(Some(Exit::Debug {
+                exception: u32::from(DB_VECTOR),
+                dr6: 0xffff_4ff0,
+                dr7: v.rn(vmcs::GUEST_DR7),
+            })),
+            reason::EPT_VIOLATION => {
+                let gpa = v.r64(vmcs::GUEST_PHYSICAL_ADDRESS);
+                Ok(Some(Exit::EptViolation {
+                    gpa,
+                    write: qual & 2 != 0,
+                    fetch: qual & 4 != 0,
+                    vectoring: vect,
+                    reason,
+                    qual,
+                }))
+            }
+            _ => Ok(Some(Exit::Unhandled { reason, qual })),
+        }
+    }
+}
