@@ -10,9 +10,19 @@
  * second VM is created and destroyed in a loop by a third thread for that last part. The
  * guest must keep reading its own data, and the host must survive (the debug kernel's
  * KASAN and lockdep watch the rest).
+ *
+ * drop_caches calls the shrinkers outside reclaim. A child process also drives the
+ * largest zone's free pages below its low watermark again and again, so that kswapd (or
+ * an allocation's direct reclaim) calls them from reclaim, where lockdep sees the
+ * reclaim context: a shrinker that waits for a lock a VM creation holds while it
+ * allocates is a possible deadlock there (the debug kernel reports it). The test checks
+ * that reclaim ran meanwhile.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "lib/rkvm_test.h"
@@ -22,7 +32,7 @@
 #define DATA_PAGES 128
 #define PORT_SUM 0x94
 #define ROUNDS 200
-#define SECONDS 15 /* or fewer rounds when the machine is slow (a debug kernel) */
+#define SECONDS 40 /* the most, guest clock: fewer rounds on a slow machine (a debug kernel) */
 
 GUEST_CODE(shrink_guest, 64,
 	"2: mov %rbx, %rsi\n"
@@ -65,10 +75,93 @@ static void *churner(void *arg)
 	return NULL;
 }
 
+/* The sum of the /proc/vmstat counters whose name starts with one of `names`. */
+static long vmstat_sum(const char *const *names)
+{
+	char key[64];
+	long v, sum = 0;
+	FILE *f = fopen("/proc/vmstat", "r");
+
+	if (!f)
+		return -1;
+	while (fscanf(f, "%63s %ld", key, &v) == 2) {
+		for (const char *const *n = names; *n; n++)
+			if (!strncmp(key, *n, strlen(*n)))
+				sum += v;
+	}
+	fclose(f);
+	return sum;
+}
+
+static const char *const reclaim_counters[] = { "pageoutrun", "allocstall_", NULL };
+
+/* Free pages and low watermark of the zone with the most free pages. */
+static int biggest_zone(long *free, long *low)
+{
+	char line[256];
+	long f = -1, best = -1;
+	FILE *zi = fopen("/proc/zoneinfo", "r");
+
+	if (!zi)
+		return -1;
+	while (fgets(line, sizeof(line), zi)) {
+		long v;
+
+		if (sscanf(line, " pages free %ld", &v) == 1)
+			f = v;
+		else if (f >= 0 && sscanf(line, " low %ld", &v) == 1) {
+			if (f > best) {
+				best = f;
+				*free = f;
+				*low = v;
+			}
+			f = -1;
+		}
+	}
+	fclose(zi);
+	return best < 0 ? -1 : 0;
+}
+
+/*
+ * The child: fill the biggest zone down to just below its low watermark (kswapd wakes),
+ * hold it a moment, give it all back, again. Chunks halve as free memory nears the mark,
+ * so it stops short of the min watermark (where an allocation would reclaim directly, and
+ * could end in the OOM killer: this process is the one it would pick).
+ */
+static void presser(void)
+{
+	static void *chunk[8192];
+	static size_t len[8192];
+
+	for (;;) {
+		int n = 0;
+
+		while (n < 8192) {
+			long free, low, pages;
+
+			if (biggest_zone(&free, &low) || free < low)
+				break;
+			pages = (free - low) / 2 + 16;
+			len[n] = pages * PAGE;
+			chunk[n] = mmap(NULL, len[n], PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+			if (chunk[n] == MAP_FAILED)
+				break;
+			n++;
+		}
+		usleep(100000);
+		while (n--)
+			munmap(chunk[n], len[n]);
+		usleep(100000);
+	}
+}
+
 int main(void)
 {
 	uint32_t want = 0, bad = 0, sum = 0;
+	long reclaim0, reclaim1;
 	pthread_t t1, t2;
+	pid_t child;
 	struct kvm_regs regs;
 	struct guest g;
 	uint8_t *data;
@@ -78,7 +171,7 @@ int main(void)
 	test_watchdog(240);
 	if (access("/proc/sys/vm/drop_caches", W_OK))
 		tap_skip_all("/proc/sys/vm/drop_caches is not writable");
-	tap_plan(3);
+	tap_plan(4);
 	g = guest_create();
 	data = vm_add_memory(&g.vm, 1, DATA_GPA, DATA_PAGES * PAGE, 0);
 	for (i = 0; i < DATA_PAGES; i++) {
@@ -91,10 +184,21 @@ int main(void)
 	regs.rbx = DATA_GPA;
 	vcpu_set_regs(&g.v, &regs);
 
+	reclaim0 = vmstat_sum(reclaim_counters);
+	child = fork();
+	if (child < 0)
+		BAIL("fork");
+	if (child == 0) {
+		presser();
+		_exit(0);
+	}
 	if (pthread_create(&t1, NULL, dropper, NULL) || pthread_create(&t2, NULL, churner, NULL))
 		BAIL("pthread_create");
 	t0 = time(NULL);
-	for (i = 0; i < ROUNDS && time(NULL) - t0 < SECONDS; i++) {
+	/* At least ROUNDS rounds, and until reclaim ran (or the time is up). */
+	for (i = 0; time(NULL) - t0 < SECONDS; i++) {
+		if (i >= ROUNDS && i % 16 == 0 && vmstat_sum(reclaim_counters) > reclaim0)
+			break;
 		vcpu_run(&g.v);
 		if (!is_out(&g.v, PORT_SUM, 4)) {
 			tap_diag("round %d: %s", i, exit_str(&g.v));
@@ -108,9 +212,15 @@ int main(void)
 	stop = 1;
 	pthread_join(t1, NULL);
 	pthread_join(t2, NULL);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	reclaim1 = vmstat_sum(reclaim_counters);
 	tap_ok(i >= 5 && !bad, "%d rounds of the guest's sum, %u wrong", i, bad);
 	tap_ok(drops > 0 && !drop_errors, "%d shrinker calls meanwhile (%d failed writes)", drops,
 	       drop_errors);
 	tap_ok(vms_made > 0, "%d VMs created and destroyed meanwhile", vms_made);
+	tap_ok(reclaim0 >= 0 && reclaim1 > reclaim0,
+	       "memory pressure made the kernel reclaim meanwhile (kswapd runs and direct reclaims: %ld)",
+	       reclaim1 - reclaim0);
 	tap_done();
 }
