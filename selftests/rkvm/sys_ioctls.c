@@ -23,6 +23,7 @@ static const struct {
 	CAP(KVM_CAP_GET_MSR_FEATURES), CAP(KVM_CAP_EXT_CPUID),	  CAP(KVM_CAP_EXT_EMUL_CPUID),
 	CAP(KVM_CAP_SYS_ATTRIBUTES),   CAP(KVM_CAP_NR_VCPUS),	  CAP(KVM_CAP_MAX_VCPUS),
 	CAP(KVM_CAP_MAX_VCPU_ID),      CAP(KVM_CAP_VM_TYPES),	  CAP(KVM_CAP_CHECK_EXTENSION_VM),
+	CAP(KVM_CAP_USER_NMI),
 #undef CAP
 };
 #define N_CAPS (int)(sizeof(required_caps) / sizeof(required_caps[0]))
