@@ -95,31 +95,31 @@ static long vmstat_sum(const char *const *names)
 
 static const char *const reclaim_counters[] = { "pageoutrun", "allocstall_", NULL };
 
-/* Free pages and low watermark of the zone with the most free pages. */
+/*
+ * Free pages and low watermark of the zone with the most managed pages (fixed: as it
+ * fills, a small zone may have more free pages, and must not be mistaken for it).
+ */
 static int biggest_zone(long *free, long *low)
 {
 	char line[256];
-	long f = -1, best = -1;
+	long f = 0, l = 0, v, best = -1;
 	FILE *zi = fopen("/proc/zoneinfo", "r");
 
 	if (!zi)
 		return -1;
 	while (fgets(line, sizeof(line), zi)) {
-		long v;
-
 		if (sscanf(line, " pages free %ld", &v) == 1)
 			f = v;
-		else if (f >= 0 && sscanf(line, " low %ld", &v) == 1) {
-			if (f > best) {
-				best = f;
-				*free = f;
-				*low = v;
-			}
-			f = -1;
+		else if (sscanf(line, " low %ld", &v) == 1)
+			l = v;
+		else if (sscanf(line, " managed %ld", &v) == 1 && v > best) {
+			best = v;
+			*free = f;
+			*low = l;
 		}
 	}
 	fclose(zi);
-	return best < 0 ? -1 : 0;
+	return best <= 0 ? -1 : 0;
 }
 
 /*
