@@ -127,7 +127,13 @@ impl Kvm {
     }
 }
 
-/// The MMU shrinker asks for `n` page-table pages back: drop whole EPTs (they refault).
+/// The shortest time between two shrinker zaps of one VM: under sustained memory pressure
+/// kswapd calls the shrinkers over and over, and a guest whose tables vanish faster than
+/// it can refault its working set would make no progress at all.
+const SHRINK_ZAP_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// The MMU shrinker asks for `n` page-table pages back: drop whole EPTs (they refault),
+/// each VM's at most once per [`SHRINK_ZAP_INTERVAL_NS`].
 pub(crate) fn zap_for_shrinker(n: u64) -> u64 {
     let Some(k) = kvm() else {
         return 0;
@@ -137,6 +143,7 @@ pub(crate) fn zap_for_shrinker(n: u64) -> u64 {
     let Some(list) = k.vms.try_lock() else {
         return 0;
     };
+    let now = crate::sys::wait::now_ns();
     let mut freed = 0u64;
     for r in list.iter() {
         if freed >= n {
@@ -145,6 +152,12 @@ pub(crate) fn zap_for_shrinker(n: u64) -> u64 {
         // SAFETY: By `VmRef`'s invariant the VM is alive while it is in the list, and the
         // list is locked.
         let v = unsafe { &*r.0 };
+        let last = v.shrink_zap_ns.load(core::sync::atomic::Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < SHRINK_ZAP_INTERVAL_NS {
+            continue;
+        }
+        v.shrink_zap_ns
+            .store(now, core::sync::atomic::Ordering::Relaxed);
         freed = freed.saturating_add(v.zap_all(GFP_NOWAIT));
     }
     freed

@@ -108,6 +108,8 @@ pub(crate) struct Vm {
     pub(crate) flush_gen: AtomicU64,
     /// The `MmuState::zap_gen` that the last completed remote flush covered.
     flushed_zap_gen: AtomicU64,
+    /// When the MMU shrinker last zapped this VM's tables (ns, monotonic; 0: never).
+    pub(crate) shrink_zap_ns: AtomicU64,
     /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled.
     manual_protect: AtomicBool,
     /// KVM_CAP_SPLIT_IRQCHIP enabled: vCPUs get an in-kernel local APIC.
@@ -210,6 +212,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             }),
             flush_gen: AtomicU64::new(0),
             flushed_zap_gen: AtomicU64::new(0),
+            shrink_zap_ns: AtomicU64::new(0),
             manual_protect: AtomicBool::new(false),
             split_irqchip: AtomicBool::new(false),
             x2apic_format: AtomicBool::new(false),
