@@ -37,7 +37,7 @@ TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mod
 	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic apic_bus quirks hypercall steal_time kvmclock \
 	binary_stats guest_dr guest_debug ioctl_errors dirty_log_scale mmu_shrink memcg_account \
 	wbinvd host_debugctl nmi_storm ioeventfd_limit state_validation exit_loop fuzz_guest \
-	fuzz_ioctl debugfs_stats module_reload \
+	debugfs_stats module_reload \
 	suspend_resume vendor_insmod kvm_coexist \
 	fpu_mxcsr host_memory
 SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entry@cpu1 cpu_hotplug \
@@ -46,6 +46,9 @@ SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entr
 NOUG_TESTS ?= realmode_io
 # On the debug kernel (KASAN, lockdep, kmemleak, UBSAN, Rust overflow checks), rkvm only;
 # a splat in the kernel log fails the test that was running. DEBUG_TESTS= skips the leg.
+# fuzz_ioctl runs only here: in 2 of 5 runs of the main suite under Bochs its fixed-seed
+# campaign stopped the emulated machine (kvm-intel once, rkvm once), with Bochs looping
+# on a guest's instruction fetch past its CS limit; `make fuzz` runs it on both.
 DEBUG_TESTS ?= realmode_io protected_mode long_mode mmio memslots dirty_log dirty_log_scale \
 	pre_fault msrs vcpu_state interrupts ioctl_errors signals coalesced_mmio ioeventfd \
 	mmu_shrink memcg_account wbinvd nmi_storm ioeventfd_limit state_validation fuzz_ioctl \
