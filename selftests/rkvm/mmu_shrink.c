@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -161,7 +162,7 @@ int main(void)
 	uint32_t want = 0, bad = 0, sum = 0;
 	long reclaim0, reclaim1;
 	pthread_t t1, t2;
-	pid_t child;
+	pid_t child, parent;
 	struct kvm_regs regs;
 	struct guest g;
 	uint8_t *data;
@@ -185,10 +186,15 @@ int main(void)
 	vcpu_set_regs(&g.v, &regs);
 
 	reclaim0 = vmstat_sum(reclaim_counters);
+	parent = getpid();
 	child = fork();
 	if (child < 0)
 		BAIL("fork");
 	if (child == 0) {
+		/* Never outlive the test (a BAIL or the watchdog): the pressure would stay. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(0);
 		presser();
 		_exit(0);
 	}
