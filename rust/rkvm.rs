@@ -61,13 +61,34 @@ struct Rkvm {
 
 impl kernel::Module for Rkvm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        vmx_init()
+        // KVM has one vendor module per backend; rkvm picks its backend here.
+        if vmx::cpu_has_kvm_support() {
+            vmx_init()
+        } else if cpu::boot_cpu_has(cpu::Feature::Svm) {
+            pr_err!("no backend for this CPU vendor: AMD SVM is not implemented yet\n");
+            Err(EOPNOTSUPP)
+        } else {
+            pr_err!("no backend for this CPU vendor: neither VMX nor SVM\n");
+            Err(EOPNOTSUPP)
+        }
     }
+}
+
+/// What a vendor module hands `kvm_init()` (the seed's `vmx_x86_ops` and the checks
+/// `kvm_arch_init` makes through it).
+struct Vendor {
+    /// `cpu_has_kvm_support()` and `*_disabled_by_bios()`.
+    check_cpu_support: fn() -> Result,
+    /// `hardware_setup()`: the backend, as the generic code will see it.
+    hardware_setup: fn() -> Result<KBox<dyn x86::X86Ops>>,
 }
 
 /// `vmx_init()`: the VMX flavour of `kvm_init()`, then the L1D flush choice.
 fn vmx_init() -> Result<Rkvm> {
-    let rkvm = kvm_init()?;
+    let rkvm = kvm_init(&Vendor {
+        check_cpu_support: vmx::check_cpu_support,
+        hardware_setup: vmx::hardware_setup,
+    })?;
     // On error `rkvm` is dropped, which runs `kvm_exit()`.
     vmx_setup_l1d_flush()?;
     // Nested VMX is not offered, so there are no vmcs12 offsets to check
@@ -75,7 +96,7 @@ fn vmx_init() -> Result<Rkvm> {
     if let Some(k) = kvm() {
         pr_info!(
             "loaded: /dev/rkvm ready, {} backend, {} CPUs\n",
-            x86::X86Ops::name(&k.vmx),
+            k.backend.name(),
             cpu::num_online()
         );
     }
@@ -83,23 +104,22 @@ fn vmx_init() -> Result<Rkvm> {
 }
 
 /// `kvm_init()`.
-fn kvm_init() -> Result<Rkvm> {
+fn kvm_init(vendor: &Vendor) -> Result<Rkvm> {
     // 4.1 kvm_arch_init(), 4.2 kvm_irqfd_init(), 4.3 kvm_arch_hardware_setup(): build the
     // shared state, then publish it for the callbacks registered below.
-    let arch = kvm_arch_init()?;
+    let arch = kvm_arch_init(vendor)?;
     let wq = kvm_irqfd_init()?;
-    let (vmx, msrs, cpuid_supported, cpuid_emulated) = kvm_arch_hardware_setup()?;
+    let (backend, msrs, cpuid_supported, cpuid_emulated) = kvm_arch_hardware_setup(vendor)?;
     let k = KBox::pin_init(
         try_pin_init!(Kvm {
             arch,
-            vmx,
+            backend,
             msrs,
             cpuid_supported,
             cpuid_emulated,
             wq,
             hw <- kvm::hardware::Hardware::new(),
             vcpu_cache: kernel::sync::SetOnce::new(),
-            l1d: kernel::sync::SetOnce::new(),
             devices: kvm::device_ops::Registry::init(),
             debugfs_dir: kernel::sync::SetOnce::new(),
             vms <- kernel::new_mutex!(KVec::new()),
@@ -150,8 +170,9 @@ fn kvm_init() -> Result<Rkvm> {
 }
 
 /// 4.1 `kvm_arch_init()`.
-fn kvm_arch_init() -> Result<x86::Arch> {
+fn kvm_arch_init(vendor: &Vendor) -> Result<x86::Arch> {
     // 4.1.1 cpu_has_kvm_support(), vmx_disabled_by_bios(), FPU and FXSR.
+    (vendor.check_cpu_support)()?;
     x86::check_cpu_support()?;
     // The host's XCR0 (kvm_host.xcr0), before the FPU cache is sized from it.
     x86::cpuid::capture_host_xcr0();
@@ -161,8 +182,8 @@ fn kvm_arch_init() -> Result<x86::Arch> {
     // 4.1.3 alloc_percpu(user_return_msrs).
     let uret = x86::uret::UserReturnMsrs::new(rkvm_on_user_return)?;
     // 4.1.4 kvm_mmu_module_init(), 4.1.6 kvm_mmu_set_mask_ptes().
-    let mmu = x86::mmu::MmuModule::init(x86::host_phys_bits())?;
-    // 4.1.5 kvm_x86_ops: the backend is fixed at build time (VMX); see kvm_arch_hardware_setup.
+    let mmu = x86::mmu::MmuModule::init(x86::host_phys_bits(), kvm::zap_for_shrinker)?;
+    // 4.1.5 kvm_x86_ops: the vendor's, built by its hardware_setup (kvm_arch_hardware_setup).
     // 4.1.7 kvm_timer_init().
     let timer = x86::timer_init()?;
     // 4.1.8 kvm_lapic_init().
@@ -186,7 +207,7 @@ fn kvm_irqfd_init() -> Result<sys::workqueue::OwnedQueue> {
 }
 
 type HardwareSetup = (
-    vmx::Vmx,
+    KBox<dyn x86::X86Ops>,
     x86::msrs::MsrLists,
     KVec<uapi::kvm_cpuid_entry2>,
     KVec<uapi::kvm_cpuid_entry2>,
@@ -194,17 +215,13 @@ type HardwareSetup = (
 
 /// 4.3 `kvm_arch_hardware_setup()`: 4.3.1 `hardware_setup()`, 4.3.2 `kvm_init_msr_list()`,
 /// and the CPUID tables that depend on both.
-fn kvm_arch_hardware_setup() -> Result<HardwareSetup> {
-    let vmx = vmx::hardware_setup()?;
-    let rdtscp = vmx.config.has2(vmx::caps::proc2::ENABLE_RDTSCP);
-    let msrs = x86::msrs::MsrLists::init(&vmx, rdtscp)?;
-    let caps = x86::cpuid::BackendCpuidCaps {
-        rdtscp,
-        invpcid: vmx.config.has2(vmx::caps::proc2::ENABLE_INVPCID),
-    };
+fn kvm_arch_hardware_setup(vendor: &Vendor) -> Result<HardwareSetup> {
+    let backend = (vendor.hardware_setup)()?;
+    let caps = backend.cpuid_caps();
+    let msrs = x86::msrs::MsrLists::init(&*backend, caps.rdtscp)?;
     let supported = x86::cpuid::supported(caps)?.entries;
     let emulated = x86::cpuid::emulated().entries;
-    Ok((vmx, msrs, supported, emulated))
+    Ok((backend, msrs, supported, emulated))
 }
 
 /// 4.4 `check_processor_compat` on every online CPU.
@@ -212,7 +229,7 @@ fn check_processor_compat_all(k: &Kvm) -> Result {
     let _cpus = cpu::CpusReadGuard::new();
     for c in cpu::possible_cpus().filter(|&c| cpu::online(c)) {
         let mut r = Ok(());
-        cpu::run_on(c, || r = x86::X86Ops::check_processor_compat(&k.vmx))?;
+        cpu::run_on(c, || r = k.backend.check_processor_compat())?;
         r?;
     }
     Ok(())
@@ -232,14 +249,9 @@ fn kvm_vcpu_cache_create(k: &Kvm) -> Result {
     Ok(())
 }
 
-/// `vmx_setup_l1d_flush()`.
+/// `vmx_setup_l1d_flush()`: the backend's step after `kvm_init`.
 fn vmx_setup_l1d_flush() -> Result {
-    let k = kvm().ok_or(EINVAL)?;
-    let l1d = k.vmx.setup_l1d_flush()?;
-    if !k.l1d.populate(l1d) {
-        return Err(EBUSY);
-    }
-    Ok(())
+    kvm().ok_or(EINVAL)?.backend.late_init()
 }
 
 /// `kvm_exit()`: everything `kvm_init()` did, in reverse.
@@ -269,7 +281,7 @@ impl Drop for Rkvm {
 
 extern "C" fn rkvm_online_cpu(_cpu: c_uint) -> c_int {
     match kvm() {
-        Some(k) => match k.hw.cpu_online(&k.vmx) {
+        Some(k) => match k.hw.cpu_online(&*k.backend) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         },
@@ -279,7 +291,7 @@ extern "C" fn rkvm_online_cpu(_cpu: c_uint) -> c_int {
 
 extern "C" fn rkvm_offline_cpu(_cpu: c_uint) -> c_int {
     if let Some(k) = kvm() {
-        k.hw.cpu_offline(&k.vmx);
+        k.hw.cpu_offline(&*k.backend);
     }
     0
 }
@@ -287,20 +299,20 @@ extern "C" fn rkvm_offline_cpu(_cpu: c_uint) -> c_int {
 extern "C" fn rkvm_reboot() {
     if let Some(k) = kvm() {
         pr_info!("exiting hardware virtualization\n");
-        k.hw.reboot(&k.vmx);
+        k.hw.reboot(&*k.backend);
     }
 }
 
 extern "C" fn rkvm_suspend() -> c_int {
     if let Some(k) = kvm() {
-        k.hw.suspend(&k.vmx);
+        k.hw.suspend(&*k.backend);
     }
     0
 }
 
 extern "C" fn rkvm_resume() {
     if let Some(k) = kvm() {
-        k.hw.resume(&k.vmx);
+        k.hw.resume(&*k.backend);
     }
 }
 

@@ -137,7 +137,7 @@ fn get_feature_msrs(k: &Kvm, arg: usize) -> Result<isize> {
     let mut entries: KVVec<kvm_msr_entry> = uaccess::read_vec(addr, nmsrs as usize)?;
     let mut done = 0;
     for e in entries.iter_mut() {
-        match k.msrs.feature_msr(&k.vmx, e.index) {
+        match k.msrs.feature_msr(&*k.backend, e.index) {
             Some(v) => e.data = v,
             None if k.msrs.to_save.contains(&e.index) || k.msrs.emulated.contains(&e.index) => {
                 e.data = 0

@@ -22,8 +22,7 @@ pub(crate) mod vm;
 use crate::sys::global::Global;
 use crate::sys::kmem::KmemCache;
 use crate::uapi::kvm_cpuid_entry2;
-use crate::vmx::Vmx;
-use crate::x86::{msrs::MsrLists, Arch};
+use crate::x86::{msrs::MsrLists, Arch, X86Ops};
 use kernel::prelude::*;
 use kernel::sync::SetOnce;
 
@@ -39,8 +38,8 @@ pub(crate) struct VcpuArch {
 #[pin_data]
 pub(crate) struct Kvm {
     pub(crate) arch: Arch,
-    /// The backend (the seed's `kvm_x86_ops`).
-    pub(crate) vmx: Vmx,
+    /// The backend (the seed's `kvm_x86_ops`): VMX or SVM.
+    pub(crate) backend: KBox<dyn X86Ops>,
     pub(crate) msrs: MsrLists,
     pub(crate) cpuid_supported: KVec<kvm_cpuid_entry2>,
     pub(crate) cpuid_emulated: KVec<kvm_cpuid_entry2>,
@@ -50,8 +49,6 @@ pub(crate) struct Kvm {
     pub(crate) hw: hardware::Hardware,
     /// The vCPU cache (`kvm_vcpu_cache`), created after the CPU checks as in the seed.
     pub(crate) vcpu_cache: SetOnce<KmemCache<VcpuArch>>,
-    /// The L1D flush decided by `vmx_setup_l1d_flush`, after `kvm_init`.
-    pub(crate) l1d: SetOnce<crate::vmx::l1d::L1dFlush>,
     pub(crate) devices: device_ops::Registry,
     /// The debugfs directory (set by `kvm_init_debug`), parent of the per-VM ones.
     pub(crate) debugfs_dir: SetOnce<kernel::debugfs::Dir>,

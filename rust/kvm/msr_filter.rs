@@ -30,9 +30,9 @@ pub(crate) struct MsrFilter {
     ranges: KVec<Range>,
 }
 
-impl MsrFilter {
+impl crate::x86::backend::MsrAllow for MsrFilter {
     /// Whether the guest may `write` (else read) MSR `index` through the kernel.
-    pub(crate) fn allowed(&self, index: u32, write: bool) -> bool {
+    fn allowed(&self, index: u32, write: bool) -> bool {
         if (0x800..=0x8ff).contains(&index) {
             return true;
         }

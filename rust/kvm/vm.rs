@@ -14,6 +14,7 @@ use crate::sys::mm::{self, MmId, MmuNotifier, UserPage};
 use crate::sys::page::PhysPage;
 use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
+use crate::x86::backend::{RmodeAddrs, RMODE_TSS_SIZE};
 use crate::x86::emulate::GuestMem;
 use crate::x86::ept::{Ept, Perm, Table};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -49,9 +50,6 @@ pub(crate) struct VmLocked {
 /// KVM's default guest-physical addresses of the real-mode TSS and identity map.
 const TSS_ADDR: u64 = 0xfffb_d000;
 const IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
-/// Bytes of the real-mode TSS: base TSS, interrupt redirection bitmap, I/O bitmap, a
-/// terminating 0xff byte.
-pub(crate) const RMODE_TSS_SIZE: u64 = 0x68 + 32 + 65536 / 8 + 1;
 
 /// Guest pages rkvm owns for running real mode in virtual-8086 mode: three TSS pages
 /// and one page of 4 MiB identity mappings, mapped into the guest at the addresses
@@ -59,13 +57,6 @@ pub(crate) const RMODE_TSS_SIZE: u64 = 0x68 + 32 + 65536 / 8 + 1;
 struct RmodePages {
     tss: [PhysPage; 3],
     idmap: PhysPage,
-}
-
-/// Where the real-mode helpers sit in guest-physical memory.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RmodeAddrs {
-    pub(crate) tss: u64,
-    pub(crate) idmap: u64,
 }
 
 /// State under the MMU spinlock: the EPT and the runtime memslots.
@@ -153,8 +144,8 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
     if ty != KVM_X86_DEFAULT_VM as usize {
         return Err(EINVAL);
     }
-    k.hw.get(&k.vmx)?;
-    let vm = new_vm(k).inspect_err(|_| k.hw.put(&k.vmx))?;
+    k.hw.get(&*k.backend)?;
+    let vm = new_vm(k).inspect_err(|_| k.hw.put(&*k.backend))?;
     // The notifier's context is the VM itself; it is unregistered before the VM is freed.
     let ctx = core::ptr::from_ref::<Vm>(&vm).cast_mut().cast();
     let notifier = MmuNotifier::register(ctx)?;
@@ -257,11 +248,11 @@ impl PinnedDrop for Vm {
         drop(debugfs);
         drop(notifier);
         for v in vcpus.iter() {
-            v.release(self.kvm);
+            v.release();
         }
         drop(vcpus);
         self.kvm.vm_list_remove(&self);
-        self.kvm.hw.put(&self.kvm.vmx);
+        self.kvm.hw.put(&*self.kvm.backend);
     }
 }
 

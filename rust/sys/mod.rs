@@ -9,6 +9,8 @@
 //! from `include/rkvm_shim.h`.
 
 pub(crate) mod anon_fd;
+#[macro_use]
+pub(crate) mod bitfield;
 pub(crate) mod cpu;
 pub(crate) mod global;
 pub(crate) mod irqfd;

@@ -19,6 +19,21 @@ pub(crate) struct Gprs {
     pub(crate) r: [u64; 17],
 }
 
+impl crate::x86::insn::Gprs for Gprs {
+    fn gpr(&self, n: usize) -> u64 {
+        self.r.get(n).copied().unwrap_or(0)
+    }
+
+    fn set_gpr(&mut self, n: usize, v: u64) {
+        // The area also holds CR2 (index 16), which is not a general register.
+        if n < 16 {
+            if let Some(r) = self.r.get_mut(n) {
+                *r = v;
+            }
+        }
+    }
+}
+
 /// Bits of the `flags` argument of `rkvm_vmx_vmenter`.
 pub(crate) mod flags {
     /// VMRESUME instead of VMLAUNCH.

@@ -27,7 +27,8 @@ use crate::sys::msr::{self, index};
 use crate::sys::page::{Hpa, PhysPage};
 use crate::sys::percpu::PerCpu;
 use crate::sys::ratelimit::pr_err_ratelimited;
-use crate::x86::X86Ops;
+use crate::x86::cpuid::BackendCpuidCaps;
+use crate::x86::{VcpuOps, X86Ops};
 use caps::{proc2, VmcsConfig};
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
@@ -90,6 +91,8 @@ pub(crate) struct Vmx {
     cpus: PerCpu<VmxCpu>,
     /// VPIDs handed to vCPUs (8 KiB: kept out of the stack-built `Vmx`).
     pub(crate) vpids: &'static vcpu::VpidAllocator,
+    /// The L1D flush decided by `vmx_setup_l1d_flush`, after `kvm_init`.
+    pub(crate) l1d: kernel::sync::SetOnce<l1d::L1dFlush>,
 }
 
 /// The VPID bitmap; module data, fresh on every load.
@@ -98,6 +101,20 @@ static VPIDS: vcpu::VpidAllocator = vcpu::VpidAllocator::new();
 /// `cpu_has_kvm_support()`: CPUID.1:ECX.VMX.
 pub(crate) fn cpu_has_kvm_support() -> bool {
     cpu::cpuid(1, 0)[2] & (1 << 5) != 0
+}
+
+/// The VMX half of `kvm_arch_init`'s checks (4.1.1): VMX present and not disabled by the
+/// BIOS.
+pub(crate) fn check_cpu_support() -> Result {
+    if !cpu_has_kvm_support() {
+        pr_err!("no VMX on this CPU\n");
+        return Err(EOPNOTSUPP);
+    }
+    if vmx_disabled_by_bios() {
+        pr_err!("VMX disabled by BIOS (IA32_FEATURE_CONTROL)\n");
+        return Err(EOPNOTSUPP);
+    }
+    Ok(())
 }
 
 /// `vmx_disabled_by_bios()`: IA32_FEATURE_CONTROL locked without VMX outside SMX (the
@@ -123,7 +140,7 @@ fn this_cpu_config(params: &Params) -> Result<VmcsConfig> {
 
 /// `hardware_setup()`: the VMX configuration, the module parameters in effect and the
 /// per-CPU VMXON regions.
-pub(crate) fn hardware_setup() -> Result<Vmx> {
+pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
     let mut params = Params::from_module();
     if !params.ept {
         pr_err!("ept=0 is not supported: rkvm maps guest memory with EPT only\n");
@@ -151,13 +168,15 @@ pub(crate) fn hardware_setup() -> Result<Vmx> {
         u8::from(params.pml),
         revision
     );
-    Ok(Vmx {
+    let vmx = Vmx {
         config,
         params,
         spec: spec::Spec::probe(),
         cpus,
         vpids: &VPIDS,
-    })
+        l1d: kernel::sync::SetOnce::new(),
+    };
+    Ok(KBox::new(vmx, GFP_KERNEL)?)
 }
 
 /// `alloc_kvm_area()`: one VMXON region per possible CPU, stamped with the revision id.
@@ -175,12 +194,15 @@ fn alloc_kvm_area(revision: u32) -> Result<PerCpu<VmxCpu>> {
 
 impl Vmx {
     /// `vmx_setup_l1d_flush()`: decides the L1D flush on VM entry.
-    pub(crate) fn setup_l1d_flush(&self) -> Result<l1d::L1dFlush> {
+    fn setup_l1d_flush(&self) -> Result {
         let flush = l1d::L1dFlush::setup(self.params.l1d_flush)?;
         let mut shown = self.params;
         shown.l1d_flush = flush.mode();
         shown.publish();
-        Ok(flush)
+        if !self.l1d.populate(flush) {
+            return Err(EBUSY);
+        }
+        Ok(())
     }
 
     /// This CPU's VMXON region; `None` if the CPU is not enabled.
@@ -261,5 +283,24 @@ impl X86Ops for Vmx {
     fn has_emulated_msr(&self, msr: u32) -> bool {
         // Same reason: no VMX MSRs for the guest without nested VMX.
         !(index::IA32_VMX_BASIC..=index::IA32_VMX_VMFUNC).contains(&msr)
+    }
+
+    fn cpuid_caps(&self) -> BackendCpuidCaps {
+        BackendCpuidCaps {
+            rdtscp: self.config.has2(proc2::ENABLE_RDTSCP),
+            invpcid: self.config.has2(proc2::ENABLE_INVPCID),
+        }
+    }
+
+    fn needs_rmode_pages(&self) -> bool {
+        !self.params.unrestricted_guest
+    }
+
+    fn late_init(&self) -> Result {
+        self.setup_l1d_flush()
+    }
+
+    fn vcpu_create(&'static self) -> Result<KBox<dyn VcpuOps>> {
+        Ok(KBox::new(vcpu::VmxVcpu::new(self)?, GFP_KERNEL_ACCOUNT)?)
     }
 }

@@ -86,9 +86,9 @@ impl Ept {
         })
     }
 
-    /// The EPT pointer: root, write-back paging structures, 4-level walk.
-    pub(crate) fn eptp(&self) -> u64 {
-        self.root.page.phys().0 | (u64::from(LEVELS) - 1) << 3 | 6
+    /// The root table (the backend makes its pointer format from it).
+    pub(crate) fn root(&self) -> crate::sys::page::Hpa {
+        self.root.page.phys()
     }
 
     /// How many spare tables `map` may need, beyond those already in the pool.

@@ -4,6 +4,19 @@
 //! code finishes (in process context, on the software `VcpuState`), or hands to
 //! userspace.
 
+/// What a control-register exit did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CrOp {
+    /// MOV CRn, reg.
+    Write { gpr: u8 },
+    /// MOV reg, CRn.
+    Read { gpr: u8 },
+    /// CLTS (CR0).
+    Clts,
+    /// LMSW with its 16-bit source (CR0).
+    Lmsw { value: u16 },
+}
+
 /// A VM exit the backend did not complete inside its window.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Exit {
@@ -22,16 +35,20 @@ pub(crate) enum Exit {
         /// Instruction length (string forms are emulated from the instruction).
         insn_len: u8,
     },
-    /// An access to a guest-physical address with no writable memory behind it.
-    EptViolation {
+    /// A guest-physical access the two-dimensional page table did not allow (EPT
+    /// violation, nested page fault): no memory there, or no writable memory.
+    TdpFault {
         gpa: u64,
         write: bool,
         fetch: bool,
-        /// The event whose delivery faulted (IDT-vectoring information, bit 31 = valid),
-        /// with the backend's exit reason and qualification for an internal-error report.
+        /// The event whose delivery faulted, in the format VMX's IDT-vectoring field
+        /// and SVM's EXITINTINFO share (vector 7:0, type 10:8, error code valid 11,
+        /// valid 31), or 0.
         vectoring: u32,
-        reason: u32,
-        qual: u64,
+        /// The hardware's exit reason and qualification, only for internal-error
+        /// reports (KVM reports its vendor's numbers too).
+        hw_reason: u32,
+        hw_qual: u64,
     },
     /// HLT (RIP past it).
     Hlt,
@@ -41,14 +58,17 @@ pub(crate) enum Exit {
     FailEntry {
         reason: u64,
     },
-    /// MOV to/from a control register, CLTS, LMSW (exit qualification).
+    /// MOV to/from a control register, CLTS, LMSW.
     CrAccess {
-        qual: u64,
+        cr: u8,
+        op: CrOp,
         insn_len: u8,
     },
-    /// MOV to/from a debug register (exit qualification).
+    /// MOV to (`write`) or from a debug register, with general register `gpr`.
     DrAccess {
-        qual: u64,
+        dr: u8,
+        write: bool,
+        gpr: u8,
         insn_len: u8,
     },
     /// RDMSR / WRMSR (ECX, EDX:EAX in the GPRs).
@@ -89,7 +109,7 @@ impl Exit {
         matches!(
             self,
             Exit::Io { .. }
-                | Exit::EptViolation { .. }
+                | Exit::TdpFault { .. }
                 | Exit::CrAccess { .. }
                 | Exit::DrAccess { .. }
                 | Exit::Rdmsr { .. }

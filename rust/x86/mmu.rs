@@ -58,13 +58,10 @@ fn shrink_count() -> u64 {
     USED_MMU_PAGES.load(Ordering::Relaxed).max(0) as u64
 }
 
-fn shrink_scan(n: u64) -> u64 {
-    crate::kvm::zap_for_shrinker(n)
-}
-
 impl MmuModule {
-    /// `kvm_mmu_module_init()` + `kvm_mmu_set_mask_ptes()`.
-    pub(crate) fn init(host_phys_bits: u32) -> Result<Self> {
+    /// `kvm_mmu_module_init()` + `kvm_mmu_set_mask_ptes()`. The shrinker's `scan` (which
+    /// zaps VMs' tables) comes from the generic core, which owns the VMs.
+    pub(crate) fn init(host_phys_bits: u32, shrink_scan: fn(u64) -> u64) -> Result<Self> {
         let masks = SpteMasks::ept(host_phys_bits);
         let page_header_cache = KmemCache::new(
             c"rkvm_mmu_page_header",

@@ -4,17 +4,20 @@
 //! architecture init (`kvm_arch_init`), CPUID and MSR tables, user-return MSRs, the MMU's
 //! module state, the timer and the local APIC defaults.
 
+pub(crate) mod backend;
 pub(crate) mod cpuid;
 pub(crate) mod emulate;
 pub(crate) mod ept;
 pub(crate) mod events;
 pub(crate) mod exit;
 pub(crate) mod fpu;
+pub(crate) mod insn;
 pub(crate) mod lapic;
 pub(crate) mod mmu;
 pub(crate) mod msrs;
 pub(crate) mod quirks;
 pub(crate) mod state;
+pub(crate) mod stats;
 pub(crate) mod uret;
 pub(crate) mod validate;
 
@@ -22,22 +25,7 @@ use crate::sys::cpu::{self, Feature};
 use crate::sys::kmem::KmemCache;
 use kernel::prelude::*;
 
-/// The backend interface (the seed's `kvm_x86_ops`): what the generic x86 code asks of
-/// VMX or SVM. Kept as small as the callers need.
-pub(crate) trait X86Ops: Send + Sync {
-    /// "vmx" or "svm".
-    fn name(&self) -> &'static CStr;
-    /// Checks that the CPU this runs on matches the configuration (`check_processor_compat`).
-    fn check_processor_compat(&self) -> Result;
-    /// Makes the CPU this runs on ready to run guests (`hardware_enable`).
-    fn hardware_enable(&self) -> Result;
-    /// Undoes `hardware_enable` on the CPU this runs on.
-    fn hardware_disable(&self);
-    /// A backend-specific feature MSR (`get_msr_feature`).
-    fn get_feature_msr(&self, msr: u32) -> Option<u64>;
-    /// Whether the backend can emulate `msr` for guests (`has_emulated_msr`).
-    fn has_emulated_msr(&self, msr: u32) -> bool;
-}
+pub(crate) use backend::{RunCtx, VcpuOps, X86Ops};
 
 /// The guest FPU state as kept in the `x86_fpu` cache: an XSAVE area, 64-byte aligned, of
 /// the size the supported XSAVE components need (the cache's object size).
@@ -95,21 +83,9 @@ pub(crate) fn host_phys_bits() -> u32 {
     }
 }
 
-/// The architecture checks of `kvm_arch_init` (4.1.1 in the seed): VMX present, not
-/// disabled by the BIOS, FPU and FXSR.
+/// The common part of `kvm_arch_init`'s checks (4.1.1 in the seed), after the backend's
+/// own (VMX or SVM present and not disabled by the firmware): FPU and FXSR.
 pub(crate) fn check_cpu_support() -> Result {
-    if !crate::vmx::cpu_has_kvm_support() {
-        if cpu::boot_cpu_has(Feature::Svm) {
-            pr_err!("no backend for this CPU vendor: AMD SVM is not implemented yet\n");
-        } else {
-            pr_err!("no backend for this CPU vendor: no VMX\n");
-        }
-        return Err(EOPNOTSUPP);
-    }
-    if crate::vmx::vmx_disabled_by_bios() {
-        pr_err!("VMX disabled by BIOS (IA32_FEATURE_CONTROL)\n");
-        return Err(EOPNOTSUPP);
-    }
     if !cpu::boot_cpu_has(Feature::Fpu) || !cpu::boot_cpu_has(Feature::Fxsr) {
         pr_err!("inadequate FPU support (FPU and FXSR are required)\n");
         return Err(EOPNOTSUPP);

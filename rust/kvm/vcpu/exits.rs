@@ -205,13 +205,13 @@ pub(super) fn handle_exit(
             io_exit(vcpu, port, size, input, 1);
             Ok(Some(0))
         }
-        Exit::EptViolation {
+        Exit::TdpFault {
             gpa,
             write,
             fetch,
             vectoring,
-            reason,
-            qual,
+            hw_reason: reason,
+            hw_qual: qual,
         } => {
             vcpu.stats.inc(st::PF_TAKEN);
             if vm.fault_in(gpa, write)? {
@@ -241,8 +241,13 @@ pub(super) fn handle_exit(
             }
             mmio(vm, vcpu, g, gpa, write, exit)
         }
-        Exit::CrAccess { qual, insn_len } => cr_access(vm, vcpu, g, qual, insn_len),
-        Exit::DrAccess { qual, insn_len } => {
+        Exit::CrAccess { cr, op, insn_len } => cr_access(vm, vcpu, g, cr, op, insn_len),
+        Exit::DrAccess {
+            dr,
+            write,
+            gpr,
+            insn_len,
+        } => {
             // DR7.GD: the MOV itself raises #DB (DR6.BD). Userspace's hardware
             // breakpoints take it to KVM_EXIT_DEBUG; otherwise the guest gets it, with GD
             // cleared as the CPU does.
@@ -268,7 +273,7 @@ pub(super) fn handle_exit(
                 inject(s, emulate::db());
                 return Ok(None);
             }
-            dr_access(s, qual, insn_len)
+            dr_access(s, dr, write, gpr, insn_len)
         }
         Exit::Rdmsr { insn_len } => msr_access(vm, vcpu, g, false, insn_len),
         Exit::Wrmsr { insn_len } => msr_access(vm, vcpu, g, true, insn_len),
@@ -308,10 +313,16 @@ pub(super) fn handle_exit(
     }
 }
 
-pub(super) fn dr_access(s: &mut VcpuState, qual: u64, insn_len: u8) -> Result<Option<isize>> {
-    let dr = (qual & 7) as usize;
-    let from = qual & (1 << 4) != 0;
-    let gpr = ((qual >> 8) & 15) as u8;
+/// MOV to (`write`) or from debug register `dr` with general register `gpr`.
+pub(super) fn dr_access(
+    s: &mut VcpuState,
+    dr: u8,
+    write: bool,
+    gpr: u8,
+    insn_len: u8,
+) -> Result<Option<isize>> {
+    let dr = usize::from(dr & 7);
+    let from = !write;
     if (dr == 4 || dr == 5) && s.cr4 & state::cr4::DE != 0 {
         inject(s, emulate::ud());
         return Ok(None);
@@ -349,21 +360,20 @@ pub(super) fn dr_access(s: &mut VcpuState, qual: u64, insn_len: u8) -> Result<Op
     Ok(None)
 }
 
+/// A control-register access: `op` on CR`cr`.
 pub(super) fn cr_access(
     vm: &Vm,
     vcpu: &Vcpu,
     g: &mut VcpuInner,
-    qual: u64,
+    cr: u8,
+    op: CrOp,
     len: u8,
 ) -> Result<Option<isize>> {
     let valid4 = emulate::cr4_valid_bits(&g.cpuid);
     let s = &mut g.state;
-    let cr = (qual & 15) as u8;
-    let kind = (qual >> 4) & 3;
-    let gpr = ((qual >> 8) & 15) as u8;
     let mut exit_tpr = false;
-    let r = match kind {
-        0 => {
+    let r = match op {
+        CrOp::Write { gpr } => {
             let v = emulate::gpr64(s, gpr);
             match cr {
                 0 => emulate::set_cr0(s, v).map(Some),
@@ -384,7 +394,7 @@ pub(super) fn cr_access(
                 _ => Err(emulate::ud()),
             }
         }
-        1 => {
+        CrOp::Read { gpr } => {
             let v = match cr {
                 3 => s.cr3,
                 8 => s.cr8,
@@ -393,13 +403,13 @@ pub(super) fn cr_access(
             emulate::set_gpr(s, gpr, 8, false, v);
             Ok(None)
         }
-        2 => {
+        CrOp::Clts => {
             s.cr0 &= !state::cr0::TS;
             Ok(None)
         }
-        _ => {
+        CrOp::Lmsw { value } => {
             // LMSW: the low four bits of CR0; PE cannot be cleared.
-            let src = (qual >> 16) & 0xf;
+            let src = u64::from(value) & 0xf;
             let v = s.cr0 & !0xe | src & 0xf | s.cr0 & state::cr0::PE;
             emulate::set_cr0(s, v).map(Some)
         }

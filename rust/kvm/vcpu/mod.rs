@@ -20,12 +20,12 @@ use crate::sys::kmem::KmemBox;
 use crate::sys::page::PhysPage;
 use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
-use crate::vmx::vcpu::{RunCtx, VmxVcpu};
+use crate::x86::backend::MsrAllow;
 use crate::x86::emulate::{self, EmuError, GuestMem, MemOp, MsrEnv};
-use crate::x86::exit::Exit;
+use crate::x86::exit::{CrOp, Exit};
 use crate::x86::lapic::{self, Clock, Lapic, Mailbox};
 use crate::x86::state::{self, Exception, VcpuState};
-use crate::x86::{events, fpu, GuestFpu};
+use crate::x86::{events, fpu, GuestFpu, RunCtx, VcpuOps};
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use kernel::mm::virt::VmaNew;
@@ -87,7 +87,8 @@ enum Pending {
 /// State under the vCPU mutex (KVM's `vcpu->mutex`, held by every vCPU ioctl).
 pub(crate) struct VcpuInner {
     state: VcpuState,
-    vmx: VmxVcpu,
+    /// The backend's half of the vCPU.
+    backend: KBox<dyn VcpuOps>,
     fpu: KmemBox<GuestFpu>,
     /// The instruction decoder's context (the seed's emulator cache object).
     emu: KmemBox<crate::x86::EmulateCtxt>,
@@ -180,7 +181,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             id,
             inner <- new_mutex!(VcpuInner {
                 state: VcpuState::reset(apic_base, tsc_offset),
-                vmx: VmxVcpu::new(&k.vmx)?,
+                backend: k.backend.vcpu_create()?,
                 fpu: fpu_area,
                 emu: k.arch.emulator_cache.alloc_value(crate::x86::EmulateCtxt::default())?,
                 cpuid: KVec::new(),
@@ -247,7 +248,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             if let Some(i) = l.vcpus.iter().position(|v| Arc::ptr_eq(v, &vcpu)) {
                 let _ = l.vcpus.remove(i);
             }
-            vcpu.release(k);
+            vcpu.release();
             Err(e)
         }
     }
@@ -267,9 +268,9 @@ pub(crate) fn sched_out(ctx: *mut c_void) {
 }
 
 impl Vcpu {
-    /// Frees backend resources (VPID); the VM calls this when it goes.
-    pub(crate) fn release(&self, k: &Kvm) {
-        self.inner.lock().vmx.release(&k.vmx);
+    /// Frees backend resources (VPID, ASID); the VM calls this when it goes.
+    pub(crate) fn release(&self) {
+        self.inner.lock().backend.release();
     }
 
     /// Makes the vCPU look at its local APIC: out of guest mode if it runs one (without
@@ -783,10 +784,10 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
     g.has_run = true;
     // Without unrestricted guest, real mode runs in virtual-8086 mode on rkvm's own TSS
     // and identity map.
-    let rmode = if k.vmx.params.unrestricted_guest {
-        None
-    } else {
+    let rmode = if k.backend.needs_rmode_pages() {
         Some(vm.rmode_addrs()?)
+    } else {
+        None
     };
     // Steal time is brought up to date on the first entry of each KVM_RUN.
     let mut first_entry = true;
@@ -820,7 +821,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
         if rmode.is_some() && !g.state.protected() {
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
-        let eptp = vm.mmu.lock().ept.eptp();
+        let tdp_root = vm.mmu.lock().ept.root();
         g.steal.update(
             vm,
             g.state.msrs.steal_time,
@@ -836,7 +837,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
         let exit = {
             let VcpuInner {
                 state,
-                vmx,
+                backend,
                 fpu,
                 cpuid,
                 guest_debug,
@@ -852,10 +853,8 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                     [0]
             });
             let mut ctx = RunCtx {
-                vmx: &k.vmx,
                 uret: &k.arch.uret,
-                l1d: k.l1d.as_ref(),
-                eptp,
+                tdp_root,
                 flush_gen: &vm.flush_gen,
                 state,
                 fpu,
@@ -870,12 +869,12 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
                 debug_dr: (*guest_debug & KVM_GUESTDBG_USE_HW_BP != 0).then_some(*debug_dr),
                 rmode,
                 quirks: vm.quirks(),
-                msr_filter: msr_filter.as_deref(),
+                msr_filter: msr_filter.as_deref().map(|f| f as &dyn MsrAllow),
                 msr_filter_gen: *msr_filter_gen,
                 vm_msr_filter_gen: &vm.msr_filter_gen,
                 pv_features,
             };
-            vmx.run(&mut ctx)
+            backend.run(&mut ctx)
         };
         let exit = match exit {
             Ok(e) => e,

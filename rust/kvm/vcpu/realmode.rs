@@ -147,23 +147,26 @@ pub(super) fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Op
             vcpu.set_exit(KVM_EXIT_HLT);
             Ok(Some(0))
         }
-        (0x0f, 0x06) => cr_access(vm, vcpu, g, 2, (i + 2) as u8),
+        (0x0f, 0x06) => cr_access(vm, vcpu, g, 0, CrOp::Clts, (i + 2) as u8),
         (0x0f, 0x08) | (0x0f, 0x09) => {
             s.regs.rip = s.regs.rip.wrapping_add(i as u64 + 2);
             s.dirty = true;
             Ok(None)
         }
         (0x0f, 0x20) | (0x0f, 0x22) if modrm >> 6 == 3 => {
-            let cr = u64::from((modrm >> 3) & 7);
-            let gpr = u64::from(modrm & 7);
-            let kind = if op2 == 0x20 { 1 } else { 0 };
-            cr_access(vm, vcpu, g, cr | kind << 4 | gpr << 8, (i + 3) as u8)
+            let cr = (modrm >> 3) & 7;
+            let gpr = modrm & 7;
+            let op = if op2 == 0x20 {
+                CrOp::Read { gpr }
+            } else {
+                CrOp::Write { gpr }
+            };
+            cr_access(vm, vcpu, g, cr, op, (i + 3) as u8)
         }
         (0x0f, 0x21) | (0x0f, 0x23) if modrm >> 6 == 3 => {
-            let dr = u64::from((modrm >> 3) & 7);
-            let gpr = u64::from(modrm & 7);
-            let from = if op2 == 0x21 { 1 << 4 } else { 0 };
-            dr_access(s, dr | from | gpr << 8, (i + 3) as u8)
+            let dr = (modrm >> 3) & 7;
+            let gpr = modrm & 7;
+            dr_access(s, dr, op2 == 0x23, gpr, (i + 3) as u8)
         }
         (0x0f, 0x30) => msr_access(vm, vcpu, g, true, (i + 2) as u8),
         (0x0f, 0x32) => msr_access(vm, vcpu, g, false, (i + 2) as u8),
@@ -192,8 +195,8 @@ pub(super) fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Op
                     Ok(None)
                 }
                 6 if modrm >> 6 == 3 => {
-                    let v = emulate::gpr64(s, modrm & 7) & 0xffff;
-                    cr_access(vm, vcpu, g, 3 << 4 | v << 16, (i + 3) as u8)
+                    let value = emulate::gpr64(s, modrm & 7) as u16;
+                    cr_access(vm, vcpu, g, 0, CrOp::Lmsw { value }, (i + 3) as u8)
                 }
                 _ => Ok(fail(vcpu)),
             }

@@ -55,7 +55,7 @@ impl Core {
         }
         let mut want_irq_window = ctx.apic_window;
         let mut want_nmi_window = false;
-        let caps = inject::Caps::new(&ctx.vmx.config);
+        let caps = inject::Caps::new(&self.vmx.config);
         let soft_irq = ev
             .soft_interrupt
             .map(|(vector, len)| inject::soft_interrupt(vector, len, irq_ok, caps));

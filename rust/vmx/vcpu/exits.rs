@@ -4,6 +4,8 @@
 //! rest go back to the generic code as an [`Exit`].
 
 use super::*;
+use crate::x86::exit::CrOp;
+use crate::x86::insn;
 
 impl Core {
     /// Handles one exit inside the window; `Some` leaves the window.
@@ -31,6 +33,7 @@ impl Core {
             Self::requeue_vectoring(v, ctx.state, vect);
         }
         let qual = v.rn(vmcs::EXIT_QUALIFICATION);
+        let env = Self::env(ctx);
         let s = &mut *ctx.state;
         match reason {
             reason::EXCEPTION_NMI => {
@@ -129,26 +132,9 @@ impl Core {
                 Ok(None)
             }
             reason::CPUID => {
-                // CPUID faulting (MSR_MISC_FEATURES_ENABLES bit 0): #GP outside ring 0.
-                if s.msrs.misc_features & 1 != 0 && v.r16(vmcs::GUEST_SS_SELECTOR) & 3 != 0 {
-                    Self::queue_exception(s, GP_VECTOR, Some(0));
-                    return Ok(None);
-                }
-                let leaf = self.gprs.r[reg::RAX] as u32;
-                let sub = self.gprs.r[reg::RCX] as u32;
-                let rt = cpuid::Runtime {
-                    cr4: v.rn(vmcs::CR4_READ_SHADOW),
-                    xcr0: s.xcr0,
-                    apic_base: s.apic_base,
-                    mwait: ctx.quirks.cpuid_mwait(s.msrs.misc_enable),
-                };
-                let [a, b, c, d] = cpuid::guest_cpuid(ctx.cpuid, leaf, sub, rt);
-                self.gprs.r[reg::RAX] = u64::from(a);
-                self.gprs.r[reg::RBX] = u64::from(b);
-                self.gprs.r[reg::RCX] = u64::from(c);
-                self.gprs.r[reg::RDX] = u64::from(d);
-                Self::skip(v, len)?;
-                Ok(None)
+                let at = self.at(v);
+                let done = insn::cpuid(&mut self.gprs, s, &at, &env);
+                self.finish(v, s, done, len)
             }
             reason::HLT => {
                 ctx.stats.inc(st::HALT_EXITS);
@@ -178,73 +164,30 @@ impl Core {
             }
             reason::VMCALL => {
                 ctx.stats.inc(st::HYPERCALLS);
-                let cpl = v.r16(vmcs::GUEST_SS_SELECTOR) & 3;
-                let protected = v.rn(vmcs::CR0_READ_SHADOW) & cr0::PE != 0;
-                // KVM's hypercalls that need nothing from rkvm: polling for an
-                // interrupt (it is delivered on entry anyway) and the yield hint (the
-                // window cannot yield; returning is what a yield ends with).
-                const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
-                const KVM_HC_SCHED_YIELD: u64 = 11;
-                const KVM_FEATURE_PV_SCHED_YIELD: u32 = 1 << 13;
-                let long = v.r32(vmcs::GUEST_CS_AR_BYTES) & (1 << 13) != 0;
-                let nr = if long {
-                    self.gprs.r[reg::RAX]
-                } else {
-                    self.gprs.r[reg::RAX] & 0xffff_ffff
-                };
-                self.gprs.r[reg::RAX] = if protected && cpl != 0 {
-                    KVM_EPERM
-                } else if nr == KVM_HC_VAPIC_POLL_IRQ
-                    || (nr == KVM_HC_SCHED_YIELD
-                        && ctx
-                            .pv_features
-                            .is_none_or(|f| f & KVM_FEATURE_PV_SCHED_YIELD != 0))
-                {
-                    0
-                } else {
-                    KVM_ENOSYS
-                };
-                Self::skip(v, len)?;
-                Ok(None)
+                let at = self.at(v);
+                let done = insn::hypercall(&mut self.gprs, &at, &env);
+                self.finish(v, s, done, len)
             }
             reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
                 Self::queue_exception(s, UD_VECTOR, None);
                 Ok(None)
             }
             reason::MWAIT | reason::MONITOR => {
-                // As KVM: a NOP unless the quirks say the guest may not use them.
-                let rt = cpuid::Runtime {
-                    cr4: v.rn(vmcs::CR4_READ_SHADOW),
-                    xcr0: s.xcr0,
-                    apic_base: s.apic_base,
-                    mwait: ctx.quirks.cpuid_mwait(s.msrs.misc_enable),
-                };
-                if ctx
-                    .quirks
-                    .monitor_mwait_faults(s.msrs.misc_enable, ctx.cpuid, rt)
-                {
-                    Self::queue_exception(s, UD_VECTOR, None);
-                } else {
-                    Self::skip(v, len)?;
-                }
-                Ok(None)
+                let at = self.at(v);
+                let done = insn::monitor_mwait(s, &at, &env);
+                self.finish(v, s, done, len)
             }
             reason::RDTSCP | reason::INVPCID => Ok(Some(Exit::Unhandled { reason, qual })),
             reason::XSETBV => {
-                let idx = self.gprs.r[reg::RCX] as u32;
-                let val = (self.gprs.r[reg::RDX] << 32) | (self.gprs.r[reg::RAX] & 0xffff_ffff);
-                let allowed = cpuid::guest_supported_xcr0(ctx.cpuid);
-                let cpl = v.r16(vmcs::GUEST_SS_SELECTOR) & 3;
-                if idx != 0 || cpl != 0 || !cpuid::xcr0_valid(val, allowed) {
-                    Self::queue_exception(s, GP_VECTOR, Some(0));
-                } else {
-                    s.xcr0 = val;
-                    // SAFETY: `val` is a valid XCR0 within the host's (checked above); the
-                    // host value is restored before the window ends.
-                    unsafe { fpu::xsetbv0(val) };
-                    Self::skip(v, len)?;
+                let at = self.at(v);
+                let done = insn::xsetbv(&self.gprs, s, &at, &env);
+                if let insn::Done::Skip = done {
+                    // SAFETY: `insn::xsetbv` accepted the value: a valid XCR0 within the
+                    // host's components. The host value is restored before the window
+                    // ends.
+                    unsafe { fpu::xsetbv0(s.xcr0) };
                 }
-                Ok(None)
+                self.finish(v, s, done, len)
             }
             reason::IO_INSTRUCTION => {
                 ctx.stats.inc(st::IO_EXITS);
@@ -266,8 +209,32 @@ impl Core {
                     insn_len,
                 }))
             }
-            reason::CR_ACCESS => Ok(Some(Exit::CrAccess { qual, insn_len })),
-            reason::DR_ACCESS => Ok(Some(Exit::DrAccess { qual, insn_len })),
+            reason::CR_ACCESS => {
+                let q = CrQual(qual);
+                let gpr = q.gpr() as u8;
+                let op = match q.kind() {
+                    0 => CrOp::Write { gpr },
+                    1 => CrOp::Read { gpr },
+                    2 => CrOp::Clts,
+                    _ => CrOp::Lmsw {
+                        value: q.lmsw_source() as u16,
+                    },
+                };
+                Ok(Some(Exit::CrAccess {
+                    cr: q.cr() as u8,
+                    op,
+                    insn_len,
+                }))
+            }
+            reason::DR_ACCESS => {
+                let q = DrQual(qual);
+                Ok(Some(Exit::DrAccess {
+                    dr: q.dr() as u8,
+                    write: !q.to_gpr(),
+                    gpr: q.gpr() as u8,
+                    insn_len,
+                }))
+            }
             reason::MSR_READ => Ok(Some(Exit::Rdmsr { insn_len })),
             reason::MSR_WRITE => Ok(Some(Exit::Wrmsr { insn_len })),
             reason::MONITOR_TRAP_FLAG => Ok(Some(Exit::Debug {
@@ -277,16 +244,91 @@ impl Core {
             })),
             reason::EPT_VIOLATION => {
                 let gpa = v.r64(vmcs::GUEST_PHYSICAL_ADDRESS);
-                Ok(Some(Exit::EptViolation {
+                let q = EptQual(qual);
+                Ok(Some(Exit::TdpFault {
                     gpa,
-                    write: qual & 2 != 0,
-                    fetch: qual & 4 != 0,
+                    write: q.write(),
+                    fetch: q.fetch(),
                     vectoring: vect,
-                    reason,
-                    qual,
+                    hw_reason: reason,
+                    hw_qual: qual,
                 }))
             }
             _ => Ok(Some(Exit::Unhandled { reason, qual })),
+        }
+    }
+}
+
+impl Core {
+    /// The guest's mode, for the instructions of [`insn`].
+    fn at(&self, v: &Loaded<'_>) -> insn::At {
+        insn::At {
+            cpl: (v.r16(vmcs::GUEST_SS_SELECTOR) & 3) as u8,
+            cr4: v.rn(vmcs::CR4_READ_SHADOW),
+            protected: v.rn(vmcs::CR0_READ_SHADOW) & cr0::PE != 0,
+            long_cs: v.r32(vmcs::GUEST_CS_AR_BYTES) & (1 << 13) != 0,
+        }
+    }
+
+    fn env<'a>(ctx: &RunCtx<'a>) -> insn::Env<'a> {
+        insn::Env {
+            cpuid: ctx.cpuid,
+            quirks: ctx.quirks,
+            pv_features: ctx.pv_features,
+        }
+    }
+
+    /// Skips the instruction or queues its fault.
+    fn finish(
+        &self,
+        v: &Loaded<'_>,
+        s: &mut VcpuState,
+        done: insn::Done,
+        len: u32,
+    ) -> Result<Option<Exit>> {
+        match done {
+            insn::Done::Skip => Self::skip(v, len)?,
+            insn::Done::Fault(f) => s.events.exception = Some(f),
+        }
+        Ok(None)
+    }
+}
+
+crate::sys::bitfield::bitfield! {
+    /// Exit qualification of a control-register access (SDM Table 28-3).
+    struct CrQual(u64) {
+        fields {
+            cr: 0..=3,
+            /// 0: MOV to CR, 1: MOV from CR, 2: CLTS, 3: LMSW.
+            kind: 4..=5,
+            gpr: 8..=11,
+            lmsw_source: 16..=31,
+        }
+        flags {}
+    }
+}
+
+crate::sys::bitfield::bitfield! {
+    /// Exit qualification of a debug-register access (SDM Table 28-4).
+    struct DrQual(u64) {
+        fields {
+            dr: 0..=2,
+            gpr: 8..=11,
+        }
+        flags {
+            /// MOV from DR (to the general register).
+            to_gpr: 4,
+        }
+    }
+}
+
+crate::sys::bitfield::bitfield! {
+    /// Exit qualification of an EPT violation (SDM Table 28-7), the bits rkvm uses.
+    struct EptQual(u64) {
+        fields {}
+        flags {
+            write: 1,
+            fetch: 2,
         }
     }
 }

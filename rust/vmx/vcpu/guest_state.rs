@@ -13,7 +13,7 @@ impl Core {
         v: &Loaded<'_>,
         vmx: &Vmx,
         s: &VcpuState,
-        rmode: Option<crate::kvm::vm::RmodeAddrs>,
+        rmode: Option<crate::x86::backend::RmodeAddrs>,
     ) -> Result {
         let w = |r: crate::vmx::asm::VmxResult| r.map_err(|_| EIO);
         let vm86 = vm86_mode(rmode, s);
@@ -28,7 +28,7 @@ impl Core {
             } else if let (true, Some(rm), state::TR) = (vm86, rmode, i) {
                 w(v.w16(f.sel, 0))?;
                 w(v.wn(f.base, rm.tss))?;
-                w(v.w32(f.limit, (crate::kvm::vm::RMODE_TSS_SIZE - 1) as u32))?;
+                w(v.w32(f.limit, (crate::x86::backend::RMODE_TSS_SIZE - 1) as u32))?;
                 w(v.w32(f.ar, 0x8b))?;
             } else {
                 w(v.w16(f.sel, seg.selector))?;
@@ -96,7 +96,7 @@ impl Core {
         &self,
         v: &Loaded<'_>,
         s: &mut VcpuState,
-        rmode: Option<crate::kvm::vm::RmodeAddrs>,
+        rmode: Option<crate::x86::backend::RmodeAddrs>,
     ) {
         let vm86 = vm86_mode(rmode, s);
         for (i, (f, seg)) in vmcs::SEGS.iter().zip(s.segs.iter_mut()).enumerate() {

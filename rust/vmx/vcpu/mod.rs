@@ -16,21 +16,21 @@ use super::inject::{
 use super::vmcs::{self, Loaded, Vmcs};
 use super::window::{EnterError, VmxOn};
 use super::Vmx;
-use crate::kvm::stats::{vcpu as st, VcpuCounters};
 use crate::sys::cpu::{self, regs, IrqGuard};
 use crate::sys::ffi;
 use crate::sys::msr::{self, index};
 use crate::sys::page::PhysPage;
 use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::{
-    kvm_cpuid_entry2, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
-    KVM_GUESTDBG_USE_SW_BP,
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
 };
+use crate::x86::backend::{RmodeAddrs, RunCtx, VcpuOps};
 use crate::x86::exit::Exit;
 use crate::x86::fpu::{self, KernelFpu};
 use crate::x86::state::{self, ar_to_seg, cr0, rflags, seg_to_ar, Exception, VcpuState};
-use crate::x86::{cpuid, uret, GuestFpu};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use crate::x86::stats::vcpu as st;
+use crate::x86::{cpuid, uret};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 
 mod events;
@@ -87,50 +87,6 @@ const UD_VECTOR: u8 = 6;
 const GP_VECTOR: u8 = 13;
 const MC_VECTOR: u8 = 18;
 
-/// KVM's hypercall error: no such hypercall (`-KVM_ENOSYS`), not allowed (`-KVM_EPERM`).
-const KVM_ENOSYS: u64 = 1000u64.wrapping_neg();
-const KVM_EPERM: u64 = 1u64.wrapping_neg();
-
-/// Everything a run window needs from the VM and the generic vCPU.
-pub(crate) struct RunCtx<'a> {
-    pub(crate) vmx: &'a Vmx,
-    pub(crate) uret: &'a uret::UserReturnMsrs,
-    pub(crate) l1d: Option<&'a super::l1d::L1dFlush>,
-    pub(crate) eptp: u64,
-    /// The VM's TLB-flush generation; entries after a change INVEPT first.
-    pub(crate) flush_gen: &'a AtomicU64,
-    pub(crate) state: &'a mut VcpuState,
-    pub(crate) fpu: &'a mut GuestFpu,
-    pub(crate) cpuid: &'a [kvm_cpuid_entry2],
-    pub(crate) stats: &'a VcpuCounters,
-    /// This CPU's id while the window is open, -1 otherwise (for kicks).
-    pub(crate) running_cpu: &'a AtomicI32,
-    /// Set by another thread to make the vCPU leave its window.
-    pub(crate) kick: &'a AtomicBool,
-    pub(crate) request_irq_window: bool,
-    /// The in-kernel local APIC has an interrupt the guest cannot take yet: leave the
-    /// window when it can.
-    pub(crate) apic_window: bool,
-    /// Host TSC at which the in-kernel APIC timer expires (the VMX preemption timer
-    /// ends the window then).
-    pub(crate) timer_deadline_tsc: Option<u64>,
-    pub(crate) guest_debug: u32,
-    /// KVM_SET_GUEST_DEBUG's DR0-DR3 and DR7 while userspace uses hardware breakpoints.
-    pub(crate) debug_dr: Option<[u64; 8]>,
-    /// Without unrestricted guest: where the real-mode TSS and identity map are.
-    pub(crate) rmode: Option<crate::kvm::vm::RmodeAddrs>,
-    /// The VM's disabled quirks.
-    pub(crate) quirks: crate::x86::quirks::Quirks,
-    /// The MSR filter this vCPU applies, its generation, and the VM's current one (the
-    /// window ends when they differ, to pick up the new filter).
-    pub(crate) msr_filter: Option<&'a crate::kvm::msr_filter::MsrFilter>,
-    pub(crate) msr_filter_gen: u64,
-    pub(crate) vm_msr_filter_gen: &'a AtomicU64,
-    /// With KVM_CAP_ENFORCE_PV_FEATURE_CPUID: the guest's KVM_CPUID_FEATURES EAX (the
-    /// paravirtual features hypercalls need).
-    pub(crate) pv_features: Option<u32>,
-}
-
 /// The longest a window stays open (interrupts off), over all its entries: the VMX
 /// preemption timer ends an entry that reaches it (see `arm_preemption_timer`).
 const WINDOW_SLICE_MS: u64 = 4;
@@ -140,7 +96,7 @@ const RFLAGS_VM: u64 = 1 << 17;
 const RFLAGS_IOPL: u64 = 3 << 12;
 
 /// Whether the guest runs its real mode in virtual-8086 mode (no unrestricted guest).
-pub(crate) fn vm86_mode(ctx_rmode: Option<crate::kvm::vm::RmodeAddrs>, s: &VcpuState) -> bool {
+pub(crate) fn vm86_mode(ctx_rmode: Option<RmodeAddrs>, s: &VcpuState) -> bool {
     ctx_rmode.is_some() && !s.protected()
 }
 
@@ -191,6 +147,9 @@ pub(crate) struct VmxVcpu {
 
 /// Everything of a VMX vCPU but its VMCS (borrowed separately while it is loaded).
 struct Core {
+    vmx: &'static Vmx,
+    /// The EPT pointer of this run (from the context's root).
+    eptp: u64,
     msr_bitmap: PhysPage,
     vpid: u16,
     /// The VMCS controls were written (once per vCPU).
@@ -242,7 +201,7 @@ fn bitmap_pos(m: u32) -> (usize, usize, usize) {
 
 impl VmxVcpu {
     /// Allocates the VMCS and the MSR bitmap.
-    pub(crate) fn new(vmx: &Vmx) -> Result<Self> {
+    pub(crate) fn new(vmx: &'static Vmx) -> Result<Self> {
         let msr_bitmap = PhysPage::new()?;
         msr_bitmap.fill(0xff);
         for m in PASSTHROUGH_MSRS {
@@ -258,6 +217,8 @@ impl VmxVcpu {
         Ok(Self {
             vmcs: Vmcs::new(vmx.config.revision_id())?,
             core: Core {
+                vmx,
+                eptp: 0,
                 msr_bitmap,
                 vpid,
                 setup_done: false,
@@ -270,16 +231,19 @@ impl VmxVcpu {
             },
         })
     }
+}
 
-    /// Returns the VPID on teardown.
-    pub(crate) fn release(&self, vmx: &Vmx) {
-        vmx.vpids.free(self.core.vpid);
-        vmx.forget_vm(self.core.vm_tag);
+impl VcpuOps for VmxVcpu {
+    /// Runs the guest until an exit the window cannot finish.
+    fn run(&mut self, ctx: &mut RunCtx<'_>) -> Result<Exit> {
+        self.core.run(&self.vmcs, ctx)
     }
 
-    /// Runs the guest until an exit the window cannot finish.
-    pub(crate) fn run(&mut self, ctx: &mut RunCtx<'_>) -> Result<Exit> {
-        self.core.run(&self.vmcs, ctx)
+    /// Returns the VPID on teardown.
+    fn release(&self) {
+        let vmx = self.core.vmx;
+        vmx.vpids.free(self.core.vpid);
+        vmx.forget_vm(self.core.vm_tag);
     }
 }
 
@@ -407,6 +371,8 @@ impl Core {
     }
 
     fn run(&mut self, vmcs: &Vmcs, ctx: &mut RunCtx<'_>) -> Result<Exit> {
+        // Write-back paging structures, a 4-level walk.
+        self.eptp = ctx.tdp_root.0 | 3 << 3 | 6;
         self.apply_msr_filter(ctx);
         let xsave = cpu::boot_cpu_has(cpu::Feature::Xsave);
         let fpu_mask = cpuid::supported_xcr0();
@@ -415,7 +381,7 @@ impl Core {
 
         let kfpu = KernelFpu::begin();
         let irq = IrqGuard::new();
-        let Some(vmxon) = ctx.vmx.enabled_vmxon(&irq) else {
+        let Some(vmxon) = self.vmx.enabled_vmxon(&irq) else {
             return Err(EBUSY);
         };
         let on = match VmxOn::enter(vmxon, &irq) {
@@ -431,7 +397,7 @@ impl Core {
         ctx.running_cpu
             .store(cpu::this_cpu() as i32, Ordering::SeqCst);
         self.vm_tag = core::ptr::from_ref(ctx.flush_gen) as usize;
-        ctx.vmx.switch_vm(self.vm_tag, &irq);
+        self.vmx.switch_vm(self.vm_tag, &irq);
 
         let result = self.run_loaded(
             vmcs, ctx, &on, &segs, &kfpu, xsave, fpu_mask, host_xcr0, &irq,
@@ -472,11 +438,11 @@ impl Core {
     ) -> Result<Exit> {
         let v = vmcs.load(on).map_err(|_| EIO)?;
         if !self.setup_done {
-            self.setup(&v, ctx.vmx)?;
+            self.setup(&v, self.vmx)?;
         }
         Self::write_host_state(&v, segs)?;
         if ctx.state.dirty {
-            Self::load_guest(&v, ctx.vmx, ctx.state, ctx.rmode)?;
+            Self::load_guest(&v, self.vmx, ctx.state, ctx.rmode)?;
             ctx.state.dirty = false;
         }
         let vm86 = vm86_mode(ctx.rmode, ctx.state);
@@ -493,12 +459,12 @@ impl Core {
         let cr3_exits = proc1::CR3_LOAD_EXITING | proc1::CR3_STORE_EXITING;
         let mut p1 = v.r32(vmcs::CPU_BASED_VM_EXEC_CONTROL) & !cr3_exits;
         if (ctx.rmode.is_some() && !ctx.state.paging())
-            || ctx.vmx.config.proc1 & cr3_exits == cr3_exits
+            || self.vmx.config.proc1 & cr3_exits == cr3_exits
         {
-            p1 |= cr3_exits & ctx.vmx.config.proc1 | cr3_exits;
+            p1 |= cr3_exits & self.vmx.config.proc1 | cr3_exits;
         }
         w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
-        w(v.w64(vmcs::EPT_POINTER, ctx.eptp))?;
+        w(v.w64(vmcs::EPT_POINTER, self.eptp))?;
         w(v.w64(vmcs::TSC_OFFSET, ctx.state.tsc_offset))?;
         // In virtual-8086 mode every exception comes to rkvm: it is either a privileged
         // real-mode instruction to emulate or an interrupt to deliver through the IVT.
@@ -562,7 +528,7 @@ impl Core {
             host_dbg.load_guest(db, dr6);
         }
         self.guest_dr_loaded = host_dbg.guest_loaded();
-        let mitigations = ctx.vmx.spec.entry_flags;
+        let mitigations = self.vmx.spec.entry_flags;
         let mut launched = false;
         // Without a known TSC rate there is no slice to measure (no such VMX host seen).
         let window_end = match u64::from(cpu::tsc_khz()) {
@@ -589,7 +555,7 @@ impl Core {
                     // the window's time is up (host interrupts are served there).
                     break Ok(Exit::Again);
                 }
-                if let Some(l1d) = ctx.l1d {
+                if let Some(l1d) = self.vmx.l1d.as_ref() {
                     if l1d.before_entry(!launched) {
                         ctx.stats.inc(st::L1D_FLUSH);
                     }
@@ -668,7 +634,7 @@ impl Core {
         ctx: &RunCtx<'_>,
         window_end: u64,
     ) -> Result<bool> {
-        let has = ctx.vmx.config.pin & pin::PREEMPTION_TIMER != 0;
+        let has = self.vmx.config.pin & pin::PREEMPTION_TIMER != 0;
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
         let mut p = v.r32(vmcs::PIN_BASED_VM_EXEC_CONTROL) & !pin::PREEMPTION_TIMER;
         let now = cpu::rdtsc();
@@ -683,7 +649,7 @@ impl Core {
             budget = budget.min(deadline - now);
         }
         if has && budget != 0 {
-            let rate = (ctx.vmx.config.misc & 0x1f) as u32;
+            let rate = (self.vmx.config.misc & 0x1f) as u32;
             let ticks = (budget >> rate).min(u64::from(u32::MAX)) as u32;
             w(v.w32(vmcs::VMX_PREEMPTION_TIMER_VALUE, ticks))?;
             p |= pin::PREEMPTION_TIMER;
@@ -693,12 +659,12 @@ impl Core {
     }
 
     fn flush_tlb(&mut self, ctx: &RunCtx<'_>) -> Result {
-        let caps = ctx.vmx.config.ept_vpid;
+        let caps = self.vmx.config.ept_vpid;
         let single = caps & super::caps::ept_vpid::INVEPT_SINGLE_CONTEXT != 0;
         self.flushed_gen = ctx.flush_gen.load(Ordering::Acquire);
         // SAFETY: In VMX operation (the caller's window); the INVEPT type is supported
         // (checked at hardware_setup).
-        unsafe { super::asm::invept(if single { 1 } else { 2 }, ctx.eptp) }.map_err(|_| EIO)?;
+        unsafe { super::asm::invept(if single { 1 } else { 2 }, self.eptp) }.map_err(|_| EIO)?;
         if self.vpid != 0 {
             let single = caps & super::caps::ept_vpid::INVVPID_SINGLE_CONTEXT != 0;
             // SAFETY: As above; the INVVPID type is supported.

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The seam between the generic code and a hardware backend (VMX or SVM), in the spirit
+//! of NetBSD NVMM's `nvmm_impl`: module-wide calls ([`X86Ops`], the seed's
+//! `kvm_x86_ops`), a per-vCPU object ([`VcpuOps`]) whose one job is to run the guest
+//! until an exit it cannot finish, and the context it runs with ([`RunCtx`]).
+//!
+//! The generic code never sees a VMCS or VMCB; a backend never sees an ioctl. Exits come
+//! back decoded ([`super::exit::Exit`]); events to inject are chosen by the generic code
+//! and left in [`VcpuState::events`] for the backend to write in its own format.
+
+use super::cpuid::BackendCpuidCaps;
+use super::stats::VcpuCounters;
+use super::{exit::Exit, quirks::Quirks, state::VcpuState, uret, GuestFpu};
+use crate::sys::page::Hpa;
+use crate::uapi::kvm_cpuid_entry2;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64};
+use kernel::prelude::*;
+
+/// The module-wide backend calls (the seed's `kvm_x86_ops`).
+pub(crate) trait X86Ops: Send + Sync {
+    /// "vmx" or "svm".
+    fn name(&self) -> &'static CStr;
+    /// Checks that the CPU this runs on matches the configuration (`check_processor_compat`).
+    fn check_processor_compat(&self) -> Result;
+    /// Makes the CPU this runs on ready to run guests (`hardware_enable`).
+    fn hardware_enable(&self) -> Result;
+    /// Undoes `hardware_enable` on the CPU this runs on.
+    fn hardware_disable(&self);
+    /// A backend-specific feature MSR (`get_msr_feature`).
+    fn get_feature_msr(&self, msr: u32) -> Option<u64>;
+    /// Whether the backend can emulate `msr` for guests (`has_emulated_msr`).
+    fn has_emulated_msr(&self, msr: u32) -> bool;
+    /// The guest features that depend on the backend's controls (for KVM_GET_SUPPORTED_CPUID).
+    fn cpuid_caps(&self) -> BackendCpuidCaps;
+    /// Whether guest real mode needs the VM's real-mode TSS and identity map
+    /// (KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR): VMX without unrestricted guest.
+    fn needs_rmode_pages(&self) -> bool;
+    /// The vendor's steps after `kvm_init` (VMX: `vmx_setup_l1d_flush`).
+    fn late_init(&self) -> Result;
+    /// A new vCPU's backend half (`vcpu_create`). The backend outlives every vCPU: the
+    /// module cannot unload while a VM exists.
+    fn vcpu_create(&'static self) -> Result<KBox<dyn VcpuOps>>;
+}
+
+/// A vCPU's backend half: its VMCS or VMCB and whatever the backend keeps per vCPU.
+pub(crate) trait VcpuOps: Send {
+    /// Runs the guest from `ctx.state` until an exit the backend cannot finish, and leaves
+    /// the guest's state in `ctx.state` (`vcpu_run`).
+    fn run(&mut self, ctx: &mut RunCtx<'_>) -> Result<Exit>;
+    /// Gives back what the vCPU holds of the backend's shared resources (VPID, ASID) when
+    /// its VM goes (`vcpu_free`).
+    fn release(&self);
+}
+
+/// Whether the guest may read or write an MSR through the kernel (the VM's MSR filter).
+pub(crate) trait MsrAllow {
+    fn allowed(&self, index: u32, write: bool) -> bool;
+}
+
+/// Where the real-mode helpers sit in guest-physical memory (KVM_SET_TSS_ADDR and
+/// KVM_SET_IDENTITY_MAP_ADDR, or KVM's defaults).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RmodeAddrs {
+    pub(crate) tss: u64,
+    pub(crate) idmap: u64,
+}
+
+/// Bytes of the real-mode TSS: base TSS, interrupt redirection bitmap, I/O bitmap, a
+/// terminating 0xff byte.
+pub(crate) const RMODE_TSS_SIZE: u64 = 0x68 + 32 + 65536 / 8 + 1;
+
+/// Everything a run needs from the VM and the generic vCPU.
+pub(crate) struct RunCtx<'a> {
+    pub(crate) uret: &'a uret::UserReturnMsrs,
+    /// The root table of the VM's two-dimensional page table.
+    pub(crate) tdp_root: Hpa,
+    /// The VM's TLB-flush generation; entries after a change flush first.
+    pub(crate) flush_gen: &'a AtomicU64,
+    pub(crate) state: &'a mut VcpuState,
+    pub(crate) fpu: &'a mut GuestFpu,
+    pub(crate) cpuid: &'a [kvm_cpuid_entry2],
+    pub(crate) stats: &'a VcpuCounters,
+    /// This CPU's id while the guest may run, -1 otherwise (for kicks).
+    pub(crate) running_cpu: &'a AtomicI32,
+    /// Set by another thread to make the vCPU leave the guest.
+    pub(crate) kick: &'a AtomicBool,
+    pub(crate) request_irq_window: bool,
+    /// The in-kernel local APIC has an interrupt the guest cannot take yet: return when
+    /// it can.
+    pub(crate) apic_window: bool,
+    /// Host TSC at which the in-kernel APIC timer expires (the run ends then).
+    pub(crate) timer_deadline_tsc: Option<u64>,
+    pub(crate) guest_debug: u32,
+    /// KVM_SET_GUEST_DEBUG's DR0-DR3 and DR7 while userspace uses hardware breakpoints.
+    pub(crate) debug_dr: Option<[u64; 8]>,
+    /// When the backend needs them ([`X86Ops::needs_rmode_pages`]): the real-mode pages.
+    pub(crate) rmode: Option<RmodeAddrs>,
+    /// The VM's disabled quirks.
+    pub(crate) quirks: Quirks,
+    /// The MSR filter this vCPU applies, its generation, and the VM's current one (the
+    /// run ends when they differ, to pick up the new filter).
+    pub(crate) msr_filter: Option<&'a dyn MsrAllow>,
+    pub(crate) msr_filter_gen: u64,
+    pub(crate) vm_msr_filter_gen: &'a AtomicU64,
+    /// With KVM_CAP_ENFORCE_PV_FEATURE_CPUID: the guest's KVM_CPUID_FEATURES EAX (the
+    /// paravirtual features hypercalls need).
+    pub(crate) pv_features: Option<u32>,
+}

@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What the intercepted instructions that KVM defines itself do to the guest: CPUID,
+//! XSETBV, the KVM hypercall (VMCALL/VMMCALL) and MONITOR/MWAIT. A backend that finishes
+//! them where the registers are (VMX, inside its window) and the generic code that
+//! finishes them in process context (SVM without next-RIP saving) share this code, so
+//! the guest sees the same thing on both.
+
+use super::cpuid::{self, Runtime};
+use super::emulate::{gp, ud, Fault};
+use super::quirks::Quirks;
+use super::state::VcpuState;
+use crate::uapi::kvm_cpuid_entry2;
+
+/// General registers in x86 encoding order (RAX = 0 ... R15 = 15).
+pub(crate) trait Gprs {
+    fn gpr(&self, n: usize) -> u64;
+    fn set_gpr(&mut self, n: usize, v: u64);
+}
+
+const RAX: usize = 0;
+const RCX: usize = 1;
+const RDX: usize = 2;
+const RBX: usize = 3;
+
+/// The guest's mode at the instruction, as the caller knows it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct At {
+    pub(crate) cpl: u8,
+    /// The guest's own CR4 (not what the hardware runs with).
+    pub(crate) cr4: u64,
+    pub(crate) protected: bool,
+    /// CS.L in long mode: 64-bit operands.
+    pub(crate) long_cs: bool,
+}
+
+/// The VM's and vCPU's settings these instructions depend on.
+#[derive(Clone, Copy)]
+pub(crate) struct Env<'a> {
+    pub(crate) cpuid: &'a [kvm_cpuid_entry2],
+    pub(crate) quirks: Quirks,
+    /// With KVM_CAP_ENFORCE_PV_FEATURE_CPUID: the guest's KVM_CPUID_FEATURES EAX.
+    pub(crate) pv_features: Option<u32>,
+}
+
+/// The outcome: the instruction completed (skip it) or raised a fault.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Done {
+    Skip,
+    Fault(Fault),
+}
+
+/// KVM's hypercall error: no such hypercall (`-KVM_ENOSYS`), not allowed (`-KVM_EPERM`).
+const KVM_ENOSYS: u64 = 1000u64.wrapping_neg();
+const KVM_EPERM: u64 = 1u64.wrapping_neg();
+
+fn runtime(s: &VcpuState, at: &At, env: &Env<'_>) -> Runtime {
+    Runtime {
+        cr4: at.cr4,
+        xcr0: s.xcr0,
+        apic_base: s.apic_base,
+        mwait: env.quirks.cpuid_mwait(s.msrs.misc_enable),
+    }
+}
+
+/// CPUID, with CPUID faulting (MSR_MISC_FEATURES_ENABLES bit 0: #GP outside ring 0).
+pub(crate) fn cpuid(r: &mut impl Gprs, s: &VcpuState, at: &At, env: &Env<'_>) -> Done {
+    if s.msrs.misc_features & 1 != 0 && at.cpl != 0 {
+        return Done::Fault(gp(0));
+    }
+    let leaf = r.gpr(RAX) as u32;
+    let sub = r.gpr(RCX) as u32;
+    let [a, b, c, d] = cpuid::guest_cpuid(env.cpuid, leaf, sub, runtime(s, at, env));
+    r.set_gpr(RAX, u64::from(a));
+    r.set_gpr(RBX, u64::from(b));
+    r.set_gpr(RCX, u64::from(c));
+    r.set_gpr(RDX, u64::from(d));
+    Done::Skip
+}
+
+/// XSETBV: only XCR0, at CPL 0, with a value the guest's CPUID allows. On `Skip` the new
+/// value is in `s.xcr0`; a caller running with the guest's XCR0 loaded loads it too.
+pub(crate) fn xsetbv(r: &impl Gprs, s: &mut VcpuState, at: &At, env: &Env<'_>) -> Done {
+    let idx = r.gpr(RCX) as u32;
+    let val = (r.gpr(RDX) << 32) | (r.gpr(RAX) & 0xffff_ffff);
+    let allowed = cpuid::guest_supported_xcr0(env.cpuid);
+    if idx != 0 || at.cpl != 0 || !cpuid::xcr0_valid(val, allowed) {
+        return Done::Fault(gp(0));
+    }
+    s.xcr0 = val;
+    Done::Skip
+}
+
+/// The KVM hypercall. rkvm offers the two that need nothing from it: polling for an
+/// interrupt (it is delivered on entry anyway) and the yield hint (returning is what a
+/// yield ends with). Anything else answers `-KVM_ENOSYS`; outside ring 0, `-KVM_EPERM`.
+pub(crate) fn hypercall(r: &mut impl Gprs, at: &At, env: &Env<'_>) -> Done {
+    const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
+    const KVM_HC_SCHED_YIELD: u64 = 11;
+    const KVM_FEATURE_PV_SCHED_YIELD: u32 = 1 << 13;
+    let nr = if at.long_cs {
+        r.gpr(RAX)
+    } else {
+        r.gpr(RAX) & 0xffff_ffff
+    };
+    let ret = if at.protected && at.cpl != 0 {
+        KVM_EPERM
+    } else if nr == KVM_HC_VAPIC_POLL_IRQ
+        || (nr == KVM_HC_SCHED_YIELD
+            && env
+                .pv_features
+                .is_none_or(|f| f & KVM_FEATURE_PV_SCHED_YIELD != 0))
+    {
+        0
+    } else {
+        KVM_ENOSYS
+    };
+    r.set_gpr(RAX, ret);
+    Done::Skip
+}
+
+/// MONITOR or MWAIT: a NOP as in KVM, unless the quirks say the guest may not use them.
+pub(crate) fn monitor_mwait(s: &VcpuState, at: &At, env: &Env<'_>) -> Done {
+    let rt = runtime(s, at, env);
+    if env
+        .quirks
+        .monitor_mwait_faults(s.msrs.misc_enable, env.cpuid, rt)
+    {
+        Done::Fault(ud())
+    } else {
+        Done::Skip
+    }
+}
+
+impl Gprs for crate::uapi::kvm_regs {
+    fn gpr(&self, n: usize) -> u64 {
+        match n {
+            0 => self.rax,
+            1 => self.rcx,
+            2 => self.rdx,
+            3 => self.rbx,
+            4 => self.rsp,
+            5 => self.rbp,
+            6 => self.rsi,
+            7 => self.rdi,
+            8 => self.r8,
+            9 => self.r9,
+            10 => self.r10,
+            11 => self.r11,
+            12 => self.r12,
+            13 => self.r13,
+            14 => self.r14,
+            _ => self.r15,
+        }
+    }
+
+    fn set_gpr(&mut self, n: usize, v: u64) {
+        let r = match n {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            4 => &mut self.rsp,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            _ => &mut self.r15,
+        };
+        *r = v;
+    }
+}
