@@ -264,4 +264,50 @@ void rkvm_params_get(struct rkvm_params *out);
 /* After hardware_setup: what is really in use, shown under /sys/module/rkvm/parameters. */
 void rkvm_params_set_effective(const struct rkvm_params *in);
 
+/* ---- SVM ----------------------------------------------------------------------------- */
+/*
+ * Where the fields rkvm uses sit in a VMCB (struct vmcb of asm/svm.h, the APM's layout),
+ * as byte offsets from the start of the page; a segment field's offset is that of its
+ * struct vmcb_seg, whose own members are at seg_selector .. seg_base.
+ */
+struct rkvm_vmcb_layout {
+	__u16 intercepts;
+	__u16 iopm_base_pa;
+	__u16 msrpm_base_pa;
+	__u16 tsc_offset;
+	__u16 asid;
+	__u16 tlb_ctl;
+	__u16 int_ctl;
+	__u16 int_vector;
+	__u16 int_state;
+	__u16 exit_code;
+	__u16 exit_info_1;
+	__u16 exit_info_2;
+	__u16 exit_int_info;
+	__u16 exit_int_info_err;
+	__u16 nested_ctl;
+	__u16 event_inj;
+	__u16 event_inj_err;
+	__u16 nested_cr3;
+	__u16 clean;
+	__u16 next_rip;
+	__u16 insn_len;
+	__u16 insn_bytes;
+	__u16 es, cs, ss, ds, fs, gs, gdtr, ldtr, idtr, tr;
+	__u16 seg_selector, seg_attrib, seg_limit, seg_base;
+	__u16 cpl;
+	__u16 efer;
+	__u16 cr4, cr3, cr0, dr7, dr6;
+	__u16 rflags, rip, rsp, rax;
+	__u16 star, lstar, cstar, sfmask, kernel_gs_base;
+	__u16 sysenter_cs, sysenter_esp, sysenter_eip;
+	__u16 cr2;
+	__u16 g_pat;
+	__u16 dbgctl;
+};
+void rkvm_vmcb_layout_get(struct rkvm_vmcb_layout *l);
+/* Physically contiguous pages (SVM's I/O and MSR permission maps), filled with `fill`. */
+void *rkvm_contig_alloc(__u32 bytes, __u8 fill);
+void rkvm_contig_free(void *virt, __u32 bytes);
+
 #endif /* RKVM_SHIM_H */

@@ -9,6 +9,7 @@
 
 #include <linux/kvm.h>
 #include <asm/kvm_para.h>
+#include <asm/svm.h>
 
 /* The ioctl numbers, evaluated by clang. Rust sees them as rkvm_ioctl::KVM_* constants. */
 #define RKVM_IOCTLS(X)                                                                    \

@@ -31,6 +31,7 @@ use kernel::miscdevice::{MiscDeviceOptions, MiscDeviceRegistration};
 use kernel::prelude::*;
 
 mod kvm;
+mod svm;
 mod sys;
 mod uapi;
 mod vmx;
@@ -64,9 +65,8 @@ impl kernel::Module for Rkvm {
         // KVM has one vendor module per backend; rkvm picks its backend here.
         if vmx::cpu_has_kvm_support() {
             vmx_init()
-        } else if cpu::boot_cpu_has(cpu::Feature::Svm) {
-            pr_err!("no backend for this CPU vendor: AMD SVM is not implemented yet\n");
-            Err(EOPNOTSUPP)
+        } else if svm::cpu_has_svm() {
+            svm_init()
         } else {
             pr_err!("no backend for this CPU vendor: neither VMX nor SVM\n");
             Err(EOPNOTSUPP)
@@ -93,6 +93,22 @@ fn vmx_init() -> Result<Rkvm> {
     vmx_setup_l1d_flush()?;
     // Nested VMX is not offered, so there are no vmcs12 offsets to check
     // (`vmx_check_vmcs12_offsets`).
+    if let Some(k) = kvm() {
+        pr_info!(
+            "loaded: /dev/rkvm ready, {} backend, {} CPUs\n",
+            k.backend.name(),
+            cpu::num_online()
+        );
+    }
+    Ok(rkvm)
+}
+
+/// `svm_init()`: the SVM flavour of `kvm_init()`.
+fn svm_init() -> Result<Rkvm> {
+    let rkvm = kvm_init(&Vendor {
+        check_cpu_support: svm::check_cpu_support,
+        hardware_setup: svm::hardware_setup,
+    })?;
     if let Some(k) = kvm() {
         pr_info!(
             "loaded: /dev/rkvm ready, {} backend, {} CPUs\n",

@@ -76,6 +76,8 @@ pub(crate) mod index {
     pub(crate) const KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub(crate) const TSC_AUX: u32 = 0xc000_0103;
     pub(crate) const AMD64_DE_CFG: u32 = 0xc001_1029;
+    pub(crate) const VM_CR: u32 = 0xc001_0114;
+    pub(crate) const VM_HSAVE_PA: u32 = 0xc001_0117;
     pub(crate) const KVM_WALL_CLOCK: u32 = 0x11;
     pub(crate) const KVM_SYSTEM_TIME: u32 = 0x12;
     pub(crate) const KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;

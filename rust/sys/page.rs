@@ -120,3 +120,46 @@ impl PhysPage {
         &self.page
     }
 }
+
+/// Physically contiguous pages the CPU reads by address and software never touches after
+/// they are filled (SVM's I/O and MSR permission maps).
+///
+/// # Invariants
+///
+/// `virt` is a live `alloc_pages_exact` allocation of `bytes` bytes, freed in `drop`.
+pub(crate) struct ContigPages {
+    virt: *mut c_void,
+    bytes: u32,
+    phys: Hpa,
+}
+
+// SAFETY: The allocation is owned, and only its address is handed out.
+unsafe impl Send for ContigPages {}
+// SAFETY: No access to the contents after creation.
+unsafe impl Sync for ContigPages {}
+
+impl ContigPages {
+    /// Allocates `bytes` (a multiple of the page size) filled with `fill`.
+    pub(crate) fn new(bytes: u32, fill: u8) -> Result<Self> {
+        // SAFETY: Plain allocation; freed in `drop`.
+        let virt = unsafe { ffi::rkvm_contig_alloc(bytes, fill) };
+        if virt.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: A pure address computation on a live direct-map allocation.
+        let phys = Hpa(unsafe { ffi::rkvm_virt_to_phys(virt) });
+        // INVARIANT: Just allocated with `bytes` bytes.
+        Ok(Self { virt, bytes, phys })
+    }
+
+    pub(crate) fn phys(&self) -> Hpa {
+        self.phys
+    }
+}
+
+impl Drop for ContigPages {
+    fn drop(&mut self) {
+        // SAFETY: By the invariant, allocated with this size and not freed yet.
+        unsafe { ffi::rkvm_contig_free(self.virt, self.bytes) };
+    }
+}

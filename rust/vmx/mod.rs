@@ -7,13 +7,11 @@
 //! - `window.rs`: entering and leaving VMX operation safely (the CR4 trap).
 //! - `l1d.rs`: the L1D flush on VM entry.
 //! - `spec.rs`: the other speculative-execution hygiene around entry and exit.
-//! - `hostdbg.rs`: the host's debug registers and IA32_DEBUGCTL around a window.
 //! - `inject.rs`: the VM-entry fields that inject an event, valid whatever the event.
 
 pub(crate) mod asm;
 pub(crate) mod caps;
 pub(crate) mod entry;
-pub(crate) mod hostdbg;
 pub(crate) mod inject;
 pub(crate) mod l1d;
 pub(crate) mod spec;
@@ -294,6 +292,11 @@ impl X86Ops for Vmx {
 
     fn needs_rmode_pages(&self) -> bool {
         !self.params.unrestricted_guest
+    }
+
+    fn hypercall_insn(&self) -> [u8; 3] {
+        // VMCALL.
+        [0x0f, 0x01, 0xc1]
     }
 
     fn late_init(&self) -> Result {

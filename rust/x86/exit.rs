@@ -17,6 +17,27 @@ pub(crate) enum CrOp {
     Lmsw { value: u16 },
 }
 
+/// An intercepted instruction the generic code finishes (see [`Exit::Intercepted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intercept {
+    Cpuid,
+    Hlt,
+    Rdmsr,
+    Wrmsr,
+    /// VMCALL or VMMCALL.
+    Hypercall,
+    Xsetbv,
+    /// MONITOR, MWAIT (and their X forms).
+    MonitorMwait,
+    /// WBINVD or INVD.
+    Wbinvd,
+    /// A read or write of control register n (MOV, CLTS, LMSW) or debug register n.
+    CrRead(u8),
+    CrWrite(u8),
+    DrRead(u8),
+    DrWrite(u8),
+}
+
 /// A VM exit the backend did not complete inside its window.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Exit {
@@ -78,6 +99,13 @@ pub(crate) enum Exit {
     Wrmsr {
         insn_len: u8,
     },
+    /// An instruction the generic code completes, with its length when the hardware
+    /// reported it; without it the generic code decodes the instruction at RIP (which
+    /// also gives the operands of CR and DR accesses).
+    Intercepted {
+        what: Intercept,
+        len: Option<u8>,
+    },
     /// The interrupt window userspace asked for is open.
     IrqWindowOpen,
     /// Debug event for userspace (KVM_SET_GUEST_DEBUG): exception vector, DR6, DR7.
@@ -110,6 +138,7 @@ impl Exit {
             self,
             Exit::Io { .. }
                 | Exit::TdpFault { .. }
+                | Exit::Intercepted { .. }
                 | Exit::CrAccess { .. }
                 | Exit::DrAccess { .. }
                 | Exit::Rdmsr { .. }

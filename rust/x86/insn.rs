@@ -8,6 +8,7 @@
 
 use super::cpuid::{self, Runtime};
 use super::emulate::{gp, ud, Fault};
+use super::exit::{CrOp, Intercept};
 use super::quirks::Quirks;
 use super::state::VcpuState;
 use crate::uapi::kvm_cpuid_entry2;
@@ -174,5 +175,94 @@ impl Gprs for crate::uapi::kvm_regs {
             _ => &mut self.r15,
         };
         *r = v;
+    }
+}
+
+/// What a decoded intercepted instruction operates on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Operand {
+    None,
+    /// MOV to or from CRn, CLTS.
+    Cr(CrOp),
+    /// LMSW from general register `gpr` (register form only).
+    Lmsw {
+        gpr: u8,
+    },
+    /// MOV to (`write`) or from a debug register with general register `gpr`.
+    Dr {
+        write: bool,
+        gpr: u8,
+    },
+}
+
+/// Decodes the instruction an intercept named, from its bytes at RIP: which instruction
+/// it is, its operand, and its length. `None` for anything else (the guest changed the
+/// code since, or used a form rkvm does not emulate, such as LMSW from memory).
+pub(crate) fn decode(long_cs: bool, code: &[u8]) -> Option<(Intercept, Operand, u8)> {
+    let mut i = 0usize;
+    // Legacy prefixes change nothing here but the length.
+    while let Some(&b) = code.get(i) {
+        if matches!(
+            b,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
+        ) {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let mut rex = 0u8;
+    if long_cs {
+        if let Some(&b) = code.get(i).filter(|&&b| b & 0xf0 == 0x40) {
+            rex = b;
+            i += 1;
+        }
+    }
+    let len = |n: usize| u8::try_from(i + n).ok().filter(|&l| l <= 15);
+    let op = *code.get(i)?;
+    if op == 0xf4 {
+        return Some((Intercept::Hlt, Operand::None, len(1)?));
+    }
+    if op != 0x0f {
+        return None;
+    }
+    let op2 = *code.get(i + 1)?;
+    let simple = |what| Some((what, Operand::None, len(2)?));
+    match op2 {
+        0xa2 => simple(Intercept::Cpuid),
+        0x30 => simple(Intercept::Wrmsr),
+        0x32 => simple(Intercept::Rdmsr),
+        0x08 | 0x09 => simple(Intercept::Wbinvd),
+        0x06 => Some((Intercept::CrWrite(0), Operand::Cr(CrOp::Clts), len(2)?)),
+        0x20..=0x23 => {
+            // MOV to/from CR/DR: always register operands, whatever the mod bits.
+            let modrm = *code.get(i + 2)?;
+            let n = (modrm >> 3) & 7 | (rex & 4) << 1;
+            let gpr = modrm & 7 | (rex & 1) << 3;
+            let (what, operand) = match op2 {
+                0x20 => (Intercept::CrRead(n), Operand::Cr(CrOp::Read { gpr })),
+                0x22 => (Intercept::CrWrite(n), Operand::Cr(CrOp::Write { gpr })),
+                0x21 => (Intercept::DrRead(n), Operand::Dr { write: false, gpr }),
+                _ => (Intercept::DrWrite(n), Operand::Dr { write: true, gpr }),
+            };
+            Some((what, operand, len(3)?))
+        }
+        0x01 => {
+            let modrm = *code.get(i + 2)?;
+            match modrm {
+                0xc1 | 0xd9 => Some((Intercept::Hypercall, Operand::None, len(3)?)),
+                0xd1 => Some((Intercept::Xsetbv, Operand::None, len(3)?)),
+                0xc8 | 0xc9 | 0xfa | 0xfb => {
+                    Some((Intercept::MonitorMwait, Operand::None, len(3)?))
+                }
+                // LMSW, register form.
+                m if m >> 6 == 3 && (m >> 3) & 7 == 6 => {
+                    let gpr = m & 7 | (rex & 1) << 3;
+                    Some((Intercept::CrWrite(0), Operand::Lmsw { gpr }, len(3)?))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }

@@ -85,22 +85,25 @@ pub(super) fn inject_exception(s: &mut VcpuState, vector: u8) {
     );
 }
 
-/// A #UD from the guest. With KVM's FIX_HYPERCALL_INSN quirk on, VMMCALL (AMD's
-/// hypercall, from a guest that booted on AMD) is rewritten in guest memory to VMCALL,
-/// which the guest then executes; anything else gets its #UD.
+/// A #UD from the guest. With KVM's FIX_HYPERCALL_INSN quirk on, the other vendor's
+/// hypercall instruction (from a guest that booted there: VMMCALL on Intel, VMCALL on
+/// AMD) is rewritten in guest memory to this one's, which the guest then executes;
+/// anything else gets its #UD.
 pub(super) fn fix_hypercall(vm: &Vm, g: &mut VcpuInner) -> Result<Option<isize>> {
     const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
     const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
+    let native = vm.kvm.backend.hypercall_insn();
+    let other = if native == VMCALL { VMMCALL } else { VMCALL };
     let rip = emulate::linear_rip(&g.state);
     let mut insn = [0u8; 3];
     let foreign = vm.quirks().has(crate::x86::quirks::FIX_HYPERCALL_INSN)
         && emulate::read_virt(&g.state, &VmMem(vm), rip, &mut insn).is_ok()
-        && insn == VMMCALL;
+        && insn == other;
     if !foreign {
         inject(&mut g.state, emulate::ud());
         return Ok(None);
     }
-    match emulate::write_virt(&g.state, &VmMem(vm), rip, &VMCALL) {
+    match emulate::write_virt(&g.state, &VmMem(vm), rip, &native) {
         Ok(()) => {}
         Err(EmuError::Fault(f)) => inject(&mut g.state, f),
         Err(EmuError::Host(e)) => return Err(e),
@@ -301,6 +304,7 @@ pub(super) fn handle_exit(
             );
             Ok(None)
         }
+        Exit::Intercepted { what, len } => intercepted(vm, vcpu, g, what, len),
         Exit::InvalidOpcode => fix_hypercall(vm, g),
         Exit::Unhandled { reason, qual } => {
             pr_warn_ratelimited!("unhandled VM exit {} (qualification {:#x})\n", reason, qual);

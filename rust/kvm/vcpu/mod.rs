@@ -36,6 +36,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 mod apic;
 mod exits;
+mod intercept;
 mod io;
 mod msrs;
 mod realmode;
@@ -43,6 +44,7 @@ mod regs;
 
 use apic::*;
 use exits::*;
+use intercept::*;
 use io::*;
 use msrs::*;
 use realmode::*;

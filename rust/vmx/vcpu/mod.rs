@@ -8,7 +8,6 @@
 
 use super::caps::{entry, exit, pin, proc1, proc2};
 use super::entry::{self as vmentry, reg, Entry, Gprs};
-use super::hostdbg::HostDebug;
 use super::inject::{
     self, INFO_ERROR_CODE, INFO_VALID, TYPE_EXT_INTR, TYPE_HW_EXCEPTION, TYPE_NMI,
     TYPE_PRIV_SW_EXCEPTION, TYPE_SOFT_EXCEPTION, TYPE_SOFT_INTR,
@@ -27,6 +26,7 @@ use crate::uapi::{
 use crate::x86::backend::{RmodeAddrs, RunCtx, VcpuOps};
 use crate::x86::exit::Exit;
 use crate::x86::fpu::{self, KernelFpu};
+use crate::x86::hostdbg::HostDebug;
 use crate::x86::state::{self, ar_to_seg, cr0, rflags, seg_to_ar, Exception, VcpuState};
 use crate::x86::stats::vcpu as st;
 use crate::x86::{cpuid, uret};

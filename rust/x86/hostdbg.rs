@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The host's debug state across a VMX window.
+//! The host's debug state across a run window (VMX or SVM).
 //!
-//! A VM exit sets DR7 to 0x400 and IA32_DEBUGCTL to 0; DR0-DR3 and DR6 are not switched
+//! A VMX exit sets DR7 to 0x400 and IA32_DEBUGCTL to 0 (an SVM #VMEXIT leaves DEBUGCTL
+//! alone); DR0-DR3 and DR6 are not switched
 //! by the CPU at all. [`HostDebug`] records the host's DR7 and DEBUGCTL when the window
 //! opens, puts DEBUGCTL back after every exit (only when the host had a non-zero value,
 //! to keep the WRMSR off the common path), and, when the guest's DR0-DR3/DR6 must be in

@@ -1,0 +1,322 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The AMD SVM backend.
+//!
+//! - `vmcb.rs`: the VMCB, its layout (from the kernel's `struct vmcb`) and field bits.
+//! - `asm.rs`: CLGI, STGI, VMSAVE.
+//! - `entry.rs`: VMRUN and the guest's general registers.
+//! - `vcpu/`: the run window, the guest state in and out of the VMCB, events, exits.
+//!
+//! Like the VMX backend, SVM is on only inside a run window: EFER.SVME is set with
+//! interrupts off when a vCPU is about to run and cleared before they are on again. An
+//! EFER.SVME already set means another hypervisor (kvm_amd) owns SVM on this CPU: the run
+//! answers `EBUSY`, as the VMX backend does when CR4.VMXE is taken.
+
+pub(crate) mod asm;
+pub(crate) mod entry;
+pub(crate) mod vcpu;
+pub(crate) mod vmcb;
+
+use crate::sys::cpu::{self, Feature, IrqGuard};
+use crate::sys::msr::{self, index};
+use crate::sys::page::{ContigPages, PhysPage};
+use crate::sys::percpu::PerCpu;
+use crate::x86::cpuid::BackendCpuidCaps;
+use crate::x86::{VcpuOps, X86Ops};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use kernel::prelude::*;
+
+/// EFER.SVME.
+pub(crate) const EFER_SVME: u64 = 1 << 12;
+/// VM_CR.SVMDIS: the firmware turned SVM off.
+const VM_CR_SVMDIS: u64 = 1 << 4;
+
+/// CPUID 0x8000000A EDX: the SVM features rkvm looks at.
+pub(crate) mod feature {
+    pub(crate) const NPT: u32 = 1 << 0;
+    pub(crate) const NRIPS: u32 = 1 << 3;
+    pub(crate) const FLUSH_BY_ASID: u32 = 1 << 6;
+}
+
+/// Per-CPU SVM state.
+pub(crate) struct SvmCpu {
+    /// The host save area VMRUN uses (VM_HSAVE_PA).
+    hsave: PhysPage,
+    /// Where the window keeps the host's FS/GS/TR/LDTR and syscall MSRs (VMSAVE).
+    host_save: vmcb::Vmcb,
+    enabled: AtomicBool,
+    /// ASIDs handed out on this CPU in the current generation: 1..=`next_asid - 1`.
+    next_asid: AtomicU32,
+    /// Bumped when this CPU's ASIDs run out; every ASID of older generations is stale.
+    asid_gen: AtomicU64,
+}
+
+/// The SVM backend, after `hardware_setup`.
+pub(crate) struct Svm {
+    /// CPUID 0x8000000A EDX.
+    pub(crate) features: u32,
+    /// The highest ASID (CPUID 0x8000000A EBX minus one: ASID 0 is the host's).
+    pub(crate) max_asid: u32,
+    pub(crate) layout: vmcb::Layout,
+    cpus: PerCpu<SvmCpu>,
+    /// Every port intercepted (the I/O permission map, 12 KiB, shared by all vCPUs).
+    iopm: ContigPages,
+    /// Every MSR intercepted (the MSR permission map, 8 KiB, shared by all vCPUs): the
+    /// generic code keeps every guest MSR in software and applies the MSR filter.
+    msrpm: ContigPages,
+    /// Return-stack refill after #VMEXIT (the host's RSB_VMEXIT choice).
+    pub(crate) entry_flags: u64,
+}
+
+/// `cpu_has_svm()`: CPUID 0x80000001 ECX.SVM, as the kernel sees it.
+pub(crate) fn cpu_has_svm() -> bool {
+    cpu::boot_cpu_has(Feature::Svm)
+}
+
+/// `svm_check_processor_compat`'s firmware half: VM_CR.SVMDIS.
+fn svm_disabled_by_bios() -> bool {
+    msr::read(index::VM_CR).is_ok_and(|v| v & VM_CR_SVMDIS != 0)
+}
+
+/// The SVM half of `kvm_arch_init`'s checks (4.1.1): SVM present, not disabled by the
+/// firmware, and with nested paging (rkvm maps guest memory with NPT only).
+pub(crate) fn check_cpu_support() -> Result {
+    if !cpu_has_svm() {
+        pr_err!("no SVM on this CPU\n");
+        return Err(EOPNOTSUPP);
+    }
+    if svm_disabled_by_bios() {
+        pr_err!("SVM disabled by BIOS (VM_CR.SVMDIS)\n");
+        return Err(EOPNOTSUPP);
+    }
+    if cpu::cpuid(0x8000_000a, 0)[3] & feature::NPT == 0 {
+        pr_err!("SVM without nested paging is not supported\n");
+        return Err(EOPNOTSUPP);
+    }
+    Ok(())
+}
+
+/// `svm_hardware_setup()`: the features, the VMCB layout, the per-CPU save areas and
+/// the I/O permission map.
+pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
+    let [_, nasid, _, features] = cpu::cpuid(0x8000_000a, 0);
+    if nasid < 2 {
+        pr_err!(
+            "SVM reports {} ASIDs: at least one besides the host's is needed\n",
+            nasid
+        );
+        return Err(EIO);
+    }
+    let cpus = PerCpu::new(|_cpu| {
+        Ok(SvmCpu {
+            hsave: PhysPage::new()?,
+            host_save: vmcb::Vmcb::new()?,
+            enabled: AtomicBool::new(false),
+            next_asid: AtomicU32::new(1),
+            asid_gen: AtomicU64::new(1),
+        })
+    })?;
+    // APM 15.10.1 and 15.11: 12 KiB and 8 KiB, physically contiguous.
+    let iopm = ContigPages::new(3 * 4096, 0xff)?;
+    let msrpm = ContigPages::new(2 * 4096, 0xff)?;
+    let entry_flags = if cpu::boot_cpu_has(Feature::RsbVmexit) {
+        entry::flags::RSB_FILL
+    } else {
+        0
+    };
+    pr_info!(
+        "SVM: npt=1 nrips={} flush_by_asid={} asids={}\n",
+        u8::from(features & feature::NRIPS != 0),
+        u8::from(features & feature::FLUSH_BY_ASID != 0),
+        nasid
+    );
+    let svm = Svm {
+        features,
+        max_asid: nasid - 1,
+        layout: vmcb::layout(),
+        cpus,
+        iopm,
+        msrpm,
+        entry_flags,
+    };
+    Ok(KBox::new(svm, GFP_KERNEL)?)
+}
+
+/// This CPU's part of a run window, while SVM is on.
+pub(crate) struct CpuWindow<'a> {
+    pub(crate) cpu: &'a SvmCpu,
+    /// EFER as the host had it.
+    host_efer: u64,
+    _irq: &'a IrqGuard,
+}
+
+/// Why SVM could not be turned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnterError {
+    /// This CPU was not enabled (hardware_enable).
+    Disabled,
+    /// EFER.SVME is already set: another hypervisor holds SVM on this CPU.
+    Busy,
+}
+
+impl Svm {
+    /// Turns SVM on for a window: EFER.SVME, VM_HSAVE_PA, GIF clear, the host's state in
+    /// the save area. Dropping the result undoes it in reverse.
+    pub(crate) fn open<'a>(&'a self, irq: &'a IrqGuard) -> Result<CpuWindow<'a>, EnterError> {
+        let c = self.cpus.this_cpu(irq);
+        if !c.enabled.load(Ordering::Acquire) {
+            return Err(EnterError::Disabled);
+        }
+        let efer = msr::read(index::EFER).map_err(|_| EnterError::Busy)?;
+        if efer & EFER_SVME != 0 {
+            return Err(EnterError::Busy);
+        }
+        msr::write(index::EFER, efer | EFER_SVME).map_err(|_| EnterError::Busy)?;
+        if msr::write(index::VM_HSAVE_PA, c.hsave.phys().0).is_err() {
+            let _ = msr::write(index::EFER, efer);
+            return Err(EnterError::Busy);
+        }
+        // SAFETY: EFER.SVME is set; `CpuWindow::drop` runs STGI before clearing it.
+        unsafe { asm::clgi() };
+        // SAFETY: EFER.SVME is set; the save area is this CPU's own page.
+        unsafe { asm::vmsave(c.host_save.pa()) };
+        Ok(CpuWindow {
+            cpu: c,
+            host_efer: efer,
+            _irq: irq,
+        })
+    }
+
+    /// A fresh ASID for a vCPU on this CPU: `(asid, generation, flush_all)`. When the
+    /// CPU's ASIDs run out a new generation starts, and the first entry with it must flush
+    /// every ASID's translations.
+    pub(crate) fn new_asid(&self, w: &CpuWindow<'_>) -> (u32, u64, bool) {
+        let c = w.cpu;
+        let mut next = c.next_asid.load(Ordering::Relaxed);
+        let mut flush_all = false;
+        if next > self.max_asid {
+            c.asid_gen.fetch_add(1, Ordering::Relaxed);
+            next = 1;
+            flush_all = true;
+        }
+        c.next_asid.store(next + 1, Ordering::Relaxed);
+        (next, c.asid_gen.load(Ordering::Relaxed), flush_all)
+    }
+
+    /// The current ASID generation of this CPU.
+    pub(crate) fn asid_gen(&self, w: &CpuWindow<'_>) -> u64 {
+        w.cpu.asid_gen.load(Ordering::Relaxed)
+    }
+
+    /// Physical addresses of the I/O and MSR permission maps.
+    pub(crate) fn iopm_pa(&self) -> u64 {
+        self.iopm.phys().0
+    }
+
+    pub(crate) fn msrpm_pa(&self) -> u64 {
+        self.msrpm.phys().0
+    }
+}
+
+impl CpuWindow<'_> {
+    pub(crate) fn host_save_pa(&self) -> u64 {
+        self.cpu.host_save.pa()
+    }
+}
+
+impl Drop for CpuWindow<'_> {
+    fn drop(&mut self) {
+        // SAFETY: EFER.SVME is still set (cleared just below); interrupts stay off until
+        // the IRQ guard goes, so what GIF held is taken after the window.
+        unsafe { asm::stgi() };
+        let _ = msr::write(index::EFER, self.host_efer);
+    }
+}
+
+impl X86Ops for Svm {
+    fn name(&self) -> &'static CStr {
+        c"svm"
+    }
+
+    fn check_processor_compat(&self) -> Result {
+        let _irq = IrqGuard::new();
+        let me = cpu::this_cpu();
+        if !cpu::this_cpu_has(Feature::Svm) || svm_disabled_by_bios() {
+            pr_err!("SVM is disabled on CPU {}\n", me);
+            return Err(EIO);
+        }
+        if msr::read(index::EFER).is_ok_and(|v| v & EFER_SVME != 0) {
+            pr_err!(
+                "CPU {}: SVM is in use by another hypervisor (kvm_amd?)\n",
+                me
+            );
+            return Err(EBUSY);
+        }
+        if cpu::cpuid(0x8000_000a, 0)[3] != self.features {
+            pr_err!("CPU {} feature inconsistency!\n", me);
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    fn hardware_enable(&self) -> Result {
+        let irq = IrqGuard::new();
+        let c = self.cpus.this_cpu(&irq);
+        if c.enabled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // SVM is only on inside a window; here it is only checked to be free.
+        if msr::read(index::EFER).map_or(true, |v| v & EFER_SVME != 0) {
+            crate::sys::ratelimit::pr_err_ratelimited!(
+                "CPU {}: SVM is in use by another hypervisor\n",
+                cpu::this_cpu()
+            );
+            return Err(EBUSY);
+        }
+        c.enabled.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn hardware_disable(&self) {
+        let irq = IrqGuard::new();
+        self.cpus
+            .this_cpu(&irq)
+            .enabled
+            .store(false, Ordering::Release);
+    }
+
+    fn get_feature_msr(&self, _msr: u32) -> Option<u64> {
+        None
+    }
+
+    fn has_emulated_msr(&self, msr: u32) -> bool {
+        // No VMX capability MSRs on AMD, as kvm_amd answers.
+        !(index::IA32_VMX_BASIC..=index::IA32_VMX_VMFUNC).contains(&msr)
+    }
+
+    fn cpuid_caps(&self) -> BackendCpuidCaps {
+        // RDTSCP and INVPCID run natively (neither is intercepted).
+        BackendCpuidCaps {
+            rdtscp: cpu::boot_cpu_has(Feature::Rdtscp),
+            invpcid: cpu::cpuid(7, 0)[1] & (1 << 10) != 0,
+        }
+    }
+
+    fn needs_rmode_pages(&self) -> bool {
+        // SVM runs real mode as it is.
+        false
+    }
+
+    fn hypercall_insn(&self) -> [u8; 3] {
+        // VMMCALL.
+        [0x0f, 0x01, 0xd9]
+    }
+
+    fn late_init(&self) -> Result {
+        Ok(())
+    }
+
+    fn vcpu_create(&'static self) -> Result<KBox<dyn VcpuOps>> {
+        Ok(KBox::new(vcpu::SvmVcpu::new(self)?, GFP_KERNEL_ACCOUNT)?)
+    }
+}

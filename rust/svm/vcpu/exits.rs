@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! #VMEXIT decoding: the exits handled inside the window (physical interrupts, the
+//! interrupt window, exceptions reflected to the guest, SVM instructions the guest may
+//! not use) and the decoded [`Exit`] for everything else.
+
+use super::*;
+use crate::x86::exit::Intercept;
+use crate::x86::state::Exception;
+
+/// Bits of EXITINFO1 for IOIO (APM 15.10.2).
+mod ioio {
+    pub(super) const IN: u64 = 1 << 0;
+    pub(super) const STRING: u64 = 1 << 2;
+    pub(super) const REP: u64 = 1 << 3;
+    pub(super) const SIZE_SHIFT: u64 = 4;
+    pub(super) const PORT_SHIFT: u64 = 16;
+}
+
+/// Bits of EXITINFO1 (the page-fault error code) for a nested page fault.
+const NPF_WRITE: u64 = 1 << 1;
+const NPF_FETCH: u64 = 1 << 4;
+
+impl SvmVcpu {
+    /// Queues exception `vector` for the guest.
+    fn queue(s: &mut crate::x86::state::VcpuState, vector: u8, error_code: Option<u32>) {
+        s.events.exception = Some(Exception {
+            vector,
+            error_code,
+            injected: false,
+            payload: None,
+        });
+    }
+
+    /// The instruction's length, when the CPU saved the next RIP.
+    fn next_rip_len(&self) -> Option<u8> {
+        if self.svm.features & feature::NRIPS == 0 {
+            return None;
+        }
+        let l = &self.svm.layout;
+        let len = self.vmcb.r64(l.next_rip).wrapping_sub(self.vmcb.r64(l.rip));
+        (1..=15).contains(&len).then_some(len as u8)
+    }
+
+    fn intercepted(&self, what: Intercept) -> Option<Exit> {
+        Some(Exit::Intercepted {
+            what,
+            len: self.next_rip_len(),
+        })
+    }
+
+    /// Handles one #VMEXIT inside the window; `Some` leaves the window.
+    pub(super) fn handle_exit(&mut self, ctx: &mut RunCtx<'_>) -> Result<Option<Exit>> {
+        let l = &self.svm.layout;
+        let code = self.vmcb.r64(l.exit_code);
+        let info1 = self.vmcb.r64(l.exit_info_1);
+        let info2 = self.vmcb.r64(l.exit_info_2);
+        // VMEXIT_INVALID: the guest state did not pass VMRUN's checks.
+        if code == u64::MAX {
+            return Ok(Some(Exit::FailEntry { reason: code }));
+        }
+        let Ok(code) = u32::try_from(code) else {
+            return Ok(Some(Exit::Unhandled {
+                reason: u32::MAX,
+                qual: info1,
+            }));
+        };
+        let s = &mut *ctx.state;
+        // The event this entry injected, or the guest's own, if the exit cut it short.
+        self.requeue_interrupted(s);
+        let exit = match code {
+            SVM_EXIT_INTR => {
+                ctx.stats.inc(st::IRQ_EXITS);
+                Some(Exit::Again)
+            }
+            // Held by GIF: taken by the host once the window closes.
+            SVM_EXIT_NMI | SVM_EXIT_INIT => Some(Exit::Again),
+            SVM_EXIT_VINTR => {
+                ctx.stats.inc(st::IRQ_WINDOW_EXITS);
+                self.set_irq_window(false);
+                ctx.apic_window.then_some(Exit::Again)
+            }
+            SVM_EXIT_IRET => {
+                s.events.nmi_masked = false;
+                self.vmcb.set_intercept(l, SVM_EXIT_IRET, false);
+                None
+            }
+            SVM_EXIT_SHUTDOWN => Some(Exit::Shutdown),
+            c if (SVM_EXIT_EXCP_BASE..SVM_EXIT_EXCP_BASE + 32).contains(&c) => {
+                let vector = (c - SVM_EXIT_EXCP_BASE) as u8;
+                match vector {
+                    MC_VECTOR => {
+                        self.mce_pending = true;
+                        Some(Exit::Again)
+                    }
+                    DB_VECTOR
+                        if ctx.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP)
+                            == 0 =>
+                    {
+                        // The guest's own #DB (its breakpoints): it gets it.
+                        Self::queue(s, vector, None);
+                        None
+                    }
+                    DB_VECTOR | BP_VECTOR => {
+                        if vector == BP_VECTOR {
+                            // A debugger may hand this #BP back (KVM_GUESTDBG_INJECT_BP).
+                            s.soft_exc_len = 1;
+                        }
+                        let dr6 = if vector == DB_VECTOR {
+                            self.vmcb.r64(l.dr6) | 0xffff_0ff0
+                        } else {
+                            0xffff_0ff0
+                        };
+                        Some(Exit::Debug {
+                            exception: u32::from(vector),
+                            dr6,
+                            dr7: self.vmcb.r64(l.dr7),
+                        })
+                    }
+                    UD_VECTOR => Some(Exit::InvalidOpcode),
+                    // Not intercepted otherwise.
+                    _ => {
+                        Self::queue(s, vector, None);
+                        None
+                    }
+                }
+            }
+            SVM_EXIT_IOIO => {
+                ctx.stats.inc(st::IO_EXITS);
+                let rip = self.vmcb.r64(l.rip);
+                let len = info2.wrapping_sub(rip);
+                let insn_len = if (1..=15).contains(&len) {
+                    len as u8
+                } else {
+                    1
+                };
+                let string = info1 & ioio::STRING != 0;
+                if !string {
+                    // Past the instruction, as the generic code expects of a non-string
+                    // port access.
+                    self.vmcb.w64(l.rip, info2);
+                    if s.events.shadow != 0 || self.vmcb.r32(l.int_state) & 1 != 0 {
+                        self.vmcb.w32(l.int_state, 0);
+                    }
+                }
+                Some(Exit::Io {
+                    port: (info1 >> ioio::PORT_SHIFT) as u16,
+                    size: ((info1 >> ioio::SIZE_SHIFT) & 7) as u8,
+                    input: info1 & ioio::IN != 0,
+                    string,
+                    rep: info1 & ioio::REP != 0,
+                    value: self.vmcb.r64(l.rax) as u32,
+                    insn_len,
+                })
+            }
+            SVM_EXIT_NPF => Some(Exit::TdpFault {
+                gpa: info2,
+                write: info1 & NPF_WRITE != 0,
+                fetch: info1 & NPF_FETCH != 0,
+                vectoring: self.vmcb.r32(l.exit_int_info),
+                hw_reason: code,
+                hw_qual: info1,
+            }),
+            // No nested SVM: the guest's SVM instructions are undefined to it.
+            SVM_EXIT_VMRUN | SVM_EXIT_VMLOAD | SVM_EXIT_VMSAVE | SVM_EXIT_STGI | SVM_EXIT_CLGI
+            | SVM_EXIT_SKINIT | SVM_EXIT_INVLPGA => {
+                Self::queue(s, UD_VECTOR, None);
+                None
+            }
+            SVM_EXIT_RDPMC => {
+                Self::queue(s, 13, Some(0));
+                None
+            }
+            SVM_EXIT_CPUID => self.intercepted(Intercept::Cpuid),
+            SVM_EXIT_HLT => {
+                ctx.stats.inc(st::HALT_EXITS);
+                self.intercepted(Intercept::Hlt)
+            }
+            SVM_EXIT_MSR if info1 == 0 => self.intercepted(Intercept::Rdmsr),
+            SVM_EXIT_MSR => self.intercepted(Intercept::Wrmsr),
+            SVM_EXIT_VMMCALL => {
+                ctx.stats.inc(st::HYPERCALLS);
+                self.intercepted(Intercept::Hypercall)
+            }
+            SVM_EXIT_XSETBV => self.intercepted(Intercept::Xsetbv),
+            SVM_EXIT_MONITOR | SVM_EXIT_MWAIT | SVM_EXIT_MWAIT_COND => {
+                self.intercepted(Intercept::MonitorMwait)
+            }
+            SVM_EXIT_WBINVD | SVM_EXIT_INVD => self.intercepted(Intercept::Wbinvd),
+            c if (SVM_EXIT_READ_CR0..SVM_EXIT_READ_CR0 + 16).contains(&c) => {
+                self.intercepted(Intercept::CrRead((c - SVM_EXIT_READ_CR0) as u8))
+            }
+            c if (SVM_EXIT_WRITE_CR0..SVM_EXIT_WRITE_CR0 + 16).contains(&c) => {
+                self.intercepted(Intercept::CrWrite((c - SVM_EXIT_WRITE_CR0) as u8))
+            }
+            c if (SVM_EXIT_READ_DR0..SVM_EXIT_READ_DR0 + 16).contains(&c) => {
+                self.intercepted(Intercept::DrRead((c - SVM_EXIT_READ_DR0) as u8))
+            }
+            c if (SVM_EXIT_WRITE_DR0..SVM_EXIT_WRITE_DR0 + 16).contains(&c) => {
+                self.intercepted(Intercept::DrWrite((c - SVM_EXIT_WRITE_DR0) as u8))
+            }
+            _ => Some(Exit::Unhandled {
+                reason: code,
+                qual: info1,
+            }),
+        };
+        Ok(exit)
+    }
+}

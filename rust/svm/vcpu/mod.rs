@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! An SVM vCPU: its VMCB, the run window, and the exits handled without leaving it.
+//! Everything else goes back to the generic x86 code as an [`Exit`]; the instructions the
+//! generic code defines (CPUID, MSRs, HLT, CR and DR accesses, ...) go back as
+//! [`Exit::Intercepted`], with their length when the CPU saves the next RIP and without
+//! it otherwise (QEMU's SVM: the generic code then decodes the instruction).
+//!
+//! `state` moves the guest state in and out of the VMCB, `events` writes the event to
+//! inject and picks up one an exit interrupted, `exits` decodes the exit.
+
+use super::entry::{self, Gprs};
+use super::vmcb::{self, tlb_ctl, Vmcb};
+use super::{asm, feature, CpuWindow, Svm};
+use crate::sys::cpu::{self, IrqGuard};
+use crate::sys::msr::index;
+use crate::uapi::*;
+use crate::x86::backend::{RunCtx, VcpuOps};
+use crate::x86::exit::Exit;
+use crate::x86::fpu::{self, KernelFpu};
+use crate::x86::hostdbg::HostDebug;
+use crate::x86::stats::vcpu as st;
+use crate::x86::{cpuid, uret};
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+
+mod events;
+mod exits;
+mod state;
+
+/// Exception vectors.
+const DB_VECTOR: u8 = 1;
+const BP_VECTOR: u8 = 3;
+const UD_VECTOR: u8 = 6;
+const MC_VECTOR: u8 = 18;
+
+/// The longest a window stays open over its in-window exits; a guest that never exits is
+/// ended by the host's next interrupt (physical interrupts exit).
+const WINDOW_SLICE_MS: u64 = 4;
+
+/// A vCPU's SVM resources.
+pub(crate) struct SvmVcpu {
+    svm: &'static Svm,
+    vmcb: Vmcb,
+    gprs: Gprs,
+    /// The intercepts and constant controls were written (once per vCPU).
+    setup_done: bool,
+    /// The ASID this vCPU runs with, valid on CPU `asid_cpu` in generation `asid_gen`.
+    asid_cpu: u32,
+    asid_gen: u64,
+    /// The VM flush generation this vCPU last flushed at.
+    flushed_gen: u64,
+    /// The event this entry injects put RIP past its instruction (a software interrupt
+    /// or #BP/#OF): if the exit interrupts it, it goes back without moving RIP again.
+    injected_soft: bool,
+    /// A machine check hit the guest: the host's handler runs after the window.
+    mce_pending: bool,
+}
+
+impl SvmVcpu {
+    pub(crate) fn new(svm: &'static Svm) -> Result<Self> {
+        Ok(Self {
+            svm,
+            vmcb: Vmcb::new()?,
+            gprs: Gprs::default(),
+            setup_done: false,
+            asid_cpu: u32::MAX,
+            asid_gen: 0,
+            flushed_gen: u64::MAX,
+            injected_soft: false,
+            mce_pending: false,
+        })
+    }
+
+    /// The intercepts and controls that never change.
+    fn setup(&mut self) {
+        let l = &self.svm.layout;
+        let v = &self.vmcb;
+        for code in [
+            SVM_EXIT_WRITE_CR4,
+            SVM_EXIT_READ_CR8,
+            SVM_EXIT_WRITE_CR8,
+            SVM_EXIT_INTR,
+            SVM_EXIT_NMI,
+            SVM_EXIT_INIT,
+            SVM_EXIT_RDPMC,
+            SVM_EXIT_CPUID,
+            SVM_EXIT_INVD,
+            SVM_EXIT_HLT,
+            SVM_EXIT_INVLPGA,
+            SVM_EXIT_IOIO,
+            SVM_EXIT_MSR,
+            SVM_EXIT_SHUTDOWN,
+            SVM_EXIT_VMRUN,
+            SVM_EXIT_VMMCALL,
+            SVM_EXIT_VMLOAD,
+            SVM_EXIT_VMSAVE,
+            SVM_EXIT_STGI,
+            SVM_EXIT_CLGI,
+            SVM_EXIT_SKINIT,
+            SVM_EXIT_WBINVD,
+            SVM_EXIT_MONITOR,
+            SVM_EXIT_MWAIT,
+            SVM_EXIT_MWAIT_COND,
+            SVM_EXIT_XSETBV,
+        ] {
+            v.set_intercept(l, code, true);
+        }
+        // Every debug-register access: the generic code keeps DR0-DR7.
+        for n in 0..8 {
+            v.set_intercept(l, SVM_EXIT_READ_DR0 + n, true);
+            v.set_intercept(l, SVM_EXIT_WRITE_DR0 + n, true);
+        }
+        v.w64(l.iopm_base_pa, self.svm.iopm_pa());
+        v.w64(l.msrpm_base_pa, self.svm.msrpm_pa());
+        v.w32(l.int_ctl, vmcb::int_ctl::V_INTR_MASKING);
+        // Nested paging (SVM_NESTED_CTL_NP_ENABLE).
+        v.w64(l.nested_ctl, 1);
+        self.setup_done = true;
+    }
+
+    /// Picks this vCPU's ASID for the window and the TLB flush its entry needs.
+    fn prepare_asid(&mut self, w: &CpuWindow<'_>, ctx: &RunCtx<'_>) {
+        let l = &self.svm.layout;
+        let me = cpu::this_cpu();
+        let mut flush = tlb_ctl::NOTHING;
+        if self.asid_cpu != me || self.asid_gen != self.svm.asid_gen(w) {
+            let (asid, generation, flush_all) = self.svm.new_asid(w);
+            self.vmcb.w32(l.asid, asid);
+            self.asid_cpu = me;
+            self.asid_gen = generation;
+            if flush_all {
+                flush = tlb_ctl::FLUSH_ALL;
+            }
+        }
+        let gen = ctx.flush_gen.load(Ordering::Acquire);
+        if gen != self.flushed_gen {
+            self.flushed_gen = gen;
+            if flush == tlb_ctl::NOTHING {
+                flush = self.flush_one();
+            }
+            ctx.stats.inc(st::TLB_FLUSH);
+        }
+        self.vmcb.w8(l.tlb_ctl, flush);
+    }
+
+    /// The flush of this vCPU's translations only, where the CPU can do it.
+    fn flush_one(&self) -> u8 {
+        if self.svm.features & feature::FLUSH_BY_ASID != 0 {
+            tlb_ctl::FLUSH_ASID
+        } else {
+            tlb_ctl::FLUSH_ALL
+        }
+    }
+
+    #[expect(clippy::too_many_arguments)]
+    fn run_window(
+        &mut self,
+        ctx: &mut RunCtx<'_>,
+        w: &CpuWindow<'_>,
+        kfpu: &KernelFpu,
+        xsave: bool,
+        fpu_mask: u64,
+        host_xcr0: u64,
+        irq: &IrqGuard,
+    ) -> Result<Exit> {
+        if !self.setup_done {
+            self.setup();
+        }
+        self.load_guest(ctx);
+        // The guest's TSC_AUX (its other syscall MSRs are in the VMCB).
+        if let Some(slot) = uret::Slot::of(index::TSC_AUX) {
+            let _ = ctx.uret.set(slot, ctx.state.msrs.tsc_aux, irq);
+        }
+        kfpu.load(ctx.fpu, fpu_mask, xsave);
+        if xsave && ctx.state.xcr0 != host_xcr0 {
+            // SAFETY: The guest XCR0 was validated against the supported components; the
+            // host value is put back before the window ends.
+            unsafe { fpu::xsetbv0(ctx.state.xcr0) };
+        }
+        self.prepare_asid(w, ctx);
+        // Debug registers, as in the VMX window (see `x86/hostdbg.rs`).
+        let mut host_dbg = HostDebug::save(irq);
+        let guest_dr7 = ctx.state.dr7;
+        let l = &self.svm.layout;
+        let load = match ctx.debug_dr {
+            Some(d) => {
+                self.vmcb.w64(l.dr7, d[7]);
+                Some(([d[0], d[1], d[2], d[3]], 0xffff_0ff0))
+            }
+            None if guest_dr7 & 0xff != 0 => Some((ctx.state.db, ctx.state.dr6)),
+            None => None,
+        };
+        if let Some((db, dr6)) = load {
+            host_dbg.load_guest(db, dr6);
+        }
+        let window_end = match u64::from(cpu::tsc_khz()) {
+            0 => u64::MAX,
+            khz => cpu::rdtsc().saturating_add(khz.saturating_mul(WINDOW_SLICE_MS)),
+        };
+        let result = (|| -> Result<Exit> {
+            loop {
+                let gen = ctx.flush_gen.load(Ordering::Acquire);
+                if gen != self.flushed_gen {
+                    self.flushed_gen = gen;
+                    self.vmcb.w8(l.tlb_ctl, self.flush_one());
+                    ctx.stats.inc(st::TLB_FLUSH);
+                }
+                if ctx.kick.load(Ordering::Acquire)
+                    || ctx.vm_msr_filter_gen.load(Ordering::Acquire) != ctx.msr_filter_gen
+                {
+                    break Ok(Exit::Again);
+                }
+                if let Some(exit) = self.inject_events(ctx)? {
+                    break Ok(exit);
+                }
+                let now = cpu::rdtsc();
+                if now >= window_end || ctx.timer_deadline_tsc.is_some_and(|d| now >= d) {
+                    break Ok(Exit::Again);
+                }
+                // SAFETY: GIF is clear (the window); IF goes off again right after.
+                unsafe { asm::sti() };
+                // SAFETY: The window holds EFER.SVME, VM_HSAVE_PA, GIF clear and the host's
+                // saved state; the VMCB was set up and loaded above.
+                unsafe {
+                    entry::vmrun(
+                        &mut self.gprs,
+                        self.vmcb.pa(),
+                        w.host_save_pa(),
+                        self.svm.entry_flags,
+                    )
+                };
+                // SAFETY: Still with GIF clear.
+                unsafe { asm::cli() };
+                host_dbg.after_exit();
+                self.vmcb.w8(l.tlb_ctl, tlb_ctl::NOTHING);
+                ctx.stats.inc(st::EXITS);
+                if let Some(exit) = self.handle_exit(ctx)? {
+                    break Ok(exit);
+                }
+            }
+        })();
+        if host_dbg.guest_loaded() && ctx.debug_dr.is_none() {
+            ctx.state.dr6 = self.vmcb.r64(l.dr6);
+        }
+        drop(host_dbg);
+        if xsave && ctx.state.xcr0 != host_xcr0 {
+            // SAFETY: Restores the host's own XCR0.
+            unsafe { fpu::xsetbv0(host_xcr0) };
+        }
+        kfpu.save(ctx.fpu, fpu_mask, xsave);
+        self.save_guest(ctx);
+        if ctx.debug_dr.is_some() {
+            ctx.state.dr7 = guest_dr7;
+        }
+        result
+    }
+}
+
+impl VcpuOps for SvmVcpu {
+    fn run(&mut self, ctx: &mut RunCtx<'_>) -> Result<Exit> {
+        let xsave = cpu::boot_cpu_has(cpu::Feature::Xsave);
+        let fpu_mask = cpuid::supported_xcr0();
+        let host_xcr0 = if xsave { cpuid::host_xcr0() } else { 0 };
+        self.gprs_from(ctx.state);
+        let kfpu = KernelFpu::begin();
+        let irq = IrqGuard::new();
+        let w = match self.svm.open(&irq) {
+            Ok(w) => w,
+            Err(_) => return Err(EBUSY),
+        };
+        // Sequentially consistent, as in the VMX window: a remote flush bumps the flush
+        // generation and then reads this.
+        ctx.running_cpu
+            .store(cpu::this_cpu() as i32, Ordering::SeqCst);
+        let result = self.run_window(ctx, &w, &kfpu, xsave, fpu_mask, host_xcr0, &irq);
+        ctx.running_cpu.store(-1, Ordering::Release);
+        // STGI, EFER restored: what GIF held (interrupts, NMIs) is taken once the IRQ
+        // guard goes.
+        drop(w);
+        if core::mem::take(&mut self.mce_pending) {
+            cpu::machine_check(&irq);
+        }
+        drop(irq);
+        drop(kfpu);
+        self.gprs_to(ctx.state);
+        result
+    }
+
+    fn release(&self) {}
+}
