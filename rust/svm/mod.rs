@@ -307,6 +307,10 @@ impl X86Ops for Svm {
         false
     }
 
+    fn one_shadow_bit(&self) -> bool {
+        true
+    }
+
     fn hypercall_insn(&self) -> [u8; 3] {
         // VMMCALL.
         [0x0f, 0x01, 0xd9]

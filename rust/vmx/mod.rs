@@ -294,6 +294,10 @@ impl X86Ops for Vmx {
         !self.params.unrestricted_guest
     }
 
+    fn one_shadow_bit(&self) -> bool {
+        false
+    }
+
     fn hypercall_insn(&self) -> [u8; 3] {
         // VMCALL.
         [0x0f, 0x01, 0xc1]

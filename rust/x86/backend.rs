@@ -36,6 +36,9 @@ pub(crate) trait X86Ops: Send + Sync {
     /// Whether guest real mode needs the VM's real-mode TSS and identity map
     /// (KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR): VMX without unrestricted guest.
     fn needs_rmode_pages(&self) -> bool;
+    /// The hardware keeps one interrupt-shadow bit (SVM), reported as both STI and MOV SS
+    /// blocking, rather than one of the two kinds (VMX).
+    fn one_shadow_bit(&self) -> bool;
     /// The vendor's hypercall instruction (VMCALL or VMMCALL): KVM's FIX_HYPERCALL_INSN
     /// quirk rewrites the other one to it.
     fn hypercall_insn(&self) -> [u8; 3];

@@ -41,7 +41,7 @@ pub(crate) fn get(s: &VcpuState) -> kvm_vcpu_events {
 
 /// `KVM_SET_VCPU_EVENTS`: takes userspace's event state, or refuses it (EINVAL) as KVM
 /// does.
-pub(crate) fn set(s: &mut VcpuState, e: &kvm_vcpu_events) -> Result {
+pub(crate) fn set(s: &mut VcpuState, e: &kvm_vcpu_events, one_shadow_bit: bool) -> Result {
     let valid = KVM_VCPUEVENT_VALID_NMI_PENDING
         | KVM_VCPUEVENT_VALID_SIPI_VECTOR
         | KVM_VCPUEVENT_VALID_SHADOW
@@ -85,7 +85,7 @@ pub(crate) fn set(s: &mut VcpuState, e: &kvm_vcpu_events) -> Result {
         s.events.interrupt_injected = false;
     }
     if e.flags & KVM_VCPUEVENT_VALID_SHADOW != 0 {
-        s.events.shadow = shadow_from_user(e.interrupt.shadow);
+        s.events.shadow = shadow_from_user(e.interrupt.shadow, one_shadow_bit);
     }
     s.events.nmi_injected = e.nmi.injected != 0;
     if e.flags & KVM_VCPUEVENT_VALID_NMI_PENDING != 0 {
@@ -108,10 +108,17 @@ fn shadow_to_user(v: u8) -> u8 {
     u
 }
 
-/// The vCPU's interrupt shadow for the uapi's: one kind at most, MOV SS before STI, as
-/// `vmx_set_interrupt_shadow` (VM entry refuses both at once).
-fn shadow_from_user(u: u8) -> u8 {
-    if u & KVM_X86_SHADOW_INT_MOV_SS as u8 != 0 {
+/// The vCPU's interrupt shadow for the uapi's: with one shadow bit (SVM) both kinds or
+/// none; otherwise one kind at most, MOV SS before STI, as `vmx_set_interrupt_shadow`
+/// (VM entry refuses both at once).
+fn shadow_from_user(u: u8, one_shadow_bit: bool) -> u8 {
+    if one_shadow_bit {
+        if u != 0 {
+            shadow::STI | shadow::MOV_SS
+        } else {
+            0
+        }
+    } else if u & KVM_X86_SHADOW_INT_MOV_SS as u8 != 0 {
         shadow::MOV_SS
     } else if u & KVM_X86_SHADOW_INT_STI as u8 != 0 {
         shadow::STI

@@ -2,12 +2,10 @@
 # SPDX-License-Identifier: GPL-2.0
 # rkvm-bench: runs-without-hv
 #
-# rkvm only (skips for kvm). rkvm has a VMX backend only, so:
-#   Intel: rkvm is loaded and /dev/rkvm answers; a second insmod fails and leaves it loaded.
-#   AMD:   insmod rkvm.ko fails, the kernel log says "rkvm: no backend for this CPU
-#          vendor", no module and no /dev/rkvm remain.
-# The runner runs this test even when rkvm did not load (the flag line above), with
-# RKVM_HV_LOADED=0, so the AMD refusal is actually asserted.
+# rkvm only (skips for kvm). rkvm picks its backend from the CPU: on Intel (VMX) and on
+# AMD (SVM) it is loaded, names the backend in the kernel log, and /dev/rkvm answers; a
+# second insmod fails and leaves it loaded. The runner runs this test even when rkvm did
+# not load (the flag line above), with RKVM_HV_LOADED=0, so a refusal to load fails here.
 #
 # Environment (from /init): RKVM_HV=kvm|rkvm, RKVM_VENDOR=intel|amd, RKVM_HV_LOADED=0|1.
 . "${RKVM_TESTS_LIB:-/tests/lib}/tap.sh"
@@ -19,44 +17,30 @@ ko=$HV_MODDIR/rkvm.ko
 [ -f $ko ] || tap_bail "no $ko in the image"
 
 case $vendor in
-intel)
-	tap_plan 5
-	mark=$(dmesg_mark)
-	hv_loaded rkvm
-	tap_ok $? "rkvm is loaded on Intel (RKVM_HV_LOADED=${RKVM_HV_LOADED:-?})"
-	[ -c /dev/rkvm ]
-	tap_ok $? "/dev/rkvm is a character device"
-	out=$(hv_probe --vm)
-	tap_ok $? "/dev/rkvm answers: $out"
-	err=$(insmod $ko 2>&1)
-	rc=$?
-	[ $rc -ne 0 ] && hv_loaded rkvm && [ -c /dev/rkvm ]
-	tap_ok $? "a second insmod fails (status $rc: $err) and rkvm stays loaded"
-	bad=$(dmesg_bad "$mark")
-	[ -z "$bad" ]
-	tap_ok $? "kernel log has no BUG/WARNING/Oops" || tap_diag "$bad"
-	;;
-amd)
-	tap_plan 4
-	# The runner's own attempt failed already; make sure, and try again ourselves.
-	unload_hv rkvm >/dev/null 2>&1
-	mark=$(dmesg_mark)
-	err=$(insmod $ko 2>&1)
-	rc=$?
-	[ $rc -ne 0 ]
-	tap_ok $? "insmod rkvm.ko fails on AMD (status $rc: $err)"
-	log=$(dmesg_since "$mark")
-	printf '%s\n' "$log" | grep -q 'rkvm: no backend for this CPU vendor'
-	tap_ok $? "the kernel log says \"rkvm: no backend for this CPU vendor\"" ||
-		tap_diag "kernel log: $log"
-	! hv_loaded rkvm && [ ! -e /dev/rkvm ]
-	tap_ok $? "no rkvm module and no /dev/rkvm left behind"
-	bad=$(dmesg_bad "$mark")
-	[ -z "$bad" ]
-	tap_ok $? "kernel log has no BUG/WARNING/Oops" || tap_diag "$bad"
-	;;
-*)
-	tap_skip_all "neither VMX nor SVM ($vendor)"
-	;;
+intel) backend=vmx ;;
+amd) backend=svm ;;
+*) tap_skip_all "neither VMX nor SVM ($vendor)" ;;
 esac
+tap_plan 6
+mark=$(dmesg_mark)
+hv_loaded rkvm
+tap_ok $? "rkvm is loaded on $vendor (RKVM_HV_LOADED=${RKVM_HV_LOADED:-?})"
+# Loaded once more, the kernel log names the backend it picked.
+unload_hv rkvm >/dev/null 2>&1
+m2=$(dmesg_mark)
+insmod $ko >/dev/null 2>&1
+log=$(dmesg_since "$m2")
+printf '%s\n' "$log" | grep -q "rkvm: loaded: /dev/rkvm ready, $backend backend"
+tap_ok $? "reloaded, the kernel log names the $backend backend" || tap_diag "kernel log: $log"
+[ -c /dev/rkvm ]
+tap_ok $? "/dev/rkvm is a character device"
+out=$(hv_probe --vm)
+tap_ok $? "/dev/rkvm answers: $out"
+err=$(insmod $ko 2>&1)
+rc=$?
+[ $rc -ne 0 ] && hv_loaded rkvm && [ -c /dev/rkvm ]
+tap_ok $? "a second insmod fails (status $rc: $err) and rkvm stays loaded"
+bad=$(dmesg_bad "$mark")
+[ -z "$bad" ]
+tap_ok $? "kernel log has no BUG/WARNING/Oops" || tap_diag "$bad"
 tap_done

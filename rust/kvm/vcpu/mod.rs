@@ -497,7 +497,7 @@ impl AnonFile for VcpuFile {
             }
             RKVM_KVM_SET_VCPU_EVENTS => {
                 let e: kvm_vcpu_events = uaccess::read(arg)?;
-                events::set(&mut g.state, &e)?;
+                events::set(&mut g.state, &e, vm.kvm.backend.one_shadow_bit())?;
                 Ok(0)
             }
             RKVM_KVM_GET_MP_STATE => {

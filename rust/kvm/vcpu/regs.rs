@@ -418,7 +418,7 @@ pub(super) fn sync_regs_in(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, dirty: u64) 
     }
     if dirty & u64::from(KVM_SYNC_X86_EVENTS) != 0 {
         let e: kvm_vcpu_events = read_run(vcpu, SYNC + offset_of!(kvm_sync_regs, events))?;
-        events::set(&mut g.state, &e)?;
+        events::set(&mut g.state, &e, vm.kvm.backend.one_shadow_bit())?;
     }
     // KVM clears kvm_dirty_regs once it took the state.
     vcpu.run_put(offset_of!(kvm_run, kvm_dirty_regs), &0u64);

@@ -55,8 +55,9 @@ impl SvmVcpu {
         let code = self.vmcb.r64(l.exit_code);
         let info1 = self.vmcb.r64(l.exit_info_1);
         let info2 = self.vmcb.r64(l.exit_info_2);
-        // VMEXIT_INVALID: the guest state did not pass VMRUN's checks.
-        if code == u64::MAX {
+        // VMEXIT_INVALID (-1): the guest state did not pass VMRUN's checks. KVM compares
+        // the low 32 bits, as QEMU stores only those.
+        if code as u32 == u32::MAX {
             return Ok(Some(Exit::FailEntry { reason: code }));
         }
         let Ok(code) = u32::try_from(code) else {
@@ -192,6 +193,14 @@ impl SvmVcpu {
             }
             c if (SVM_EXIT_WRITE_CR0..SVM_EXIT_WRITE_CR0 + 16).contains(&c) => {
                 self.intercepted(Intercept::CrWrite((c - SVM_EXIT_WRITE_CR0) as u8))
+            }
+            c if (SVM_EXIT_READ_DR0..SVM_EXIT_WRITE_DR0 + 16).contains(&c)
+                && ctx.guest_debug & KVM_GUESTDBG_USE_HW_BP == 0 =>
+            {
+                // The guest uses its debug registers: let it, for the rest of the window
+                // (KVM does the same). The access runs again, without an intercept.
+                self.dr_passthrough = true;
+                None
             }
             c if (SVM_EXIT_READ_DR0..SVM_EXIT_READ_DR0 + 16).contains(&c) => {
                 self.intercepted(Intercept::DrRead((c - SVM_EXIT_READ_DR0) as u8))

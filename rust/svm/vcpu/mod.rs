@@ -55,6 +55,9 @@ pub(crate) struct SvmVcpu {
     injected_soft: bool,
     /// A machine check hit the guest: the host's handler runs after the window.
     mce_pending: bool,
+    /// The guest accesses its debug registers without intercepts for the rest of the
+    /// window; they are read back when it closes.
+    dr_passthrough: bool,
 }
 
 impl SvmVcpu {
@@ -69,7 +72,17 @@ impl SvmVcpu {
             flushed_gen: u64::MAX,
             injected_soft: false,
             mce_pending: false,
+            dr_passthrough: false,
         })
+    }
+
+    /// Intercepts every debug-register access (`on`) or none.
+    fn set_dr_intercepts(&self, on: bool) {
+        let l = &self.svm.layout;
+        for n in 0..8 {
+            self.vmcb.set_intercept(l, SVM_EXIT_READ_DR0 + n, on);
+            self.vmcb.set_intercept(l, SVM_EXIT_WRITE_DR0 + n, on);
+        }
     }
 
     /// The intercepts and controls that never change.
@@ -106,11 +119,9 @@ impl SvmVcpu {
         ] {
             v.set_intercept(l, code, true);
         }
-        // Every debug-register access: the generic code keeps DR0-DR7.
-        for n in 0..8 {
-            v.set_intercept(l, SVM_EXIT_READ_DR0 + n, true);
-            v.set_intercept(l, SVM_EXIT_WRITE_DR0 + n, true);
-        }
+        // Every debug-register access, until the guest uses them (see `dr_passthrough`):
+        // the generic code keeps DR0-DR7.
+        self.set_dr_intercepts(true);
         v.w64(l.iopm_base_pa, self.svm.iopm_pa());
         v.w64(l.msrpm_base_pa, self.svm.msrpm_pa());
         v.w32(l.int_ctl, vmcb::int_ctl::V_INTR_MASKING);
@@ -235,13 +246,29 @@ impl SvmVcpu {
                 host_dbg.after_exit();
                 self.vmcb.w8(l.tlb_ctl, tlb_ctl::NOTHING);
                 ctx.stats.inc(st::EXITS);
-                if let Some(exit) = self.handle_exit(ctx)? {
+                let exit = self.handle_exit(ctx)?;
+                if self.dr_passthrough && !host_dbg.guest_loaded() {
+                    // The guest's DR0-DR3 must be in the hardware before it may read them.
+                    host_dbg.load_guest(ctx.state.db, ctx.state.dr6);
+                }
+                if self.dr_passthrough {
+                    self.set_dr_intercepts(false);
+                }
+                if let Some(exit) = exit {
                     break Ok(exit);
                 }
             }
         })();
         if host_dbg.guest_loaded() && ctx.debug_dr.is_none() {
             ctx.state.dr6 = self.vmcb.r64(l.dr6);
+        }
+        if core::mem::take(&mut self.dr_passthrough) {
+            // What the guest wrote without intercepts: DR0-DR3 are in the hardware (DR6
+            // and DR7 are in the VMCB, read with the rest of the state).
+            for (n, d) in (0u8..4).zip(ctx.state.db.iter_mut()) {
+                *d = cpu::regs::dr(n);
+            }
+            self.set_dr_intercepts(true);
         }
         drop(host_dbg);
         if xsave && ctx.state.xcr0 != host_xcr0 {

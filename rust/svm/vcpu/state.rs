@@ -118,8 +118,9 @@ impl SvmVcpu {
         s.msrs.sysenter_cs = v.r64(l.sysenter_cs);
         s.msrs.sysenter_esp = v.r64(l.sysenter_esp);
         s.msrs.sysenter_eip = v.r64(l.sysenter_eip);
+        // SVM has one shadow bit; KVM reports it as both kinds of blocking.
         s.events.shadow = if v.r32(l.int_state) & 1 != 0 {
-            state::shadow::STI
+            state::shadow::STI | state::shadow::MOV_SS
         } else {
             0
         };
