@@ -81,6 +81,8 @@ struct Vendor {
     check_cpu_support: fn() -> Result,
     /// `hardware_setup()`: the backend, as the generic code will see it.
     hardware_setup: fn() -> Result<KBox<dyn x86::X86Ops>>,
+    /// The two-dimensional page table format (`kvm_mmu_set_ept_masks` or NPT's).
+    tdp: x86::mmu::TdpFormat,
 }
 
 /// `vmx_init()`: the VMX flavour of `kvm_init()`, then the L1D flush choice.
@@ -88,6 +90,7 @@ fn vmx_init() -> Result<Rkvm> {
     let rkvm = kvm_init(&Vendor {
         check_cpu_support: vmx::check_cpu_support,
         hardware_setup: vmx::hardware_setup,
+        tdp: x86::mmu::TdpFormat::Ept,
     })?;
     // On error `rkvm` is dropped, which runs `kvm_exit()`.
     vmx_setup_l1d_flush()?;
@@ -108,6 +111,7 @@ fn svm_init() -> Result<Rkvm> {
     let rkvm = kvm_init(&Vendor {
         check_cpu_support: svm::check_cpu_support,
         hardware_setup: svm::hardware_setup,
+        tdp: x86::mmu::TdpFormat::Npt,
     })?;
     if let Some(k) = kvm() {
         pr_info!(
@@ -198,7 +202,7 @@ fn kvm_arch_init(vendor: &Vendor) -> Result<x86::Arch> {
     // 4.1.3 alloc_percpu(user_return_msrs).
     let uret = x86::uret::UserReturnMsrs::new(rkvm_on_user_return)?;
     // 4.1.4 kvm_mmu_module_init(), 4.1.6 kvm_mmu_set_mask_ptes().
-    let mmu = x86::mmu::MmuModule::init(x86::host_phys_bits(), kvm::zap_for_shrinker)?;
+    let mmu = x86::mmu::MmuModule::init(vendor.tdp, x86::host_phys_bits(), kvm::zap_for_shrinker)?;
     // 4.1.5 kvm_x86_ops: the vendor's, built by its hardware_setup (kvm_arch_hardware_setup).
     // 4.1.7 kvm_timer_init().
     let timer = x86::timer_init()?;

@@ -16,7 +16,7 @@ use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
 use crate::x86::backend::{RmodeAddrs, RMODE_TSS_SIZE};
 use crate::x86::emulate::GuestMem;
-use crate::x86::ept::{Ept, Perm, Table};
+use crate::x86::tdp::{Perm, Table, Tdp};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
@@ -61,7 +61,7 @@ struct RmodePages {
 
 /// State under the MMU spinlock: the EPT and the runtime memslots.
 pub(crate) struct MmuState {
-    pub(crate) ept: Ept,
+    pub(crate) tdp: Tdp,
     pub(crate) slots: KVec<RuntimeSlot>,
     /// Bumped by every invalidation; a fault that raced one retries.
     seq: u64,
@@ -172,7 +172,7 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
 }
 
 fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
-    let ept = Ept::new(&k.arch.mmu.page_header_cache, k.arch.mmu.masks)?;
+    let tdp = Tdp::new(&k.arch.mmu.page_header_cache, k.arch.mmu.masks)?;
     Arc::pin_init(
         try_pin_init!(Vm {
             kvm: k,
@@ -194,7 +194,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 ioeventfds: KVec::new(),
             }),
             mmu <- new_spinlock!(MmuState {
-                ept,
+                tdp,
                 slots: KVec::new(),
                 seq: 0,
                 in_progress: 0,
@@ -274,13 +274,13 @@ extern "C" fn mn_invalidate_start(ctx: *mut c_void, start: u64, end: u64) {
         m.in_progress += 1;
         m.seq = m.seq.wrapping_add(1);
         let mut flush = false;
-        let MmuState { ept, slots, .. } = &mut *m;
+        let MmuState { tdp, slots, .. } = &mut *m;
         for s in slots.iter() {
             let (lo, hi) = (s.meta.hva, s.meta.hva + (s.meta.npages << 12));
             if lo < end && start < hi {
                 let g0 = s.meta.base_gfn + ((start.max(lo) - lo) >> 12);
                 let g1 = s.meta.base_gfn + ((end.min(hi) - lo).div_ceil(4096));
-                flush |= ept.zap(g0, g1);
+                flush |= tdp.zap(g0, g1);
             }
         }
         m.ept_changed(flush)
@@ -405,11 +405,11 @@ impl Vm {
                 Err(e) => return Err(e),
             };
             // Spare tables for the mapping, allocated outside the spinlock.
-            let need = self.mmu.lock().ept.spares_needed();
+            let need = self.mmu.lock().tdp.spares_needed();
             let mut spares = self.alloc_spares(need)?;
             let mut m = self.mmu.lock();
             for t in spares.drain_all() {
-                m.ept.add_spare(t);
+                m.tdp.add_spare(t);
             }
             if m.in_progress != 0 || m.seq != seq {
                 // The host is changing this memory; try again.
@@ -426,8 +426,8 @@ impl Vm {
                     }
                 }
             }
-            let r = m.ept.map(gfn, page.pfn(), Perm { write: writable });
-            let pages = m.ept.leaves;
+            let r = m.tdp.map(gfn, page.pfn(), Perm { write: writable });
+            let pages = m.tdp.leaves;
             drop(m);
             drop(page);
             match r {
@@ -446,7 +446,7 @@ impl Vm {
         let mut spares = KVec::new();
         for _ in 0..need {
             spares.push(
-                Ept::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?,
+                Tdp::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?,
                 GFP_KERNEL,
             )?;
         }
@@ -461,17 +461,17 @@ impl Vm {
                 if !m.private.iter().any(|&(g, _)| g == gfn) {
                     return Ok(false);
                 }
-                m.ept.spares_needed()
+                m.tdp.spares_needed()
             };
             let mut spares = self.alloc_spares(need)?;
             let mut m = self.mmu.lock();
             for t in spares.drain_all() {
-                m.ept.add_spare(t);
+                m.tdp.add_spare(t);
             }
             let Some(&(_, pfn)) = m.private.iter().find(|&&(g, _)| g == gfn) else {
                 return Ok(false);
             };
-            match m.ept.map(gfn, pfn, Perm { write: true }) {
+            match m.tdp.map(gfn, pfn, Perm { write: true }) {
                 Ok(()) => return Ok(true),
                 Err(e) if e == ENOMEM => continue,
                 Err(e) => return Err(e),
@@ -553,7 +553,7 @@ impl Vm {
             memslot::move_dirty_bitmaps(&mut old, &mut mm.slots);
             let zapped = match change {
                 Change::Delete(o) | Change::Move(o, _) | Change::Flags(o, _) => {
-                    mm.ept.zap(o.base_gfn, o.end_gfn())
+                    mm.tdp.zap(o.base_gfn, o.end_gfn())
                 }
                 _ => false,
             };
@@ -579,7 +579,7 @@ impl Vm {
         let manual = self.manual_protect.load(Ordering::Acquire);
         let gen = {
             let mut m = self.mmu.lock();
-            let MmuState { ept, slots, .. } = &mut *m;
+            let MmuState { tdp, slots, .. } = &mut *m;
             let s = memslot::find_mut(slots, meta.base_gfn).ok_or(ENOENT)?;
             let d = s.dirty.as_mut().ok_or(ENOENT)?;
             for (a, b) in snapshot.iter_mut().zip(d.iter_mut()) {
@@ -589,7 +589,7 @@ impl Vm {
                 }
             }
             let changed =
-                !manual && ept.write_protect(meta.base_gfn, meta.end_gfn(), Some(&snapshot));
+                !manual && tdp.write_protect(meta.base_gfn, meta.end_gfn(), Some(&snapshot));
             m.ept_changed(changed)
         };
         drop(l);
@@ -619,7 +619,7 @@ impl Vm {
         let first_word = (c.first_page / 64) as usize;
         let gen = {
             let mut m = self.mmu.lock();
-            let MmuState { ept, slots, .. } = &mut *m;
+            let MmuState { tdp, slots, .. } = &mut *m;
             let s = memslot::find_mut(slots, meta.base_gfn).ok_or(ENOENT)?;
             let d = s.dirty.as_mut().ok_or(ENOENT)?;
             for (i, &bits) in mask.iter().enumerate() {
@@ -628,7 +628,7 @@ impl Vm {
                 }
             }
             let start = meta.base_gfn + c.first_page;
-            let changed = ept.write_protect(start, meta.base_gfn + end, Some(&mask));
+            let changed = tdp.write_protect(start, meta.base_gfn + end, Some(&mask));
             m.ept_changed(changed)
         };
         drop(l);
@@ -641,10 +641,10 @@ impl Vm {
     /// small array that takes their place cannot be had (`flags` may forbid sleeping),
     /// the leaves are unmapped instead and the tables stay.
     pub(crate) fn zap_all(&self, flags: kernel::alloc::Flags) -> u64 {
-        let Ok(fresh) = Ept::empty_children(flags) else {
+        let Ok(fresh) = Tdp::empty_children(flags) else {
             let gen = {
                 let mut m = self.mmu.lock();
-                let changed = m.ept.zap(0, u64::MAX);
+                let changed = m.tdp.zap(0, u64::MAX);
                 m.ept_changed(changed)
             };
             self.flush_upto(gen, false);
@@ -652,7 +652,7 @@ impl Vm {
         };
         let (dead, freed, gen) = {
             let mut m = self.mmu.lock();
-            let (dead, freed) = m.ept.zap_all(fresh);
+            let (dead, freed) = m.tdp.zap_all(fresh);
             (dead, freed, m.ept_changed(freed != 0))
         };
         self.flush_upto(gen, false);

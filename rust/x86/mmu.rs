@@ -9,7 +9,16 @@ use crate::sys::shrinker::Shrinker;
 use core::sync::atomic::{AtomicI64, Ordering};
 use kernel::prelude::*;
 
-/// EPT entry bits rkvm uses (the seed's shadow PTE masks).
+/// The two-dimensional page table formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TdpFormat {
+    /// Intel EPT.
+    Ept,
+    /// AMD nested paging: the long-mode page-table format, every access a user access.
+    Npt,
+}
+
+/// Entry bits rkvm uses (the seed's shadow PTE masks), for one [`TdpFormat`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SpteMasks {
     /// Read, write, execute permission bits.
@@ -28,8 +37,32 @@ pub(crate) struct SpteMasks {
 }
 
 impl SpteMasks {
-    /// `kvm_mmu_set_mask_ptes()` for EPT.
-    pub(crate) fn ept(host_phys_bits: u32) -> Self {
+    /// `kvm_mmu_set_mask_ptes()`.
+    pub(crate) fn new(format: TdpFormat, host_phys_bits: u32) -> Self {
+        match format {
+            TdpFormat::Ept => Self::ept(host_phys_bits),
+            TdpFormat::Npt => Self::npt(host_phys_bits),
+        }
+    }
+
+    /// NPT: "read" is present with user access (the CPU walks nested tables as user
+    /// accesses), write is R/W, execution is allowed without NX. Leaves are write-back
+    /// through PAT entry 0 (PWT = PCD = PAT = 0) and carry A and D, so the CPU never
+    /// writes them back.
+    fn npt(host_phys_bits: u32) -> Self {
+        let bits = host_phys_bits.clamp(36, 52);
+        Self {
+            read: 1 << 0 | 1 << 2,
+            write: 1 << 1,
+            exec: 0,
+            memtype_wb: 1 << 5 | 1 << 6,
+            addr: ((1u64 << bits) - 1) & !0xfff,
+            max_gfn: (1u64 << (bits.min(48) - 12)) - 1,
+        }
+    }
+
+    /// EPT.
+    fn ept(host_phys_bits: u32) -> Self {
         let bits = host_phys_bits.clamp(36, 52);
         Self {
             read: 1 << 0,
@@ -48,7 +81,7 @@ pub(crate) static USED_MMU_PAGES: AtomicI64 = AtomicI64::new(0);
 /// The MMU's module-wide state.
 pub(crate) struct MmuModule {
     /// Headers of EPT table pages (the seed's `kvm_mmu_page_header` cache).
-    pub(crate) page_header_cache: KmemCache<super::ept::Table>,
+    pub(crate) page_header_cache: KmemCache<super::tdp::Table>,
     pub(crate) masks: SpteMasks,
     _shrinker: Shrinker,
 }
@@ -61,11 +94,15 @@ fn shrink_count() -> u64 {
 impl MmuModule {
     /// `kvm_mmu_module_init()` + `kvm_mmu_set_mask_ptes()`. The shrinker's `scan` (which
     /// zaps VMs' tables) comes from the generic core, which owns the VMs.
-    pub(crate) fn init(host_phys_bits: u32, shrink_scan: fn(u64) -> u64) -> Result<Self> {
-        let masks = SpteMasks::ept(host_phys_bits);
+    pub(crate) fn init(
+        format: TdpFormat,
+        host_phys_bits: u32,
+        shrink_scan: fn(u64) -> u64,
+    ) -> Result<Self> {
+        let masks = SpteMasks::new(format, host_phys_bits);
         let page_header_cache = KmemCache::new(
             c"rkvm_mmu_page_header",
-            size_of::<super::ept::Table>(),
+            size_of::<super::tdp::Table>(),
             0,
             (0, 0),
         )?;

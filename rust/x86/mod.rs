@@ -7,7 +7,6 @@
 pub(crate) mod backend;
 pub(crate) mod cpuid;
 pub(crate) mod emulate;
-pub(crate) mod ept;
 pub(crate) mod events;
 pub(crate) mod exit;
 pub(crate) mod fpu;
@@ -19,6 +18,7 @@ pub(crate) mod msrs;
 pub(crate) mod quirks;
 pub(crate) mod state;
 pub(crate) mod stats;
+pub(crate) mod tdp;
 pub(crate) mod uret;
 pub(crate) mod validate;
 

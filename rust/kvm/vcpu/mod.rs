@@ -823,7 +823,7 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
         if rmode.is_some() && !g.state.protected() {
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
-        let tdp_root = vm.mmu.lock().ept.root();
+        let tdp_root = vm.mmu.lock().tdp.root();
         g.steal.update(
             vm,
             g.state.msrs.steal_time,

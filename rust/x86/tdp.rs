@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Extended page tables: the guest-physical to host-physical map of one VM.
+//! Two-dimensional paging: the guest-physical to host-physical map of one VM, in the
+//! format of the backend's hardware (Intel EPT or AMD NPT; the entry bits come from
+//! [`SpteMasks`], everything else is the same).
 //!
-//! Four levels of 512-entry tables, filled lazily on EPT violations from the memslots'
+//! Four levels of 512-entry tables, filled lazily on EPT violations or nested page faults
+//! from the memslots'
 //! user pages and emptied when the host takes a page away (MMU notifier), when a memslot
 //! moves or goes, and on memory pressure. Every table is a zeroed page the VM owns; its
 //! header (the `PhysPage` and the child pointers) comes from the MMU page-header cache.
 //! All methods run under the VM's MMU spinlock and never allocate: tables a mapping needs
-//! come from a spare pool filled beforehand ([`Ept::spares_needed`]).
+//! come from a spare pool filled beforehand ([`Tdp::spares_needed`]).
 
 use super::mmu::{SpteMasks, USED_MMU_PAGES};
 use crate::sys::kmem::{KmemBox, KmemCache};
@@ -15,7 +18,7 @@ use crate::sys::page::PhysPage;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
-/// EPT levels (4 = PML4).
+/// Levels (4 = PML4).
 const LEVELS: u8 = 4;
 /// Entries per table.
 const ENTRIES: usize = 512;
@@ -63,8 +66,8 @@ fn index(gfn: u64, level: u8) -> usize {
     ((gfn >> (9 * u32::from(level - 1))) & 0x1ff) as usize
 }
 
-/// The EPT of one VM.
-pub(crate) struct Ept {
+/// The two-dimensional page table of one VM.
+pub(crate) struct Tdp {
     root: KmemBox<Table>,
     masks: SpteMasks,
     spares: KVec<KmemBox<Table>>,
@@ -74,8 +77,8 @@ pub(crate) struct Ept {
     pub(crate) tables: u64,
 }
 
-impl Ept {
-    /// An empty EPT.
+impl Tdp {
+    /// An empty table.
     pub(crate) fn new(cache: &KmemCache<Table>, masks: SpteMasks) -> Result<Self> {
         Ok(Self {
             root: Table::new(cache, LEVELS)?,
@@ -96,7 +99,7 @@ impl Ept {
         MAX_NEW_TABLES.saturating_sub(self.spares.len())
     }
 
-    /// Adds a spare table (allocated with [`Ept::alloc_spare`] outside the lock).
+    /// Adds a spare table (allocated with [`Tdp::alloc_spare`] outside the lock).
     pub(crate) fn add_spare(&mut self, t: KmemBox<Table>) {
         // The pool's capacity was reserved at creation, so this never allocates; a full
         // pool simply drops the extra table.
@@ -109,7 +112,7 @@ impl Ept {
     }
 
     /// Maps `gfn` to host frame `pfn`. `ENOMEM` if the spare pool ran dry (refill, retry);
-    /// `EFAULT` for a frame beyond what the EPT can address (memslots never reach there,
+    /// `EFAULT` for a frame beyond what the table can address (memslots never reach there,
     /// and the walk below must not wrap a higher frame onto a low one).
     pub(crate) fn map(&mut self, gfn: u64, pfn: u64, perm: Perm) -> Result {
         let m = self.masks;
@@ -222,7 +225,7 @@ impl Ept {
         })
     }
 
-    /// An empty set of root children, to swap in with [`Ept::zap_all`] (allocated outside
+    /// An empty set of root children, to swap in with [`Tdp::zap_all`] (allocated outside
     /// the MMU lock; `flags` lets the shrinker avoid sleeping).
     pub(crate) fn empty_children(flags: kernel::alloc::Flags) -> Result<Detached> {
         let mut v = KVec::with_capacity(ENTRIES, flags)?;
@@ -234,8 +237,8 @@ impl Ept {
 
     /// Unhooks every table below the root (memory pressure, the process exiting) and
     /// returns them with the number of table pages. `fresh` comes from
-    /// [`Ept::empty_children`]. The caller frees the result only after every CPU has
-    /// flushed this EPT: until then a CPU may still walk the old tables.
+    /// [`Tdp::empty_children`]. The caller frees the result only after every CPU has
+    /// flushed this table: until then a CPU may still walk the old tables.
     pub(crate) fn zap_all(&mut self, fresh: Detached) -> (Detached, u64) {
         let Detached(mut children) = fresh;
         if children.len() != ENTRIES {
@@ -252,5 +255,5 @@ impl Ept {
     }
 }
 
-/// EPT tables cut off from a VM's EPT, freed when dropped (after the TLB flush).
+/// Tables cut off from a VM's two-dimensional page table, freed when dropped (after the TLB flush).
 pub(crate) struct Detached(KVec<Option<KmemBox<Table>>>);
