@@ -259,6 +259,8 @@ struct rkvm_params {
 	int unrestricted_guest;
 	int pml;
 	int vmentry_l1d_flush;
+	/* kvm_amd's. */
+	int npt;
 };
 void rkvm_params_get(struct rkvm_params *out);
 /* After hardware_setup: what is really in use, shown under /sys/module/rkvm/parameters. */

@@ -18,6 +18,7 @@ pub(crate) mod vcpu;
 pub(crate) mod vmcb;
 
 use crate::sys::cpu::{self, Feature, IrqGuard};
+use crate::sys::ffi;
 use crate::sys::msr::{self, index};
 use crate::sys::page::{ContigPages, PhysPage};
 use crate::sys::percpu::PerCpu;
@@ -99,6 +100,13 @@ pub(crate) fn check_cpu_support() -> Result {
 /// `svm_hardware_setup()`: the features, the VMCB layout, the per-CPU save areas and
 /// the I/O permission map.
 pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
+    let mut p = ffi::rkvm_params::default();
+    // SAFETY: Writes the current parameter values into `p`.
+    unsafe { ffi::rkvm_params_get(&mut p) };
+    if p.npt == 0 {
+        pr_err!("npt=0 is not supported: rkvm maps guest memory with NPT only\n");
+        return Err(EINVAL);
+    }
     let [_, nasid, _, features] = cpu::cpuid(0x8000_000a, 0);
     if nasid < 2 {
         pr_err!(
@@ -130,6 +138,15 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
         u8::from(features & feature::FLUSH_BY_ASID != 0),
         nasid
     );
+    // What is in effect, under /sys/module/rkvm/parameters: kvm_amd's npt, and none of
+    // kvm_intel's features (the L1D flush is VMX's: "not required" here).
+    let shown = ffi::rkvm_params {
+        npt: 1,
+        vmentry_l1d_flush: ffi::RKVM_L1D_FLUSH_NEVER as i32,
+        ..Default::default()
+    };
+    // SAFETY: Copies `shown` into the parameters.
+    unsafe { ffi::rkvm_params_set_effective(&shown) };
     let svm = Svm {
         features,
         max_asid: nasid - 1,

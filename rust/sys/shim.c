@@ -666,7 +666,7 @@ void rkvm_local_irq_restore(unsigned long flags) { local_irq_restore(flags); }
 void rkvm_preempt_disable(void) { preempt_disable(); }
 void rkvm_preempt_enable(void) { preempt_enable(); }
 
-/* ---- Module parameters (kvm_intel's names and meaning) ------------------------------ */
+/* ---- Module parameters (kvm_intel's and kvm_amd's names and meaning) ---------------- */
 
 static bool enable_ept = true;
 module_param_named(ept, enable_ept, bool, 0444);
@@ -683,6 +683,11 @@ MODULE_PARM_DESC(unrestricted_guest, "Run real mode and big real mode natively (
 static bool enable_pml = true;
 module_param_named(pml, enable_pml, bool, 0444);
 MODULE_PARM_DESC(pml, "Use the page-modification log for dirty logging");
+
+/* kvm_amd's: nested paging, the only way rkvm maps guest memory on AMD. */
+static bool enable_npt = true;
+module_param_named(npt, enable_npt, bool, 0444);
+MODULE_PARM_DESC(npt, "Use nested page tables (NPT) for guest memory");
 
 static int l1d_flush = RKVM_L1D_FLUSH_AUTO;
 static bool l1d_flush_effective_set;
@@ -792,6 +797,7 @@ void rkvm_params_get(struct rkvm_params *out)
 	out->unrestricted_guest = enable_unrestricted_guest;
 	out->pml = enable_pml;
 	out->vmentry_l1d_flush = l1d_flush;
+	out->npt = enable_npt;
 }
 
 void rkvm_params_set_effective(const struct rkvm_params *in)
@@ -801,6 +807,7 @@ void rkvm_params_set_effective(const struct rkvm_params *in)
 	enable_unrestricted_guest = in->unrestricted_guest;
 	enable_pml = in->pml;
 	l1d_flush = in->vmentry_l1d_flush;
+	enable_npt = in->npt;
 	l1d_flush_effective_set = true;
 }
 

@@ -63,6 +63,8 @@ impl Params {
             unrestricted_guest: self.unrestricted_guest.into(),
             pml: self.pml.into(),
             vmentry_l1d_flush: self.l1d_flush.to_param(),
+            // kvm_amd's: no nested paging on Intel.
+            npt: 0,
         };
         // SAFETY: Copies `p` into the parameters.
         unsafe { ffi::rkvm_params_set_effective(&p) };

@@ -73,9 +73,9 @@ is_script() { [ "$(head -c 2 "$1")" = "#!" ]; }
 runs_without_hv() { is_script "$1" && grep -q '^# rkvm-bench: .*runs-without-hv' "$1"; }
 
 # bench.kvmnode=1: after HV was loaded (or unloaded), /dev/kvm is rkvm's device while rkvm
-# is loaded, and /sys/module/kvm and /sys/module/kvm_intel show rkvm's module directory
-# (rkvm carries kvm's and kvm_intel's parameter names: programs written for KVM read
-# them there). sysfs takes no symlinks, so /sys/module becomes a tmpfs of links into a
+# is loaded, and /sys/module/kvm and /sys/module/kvm_intel (kvm_amd on AMD) show rkvm's
+# module directory (rkvm carries kvm's, kvm_intel's and kvm_amd's parameter names:
+# programs written for KVM read them there). sysfs takes no symlinks, so /sys/module becomes a tmpfs of links into a
 # bind mount of the real one for that time. Reference KVM's own /dev/kvm (devtmpfs) and
 # /sys/module are never touched.
 sysmod_aliased() { grep -q ' /sys/module tmpfs ' /proc/mounts; }
@@ -84,9 +84,11 @@ sysmod_alias() {
 	mkdir -p /run/sysmodule && mount --bind /sys/module /run/sysmodule || return 1
 	mount -t tmpfs -o mode=755 sysmodule /sys/module || { umount /run/sysmodule; return 1; }
 	for m in /run/sysmodule/*; do ln -s "$m" "/sys/module/${m##*/}"; done
+	local vmod=kvm_intel
+	grep -q '^flags.* svm' /proc/cpuinfo && vmod=kvm_amd
 	ln -s /run/sysmodule/rkvm /sys/module/kvm
-	ln -s /run/sysmodule/rkvm /sys/module/kvm_intel
-	echo "# runner: /sys/module/kvm and /sys/module/kvm_intel show /sys/module/rkvm"
+	ln -s /run/sysmodule/rkvm /sys/module/$vmod
+	echo "# runner: /sys/module/kvm and /sys/module/$vmod show /sys/module/rkvm"
 }
 sysmod_unalias() {
 	sysmod_aliased || return 0

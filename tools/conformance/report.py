@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""The conformance scoreboard: reads the serial logs of `make conformance` (OUTDIR/boot*.log),
-gives every test x {kvm, rkvm} a verdict (pass, fail, skip, timeout) with its reason taken
-from the test's own output, and writes the generated reStructuredText scoreboard
-(Documentation/rkvm/conformance.rst), OUTDIR/results.tsv and a summary on stdout."""
+"""The conformance scoreboard: reads the serial logs of `make conformance` (the Bochs/VMX run
+and the QEMU/SVM run, OUTDIR/boot*.log each), gives every test x {kvm, rkvm} x emulator a
+verdict (pass, fail, skip, timeout) with its reason taken from the test's own output, and
+writes the generated reStructuredText scoreboard (Documentation/rkvm/conformance.rst),
+OUTDIR/results.tsv of each run and a summary on stdout."""
 import argparse
 import datetime
 import glob
@@ -13,7 +14,8 @@ import sys
 import textwrap
 
 HVS = ("kvm", "rkvm")
-HV_TITLE = {"kvm": "kvm-intel", "rkvm": "rkvm"}
+# The emulators: (key, title of KVM there, title of rkvm there, how the run is described).
+EMUS = (("bochs", "kvm-intel", "rkvm/vmx"), ("qemu", "kvm-amd", "rkvm/svm"))
 
 
 class Step:
@@ -200,7 +202,8 @@ def blocker(reason):
 def main():
     ap = argparse.ArgumentParser()
     # More than one: the runs of each hypervisor made side by side, read together.
-    ap.add_argument("--outdir", required=True, action="append")
+    ap.add_argument("--outdir", action="append", default=[], help="Bochs (VMX) run")
+    ap.add_argument("--svm-outdir", action="append", default=[], help="QEMU (SVM) run")
     ap.add_argument("--tests", required=True)
     ap.add_argument("--scope", required=True)
     ap.add_argument("--doc", required=True)
@@ -225,60 +228,62 @@ def main():
     for p in scope:
         if p not in known:
             sys.exit(f"{a.scope}: {p} is not a built test")
-    steps = {}
-    for outdir in a.outdir:
-        steps.update(parse_logs(outdir))
+    paths = [p for _, p in built]
+    in_scope = [p for p in paths if p not in scope]
 
-    res = {}  # (path, hv) -> (status, reason, ms)
-    ran = set()
-    for name, path in built:
-        for hv in HVS:
-            s = steps.get((hv, name))
-            if s is None:
-                continue
-            ran.add(path)
-            st, why = verdict(s, a.step_limit)
-            res[(path, hv)] = (st, why, s.ms)
-
-    with open(os.path.join(a.outdir[0], "results.tsv"), "w") as f:
-        f.write("test\tin_scope\thv\tstatus\tms\treason\n")
-        for _, path in built:
+    runs = []  # (emu key, kvm title, rkvm title, res) for each emulator that ran
+    for (key, ktitle, rtitle), dirs in zip(EMUS, (a.outdir, a.svm_outdir)):
+        if not dirs:
+            continue
+        steps = {}
+        for outdir in dirs:
+            steps.update(parse_logs(outdir))
+        res = {}  # (path, hv) -> (status, reason, ms)
+        for name, path in built:
             for hv in HVS:
-                if (path, hv) in res:
-                    st, why, ms = res[(path, hv)]
-                    f.write(f"{path}\t{int(path not in scope)}\t{hv}\t{st}\t{ms if ms is not None else ''}\t{why}\n")
+                st = steps.get((hv, name))
+                if st is not None:
+                    status, why = verdict(st, a.step_limit)
+                    res[(path, hv)] = (status, why, st.ms)
+        with open(os.path.join(dirs[0], "results.tsv"), "w") as f:
+            f.write("test\tin_scope\thv\tstatus\tms\treason\n")
+            for path in paths:
+                for hv in HVS:
+                    if (path, hv) in res:
+                        status, why, ms = res[(path, hv)]
+                        f.write(f"{path}\t{int(path not in scope)}\t{hv}\t{status}\t"
+                                f"{ms if ms is not None else ''}\t{why}\n")
+        runs.append((key, ktitle, rtitle, res))
+    if not runs:
+        sys.exit("no run to report (--outdir, --svm-outdir)")
 
-    def count(hv, paths):
+    def count(res, hv, ps):
         c = {"pass": 0, "fail": 0, "skip": 0, "timeout": 0, "not run": 0}
-        for p in paths:
+        for p in ps:
             c[res[(p, hv)][0] if (p, hv) in res else "not run"] += 1
         return c
 
-    paths = [p for _, p in built]
-    in_scope = [p for p in paths if p not in scope]
-    counts = {(hv, which): count(hv, ps) for hv in HVS
-              for which, ps in (("in", in_scope), ("all", paths))}
-
-    # rkvm's blockers among the in-scope tests it does not pass.
-    blockers = {}
-    for p in in_scope:
-        if (p, "rkvm") not in res:
-            continue
-        st, why, _ = res[(p, "rkvm")]
-        if st in ("fail", "skip", "timeout") and res.get((p, "kvm"), ("",))[0] == "pass":
-            b = blocker(why) if st != "timeout" else "timeout: " + clean(why, 60)
-            blockers.setdefault(b, []).append(p)
+    def blockers_of(res):
+        """rkvm's blockers among the in-scope tests it does not pass but KVM does."""
+        b = {}
+        for p in in_scope:
+            if (p, "rkvm") not in res:
+                continue
+            st, why, _ = res[(p, "rkvm")]
+            if st in ("fail", "skip", "timeout") and res.get((p, "kvm"), ("",))[0] == "pass":
+                k = blocker(why) if st != "timeout" else "timeout: " + clean(why, 60)
+                b.setdefault(k, []).append(p)
+        return b
 
     # ---- stdout summary ----
-    out = []
-    out.append(f"built {len(paths)}, in scope {len(in_scope)} (out of scope {len(scope)}), "
-               f"ran {len(ran)}")
-    for hv in HVS:
-        c = counts[(hv, "in")]
-        out.append(f"{HV_TITLE[hv]:9} (in scope): " + ", ".join(f"{v} {k}" for k, v in c.items() if v))
-    out.append("rkvm blockers (in-scope tests passing on kvm-intel, not on rkvm):")
-    for b, ps in sorted(blockers.items(), key=lambda kv: -len(kv[1])):
-        out.append(f"  {len(ps):3}  {b}")
+    out = [f"built {len(paths)}, in scope {len(in_scope)} (out of scope {len(scope)})"]
+    for key, ktitle, rtitle, res in runs:
+        for hv, title in (("kvm", ktitle), ("rkvm", rtitle)):
+            c = count(res, hv, in_scope)
+            out.append(f"{title:9} (in scope): " + ", ".join(f"{v} {k}" for k, v in c.items() if v))
+        out.append(f"{rtitle} blockers (in-scope tests passing on {ktitle}, not on rkvm):")
+        for b, ps in sorted(blockers_of(res).items(), key=lambda kv: -len(kv[1])):
+            out.append(f"  {len(ps):3}  {b}")
     out.append(f"{a.seconds} s in {a.boots} boots")
     print("\n".join(out))
 
@@ -297,10 +302,12 @@ def main():
           "",
           "The kernel's own KVM selftests (``tools/testing/selftests/kvm`` of the test kernel "
           f"{a.kernel}: every x86 test and every generic test x86 builds, statically linked, "
-          "unmodified) run first against kvm-intel and then against rkvm, in the same boot of "
-          "Bochs 3.0 (``corei7_icelake_u``, 1 CPU, "
-          f"{a.guest_mem} MB). kvm-intel is loaded with ``enable_apicv=0`` (Bochs rejects "
-          "KVM's posted-interrupt descriptor). For the rkvm run no KVM module is loaded and "
+          "unmodified) run first against KVM and then against rkvm, in the same boot, on two "
+          "emulated machines: Intel VMX in Bochs 3.0 (``corei7_icelake_u``, 1 CPU, "
+          f"{a.guest_mem} MB; kvm-intel against rkvm's VMX backend, rkvm/vmx) and AMD SVM in "
+          "QEMU's TCG (``-cpu EPYC``, 2 CPUs, same memory; kvm-amd against rkvm's SVM "
+          "backend, rkvm/svm). kvm-intel is loaded with ``enable_apicv=0`` (Bochs rejects "
+          "KVM's posted-interrupt descriptor). For the rkvm runs no KVM module is loaded and "
           "``/dev/kvm`` is a device node with rkvm's major:minor (the selftests hard-code "
           "/dev/kvm).",
           "",
@@ -313,7 +320,7 @@ def main():
           "(``ept``, ``vpid``, ``unrestricted_guest``, ``pml``, ``vmentry_l1d_flush``) and "
           "kvm's for fixed facts a KVM program asks about (``force_emulation_prefix=0``, "
           "``enable_pmu=N``, ``enable_mediated_pmu=N``, ``ignore_msrs=N``; any other value "
-          "is refused at load time). For the rkvm run ``/sys/module/kvm`` and "
+          "is refused at load time). For the rkvm runs ``/sys/module/kvm`` and "
           "``/sys/module/kvm_intel`` show ``/sys/module/rkvm`` (a tmpfs of links over "
           "/sys/module while rkvm is loaded, like the /dev/kvm node). Parameters rkvm has "
           "no meaning for (``tdp_mmu``, ``eager_page_split``, ...) are absent, and tests that "
@@ -323,7 +330,7 @@ def main():
           "SMM, guest_memfd/private memory, AMX) are listed with their reasons in "
           "conformance-scope.rst; they still run and are shown below, marked *out*.",
           "",
-          f"Last run: {now}, {a.seconds} s in the emulator ({a.boots} boots). "
+          f"Last run: {now}, {a.seconds} s in the emulators ({a.boots} boots). "
           "Regenerate with ``make conformance``." + (f" {a.note}" if a.note else ""),
           "",
           "Summary",
@@ -331,58 +338,69 @@ def main():
           ""]
     hdr = ["tests", "hypervisor", "pass", "fail", "skip", "timeout"]
     rows = []
-    for which, label, n in (("in", "in scope", len(in_scope)), ("all", "all built", len(paths))):
-        for hv in HVS:
-            c = counts[(hv, which)]
-            rows.append([f"{label} ({n})", HV_TITLE[hv]] +
-                        [str(c[k]) for k in ("pass", "fail", "skip", "timeout")])
+    for which, label, ps in (("in", "in scope", in_scope), ("all", "all built", paths)):
+        for key, ktitle, rtitle, res in runs:
+            for hv, title in (("kvm", ktitle), ("rkvm", rtitle)):
+                c = count(res, hv, ps)
+                rows.append([f"{label} ({len(ps)})", title] +
+                            [str(c[k]) for k in ("pass", "fail", "skip", "timeout")])
     d += table(hdr, rows)
-    nr = sum(c for c in (counts[("rkvm", "in")]["not run"], counts[("kvm", "in")]["not run"]))
+    nr = sum(count(res, hv, in_scope)["not run"] for _, _, _, res in runs for hv in HVS)
     if nr:
         d += ["", f"{nr} in-scope test runs have no result (not run)."]
     d += ["",
           "What rkvm lacks",
           "===============",
           "",
-          "In-scope tests that pass on kvm-intel but not on rkvm, grouped by the first thing "
-          "each one missed (taken from its failure or skip message; a test can have more "
-          "blockers behind the first):",
+          "In-scope tests that pass on KVM but not on rkvm on the same machine, grouped by the "
+          "first thing each one missed (taken from its failure or skip message; a test can "
+          "have more blockers behind the first):",
           ""]
-    brows = [[str(len(ps)), b, ", ".join(p.split("/")[-1] for p in sorted(ps))]
-             for b, ps in sorted(blockers.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
-    if brows:
-        d += table(["tests", "first blocker", "which"], brows)
-    else:
-        d += ["None."]
-    d += ["",
-          "Per test",
+    for key, ktitle, rtitle, res in runs:
+        blockers = blockers_of(res)
+        brows = [[str(len(ps)), b, ", ".join(p.split("/")[-1] for p in sorted(ps))]
+                 for b, ps in sorted(blockers.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+        title = f"{rtitle} (passing on {ktitle})"
+        d += [title, "-" * len(title), ""]
+        d += table(["tests", "first blocker", "which"], brows) if brows else ["None."]
+        d.append("")
+    d += ["Per test",
           "========",
           "",
-          "*scope*: *out* = listed in conformance-scope.rst. The note is rkvm's reason when "
-          "rkvm does not pass, otherwise kvm-intel's when it does not pass.",
+          "*scope*: *out* = listed in conformance-scope.rst. The note is rkvm's reason where "
+          "rkvm does not pass (VMX first, then SVM), otherwise KVM's where it does not pass.",
           ""]
     trows = []
-    for _, p in built:
-        kv = res.get((p, "kvm"), ("-", "", None))
-        rk = res.get((p, "rkvm"), ("-", "", None))
-        note = ""
-        if rk[0] not in ("pass", "-"):
-            note = "rkvm: " + rk[1]
-        elif kv[0] not in ("pass", "-"):
-            note = "kvm-intel: " + kv[1]
-        trows.append([p, "out" if p in scope else "in", kv[0], rk[0], lit(note)])
-    d += table(["test", "scope", "kvm-intel", "rkvm", "note"], trows)
-    d += ["", "Reasons on kvm-intel", "====================", "",
-          "Why kvm-intel itself does not pass a test (the emulated machine, the test kernel's "
-          "configuration, or the bench):", ""]
-    krows = [[p, res[(p, "kvm")][0], lit(res[(p, "kvm")][1])] for _, p in built
-             if (p, "kvm") in res and res[(p, "kvm")][0] != "pass"]
-    d += table(["test", "kvm-intel", "reason"], krows) if krows else ["None."]
+    for p in paths:
+        cells, note = [], ""
+        for key, ktitle, rtitle, res in runs:
+            kv = res.get((p, "kvm"), ("-", "", None))
+            rk = res.get((p, "rkvm"), ("-", "", None))
+            cells += [kv[0], rk[0]]
+            if not note and rk[0] not in ("pass", "-"):
+                note = f"{rtitle}: " + rk[1]
+        if not note:
+            for key, ktitle, rtitle, res in runs:
+                kv = res.get((p, "kvm"), ("-", "", None))
+                if kv[0] not in ("pass", "-"):
+                    note = f"{ktitle}: " + kv[1]
+                    break
+        trows.append([p, "out" if p in scope else "in"] + cells + [lit(note)])
+    hdr = ["test", "scope"] + [t for _, kt, rt, _ in runs for t in (kt, rt)] + ["note"]
+    d += table(hdr, trows)
+    for key, ktitle, rtitle, res in runs:
+        title = f"Reasons on {ktitle}"
+        d += ["", title, "=" * len(title), "",
+              f"Why {ktitle} itself does not pass a test (the emulated machine, the test "
+              "kernel's configuration, or the bench):", ""]
+        krows = [[p, res[(p, "kvm")][0], lit(res[(p, "kvm")][1])] for p in paths
+                 if (p, "kvm") in res and res[(p, "kvm")][0] != "pass"]
+        d += table(["test", ktitle, "reason"], krows) if krows else ["None."]
     d.append("")
     # Wrap prose (not tables, titles or comments) at 90 columns.
     wrapped = []
     for l in d:
-        if len(l) > 90 and not re.match(r"^(=|\.\. |\S+\s{2,})", l) and "  " not in l.strip():
+        if len(l) > 90 and not re.match(r"^(=|-|\.\. |\S+\s{2,})", l) and "  " not in l.strip():
             wrapped += textwrap.wrap(l, 90, break_on_hyphens=False, break_long_words=False)
         else:
             wrapped.append(l)
