@@ -50,6 +50,8 @@ pub(crate) struct SvmCpu {
     next_asid: AtomicU32,
     /// Bumped when this CPU's ASIDs run out; every ASID of older generations is stale.
     asid_gen: AtomicU64,
+    /// The VM whose vCPU this CPU entered last (for IBPB).
+    last_vm: crate::x86::ibpb::LastVm,
 }
 
 /// The SVM backend, after `hardware_setup`.
@@ -67,6 +69,8 @@ pub(crate) struct Svm {
     msrpm: ContigPages,
     /// Return-stack refill after #VMEXIT (the host's RSB_VMEXIT choice).
     pub(crate) entry_flags: u64,
+    /// IBPB between VMs.
+    ibpb: bool,
 }
 
 /// `cpu_has_svm()`: CPUID 0x80000001 ECX.SVM, as the kernel sees it.
@@ -122,6 +126,7 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
             enabled: AtomicBool::new(false),
             next_asid: AtomicU32::new(1),
             asid_gen: AtomicU64::new(1),
+            last_vm: crate::x86::ibpb::LastVm::new(),
         })
     })?;
     // APM 15.10.1 and 15.11: 12 KiB and 8 KiB, physically contiguous.
@@ -155,6 +160,7 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
         iopm,
         msrpm,
         entry_flags,
+        ibpb: crate::x86::ibpb::wanted(),
     };
     Ok(KBox::new(svm, GFP_KERNEL)?)
 }
@@ -164,7 +170,8 @@ pub(crate) struct CpuWindow<'a> {
     pub(crate) cpu: &'a SvmCpu,
     /// EFER as the host had it.
     host_efer: u64,
-    _irq: &'a IrqGuard,
+    /// Interrupts stay off for the life of the window.
+    irq: &'a IrqGuard,
 }
 
 /// Why SVM could not be turned on.
@@ -200,7 +207,7 @@ impl Svm {
         Ok(CpuWindow {
             cpu: c,
             host_efer: efer,
-            _irq: irq,
+            irq,
         })
     }
 
@@ -223,6 +230,18 @@ impl Svm {
     /// The current ASID generation of this CPU.
     pub(crate) fn asid_gen(&self, w: &CpuWindow<'_>) -> u64 {
         w.cpu.asid_gen.load(Ordering::Relaxed)
+    }
+
+    /// Called in the window before this CPU enters a vCPU of VM `tag`.
+    pub(crate) fn switch_vm(&self, w: &CpuWindow<'_>, tag: crate::x86::ibpb::VmTag) {
+        w.cpu.last_vm.switch(tag, self.ibpb, w.irq);
+    }
+
+    /// A vCPU of VM `tag` goes away: no CPU may keep its tag.
+    pub(crate) fn forget_vm(&self, tag: crate::x86::ibpb::VmTag) {
+        for c in self.cpus.iter() {
+            c.last_vm.forget(tag);
+        }
     }
 
     /// Physical addresses of the I/O and MSR permission maps.

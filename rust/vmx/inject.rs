@@ -39,7 +39,7 @@ impl Caps {
     }
 
     /// Whether VM entry takes `len` as a software event's instruction length.
-    fn len_ok(self, len: u8) -> bool {
+    pub(super) fn len_ok(self, len: u8) -> bool {
         (1..=15).contains(&len) || (len == 0 && self.zero_len)
     }
 }

@@ -76,8 +76,8 @@ impl Params {
 pub(crate) struct VmxCpu {
     vmxon: PhysPage,
     enabled: AtomicBool,
-    /// The VM whose vCPU this CPU entered last (`spec::VmTag`, 0: none).
-    last_vm: core::sync::atomic::AtomicUsize,
+    /// The VM whose vCPU this CPU entered last (for IBPB).
+    last_vm: crate::x86::ibpb::LastVm,
 }
 
 /// The VMX backend, after `hardware_setup`.
@@ -187,7 +187,7 @@ fn alloc_kvm_area(revision: u32) -> Result<PerCpu<VmxCpu>> {
         Ok(VmxCpu {
             vmxon,
             enabled: AtomicBool::new(false),
-            last_vm: spec::new_tag(),
+            last_vm: crate::x86::ibpb::LastVm::new(),
         })
     })
 }

@@ -27,11 +27,7 @@
 use super::entry::flags;
 use super::Vmx;
 use crate::sys::cpu::{self, Feature, IrqGuard};
-use crate::sys::msr::{self, index};
-use core::sync::atomic::{AtomicUsize, Ordering};
-
-/// IA32_PRED_CMD.IBPB.
-const PRED_CMD_IBPB: u64 = 1;
+pub(crate) use crate::x86::ibpb::VmTag;
 
 /// The hygiene steps this host wants.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,44 +56,24 @@ impl Spec {
         }
         Self {
             entry_flags,
-            ibpb: has(Feature::Ibpb) && !cpu::mitigations_off(),
+            ibpb: crate::x86::ibpb::wanted(),
         }
     }
 }
-
-/// A VM's identity for the per-CPU "last VM" tag: any address unique to the VM while it
-/// lives (its vCPUs forget it on every CPU before it goes, see [`Vmx::forget_vm`]).
-pub(crate) type VmTag = usize;
 
 impl Vmx {
-    /// Called with interrupts off before this CPU enters a vCPU of VM `tag`: a barrier
-    /// against indirect-branch predictions trained by another VM.
+    /// Called with interrupts off before this CPU enters a vCPU of VM `tag`.
     pub(crate) fn switch_vm(&self, tag: VmTag, irq: &IrqGuard) {
-        let last = &self.cpus.this_cpu(irq).last_vm;
-        if last.load(Ordering::Relaxed) == tag {
-            return;
-        }
-        if self.spec.ibpb {
-            let _ = msr::write(index::IA32_PRED_CMD, PRED_CMD_IBPB);
-        }
-        last.store(tag, Ordering::Relaxed);
+        self.cpus
+            .this_cpu(irq)
+            .last_vm
+            .switch(tag, self.spec.ibpb, irq);
     }
 
-    /// A vCPU of VM `tag` goes away: no CPU may keep the tag, which a later VM at the same
-    /// address would otherwise inherit (and skip its barrier).
+    /// A vCPU of VM `tag` goes away: no CPU may keep its tag.
     pub(crate) fn forget_vm(&self, tag: VmTag) {
-        if tag == 0 {
-            return;
-        }
         for c in self.cpus.iter() {
-            let _ = c
-                .last_vm
-                .compare_exchange(tag, 0, Ordering::Relaxed, Ordering::Relaxed);
+            c.last_vm.forget(tag);
         }
     }
-}
-
-/// The per-CPU tag.
-pub(crate) fn new_tag() -> AtomicUsize {
-    AtomicUsize::new(0)
 }

@@ -237,3 +237,32 @@ impl Drop for Loaded<'_> {
         let _ = unsafe { asm::vmclear(self.phys) };
     }
 }
+
+/// VMX access rights of a segment (and the reverse): the layout of the descriptor's
+/// attribute bits, with "unusable" in bit 16.
+pub(crate) fn seg_to_ar(s: &crate::uapi::kvm_segment) -> u32 {
+    if s.unusable != 0 || s.present == 0 {
+        return 1 << 16;
+    }
+    u32::from(s.type_ & 15)
+        | u32::from(s.s & 1) << 4
+        | u32::from(s.dpl & 3) << 5
+        | u32::from(s.present & 1) << 7
+        | u32::from(s.avl & 1) << 12
+        | u32::from(s.l & 1) << 13
+        | u32::from(s.db & 1) << 14
+        | u32::from(s.g & 1) << 15
+}
+
+/// Fills a segment's attributes from VMX access rights (present = usable, as KVM does).
+pub(crate) fn ar_to_seg(ar: u32, s: &mut crate::uapi::kvm_segment) {
+    s.unusable = ((ar >> 16) & 1) as u8;
+    s.type_ = (ar & 15) as u8;
+    s.s = ((ar >> 4) & 1) as u8;
+    s.dpl = ((ar >> 5) & 3) as u8;
+    s.present = u8::from(s.unusable == 0);
+    s.avl = ((ar >> 12) & 1) as u8;
+    s.l = ((ar >> 13) & 1) as u8;
+    s.db = ((ar >> 14) & 1) as u8;
+    s.g = ((ar >> 15) & 1) as u8;
+}

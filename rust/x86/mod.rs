@@ -11,6 +11,7 @@ pub(crate) mod events;
 pub(crate) mod exit;
 pub(crate) mod fpu;
 pub(crate) mod hostdbg;
+pub(crate) mod ibpb;
 pub(crate) mod insn;
 pub(crate) mod lapic;
 pub(crate) mod mmu;

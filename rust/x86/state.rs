@@ -112,6 +112,55 @@ pub(crate) struct Events {
     pub(crate) shadow: u8,
 }
 
+/// The next event to deliver, as [`Events::take_next`] picks it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Next {
+    Exception(Exception),
+    /// A software interrupt (INT n) whose delivery an exit cut short; `len` is its
+    /// instruction's length.
+    SoftInterrupt {
+        vector: u8,
+        len: u8,
+    },
+    Nmi,
+    Interrupt(u8),
+}
+
+impl Events {
+    /// Takes the event to deliver now out of the queue, in KVM's order: an exception, a
+    /// software interrupt cut short (when `soft_ok` accepts its length), an NMI (one whose
+    /// delivery was cut short, or a pending one when `nmi_ok`), an external interrupt
+    /// (one cut short, or a queued one when `irq_ok`). What cannot go in now stays queued.
+    /// The caller blocks NMIs after one, as its hardware requires.
+    pub(crate) fn take_next(
+        &mut self,
+        irq_ok: bool,
+        nmi_ok: bool,
+        soft_ok: impl Fn(u8) -> bool,
+    ) -> Option<Next> {
+        if let Some(e) = self.exception.take() {
+            return Some(Next::Exception(e));
+        }
+        if let Some((vector, len)) = self.soft_interrupt {
+            if soft_ok(len) {
+                self.soft_interrupt = None;
+                return Some(Next::SoftInterrupt { vector, len });
+            }
+        }
+        if self.nmi_injected || (self.nmi_pending && nmi_ok) {
+            self.nmi_injected = false;
+            self.nmi_pending = false;
+            return Some(Next::Nmi);
+        }
+        if let (Some(vector), true) = (self.interrupt, self.interrupt_injected || irq_ok) {
+            self.interrupt = None;
+            self.interrupt_injected = false;
+            return Some(Next::Interrupt(vector));
+        }
+        None
+    }
+}
+
 /// Bits of [`Events::shadow`].
 pub(crate) mod shadow {
     /// Blocking by STI.
@@ -348,33 +397,4 @@ impl VcpuState {
             2
         }
     }
-}
-
-/// VMX access rights of a segment (and the reverse): the layout of the descriptor's
-/// attribute bits, with "unusable" in bit 16.
-pub(crate) fn seg_to_ar(s: &kvm_segment) -> u32 {
-    if s.unusable != 0 || s.present == 0 {
-        return 1 << 16;
-    }
-    u32::from(s.type_ & 15)
-        | u32::from(s.s & 1) << 4
-        | u32::from(s.dpl & 3) << 5
-        | u32::from(s.present & 1) << 7
-        | u32::from(s.avl & 1) << 12
-        | u32::from(s.l & 1) << 13
-        | u32::from(s.db & 1) << 14
-        | u32::from(s.g & 1) << 15
-}
-
-/// Fills a segment's attributes from VMX access rights (present = usable, as KVM does).
-pub(crate) fn ar_to_seg(ar: u32, s: &mut kvm_segment) {
-    s.unusable = ((ar >> 16) & 1) as u8;
-    s.type_ = (ar & 15) as u8;
-    s.s = ((ar >> 4) & 1) as u8;
-    s.dpl = ((ar >> 5) & 3) as u8;
-    s.present = u8::from(s.unusable == 0);
-    s.avl = ((ar >> 12) & 1) as u8;
-    s.l = ((ar >> 13) & 1) as u8;
-    s.db = ((ar >> 14) & 1) as u8;
-    s.g = ((ar >> 15) & 1) as u8;
 }

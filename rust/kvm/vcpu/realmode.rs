@@ -4,33 +4,31 @@
 //! IVT and the #GP exits of instructions vm86 cannot run.
 
 use super::*;
+use crate::x86::state::Next;
 
 /// Delivers the highest-priority pending event through the real-mode IVT (virtual-8086
 /// real mode cannot take injected events): push FLAGS, CS, IP; clear IF, TF, AC; jump
 /// to the vector's handler.
 pub(super) fn deliver_real_mode_event(vm: &Vm, vcpu: &Vcpu, s: &mut VcpuState) -> Result {
-    let ev = s.events;
-    let irq_ok = s.regs.rflags & state::rflags::IF != 0 && ev.shadow == 0;
-    let vector = if let Some(e) = ev.exception {
-        s.events.exception = None;
-        e.vector
-    } else if let Some((v, len)) = ev.soft_interrupt {
-        s.events.soft_interrupt = None;
-        s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
-        v
-    } else if ev.nmi_injected || (ev.nmi_pending && !ev.nmi_masked && ev.shadow == 0) {
-        s.events.nmi_injected = false;
-        s.events.nmi_pending = false;
-        s.events.nmi_masked = true;
-        vcpu.stats.inc(st::NMI_INJECTIONS);
-        2
-    } else if let (Some(v), true) = (ev.interrupt, ev.interrupt_injected || irq_ok) {
-        s.events.interrupt = None;
-        s.events.interrupt_injected = false;
-        vcpu.stats.inc(st::IRQ_INJECTIONS);
-        v
-    } else {
-        return Ok(());
+    let shadow = s.events.shadow != 0;
+    let irq_ok = s.regs.rflags & state::rflags::IF != 0 && !shadow;
+    let nmi_ok = !s.events.nmi_masked && !shadow;
+    let vector = match s.events.take_next(irq_ok, nmi_ok, |_| true) {
+        Some(Next::Exception(e)) => e.vector,
+        Some(Next::SoftInterrupt { vector, len }) => {
+            s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+            vector
+        }
+        Some(Next::Nmi) => {
+            s.events.nmi_masked = true;
+            vcpu.stats.inc(st::NMI_INJECTIONS);
+            2
+        }
+        Some(Next::Interrupt(vector)) => {
+            vcpu.stats.inc(st::IRQ_INJECTIONS);
+            vector
+        }
+        None => return Ok(()),
     };
     let mem = VmMem(vm);
     let mut ivt = [0u8; 4];

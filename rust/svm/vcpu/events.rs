@@ -9,7 +9,7 @@
 //! complete; rkvm unblocks at the intercept, so an NMI pending then arrives on the IRET.)
 
 use super::*;
-use crate::x86::state::{rflags, Exception};
+use crate::x86::state::{rflags, Exception, Next};
 use vmcb::{event, int_ctl};
 
 impl SvmVcpu {
@@ -24,44 +24,47 @@ impl SvmVcpu {
         let nmi_ok = !s.events.nmi_masked && !shadow;
         let protected = s.protected();
         self.injected_soft = false;
-        let mut inj: Option<(u32, Option<u32>)> = None;
-        if let Some(e) = s.events.exception.take() {
-            if let Some(cr2) = e.payload {
-                v.w64(l.cr2, cr2);
-            }
-            if e.vector == 2 {
-                inj = Some((2 | event::TYPE_NMI << 8, None));
-            } else if e.vector < 32 {
-                // #BP and #OF return past their one-byte instruction (INT3, INTO).
-                if (e.vector == 3 || e.vector == 4) && !e.injected && s.soft_exc_len != 0 {
-                    let rip = v.r64(l.rip).wrapping_add(u64::from(s.soft_exc_len));
-                    v.w64(l.rip, rip);
-                    self.injected_soft = true;
+        let next = s.events.take_next(irq_ok, nmi_ok, |_| true);
+        let inj: Option<(u32, Option<u32>)> = match next {
+            Some(Next::Exception(e)) => {
+                if let Some(cr2) = e.payload {
+                    v.w64(l.cr2, cr2);
                 }
-                let code = e.error_code.filter(|_| protected);
-                inj = Some((u32::from(e.vector) | event::TYPE_EXCEPTION << 8, code));
+                if e.vector == 2 {
+                    s.events.nmi_masked = true;
+                    Some((2 | event::TYPE_NMI << 8, None))
+                } else if e.vector < 32 {
+                    // #BP and #OF return past their one-byte instruction (INT3, INTO).
+                    if (e.vector == 3 || e.vector == 4) && !e.injected && s.soft_exc_len != 0 {
+                        let rip = v.r64(l.rip).wrapping_add(u64::from(s.soft_exc_len));
+                        v.w64(l.rip, rip);
+                        self.injected_soft = true;
+                    }
+                    let code = e.error_code.filter(|_| protected);
+                    Some((u32::from(e.vector) | event::TYPE_EXCEPTION << 8, code))
+                } else {
+                    None
+                }
             }
-        } else if let Some((vector, len)) = s.events.soft_interrupt.take() {
-            // An INT n cut short: delivered again as a software interrupt, which
-            // returns past the instruction.
-            let rip = v.r64(l.rip).wrapping_add(u64::from(len));
-            v.w64(l.rip, rip);
-            self.injected_soft = true;
-            inj = Some((u32::from(vector) | event::TYPE_SOFT << 8, None));
-        } else if s.events.nmi_injected || (s.events.nmi_pending && nmi_ok) {
-            s.events.nmi_injected = false;
-            s.events.nmi_pending = false;
-            s.events.nmi_masked = true;
-            ctx.stats.inc(st::NMI_INJECTIONS);
-            inj = Some((2 | event::TYPE_NMI << 8, None));
-        } else if let (Some(vector), true) =
-            (s.events.interrupt, s.events.interrupt_injected || irq_ok)
-        {
-            s.events.interrupt = None;
-            s.events.interrupt_injected = false;
-            ctx.stats.inc(st::IRQ_INJECTIONS);
-            inj = Some((u32::from(vector) | event::TYPE_INTR << 8, None));
-        }
+            Some(Next::SoftInterrupt { vector, len }) => {
+                // An INT n cut short: delivered again as a software interrupt, which
+                // returns past the instruction.
+                let rip = v.r64(l.rip).wrapping_add(u64::from(len));
+                v.w64(l.rip, rip);
+                self.injected_soft = true;
+                Some((u32::from(vector) | event::TYPE_SOFT << 8, None))
+            }
+            Some(Next::Nmi) => {
+                s.events.nmi_masked = true;
+                ctx.stats.inc(st::NMI_INJECTIONS);
+                Some((2 | event::TYPE_NMI << 8, None))
+            }
+            Some(Next::Interrupt(vector)) => {
+                ctx.stats.inc(st::IRQ_INJECTIONS);
+                Some((u32::from(vector) | event::TYPE_INTR << 8, None))
+            }
+            None => None,
+        };
         match inj {
             Some((info, code)) => {
                 let ev = info | event::VALID | code.map_or(0, |_| event::ERROR_VALID);

@@ -58,6 +58,8 @@ pub(crate) struct SvmVcpu {
     /// The guest accesses its debug registers without intercepts for the rest of the
     /// window; they are read back when it closes.
     dr_passthrough: bool,
+    /// The VM this vCPU belongs to, as last seen (for the per-CPU IBPB tag).
+    vm_tag: crate::x86::ibpb::VmTag,
 }
 
 impl SvmVcpu {
@@ -73,6 +75,7 @@ impl SvmVcpu {
             injected_soft: false,
             mce_pending: false,
             dr_passthrough: false,
+            vm_tag: 0,
         })
     }
 
@@ -300,6 +303,8 @@ impl VcpuOps for SvmVcpu {
         // generation and then reads this.
         ctx.running_cpu
             .store(cpu::this_cpu() as i32, Ordering::SeqCst);
+        self.vm_tag = core::ptr::from_ref(ctx.flush_gen) as usize;
+        self.svm.switch_vm(&w, self.vm_tag);
         let result = self.run_window(ctx, &w, &kfpu, xsave, fpu_mask, host_xcr0, &irq);
         ctx.running_cpu.store(-1, Ordering::Release);
         // STGI, EFER restored: what GIF held (interrupts, NMIs) is taken once the IRQ
@@ -314,5 +319,7 @@ impl VcpuOps for SvmVcpu {
         result
     }
 
-    fn release(&self) {}
+    fn release(&self) {
+        self.svm.forget_vm(self.vm_tag);
+    }
 }

@@ -5,6 +5,7 @@
 //! instruction.
 
 use super::*;
+use crate::x86::state::Next;
 
 impl Core {
     /// Delivers the highest-priority pending event, or asks for the window in which it can
@@ -56,30 +57,28 @@ impl Core {
         let mut want_irq_window = ctx.apic_window;
         let mut want_nmi_window = false;
         let caps = inject::Caps::new(&self.vmx.config);
-        let soft_irq = ev
-            .soft_interrupt
-            .map(|(vector, len)| inject::soft_interrupt(vector, len, irq_ok, caps));
-
-        let inj = if let Some(e) = ev.exception.take() {
-            if let Some(cr2) = e.payload {
-                self.gprs.r[reg::CR2] = cr2;
+        // A software interrupt goes in as one when VM entry takes its length, and as an
+        // external interrupt otherwise (when the guest can take one).
+        let soft_ok = |len| caps.len_ok(len) || irq_ok;
+        let inj = match ev.take_next(irq_ok, nmi_ok, soft_ok) {
+            Some(Next::Exception(e)) => {
+                if let Some(cr2) = e.payload {
+                    self.gprs.r[reg::CR2] = cr2;
+                }
+                Some(inject::exception(&e, protected, soft_exc_len, caps))
             }
-            Some(inject::exception(&e, protected, soft_exc_len, caps))
-        } else if let Some(Some(inj)) = soft_irq {
-            ev.soft_interrupt = None;
-            Some(inj)
-        } else if ev.nmi_injected || (ev.nmi_pending && nmi_ok) {
-            ev.nmi_injected = false;
-            ev.nmi_pending = false;
-            ctx.stats.inc(st::NMI_INJECTIONS);
-            Some(inject::nmi())
-        } else if let (Some(vector), true) = (ev.interrupt, ev.interrupt_injected || irq_ok) {
-            ev.interrupt = None;
-            ev.interrupt_injected = false;
-            ctx.stats.inc(st::IRQ_INJECTIONS);
-            Some(inject::external(vector))
-        } else {
-            None
+            Some(Next::SoftInterrupt { vector, len }) => {
+                inject::soft_interrupt(vector, len, irq_ok, caps)
+            }
+            Some(Next::Nmi) => {
+                ctx.stats.inc(st::NMI_INJECTIONS);
+                Some(inject::nmi())
+            }
+            Some(Next::Interrupt(vector)) => {
+                ctx.stats.inc(st::IRQ_INJECTIONS);
+                Some(inject::external(vector))
+            }
+            None => None,
         };
         if let Some(inj) = &inj {
             inj.write_fields(v)?;

@@ -13,6 +13,7 @@ use super::inject::{
     TYPE_PRIV_SW_EXCEPTION, TYPE_SOFT_EXCEPTION, TYPE_SOFT_INTR,
 };
 use super::vmcs::{self, Loaded, Vmcs};
+use super::vmcs::{ar_to_seg, seg_to_ar};
 use super::window::{EnterError, VmxOn};
 use super::Vmx;
 use crate::sys::cpu::{self, regs, IrqGuard};
@@ -27,7 +28,7 @@ use crate::x86::backend::{RmodeAddrs, RunCtx, VcpuOps};
 use crate::x86::exit::Exit;
 use crate::x86::fpu::{self, KernelFpu};
 use crate::x86::hostdbg::HostDebug;
-use crate::x86::state::{self, ar_to_seg, cr0, rflags, seg_to_ar, Exception, VcpuState};
+use crate::x86::state::{self, cr0, rflags, Exception, VcpuState};
 use crate::x86::stats::vcpu as st;
 use crate::x86::{cpuid, uret};
 use core::sync::atomic::{AtomicU64, Ordering};
