@@ -63,6 +63,7 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_GET_TSC_KHZ => 1,
         // KVM_NMI on the vCPU fd.
         KVM_CAP_USER_NMI => 1,
+        KVM_CAP_MCE => crate::x86::mce::MAX_BANKS as isize,
         // The in-kernel local APIC (userspace keeps the PIC and I/O APIC).
         KVM_CAP_SPLIT_IRQCHIP | KVM_CAP_SIGNAL_MSI | KVM_CAP_TSC_DEADLINE_TIMER => 1,
         KVM_CAP_SET_BOOT_CPU_ID | KVM_CAP_BINARY_STATS_FD => 1,

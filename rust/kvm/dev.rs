@@ -54,6 +54,11 @@ fn dev_ioctl(k: &'static Kvm, cmd: u32, arg: usize) -> Result<isize> {
         }
         RKVM_KVM_GET_MSR_FEATURE_INDEX_LIST => msr_list(arg, k.msrs.features.iter().copied()),
         RKVM_KVM_GET_SUPPORTED_CPUID => cpuid_list(arg, &k.cpuid_supported, false),
+        RKVM_KVM_X86_GET_MCE_CAP_SUPPORTED => {
+            let cap = crate::x86::mce::supported_cap(k.backend.has_cmci());
+            super::uaccess::write(arg, &cap)?;
+            Ok(0)
+        }
         RKVM_KVM_GET_EMULATED_CPUID => cpuid_list(arg, &k.cpuid_emulated, true),
         RKVM_KVM_GET_MSRS => get_feature_msrs(k, arg),
         RKVM_KVM_GET_DEVICE_ATTR | RKVM_KVM_HAS_DEVICE_ATTR => {

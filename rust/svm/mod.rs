@@ -343,6 +343,15 @@ impl X86Ops for Svm {
         false
     }
 
+    fn setup_mce(&self, mcg_cap: u64) -> u64 {
+        // Bits 63:9 of IA32_MCG_CAP are reserved on AMD.
+        mcg_cap & 0x1ff
+    }
+
+    fn has_cmci(&self) -> bool {
+        false
+    }
+
     fn one_shadow_bit(&self) -> bool {
         true
     }

@@ -296,6 +296,14 @@ impl X86Ops for Vmx {
         !self.params.unrestricted_guest
     }
 
+    fn setup_mce(&self, mcg_cap: u64) -> u64 {
+        mcg_cap
+    }
+
+    fn has_cmci(&self) -> bool {
+        true
+    }
+
     fn one_shadow_bit(&self) -> bool {
         false
     }

@@ -39,6 +39,12 @@ pub(crate) trait X86Ops: Send + Sync {
     /// The hardware keeps one interrupt-shadow bit (SVM), reported as both STI and MOV SS
     /// blocking, rather than one of the two kinds (VMX).
     fn one_shadow_bit(&self) -> bool;
+    /// The machine-check capabilities a vCPU keeps of what KVM_X86_SETUP_MCE accepted
+    /// (`setup_mce`: AMD reserves IA32_MCG_CAP bits 63:9).
+    fn setup_mce(&self, mcg_cap: u64) -> u64;
+    /// Corrected machine-check interrupts for guests (IA32_MCG_CAP.CMCI_P): kvm_intel
+    /// offers them, kvm_amd does not.
+    fn has_cmci(&self) -> bool;
     /// The vendor's hypercall instruction (VMCALL or VMMCALL): KVM's FIX_HYPERCALL_INSN
     /// quirk rewrites the other one to it.
     fn hypercall_insn(&self) -> [u8; 3];

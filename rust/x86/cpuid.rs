@@ -421,6 +421,15 @@ pub(crate) fn guest_supported_xcr0(table: &[kvm_cpuid_entry2]) -> u64 {
     }) | 1
 }
 
+/// Whether the guest's CPUID says AMD or Hygon (KVM's `guest_cpuid_is_amd_compatible`).
+pub(crate) fn guest_is_amd_compatible(table: &[kvm_cpuid_entry2]) -> bool {
+    find(table, 0, 0).is_some_and(|e| {
+        let v = [e.ebx, e.edx, e.ecx];
+        v == [0x6874_7541, 0x6974_6e65, 0x444d_4163] // "AuthenticAMD"
+            || v == [0x6f67_7948, 0x6e65_476e, 0x656e_6975] // "HygonGenuine"
+    })
+}
+
 /// Architectural validity of an XCR0 value within `allowed`.
 pub(crate) fn xcr0_valid(v: u64, allowed: u64) -> bool {
     const X87: u64 = 1;

@@ -36,6 +36,7 @@ const EMULATED_MSRS_ALL: &[u32] = &[
     index::IA32_PERF_CAPABILITIES,
     index::IA32_MISC_ENABLE,
     index::IA32_MCG_STATUS,
+    index::IA32_MCG_CTL,
     index::PLATFORM_INFO,
     index::MISC_FEATURES_ENABLES,
     index::IA32_POWER_CTL,

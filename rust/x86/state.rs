@@ -206,6 +206,8 @@ pub(crate) struct Msrs {
     pub(crate) mtrr_def_type: u64,
     pub(crate) mtrr_fixed: [u64; 11],
     pub(crate) mtrr_var: [u64; 16],
+    /// The machine-check banks and controls (kept across INIT, as KVM's).
+    pub(crate) mce: super::mce::Mce,
 }
 
 impl Default for Msrs {
@@ -238,6 +240,7 @@ impl Default for Msrs {
             mtrr_def_type: 0,
             mtrr_fixed: [0; 11],
             mtrr_var: [0; 16],
+            mce: super::mce::Mce::default(),
         }
     }
 }

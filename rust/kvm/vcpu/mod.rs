@@ -21,9 +21,10 @@ use crate::sys::page::PhysPage;
 use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
 use crate::x86::backend::MsrAllow;
-use crate::x86::emulate::{self, EmuError, GuestMem, MemOp, MsrEnv};
+use crate::x86::emulate::{self, EmuError, GuestMem, MemOp};
 use crate::x86::exit::{CrOp, Exit};
 use crate::x86::lapic::{self, Clock, Lapic, Mailbox};
+use crate::x86::msr_access::{self, MsrEnv};
 use crate::x86::state::{self, Exception, VcpuState};
 use crate::x86::{events, fpu, GuestFpu, RunCtx, VcpuOps};
 use core::mem::offset_of;
@@ -116,6 +117,9 @@ pub(crate) struct VcpuInner {
     enforce_pv_cpuid: bool,
     steal: super::steal::StealTime,
     pvclock: super::kvmclock::PvClock,
+    /// KVM_X86_SET_MCE asked for a shutdown (KVM's KVM_REQ_TRIPLE_FAULT): the next
+    /// KVM_RUN reports it.
+    triple_fault: bool,
 }
 
 /// A vCPU.
@@ -201,6 +205,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 enforce_pv_cpuid: false,
                 steal: Default::default(),
                 pvclock: Default::default(),
+                triple_fault: false,
             }),
             run: PhysPage::new()?,
             pio: PhysPage::new()?,
@@ -664,6 +669,35 @@ impl AnonFile for VcpuFile {
                     kernel::str::CString::try_from_fmt(fmt!("kvm-{}/vcpu-{}", vm.pid, vcpu.id))?;
                 super::stats::StatsFile::open(&id, (this.vm.clone(), this.vcpu.clone()))
             }
+            RKVM_KVM_X86_SETUP_MCE => {
+                let mcg_cap: u64 = uaccess::read(arg)?;
+                let supported = crate::x86::mce::supported_cap(vm.kvm.backend.has_cmci());
+                let kept = vm.kvm.backend.setup_mce(mcg_cap);
+                g.state.msrs.mce.setup(mcg_cap, supported, kept)?;
+                if let Some(a) = g.lapic.as_mut() {
+                    a.set_cmci(mcg_cap & crate::x86::mce::cap::CMCI_P != 0);
+                }
+                Ok(0)
+            }
+            RKVM_KVM_X86_SET_MCE => {
+                let e: kvm_x86_mce = uaccess::read(arg)?;
+                let s = &mut g.state;
+                let cr4_mce = s.cr4 & state::cr4::MCE != 0;
+                let signal = s.msrs.mce.inject(&e, &mut s.msrs.mcg_status, cr4_mce)?;
+                match signal {
+                    crate::x86::mce::Signal::None => {}
+                    crate::x86::mce::Signal::MachineCheck => inject_exception(s, 18),
+                    crate::x86::mce::Signal::TripleFault => g.triple_fault = true,
+                    crate::x86::mce::Signal::Cmci => {
+                        let apic_base = g.state.apic_base;
+                        if let Some(a) = g.lapic.as_mut() {
+                            a.deliver_cmci(apic_base);
+                        }
+                        apic_changed(vcpu, g);
+                    }
+                }
+                Ok(0)
+            }
             RKVM_KVM_NMI => {
                 g.state.events.nmi_pending = true;
                 Ok(0)
@@ -718,6 +752,10 @@ fn run(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
         complete_pending(vm, vcpu, g)?;
         if immediate {
             return Err(EINTR);
+        }
+        if core::mem::take(&mut g.triple_fault) {
+            vcpu.set_exit(KVM_EXIT_SHUTDOWN);
+            return Ok(0);
         }
         if g.state.mp_state == KVM_MP_STATE_UNINITIALIZED {
             return run_uninitialized(vm, vcpu, g);

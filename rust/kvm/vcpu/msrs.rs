@@ -120,7 +120,7 @@ pub(super) fn read_msr(vm: &Vm, g: &mut VcpuInner, m: u32, host: bool) -> Option
             .pv_has(feature)
             .then(|| vm.wall_clock_msr.load(Ordering::Relaxed));
     }
-    emulate::get_msr(&g.state, &env, m)
+    msr_access::get_msr(&g.state, &env, m)
 }
 
 /// The paravirtual feature of a kvmclock wall-clock MSR.
@@ -178,7 +178,7 @@ pub(super) fn write_msr(
         crate::kvm::kvmclock::write_wall_clock(vm, v);
         return Ok(());
     }
-    emulate::set_msr(&mut g.state, &env, m, v)
+    msr_access::set_msr(&mut g.state, &env, m, v)
 }
 
 pub(super) fn msrs_ioctl(

@@ -115,7 +115,7 @@ pub(super) fn sregs_valid(
         pv_features: None,
     };
     let mut probe = g.state.clone();
-    emulate::set_msr(&mut probe, &env, crate::sys::msr::index::EFER, efer).is_ok()
+    msr_access::set_msr(&mut probe, &env, crate::sys::msr::index::EFER, efer).is_ok()
 }
 
 pub(super) fn set_sregs_common(g: &mut VcpuInner, b: &kvm_sregs) -> Result {

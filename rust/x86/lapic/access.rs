@@ -5,8 +5,9 @@
 use super::*;
 
 impl Lapic {
-    pub(super) fn readable(off: u32, x2apic: bool) -> bool {
+    pub(super) fn readable(off: u32, x2apic: bool, cmci: bool) -> bool {
         match off {
+            reg::LVTCMCI => cmci,
             reg::ID
             | reg::LVR
             | reg::TPR
@@ -32,7 +33,7 @@ impl Lapic {
 
     /// A 32-bit register read; `None` for a register that cannot be read.
     pub(super) fn read(&mut self, off: u32, apic_base: u64, now: u64) -> Option<u32> {
-        if !Self::readable(off, Self::x2apic_mode(apic_base)) {
+        if !Self::readable(off, Self::x2apic_mode(apic_base), self.cmci) {
             return None;
         }
         Some(match off {
@@ -85,10 +86,7 @@ impl Lapic {
                 }
                 self.set(reg::SPIV, val & mask);
                 if val & SPIV_ENABLE == 0 {
-                    for i in 0..NR_LVT {
-                        let r = reg::LVTT + i * 0x10;
-                        self.set(r, self.get(r) | LVT_MASKED);
-                    }
+                    self.mask_lvt();
                     self.update_lvtt();
                     self.timer.pending = false;
                 }
@@ -112,7 +110,8 @@ impl Lapic {
                 }
                 self.set(reg::ICR2, val & 0xff00_0000);
             }
-            reg::LVTTHMR | reg::LVTPC | reg::LVT0 | reg::LVT1 | reg::LVTERR => {
+            reg::LVTCMCI if !self.cmci => return Err(Refused),
+            reg::LVTTHMR | reg::LVTPC | reg::LVT0 | reg::LVT1 | reg::LVTERR | reg::LVTCMCI => {
                 let mask = match off {
                     reg::LVT0 | reg::LVT1 => LINT_MASK,
                     reg::LVTERR => LVT_MASK,

@@ -96,7 +96,8 @@ const SPIV_ENABLE: u32 = 1 << 8;
 const SPIV_DIRECTED_EOI: u32 = 1 << 12;
 const LVR_DIRECTED_EOI: u32 = 1 << 24;
 const APIC_VERSION: u32 = 0x14;
-/// LVT entries without CMCI (rkvm has no machine-check emulation).
+/// LVT entries from LVTT to LVTERR; LVTCMCI comes on top when the vCPU's machine-check
+/// capabilities include CMCI.
 const NR_LVT: u32 = 6;
 const TIMER_PERIODIC: u32 = 1 << 17;
 const TIMER_TSCDEADLINE: u32 = 2 << 17;
@@ -420,6 +421,8 @@ pub(crate) struct Lapic {
     local_nmi: u32,
     /// KVM_INTERRUPT's vector with the split irqchip: an ExtINT from userspace's PIC.
     pub(crate) ext_vector: Option<u8>,
+    /// The LVT has its CMCI entry (IA32_MCG_CAP.CMCI_P).
+    cmci: bool,
 }
 
 impl Lapic {
@@ -435,6 +438,7 @@ impl Lapic {
             x2apic_cpuid: false,
             local_nmi: 0,
             ext_vector: None,
+            cmci: false,
         };
         a.reset(false, apic_base);
         a
@@ -509,7 +513,8 @@ impl Lapic {
     }
 
     fn set_version(&mut self) {
-        let mut v = APIC_VERSION | (NR_LVT - 1) << 16;
+        let nr_lvt = NR_LVT + u32::from(self.cmci);
+        let mut v = APIC_VERSION | (nr_lvt - 1) << 16;
         // With the I/O APIC in userspace KVM offers directed EOI to x2APIC guests.
         if self.x2apic_cpuid {
             v |= LVR_DIRECTED_EOI;
@@ -537,6 +542,9 @@ impl Lapic {
         self.set_version();
         for i in 0..NR_LVT {
             self.set(reg::LVTT + i * 0x10, LVT_MASKED);
+        }
+        if self.cmci {
+            self.set(reg::LVTCMCI, LVT_MASKED);
         }
         self.update_lvtt();
         // KVM's LINT0_REENABLED quirk: the BSP's LINT0 comes up as ExtINT.
@@ -707,6 +715,36 @@ impl Lapic {
                 .min(NMI_QUEUE_MAX),
             init: mb.init.swap(false, Ordering::AcqRel),
             sipi: (sipi & 0x100 != 0).then_some(sipi as u8),
+        }
+    }
+
+    /// Masks every LVT entry, keeping the rest of each (software disable through SPIV).
+    pub(super) fn mask_lvt(&mut self) {
+        for i in 0..NR_LVT {
+            let r = reg::LVTT + i * 0x10;
+            self.set(r, self.get(r) | LVT_MASKED);
+        }
+        if self.cmci {
+            self.set(reg::LVTCMCI, self.get(reg::LVTCMCI) | LVT_MASKED);
+        }
+    }
+
+    /// The vCPU's machine-check capabilities changed (KVM_X86_SETUP_MCE): the LVT has a
+    /// CMCI entry when they include CMCI, masked when it appears (KVM's
+    /// `kvm_apic_after_set_mcg_cap`).
+    pub(crate) fn set_cmci(&mut self, on: bool) {
+        if on && !self.cmci {
+            self.set(reg::LVTCMCI, LVT_MASKED);
+        }
+        self.cmci = on;
+        self.set_version();
+    }
+
+    /// A corrected machine check (or an uncorrected one that needs no action) for the
+    /// guest: the LVT's CMCI entry fires.
+    pub(crate) fn deliver_cmci(&mut self, apic_base: u64) {
+        if self.cmci {
+            self.local_deliver(reg::LVTCMCI, apic_base);
         }
     }
 
