@@ -312,4 +312,7 @@ void rkvm_vmcb_layout_get(struct rkvm_vmcb_layout *l);
 void *rkvm_contig_alloc(__u32 bytes, __u8 fill);
 void rkvm_contig_free(void *virt, __u32 bytes);
 
+/* kvm-vfio: whether `file` (a struct file) is a VFIO file; 0 without the vfio module. */
+int rkvm_vfio_file_is_valid(void *file);
+
 #endif /* RKVM_SHIM_H */

@@ -1,20 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The device-type registry behind `KVM_CREATE_DEVICE` (the seed's
-//! `kvm_register_device_ops`, and `kvm_vfio_ops_init` for the VFIO type).
-//!
-//! No device type is registered today. In particular KVM_DEV_TYPE_VFIO is not: the VFIO
-//! core's KVM hooks (`vfio_file_set_kvm()` and friends) take a `struct kvm`, which only
-//! KVM itself has, so rkvm cannot provide that device even on kernels built with VFIO.
-//! `KVM_CREATE_DEVICE` for an unregistered type fails with `ENODEV`, as in KVM.
+//! `kvm_register_device_ops`, and `kvm_vfio_ops_init` for the VFIO type, the one type
+//! rkvm registers: see `vfio.rs`). `KVM_CREATE_DEVICE` for an unregistered type fails
+//! with `ENODEV`, as in KVM; with `KVM_CREATE_DEVICE_TEST` it only says whether the type
+//! exists.
 
+use super::vm::Vm;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 
 /// A device type userspace can create in a VM.
 pub(crate) trait DeviceOps: Send + Sync {
-    /// The device's name.
-    #[allow(dead_code)] // Read once a device type is registered.
-    fn name(&self) -> &'static CStr;
+    /// A new device of this type in `vm`, installed as a new fd (`create`).
+    fn create(&self, vm: Arc<Vm>) -> Result<isize>;
 }
 
 /// The registry: one slot per `KVM_DEV_TYPE_*` value KVM defines.
@@ -26,12 +25,13 @@ impl Registry {
     /// KVM_DEV_TYPE_MAX in `<linux/kvm.h>`.
     pub(crate) const SLOTS: usize = crate::uapi::KVM_DEV_TYPE_MAX as usize;
 
-    /// `kvm_vfio_ops_init()` and friends: the registry with what rkvm implements (nothing
-    /// yet; see the module documentation).
+    /// `kvm_vfio_ops_init()`: the registry with the device types rkvm implements.
     pub(crate) fn init() -> Self {
-        Self {
-            slots: [None; Self::SLOTS],
+        let mut slots: [Option<&'static dyn DeviceOps>; Self::SLOTS] = [None; Self::SLOTS];
+        if let Some(s) = slots.get_mut(crate::uapi::KVM_DEV_TYPE_VFIO as usize) {
+            *s = Some(&super::vfio::VFIO_OPS);
         }
+        Self { slots }
     }
 
     /// The ops of `ty`; `ENODEV` when the type is unknown or not provided.

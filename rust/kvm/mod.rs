@@ -17,6 +17,7 @@ pub(crate) mod stats;
 pub(crate) mod steal;
 pub(crate) mod uaccess;
 pub(crate) mod vcpu;
+pub(crate) mod vfio;
 pub(crate) mod vm;
 
 use crate::sys::global::Global;

@@ -113,6 +113,8 @@ pub(crate) struct Vm {
     pub(crate) user_space_msr: AtomicU32,
     /// KVM_CAP_EXIT_ON_EMULATION_FAILURE: always exit (no #UD) when emulation fails.
     pub(crate) exit_on_emulation_failure: AtomicBool,
+    /// A kvm-vfio device exists (one per VM).
+    pub(crate) vfio_device: AtomicBool,
     /// KVM_CAP_MSR_PLATFORM_INFO (on by default, as in KVM).
     pub(crate) platform_info_readable: AtomicBool,
     /// KVM_CAP_X86_APIC_BUS_CYCLES_NS: nanoseconds per APIC bus cycle (the local APIC
@@ -211,6 +213,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             user_space_msr: AtomicU32::new(0),
             exit_on_emulation_failure: AtomicBool::new(false),
             platform_info_readable: AtomicBool::new(true),
+            vfio_device: AtomicBool::new(false),
             apic_bus_cycle_ns: AtomicU64::new(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT),
             disabled_quirks: AtomicU64::new(0),
             msr_filter <- new_spinlock!(None),
@@ -934,8 +937,13 @@ impl AnonFile for Vm {
             // Every vCPU runs at the host's TSC rate (no TSC scaling, no KVM_SET_TSC_KHZ).
             RKVM_KVM_GET_TSC_KHZ => Ok(this.kvm.arch.timer.tsc_khz as isize),
             RKVM_KVM_CREATE_DEVICE => {
-                let d: kvm_create_device = uaccess::read(arg)?;
-                this.kvm.devices.lookup(d.type_).map(|_| 0)
+                let mut d: kvm_create_device = uaccess::read(arg)?;
+                let ops = this.kvm.devices.lookup(d.type_)?;
+                if d.flags & KVM_CREATE_DEVICE_TEST == 0 {
+                    d.fd = u32::try_from(ops.create(this.into())?).map_err(|_| EINVAL)?;
+                }
+                uaccess::write(arg, &d)?;
+                Ok(0)
             }
             _ => Err(ENOTTY),
         }

@@ -23,6 +23,7 @@ pub(crate) mod percpu;
 pub(crate) mod pvclock;
 pub(crate) mod ratelimit;
 pub(crate) mod shrinker;
+pub(crate) mod vfio;
 pub(crate) mod wait;
 pub(crate) mod workqueue;
 

@@ -33,6 +33,7 @@
 #include <linux/wait.h>
 #include <linux/eventfd.h>
 #include <linux/file.h>
+#include <linux/vfio.h>
 #include <linux/poll.h>
 #include <linux/hrtimer.h>
 #include <linux/user-return-notifier.h>
@@ -971,4 +972,22 @@ void rkvm_irqfd_free(void *irqfd)
 	cancel_work_sync(&f->inject);
 	eventfd_ctx_put(f->eventfd);
 	kfree(f);
+}
+
+/* ---- kvm-vfio --------------------------------------------------------------------- */
+
+/*
+ * Whether `file` is a VFIO group or device file, asked of the VFIO core only if it is
+ * loaded (as KVM's kvm-vfio device does: no hard dependency on the vfio module).
+ */
+int rkvm_vfio_file_is_valid(void *file)
+{
+	bool (*fn)(struct file *file) = symbol_get(vfio_file_is_valid);
+	int ret;
+
+	if (!fn)
+		return 0;
+	ret = fn(file);
+	symbol_put(vfio_file_is_valid);
+	return ret;
 }
