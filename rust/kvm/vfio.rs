@@ -19,8 +19,8 @@ use core::sync::atomic::Ordering;
 use kernel::fs::file::{File, LocalFile};
 use kernel::new_mutex;
 use kernel::prelude::*;
-use kernel::sync::{Arc, ArcBorrow, Mutex};
 use kernel::sync::aref::ARef;
+use kernel::sync::{Arc, ArcBorrow, Mutex};
 
 /// The device type.
 pub(crate) struct VfioOps;
@@ -89,7 +89,9 @@ impl VfioDevice {
             return Err(EINVAL);
         }
         let mut files = self.files.lock();
-        let pos = files.iter().position(|f| core::ptr::eq(f.as_ptr(), file.as_ptr()));
+        let pos = files
+            .iter()
+            .position(|f| core::ptr::eq(f.as_ptr(), file.as_ptr()));
         match (add, pos) {
             (true, Some(_)) => Err(EEXIST),
             (true, None) => {

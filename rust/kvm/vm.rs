@@ -690,6 +690,10 @@ impl GuestMem for VmMem<'_> {
         self.0.mark_dirty(gpa >> 12);
         Ok(())
     }
+
+    fn backed(&self, gpa: u64) -> bool {
+        self.0.hva_of(gpa >> 12).is_some()
+    }
 }
 
 /// `struct kvm_dirty_log` without its pointer union (slot, padding, bitmap address).

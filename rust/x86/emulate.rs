@@ -14,6 +14,8 @@ pub(crate) trait GuestMem {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result;
     /// Writes `data` at `gpa` (not crossing a page).
     fn write(&self, gpa: u64, data: &[u8]) -> Result;
+    /// Whether a memslot backs `gpa` (else it is MMIO, or nothing).
+    fn backed(&self, gpa: u64) -> bool;
 }
 
 /// A fault the guest must see.
@@ -105,7 +107,13 @@ pub(crate) fn translate(
         let idx = (gva >> shift) & mask;
         let mut buf = [0u8; 8];
         let n = entry_size as usize;
-        mem.read(table + idx * entry_size, buf.get_mut(..n).ok_or(EINVAL)?)?;
+        let entry_gpa = table + idx * entry_size;
+        if !mem.backed(entry_gpa) {
+            // A paging structure outside guest memory: the walk fails as for a
+            // not-present entry (KVM's walker does the same).
+            return Err(EmuError::Fault(pf(gva, pf_code(false, write, user))));
+        }
+        mem.read(entry_gpa, buf.get_mut(..n).ok_or(EINVAL)?)?;
         let e = u64::from_le_bytes(buf);
         if e & 1 == 0 {
             return Err(EmuError::Fault(pf(gva, pf_code(false, write, user))));

@@ -104,16 +104,22 @@ pub(super) fn fetch(
     let rip = emulate::linear_rip(s);
     // Never cross into a page the instruction may not touch: fetch what fits first.
     let first = (4096 - (rip & 0xfff) as usize).min(15);
+    let mem = VmMem(vm);
+    // Code outside guest memory cannot be fetched: an emulation failure, as in KVM.
+    let code_gpa = emulate::translate(s, &mem, rip, false, s.cpl() == 3)?;
+    if !mem.backed(code_gpa) {
+        return Err(EmuError::Unsupported);
+    }
     emulate::read_virt(
         s,
-        &VmMem(vm),
+        &mem,
         rip,
         buf.get_mut(..first).ok_or(EmuError::Unsupported)?,
     )?;
     if first < 15 {
         let _ = emulate::read_virt(
             s,
-            &VmMem(vm),
+            &mem,
             rip.wrapping_add(first as u64),
             buf.get_mut(first..).ok_or(EmuError::Unsupported)?,
         );
