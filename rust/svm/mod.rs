@@ -352,6 +352,10 @@ impl X86Ops for Svm {
         false
     }
 
+    fn reset_ucode_rev(&self) -> u64 {
+        0x0100_0065
+    }
+
     fn one_shadow_bit(&self) -> bool {
         true
     }

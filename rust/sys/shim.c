@@ -791,6 +791,11 @@ static bool ignore_msrs;
 module_param_cb(ignore_msrs, &fixed_bool_ops, &ignore_msrs, 0444);
 MODULE_PARM_DESC(ignore_msrs, "Always N: an unknown MSR access raises #GP in the guest");
 
+/* kvm_amd's: rkvm does not virtualize the APIC in hardware. */
+static bool enable_avic;
+module_param_cb(avic, &fixed_bool_ops, &enable_avic, 0444);
+MODULE_PARM_DESC(avic, "Always N: rkvm does not use AVIC");
+
 void rkvm_params_get(struct rkvm_params *out)
 {
 	out->ept = enable_ept;

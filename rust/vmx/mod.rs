@@ -304,6 +304,10 @@ impl X86Ops for Vmx {
         true
     }
 
+    fn reset_ucode_rev(&self) -> u64 {
+        0x1_0000_0000
+    }
+
     fn one_shadow_bit(&self) -> bool {
         false
     }

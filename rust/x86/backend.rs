@@ -45,6 +45,8 @@ pub(crate) trait X86Ops: Send + Sync {
     /// Corrected machine-check interrupts for guests (IA32_MCG_CAP.CMCI_P): kvm_intel
     /// offers them, kvm_amd does not.
     fn has_cmci(&self) -> bool;
+    /// A new vCPU's IA32_UCODE_REV (KVM's arbitrary per-vendor value).
+    fn reset_ucode_rev(&self) -> u64;
     /// The vendor's hypercall instruction (VMCALL or VMMCALL): KVM's FIX_HYPERCALL_INSN
     /// quirk rewrites the other one to it.
     fn hypercall_insn(&self) -> [u8; 3];

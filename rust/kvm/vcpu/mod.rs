@@ -223,6 +223,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         // of KVM_RUN's (which takes the VM lock for ioeventfds, routes, ...).
         let mut inner = vcpu.inner.try_lock().ok_or(EBUSY)?;
         fpu::reset_area(inner.fpu.bytes_mut());
+        inner.state.msrs.ucode_rev = k.backend.reset_ucode_rev();
         // With an in-kernel APIC, APs wait for INIT (KVM's vCPU creation does the same).
         if split && apic_base & lapic::base::BSP == 0 {
             inner.state.mp_state = KVM_MP_STATE_UNINITIALIZED;
