@@ -311,6 +311,15 @@ void rkvm_vmcb_layout_get(struct rkvm_vmcb_layout *l);
 /* Physically contiguous pages (SVM's I/O and MSR permission maps), filled with `fill`. */
 void *rkvm_contig_alloc(__u32 bytes, __u8 fill);
 void rkvm_contig_free(void *virt, __u32 bytes);
+/*
+ * One hrtimer per CPU whose only effect is its interrupt (SVM has no preemption timer).
+ * init/exit at module load and unload; arm (CLOCK_MONOTONIC, absolute) and cancel on the
+ * current CPU, with interrupts off.
+ */
+void rkvm_deadline_timers_init(void);
+void rkvm_deadline_timers_exit(void);
+void rkvm_deadline_timer_arm(__u64 monotonic_ns);
+void rkvm_deadline_timer_cancel(void);
 
 /* kvm-vfio: whether `file` (a struct file) is a VFIO file; 0 without the vfio module. */
 int rkvm_vfio_file_is_valid(void *file);

@@ -71,6 +71,8 @@ pub(crate) struct Svm {
     pub(crate) entry_flags: u64,
     /// IBPB between VMs.
     ibpb: bool,
+    /// Interrupts at the in-kernel APIC timer's deadline (no preemption timer on SVM).
+    pub(crate) deadline: crate::sys::wait::DeadlineTimers,
 }
 
 /// `cpu_has_svm()`: CPUID 0x80000001 ECX.SVM, as the kernel sees it.
@@ -161,6 +163,7 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
         msrpm,
         entry_flags,
         ibpb: crate::x86::ibpb::wanted(),
+        deadline: crate::sys::wait::DeadlineTimers::new(),
     };
     Ok(KBox::new(svm, GFP_KERNEL)?)
 }

@@ -5,6 +5,8 @@
  */
 #include <linux/bitops.h>
 #include <linux/gfp.h>
+#include <linux/hrtimer.h>
+#include <linux/percpu.h>
 #include <linux/string.h>
 #include <linux/stddef.h>
 #include <asm/io.h>
@@ -77,3 +79,44 @@ void rkvm_contig_free(void *virt, __u32 bytes)
 	free_pages_exact(virt, bytes);
 }
 
+
+/*
+ * The deadline timer of the SVM window: SVM has no preemption timer, so a per-CPU
+ * hrtimer, armed just before the guest runs, makes the host interrupt that ends the
+ * guest's run when the in-kernel APIC timer expires. Its handler does nothing: the
+ * interrupt alone exits the guest.
+ */
+static DEFINE_PER_CPU(struct hrtimer, rkvm_deadline_timer);
+
+static enum hrtimer_restart rkvm_deadline_fired(struct hrtimer *t)
+{
+	return HRTIMER_NORESTART;
+}
+
+void rkvm_deadline_timers_init(void)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		hrtimer_setup(per_cpu_ptr(&rkvm_deadline_timer, cpu), rkvm_deadline_fired,
+			      CLOCK_MONOTONIC, HRTIMER_MODE_ABS_PINNED_HARD);
+}
+
+void rkvm_deadline_timers_exit(void)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		hrtimer_cancel(per_cpu_ptr(&rkvm_deadline_timer, cpu));
+}
+
+void rkvm_deadline_timer_arm(__u64 monotonic_ns)
+{
+	hrtimer_start(this_cpu_ptr(&rkvm_deadline_timer), ns_to_ktime(monotonic_ns),
+		      HRTIMER_MODE_ABS_PINNED_HARD);
+}
+
+void rkvm_deadline_timer_cancel(void)
+{
+	hrtimer_try_to_cancel(this_cpu_ptr(&rkvm_deadline_timer));
+}

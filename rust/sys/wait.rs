@@ -86,3 +86,42 @@ pub(crate) fn kick_cpu(cpu: u32) {
     // kernel's own checks.
     unsafe { ffi::rkvm_kick_cpu_async(cpu) };
 }
+
+/// The per-CPU deadline timers: an interrupt on this CPU at a chosen time (the SVM
+/// window's stand-in for VMX's preemption timer). Exist while the value lives.
+///
+/// # Invariants
+///
+/// `rkvm_deadline_timers_init` ran, and `rkvm_deadline_timers_exit` runs in `drop`.
+pub(crate) struct DeadlineTimers(());
+
+impl DeadlineTimers {
+    pub(crate) fn new() -> Self {
+        // SAFETY: Initializes the module's own per-CPU timers, once per instance (the
+        // SVM backend holds the only one).
+        unsafe { ffi::rkvm_deadline_timers_init() };
+        // INVARIANT: initialized just above.
+        Self(())
+    }
+
+    /// Arms this CPU's timer for `monotonic_ns` (CLOCK_MONOTONIC).
+    pub(crate) fn arm(&self, monotonic_ns: u64, _irq: &super::cpu::IrqGuard) {
+        // SAFETY: The timers are initialized (invariant); interrupts are off, so this CPU
+        // stays the one armed.
+        unsafe { ffi::rkvm_deadline_timer_arm(monotonic_ns) };
+    }
+
+    /// Disarms this CPU's timer (if it has not fired).
+    pub(crate) fn cancel(&self, _irq: &super::cpu::IrqGuard) {
+        // SAFETY: As in `arm`.
+        unsafe { ffi::rkvm_deadline_timer_cancel() };
+    }
+}
+
+impl Drop for DeadlineTimers {
+    fn drop(&mut self) {
+        // SAFETY: By the invariant they were initialized; nothing arms them any more (the
+        // backend is going away, with no vCPU left).
+        unsafe { ffi::rkvm_deadline_timers_exit() };
+    }
+}

@@ -35,8 +35,20 @@ const UD_VECTOR: u8 = 6;
 const MC_VECTOR: u8 = 18;
 
 /// The longest a window stays open over its in-window exits; a guest that never exits is
-/// ended by the host's next interrupt (physical interrupts exit).
+/// ended by the host's next interrupt (physical interrupts exit), at the latest the
+/// deadline timer's at the in-kernel APIC timer's expiry.
 const WINDOW_SLICE_MS: u64 = 4;
+
+/// CLOCK_MONOTONIC time of host TSC value `tsc` (in the future, else now).
+fn tsc_to_monotonic_ns(tsc: u64) -> u64 {
+    let khz = u64::from(cpu::tsc_khz().max(1));
+    let delta = tsc.saturating_sub(cpu::rdtsc());
+    // delta / khz ms, without overflow (the remainder's product stays below 2^64).
+    let ns = (delta / khz)
+        .saturating_mul(1_000_000)
+        .saturating_add(delta % khz * 1_000_000 / khz);
+    crate::sys::wait::now_ns().saturating_add(ns)
+}
 
 /// A vCPU's SVM resources.
 pub(crate) struct SvmVcpu {
@@ -212,6 +224,9 @@ impl SvmVcpu {
             0 => u64::MAX,
             khz => cpu::rdtsc().saturating_add(khz.saturating_mul(WINDOW_SLICE_MS)),
         };
+        if let Some(d) = ctx.timer_deadline_tsc {
+            self.svm.deadline.arm(tsc_to_monotonic_ns(d), irq);
+        }
         let result = (|| -> Result<Exit> {
             loop {
                 let gen = ctx.flush_gen.load(Ordering::Acquire);
@@ -262,6 +277,9 @@ impl SvmVcpu {
                 }
             }
         })();
+        if ctx.timer_deadline_tsc.is_some() {
+            self.svm.deadline.cancel(irq);
+        }
         if host_dbg.guest_loaded() && ctx.debug_dr.is_none() {
             ctx.state.dr6 = self.vmcb.r64(l.dr6);
         }
