@@ -63,6 +63,10 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_GET_TSC_KHZ => 1,
         // KVM_NMI on the vCPU fd.
         KVM_CAP_USER_NMI => 1,
+        // Single-stepping with KVM_GUESTDBG_SINGLESTEP does not show userspace a TF it
+        // did not set (VMX steps with the monitor trap flag; SVM's TF is taken out of
+        // RFLAGS again) and ends after instructions rkvm completes itself, as KVM's.
+        KVM_CAP_X86_ROBUST_SINGLESTEP => 1,
         KVM_CAP_MCE => crate::x86::mce::MAX_BANKS as isize,
         // The in-kernel local APIC (userspace keeps the PIC and I/O APIC).
         KVM_CAP_SPLIT_IRQCHIP | KVM_CAP_SIGNAL_MSI | KVM_CAP_TSC_DEADLINE_TIMER => 1,
