@@ -22,6 +22,7 @@ pub(crate) mod page;
 pub(crate) mod percpu;
 pub(crate) mod pvclock;
 pub(crate) mod ratelimit;
+pub(crate) mod rsb;
 pub(crate) mod shrinker;
 pub(crate) mod vfio;
 pub(crate) mod wait;
