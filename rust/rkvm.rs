@@ -3,7 +3,9 @@
 //! rkvm: a KVM-compatible hypervisor for x86-64, as an out-of-tree Rust-for-Linux module.
 //!
 //! Module init follows the 5.x `vmx_init()` → `kvm_init()` path step by step, one named
-//! function per step, so this file reads like the seed's call tree:
+//! function per step, so this file reads like the seed's call tree. On AMD, `svm_init()`
+//! takes `vmx_init()`'s place and hands `kvm_init()` the SVM backend; the steps are the
+//! same, without the L1D flush:
 //!
 //! ```text
 //! vmx_init()
@@ -46,7 +48,7 @@ module! {
     type: Rkvm,
     name: "rkvm",
     authors: ["rkvm developers"],
-    description: "KVM-compatible hypervisor in Rust (Intel VMX)",
+    description: "KVM-compatible hypervisor in Rust (Intel VMX, AMD SVM)",
     license: "GPL",
 }
 
