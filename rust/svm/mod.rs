@@ -37,6 +37,7 @@ pub(crate) mod feature {
     pub(crate) const NPT: u32 = 1 << 0;
     pub(crate) const NRIPS: u32 = 1 << 3;
     pub(crate) const FLUSH_BY_ASID: u32 = 1 << 6;
+    pub(crate) const DECODE_ASSISTS: u32 = 1 << 7;
 }
 
 /// Per-CPU SVM state.

@@ -5,7 +5,7 @@
 //! not use) and the decoded [`Exit`] for everything else.
 
 use super::*;
-use crate::x86::exit::Intercept;
+use crate::x86::exit::{CrOp, Intercept};
 use crate::x86::state::Exception;
 
 /// Bits of EXITINFO1 for IOIO (APM 15.10.2).
@@ -40,6 +40,16 @@ impl SvmVcpu {
         let l = &self.svm.layout;
         let len = self.vmcb.r64(l.next_rip).wrapping_sub(self.vmcb.r64(l.rip));
         (1..=15).contains(&len).then_some(len as u8)
+    }
+
+    /// A MOV to or from a control or debug register, decoded by the CPU (decode assists:
+    /// EXITINFO1 bit 63 valid, the general register in bits 3:0) when it also saved the
+    /// next RIP; `None` to decode it from memory (CLTS, LMSW, or no assists).
+    fn assisted(&self, info1: u64) -> Option<(u8, u8)> {
+        if self.svm.features & feature::DECODE_ASSISTS == 0 || info1 & (1 << 63) == 0 {
+            return None;
+        }
+        Some(((info1 & 15) as u8, self.next_rip_len()?))
     }
 
     fn intercepted(&self, what: Intercept) -> Option<Exit> {
@@ -189,10 +199,26 @@ impl SvmVcpu {
             }
             SVM_EXIT_WBINVD | SVM_EXIT_INVD => self.intercepted(Intercept::Wbinvd),
             c if (SVM_EXIT_READ_CR0..SVM_EXIT_READ_CR0 + 16).contains(&c) => {
-                self.intercepted(Intercept::CrRead((c - SVM_EXIT_READ_CR0) as u8))
+                let cr = (c - SVM_EXIT_READ_CR0) as u8;
+                match self.assisted(info1) {
+                    Some((gpr, insn_len)) => Some(Exit::CrAccess {
+                        cr,
+                        op: CrOp::Read { gpr },
+                        insn_len,
+                    }),
+                    None => self.intercepted(Intercept::CrRead(cr)),
+                }
             }
             c if (SVM_EXIT_WRITE_CR0..SVM_EXIT_WRITE_CR0 + 16).contains(&c) => {
-                self.intercepted(Intercept::CrWrite((c - SVM_EXIT_WRITE_CR0) as u8))
+                let cr = (c - SVM_EXIT_WRITE_CR0) as u8;
+                match self.assisted(info1) {
+                    Some((gpr, insn_len)) => Some(Exit::CrAccess {
+                        cr,
+                        op: CrOp::Write { gpr },
+                        insn_len,
+                    }),
+                    None => self.intercepted(Intercept::CrWrite(cr)),
+                }
             }
             c if (SVM_EXIT_READ_DR0..SVM_EXIT_WRITE_DR0 + 16).contains(&c)
                 && ctx.guest_debug & KVM_GUESTDBG_USE_HW_BP == 0 =>
@@ -202,11 +228,23 @@ impl SvmVcpu {
                 self.dr_passthrough = true;
                 None
             }
-            c if (SVM_EXIT_READ_DR0..SVM_EXIT_READ_DR0 + 16).contains(&c) => {
-                self.intercepted(Intercept::DrRead((c - SVM_EXIT_READ_DR0) as u8))
-            }
-            c if (SVM_EXIT_WRITE_DR0..SVM_EXIT_WRITE_DR0 + 16).contains(&c) => {
-                self.intercepted(Intercept::DrWrite((c - SVM_EXIT_WRITE_DR0) as u8))
+            c if (SVM_EXIT_READ_DR0..SVM_EXIT_WRITE_DR0 + 16).contains(&c) => {
+                let write = c >= SVM_EXIT_WRITE_DR0;
+                let dr = (c - if write {
+                    SVM_EXIT_WRITE_DR0
+                } else {
+                    SVM_EXIT_READ_DR0
+                }) as u8;
+                match self.assisted(info1) {
+                    Some((gpr, insn_len)) => Some(Exit::DrAccess {
+                        dr,
+                        write,
+                        gpr,
+                        insn_len,
+                    }),
+                    None if write => self.intercepted(Intercept::DrWrite(dr)),
+                    None => self.intercepted(Intercept::DrRead(dr)),
+                }
             }
             _ => Some(Exit::Unhandled {
                 reason: code,
