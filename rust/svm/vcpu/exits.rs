@@ -8,18 +8,32 @@ use super::*;
 use crate::x86::exit::{CrOp, Intercept};
 use crate::x86::state::Exception;
 
-/// Bits of EXITINFO1 for IOIO (APM 15.10.2).
-mod ioio {
-    pub(super) const IN: u64 = 1 << 0;
-    pub(super) const STRING: u64 = 1 << 2;
-    pub(super) const REP: u64 = 1 << 3;
-    pub(super) const SIZE_SHIFT: u64 = 4;
-    pub(super) const PORT_SHIFT: u64 = 16;
+crate::sys::bitfield::bitfield! {
+    /// EXITINFO1 of an IOIO intercept (APM 15.10.2).
+    struct IoInfo(u64) {
+        fields {
+            /// The operand size in bytes, one-hot: 1, 2 or 4.
+            size: 4..=6,
+            port: 16..=31,
+        }
+        flags {
+            input: 0,
+            string: 2,
+            rep: 3,
+        }
+    }
 }
 
-/// Bits of EXITINFO1 (the page-fault error code) for a nested page fault.
-const NPF_WRITE: u64 = 1 << 1;
-const NPF_FETCH: u64 = 1 << 4;
+crate::sys::bitfield::bitfield! {
+    /// EXITINFO1 of a nested page fault: the page-fault error code of the access.
+    struct NpfInfo(u64) {
+        fields {}
+        flags {
+            write: 1,
+            fetch: 4,
+        }
+    }
+}
 
 impl SvmVcpu {
     /// Queues exception `vector` for the guest.
@@ -145,7 +159,8 @@ impl SvmVcpu {
                 } else {
                     1
                 };
-                let string = info1 & ioio::STRING != 0;
+                let io = IoInfo(info1);
+                let string = io.string();
                 if !string {
                     // Past the instruction, as the generic code expects of a non-string
                     // port access.
@@ -155,19 +170,19 @@ impl SvmVcpu {
                     }
                 }
                 Some(Exit::Io {
-                    port: (info1 >> ioio::PORT_SHIFT) as u16,
-                    size: ((info1 >> ioio::SIZE_SHIFT) & 7) as u8,
-                    input: info1 & ioio::IN != 0,
+                    port: io.port() as u16,
+                    size: io.size() as u8,
+                    input: io.input(),
                     string,
-                    rep: info1 & ioio::REP != 0,
+                    rep: io.rep(),
                     value: self.vmcb.r64(l.rax) as u32,
                     insn_len,
                 })
             }
             SVM_EXIT_NPF => Some(Exit::TdpFault {
                 gpa: info2,
-                write: info1 & NPF_WRITE != 0,
-                fetch: info1 & NPF_FETCH != 0,
+                write: NpfInfo(info1).write(),
+                fetch: NpfInfo(info1).fetch(),
                 vectoring: self.vmcb.r32(l.exit_int_info),
                 hw_reason: code,
                 hw_qual: info1,
