@@ -3,9 +3,9 @@
 //! VMRUN and #VMEXIT: the only place guest general-purpose registers meet the CPU.
 //!
 //! `rkvm_svm_vmrun(gprs, vmcb, host_save, flags)` saves the host's callee-saved
-//! registers, loads the guest GPRs other than RAX and RSP (those are in the VMCB), loads
-//! the guest's FS/GS/TR/LDTR and syscall MSRs from the VMCB (VMLOAD), runs the guest
-//! (VMRUN), stores them back (VMSAVE), and reloads the host's from `host_save` (VMLOAD)
+//! registers, loads the guest's FS/GS/TR/LDTR and syscall MSRs from the VMCB (VMLOAD)
+//! and the guest GPRs other than RAX and RSP (those are in the VMCB), optionally clears
+//! the CPU buffers (VERW), runs the guest (VMRUN), stores them back (VMSAVE), and reloads the host's from `host_save` (VMLOAD)
 //! before anything can use the GS base. The guest GPRs go back to `gprs`, every GPR is
 //! zeroed, and the return stack buffer is refilled when the host wants it. Until that
 //! second VMLOAD the CPU runs with the guest's GS base: nothing in between touches
@@ -22,6 +22,8 @@ pub(crate) struct Gprs {
 
 /// Bits of the `flags` argument of `rkvm_svm_vmrun`.
 pub(crate) mod flags {
+    /// VERW right before VMRUN (the host clears CPU buffers for guests).
+    pub(crate) const VERW: u64 = 1 << 1;
     /// Fill the whole return stack buffer after the exit.
     pub(crate) const RSB_FILL: u64 = 1 << 2;
 }
@@ -45,6 +47,7 @@ global_asm!(
     "push rdi",
     // RAX holds the VMCB address through VMLOAD/VMRUN/VMSAVE (#VMEXIT restores it).
     "mov rax, rsi",
+    "vmload rax",
     "mov rcx, [rdi + 1*8]",
     "mov rdx, [rdi + 2*8]",
     "mov rbx, [rdi + 3*8]",
@@ -59,7 +62,12 @@ global_asm!(
     "mov r14, [rdi + 14*8]",
     "mov r15, [rdi + 15*8]",
     "mov rdi, [rdi + 7*8]",
-    "vmload rax",
+    // Overwrite the CPU's internal buffers as the last memory access before the guest
+    // runs (the flags are still on the stack; the arithmetic flags are the host's).
+    "test byte ptr [rsp + 16], 2",
+    "jz 3f",
+    "verw word ptr [rip + rkvm_verw_sel]",
+    "3:",
     "vmrun rax",
     "vmsave rax",
     // Guest GPRs back (RAX now holds the VMCB address again, not a guest value).
@@ -130,8 +138,9 @@ unsafe extern "C" {
 ///
 /// EFER.SVME is set, VM_HSAVE_PA holds this CPU's host save page, GIF is clear,
 /// `host_save` holds this CPU's state from VMSAVE, `vmcb` is this vCPU's VMCB with a
-/// consistent guest state, and `flags` holds only [`flags::RSB_FILL`]. RFLAGS.IF should
-/// be set (it decides whether physical interrupts end the guest's run).
+/// consistent guest state, and `flags` holds only [`flags::RSB_FILL`] and
+/// [`flags::VERW`]. RFLAGS.IF should be set (it decides whether physical interrupts end
+/// the guest's run).
 pub(crate) unsafe fn vmrun(gprs: &mut Gprs, vmcb: u64, host_save: u64, flags: u64) {
     // SAFETY: The caller guarantees the SVM preconditions; the routine preserves every
     // callee-saved register and the stack.

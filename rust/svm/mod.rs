@@ -51,6 +51,9 @@ pub(crate) struct SvmCpu {
     next_asid: AtomicU32,
     /// Bumped when this CPU's ASIDs run out; every ASID of older generations is stale.
     asid_gen: AtomicU64,
+    /// The next VMRUN on this CPU must flush every ASID's translations: a new generation
+    /// reuses ASIDs, or another hypervisor ran guests here since rkvm's last window.
+    flush_all_pending: AtomicBool,
     /// The VM whose vCPU this CPU entered last (for IBPB).
     last_vm: crate::x86::ibpb::LastVm,
 }
@@ -127,19 +130,24 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
             hsave: PhysPage::new()?,
             host_save: vmcb::Vmcb::new()?,
             enabled: AtomicBool::new(false),
-            next_asid: AtomicU32::new(1),
+            // Past the last ASID: the first vCPU on the CPU starts a generation, with a
+            // full flush (whatever ran before rkvm may have left translations behind).
+            next_asid: AtomicU32::new(nasid),
             asid_gen: AtomicU64::new(1),
+            flush_all_pending: AtomicBool::new(true),
             last_vm: crate::x86::ibpb::LastVm::new(),
         })
     })?;
     // APM 15.10.1 and 15.11: 12 KiB and 8 KiB, physically contiguous.
     let iopm = ContigPages::new(3 * 4096, 0xff)?;
     let msrpm = ContigPages::new(2 * 4096, 0xff)?;
-    let entry_flags = if cpu::boot_cpu_has(Feature::RsbVmexit) {
-        entry::flags::RSB_FILL
-    } else {
-        0
-    };
+    let mut entry_flags = 0;
+    if cpu::boot_cpu_has(Feature::RsbVmexit) {
+        entry_flags |= entry::flags::RSB_FILL;
+    }
+    if cpu::boot_cpu_has(Feature::ClearCpuBufVm) || cpu::boot_cpu_has(Feature::ClearCpuBuf) {
+        entry_flags |= entry::flags::VERW;
+    }
     pr_info!(
         "SVM: npt=1 nrips={} flush_by_asid={} asids={}\n",
         u8::from(features & feature::NRIPS != 0),
@@ -200,6 +208,13 @@ impl Svm {
             return Err(EnterError::Busy);
         }
         msr::write(index::EFER, efer | EFER_SVME).map_err(|_| EnterError::Busy)?;
+        // Another hypervisor's VM_HSAVE_PA here means it ran guests on this CPU since the
+        // last window: its ASIDs' translations may alias rkvm's. Start a new generation.
+        if msr::read(index::VM_HSAVE_PA).map_or(true, |pa| pa != c.hsave.phys().0) {
+            c.asid_gen.fetch_add(1, Ordering::Relaxed);
+            c.next_asid.store(1, Ordering::Relaxed);
+            c.flush_all_pending.store(true, Ordering::Relaxed);
+        }
         if msr::write(index::VM_HSAVE_PA, c.hsave.phys().0).is_err() {
             let _ = msr::write(index::EFER, efer);
             return Err(EnterError::Busy);
@@ -215,20 +230,29 @@ impl Svm {
         })
     }
 
-    /// A fresh ASID for a vCPU on this CPU: `(asid, generation, flush_all)`. When the
-    /// CPU's ASIDs run out a new generation starts, and the first entry with it must flush
-    /// every ASID's translations.
-    pub(crate) fn new_asid(&self, w: &CpuWindow<'_>) -> (u32, u64, bool) {
+    /// A fresh ASID for a vCPU on this CPU: `(asid, generation)`. When the CPU's ASIDs
+    /// run out a new generation starts, and the CPU's next VMRUN flushes every ASID's
+    /// translations ([`Svm::take_flush_all`]).
+    pub(crate) fn new_asid(&self, w: &CpuWindow<'_>) -> (u32, u64) {
         let c = w.cpu;
         let mut next = c.next_asid.load(Ordering::Relaxed);
-        let mut flush_all = false;
-        if next > self.max_asid {
+        if next > self.max_asid || next == 0 {
             c.asid_gen.fetch_add(1, Ordering::Relaxed);
+            c.flush_all_pending.store(true, Ordering::Relaxed);
             next = 1;
-            flush_all = true;
         }
         c.next_asid.store(next + 1, Ordering::Relaxed);
-        (next, c.asid_gen.load(Ordering::Relaxed), flush_all)
+        (next, c.asid_gen.load(Ordering::Relaxed))
+    }
+
+    /// Whether this CPU's next VMRUN must flush every ASID.
+    pub(crate) fn flush_all_pending(&self, w: &CpuWindow<'_>) -> bool {
+        w.cpu.flush_all_pending.load(Ordering::Relaxed)
+    }
+
+    /// A VMRUN flushed every ASID on this CPU.
+    pub(crate) fn flushed_all(&self, w: &CpuWindow<'_>) {
+        w.cpu.flush_all_pending.store(false, Ordering::Relaxed);
     }
 
     /// The current ASID generation of this CPU.

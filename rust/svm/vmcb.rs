@@ -23,13 +23,14 @@ pub(crate) fn layout() -> Layout {
 /// Intercept vectors: which word of `intercepts` and which bit an exit code's intercept
 /// is (APM table B-1: CR reads and writes, DR reads and writes, exceptions, then two
 /// words of instruction intercepts in exit-code order from 0x60).
-pub(crate) fn intercept_bit(exit_code: u32) -> (usize, u32) {
+pub(crate) fn intercept_bit(exit_code: u32) -> Option<(usize, u32)> {
     match exit_code {
-        0x00..=0x1f => (0, exit_code),
-        0x20..=0x3f => (1, exit_code - 0x20),
-        0x40..=0x5f => (2, exit_code - 0x40),
-        0x60..=0x7f => (3, exit_code - 0x60),
-        _ => (4, exit_code.wrapping_sub(0x80) & 31),
+        0x00..=0x1f => Some((0, exit_code)),
+        0x20..=0x3f => Some((1, exit_code - 0x20)),
+        0x40..=0x5f => Some((2, exit_code - 0x40)),
+        0x60..=0x7f => Some((3, exit_code - 0x60)),
+        0x80..=0x9f => Some((4, exit_code - 0x80)),
+        _ => None,
     }
 }
 
@@ -129,9 +130,16 @@ impl Vmcb {
         self.write(off, 1, u64::from(v))
     }
 
-    /// Sets or clears the intercept of `exit_code`.
+    /// Zeroes the whole VMCB (after a shutdown the CPU leaves it undefined).
+    pub(crate) fn clear(&self) {
+        self.page.fill(0);
+    }
+
+    /// Sets or clears the intercept of `exit_code` (one of the first five vectors').
     pub(crate) fn set_intercept(&self, l: &Layout, exit_code: u32, on: bool) {
-        let (word, bit) = intercept_bit(exit_code);
+        let Some((word, bit)) = intercept_bit(exit_code) else {
+            return;
+        };
         let off = l.intercepts + (word as u16) * 4;
         let old = self.r32(off);
         self.w32(

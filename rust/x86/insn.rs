@@ -200,23 +200,22 @@ pub(crate) enum Operand {
 /// code since, or used a form rkvm does not emulate, such as LMSW from memory).
 pub(crate) fn decode(long_cs: bool, code: &[u8]) -> Option<(Intercept, Operand, u8)> {
     let mut i = 0usize;
-    // Legacy prefixes change nothing here but the length.
-    while let Some(&b) = code.get(i) {
-        if matches!(
-            b,
-            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
-        ) {
-            i += 1;
-        } else {
-            break;
-        }
-    }
     let mut rex = 0u8;
-    if long_cs {
-        if let Some(&b) = code.get(i).filter(|&&b| b & 0xf0 == 0x40) {
-            rex = b;
-            i += 1;
+    let mut lock = false;
+    // Legacy prefixes change nothing here but the length (LOCK excepted, below); a REX
+    // prefix counts only right before the opcode (one followed by another prefix is
+    // ignored, as by the CPU).
+    while let Some(&b) = code.get(i) {
+        match b {
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf2 | 0xf3 => rex = 0,
+            0xf0 => {
+                lock = true;
+                rex = 0;
+            }
+            0x40..=0x4f if long_cs => rex = b,
+            _ => break,
         }
+        i += 1;
     }
     let len = |n: usize| u8::try_from(i + n).ok().filter(|&l| l <= 15);
     let op = *code.get(i)?;
@@ -237,7 +236,11 @@ pub(crate) fn decode(long_cs: bool, code: &[u8]) -> Option<(Intercept, Operand, 
         0x20..=0x23 => {
             // MOV to/from CR/DR: always register operands, whatever the mod bits.
             let modrm = *code.get(i + 2)?;
-            let n = (modrm >> 3) & 7 | (rex & 4) << 1;
+            let mut n = (modrm >> 3) & 7 | (rex & 4) << 1;
+            // AMD's alternative encoding of CR8: LOCK MOV CR0.
+            if lock && op2 & 1 == 0 {
+                n |= 8;
+            }
             let gpr = modrm & 7 | (rex & 1) << 3;
             let (what, operand) = match op2 {
                 0x20 => (Intercept::CrRead(n), Operand::Cr(CrOp::Read { gpr })),

@@ -33,7 +33,11 @@ pub(super) fn intercepted(
             vcpu.stats.inc(st::INSN_EMULATION);
             match insn::decode(g.state.cs_long(), &code) {
                 Some((w, operand, len)) if w == what => (operand, len),
-                _ => return Ok(None),
+                // Not the instruction intercepted any more (the guest rewrote it): run
+                // again.
+                Some(_) => return Ok(None),
+                // A form rkvm does not emulate (LMSW from memory, ...).
+                None => return Ok(emulation_failure(vm, vcpu, &mut g.state, &code, [0; 5])),
             }
         }
     };

@@ -38,6 +38,8 @@ impl SvmVcpu {
                     if (e.vector == 3 || e.vector == 4) && !e.injected && s.soft_exc_len != 0 {
                         let rip = v.r64(l.rip).wrapping_add(u64::from(s.soft_exc_len));
                         v.w64(l.rip, rip);
+                        // With next-RIP saving the CPU pushes NextRIP for a soft event.
+                        v.w64(l.next_rip, rip);
                         self.injected_soft = true;
                     }
                     let code = e.error_code.filter(|_| protected);
@@ -51,6 +53,7 @@ impl SvmVcpu {
                 // returns past the instruction.
                 let rip = v.r64(l.rip).wrapping_add(u64::from(len));
                 v.w64(l.rip, rip);
+                v.w64(l.next_rip, rip);
                 self.injected_soft = true;
                 Some((u32::from(vector) | event::TYPE_SOFT << 8, None))
             }
@@ -123,6 +126,8 @@ impl SvmVcpu {
                 ev.nmi_injected = true;
                 ev.nmi_masked = false;
             }
+            // The guest's own INT3 or INTO: RIP is still at it, the guest runs it again.
+            event::TYPE_EXCEPTION if (vector == 3 || vector == 4) && !self.injected_soft => {}
             event::TYPE_EXCEPTION => {
                 let code = (info & event::ERROR_VALID != 0).then(|| v.r32(l.exit_int_info_err));
                 ev.exception = Some(Exception {

@@ -110,7 +110,12 @@ impl SvmVcpu {
                 self.vmcb.set_intercept(l, SVM_EXIT_IRET, false);
                 None
             }
-            SVM_EXIT_SHUTDOWN => Some(Exit::Shutdown),
+            SVM_EXIT_SHUTDOWN => {
+                self.vmcb_undefined = true;
+                Some(Exit::Shutdown)
+            }
+            // Held by GIF like an NMI: the SMI is taken once the window closes.
+            SVM_EXIT_SMI => Some(Exit::Again),
             c if (SVM_EXIT_EXCP_BASE..SVM_EXIT_EXCP_BASE + 32).contains(&c) => {
                 let vector = (c - SVM_EXIT_EXCP_BASE) as u8;
                 match vector {
@@ -143,6 +148,11 @@ impl SvmVcpu {
                         })
                     }
                     UD_VECTOR => Some(Exit::InvalidOpcode),
+                    // #AC back to the guest, with its error code (EXITINFO1).
+                    AC_VECTOR => {
+                        Self::queue(s, vector, Some(info1 as u32));
+                        None
+                    }
                     // Not intercepted otherwise.
                     _ => {
                         Self::queue(s, vector, None);
@@ -188,8 +198,9 @@ impl SvmVcpu {
                 hw_qual: info1,
             }),
             // No nested SVM: the guest's SVM instructions are undefined to it.
+            // RDPRU would read the host's APERF/MPERF (KVM raises #UD too).
             SVM_EXIT_VMRUN | SVM_EXIT_VMLOAD | SVM_EXIT_VMSAVE | SVM_EXIT_STGI | SVM_EXIT_CLGI
-            | SVM_EXIT_SKINIT | SVM_EXIT_INVLPGA => {
+            | SVM_EXIT_SKINIT | SVM_EXIT_INVLPGA | SVM_EXIT_RDPRU => {
                 Self::queue(s, UD_VECTOR, None);
                 None
             }

@@ -32,6 +32,7 @@ mod state;
 const DB_VECTOR: u8 = 1;
 const BP_VECTOR: u8 = 3;
 const UD_VECTOR: u8 = 6;
+const AC_VECTOR: u8 = 17;
 const MC_VECTOR: u8 = 18;
 
 /// The longest a window stays open over its in-window exits; a guest that never exits is
@@ -50,6 +51,17 @@ fn tsc_to_monotonic_ns(tsc: u64) -> u64 {
     crate::sys::wait::now_ns().saturating_add(ns)
 }
 
+/// The stronger of two TLB_CONTROL requests (flushing everything covers one ASID).
+fn combine_flush(a: u8, b: u8) -> u8 {
+    if a == tlb_ctl::FLUSH_ALL || b == tlb_ctl::FLUSH_ALL {
+        tlb_ctl::FLUSH_ALL
+    } else if a == tlb_ctl::FLUSH_ASID || b == tlb_ctl::FLUSH_ASID {
+        tlb_ctl::FLUSH_ASID
+    } else {
+        tlb_ctl::NOTHING
+    }
+}
+
 /// A vCPU's SVM resources.
 pub(crate) struct SvmVcpu {
     svm: &'static Svm,
@@ -62,6 +74,8 @@ pub(crate) struct SvmVcpu {
     asid_gen: u64,
     /// The VM flush generation this vCPU last flushed at.
     flushed_gen: u64,
+    /// The TLB_CONTROL flush its next VMRUN must do (kept until a VMRUN does it).
+    pending_flush: u8,
     /// The event this entry injects put RIP past its instruction (a software interrupt
     /// or #BP/#OF): if the exit interrupts it, it goes back without moving RIP again.
     injected_soft: bool,
@@ -72,6 +86,9 @@ pub(crate) struct SvmVcpu {
     dr_passthrough: bool,
     /// The VM this vCPU belongs to, as last seen (for the per-CPU IBPB tag).
     vm_tag: crate::x86::ibpb::VmTag,
+    /// The guest shut down: the CPU left the VMCB undefined, so it is rebuilt from the
+    /// software state before the next run.
+    vmcb_undefined: bool,
 }
 
 impl SvmVcpu {
@@ -84,10 +101,12 @@ impl SvmVcpu {
             asid_cpu: u32::MAX,
             asid_gen: 0,
             flushed_gen: u64::MAX,
+            pending_flush: tlb_ctl::NOTHING,
             injected_soft: false,
             mce_pending: false,
             dr_passthrough: false,
             vm_tag: 0,
+            vmcb_undefined: false,
         })
     }
 
@@ -110,6 +129,7 @@ impl SvmVcpu {
             SVM_EXIT_WRITE_CR8,
             SVM_EXIT_INTR,
             SVM_EXIT_NMI,
+            SVM_EXIT_SMI,
             SVM_EXIT_INIT,
             SVM_EXIT_RDPMC,
             SVM_EXIT_CPUID,
@@ -131,6 +151,7 @@ impl SvmVcpu {
             SVM_EXIT_MWAIT,
             SVM_EXIT_MWAIT_COND,
             SVM_EXIT_XSETBV,
+            SVM_EXIT_RDPRU,
         ] {
             v.set_intercept(l, code, true);
         }
@@ -145,29 +166,29 @@ impl SvmVcpu {
         self.setup_done = true;
     }
 
-    /// Picks this vCPU's ASID for the window and the TLB flush its entry needs.
+    /// Picks this vCPU's ASID for the window, and notes the flush its translations need.
     fn prepare_asid(&mut self, w: &CpuWindow<'_>, ctx: &RunCtx<'_>) {
         let l = &self.svm.layout;
         let me = cpu::this_cpu();
-        let mut flush = tlb_ctl::NOTHING;
         if self.asid_cpu != me || self.asid_gen != self.svm.asid_gen(w) {
-            let (asid, generation, flush_all) = self.svm.new_asid(w);
+            // A fresh ASID: nothing of this generation is cached under it.
+            let (asid, generation) = self.svm.new_asid(w);
             self.vmcb.w32(l.asid, asid);
             self.asid_cpu = me;
             self.asid_gen = generation;
-            if flush_all {
-                flush = tlb_ctl::FLUSH_ALL;
-            }
         }
+        self.note_flush(ctx);
+    }
+
+    /// Notes the flush the VM's translation changes since the last one require. It stays
+    /// pending until a VMRUN has done it (a window may end before its first VMRUN).
+    fn note_flush(&mut self, ctx: &RunCtx<'_>) {
         let gen = ctx.flush_gen.load(Ordering::Acquire);
         if gen != self.flushed_gen {
             self.flushed_gen = gen;
-            if flush == tlb_ctl::NOTHING {
-                flush = self.flush_one();
-            }
+            self.pending_flush = combine_flush(self.pending_flush, self.flush_one());
             ctx.stats.inc(st::TLB_FLUSH);
         }
-        self.vmcb.w8(l.tlb_ctl, flush);
     }
 
     /// The flush of this vCPU's translations only, where the CPU can do it.
@@ -229,24 +250,27 @@ impl SvmVcpu {
         }
         let result = (|| -> Result<Exit> {
             loop {
-                let gen = ctx.flush_gen.load(Ordering::Acquire);
-                if gen != self.flushed_gen {
-                    self.flushed_gen = gen;
-                    self.vmcb.w8(l.tlb_ctl, self.flush_one());
-                    ctx.stats.inc(st::TLB_FLUSH);
-                }
+                self.note_flush(ctx);
                 if ctx.kick.load(Ordering::Acquire)
                     || ctx.vm_msr_filter_gen.load(Ordering::Acquire) != ctx.msr_filter_gen
                 {
                     break Ok(Exit::Again);
                 }
-                if let Some(exit) = self.inject_events(ctx)? {
-                    break Ok(exit);
-                }
+                // Time first: an event taken from the queue below must reach VMRUN.
                 let now = cpu::rdtsc();
                 if now >= window_end || ctx.timer_deadline_tsc.is_some_and(|d| now >= d) {
                     break Ok(Exit::Again);
                 }
+                if let Some(exit) = self.inject_events(ctx)? {
+                    break Ok(exit);
+                }
+                let flush_all = self.svm.flush_all_pending(w);
+                let tlb = if flush_all {
+                    tlb_ctl::FLUSH_ALL
+                } else {
+                    self.pending_flush
+                };
+                self.vmcb.w8(l.tlb_ctl, tlb);
                 // SAFETY: GIF is clear (the window); IF goes off again right after.
                 unsafe { asm::sti() };
                 // SAFETY: The window holds EFER.SVME, VM_HSAVE_PA, GIF clear and the host's
@@ -262,7 +286,13 @@ impl SvmVcpu {
                 // SAFETY: Still with GIF clear.
                 unsafe { asm::cli() };
                 host_dbg.after_exit();
-                self.vmcb.w8(l.tlb_ctl, tlb_ctl::NOTHING);
+                // The flush is done once the guest ran (not on a failed VMRUN).
+                if self.vmcb.r64(l.exit_code) as u32 != u32::MAX {
+                    self.pending_flush = tlb_ctl::NOTHING;
+                    if flush_all {
+                        self.svm.flushed_all(w);
+                    }
+                }
                 ctx.stats.inc(st::EXITS);
                 let exit = self.handle_exit(ctx)?;
                 if self.dr_passthrough && !host_dbg.guest_loaded() {
@@ -300,6 +330,14 @@ impl SvmVcpu {
         self.save_guest(ctx);
         if ctx.debug_dr.is_some() {
             ctx.state.dr7 = guest_dr7;
+        }
+        if core::mem::take(&mut self.vmcb_undefined) {
+            // KVM clears and rebuilds it too: intercepts, controls, a fresh ASID, and all
+            // of the guest state from the software copy at the next window.
+            self.vmcb.clear();
+            self.setup_done = false;
+            self.asid_cpu = u32::MAX;
+            ctx.state.dirty = true;
         }
         result
     }

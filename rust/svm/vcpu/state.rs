@@ -46,7 +46,6 @@ impl SvmVcpu {
             v.w64(l.cr4, s.cr4);
             v.w64(l.efer, s.efer | super::super::EFER_SVME);
             v.w64(l.dr6, s.dr6);
-            v.w64(l.dr7, s.dr7);
             v.w64(l.g_pat, s.msrs.pat);
             v.w64(l.star, s.msrs.star);
             v.w64(l.lstar, s.msrs.lstar);
@@ -68,13 +67,18 @@ impl SvmVcpu {
         }
         v.w64(l.rflags, rfl);
         v.w64(l.cr2, s.cr2);
+        // The guest's DR7 every time: a window run for userspace's hardware breakpoints
+        // left the debugger's in the VMCB.
+        v.w64(l.dr7, s.dr7);
         v.w64(l.tsc_offset, s.tsc_offset);
         v.w64(l.nested_cr3, ctx.tdp_root.0);
-        // Exceptions that come to rkvm: machine checks always; #DB and #BP for
-        // userspace's debugging; #UD to fix up a foreign hypercall instruction.
-        let mut exc = 1u32 << MC_VECTOR;
+        // Exceptions that come to rkvm: machine checks; #DB and #AC always (and back to
+        // the guest), since a guest whose IDT makes either recur during its own delivery
+        // would keep the CPU in microcode with no way for the host's interrupts in
+        // (CVE-2015-8104, CVE-2015-5307); #BP for userspace's debugging; #UD to fix up a
+        // foreign hypercall instruction.
+        let mut exc = 1u32 << MC_VECTOR | 1 << DB_VECTOR | 1 << AC_VECTOR;
         if ctx.guest_debug & KVM_GUESTDBG_ENABLE != 0 {
-            exc |= 1 << DB_VECTOR;
             if ctx.guest_debug & KVM_GUESTDBG_USE_SW_BP != 0 {
                 exc |= 1 << BP_VECTOR;
             }

@@ -70,6 +70,10 @@ impl Core {
                         if ctx.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP)
                             == 0 =>
                     {
+                        // ICEBP (INT1) exits at the instruction: its #DB returns past it.
+                        if (info >> 8) & 7 == TYPE_PRIV_SW_EXCEPTION {
+                            Self::skip(v, len)?;
+                        }
                         // An intercepted #DB leaves DR6 alone: the exit qualification has
                         // the bits (B0-B3, BD, BS) the guest's DR6 gets.
                         s.dr6 = (s.dr6 & !0xf) | 0xffff_0ff0 | (qual & 0x600f);

@@ -86,6 +86,7 @@ const DB_VECTOR: u8 = 1;
 const BP_VECTOR: u8 = 3;
 const UD_VECTOR: u8 = 6;
 const GP_VECTOR: u8 = 13;
+const AC_VECTOR: u8 = 17;
 const MC_VECTOR: u8 = 18;
 
 /// The longest a window stays open (interrupts off), over all its entries: the VMX
@@ -469,7 +470,15 @@ impl Core {
         w(v.w64(vmcs::TSC_OFFSET, ctx.state.tsc_offset))?;
         // In virtual-8086 mode every exception comes to rkvm: it is either a privileged
         // real-mode instruction to emulate or an interrupt to deliver through the IVT.
-        let mut exc_bitmap = if vm86 { u32::MAX } else { 1u32 << MC_VECTOR };
+        // #DB and #AC always come to rkvm (and go back to the guest): a guest whose IDT
+        // makes either recur during its own delivery would otherwise keep the CPU in
+        // microcode, never at an instruction boundary where the host's interrupts get
+        // in (CVE-2015-8104, CVE-2015-5307; KVM intercepts both for this).
+        let mut exc_bitmap = if vm86 {
+            u32::MAX
+        } else {
+            1u32 << MC_VECTOR | 1 << DB_VECTOR | 1 << AC_VECTOR
+        };
         let mut proc1_extra = 0;
         if ctx.guest_debug & KVM_GUESTDBG_ENABLE != 0 {
             if ctx.guest_debug & KVM_GUESTDBG_USE_SW_BP != 0 {
@@ -548,13 +557,14 @@ impl Core {
                 {
                     break Ok(Exit::Again);
                 }
-                if let Some(exit) = self.inject_events(&v, ctx, proc1_extra)? {
-                    break Ok(exit);
-                }
+                // Time first: an event taken from the queue below must reach the entry.
                 if !self.arm_preemption_timer(&v, ctx, window_end)? {
                     // The APIC timer expired (back to process context to deliver it), or
                     // the window's time is up (host interrupts are served there).
                     break Ok(Exit::Again);
+                }
+                if let Some(exit) = self.inject_events(&v, ctx, proc1_extra)? {
+                    break Ok(exit);
                 }
                 if let Some(l1d) = self.vmx.l1d.as_ref() {
                     if l1d.before_entry(!launched) {
