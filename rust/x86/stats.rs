@@ -3,7 +3,7 @@
 //! KVM's VM and vCPU stat tables (names and the indices rkvm counts) and the counters
 //! that hold them. In KVM the x86 descriptors live in `x86.c`; here the generic ones sit
 //! with them so that a backend can count without reaching into the generic core, which
-//! owns the stats fd and the debugfs files (`crate::kvm::stats`).
+//! owns the stats fd and the debugfs files (`kvm/stats.rs`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
