@@ -402,10 +402,25 @@ impl Vm {
             // The EPT entry is writable only if the host let rkvm write the page: a write
             // fault on memory the VMM may only read fails (EFAULT from KVM_RUN, as KVM),
             // and a read fault there maps the page read-only.
-            let (page, writable) = match UserPage::get(hva, want_write) {
-                Ok(p) => (p, want_write),
-                Err(_) if want_write && !write => (UserPage::get(hva, false)?, false),
-                Err(e) => return Err(e),
+            let got = match UserPage::get(hva, want_write) {
+                Ok(p) => Ok((p, want_write)),
+                Err(_) if want_write && !write => UserPage::get(hva, false).map(|p| (p, false)),
+                Err(e) => Err(e),
+            };
+            let (page, writable) = match got {
+                Ok(x) => x,
+                Err(e) => {
+                    // The memslot may have gone, and its memory with it, since it was
+                    // looked up (KVM's SRCU makes a deletion wait for faults in flight;
+                    // here the invalidation count says it happened): look again.
+                    let m = self.mmu.lock();
+                    if m.in_progress != 0 || m.seq != seq {
+                        drop(m);
+                        cpu::cond_resched();
+                        continue;
+                    }
+                    return Err(e);
+                }
             };
             // Spare tables for the mapping, allocated outside the spinlock.
             let need = self.mmu.lock().tdp.spares_needed();

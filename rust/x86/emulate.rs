@@ -113,7 +113,13 @@ pub(crate) fn translate(
             // not-present entry (KVM's walker does the same).
             return Err(EmuError::Fault(pf(gva, pf_code(false, write, user))));
         }
-        mem.read(entry_gpa, buf.get_mut(..n).ok_or(EINVAL)?)?;
+        if let Err(e) = mem.read(entry_gpa, buf.get_mut(..n).ok_or(EINVAL)?) {
+            // The memslot went meanwhile: the same as never there.
+            if !mem.backed(entry_gpa) {
+                return Err(EmuError::Fault(pf(gva, pf_code(false, write, user))));
+            }
+            return Err(e.into());
+        }
         let e = u64::from_le_bytes(buf);
         if e & 1 == 0 {
             return Err(EmuError::Fault(pf(gva, pf_code(false, write, user))));

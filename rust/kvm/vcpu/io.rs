@@ -110,12 +110,16 @@ pub(super) fn fetch(
     if !mem.backed(code_gpa) {
         return Err(EmuError::Unsupported);
     }
-    emulate::read_virt(
+    match emulate::read_virt(
         s,
         &mem,
         rip,
         buf.get_mut(..first).ok_or(EmuError::Unsupported)?,
-    )?;
+    ) {
+        // The memslot went meanwhile: the same as never there.
+        Err(EmuError::Host(_)) if !mem.backed(code_gpa) => return Err(EmuError::Unsupported),
+        r => r?,
+    }
     if first < 15 {
         let _ = emulate::read_virt(
             s,
