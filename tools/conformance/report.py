@@ -317,11 +317,12 @@ def main():
           "A guest kernel crash fails the test that was running.",
           "",
           "rkvm's module parameters carry kvm_intel's names for what it shares with it "
-          "(``ept``, ``vpid``, ``unrestricted_guest``, ``pml``, ``vmentry_l1d_flush``) and "
+          "(``ept``, ``vpid``, ``unrestricted_guest``, ``pml``, ``vmentry_l1d_flush``), "
+          "kvm_amd's (``npt``, ``avic=N``) and "
           "kvm's for fixed facts a KVM program asks about (``force_emulation_prefix=0``, "
           "``enable_pmu=N``, ``enable_mediated_pmu=N``, ``ignore_msrs=N``; any other value "
           "is refused at load time). For the rkvm runs ``/sys/module/kvm`` and "
-          "``/sys/module/kvm_intel`` show ``/sys/module/rkvm`` (a tmpfs of links over "
+          "``/sys/module/kvm_intel`` (``kvm_amd`` on AMD) show ``/sys/module/rkvm`` (a tmpfs of links over "
           "/sys/module while rkvm is loaded, like the /dev/kvm node). Parameters rkvm has "
           "no meaning for (``tdp_mmu``, ``eager_page_split``, ...) are absent, and tests that "
           "read them say so in the reason column. Nothing is faked and no test is patched.",
