@@ -82,13 +82,17 @@ debug-module: debug-kernel
 bochs: setup
 	@$(BENCH)/bochs.sh >/dev/null
 
+# QEMU with the bench's SVM fixes (tools/bench/qemu.sh), for the AMD legs.
+qemu: setup
+	@$(BENCH)/qemu.sh >/dev/null
+
 module: $(KDIR_DEP)
 	$(KMAKE) modules
 
 selftests: $(KDIR_DEP)
 	@$(MAKE) -s -C $(SELFTESTS) KHDR=$(KDIR)/usr/include OUTPUT=$(BUILD)/selftests
 
-check: module nopanic selftests bochs $(if $(DEBUG_TESTS),debug-module)
+check: module nopanic selftests bochs qemu $(if $(DEBUG_TESTS),debug-module)
 	@$(BENCH)/check.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/check \
 		"$(TESTS)" "$(SMP_TESTS)" "$(NOUG_TESTS)" "$(DEBUG_TESTS)" \
 		"$(if $(DEBUG_TESTS),$(DEBUG_KDIR))" "$(DEBUG_MOD)/rkvm.ko"
@@ -96,21 +100,21 @@ check: module nopanic selftests bochs $(if $(DEBUG_TESTS),debug-module)
 demo: module selftests bochs
 	@$(BENCH)/demo.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/demo
 
-bench: module selftests bochs
+bench: module selftests bochs qemu
 	@$(BENCH)/bench.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/bench
 
 # A long campaign of the two fuzzers under Bochs, kvm-intel then rkvm (one boot each),
 # then a scan of the serial logs for host splats. FUZZ_SECONDS per fuzzer and hypervisor
 # (default 600), FUZZ_SEED (default: the time), FUZZ_HVS, FUZZ_TESTS: see tools/bench/fuzz.sh.
 # On the debug kernel, where KASAN, lockdep and the rest see what the fuzzers provoke.
-fuzz: debug-module selftests bochs
+fuzz: debug-module selftests bochs qemu
 	@$(BENCH)/fuzz.sh $(DEBUG_KDIR) $(DEBUG_MOD)/rkvm.ko $(BUILD)/selftests $(BUILD)/fuzz
 
 # The kernel's own KVM selftests (x86 and generic), on kvm-intel and then rkvm, under Bochs.
 # Too slow for `make check`. Subset: CONFORMANCE_TESTS="cpuid_test ..." (then the
 # scoreboard is not rewritten unless CONFORMANCE_DOC=1); see tools/conformance/conformance.sh.
 CONFORMANCE_DOC ?= $(if $(CONFORMANCE_TESTS),0,1)
-conformance: module selftests bochs
+conformance: module selftests bochs qemu
 	@CONFORMANCE_DOC=$(CONFORMANCE_DOC) $(CURDIR)/tools/conformance/conformance.sh $(KDIR) \
 		$(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/conformance \
 		$(CURDIR)/Documentation/rkvm/conformance.rst
@@ -138,4 +142,4 @@ clean:
 	-$(KMAKE) clean 2>/dev/null
 	rm -rf $(BUILD)
 
-.PHONY: all setup kernel debug-kernel debug-module bochs module selftests check demo bench fuzz conformance clippy rustfmt rustfmtcheck nopanic clean
+.PHONY: all setup kernel debug-kernel debug-module bochs qemu module selftests check demo bench fuzz conformance clippy rustfmt rustfmtcheck nopanic clean

@@ -15,6 +15,9 @@ BOCHS_VERSION=3.0
 LLVM_SUFFIX=-19
 # Suites fetched through the private apt state below (never installed into the system).
 NEWER_SUITES="trixie trixie-backports"
+# QEMU is built from bookworm's own source package (qemu.sh): its newest version in this
+# series (bookworm's point releases and security updates only add +deb12uN).
+QEMU_DEB_SERIES=1:7.2+dfsg-7
 
 log() { printf '[rkvm %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[rkvm] error: %s\n' "$*" >&2; exit 1; }
@@ -48,7 +51,9 @@ papt_update() {
 	want=$(for s in $NEWER_SUITES; do
 		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $s main"
 		echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $s main"
-	done)
+	done
+	# Sources only: the QEMU the bench patches and builds (qemu.sh).
+	echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main")
 	if [ "$want" != "$(cat "$PAPT_DIR/sources.list" 2>/dev/null)" ] ||
 		[ -z "$(find "$PAPT_DIR/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
 		printf '%s\n' "$want" >"$PAPT_DIR/sources.list"

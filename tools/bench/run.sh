@@ -9,7 +9,8 @@
 # arrives for STEP_LIMIT seconds (default 300): one hung test costs one boot.
 #   EMULATOR: qemu-epyc[:N] (QEMU TCG, -cpu EPYC, N CPUs, default 2)
 #             bochs-<cpu model>[:N] (lean Bochs 3.0, N CPUs, default 1)
-# Environment: BOCHS_PREFIX (the Bochs install), GUEST_MEM_MB (default 1024 / 512),
+# Environment: BOCHS_PREFIX (the Bochs install), QEMU_PREFIX (the patched QEMU's install,
+# default $RKVM_CACHE/qemu, from qemu.sh), GUEST_MEM_MB (default 1024 / 512),
 # BOCHS_ERROR_ACTION (Bochs's "error:" log action, default report; fuzz.sh uses ignore: a
 # fuzzed guest makes Bochs log hundreds of MB of failed VM entries and unknown MSRs).
 # RUN_ONE_BOOT=1 (used by `make conformance`): kill the emulator when the guest boots a
@@ -38,9 +39,9 @@ qemu-epyc)
 	# One host CPU (the first this process may use) for the whole of QEMU, whose CPUs
 	# share one TCG thread anyway: its TSC then comes from one CPU's TSC.
 	cpu=$(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status | cut -d, -f1 | cut -d- -f1)
-	timeout -k 5 "$limit" taskset -c "${cpu:-0}" qemu-system-x86_64 -accel "tcg${QEMU_TCG_OPTS-,thread=single}" -cpu EPYC -smp "${ncpu:-2}" \
+	timeout -k 5 "$limit" taskset -c "${cpu:-0}" "${QEMU_PREFIX:-$RKVM_CACHE/qemu}/bin/qemu-system-x86_64" -accel "tcg${QEMU_TCG_OPTS-,thread=single}" -cpu EPYC -smp "${ncpu:-2}" \
 		-m "${GUEST_MEM_MB:-1024}" -kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 panic=-1 quiet $cmdline" -display none \
+		-append "console=ttyS0 panic=-1 quiet $cmdline" -display none -nic none \
 		-serial "file:$logf" -monitor none -no-reboot </dev/null >"$work/qemu.out" 2>&1 &
 	;;
 bochs-*)

@@ -15,6 +15,8 @@ cpio patch xz-utils zstd lz4 busybox-static isolinux syslinux-common xorriso vga
 qemu-system-x86 dpkg-dev make gcc libc6-dev python3 ca-certificates"
 # Build dependencies of the lean Bochs (a C++ compiler is all it needs).
 BOOKWORM_PKGS="$BOOKWORM_PKGS g++"
+# Build dependencies of the patched QEMU (qemu.sh); its ROMs come from qemu-system-x86.
+BOOKWORM_PKGS="$BOOKWORM_PKGS meson ninja-build libglib2.0-dev libpixman-1-dev libfdt-dev"
 
 install_bookworm_pkgs() {
 	local missing=() p
@@ -30,7 +32,19 @@ install_bookworm_pkgs() {
 	# -t bookworm keeps every dependency on the base release even if some other
 	# suite was configured on this machine at default priority.
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		-t bookworm "${missing[@]}" >/dev/null
+		-t bookworm "${missing[@]}" >/dev/null 2>&1 && return 0
+	# A -dev package can pin a library at the point release's version while the machine
+	# already runs bookworm-security's (libpcre2-dev under libglib2.0-dev). Then take the
+	# security suite too, after checking that every package would come from Debian 12.
+	local plan
+	plan=$(apt-get install -s --no-install-recommends "${missing[@]}" 2>&1 | grep '^Inst ') ||
+		die "apt cannot install: ${missing[*]}"
+	if echo "$plan" | grep -v -E '\((\S+) Debian(-Security)?:12[^ ]*/' | grep -q .; then
+		die "installing ${missing[*]} would take packages from outside Debian 12:
+$(echo "$plan" | grep -v -E '\((\S+) Debian(-Security)?:12[^ ]*/')"
+	fi
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		"${missing[@]}" >/dev/null
 }
 
 # Newest version of PKG in the newer suites whose version starts with PREFIX.
