@@ -196,7 +196,8 @@ fn kvm_arch_init(vendor: &Vendor) -> Result<x86::Arch> {
     // 4.1.1 cpu_has_kvm_support(), vmx_disabled_by_bios(), FPU and FXSR.
     (vendor.check_cpu_support)()?;
     x86::check_cpu_support()?;
-    // The host's XCR0 (kvm_host.xcr0), before the FPU cache is sized from it.
+    // The host's XCR0 and IA32_XSS (kvm_host.xcr0, .xss), before the FPU cache is sized
+    // from them.
     x86::cpuid::capture_host_xcr0();
     // 4.1.2 kmem_cache_create("x86_fpu") and kmem_alloc_emulator_cache().
     let (fpu_cache, fpu_size) = x86::fpu_cache_create()?;

@@ -77,6 +77,9 @@ pub(crate) struct Svm {
     ibpb: bool,
     /// Interrupts at the in-kernel APIC timer's deadline (no preemption timer on SVM).
     pub(crate) deadline: crate::sys::wait::DeadlineTimers,
+    /// The CPU has XSAVES, which SVM cannot intercept: guests run it with their own
+    /// IA32_XSS (0) loaded.
+    pub(crate) xsaves: bool,
 }
 
 /// `cpu_has_svm()`: CPUID 0x80000001 ECX.SVM, as the kernel sees it.
@@ -173,6 +176,7 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
         entry_flags,
         ibpb: crate::x86::ibpb::wanted(),
         deadline: crate::sys::wait::DeadlineTimers::new(),
+        xsaves: crate::x86::cpuid::host_has_xsaves(),
     };
     Ok(KBox::new(svm, GFP_KERNEL)?)
 }
@@ -363,6 +367,7 @@ impl X86Ops for Svm {
         BackendCpuidCaps {
             rdtscp: cpu::boot_cpu_has(Feature::Rdtscp),
             invpcid: cpu::cpuid(7, 0)[1] & (1 << 10) != 0,
+            xsaves: self.xsaves,
         }
     }
 

@@ -93,6 +93,8 @@ pub(crate) struct Vmx {
     pub(crate) vpids: &'static vcpu::VpidAllocator,
     /// The L1D flush decided by `vmx_setup_l1d_flush`, after `kvm_init`.
     pub(crate) l1d: kernel::sync::SetOnce<l1d::L1dFlush>,
+    /// Guests may run XSAVES/XRSTORS ("enable XSAVES/XRSTORS", with the host's XSAVES).
+    pub(crate) xsaves: bool,
 }
 
 /// The VPID bitmap; module data, fresh on every load.
@@ -168,6 +170,7 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
         u8::from(params.pml),
         revision
     );
+    let xsaves = config.has2(proc2::XSAVES) && crate::x86::cpuid::host_has_xsaves();
     let vmx = Vmx {
         config,
         params,
@@ -175,6 +178,7 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
         cpus,
         vpids: &VPIDS,
         l1d: kernel::sync::SetOnce::new(),
+        xsaves,
     };
     Ok(KBox::new(vmx, GFP_KERNEL)?)
 }
@@ -289,6 +293,7 @@ impl X86Ops for Vmx {
         BackendCpuidCaps {
             rdtscp: self.config.has2(proc2::ENABLE_RDTSCP),
             invpcid: self.config.has2(proc2::ENABLE_INVPCID),
+            xsaves: self.xsaves,
         }
     }
 

@@ -8,8 +8,8 @@
 //! operation with the XSAVE components rkvm switches, plus what rkvm emulates itself
 //! (the hypervisor bit, x2APIC, the TSC-deadline timer, TSC_ADJUST, ARCH_CAPABILITIES,
 //! KVM's signature leaf). Features that
-//! need interception rkvm does not implement (PMU, PKU, SGX, PT, CET, AMX, SPEC_CTRL, LA57,
-//! XSAVES) are absent.
+//! need interception rkvm does not implement (PMU, PKU, SGX, PT, CET, AMX, SPEC_CTRL, LA57)
+//! are absent. XSAVES is offered with no supervisor component (IA32_XSS stays 0).
 
 use crate::sys::cpu;
 use crate::uapi::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
@@ -65,8 +65,9 @@ const LEAF7_ECX_RDPID: u32 = 1 << 22;
 // TSXLDTRK AVX512_FP16.
 const LEAF7_EDX: u32 = bits(&[2, 3, 4, 8, 10, 14, 16, 23]);
 const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
-// CPUID.0xD.1:EAX. XSAVEOPT XSAVEC XGETBV1.
+// CPUID.0xD.1:EAX. XSAVEOPT XSAVEC XGETBV1 (XSAVES added when usable).
 const LEAFD1_EAX: u32 = bits(&[0, 1, 2]);
+pub(crate) const LEAFD1_EAX_XSAVES: u32 = 1 << 3;
 // CPUID.0x80000001:ECX. LAHF_LM ABM MISALIGNSSE 3DNOWPREFETCH.
 const EXT1_ECX: u32 = bits(&[0, 5, 7, 8]);
 // CPUID.0x80000001:EDX. SYSCALL NX GBPAGES LM (RDTSCP added when usable).
@@ -93,6 +94,9 @@ pub(crate) struct BackendCpuidCaps {
     pub(crate) rdtscp: bool,
     /// INVPCID works in the guest.
     pub(crate) invpcid: bool,
+    /// XSAVES and XRSTORS work in the guest, with the guest's IA32_XSS (always 0: rkvm
+    /// supports no supervisor state component) loaded while it runs.
+    pub(crate) xsaves: bool,
 }
 
 /// The host's XCR0 (0 without OSXSAVE).
@@ -112,6 +116,25 @@ pub(crate) fn capture_host_xcr0() {
         cpu::regs::xgetbv0()
     };
     HOST_XCR0.store(v, core::sync::atomic::Ordering::Relaxed);
+    let xss = if host_has_xsaves() {
+        crate::sys::msr::read(crate::sys::msr::index::IA32_XSS).unwrap_or(0)
+    } else {
+        0
+    };
+    HOST_XSS.store(xss, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The host's IA32_XSS (KVM's `kvm_host.xss`; 0 without XSAVES), read once at module
+/// init: the kernel sets it while it boots and never changes it.
+pub(crate) fn host_xss() -> u64 {
+    HOST_XSS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+static HOST_XSS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Whether this CPU has XSAVES, with the kernel using XSAVE (CR4.OSXSAVE).
+pub(crate) fn host_has_xsaves() -> bool {
+    host_xcr0() != 0 && cpu::cpuid(0xd, 1)[0] & LEAFD1_EAX_XSAVES != 0
 }
 
 /// The XCR0 bits a guest may set on this host.
@@ -233,7 +256,8 @@ pub(crate) fn supported(caps: BackendCpuidCaps) -> Result<Table> {
                 e.ecx = xsave_size(xcr0);
                 t.push(e)?;
                 let mut e = entry(0xd, 1);
-                e.eax &= LEAFD1_EAX;
+                e.eax &= LEAFD1_EAX | if caps.xsaves { LEAFD1_EAX_XSAVES } else { 0 };
+                // ECX:EDX, the IA32_XSS bits rkvm supports: none.
                 e.ebx = 0;
                 e.ecx = 0;
                 e.edx = 0;

@@ -10,9 +10,10 @@
 //! state, so no host value reaches the guest) and saved with XSAVE before the window ends.
 
 use super::GuestFpu;
-use crate::sys::ffi;
+use crate::sys::{ffi, msr};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU32, Ordering};
+use kernel::prelude::*;
 
 /// The XSAVE header's XSTATE_BV offset in the area.
 const XSTATE_BV: usize = 512;
@@ -64,6 +65,75 @@ impl Drop for KernelFpu {
     fn drop(&mut self) {
         // SAFETY: Balances `begin`.
         unsafe { ffi::rkvm_fpu_end() };
+    }
+}
+
+/// The guest's XCR0 and IA32_XSS in the CPU for a window; the host's come back when it is
+/// dropped, on every way out of the window.
+///
+/// # Invariants
+///
+/// While it lives the FPU belongs to rkvm (it borrows the [`KernelFpu`]), so no host code
+/// saves or restores extended state with the guest's values in XCR0 or IA32_XSS.
+pub(crate) struct GuestXstate<'a> {
+    /// The host's XCR0, when the host uses XSAVE (a guest XSETBV may change XCR0 while
+    /// the window runs).
+    host_xcr0: Option<u64>,
+    /// The host's IA32_XSS, when it is not the guest's (0).
+    host_xss: Option<u64>,
+    _fpu: &'a KernelFpu,
+}
+
+impl<'a> GuestXstate<'a> {
+    /// Loads `guest_xcr0` (validated against the supported components) if the host uses
+    /// XSAVE and, when the guest can run XSAVES, its IA32_XSS: always 0, since rkvm
+    /// offers no supervisor state component. Call after the guest's registers are loaded
+    /// with the host's XCR0 (which enables every component they use).
+    pub(crate) fn load(
+        fpu: &'a KernelFpu,
+        xsave: bool,
+        guest_xcr0: u64,
+        xsaves: bool,
+    ) -> Result<Self> {
+        let mut g = Self {
+            host_xcr0: None,
+            host_xss: None,
+            _fpu: fpu,
+        };
+        let host_xcr0 = super::cpuid::host_xcr0();
+        if xsave {
+            g.host_xcr0 = Some(host_xcr0);
+            if guest_xcr0 != host_xcr0 {
+                // SAFETY: CR4.OSXSAVE is set (the host uses XSAVE); the value was
+                // validated against the supported components; `drop` puts the host's
+                // back.
+                unsafe { xsetbv0(guest_xcr0) };
+            }
+        }
+        let host_xss = super::cpuid::host_xss();
+        if xsaves && host_xss != 0 {
+            // Without this the guest's XSAVES and XRSTORS would reach the host's
+            // supervisor state (its CET and PASID registers, for one).
+            msr::write(msr::index::IA32_XSS, 0)?;
+            g.host_xss = Some(host_xss);
+        }
+        Ok(g)
+    }
+}
+
+impl Drop for GuestXstate<'_> {
+    fn drop(&mut self) {
+        if let Some(v) = self.host_xss {
+            // The host's own value, which the CPU accepted before.
+            let _ = msr::write(msr::index::IA32_XSS, v);
+        }
+        if let Some(v) = self
+            .host_xcr0
+            .filter(|&v| crate::sys::cpu::regs::xgetbv0() != v)
+        {
+            // SAFETY: Restores the host's own XCR0.
+            unsafe { xsetbv0(v) };
+        }
     }
 }
 

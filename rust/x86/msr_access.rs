@@ -52,6 +52,12 @@ fn guest_has_tsc_aux(env: &MsrEnv<'_>) -> bool {
     env.host_initiated || d & (1 << 27) != 0 || c7 & (1 << 22) != 0
 }
 
+/// Whether the guest's CPUID offers XSAVES, which brings IA32_XSS.
+fn guest_has_xsaves(env: &MsrEnv<'_>) -> bool {
+    let rt = super::cpuid::Runtime::FEATURES;
+    super::cpuid::guest_cpuid(env.cpuid, 0xd, 1, rt)[0] & super::cpuid::LEAFD1_EAX_XSAVES != 0
+}
+
 fn guest_has_lm_and_nx(env: &MsrEnv<'_>) -> (bool, bool) {
     let rt = super::cpuid::Runtime::FEATURES;
     let [_, _, _, d] = super::cpuid::guest_cpuid(env.cpuid, 0x8000_0001, 0, rt);
@@ -73,6 +79,8 @@ pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
         index::FS_BASE => s.segs[super::state::FS].base,
         index::GS_BASE => s.segs[super::state::GS].base,
         index::TSC_AUX if guest_has_tsc_aux(env) => r.tsc_aux,
+        // rkvm supports no supervisor state component: IA32_XSS holds 0.
+        index::IA32_XSS if env.host_initiated || guest_has_xsaves(env) => 0,
         index::IA32_SYSENTER_CS => r.sysenter_cs,
         index::IA32_SYSENTER_ESP => r.sysenter_esp,
         index::IA32_SYSENTER_EIP => r.sysenter_eip,
@@ -177,6 +185,12 @@ pub(crate) fn set_msr(
                 return Err(());
             }
             s.msrs.tsc_aux = v;
+        }
+        index::IA32_XSS => {
+            // Every bit names a component rkvm does not support (as KVM without CET).
+            if !guest_has_xsaves(env) || v != 0 {
+                return Err(());
+            }
         }
         index::IA32_SYSENTER_CS => s.msrs.sysenter_cs = v & 0xffff_ffff,
         // Made canonical (as KVM does): VM entry checks these fields.

@@ -17,7 +17,7 @@ use crate::sys::msr::index;
 use crate::uapi::*;
 use crate::x86::backend::{RunCtx, VcpuOps};
 use crate::x86::exit::Exit;
-use crate::x86::fpu::{self, KernelFpu};
+use crate::x86::fpu::{GuestXstate, KernelFpu};
 use crate::x86::hostdbg::HostDebug;
 use crate::x86::stats::vcpu as st;
 use crate::x86::{cpuid, uret};
@@ -200,7 +200,6 @@ impl SvmVcpu {
         }
     }
 
-    #[expect(clippy::too_many_arguments)]
     fn run_window(
         &mut self,
         ctx: &mut RunCtx<'_>,
@@ -208,7 +207,6 @@ impl SvmVcpu {
         kfpu: &KernelFpu,
         xsave: bool,
         fpu_mask: u64,
-        host_xcr0: u64,
         irq: &IrqGuard,
     ) -> Result<Exit> {
         if !self.setup_done {
@@ -220,11 +218,7 @@ impl SvmVcpu {
             let _ = ctx.uret.set(slot, ctx.state.msrs.tsc_aux, irq);
         }
         kfpu.load(ctx.fpu, fpu_mask, xsave);
-        if xsave && ctx.state.xcr0 != host_xcr0 {
-            // SAFETY: The guest XCR0 was validated against the supported components; the
-            // host value is put back before the window ends.
-            unsafe { fpu::xsetbv0(ctx.state.xcr0) };
-        }
+        let xstate = GuestXstate::load(kfpu, xsave, ctx.state.xcr0, self.svm.xsaves)?;
         self.prepare_asid(w, ctx);
         // Debug registers, as in the VMX window (see `x86/hostdbg.rs`).
         let mut host_dbg = HostDebug::save(irq);
@@ -322,10 +316,7 @@ impl SvmVcpu {
             self.set_dr_intercepts(true);
         }
         drop(host_dbg);
-        if xsave && ctx.state.xcr0 != host_xcr0 {
-            // SAFETY: Restores the host's own XCR0.
-            unsafe { fpu::xsetbv0(host_xcr0) };
-        }
+        drop(xstate);
         kfpu.save(ctx.fpu, fpu_mask, xsave);
         self.save_guest(ctx);
         if ctx.debug_dr.is_some() {
@@ -347,7 +338,6 @@ impl VcpuOps for SvmVcpu {
     fn run(&mut self, ctx: &mut RunCtx<'_>) -> Result<Exit> {
         let xsave = cpu::boot_cpu_has(cpu::Feature::Xsave);
         let fpu_mask = cpuid::supported_xcr0();
-        let host_xcr0 = if xsave { cpuid::host_xcr0() } else { 0 };
         self.gprs_from(ctx.state);
         let kfpu = KernelFpu::begin();
         let irq = IrqGuard::new();
@@ -361,7 +351,7 @@ impl VcpuOps for SvmVcpu {
             .store(cpu::this_cpu() as i32, Ordering::SeqCst);
         self.vm_tag = core::ptr::from_ref(ctx.flush_gen) as usize;
         self.svm.switch_vm(&w, self.vm_tag);
-        let result = self.run_window(ctx, &w, &kfpu, xsave, fpu_mask, host_xcr0, &irq);
+        let result = self.run_window(ctx, &w, &kfpu, xsave, fpu_mask, &irq);
         ctx.running_cpu.store(-1, Ordering::Release);
         // STGI, EFER restored: what GIF held (interrupts, NMIs) is taken once the IRQ
         // guard goes.

@@ -189,7 +189,7 @@ impl Core {
                     // SAFETY: `insn::xsetbv` accepted the value: a valid XCR0 within the
                     // host's components. The host value is restored before the window
                     // ends.
-                    unsafe { fpu::xsetbv0(s.xcr0) };
+                    unsafe { crate::x86::fpu::xsetbv0(s.xcr0) };
                 }
                 self.finish(v, s, done, len)
             }

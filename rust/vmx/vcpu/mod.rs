@@ -26,7 +26,7 @@ use crate::uapi::{
 };
 use crate::x86::backend::{RmodeAddrs, RunCtx, VcpuOps};
 use crate::x86::exit::Exit;
-use crate::x86::fpu::{self, KernelFpu};
+use crate::x86::fpu::{GuestXstate, KernelFpu};
 use crate::x86::hostdbg::HostDebug;
 use crate::x86::state::{self, cr0, rflags, Exception, VcpuState};
 use crate::x86::stats::vcpu as st;
@@ -264,6 +264,11 @@ impl Core {
         if self.vpid != 0 {
             proc2 |= proc2::ENABLE_VPID;
         }
+        if vmx.xsaves {
+            // The guest's XSAVES and XRSTORS run natively, with its IA32_XSS (0) loaded
+            // by the window; no component is made to exit.
+            proc2 |= proc2::XSAVES;
+        }
         let proc1 = c.proc1
             & !(proc1::INTR_WINDOW_EXITING
                 | proc1::NMI_WINDOW_EXITING
@@ -282,6 +287,9 @@ impl Core {
         w(v.w32(vmcs::VM_ENTRY_CONTROLS, c.entry & !entry::IA32E_MODE))?;
         w(v.w64(vmcs::MSR_BITMAP, self.msr_bitmap.phys().0))?;
         w(v.w64(vmcs::VMCS_LINK_POINTER, u64::MAX))?;
+        if vmx.xsaves {
+            w(v.w64(vmcs::XSS_EXIT_BITMAP, 0))?;
+        }
         w(v.w32(vmcs::PAGE_FAULT_ERROR_CODE_MASK, 0))?;
         w(v.w32(vmcs::PAGE_FAULT_ERROR_CODE_MATCH, 0))?;
         w(v.w32(vmcs::CR3_TARGET_COUNT, 0))?;
@@ -378,7 +386,6 @@ impl Core {
         self.apply_msr_filter(ctx);
         let xsave = cpu::boot_cpu_has(cpu::Feature::Xsave);
         let fpu_mask = cpuid::supported_xcr0();
-        let host_xcr0 = if xsave { cpuid::host_xcr0() } else { 0 };
         self.gprs_from(ctx.state);
 
         let kfpu = KernelFpu::begin();
@@ -401,9 +408,7 @@ impl Core {
         self.vm_tag = core::ptr::from_ref(ctx.flush_gen) as usize;
         self.vmx.switch_vm(self.vm_tag, &irq);
 
-        let result = self.run_loaded(
-            vmcs, ctx, &on, &segs, &kfpu, xsave, fpu_mask, host_xcr0, &irq,
-        );
+        let result = self.run_loaded(vmcs, ctx, &on, &segs, &kfpu, xsave, fpu_mask, &irq);
 
         ctx.running_cpu.store(-1, Ordering::Release);
         drop(on);
@@ -435,7 +440,6 @@ impl Core {
         kfpu: &KernelFpu,
         xsave: bool,
         fpu_mask: u64,
-        host_xcr0: u64,
         irq: &IrqGuard,
     ) -> Result<Exit> {
         let v = vmcs.load(on).map_err(|_| EIO)?;
@@ -511,13 +515,9 @@ impl Core {
         }
         let _ = msr::write(index::KERNEL_GS_BASE, s.kernel_gs_base);
 
-        // Guest FPU and XCR0.
+        // Guest FPU, XCR0 and IA32_XSS.
         kfpu.load(ctx.fpu, fpu_mask, xsave);
-        if xsave && ctx.state.xcr0 != host_xcr0 {
-            // SAFETY: The guest XCR0 was validated against the supported components; the
-            // host value is put back before the window ends.
-            unsafe { fpu::xsetbv0(ctx.state.xcr0) };
-        }
+        let xstate = GuestXstate::load(kfpu, xsave, ctx.state.xcr0, self.vmx.xsaves)?;
 
         // Flush this VM's and this vCPU's translations: they may be stale on this CPU.
         self.flush_tlb(ctx)?;
@@ -614,10 +614,7 @@ impl Core {
         }
         // The host's DR0-DR3, DR6, then DR7.
         drop(host_dbg);
-        if xsave && ctx.state.xcr0 != host_xcr0 {
-            // SAFETY: Restores the host's own XCR0.
-            unsafe { fpu::xsetbv0(host_xcr0) };
-        }
+        drop(xstate);
         kfpu.save(ctx.fpu, fpu_mask, xsave);
         ctx.state.msrs.kernel_gs_base = msr::read(index::KERNEL_GS_BASE).unwrap_or(0);
         self.save_guest(&v, ctx.state, ctx.rmode);
