@@ -68,6 +68,8 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         // RFLAGS again) and ends after instructions rkvm completes itself, as KVM's.
         KVM_CAP_X86_ROBUST_SINGLESTEP => 1,
         KVM_CAP_MCE => crate::x86::mce::MAX_BANKS as isize,
+        // KVM_GET/SET_ONE_REG of MSRs, KVM_GET_REG_LIST (empty without CET).
+        KVM_CAP_ONE_REG => 1,
         // The in-kernel local APIC (userspace keeps the PIC and I/O APIC).
         KVM_CAP_SPLIT_IRQCHIP | KVM_CAP_SIGNAL_MSI | KVM_CAP_TSC_DEADLINE_TIMER => 1,
         KVM_CAP_SET_BOOT_CPU_ID | KVM_CAP_BINARY_STATS_FD => 1,

@@ -445,6 +445,10 @@ impl AnonFile for VcpuFile {
             RKVM_KVM_GET_MSRS | RKVM_KVM_SET_MSRS => {
                 msrs_ioctl(vm, vcpu, g, arg, cmd == RKVM_KVM_SET_MSRS)
             }
+            RKVM_KVM_GET_ONE_REG | RKVM_KVM_SET_ONE_REG => {
+                msrs::one_reg_ioctl(vm, vcpu, g, arg, cmd == RKVM_KVM_SET_ONE_REG)
+            }
+            RKVM_KVM_GET_REG_LIST => msrs::reg_list_ioctl(arg),
             RKVM_KVM_SET_CPUID2 => set_cpuid2(vm, g, arg),
             RKVM_KVM_SET_CPUID => set_cpuid(vm, g, arg),
             RKVM_KVM_GET_CPUID2 => {
