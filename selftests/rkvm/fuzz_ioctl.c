@@ -1104,6 +1104,32 @@ static void op_vcpu_msrs(struct tctx *t)
 		IO(t, fd, KVM_SET_MSRS, argp(t, m, sizeof(*m)));
 }
 
+/* KVM_GET/SET_ONE_REG with MSR ids (good and mangled), KVM_GET_REG_LIST. */
+static void op_vcpu_one_reg(struct tctx *t)
+{
+	int fd = pick_vcpu(t, NULL, NULL);
+	struct kvm_one_reg *r = (void *)t->buf;
+	uint64_t *val = (uint64_t *)(t->buf + 64);
+	uint32_t idx = n_msr && chance(&t->r, 80) ? msr_idx[rnd(&t->r, n_msr)] : (uint32_t)rnd_num(&t->r);
+
+	r->id = KVM_X86_REG_MSR(idx);
+	if (chance(&t->r, 20))
+		r->id ^= 1ull << (32 + rnd(&t->r, 32));
+	if (chance(&t->r, 5))
+		r->id = KVM_X86_REG_KVM(rnd(&t->r, 3));
+	*val = rnd_num(&t->r);
+	r->addr = chance(&t->r, 85) ? (uintptr_t)val : (uintptr_t)argp(t, val, 8);
+	switch (rnd(&t->r, 5)) {
+	case 0:
+	case 1: IO(t, fd, KVM_GET_ONE_REG, argp(t, r, sizeof(*r))); break;
+	case 2:
+	case 3: IO(t, fd, KVM_SET_ONE_REG, argp(t, r, sizeof(*r))); break;
+	default:
+		*(uint64_t *)t->buf = rnd(&t->r, 4);
+		IO(t, fd, KVM_GET_REG_LIST, argp(t, t->buf, 40));
+	}
+}
+
 static void op_vcpu_cpuid(struct tctx *t)
 {
 	int fd = pick_vcpu(t, NULL, NULL);
@@ -1583,6 +1609,7 @@ static const struct op ops[] = {
 	{ "vcpu_state", 14, op_vcpu_state },
 	{ "vcpu_xsave2", 2, op_vcpu_xsave2 },
 	{ "vcpu_msrs", 6, op_vcpu_msrs },
+	{ "vcpu_one_reg", 2, op_vcpu_one_reg },
 	{ "vcpu_cpuid", 3, op_vcpu_cpuid },
 	{ "vcpu_events", 5, op_vcpu_events },
 	{ "vcpu_misc", 6, op_vcpu_misc },

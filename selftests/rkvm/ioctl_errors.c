@@ -6,7 +6,8 @@
  *  - An unknown ioctl: -> ENOTTY on a VM fd (kvm_arch_vm_ioctl's default), -> EINVAL on a
  *    vCPU fd (kvm_arch_vcpu_ioctl's default; a non-KVMIO type is EINVAL too). A vCPU
  *    ioctl on a VM fd -> ENOTTY, a VM ioctl on a vCPU fd -> EINVAL. KVM_RUN with a
- *    non-zero argument -> EINVAL.
+ *    non-zero argument -> EINVAL. KVM_HAS/GET/SET_DEVICE_ATTR on a VM fd -> ENOTTY
+ *    (x86 has no VM attributes).
  *  - Every pointer-taking VM and vCPU ioctl rkvm implements, with a NULL pointer, a
  *    PROT_NONE page, a kernel address, and a struct whose last byte is in an
  *    inaccessible page -> EFAULT; also arrays behind a readable header (CPUID2 entries,
@@ -178,7 +179,7 @@ int main(void)
 	int i;
 
 	test_watchdog(60);
-	tap_plan(6 + 6 + 7 + N_VM * 4 + (N_VCPU * 4 - 1) + 5 + 7);
+	tap_plan(6 + 6 + 7 + 3 + N_VM * 4 + (N_VCPU * 4 - 1) + 5 + 7);
 
 	/* Before any vCPU. */
 	CHECK_ERRNO(vm.fd, KVM_SET_IDENTITY_MAP_ADDR, NULL, EFAULT, "KVM_SET_IDENTITY_MAP_ADDR(NULL)");
@@ -211,6 +212,14 @@ int main(void)
 	CHECK_ERRNO(vm.fd, UNKNOWN_IOCTL, 0, ENOTTY, "VM fd: unknown ioctl _IO(KVMIO, 0xff)");
 	CHECK_ERRNO(vm.fd, FOREIGN_IOCTL, 0, ENOTTY, "VM fd: foreign ioctl TCGETS");
 	CHECK_ERRNO(vm.fd, KVM_GET_REGS, &(struct kvm_regs){ 0 }, ENOTTY, "VM fd: vCPU ioctl KVM_GET_REGS");
+	{
+		/* x86's VM fd has no device attributes at all (not even a group to refuse). */
+		struct kvm_device_attr a = { .group = 0, .attr = 0 };
+
+		CHECK_ERRNO(vm.fd, KVM_HAS_DEVICE_ATTR, &a, ENOTTY, "VM fd: KVM_HAS_DEVICE_ATTR");
+		CHECK_ERRNO(vm.fd, KVM_GET_DEVICE_ATTR, &a, ENOTTY, "VM fd: KVM_GET_DEVICE_ATTR");
+		CHECK_ERRNO(vm.fd, KVM_SET_DEVICE_ATTR, &a, ENOTTY, "VM fd: KVM_SET_DEVICE_ATTR");
+	}
 	CHECK_ERRNO(v.fd, UNKNOWN_IOCTL, 0, EINVAL, "vCPU fd: unknown ioctl _IO(KVMIO, 0xff)");
 	CHECK_ERRNO(v.fd, FOREIGN_IOCTL, 0, EINVAL, "vCPU fd: foreign ioctl TCGETS");
 	CHECK_ERRNO(v.fd, KVM_SET_TSS_ADDR, 0xfffbd000, EINVAL, "vCPU fd: VM ioctl KVM_SET_TSS_ADDR");
