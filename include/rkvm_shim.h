@@ -185,6 +185,8 @@ __u64 rkvm_page_to_pfn(const void *page);
 /* Whether the kernel runs with mitigations=off (or without CONFIG_CPU_MITIGATIONS). */
 int rkvm_cpu_mitigations_off(void);
 unsigned int rkvm_tsc_khz(void);
+/* Whether the kernel marked the TSC unstable. */
+int rkvm_tsc_unstable(void);
 int rkvm_signal_pending(void);
 /*
  * Before entering the guest: handle what the task would handle on its way to userspace

@@ -127,6 +127,9 @@ pub(crate) struct Vm {
     #[pin]
     msr_filter: SpinLock<Option<Arc<super::msr_filter::MsrFilter>>>,
     pub(crate) msr_filter_gen: AtomicU64,
+    /// TSC write matching across the VM's vCPUs (KVM's `tsc_write_lock` and its state).
+    #[pin]
+    pub(crate) tsc_sync: SpinLock<crate::x86::tsc::TscSync>,
     /// The coalesced MMIO ring, one page shared by every vCPU's mapping.
     pub(crate) coalesced_ring: PhysPage,
     pub(crate) stats: VmCounters,
@@ -218,6 +221,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             disabled_quirks: AtomicU64::new(0),
             msr_filter <- new_spinlock!(None),
             msr_filter_gen: AtomicU64::new(0),
+            tsc_sync <- new_spinlock!(crate::x86::tsc::TscSync::default()),
             coalesced_ring: PhysPage::new()?,
             stats: VmCounters::new(),
             pid: cpu::current_pid(),

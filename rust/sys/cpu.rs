@@ -253,6 +253,12 @@ pub(crate) fn tsc_khz() -> u32 {
     unsafe { ffi::rkvm_tsc_khz() }
 }
 
+/// Whether the kernel marked the TSC unstable (its clocksource watchdog, `tsc=unstable`).
+pub(crate) fn tsc_unstable() -> bool {
+    // SAFETY: Reads a global.
+    unsafe { ffi::rkvm_tsc_unstable() != 0 }
+}
+
 /// The pid of the current task.
 pub(crate) fn current_pid() -> i32 {
     // SAFETY: A pure query on `current`.

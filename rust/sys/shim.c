@@ -566,6 +566,7 @@ void rkvm_kick_cpu_async(unsigned int cpu)
 /* ---- Host facts --------------------------------------------------------------------- */
 
 unsigned int rkvm_tsc_khz(void) { return tsc_khz; }
+int rkvm_tsc_unstable(void) { return check_tsc_unstable(); }
 int rkvm_cpu_mitigations_off(void) { return cpu_mitigations_off(); }
 int rkvm_signal_pending(void) { return signal_pending(current); }
 

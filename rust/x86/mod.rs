@@ -22,6 +22,7 @@ pub(crate) mod quirks;
 pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod tdp;
+pub(crate) mod tsc;
 pub(crate) mod uret;
 pub(crate) mod validate;
 

@@ -172,8 +172,8 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     if id == l.bsp_vcpu_id {
         apic_base |= k.arch.lapic.bsp;
     }
-    // A new vCPU's TSC starts at 0.
-    let tsc_offset = 0u64.wrapping_sub(host_tsc());
+    // A new vCPU's TSC starts at 0, or joins the other vCPUs' (`x86/tsc.rs`).
+    let tsc_offset = vm.tsc_sync.lock().synchronize(None, tsc_now(&vm));
     let split = vm.split_irqchip.load(Ordering::Acquire);
     let (mailbox, lapic) = if split {
         let bus_ns = vm.apic_bus_cycle_ns.load(Ordering::Relaxed);
@@ -259,6 +259,16 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             vcpu.release();
             Err(e)
         }
+    }
+}
+
+/// What TSC matching needs to know now (`x86/tsc.rs`).
+fn tsc_now(vm: &Vm) -> crate::x86::tsc::TscNow {
+    crate::x86::tsc::TscNow {
+        host_tsc: host_tsc(),
+        ns: crate::sys::wait::now_ns(),
+        khz: vm.kvm.arch.timer.tsc_khz,
+        unstable: crate::sys::cpu::tsc_unstable(),
     }
 }
 
@@ -662,7 +672,9 @@ impl AnonFile for VcpuFile {
                 match cmd {
                     RKVM_KVM_GET_DEVICE_ATTR => uaccess::write(addr, &g.state.tsc_offset)?,
                     RKVM_KVM_SET_DEVICE_ATTR => {
-                        g.state.tsc_offset = uaccess::read(addr)?;
+                        let offset: u64 = uaccess::read(addr)?;
+                        vm.tsc_sync.lock().set_offset(offset, tsc_now(vm));
+                        g.state.tsc_offset = offset;
                         g.state.dirty = true;
                     }
                     _ => {}

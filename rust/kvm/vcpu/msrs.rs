@@ -169,6 +169,12 @@ pub(super) fn write_msr(
         apic_changed(vcpu, g);
         return Ok(());
     }
+    if m == crate::sys::msr::index::IA32_TSC && host {
+        // Userspace's TSC values are matched across the VM's vCPUs (`x86/tsc.rs`); the
+        // guest's own writes move only its TSC (and TSC_ADJUST).
+        g.state.tsc_offset = vm.tsc_sync.lock().synchronize(Some(v), tsc_now(vm));
+        return Ok(());
+    }
     let env = msr_env(vm, &g.cpuid, host, g.enforce_pv_cpuid);
     if let Some(feature) = wall_clock_feature(m) {
         if !env.pv_has(feature) {
