@@ -61,6 +61,8 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
             (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS) as isize
         }
         KVM_CAP_GET_TSC_KHZ => 1,
+        // KVM_SET_TSC_KHZ (vCPU, and VM before its vCPUs) at any rate: with TSC scaling.
+        KVM_CAP_TSC_CONTROL | KVM_CAP_VM_TSC_CONTROL => isize::from(k.backend.tsc_scaling()),
         // KVM_NMI on the vCPU fd.
         KVM_CAP_USER_NMI => 1,
         // Single-stepping with KVM_GUESTDBG_SINGLESTEP does not show userspace a TF it

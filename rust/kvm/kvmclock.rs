@@ -128,9 +128,15 @@ pub(crate) struct PvClock {
 }
 
 impl PvClock {
-    /// Re-anchors the record at MSR value `msr` if needed; `tsc_offset` maps host to guest
-    /// TSC.
-    pub(crate) fn update(&mut self, vm: &Vm, msr: u64, tsc_offset: u64) {
+    /// Re-anchors the record at MSR value `msr` if needed; `rate` and `tsc_offset` map
+    /// host to guest TSC.
+    pub(crate) fn update(
+        &mut self,
+        vm: &Vm,
+        msr: u64,
+        tsc_offset: u64,
+        rate: crate::x86::tsc::TscRate,
+    ) {
         if msr & 1 == 0 {
             self.last_msr = msr;
             return;
@@ -158,9 +164,9 @@ impl PvClock {
                 return;
             }
         }
-        let (shift, mul) = time_scale(u64::from(vm.kvm.arch.timer.tsc_khz) * 1000);
+        let (shift, mul) = time_scale(u64::from(rate.khz()) * 1000);
         let info = pvclock::TimeInfo {
-            tsc_timestamp: now.tsc.wrapping_add(tsc_offset),
+            tsc_timestamp: rate.scale(now.tsc).wrapping_add(tsc_offset),
             system_time: vm_clock(vm, &now),
             mul,
             shift,

@@ -122,6 +122,9 @@ pub(crate) struct Vm {
     pub(crate) apic_bus_cycle_ns: AtomicU64,
     /// KVM_CAP_DISABLE_QUIRKS(2): the quirks turned off (see `crate::x86::quirks`).
     disabled_quirks: AtomicU64,
+    /// KVM_SET_TSC_KHZ on the VM fd: new vCPUs' TSC rate in kHz (0: the host's). Written
+    /// under `locked` before any vCPU exists.
+    default_tsc_khz: AtomicU32,
     /// KVM_X86_SET_MSR_FILTER's filter (None: everything allowed) and its generation,
     /// bumped by every change.
     #[pin]
@@ -219,6 +222,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             vfio_device: AtomicBool::new(false),
             apic_bus_cycle_ns: AtomicU64::new(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT),
             disabled_quirks: AtomicU64::new(0),
+            default_tsc_khz: AtomicU32::new(0),
             msr_filter <- new_spinlock!(None),
             msr_filter_gen: AtomicU64::new(0),
             tsc_sync <- new_spinlock!(crate::x86::tsc::TscSync::default()),
@@ -334,6 +338,14 @@ impl Vm {
     }
 
     /// The quirks this VM turned off.
+    /// New vCPUs' TSC rate in kHz (KVM_SET_TSC_KHZ on the VM fd, else the host's).
+    pub(crate) fn default_tsc_khz(&self) -> u32 {
+        match self.default_tsc_khz.load(Ordering::Relaxed) {
+            0 => self.kvm.arch.timer.tsc_khz,
+            khz => khz,
+        }
+    }
+
     pub(crate) fn quirks(&self) -> crate::x86::quirks::Quirks {
         crate::x86::quirks::Quirks(self.disabled_quirks.load(Ordering::Relaxed))
     }
@@ -957,8 +969,22 @@ impl AnonFile for Vm {
                 l.bsp_vcpu_id = id;
                 Ok(0)
             }
-            // Every vCPU runs at the host's TSC rate (no TSC scaling, no KVM_SET_TSC_KHZ).
-            RKVM_KVM_GET_TSC_KHZ => Ok(this.kvm.arch.timer.tsc_khz as isize),
+            // New vCPUs' TSC rate: any before the first vCPU (0: the host's); whether it
+            // can be had is decided per vCPU, as in KVM.
+            RKVM_KVM_GET_TSC_KHZ => Ok(this.default_tsc_khz() as isize),
+            RKVM_KVM_SET_TSC_KHZ => {
+                // KVM takes the low 32 bits of the argument.
+                let khz = arg as u32;
+                if this.kvm.backend.tsc_scaling() && khz >= crate::x86::tsc::MAX_GUEST_TSC_KHZ {
+                    return Err(EINVAL);
+                }
+                let l = this.locked.lock();
+                if !l.vcpus.is_empty() {
+                    return Err(EINVAL);
+                }
+                this.default_tsc_khz.store(khz, Ordering::Relaxed);
+                Ok(0)
+            }
             RKVM_KVM_CREATE_DEVICE => {
                 let mut d: kvm_create_device = uaccess::read(arg)?;
                 let ops = this.kvm.devices.lookup(d.type_)?;

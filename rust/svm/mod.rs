@@ -381,6 +381,11 @@ impl X86Ops for Svm {
         mcg_cap & 0x1ff
     }
 
+    fn tsc_scaling(&self) -> bool {
+        // The TSC ratio MSR is not used yet (QEMU's SVM has none to test it with).
+        false
+    }
+
     fn has_cmci(&self) -> bool {
         false
     }

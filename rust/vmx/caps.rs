@@ -141,6 +141,7 @@ const PROC2_OPTIONAL: u32 = proc2::UNRESTRICTED_GUEST
     | proc2::WBINVD_EXITING
     | proc2::ENABLE_INVPCID
     | proc2::XSAVES
+    | proc2::TSC_SCALING
     | proc2::ENABLE_PML
     | proc2::DESC;
 

@@ -305,6 +305,10 @@ impl X86Ops for Vmx {
         mcg_cap
     }
 
+    fn tsc_scaling(&self) -> bool {
+        self.config.has2(proc2::TSC_SCALING)
+    }
+
     fn has_cmci(&self) -> bool {
         true
     }

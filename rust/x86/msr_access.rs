@@ -68,7 +68,7 @@ fn guest_has_lm_and_nx(env: &MsrEnv<'_>) -> (bool, bool) {
 pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
     let r = &s.msrs;
     Some(match m {
-        index::IA32_TSC => env.host_tsc.wrapping_add(s.tsc_offset),
+        index::IA32_TSC => s.tsc_rate.scale(env.host_tsc).wrapping_add(s.tsc_offset),
         index::IA32_TSC_ADJUST => r.tsc_adjust,
         index::EFER => s.efer,
         index::STAR => r.star,
@@ -133,8 +133,9 @@ pub(crate) fn set_msr(
     match m {
         index::IA32_TSC => {
             // The guest TSC becomes `v`; a guest write also moves TSC_ADJUST.
-            let old = env.host_tsc.wrapping_add(s.tsc_offset);
-            s.tsc_offset = v.wrapping_sub(env.host_tsc);
+            let host = s.tsc_rate.scale(env.host_tsc);
+            let old = host.wrapping_add(s.tsc_offset);
+            s.tsc_offset = v.wrapping_sub(host);
             if !env.host_initiated {
                 s.msrs.tsc_adjust = s.msrs.tsc_adjust.wrapping_add(v.wrapping_sub(old));
             }

@@ -266,8 +266,10 @@ pub(crate) struct VcpuState {
     pub(crate) dr7: u64,
     pub(crate) xcr0: u64,
     pub(crate) msrs: Msrs,
-    /// Guest TSC = host TSC + `tsc_offset` (wrapping).
+    /// Guest TSC = the host TSC at `tsc_rate` + `tsc_offset` (wrapping).
     pub(crate) tsc_offset: u64,
+    /// The guest's TSC rate (KVM_SET_TSC_KHZ).
+    pub(crate) tsc_rate: super::tsc::TscRate,
     pub(crate) events: Events,
     /// KVM_MP_STATE_*.
     pub(crate) mp_state: u32,
@@ -292,7 +294,7 @@ fn seg(selector: u16, base: u64, type_: u8, s: u8) -> kvm_segment {
 
 impl VcpuState {
     /// The architectural reset state (INIT/power-on), as KVM defines it for a new vCPU.
-    pub(crate) fn reset(apic_base: u64, tsc_offset: u64) -> Self {
+    pub(crate) fn reset(apic_base: u64, tsc_offset: u64, tsc_rate: super::tsc::TscRate) -> Self {
         let data = seg(0, 0, 3, 1);
         Self {
             regs: kvm_regs {
@@ -336,6 +338,7 @@ impl VcpuState {
             xcr0: 1,
             msrs: Msrs::default(),
             tsc_offset,
+            tsc_rate,
             events: Events::default(),
             mp_state: crate::uapi::KVM_MP_STATE_RUNNABLE,
             dirty: true,

@@ -40,14 +40,9 @@ pub(crate) struct TscNow {
     pub(crate) unstable: bool,
 }
 
-/// Guest cycles in `ns` nanoseconds at `khz` (saturating; no 128-bit division in the
-/// kernel).
+/// Guest cycles in `ns` nanoseconds at `khz` (saturating).
 fn ns_to_cycles(ns: u64, khz: u32) -> u64 {
-    const NS_PER_MS: u64 = 1_000_000;
-    let khz = u64::from(khz);
-    (ns / NS_PER_MS)
-        .saturating_mul(khz)
-        .saturating_add((ns % NS_PER_MS) * khz / NS_PER_MS)
+    mul_div(ns, u64::from(khz), 1_000_000)
 }
 
 impl TscSync {
@@ -102,4 +97,109 @@ impl TscSync {
             self.cur_offset = offset;
         }
     }
+}
+
+/// The fractional bits of [`TscRate::ratio`] (VMX's TSC multiplier format).
+pub(crate) const RATIO_FRAC_BITS: u32 = 48;
+/// Ratio 1: the guest's TSC runs at the host's rate.
+pub(crate) const RATIO_ONE: u64 = 1 << RATIO_FRAC_BITS;
+/// KVM's limit on a guest TSC rate with scaling (`max_guest_tsc_khz`): KVM_SET_TSC_KHZ
+/// of this or more is EINVAL.
+pub(crate) const MAX_GUEST_TSC_KHZ: u32 = 0x7fff_ffff;
+/// Rates this close to the host's (parts per million) need no scaling (KVM's
+/// `tsc_tolerance_ppm` default).
+const TOLERANCE_PPM: u64 = 250;
+
+/// A vCPU's TSC rate (KVM's `virtual_tsc_khz` and `l1_tsc_scaling_ratio`).
+///
+/// # Invariants
+///
+/// `khz` is not 0; `ratio` is [`RATIO_ONE`] unless the backend scales the TSC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TscRate {
+    khz: u32,
+    ratio: u64,
+}
+
+impl TscRate {
+    /// The host's own rate (`host_khz` from the kernel's calibration, not 0).
+    pub(crate) fn host(host_khz: u32) -> Self {
+        Self {
+            khz: host_khz.max(1),
+            ratio: RATIO_ONE,
+        }
+    }
+
+    /// The guest's TSC frequency in kHz (KVM_GET_TSC_KHZ).
+    pub(crate) fn khz(&self) -> u32 {
+        self.khz
+    }
+
+    /// The multiplier the CPU applies to the host TSC, [`RATIO_FRAC_BITS`] fractional bits.
+    pub(crate) fn ratio(&self) -> u64 {
+        self.ratio
+    }
+
+    /// The host TSC value `host` at the guest's rate (before the offset), as the CPU's
+    /// multiplier computes it.
+    pub(crate) fn scale(&self, host: u64) -> u64 {
+        if self.ratio == RATIO_ONE {
+            return host;
+        }
+        // 64x64 -> 128-bit product; the CPU keeps the low 64 bits of the result too.
+        ((u128::from(host) * u128::from(self.ratio)) >> RATIO_FRAC_BITS) as u64
+    }
+
+    /// Host TSC cycles for `cycles` of the guest's TSC (a deadline's distance).
+    pub(crate) fn host_cycles(&self, cycles: u64, host_khz: u32) -> u64 {
+        if self.ratio == RATIO_ONE {
+            return cycles;
+        }
+        mul_div(cycles, u64::from(host_khz), u64::from(self.khz))
+    }
+
+    /// KVM_SET_TSC_KHZ (KVM's `kvm_set_tsc_khz`): `khz` (0: the host's) within 250 ppm of
+    /// the host's rate runs unscaled; another rate needs the backend's TSC scaling
+    /// (`scaling`) and a multiplier in range. `None` is EINVAL. (Without scaling KVM
+    /// would let a faster rate "catch up" on each entry; rkvm refuses it instead.)
+    pub(crate) fn for_khz(khz: u32, host_khz: u32, scaling: bool) -> Option<Self> {
+        if scaling && khz >= MAX_GUEST_TSC_KHZ {
+            return None;
+        }
+        let host = u64::from(host_khz.max(1));
+        let khz = if khz == 0 { host_khz.max(1) } else { khz };
+        let want = u64::from(khz);
+        let slop = host * TOLERANCE_PPM / 1_000_000;
+        if want >= host.saturating_sub(slop) && want <= host + slop {
+            return Some(Self {
+                khz,
+                ratio: RATIO_ONE,
+            });
+        }
+        if !scaling {
+            return None;
+        }
+        // want / host with 48 fractional bits, without 128-bit division: 16 bits of the
+        // quotient's fraction, then 32 more from the remainder.
+        let q = (want << 16) / host;
+        let r = (want << 16) % host;
+        if q >> 32 != 0 {
+            return None;
+        }
+        let ratio = (q << 32).checked_add((r << 32) / host)?;
+        if ratio == 0 || ratio == u64::MAX {
+            return None;
+        }
+        Some(Self { khz, ratio })
+    }
+}
+
+/// `a * b / c`, saturating, without 128-bit division; `b` and `c` below 2^32.
+fn mul_div(a: u64, b: u64, c: u64) -> u64 {
+    if c == 0 {
+        return 0;
+    }
+    (a / c)
+        .saturating_mul(b)
+        .saturating_add((a % c).saturating_mul(b) / c)
 }

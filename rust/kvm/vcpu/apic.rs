@@ -5,11 +5,11 @@
 
 use super::*;
 
-pub(super) fn clock(vm: &Vm, s: &VcpuState) -> Clock {
+pub(super) fn clock(s: &VcpuState) -> Clock {
     Clock {
         now_ns: crate::sys::wait::now_ns(),
-        guest_tsc: host_tsc().wrapping_add(s.tsc_offset),
-        tsc_khz: vm.kvm.arch.timer.tsc_khz,
+        guest_tsc: s.tsc_rate.scale(host_tsc()).wrapping_add(s.tsc_offset),
+        tsc_khz: s.tsc_rate.khz(),
     }
 }
 
@@ -56,7 +56,7 @@ pub(super) fn apic_mmio(
 /// kept, CR0.CD/NW preserved; the BSP runs on, an AP waits for a SIPI.
 pub(super) fn init_event(vm: &Vm, g: &mut VcpuInner) {
     let old = &g.state;
-    let mut n = VcpuState::reset(old.apic_base, old.tsc_offset);
+    let mut n = VcpuState::reset(old.apic_base, old.tsc_offset, old.tsc_rate);
     n.msrs = old.msrs;
     n.xcr0 = old.xcr0;
     n.cr0 = state::cr0::ET | old.cr0 & (state::cr0::NW | state::cr0::CD);
@@ -86,7 +86,7 @@ pub(super) fn apic_accept_events(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) {
     let Some(mb) = vcpu.apic.as_ref() else {
         return;
     };
-    let c = clock(vm, &g.state);
+    let c = clock(&g.state);
     let apic_base = g.state.apic_base;
     let Some(a) = g.lapic.as_mut() else {
         return;
@@ -163,7 +163,7 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
             _ => false,
         };
         let timeout = if halted {
-            let c = clock(vm, &g.state);
+            let c = clock(&g.state);
             g.lapic.as_ref().and_then(|a| a.timer_remaining_ns(&c))
         } else {
             None

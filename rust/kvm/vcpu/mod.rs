@@ -26,6 +26,7 @@ use crate::x86::exit::{CrOp, Exit};
 use crate::x86::lapic::{self, Clock, Lapic, Mailbox};
 use crate::x86::msr_access::{self, MsrEnv};
 use crate::x86::state::{self, Exception, VcpuState};
+use crate::x86::tsc::TscRate;
 use crate::x86::{events, fpu, GuestFpu, RunCtx, VcpuOps};
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -172,8 +173,12 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     if id == l.bsp_vcpu_id {
         apic_base |= k.arch.lapic.bsp;
     }
-    // A new vCPU's TSC starts at 0, or joins the other vCPUs' (`x86/tsc.rs`).
-    let tsc_offset = vm.tsc_sync.lock().synchronize(None, tsc_now(&vm));
+    // The VM's TSC rate (KVM_SET_TSC_KHZ on the VM fd); the TSC starts at 0, or joins the
+    // other vCPUs' (`x86/tsc.rs`).
+    let host_khz = k.arch.timer.tsc_khz;
+    let tsc_rate = TscRate::for_khz(vm.default_tsc_khz(), host_khz, k.backend.tsc_scaling())
+        .unwrap_or(TscRate::host(host_khz));
+    let tsc_offset = vm.tsc_sync.lock().synchronize(None, tsc_now(&tsc_rate));
     let split = vm.split_irqchip.load(Ordering::Acquire);
     let (mailbox, lapic) = if split {
         let bus_ns = vm.apic_bus_cycle_ns.load(Ordering::Relaxed);
@@ -186,7 +191,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         try_pin_init!(Vcpu {
             id,
             inner <- new_mutex!(VcpuInner {
-                state: VcpuState::reset(apic_base, tsc_offset),
+                state: VcpuState::reset(apic_base, tsc_offset, tsc_rate),
                 backend: k.backend.vcpu_create()?,
                 fpu: fpu_area,
                 emu: k.arch.emulator_cache.alloc_value(crate::x86::EmulateCtxt::default())?,
@@ -262,12 +267,12 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     }
 }
 
-/// What TSC matching needs to know now (`x86/tsc.rs`).
-fn tsc_now(vm: &Vm) -> crate::x86::tsc::TscNow {
+/// What TSC matching needs to know now, for a vCPU at `rate` (`x86/tsc.rs`).
+fn tsc_now(rate: &TscRate) -> crate::x86::tsc::TscNow {
     crate::x86::tsc::TscNow {
-        host_tsc: host_tsc(),
+        host_tsc: rate.scale(host_tsc()),
         ns: crate::sys::wait::now_ns(),
-        khz: vm.kvm.arch.timer.tsc_khz,
+        khz: rate.khz(),
         unstable: crate::sys::cpu::tsc_unstable(),
     }
 }
@@ -660,7 +665,16 @@ impl AnonFile for VcpuFile {
                 g.state.events.interrupt_injected = false;
                 Ok(0)
             }
-            RKVM_KVM_GET_TSC_KHZ => Ok(vm.kvm.arch.timer.tsc_khz as isize),
+            RKVM_KVM_GET_TSC_KHZ => Ok(g.state.tsc_rate.khz() as isize),
+            RKVM_KVM_SET_TSC_KHZ => {
+                // KVM takes the low 32 bits of the argument.
+                let khz = arg as u32;
+                let host_khz = vm.kvm.arch.timer.tsc_khz;
+                g.state.tsc_rate =
+                    TscRate::for_khz(khz, host_khz, vm.kvm.backend.tsc_scaling()).ok_or(EINVAL)?;
+                g.state.dirty = true;
+                Ok(0)
+            }
             // vCPU attributes: only KVM_VCPU_TSC_CTRL/KVM_VCPU_TSC_OFFSET, the offset
             // between the host's TSC and this guest's (ENXIO for anything else).
             RKVM_KVM_HAS_DEVICE_ATTR | RKVM_KVM_GET_DEVICE_ATTR | RKVM_KVM_SET_DEVICE_ATTR => {
@@ -673,7 +687,9 @@ impl AnonFile for VcpuFile {
                     RKVM_KVM_GET_DEVICE_ATTR => uaccess::write(addr, &g.state.tsc_offset)?,
                     RKVM_KVM_SET_DEVICE_ATTR => {
                         let offset: u64 = uaccess::read(addr)?;
-                        vm.tsc_sync.lock().set_offset(offset, tsc_now(vm));
+                        vm.tsc_sync
+                            .lock()
+                            .set_offset(offset, tsc_now(&g.state.tsc_rate));
                         g.state.tsc_offset = offset;
                         g.state.dirty = true;
                     }
@@ -867,13 +883,10 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             Err(e) => return Err(e),
         };
         let timer_deadline_tsc = g.lapic.as_ref().and_then(|a| {
-            let c = clock(vm, &g.state);
+            let c = clock(&g.state);
             let cycles = a.timer_remaining_cycles(&c)?;
-            Some(
-                c.guest_tsc
-                    .wrapping_sub(g.state.tsc_offset)
-                    .saturating_add(cycles),
-            )
+            let host_khz = vm.kvm.arch.timer.tsc_khz;
+            Some(host_tsc().saturating_add(g.state.tsc_rate.host_cycles(cycles, host_khz)))
         });
         if rmode.is_some() && !g.state.protected() {
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
@@ -886,8 +899,12 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             first_entry,
         );
         first_entry = false;
-        g.pvclock
-            .update(vm, g.state.msrs.kvm_system_time, g.state.tsc_offset);
+        g.pvclock.update(
+            vm,
+            g.state.msrs.kvm_system_time,
+            g.state.tsc_offset,
+            g.state.tsc_rate,
+        );
         if vm.msr_filter_gen.load(Ordering::SeqCst) != g.msr_filter_gen {
             (g.msr_filter, g.msr_filter_gen) = vm.msr_filter();
         }

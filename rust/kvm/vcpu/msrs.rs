@@ -153,7 +153,7 @@ pub(super) fn write_msr(
         return Ok(());
     }
     if m == lapic::TSC_DEADLINE_MSR {
-        let c = clock(vm, &g.state);
+        let c = clock(&g.state);
         if let Some(a) = g.lapic.as_mut() {
             a.set_tscdeadline(v, apic_base, &c);
         }
@@ -172,7 +172,10 @@ pub(super) fn write_msr(
     if m == crate::sys::msr::index::IA32_TSC && host {
         // Userspace's TSC values are matched across the VM's vCPUs (`x86/tsc.rs`); the
         // guest's own writes move only its TSC (and TSC_ADJUST).
-        g.state.tsc_offset = vm.tsc_sync.lock().synchronize(Some(v), tsc_now(vm));
+        g.state.tsc_offset = vm
+            .tsc_sync
+            .lock()
+            .synchronize(Some(v), tsc_now(&g.state.tsc_rate));
         return Ok(());
     }
     let env = msr_env(vm, &g.cpuid, host, g.enforce_pv_cpuid);

@@ -269,6 +269,8 @@ impl Core {
             // by the window; no component is made to exit.
             proc2 |= proc2::XSAVES;
         }
+        // The guest's TSC rate is the multiplier's (1.0 unless KVM_SET_TSC_KHZ).
+        proc2 |= c.proc2 & proc2::TSC_SCALING;
         let proc1 = c.proc1
             & !(proc1::INTR_WINDOW_EXITING
                 | proc1::NMI_WINDOW_EXITING
@@ -472,6 +474,9 @@ impl Core {
         w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
         w(v.w64(vmcs::EPT_POINTER, self.eptp))?;
         w(v.w64(vmcs::TSC_OFFSET, ctx.state.tsc_offset))?;
+        if self.vmx.config.has2(proc2::TSC_SCALING) {
+            w(v.w64(vmcs::TSC_MULTIPLIER, ctx.state.tsc_rate.ratio()))?;
+        }
         // In virtual-8086 mode every exception comes to rkvm: it is either a privileged
         // real-mode instruction to emulate or an interrupt to deliver through the IVT.
         // #DB and #AC always come to rkvm (and go back to the guest): a guest whose IDT
