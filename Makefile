@@ -52,7 +52,7 @@ NOUG_TESTS ?= realmode_io
 DEBUG_TESTS ?= realmode_io protected_mode long_mode mmio memslots dirty_log dirty_log_scale \
 	pre_fault msrs vcpu_state interrupts ioctl_errors signals coalesced_mmio ioeventfd \
 	mmu_shrink memcg_account wbinvd nmi_storm ioeventfd_limit state_validation fuzz_ioctl \
-	fuzz_guest fpu_mxcsr host_memory lapic exit_loop tsc_sync one_reg xsaves kmemleak_scan
+	fuzz_guest fpu_mxcsr host_memory lapic exit_loop tsc_sync tsc_khz one_reg xsaves kmemleak_scan
 ifeq ($(BROKEN_TEST),1)
 TESTS += broken_on_purpose
 endif
