@@ -123,6 +123,8 @@ pub(crate) struct PvClock {
     last_msr: u64,
     last_gen: u64,
     last_ns: u64,
+    /// The TSC offset and ratio the record was written with: a new one re-anchors it.
+    last_tsc: (u64, u64),
     /// KVM_KVMCLOCK_CTRL: the next record tells the guest it was stopped.
     stop_request: bool,
 }
@@ -144,8 +146,10 @@ impl PvClock {
         // This runs before every entry: only a cheap clock read unless an update is due.
         let gen = vm.kvmclock_gen.load(Ordering::SeqCst);
         let t = crate::sys::wait::now_ns();
+        let tsc = (tsc_offset, rate.ratio());
         if msr == self.last_msr
             && gen == self.last_gen
+            && tsc == self.last_tsc
             && !self.stop_request
             && t.wrapping_sub(self.last_ns) < REFRESH_NS
         {
@@ -153,6 +157,7 @@ impl PvClock {
         }
         self.last_msr = msr;
         self.last_gen = gen;
+        self.last_tsc = tsc;
         self.last_ns = t;
         let now = pvclock::clock_now();
         // The guest's copy first: without memory there nothing is written (as in KVM).
@@ -164,7 +169,10 @@ impl PvClock {
                 return;
             }
         }
-        let (shift, mul) = time_scale(u64::from(rate.khz()) * 1000);
+        // The rate the guest's TSC really runs at: the host's through the multiplier (a
+        // rate KVM_SET_TSC_KHZ took within its tolerance runs unscaled).
+        let khz = rate.scale(u64::from(vm.kvm.arch.timer.tsc_khz));
+        let (shift, mul) = time_scale(khz.saturating_mul(1000));
         let info = pvclock::TimeInfo {
             tsc_timestamp: rate.scale(now.tsc).wrapping_add(tsc_offset),
             system_time: vm_clock(vm, &now),

@@ -68,6 +68,7 @@ const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
 // CPUID.0xD.1:EAX. XSAVEOPT XSAVEC XGETBV1 (XSAVES added when usable).
 const LEAFD1_EAX: u32 = bits(&[0, 1, 2]);
 pub(crate) const LEAFD1_EAX_XSAVES: u32 = 1 << 3;
+const LEAFD1_EAX_XSAVEC: u32 = 1 << 1;
 // CPUID.0x80000001:ECX. LAHF_LM ABM MISALIGNSSE 3DNOWPREFETCH.
 const EXT1_ECX: u32 = bits(&[0, 5, 7, 8]);
 // CPUID.0x80000001:EDX. SYSCALL NX GBPAGES LM (RDTSCP added when usable).
@@ -149,6 +150,22 @@ pub(crate) fn xsave_size(xcr0: u64) -> u32 {
         if xcr0 & (1 << c) != 0 {
             let [eax, ebx, _, _] = cpu::cpuid(0xd, c);
             size = size.max(eax.saturating_add(ebx));
+        }
+    }
+    size
+}
+
+/// Bytes of a compacted XSAVE area (XSAVEC, XSAVES) holding the components in `mask`:
+/// each one after the last, on a 64-byte boundary where CPUID.0xD.i:ECX bit 1 asks.
+pub(crate) fn xsave_size_compacted(mask: u64) -> u32 {
+    let mut size: u32 = 512 + 64;
+    for c in 2..64u32 {
+        if mask & (1 << c) != 0 {
+            let [eax, _, ecx, _] = cpu::cpuid(0xd, c);
+            if ecx & 2 != 0 {
+                size = size.saturating_add(63) & !63;
+            }
+            size = size.saturating_add(eax);
         }
     }
     size
@@ -257,8 +274,13 @@ pub(crate) fn supported(caps: BackendCpuidCaps) -> Result<Table> {
                 t.push(e)?;
                 let mut e = entry(0xd, 1);
                 e.eax &= LEAFD1_EAX | if caps.xsaves { LEAFD1_EAX_XSAVES } else { 0 };
-                // ECX:EDX, the IA32_XSS bits rkvm supports: none.
-                e.ebx = 0;
+                // EBX, the compacted size of every supported component (with XSAVEC or
+                // XSAVES); ECX:EDX, the IA32_XSS bits rkvm supports: none.
+                e.ebx = if e.eax & (LEAFD1_EAX_XSAVEC | LEAFD1_EAX_XSAVES) != 0 {
+                    xsave_size_compacted(xcr0)
+                } else {
+                    0
+                };
                 e.ecx = 0;
                 e.edx = 0;
                 t.push(e)?;
@@ -429,9 +451,12 @@ pub(crate) fn runtime_view(e: &kvm_cpuid_entry2, rt: Runtime) -> [u32; 4] {
                 r[2] = r[2] & !bit | if on { bit } else { 0 };
             }
         }
-        0xd if e.index == 0 || e.index == 1 => {
-            // Bytes needed for the components XCR0 enables now.
-            r[1] = xsave_size(rt.xcr0);
+        // Bytes needed for the components XCR0 enables now: in the standard format, and
+        // (sub-leaf 1, when the guest has XSAVEC or XSAVES) in the compacted one, with
+        // IA32_XSS's components, none here.
+        0xd if e.index == 0 => r[1] = xsave_size(rt.xcr0),
+        0xd if e.index == 1 && r[0] & (LEAFD1_EAX_XSAVEC | LEAFD1_EAX_XSAVES) != 0 => {
+            r[1] = xsave_size_compacted(rt.xcr0);
         }
         _ => {}
     }

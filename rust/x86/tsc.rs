@@ -34,7 +34,7 @@ pub(crate) struct TscNow {
     pub(crate) host_tsc: u64,
     /// A monotonic clock in nanoseconds.
     pub(crate) ns: u64,
-    /// The vCPU's TSC frequency (no scaling: the host's).
+    /// The vCPU's TSC frequency (KVM_SET_TSC_KHZ's, the host's by default).
     pub(crate) khz: u32,
     /// The host kernel marked its TSC unstable.
     pub(crate) unstable: bool,
@@ -169,8 +169,10 @@ impl TscRate {
         let host = u64::from(host_khz.max(1));
         let khz = if khz == 0 { host_khz.max(1) } else { khz };
         let want = u64::from(khz);
-        let slop = host * TOLERANCE_PPM / 1_000_000;
-        if want >= host.saturating_sub(slop) && want <= host + slop {
+        // KVM's adjust_tsc_khz() bounds, rounded down as there.
+        let lo = host * (1_000_000 - TOLERANCE_PPM) / 1_000_000;
+        let hi = host * (1_000_000 + TOLERANCE_PPM) / 1_000_000;
+        if want >= lo && want <= hi {
             return Some(Self {
                 khz,
                 ratio: RATIO_ONE,

@@ -9,7 +9,8 @@
  *  - KVM_SET_TSC_KHZ(0) gives the host's calibrated rate; a rate 100 ppm off (inside KVM's
  *    250 ppm tolerance) is taken and reported as asked;
  *  - with TSC scaling: half the host's rate is taken, reported, and the TSC read back
- *    with KVM_GET_MSRS and the guest's RDTSC advance at that rate over 300 ms;
+ *    with KVM_GET_MSRS and the guest's RDTSC advance at that rate over 300 ms, and the
+ *    two read the same TSC;
  *    0x7fffffff kHz -> EINVAL;
  *    KVM_SET_TSC_KHZ on the VM before its vCPUs sets their rate;
  *  - without TSC scaling: half the host's rate -> EINVAL;
@@ -59,7 +60,7 @@ int main(void)
 	long host, r, ctl, vmctl;
 
 	test_watchdog(60);
-	tap_plan(11);
+	tap_plan(12);
 	vm = vm_create();
 	if (ioctl(vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
 		BAIL("KVM_SET_TSS_ADDR");
@@ -112,11 +113,18 @@ int main(void)
 		rate = (t1 - t0) * 1000000 / (n1 - n0);
 		tap_ok(rate > (uint64_t)host * 45 / 100 && rate < (uint64_t)host * 55 / 100,
 		       "and so does the guest's RDTSC: %llu kHz", (unsigned long long)rate);
+		/* The same TSC, not just the same rate: what the guest reads, userspace reads. */
+		t0 = guest_rdtsc(&v);
+		t1 = vcpu_get_msr1(&v, MSR_IA32_TSC);
+		tap_ok(t1 - t0 < (uint64_t)host / 2 * 50,
+		       "the guest's RDTSC and KVM_GET_MSRS agree (%lld cycles apart)",
+		       (long long)(t1 - t0));
 		r = ioctl(v.fd, KVM_SET_TSC_KHZ, 0x7fffffff);
 		tap_ok(r == -1 && errno == EINVAL, "0x7fffffff kHz -> EINVAL (%ld, errno %d)", r, errno);
 	} else {
 		/* (KVM then reports the rate it refused; rkvm keeps the old one.) */
 		tap_ok(r == -1 && errno == EINVAL, "without TSC scaling, half the host's rate -> EINVAL");
+		tap_ok(1, "# SKIP no TSC scaling");
 		tap_ok(1, "# SKIP no TSC scaling");
 		tap_ok(1, "# SKIP no TSC scaling");
 		tap_ok(1, "# SKIP no TSC scaling");

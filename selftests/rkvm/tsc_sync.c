@@ -13,7 +13,11 @@
  *  - a value 10 s ahead written to vCPU 1: apart from vCPU 0, and near what was written;
  *  - vCPU 2, created then, joins vCPU 1's generation;
  *  - a userspace write of 0 to vCPU 0 joins that generation too (it does not reset it);
- *  - KVM_VCPU_TSC_OFFSET copied from vCPU 1 to vCPU 0: together.
+ *  - userspace's first value, 500 ms ahead of the vCPUs' TSC, is taken as it is (not
+ *    matched: the one-second slop applies only after a first write); the same value on
+ *    vCPU 1 then joins it;
+ *  - KVM_VCPU_TSC_OFFSET copied from vCPU 1 to vCPU 0: together; a vCPU created next
+ *    joins that offset.
  */
 #include "lib/rkvm_test.h"
 
@@ -54,13 +58,13 @@ static uint64_t offset_of(struct vcpu *v)
 int main(void)
 {
 	struct vm vm;
-	struct vcpu v0, v1, v2;
+	struct vcpu v0, v1, v2, v3;
 	uint64_t x, off;
 	int64_t gap;
 	long r;
 
 	test_watchdog(120);
-	tap_plan(7);
+	tap_plan(10);
 	vm = vm_create();
 	v0 = vcpu_create(&vm, 0);
 	usleep(300 * 1000);
@@ -72,6 +76,21 @@ int main(void)
 
 	gap = tsc_gap(&v0, &v1);
 	tap_ok(llabs(ms_of(gap)) < 50, "vCPU 1, created 300 ms later, reads vCPU 0's TSC (%lld ms apart)",
+	       (long long)ms_of(gap));
+
+	/*
+	 * Userspace's first value is taken as it is, even within a second of the vCPUs'
+	 * TSC; the same value on the next vCPU then joins it.
+	 */
+	x = vcpu_get_msr1(&v0, MSR_IA32_TSC) + 500ull * khz;
+	set_tsc(&v0, x);
+	gap = tsc_gap(&v1, &v0);
+	tap_ok(ms_of(gap) > 400 && ms_of(gap) < 600,
+	       "userspace's first value, 500 ms ahead, is not matched (%lld ms apart)",
+	       (long long)ms_of(gap));
+	set_tsc(&v1, x);
+	gap = tsc_gap(&v0, &v1);
+	tap_ok(llabs(ms_of(gap)) < 50, "the same value on vCPU 1 then joins it (%lld ms apart)",
 	       (long long)ms_of(gap));
 
 	x = 1000000ull * khz;	/* 1000 s */
@@ -114,6 +133,11 @@ int main(void)
 	}
 	gap = tsc_gap(&v0, &v1);
 	tap_ok(llabs(ms_of(gap)) < 50, "vCPU 1's KVM_VCPU_TSC_OFFSET given to vCPU 0: one TSC (%lld ms)",
+	       (long long)ms_of(gap));
+	/* That offset is now the VM's: a vCPU created next starts there too. */
+	v3 = vcpu_create(&vm, 3);
+	gap = tsc_gap(&v1, &v3);
+	tap_ok(llabs(ms_of(gap)) < 50, "and vCPU 3, created then, joins it (%lld ms apart)",
 	       (long long)ms_of(gap));
 	tap_done();
 }

@@ -13,8 +13,10 @@
  *  - the guest (long mode, CPUID as supported) sees XSAVES in CPUID, reads IA32_XSS as
  *    0, takes #GP on WRMSR(IA32_XSS) of bit 11 (CET user state) and of bit 0 (x87, never
  *    a supervisor component);
- *  - the guest's XSAVES of x87|SSE writes the compacted format (XCOMP_BV bit 63 and
- *    exactly x87|SSE: no supervisor component), and its XRSTORS of that area succeeds.
+ *  - the guest's XSAVES of every component (EDX:EAX all ones) with XCR0 = x87|SSE writes
+ *    the compacted format with XCOMP_BV bit 63 and exactly x87|SSE (no supervisor
+ *    component: the host's IA32_XSS is not the guest's), and XRSTORS of that area works;
+ *  - with every supported component in XCR0, CPUID.0xD.1:EBX is their compacted size.
  */
 #include "lib/rkvm_test.h"
 
@@ -23,6 +25,7 @@
 #define P_GP 0x98
 #define MSR_IA32_XSS 0xda0
 #define AREA_GPA 0x40000
+#define XCR0_GPA 0x42000
 
 #define MARK(n) "mov $" #n ", %al\nout %al, $" XSTR(P_MARK) "\n"
 #define OUT_EAX "out %eax, $" XSTR(P_VAL) "\n"
@@ -53,18 +56,29 @@ GUEST_CODE(xs_guest, 64,
 	"xor %edx, %edx\n"
 	"wrmsr\n"
 	MARK(2)
+	/* Every component asked for: only XCR0's and IA32_XSS's can be saved. */
 	"mov $" XSTR(AREA_GPA) ", %rdi\n"
-	"mov $3, %eax\n"
-	"xor %edx, %edx\n"
+	"mov $-1, %eax\n"
+	"mov $-1, %edx\n"
 	"xsaves (%rdi)\n"
 	"mov 0x208(%rdi), %eax\n"
 	OUT_EAX
 	"mov 0x20c(%rdi), %eax\n"
 	OUT_EAX
-	"mov $3, %eax\n"
-	"xor %edx, %edx\n"
+	"mov $-1, %eax\n"
+	"mov $-1, %edx\n"
 	"xrstors (%rdi)\n"
 	MARK(3)
+	/* Every supported component in XCR0: CPUID.0xD.1:EBX, the compacted size. */
+	"mov " XSTR(XCR0_GPA) ", %eax\n"
+	"mov " XSTR(XCR0_GPA) "+4, %edx\n"
+	"xor %ecx, %ecx\n"
+	"xsetbv\n"
+	"mov $0xd, %eax\n"
+	"mov $1, %ecx\n"
+	"cpuid\n"
+	"mov %ebx, %eax\n"
+	OUT_EAX
 	"hlt\n"
 	/* #GP: report it and skip the 2-byte WRMSR. */
 	"xs_gp:\n"
@@ -120,15 +134,34 @@ int main(void)
 	struct kvm_cpuid2 *c;
 	struct guest g;
 	int i, refused = 0, listed, bad = 0;
-	uint32_t xsaves = 0;
+	uint32_t xsaves = 0, compacted = 576;
+	uint64_t xcr0 = 3;
 
 	test_watchdog(120);
-	tap_plan(13);
+	tap_plan(14);
 	g = guest_create();
 	c = supported_cpuid(g.vm.sys_fd);
 	for (i = 0; i < (int)c->nent; i++)
 		if (c->entries[i].function == 0xd && c->entries[i].index == 1)
 			xsaves = c->entries[i].eax & (1u << 3);
+		else if (c->entries[i].function == 0xd && c->entries[i].index == 0)
+			xcr0 = c->entries[i].eax | (uint64_t)c->entries[i].edx << 32;
+	/* The compacted size of XCR0's components, from the sub-leaves' sizes and alignment. */
+	for (i = 2; i < 64; i++) {
+		int j;
+
+		if (!(xcr0 & (1ull << i)))
+			continue;
+		for (j = 0; j < (int)c->nent; j++) {
+			struct kvm_cpuid_entry2 *e = &c->entries[j];
+
+			if (e->function == 0xd && e->index == (uint32_t)i) {
+				if (e->ecx & 2)
+					compacted = (compacted + 63) & ~63u;
+				compacted += e->eax;
+			}
+		}
+	}
 	if (!xsaves)
 		tap_skip_all("KVM_GET_SUPPORTED_CPUID does not offer XSAVES on this CPU");
 
@@ -153,7 +186,8 @@ int main(void)
 	guest_load(g.mem, GUEST_CODE_GPA, xs_guest);
 	vcpu_set_long_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	idt_set_gate64(g.mem, 13, GUEST_ADDR(GUEST_CODE_GPA, xs_guest, xs_gp));
-	memset(g.mem + AREA_GPA, 0, 4096);	/* XSAVES leaves header bytes 16-63 alone */
+	memset(g.mem + AREA_GPA, 0, 4096);
+	memcpy(g.mem + XCR0_GPA, &xcr0, 8);	/* XSAVES leaves header bytes 16-63 alone */
 	{
 		uint32_t eax = 0;
 		int p = next_out(&g.v, &eax);
@@ -169,6 +203,7 @@ int main(void)
 	expect(&g.v, P_VAL, 3, "XSAVES: XCOMP_BV holds x87|SSE and no supervisor component");
 	expect(&g.v, P_VAL, 0x80000000, "XSAVES: XCOMP_BV bit 63 (compacted format)");
 	expect(&g.v, P_MARK, 3, "XRSTORS of that area");
+	expect(&g.v, P_VAL, compacted, "CPUID.0xD.1:EBX with every supported component: the compacted size");
 	guest_destroy(&g);
 	tap_done();
 }
