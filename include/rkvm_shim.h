@@ -237,6 +237,7 @@ void rkvm_waitq_wake(void *wq);
 int rkvm_waitq_wait(void *wq, int (*cond)(void *ctx), void *ctx, __u64 timeout_ns);
 /* CLOCK_MONOTONIC in nanoseconds. */
 __u64 rkvm_ktime_get_ns(void);
+__u64 rkvm_ktime_get_boottime_ns(void);
 /* Interrupts `cpu` without waiting for it (a VM exit if it runs a guest). */
 void rkvm_kick_cpu_async(unsigned int cpu);
 

@@ -553,6 +553,7 @@ int rkvm_waitq_wait(void *wq, int (*cond)(void *ctx), void *ctx, __u64 timeout_n
 }
 
 __u64 rkvm_ktime_get_ns(void) { return ktime_get_ns(); }
+__u64 rkvm_ktime_get_boottime_ns(void) { return ktime_get_boottime_ns(); }
 
 static void rkvm_kick_noop(void *arg) { }
 

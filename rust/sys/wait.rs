@@ -80,6 +80,12 @@ pub(crate) fn now_ns() -> u64 {
     unsafe { ffi::rkvm_ktime_get_ns() }
 }
 
+/// CLOCK_BOOTTIME (counts across suspend), in nanoseconds.
+pub(crate) fn boot_ns() -> u64 {
+    // SAFETY: Reads the clock.
+    unsafe { ffi::rkvm_ktime_get_boottime_ns() }
+}
+
 /// Interrupts `cpu` (a VM exit if it is in guest mode) without waiting.
 pub(crate) fn kick_cpu(cpu: u32) {
     // SAFETY: An asynchronous no-op cross call; `cpu` out of range is refused by the

@@ -463,6 +463,11 @@ pub(crate) fn runtime_view(e: &kvm_cpuid_entry2, rt: Runtime) -> [u32; 4] {
     r
 }
 
+/// Whether the guest's CPUID offers XSAVES (CPUID.0xD.1:EAX bit 3).
+pub(crate) fn guest_has_xsaves(table: &[kvm_cpuid_entry2]) -> bool {
+    find(table, 0xd, 1).is_some_and(|e| e.eax & LEAFD1_EAX_XSAVES != 0)
+}
+
 /// The XCR0 bits the guest's CPUID allows (leaf 0xD), within what rkvm supports.
 pub(crate) fn guest_supported_xcr0(table: &[kvm_cpuid_entry2]) -> u64 {
     find(table, 0xd, 0).map_or(1, |e| {

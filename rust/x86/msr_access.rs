@@ -54,8 +54,7 @@ fn guest_has_tsc_aux(env: &MsrEnv<'_>) -> bool {
 
 /// Whether the guest's CPUID offers XSAVES, which brings IA32_XSS.
 fn guest_has_xsaves(env: &MsrEnv<'_>) -> bool {
-    let rt = super::cpuid::Runtime::FEATURES;
-    super::cpuid::guest_cpuid(env.cpuid, 0xd, 1, rt)[0] & super::cpuid::LEAFD1_EAX_XSAVES != 0
+    super::cpuid::guest_has_xsaves(env.cpuid)
 }
 
 fn guest_has_lm_and_nx(env: &MsrEnv<'_>) -> (bool, bool) {

@@ -16,7 +16,9 @@
  *  - the guest's XSAVES of every component (EDX:EAX all ones) with XCR0 = x87|SSE writes
  *    the compacted format with XCOMP_BV bit 63 and exactly x87|SSE (no supervisor
  *    component: the host's IA32_XSS is not the guest's), and XRSTORS of that area works;
- *  - with every supported component in XCR0, CPUID.0xD.1:EBX is their compacted size.
+ *  - with every supported component in XCR0, CPUID.0xD.1:EBX is their compacted size;
+ *  - with XSAVES taken out of the guest's CPUID: KVM_SET_MSRS(IA32_XSS, 0) is refused
+ *    and the guest's XSAVES raises #UD.
  */
 #include "lib/rkvm_test.h"
 
@@ -91,6 +93,25 @@ GUEST_CODE(xs_guest, 64,
 	"iretq\n");
 extern const uint8_t xs_gp[];
 
+/* A guest whose CPUID lacks XSAVES: XSAVES raises #UD. */
+GUEST_CODE(noxs_guest, 64,
+	"mov %cr4, %rax\n"
+	"or $0x40000, %rax\n"
+	"mov %rax, %cr4\n"
+	"xor %ecx, %ecx\n"
+	"mov $3, %eax\n"
+	"xor %edx, %edx\n"
+	"xsetbv\n"
+	"mov $" XSTR(AREA_GPA) ", %rdi\n"
+	"xsaves (%rdi)\n"
+	MARK(4)
+	"hlt\n"
+	"noxs_ud:\n"
+	"mov $6, %al\n"
+	"out %al, $" XSTR(P_GP) "\n"
+	"hlt\n");
+extern const uint8_t noxs_ud[];
+
 static int in_msr_list(int sys_fd, uint32_t index)
 {
 	struct kvm_msr_list *l = calloc(1, sizeof(*l) + 1024 * sizeof(uint32_t));
@@ -138,7 +159,7 @@ int main(void)
 	uint64_t xcr0 = 3;
 
 	test_watchdog(120);
-	tap_plan(14);
+	tap_plan(16);
 	g = guest_create();
 	c = supported_cpuid(g.vm.sys_fd);
 	for (i = 0; i < (int)c->nent; i++)
@@ -204,6 +225,21 @@ int main(void)
 	expect(&g.v, P_VAL, 0x80000000, "XSAVES: XCOMP_BV bit 63 (compacted format)");
 	expect(&g.v, P_MARK, 3, "XRSTORS of that area");
 	expect(&g.v, P_VAL, compacted, "CPUID.0xD.1:EBX with every supported component: the compacted size");
+	guest_destroy(&g);
+
+	/* The same CPUID without XSAVES. */
+	g = guest_create();
+	for (i = 0; i < (int)c->nent; i++)
+		if (c->entries[i].function == 0xd && c->entries[i].index == 1)
+			c->entries[i].eax &= ~(1u << 3);
+	if (ioctl(g.v.fd, KVM_SET_CPUID2, c))
+		BAIL("KVM_SET_CPUID2");
+	tap_ok(vcpu_set_msr1(&g.v, MSR_IA32_XSS, 0) == 0,
+	       "without XSAVES in the guest's CPUID, KVM_SET_MSRS(IA32_XSS, 0) is refused");
+	guest_load(g.mem, GUEST_CODE_GPA, noxs_guest);
+	vcpu_set_long_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	idt_set_gate64(g.mem, 6, GUEST_ADDR(GUEST_CODE_GPA, noxs_guest, noxs_ud));
+	expect(&g.v, P_GP, 6, "and the guest's XSAVES raises #UD");
 	guest_destroy(&g);
 	tap_done();
 }

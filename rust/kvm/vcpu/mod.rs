@@ -173,12 +173,12 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     if id == l.bsp_vcpu_id {
         apic_base |= k.arch.lapic.bsp;
     }
-    // The VM's TSC rate (KVM_SET_TSC_KHZ on the VM fd); the TSC starts at 0, or joins the
-    // other vCPUs' (`x86/tsc.rs`).
+    // The VM's TSC rate (KVM_SET_TSC_KHZ on the VM fd); the TSC starts at 0 until the
+    // vCPU exists and joins the other vCPUs' (below, `x86/tsc.rs`).
     let host_khz = k.arch.timer.tsc_khz;
     let tsc_rate = TscRate::for_khz(vm.default_tsc_khz(), host_khz, k.backend.tsc_scaling())
         .unwrap_or(TscRate::host(host_khz));
-    let tsc_offset = vm.tsc_sync.lock().synchronize(None, tsc_now(&tsc_rate));
+    let tsc_offset = 0u64.wrapping_sub(tsc_rate.scale(host_tsc()));
     let split = vm.split_irqchip.load(Ordering::Acquire);
     let (mailbox, lapic) = if split {
         let bus_ns = vm.apic_bus_cycle_ns.load(Ordering::Relaxed);
@@ -255,7 +255,17 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         GFP_KERNEL_ACCOUNT,
     )?;
     match anon_fd::install(file) {
-        Ok(fd) => Ok(fd as isize),
+        Ok(fd) => {
+            // KVM's kvm_arch_vcpu_postcreate: only a vCPU that exists joins the VM's TSC
+            // matching. Userspace may already be running it on the new fd; then it keeps
+            // its own TSC rather than wait for that KVM_RUN.
+            if let Some(mut inner) = vcpu.inner.try_lock() {
+                let now = tsc_now(&inner.state.tsc_rate);
+                inner.state.tsc_offset = vm.tsc_sync.lock().synchronize(None, now);
+                inner.state.dirty = true;
+            }
+            Ok(fd as isize)
+        }
         Err(e) => {
             let mut l = vm.locked.lock();
             if let Some(i) = l.vcpus.iter().position(|v| Arc::ptr_eq(v, &vcpu)) {
@@ -271,7 +281,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
 fn tsc_now(rate: &TscRate) -> crate::x86::tsc::TscNow {
     crate::x86::tsc::TscNow {
         host_tsc: rate.scale(host_tsc()),
-        ns: crate::sys::wait::now_ns(),
+        ns: crate::sys::wait::boot_ns(),
         khz: rate.khz(),
         unstable: crate::sys::cpu::tsc_unstable(),
     }

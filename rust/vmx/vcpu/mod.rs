@@ -472,6 +472,19 @@ impl Core {
             p1 |= cr3_exits & self.vmx.config.proc1 | cr3_exits;
         }
         w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
+        // XSAVES and XRSTORS only for a guest whose CPUID offers them (#UD otherwise, as
+        // KVM).
+        if self.vmx.xsaves {
+            let p2 = v.r32(vmcs::SECONDARY_VM_EXEC_CONTROL);
+            let want = if cpuid::guest_has_xsaves(ctx.cpuid) {
+                p2 | proc2::XSAVES
+            } else {
+                p2 & !proc2::XSAVES
+            };
+            if want != p2 {
+                w(v.w32(vmcs::SECONDARY_VM_EXEC_CONTROL, want))?;
+            }
+        }
         w(v.w64(vmcs::EPT_POINTER, self.eptp))?;
         w(v.w64(vmcs::TSC_OFFSET, ctx.state.tsc_offset))?;
         if self.vmx.config.has2(proc2::TSC_SCALING) {
