@@ -196,8 +196,9 @@ impl TscRate {
     }
 }
 
-/// `a * b / c`, saturating, without 128-bit division; `b` and `c` below 2^32.
-fn mul_div(a: u64, b: u64, c: u64) -> u64 {
+/// `a * b / c`, saturating, without 128-bit division (0 when `c` is 0); exact while `b`
+/// and `c` are below 2^32. Shared with the local APIC's timer arithmetic.
+pub(crate) fn mul_div(a: u64, b: u64, c: u64) -> u64 {
     if c == 0 {
         return 0;
     }

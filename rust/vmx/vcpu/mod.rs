@@ -156,6 +156,8 @@ struct Core {
     vpid: u16,
     /// The VMCS controls were written (once per vCPU).
     setup_done: bool,
+    /// "Enable XSAVES/XRSTORS" is set in the VMCS (it follows the guest's CPUID).
+    xsaves_on: bool,
     /// The flush generation this vCPU last flushed at.
     flushed_gen: u64,
     /// The guest's DR0-DR3 and DR6 are in the hardware (this window).
@@ -224,6 +226,7 @@ impl VmxVcpu {
                 msr_bitmap,
                 vpid,
                 setup_done: false,
+                xsaves_on: false,
                 flushed_gen: u64::MAX,
                 guest_dr_loaded: false,
                 msr_filter_gen: u64::MAX,
@@ -268,6 +271,7 @@ impl Core {
             // The guest's XSAVES and XRSTORS run natively, with its IA32_XSS (0) loaded
             // by the window; no component is made to exit.
             proc2 |= proc2::XSAVES;
+            self.xsaves_on = true;
         }
         // The guest's TSC rate is the multiplier's (1.0 unless KVM_SET_TSC_KHZ).
         proc2 |= c.proc2 & proc2::TSC_SCALING;
@@ -474,16 +478,16 @@ impl Core {
         w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
         // XSAVES and XRSTORS only for a guest whose CPUID offers them (#UD otherwise, as
         // KVM).
-        if self.vmx.xsaves {
+        let xsaves = self.vmx.xsaves && cpuid::guest_has_xsaves(ctx.cpuid);
+        if xsaves != self.xsaves_on {
             let p2 = v.r32(vmcs::SECONDARY_VM_EXEC_CONTROL);
-            let want = if cpuid::guest_has_xsaves(ctx.cpuid) {
+            let want = if xsaves {
                 p2 | proc2::XSAVES
             } else {
                 p2 & !proc2::XSAVES
             };
-            if want != p2 {
-                w(v.w32(vmcs::SECONDARY_VM_EXEC_CONTROL, want))?;
-            }
+            w(v.w32(vmcs::SECONDARY_VM_EXEC_CONTROL, want))?;
+            self.xsaves_on = xsaves;
         }
         w(v.w64(vmcs::EPT_POINTER, self.eptp))?;
         w(v.w64(vmcs::TSC_OFFSET, ctx.state.tsc_offset))?;

@@ -18,6 +18,7 @@
 //! `timer` holds the APIC timer, `access` the MMIO, MSR and state-ioctl views of the
 //! registers.
 
+use super::tsc::mul_div;
 use crate::sys::wait::WaitQueue;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
@@ -349,16 +350,6 @@ impl Mailbox {
             || self.init.load(Ordering::Acquire)
             || self.sipi.load(Ordering::Acquire) != 0
     }
-}
-
-/// `a * b / c` without 128-bit division, saturating; `b` and `c` below 2^32.
-fn mul_div(a: u64, b: u64, c: u64) -> u64 {
-    if c == 0 {
-        return 0;
-    }
-    (a / c)
-        .saturating_mul(b)
-        .saturating_add((a % c).saturating_mul(b) / c)
 }
 
 /// The time base the timer needs.
