@@ -74,6 +74,8 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_ONE_REG => 1,
         // The in-kernel local APIC (userspace keeps the PIC and I/O APIC).
         KVM_CAP_SPLIT_IRQCHIP | KVM_CAP_SIGNAL_MSI | KVM_CAP_TSC_DEADLINE_TIMER => 1,
+        // KVM_CREATE_IRQCHIP: PIC and I/O APIC in the kernel too; KVM_IRQ_LINE_STATUS.
+        KVM_CAP_IRQCHIP | KVM_CAP_IRQ_INJECT_STATUS => 1,
         KVM_CAP_SET_BOOT_CPU_ID | KVM_CAP_BINARY_STATS_FD => 1,
         KVM_CAP_X2APIC_API => X2APIC_API_FLAGS as isize,
         KVM_CAP_X86_USER_SPACE_MSR | KVM_CAP_X86_MSR_FILTER => 1,

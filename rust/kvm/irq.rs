@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Interrupt delivery between local APICs (the split irqchip: local APICs in the kernel,
-//! PIC and I/O APIC in userspace): IPIs from the ICR, `KVM_SIGNAL_MSI`, and
-//! `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`.
+//! Interrupt delivery to local APICs (IPIs from the ICR, `KVM_SIGNAL_MSI`), GSI routing
+//! (`KVM_SET_GSI_ROUTING`, irqfds), and `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: local
+//! APICs in the kernel, PIC and I/O APIC in userspace. The full irqchip is in
+//! `irqchip.rs`.
 
 use super::uaccess;
 use super::vm::Vm;
 use crate::uapi::*;
 use crate::x86::lapic::IrqRequest;
+use crate::x86::pic::Source;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
@@ -17,10 +19,10 @@ pub(crate) fn enable_split(vm: &Vm, pins: u64) -> Result<isize> {
     if pins > u64::from(MAX_IRQ_ROUTES) {
         return Err(EINVAL);
     }
-    if vm.split_irqchip.load(Ordering::Acquire) || !l.vcpus.is_empty() {
+    if vm.lapic_in_kernel.load(Ordering::Acquire) || !l.vcpus.is_empty() {
         return Err(EEXIST);
     }
-    vm.split_irqchip.store(true, Ordering::Release);
+    vm.lapic_in_kernel.store(true, Ordering::Release);
     Ok(0)
 }
 
@@ -79,7 +81,7 @@ pub(crate) fn deliver(vm: &Vm, irq: &IrqRequest) -> u32 {
 /// `KVM_SIGNAL_MSI`: the number of APICs that took it.
 pub(crate) fn signal_msi(vm: &Vm, arg: usize) -> Result<isize> {
     let msi: kvm_msi = uaccess::read(arg)?;
-    if !vm.split_irqchip.load(Ordering::Acquire) || msi.flags & !KVM_MSI_VALID_DEVID != 0 {
+    if !vm.lapic_in_kernel.load(Ordering::Acquire) || msi.flags & !KVM_MSI_VALID_DEVID != 0 {
         return Err(EINVAL);
     }
     let irq = IrqRequest::from_msi(msi.address_lo, msi.data);
@@ -90,22 +92,36 @@ pub(crate) fn signal_msi(vm: &Vm, arg: usize) -> Result<isize> {
 /// a split irqchip reserves at most this many I/O APIC pins.
 pub(crate) const MAX_IRQ_ROUTES: u32 = 4096;
 
-/// A GSI routed to an MSI (the only kind of route a split irqchip has).
+/// Where a GSI goes.
 #[derive(Clone, Copy)]
-pub(crate) struct MsiRoute {
-    gsi: u32,
-    address_lo: u32,
-    data: u32,
+pub(crate) enum Target {
+    Msi {
+        address_lo: u32,
+        data: u32,
+    },
+    /// A pin of the in-kernel PIC master (0), slave (1) or I/O APIC (2).
+    Irqchip {
+        chip: u32,
+        pin: u32,
+    },
+}
+
+/// A routing entry.
+#[derive(Clone, Copy)]
+pub(crate) struct Route {
+    pub(crate) gsi: u32,
+    pub(crate) target: Target,
 }
 
 /// `KVM_SET_GSI_ROUTING`: replaces the whole table.
 pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
     let nr: u32 = uaccess::read(arg)?;
     let flags: u32 = uaccess::read(uaccess::offset(arg, 4)?)?;
-    if !vm.split_irqchip.load(Ordering::Acquire) || nr > MAX_IRQ_ROUTES || flags != 0 {
+    if !vm.lapic_in_kernel.load(Ordering::Acquire) || nr > MAX_IRQ_ROUTES || flags != 0 {
         return Err(EINVAL);
     }
-    let mut routes = KVec::with_capacity(nr as usize, GFP_KERNEL_ACCOUNT)?;
+    let full = vm.full_irqchip.load(Ordering::Acquire);
+    let mut routes: KVec<Route> = KVec::with_capacity(nr as usize, GFP_KERNEL_ACCOUNT)?;
     let entries = uaccess::offset(arg, core::mem::size_of::<kvm_irq_routing>())?;
     for i in 0..nr as usize {
         // struct kvm_irq_routing_entry: gsi, type, flags, pad, then the 32-byte union.
@@ -113,36 +129,86 @@ pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
             .checked_mul(core::mem::size_of::<kvm_irq_routing_entry>())
             .ok_or(EINVAL)?;
         let e: [u32; 12] = uaccess::read(uaccess::offset(entries, at)?)?;
-        let [gsi, ty, eflags, _pad, address_lo, address_hi, data, ..] = e;
+        let [gsi, ty, eflags, _pad, u0, u1, u2, ..] = e;
         if gsi >= MAX_IRQ_ROUTES || eflags & !KVM_MSI_VALID_DEVID != 0 {
             return Err(EINVAL);
         }
-        // I/O APIC and PIC pins live in userspace with a split irqchip: only MSIs.
-        if ty != KVM_IRQ_ROUTING_MSI {
+        let target = match ty {
+            // PIC and I/O APIC pins exist only with the full in-kernel irqchip.
+            KVM_IRQ_ROUTING_IRQCHIP if full => {
+                let (chip, pin) = (u0, u1);
+                let pins = match chip {
+                    KVM_IRQCHIP_PIC_MASTER | KVM_IRQCHIP_PIC_SLAVE => 8,
+                    KVM_IRQCHIP_IOAPIC => crate::x86::ioapic::PINS,
+                    _ => return Err(EINVAL),
+                };
+                if pin >= pins {
+                    return Err(EINVAL);
+                }
+                Target::Irqchip { chip, pin }
+            }
+            KVM_IRQ_ROUTING_MSI => {
+                let (address_lo, address_hi, data) = (u0, u1, u2);
+                // With 32-bit x2APIC IDs, bits 7:0 of address_hi must be clear (as KVM).
+                if vm.x2apic_format.load(Ordering::Relaxed) && address_hi & 0xff != 0 {
+                    return Err(EINVAL);
+                }
+                Target::Msi { address_lo, data }
+            }
+            _ => return Err(EINVAL),
+        };
+        // A GSI reaches each irqchip at most once, and an MSI route is its only one.
+        let clash = routes.iter().any(|r| {
+            r.gsi == gsi
+                && match (r.target, target) {
+                    (Target::Irqchip { chip: a, .. }, Target::Irqchip { chip: b, .. }) => a == b,
+                    _ => true,
+                }
+        });
+        if clash {
             return Err(EINVAL);
         }
-        // With 32-bit x2APIC IDs, bits 7:0 of address_hi must be clear (as KVM).
-        if vm.x2apic_format.load(Ordering::Relaxed) && address_hi & 0xff != 0 {
-            return Err(EINVAL);
-        }
-        // One route per GSI for MSIs.
-        if routes.iter().any(|r: &MsiRoute| r.gsi == gsi) {
-            return Err(EINVAL);
-        }
-        routes.push(
-            MsiRoute {
-                gsi,
-                address_lo,
-                data,
-            },
-            GFP_KERNEL_ACCOUNT,
-        )?;
+        routes.push(Route { gsi, target }, GFP_KERNEL_ACCOUNT)?;
     }
     vm.locked.lock().routes = routes;
     Ok(0)
 }
 
-/// An irqfd fired: deliver its GSI's route, if there is one (none: nothing happens).
+/// Raises or lowers GSI `gsi` for `source` through every route it has (KVM's
+/// `kvm_set_irq`): -1 when no route took it, else the sum of what the routes returned.
+pub(crate) fn set_irq(vm: &Vm, source: Source, gsi: u32, level: bool) -> i32 {
+    // At most one route per irqchip, or a single MSI route.
+    let mut targets = [None; 3];
+    {
+        let l = vm.locked.lock();
+        let mut n = 0;
+        for r in l.routes.iter().filter(|r| r.gsi == gsi) {
+            if let Some(t) = targets.get_mut(n) {
+                *t = Some(r.target);
+                n += 1;
+            }
+        }
+    }
+    let mut ret = -1i32;
+    for t in targets.into_iter().flatten() {
+        let r = match t {
+            Target::Msi { address_lo, data } => {
+                if !level {
+                    continue;
+                }
+                deliver(vm, &IrqRequest::from_msi(address_lo, data)) as i32
+            }
+            Target::Irqchip { chip, pin } => super::irqchip::set_pin(vm, chip, pin, source, level),
+        };
+        if r < 0 {
+            continue;
+        }
+        ret = r.saturating_add(ret.max(0));
+    }
+    ret
+}
+
+/// An irqfd fired: a pulse on its GSI (nothing happens when the GSI has no route).
 ///
 /// # Safety
 ///
@@ -151,16 +217,8 @@ pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
 unsafe extern "C" fn irqfd_fire(owner: *const c_void, gsi: u32) {
     // SAFETY: See the function's contract.
     let vm = unsafe { &*owner.cast::<Vm>() };
-    let route = vm
-        .locked
-        .lock()
-        .routes
-        .iter()
-        .find(|r| r.gsi == gsi)
-        .copied();
-    if let Some(r) = route {
-        deliver(vm, &IrqRequest::from_msi(r.address_lo, r.data));
-    }
+    set_irq(vm, Source::User, gsi, true);
+    set_irq(vm, Source::User, gsi, false);
 }
 
 /// `KVM_IRQFD`: assign or (with `KVM_IRQFD_FLAG_DEASSIGN`) remove an irqfd.
@@ -193,8 +251,8 @@ pub(crate) fn irqfd(vm: &Vm, arg: usize) -> Result<isize> {
         drop(gone);
         return Ok(0);
     }
-    // Resampling needs EOIs from an in-kernel I/O APIC, which a split irqchip lacks.
-    if !vm.split_irqchip.load(Ordering::Acquire) || flags & KVM_IRQFD_FLAG_RESAMPLE != 0 {
+    // Resampling (KVM_IRQFD_FLAG_RESAMPLE) is not offered yet (KVM_CAP_IRQFD_RESAMPLE 0).
+    if !vm.lapic_in_kernel.load(Ordering::Acquire) || flags & KVM_IRQFD_FLAG_RESAMPLE != 0 {
         return Err(EINVAL);
     }
     // SAFETY: The VM drops every irqfd in its destructor, before it is freed.

@@ -41,7 +41,7 @@ pub(crate) struct VmLocked {
     /// Coalesced MMIO/PIO zones (`KVM_REGISTER_COALESCED_MMIO`).
     pub(crate) coalesced: KVec<super::coalesced::Zone>,
     /// `KVM_SET_GSI_ROUTING`'s table and the irqfds (`KVM_IRQFD`).
-    pub(crate) routes: KVec<super::irq::MsiRoute>,
+    pub(crate) routes: KVec<super::irq::Route>,
     pub(crate) irqfds: KVec<crate::sys::irqfd::IrqFd>,
     /// `KVM_IOEVENTFD` registrations.
     pub(crate) ioeventfds: KVec<super::ioeventfd::IoEventFd>,
@@ -102,9 +102,18 @@ pub(crate) struct Vm {
     /// When the MMU shrinker last zapped this VM's tables (ns, monotonic; 0: never).
     pub(crate) shrink_zap_ns: AtomicU64,
     /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled.
-    manual_protect: AtomicBool,
-    /// KVM_CAP_SPLIT_IRQCHIP enabled: vCPUs get an in-kernel local APIC.
-    pub(crate) split_irqchip: AtomicBool,
+    pub(crate) manual_protect: AtomicBool,
+    /// KVM_CAP_SPLIT_IRQCHIP enabled or KVM_CREATE_IRQCHIP done: vCPUs get an
+    /// in-kernel local APIC.
+    pub(crate) lapic_in_kernel: AtomicBool,
+    /// KVM_CREATE_IRQCHIP done: the PIC and I/O APIC are in `irqchip`.
+    pub(crate) full_irqchip: AtomicBool,
+    #[pin]
+    pub(crate) irqchip: Mutex<Option<super::irqchip::Chips>>,
+    /// The PIC's INTR output (a copy kept under `irqchip`, read without it).
+    pub(crate) pic_output: AtomicBool,
+    /// When the I/O APIC's EOI-storm guard lets held-back interrupts go (ns; 0: none).
+    pub(crate) ioapic_deferred_ns: AtomicU64,
     /// KVM_CAP_X2APIC_API: 32-bit x2APIC IDs in KVM_GET/SET_LAPIC, and no xAPIC
     /// broadcast quirk for x2APIC destinations.
     pub(crate) x2apic_format: AtomicBool,
@@ -121,10 +130,10 @@ pub(crate) struct Vm {
     /// timer's clock before its divider). Written under `locked` before any vCPU exists.
     pub(crate) apic_bus_cycle_ns: AtomicU64,
     /// KVM_CAP_DISABLE_QUIRKS(2): the quirks turned off (see `crate::x86::quirks`).
-    disabled_quirks: AtomicU64,
+    pub(crate) disabled_quirks: AtomicU64,
     /// KVM_SET_TSC_KHZ on the VM fd: new vCPUs' TSC rate in kHz (0: the host's). Written
     /// under `locked` before any vCPU exists.
-    default_tsc_khz: AtomicU32,
+    pub(crate) default_tsc_khz: AtomicU32,
     /// KVM_X86_SET_MSR_FILTER's filter (None: everything allowed) and its generation,
     /// bumped by every change.
     #[pin]
@@ -213,7 +222,11 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             flushed_zap_gen: AtomicU64::new(0),
             shrink_zap_ns: AtomicU64::new(0),
             manual_protect: AtomicBool::new(false),
-            split_irqchip: AtomicBool::new(false),
+            lapic_in_kernel: AtomicBool::new(false),
+            full_irqchip: AtomicBool::new(false),
+            irqchip <- new_mutex!(None),
+            pic_output: AtomicBool::new(false),
+            ioapic_deferred_ns: AtomicU64::new(0),
             x2apic_format: AtomicBool::new(false),
             x2apic_broadcast_quirk_disabled: AtomicBool::new(false),
             user_space_msr: AtomicU32::new(0),
@@ -843,112 +856,17 @@ impl AnonFile for Vm {
             }
             RKVM_KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
             RKVM_KVM_CLEAR_DIRTY_LOG => this.clear_dirty_log(arg),
-            RKVM_KVM_ENABLE_CAP => {
-                let cap: kvm_enable_cap = uaccess::read(arg)?;
-                if cap.flags != 0 {
-                    return Err(EINVAL);
-                }
-                match cap.cap {
-                    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 => {
-                        let valid = u64::from(
-                            KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET,
-                        );
-                        if cap.args[0] & !valid != 0
-                            || cap.args[0] & u64::from(KVM_DIRTY_LOG_INITIALLY_SET) != 0
-                        {
-                            return Err(EINVAL);
-                        }
-                        this.manual_protect
-                            .store(cap.args[0] != 0, Ordering::Release);
-                        Ok(0)
-                    }
-                    KVM_CAP_SPLIT_IRQCHIP => super::irq::enable_split(&this, cap.args[0]),
-                    KVM_CAP_X86_USER_SPACE_MSR => {
-                        if cap.args[0] & !u64::from(KVM_MSR_EXIT_REASON_VALID_MASK) != 0 {
-                            return Err(EINVAL);
-                        }
-                        this.user_space_msr
-                            .store(cap.args[0] as u32, Ordering::Relaxed);
-                        Ok(0)
-                    }
-                    KVM_CAP_MSR_PLATFORM_INFO => {
-                        this.platform_info_readable
-                            .store(cap.args[0] != 0, Ordering::Relaxed);
-                        Ok(0)
-                    }
-                    KVM_CAP_EXIT_ON_EMULATION_FAILURE => {
-                        if cap.args[0] & !1 != 0 {
-                            return Err(EINVAL);
-                        }
-                        this.exit_on_emulation_failure
-                            .store(cap.args[0] != 0, Ordering::Relaxed);
-                        Ok(0)
-                    }
-                    KVM_CAP_X2APIC_API => {
-                        // The suppress-EOI-broadcast controls are not offered (see caps.rs).
-                        let valid = caps::X2APIC_API_FLAGS;
-                        if cap.args[0] & !valid != 0 {
-                            return Err(EINVAL);
-                        }
-                        if cap.args[0] & u64::from(RKVM_X2APIC_API_USE_32BIT_IDS) != 0 {
-                            this.x2apic_format.store(true, Ordering::Relaxed);
-                        }
-                        if cap.args[0] & u64::from(RKVM_X2APIC_API_DISABLE_BROADCAST_QUIRK) != 0 {
-                            this.x2apic_broadcast_quirk_disabled
-                                .store(true, Ordering::Relaxed);
-                        }
-                        Ok(0)
-                    }
-                    // The second form refuses quirks rkvm cannot turn off; the first
-                    // ignores them (as KVM does with quirks a host does not support).
-                    KVM_CAP_DISABLE_QUIRKS2 | KVM_CAP_DISABLE_QUIRKS => {
-                        let q = cap.args[0];
-                        if cap.cap == KVM_CAP_DISABLE_QUIRKS2
-                            && q & !crate::x86::quirks::SUPPORTED != 0
-                        {
-                            return Err(EINVAL);
-                        }
-                        this.disabled_quirks
-                            .fetch_or(q & crate::x86::quirks::SUPPORTED, Ordering::Relaxed);
-                        Ok(0)
-                    }
-                    KVM_CAP_X86_APIC_BUS_CYCLES_NS => {
-                        let ns = cap.args[0];
-                        if !crate::x86::lapic::bus_cycle_ns_valid(ns) {
-                            return Err(EINVAL);
-                        }
-                        let l = this.locked.lock();
-                        if !this.split_irqchip.load(Ordering::Acquire) {
-                            return Err(ENXIO);
-                        }
-                        if !l.vcpus.is_empty() {
-                            return Err(EINVAL);
-                        }
-                        this.apic_bus_cycle_ns.store(ns, Ordering::Relaxed);
-                        Ok(0)
-                    }
-                    KVM_CAP_MAX_VCPU_ID => {
-                        let ids = u32::try_from(cap.args[0]).map_err(|_| EINVAL)?;
-                        if ids > caps::MAX_VCPU_IDS {
-                            return Err(EINVAL);
-                        }
-                        // Once set (or fixed by the first vCPU) it cannot change, and it
-                        // cannot drop below the boot vCPU's id.
-                        let mut l = this.locked.lock();
-                        if l.bsp_vcpu_id > ids || (l.max_vcpu_ids != 0 && l.max_vcpu_ids != ids) {
-                            return Err(EINVAL);
-                        }
-                        l.max_vcpu_ids = ids;
-                        Ok(0)
-                    }
-                    _ => Err(EINVAL),
-                }
-            }
+            RKVM_KVM_ENABLE_CAP => super::enable_cap::enable_cap(&this, arg),
             RKVM_KVM_X86_SET_MSR_FILTER => super::msr_filter::set(&this, arg),
             RKVM_KVM_GET_CLOCK => super::kvmclock::get_clock(&this, arg),
             RKVM_KVM_SET_CLOCK => super::kvmclock::set_clock(&this, arg),
             RKVM_KVM_SIGNAL_MSI => super::irq::signal_msi(&this, arg),
             RKVM_KVM_SET_GSI_ROUTING => super::irq::set_gsi_routing(&this, arg),
+            RKVM_KVM_CREATE_IRQCHIP => super::irqchip::create(&this),
+            RKVM_KVM_IRQ_LINE => super::irqchip::irq_line(&this, arg, false),
+            RKVM_KVM_IRQ_LINE_STATUS => super::irqchip::irq_line(&this, arg, true),
+            RKVM_KVM_GET_IRQCHIP => super::irqchip::get(&this, arg),
+            RKVM_KVM_SET_IRQCHIP => super::irqchip::set(&this, arg),
             RKVM_KVM_IRQFD => super::irq::irqfd(&this, arg),
             RKVM_KVM_IOEVENTFD => super::ioeventfd::ioctl(&this, arg),
             RKVM_KVM_REGISTER_COALESCED_MMIO => super::coalesced::register(&this, arg),

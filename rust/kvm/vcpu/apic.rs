@@ -42,13 +42,21 @@ pub(super) fn apic_mmio(
         g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
         advance_string_op(&mut g.state, code, op);
         apic_changed(vcpu, g);
-        if let Some(ipi) = eff.ipi {
-            crate::kvm::irq::deliver(vm, &ipi);
-        }
+        effects(vm, eff);
     } else {
         let v = a.mmio_read(off, op.size, apic_base, now);
         emulate::complete_mmio_read(&mut g.state, op, v);
         g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+    }
+}
+
+/// What a local APIC register write asks of the VM: an IPI, an EOI for the I/O APIC.
+pub(super) fn effects(vm: &Vm, eff: lapic::WriteEffect) {
+    if let Some(ipi) = eff.ipi {
+        crate::kvm::irq::deliver(vm, &ipi);
+    }
+    if let Some(v) = eff.eoi {
+        crate::kvm::irqchip::eoi(vm, v);
     }
 }
 
@@ -120,7 +128,7 @@ pub(super) fn apic_accept_events(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) {
 
 /// An interrupt the guest can take now, or an event that ends HLT (KVM's
 /// `kvm_vcpu_has_events`).
-pub(super) fn apic_has_events(g: &mut VcpuInner) -> bool {
+pub(super) fn apic_has_events(vm: &Vm, g: &mut VcpuInner) -> bool {
     let s = &g.state;
     let ev = &s.events;
     if ev.exception.is_some() || ev.nmi_injected || ev.interrupt.is_some() {
@@ -136,7 +144,8 @@ pub(super) fn apic_has_events(g: &mut VcpuInner) -> bool {
     };
     if_ok
         && (a.has_interrupt(apic_base).is_some()
-            || (a.ext_vector.is_some() && a.accept_pic_intr(apic_base)))
+            || ((a.ext_vector.is_some() || vm.pic_output.load(Ordering::Acquire))
+                && a.accept_pic_intr(apic_base)))
 }
 
 /// Before entering the guest with an in-kernel APIC: take posted events, sleep while
@@ -148,11 +157,12 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
         return Ok(false);
     };
     loop {
+        crate::kvm::irqchip::run_deferred(vm);
         apic_accept_events(vm, vcpu, g);
         let halted = match g.state.mp_state {
             KVM_MP_STATE_RUNNABLE => break,
             KVM_MP_STATE_HALTED | KVM_MP_STATE_AP_RESET_HOLD => {
-                if apic_has_events(g) {
+                if apic_has_events(vm, g) {
                     g.state.mp_state = KVM_MP_STATE_RUNNABLE;
                     vcpu.stats.inc(st::HALT_WAKEUP);
                     break;
@@ -164,7 +174,12 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
         };
         let timeout = if halted {
             let c = clock(&g.state);
-            g.lapic.as_ref().and_then(|a| a.timer_remaining_ns(&c))
+            let t = g.lapic.as_ref().and_then(|a| a.timer_remaining_ns(&c));
+            // The I/O APIC may hold back a level interrupt for a while (EOI storms).
+            match (t, crate::kvm::irqchip::run_deferred(vm)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         } else {
             None
         };
@@ -188,8 +203,15 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
     let Some(a) = g.lapic.as_mut() else {
         return Ok(false);
     };
-    let ext = a.ext_vector.filter(|_| a.accept_pic_intr(apic_base));
-    let Some(vector) = ext.or_else(|| a.has_interrupt(apic_base)) else {
+    // ExtINT first: a vector userspace's PIC gave (split irqchip) or the in-kernel
+    // PIC's output, if LINT0 passes it.
+    let accept_pic = a.accept_pic_intr(apic_base);
+    let pic = accept_pic && vm.pic_output.load(Ordering::Acquire);
+    let ext = a.ext_vector.filter(|_| accept_pic);
+    let Some(vector) = ext
+        .or_else(|| pic.then_some(0))
+        .or_else(|| a.has_interrupt(apic_base))
+    else {
         return Ok(false);
     };
     let ev = &s.events;
@@ -201,11 +223,19 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
         return Ok(true);
     }
     // Acknowledge: the vector leaves IRR for ISR (or the PIC's ExtINT is consumed).
-    if ext.is_some() {
+    let vector = if ext.is_some() {
         a.ext_vector = None;
+        vector
+    } else if pic {
+        // The PIC's acknowledge cycle gives the vector (spurious if it lost its request).
+        match crate::kvm::irqchip::pic_ack(vm) {
+            Some(v) => v,
+            None => return Ok(false),
+        }
     } else {
         a.ack(vector);
-    }
+        vector
+    };
     s.events.interrupt = Some(vector);
     s.events.interrupt_injected = true;
     Ok(false)

@@ -181,6 +181,14 @@ pub(super) fn handle_exit(
             if string {
                 return string_io(vm, vcpu, g, port, size, input, rep, insn_len);
             }
+            // The in-kernel PIC's ports complete here (RIP is already past the insn).
+            if let Some(v) = crate::kvm::irqchip::pio(vm, port, size, input, value) {
+                if input {
+                    // Narrow sizes merge into RAX; 4 bytes zero-extend.
+                    emulate::set_gpr(s, 0, size.min(4), false, u64::from(v));
+                }
+                return Ok(None);
+            }
             // An OUT to an ioeventfd or into a coalesced PIO zone completes without an
             // exit (the backend already moved RIP past it).
             let (p, n) = (u64::from(port), u32::from(size));

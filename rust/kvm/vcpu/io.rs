@@ -155,6 +155,14 @@ pub(super) fn mmio(
         apic_mmio(vm, vcpu, g, gpa, &op, &code);
         return Ok(None);
     }
+    if let Some(v) = crate::kvm::irqchip::mmio(vm, gpa, op.size, op.write, op.value) {
+        if !op.write {
+            emulate::complete_mmio_read(&mut g.state, &op, v);
+        }
+        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        advance_string_op(&mut g.state, &code, &op);
+        return Ok(None);
+    }
     if op.write
         && (crate::kvm::ioeventfd::write(vm, gpa, u32::from(op.size), false, op.value)
             || crate::kvm::coalesced::write(

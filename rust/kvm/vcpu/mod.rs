@@ -179,10 +179,13 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     let tsc_rate = TscRate::for_khz(vm.default_tsc_khz(), host_khz, k.backend.tsc_scaling())
         .unwrap_or(TscRate::host(host_khz));
     let tsc_offset = 0u64.wrapping_sub(tsc_rate.scale(host_tsc()));
-    let split = vm.split_irqchip.load(Ordering::Acquire);
+    let split = vm.lapic_in_kernel.load(Ordering::Acquire);
     let (mailbox, lapic) = if split {
         let bus_ns = vm.apic_bus_cycle_ns.load(Ordering::Relaxed);
-        let a = KBox::new(Lapic::new(id, apic_base, bus_ns), GFP_KERNEL_ACCOUNT)?;
+        let mut a = KBox::new(Lapic::new(id, apic_base, bus_ns), GFP_KERNEL_ACCOUNT)?;
+        if vm.full_irqchip.load(Ordering::Acquire) {
+            a.set_kernel_ioapic();
+        }
         (Some(Mailbox::new()?), Some(a))
     } else {
         (None, None)
@@ -661,6 +664,10 @@ impl AnonFile for VcpuFile {
                 if irq.irq >= 256 {
                     return Err(EINVAL);
                 }
+                // The in-kernel PIC gives ExtINT itself.
+                if vm.full_irqchip.load(Ordering::Acquire) {
+                    return Err(ENXIO);
+                }
                 if let Some(a) = g.lapic.as_mut() {
                     // With the split irqchip this is the PIC's ExtINT; one at a time.
                     if a.ext_vector.is_some() {
@@ -817,7 +824,7 @@ fn run(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
     if valid != 0 {
         sync_regs_out(vcpu, g, valid);
     }
-    post_run_save(vcpu, g);
+    post_run_save(vm, vcpu, g);
     r
 }
 
@@ -837,15 +844,19 @@ fn run_uninitialized(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
 
 /// Whether the PIC's ExtINT can be taken now (KVM's `kvm_cpu_accept_dm_intr`): always
 /// without an in-kernel APIC; with one, when LINT0 passes ExtINT and none is queued.
-fn accept_dm_intr(g: &VcpuInner) -> bool {
+fn accept_dm_intr(vm: &Vm, g: &VcpuInner) -> bool {
     match g.lapic.as_ref() {
         None => true,
-        Some(a) => a.ext_vector.is_none() && a.accept_pic_intr(g.state.apic_base),
+        Some(a) => {
+            a.ext_vector.is_none()
+                && !vm.pic_output.load(Ordering::Acquire)
+                && a.accept_pic_intr(g.state.apic_base)
+        }
     }
 }
 
 /// KVM's `post_kvm_run_save`: the state userspace's interrupt controller needs.
-fn post_run_save(vcpu: &Vcpu, g: &VcpuInner) {
+fn post_run_save(vm: &Vm, vcpu: &Vcpu, g: &VcpuInner) {
     let s = &g.state;
     let if_flag = u8::from(s.regs.rflags & state::rflags::IF != 0);
     let ready = u8::from(
@@ -854,7 +865,7 @@ fn post_run_save(vcpu: &Vcpu, g: &VcpuInner) {
             && s.events.interrupt.is_none()
             && s.events.exception.is_none()
             && !s.events.nmi_injected
-            && accept_dm_intr(g),
+            && accept_dm_intr(vm, g),
     );
     vcpu.run_put(offset_of!(kvm_run, if_flag), &if_flag);
     vcpu.run_put(offset_of!(kvm_run, cr8), &s.cr8);
@@ -880,8 +891,8 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             vcpu.stats.inc(st::SIGNAL_EXITS);
             return Err(EINTR);
         }
-        let request_irq_window =
-            vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0 && accept_dm_intr(g);
+        let request_irq_window = vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0
+            && accept_dm_intr(vm, g);
         vcpu.kick.store(false, Ordering::SeqCst);
         let apic_window = match apic_pre_entry(vm, vcpu, g) {
             Ok(w) => w,

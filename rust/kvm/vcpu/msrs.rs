@@ -147,9 +147,7 @@ pub(super) fn write_msr(
         let a = g.lapic.as_mut().ok_or(())?;
         let eff = a.msr_write(m, v, apic_base, now).map_err(|_| ())?;
         apic_changed(vcpu, g);
-        if let Some(ipi) = eff.ipi {
-            crate::kvm::irq::deliver(vm, &ipi);
-        }
+        super::apic::effects(vm, eff);
         return Ok(());
     }
     if m == lapic::TSC_DEADLINE_MSR {

@@ -66,7 +66,7 @@ impl Lapic {
                 self.set(reg::TPR, val & 0xff);
                 self.update_ppr();
             }
-            reg::EOI => self.eoi(),
+            reg::EOI => eff.eoi = self.eoi(),
             reg::LDR => {
                 if x2 {
                     return Err(Refused);
@@ -253,6 +253,7 @@ impl Lapic {
             self.set(reg::ICR + 4, hi);
             return Ok(WriteEffect {
                 ipi: Some(IrqRequest::from_icr(lo, hi, true, self.vcpu_id)),
+                eoi: None,
             });
         }
         if val >> 32 != 0 {

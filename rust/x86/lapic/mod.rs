@@ -187,6 +187,8 @@ pub(crate) struct Addressing {
     pub(crate) ldr: u32,
     /// DFR model bits 31:28 (0xf flat, 0 cluster).
     pub(crate) dfr_model: u8,
+    /// The APIC passes the PIC's ExtINT (see `Lapic::accept_pic_intr`).
+    pub(crate) pic_intr: bool,
 }
 
 impl Addressing {
@@ -197,6 +199,7 @@ impl Addressing {
             | u64::from(self.hw_enabled) << 44
             | u64::from(self.sw_enabled) << 45
             | u64::from(self.x2apic) << 46
+            | u64::from(self.pic_intr) << 47
     }
 
     fn unpack(v: u64) -> Self {
@@ -207,6 +210,7 @@ impl Addressing {
             hw_enabled: v & (1 << 44) != 0,
             sw_enabled: v & (1 << 45) != 0,
             x2apic: v & (1 << 46) != 0,
+            pic_intr: v & (1 << 47) != 0,
         }
     }
 
@@ -264,6 +268,8 @@ pub(crate) struct Mailbox {
     /// Bit 8: a SIPI is pending; bits 7:0: its vector.
     sipi: AtomicU32,
     addressing: AtomicU64,
+    /// The PIC's output rose for this vCPU to look at.
+    extint: AtomicBool,
     /// A halted vCPU sleeps here.
     pub(crate) wq: WaitQueue,
 }
@@ -285,6 +291,7 @@ impl Mailbox {
             init: AtomicBool::new(false),
             sipi: AtomicU32::new(0),
             addressing: AtomicU64::new(0),
+            extint: AtomicBool::new(false),
             wq: WaitQueue::new()?,
         })
     }
@@ -343,9 +350,15 @@ impl Mailbox {
         }
     }
 
+    /// The PIC has an interrupt for a vCPU that takes ExtINT (the caller kicks it).
+    pub(crate) fn post_extint(&self) {
+        self.extint.store(true, Ordering::Release);
+    }
+
     /// Something was posted that the owner has not folded in yet.
     pub(crate) fn any(&self) -> bool {
-        self.irr.iter().any(|w| w.load(Ordering::Acquire) != 0)
+        self.extint.load(Ordering::Acquire)
+            || self.irr.iter().any(|w| w.load(Ordering::Acquire) != 0)
             || self.nmi.load(Ordering::Acquire) != 0
             || self.init.load(Ordering::Acquire)
             || self.sipi.load(Ordering::Acquire) != 0
@@ -393,6 +406,8 @@ pub(crate) struct Refused;
 pub(crate) struct WriteEffect {
     /// An IPI to deliver.
     pub(crate) ipi: Option<IrqRequest>,
+    /// A level-triggered vector left service: the in-kernel I/O APIC takes the EOI.
+    pub(crate) eoi: Option<u8>,
 }
 
 /// A vCPU's local APIC.
@@ -414,6 +429,8 @@ pub(crate) struct Lapic {
     pub(crate) ext_vector: Option<u8>,
     /// The LVT has its CMCI entry (IA32_MCG_CAP.CMCI_P).
     cmci: bool,
+    /// The VM's I/O APIC is in the kernel.
+    kernel_ioapic: bool,
 }
 
 impl Lapic {
@@ -430,6 +447,7 @@ impl Lapic {
             local_nmi: 0,
             ext_vector: None,
             cmci: false,
+            kernel_ioapic: false,
         };
         a.reset(false, apic_base);
         a
@@ -490,6 +508,7 @@ impl Lapic {
             xapic_id: (self.get(reg::ID) >> 24) as u8,
             ldr: self.get(reg::LDR),
             dfr_model: (self.get(reg::DFR) >> 28) as u8,
+            pic_intr: self.accept_pic_intr(apic_base),
         }
     }
 
@@ -507,7 +526,7 @@ impl Lapic {
         let nr_lvt = NR_LVT + u32::from(self.cmci);
         let mut v = APIC_VERSION | (nr_lvt - 1) << 16;
         // With the I/O APIC in userspace KVM offers directed EOI to x2APIC guests.
-        if self.x2apic_cpuid {
+        if self.x2apic_cpuid && !self.kernel_ioapic {
             v |= LVR_DIRECTED_EOI;
         }
         self.set(reg::LVR, v);
@@ -642,6 +661,12 @@ impl Lapic {
             .filter(|&v| u32::from(v) & 0xf0 > ppr)
     }
 
+    /// The I/O APIC is in the kernel (KVM_CREATE_IRQCHIP): no directed EOI then, as KVM.
+    pub(crate) fn set_kernel_ioapic(&mut self) {
+        self.kernel_ioapic = true;
+        self.set_version();
+    }
+
     /// The CPU took `vector`: IRR to ISR.
     pub(crate) fn ack(&mut self, vector: u8) {
         self.set_vec(reg::IRR, vector, false);
@@ -667,13 +692,14 @@ impl Lapic {
         self.update_ppr();
     }
 
-    fn eoi(&mut self) {
-        if let Some(v) = self.highest(reg::ISR) {
-            self.set_vec(reg::ISR, v, false);
-            self.update_ppr();
-        }
-        // No I/O APIC routes are registered with rkvm, so no vector needs an EOI exit
-        // to userspace's I/O APIC (KVM_EXIT_IOAPIC_EOI).
+    /// EOI: the highest in-service vector leaves ISR; returned when it was
+    /// level-triggered (TMR set), for the I/O APIC.
+    fn eoi(&mut self) -> Option<u8> {
+        let v = self.highest(reg::ISR)?;
+        self.set_vec(reg::ISR, v, false);
+        self.update_ppr();
+        let tmr = self.get(reg::TMR + u32::from(v >> 5) * 0x10);
+        (tmr & 1 << (v & 31) != 0).then_some(v)
     }
 
     /// Folds what other vCPUs posted into IRR/TMR; returns the other events.
@@ -698,6 +724,8 @@ impl Lapic {
             }
         }
         let sipi = mb.sipi.swap(0, Ordering::AcqRel);
+        // The PIC's state is read directly at injection; the flag only wakes.
+        mb.extint.store(false, Ordering::Release);
         Posted {
             nmi: mb
                 .nmi

@@ -1,0 +1,411 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The full in-kernel irqchip: `KVM_CREATE_IRQCHIP` (a PIC pair and an I/O APIC beside
+//! the local APICs), `KVM_IRQ_LINE(_STATUS)`, `KVM_GET/SET_IRQCHIP`, and the guest's
+//! accesses to those chips.
+//!
+//! Locking: the chips are under `Vm::irqchip` (a mutex: an I/O APIC delivery takes the
+//! VM mutex to find its destinations, so the order is irqchip, then `Vm::locked`).
+//! Nothing holds `Vm::locked` while it takes the irqchip.
+
+use super::irq::{self, Route, Target};
+use super::uaccess;
+use super::vm::Vm;
+use crate::uapi::*;
+use crate::x86::ioapic::{self, Ioapic};
+use crate::x86::lapic::IrqRequest;
+use crate::x86::pic::{self, Pic, Source};
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+
+/// The chips of a VM with the full in-kernel irqchip.
+pub(crate) struct Chips {
+    pic: Pic,
+    ioapic: Ioapic,
+}
+
+/// Delivery of the I/O APIC's messages to the VM's local APICs.
+struct ToApics<'a>(&'a Vm);
+
+impl ioapic::Deliver for ToApics<'_> {
+    fn deliver(&mut self, irq: &IrqRequest) -> u32 {
+        irq::deliver(self.0, irq)
+    }
+}
+
+/// KVM's default routing: GSIs 0-23 to the I/O APIC pin of the same number, GSIs 0-15
+/// also to the PIC pin of that number.
+fn default_routes() -> Result<KVec<Route>> {
+    let mut r = KVec::with_capacity(40, GFP_KERNEL_ACCOUNT)?;
+    for gsi in 0..ioapic::PINS {
+        r.push(
+            Route {
+                gsi,
+                target: Target::Irqchip {
+                    chip: KVM_IRQCHIP_IOAPIC,
+                    pin: gsi,
+                },
+            },
+            GFP_KERNEL_ACCOUNT,
+        )?;
+        if gsi < pic::PINS {
+            r.push(
+                Route {
+                    gsi,
+                    target: Target::Irqchip {
+                        chip: gsi / 8,
+                        pin: gsi % 8,
+                    },
+                },
+                GFP_KERNEL_ACCOUNT,
+            )?;
+        }
+    }
+    Ok(r)
+}
+
+/// `KVM_CREATE_IRQCHIP`.
+pub(crate) fn create(vm: &Vm) -> Result<isize> {
+    let mut l = vm.locked.lock();
+    if vm.lapic_in_kernel.load(Ordering::Acquire) {
+        return Err(EEXIST);
+    }
+    if !l.vcpus.is_empty() {
+        return Err(EINVAL);
+    }
+    let routes = default_routes()?;
+    *vm.irqchip.lock() = Some(Chips {
+        pic: Pic::new(),
+        ioapic: Ioapic::new(),
+    });
+    l.routes = routes;
+    vm.full_irqchip.store(true, Ordering::Release);
+    vm.lapic_in_kernel.store(true, Ordering::Release);
+    Ok(0)
+}
+
+/// After a PIC operation: publish its output and, when it rose, wake the first vCPU
+/// whose local APIC takes ExtINT (as KVM's `pic_unlock`).
+fn pic_done(vm: &Vm, c: &mut Chips) -> bool {
+    vm.pic_output.store(c.pic.output, Ordering::Release);
+    c.pic.take_effect().wake
+}
+
+fn wake_extint(vm: &Vm) {
+    let l = vm.locked.lock();
+    for v in l.vcpus.iter() {
+        if let Some(mb) = v.apic.as_ref() {
+            if mb.addressing().pic_intr {
+                mb.post_extint();
+                v.kick_apic();
+                return;
+            }
+        }
+    }
+}
+
+/// Whether some vCPU's local APIC passes ExtINT now.
+fn any_accepts_extint(vm: &Vm) -> bool {
+    vm.locked
+        .lock()
+        .vcpus
+        .iter()
+        .any(|v| v.apic.as_ref().is_some_and(|mb| mb.addressing().pic_intr))
+}
+
+/// Drives pin `pin` of irqchip `chip` (a routing entry's target); KVM's `set` result.
+pub(crate) fn set_pin(vm: &Vm, chip: u32, pin: u32, source: Source, level: bool) -> i32 {
+    let mut g = vm.irqchip.lock();
+    let Some(c) = (*g).as_mut() else {
+        return -1;
+    };
+    let (ret, wake) = match chip {
+        KVM_IRQCHIP_IOAPIC => (
+            c.ioapic.set_irq(pin, source, level, &mut ToApics(vm)),
+            false,
+        ),
+        _ => {
+            let r = c
+                .pic
+                .set_irq(chip.saturating_mul(8).saturating_add(pin), source, level);
+            (r, pic_done(vm, c))
+        }
+    };
+    drop(g);
+    if wake {
+        wake_extint(vm);
+    }
+    ret
+}
+
+/// `KVM_IRQ_LINE` and `KVM_IRQ_LINE_STATUS`.
+pub(crate) fn irq_line(vm: &Vm, arg: usize, status: bool) -> Result<isize> {
+    // struct kvm_irq_level: the GSI (or, on the way back, the status), then the level.
+    let mut ev: [u8; size_of::<kvm_irq_level>()] = uaccess::read(arg)?;
+    if !vm.lapic_in_kernel.load(Ordering::Acquire) {
+        return Err(ENXIO);
+    }
+    let gsi = get_u32(&ev, 0)?;
+    let level = get_u32(&ev, offset_of!(kvm_irq_level, level))?;
+    let r = irq::set_irq(vm, Source::User, gsi, level != 0);
+    if status {
+        put(&mut ev, 0, &r.to_le_bytes())?;
+        uaccess::write(arg, &ev)?;
+    }
+    Ok(0)
+}
+
+/// The PIC's vector for the vCPU's interrupt acknowledge cycle, if it has one to give.
+pub(crate) fn pic_ack(vm: &Vm) -> Option<u8> {
+    let mut g = vm.irqchip.lock();
+    let c = (*g).as_mut()?;
+    if !c.pic.output {
+        return None;
+    }
+    let v = c.pic.ack();
+    let wake = pic_done(vm, c);
+    drop(g);
+    if wake {
+        wake_extint(vm);
+    }
+    Some(v)
+}
+
+/// A guest IN or OUT the in-kernel PIC claims; `None` when it claims nothing.
+pub(crate) fn pio(vm: &Vm, port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
+    if !vm.full_irqchip.load(Ordering::Acquire) || !Pic::claims(port) {
+        return None;
+    }
+    // An ICW1 clears latched edges from ISR only while some APIC takes ExtINT (KVM).
+    let accepting = !input && port & 1 == 0 && value & 0x10 != 0 && any_accepts_extint(vm);
+    let mut g = vm.irqchip.lock();
+    let c = (*g).as_mut()?;
+    let v = if input {
+        u32::from(c.pic.io_read(port, size))
+    } else {
+        c.pic.io_write(port, size, value as u8, accepting);
+        0
+    };
+    let wake = pic_done(vm, c);
+    drop(g);
+    if wake {
+        wake_extint(vm);
+    }
+    Some(v)
+}
+
+/// A guest MMIO access the in-kernel I/O APIC claims; `None` when it is not its window.
+pub(crate) fn mmio(vm: &Vm, gpa: u64, size: u8, write: bool, value: u64) -> Option<u64> {
+    if !vm.full_irqchip.load(Ordering::Acquire) {
+        return None;
+    }
+    let mut g = vm.irqchip.lock();
+    let c = (*g).as_mut()?;
+    if !c.ioapic.claims(gpa) {
+        return None;
+    }
+    if write {
+        c.ioapic.mmio_write(gpa, size, value, &mut ToApics(vm));
+        Some(0)
+    } else {
+        Some(c.ioapic.mmio_read(gpa))
+    }
+}
+
+/// A local APIC EOI'd a level-triggered `vector`.
+pub(crate) fn eoi(vm: &Vm, vector: u8) {
+    if !vm.full_irqchip.load(Ordering::Acquire) {
+        return;
+    }
+    let now = crate::sys::wait::now_ns();
+    let mut g = vm.irqchip.lock();
+    if let Some(c) = (*g).as_mut() {
+        c.ioapic.eoi(vector, now, &mut ToApics(vm));
+        vm.ioapic_deferred_ns
+            .store(deferred_deadline(&c.ioapic), Ordering::Release);
+    }
+}
+
+fn deferred_deadline(io: &Ioapic) -> u64 {
+    if io.deferred != 0 {
+        io.deferred_until_ns
+    } else {
+        0
+    }
+}
+
+/// Before an entry: sends the level interrupts the EOI-storm guard held back once
+/// their delay is over. Returns when to look again (ns; `None`: nothing waits).
+pub(crate) fn run_deferred(vm: &Vm) -> Option<u64> {
+    let until = vm.ioapic_deferred_ns.load(Ordering::Acquire);
+    if until == 0 {
+        return None;
+    }
+    let now = crate::sys::wait::now_ns();
+    if now < until {
+        return Some(until - now);
+    }
+    let mut g = vm.irqchip.lock();
+    if let Some(c) = (*g).as_mut() {
+        c.ioapic.run_deferred(now, &mut ToApics(vm));
+        vm.ioapic_deferred_ns
+            .store(deferred_deadline(&c.ioapic), Ordering::Release);
+    }
+    None
+}
+
+/// Offset of the chip union in `struct kvm_irqchip`.
+const CHIP: usize = offset_of!(kvm_irqchip, chip);
+
+fn pic_state(buf: &[u8]) -> Result<kvm_pic_state> {
+    let b = buf.get(CHIP..).ok_or(EINVAL)?;
+    let mut s = kvm_pic_state::default();
+    let f = [
+        &mut s.last_irr,
+        &mut s.irr,
+        &mut s.imr,
+        &mut s.isr,
+        &mut s.priority_add,
+        &mut s.irq_base,
+        &mut s.read_reg_select,
+        &mut s.poll,
+        &mut s.special_mask,
+        &mut s.init_state,
+        &mut s.auto_eoi,
+        &mut s.rotate_on_auto_eoi,
+        &mut s.special_fully_nested_mode,
+        &mut s.init4,
+        &mut s.elcr,
+        &mut s.elcr_mask,
+    ];
+    for (dst, src) in f.into_iter().zip(b.iter()) {
+        *dst = *src;
+    }
+    Ok(s)
+}
+
+fn put_pic_state(buf: &mut [u8], s: &kvm_pic_state) -> Result {
+    let b = buf
+        .get_mut(CHIP..CHIP + size_of::<kvm_pic_state>())
+        .ok_or(EINVAL)?;
+    let f = [
+        s.last_irr,
+        s.irr,
+        s.imr,
+        s.isr,
+        s.priority_add,
+        s.irq_base,
+        s.read_reg_select,
+        s.poll,
+        s.special_mask,
+        s.init_state,
+        s.auto_eoi,
+        s.rotate_on_auto_eoi,
+        s.special_fully_nested_mode,
+        s.init4,
+        s.elcr,
+        s.elcr_mask,
+    ];
+    b.copy_from_slice(&f);
+    Ok(())
+}
+
+fn get_u32(buf: &[u8], at: usize) -> Result<u32> {
+    let b = buf.get(at..at + 4).ok_or(EINVAL)?;
+    Ok(u32::from_le_bytes(b.try_into().map_err(|_| EINVAL)?))
+}
+
+fn get_u64(buf: &[u8], at: usize) -> Result<u64> {
+    let b = buf.get(at..at + 8).ok_or(EINVAL)?;
+    Ok(u64::from_le_bytes(b.try_into().map_err(|_| EINVAL)?))
+}
+
+fn put(buf: &mut [u8], at: usize, v: &[u8]) -> Result {
+    buf.get_mut(at..at + v.len())
+        .ok_or(EINVAL)?
+        .copy_from_slice(v);
+    Ok(())
+}
+
+const IO_BASE: usize = CHIP + offset_of!(kvm_ioapic_state, base_address);
+const IO_SEL: usize = CHIP + offset_of!(kvm_ioapic_state, ioregsel);
+const IO_ID: usize = CHIP + offset_of!(kvm_ioapic_state, id);
+const IO_IRR: usize = CHIP + offset_of!(kvm_ioapic_state, irr);
+const IO_REDIR: usize = CHIP + offset_of!(kvm_ioapic_state, redirtbl);
+
+type ChipBuf = [u8; size_of::<kvm_irqchip>()];
+
+/// `KVM_GET_IRQCHIP`.
+pub(crate) fn get(vm: &Vm, arg: usize) -> Result<isize> {
+    let mut buf: ChipBuf = uaccess::read(arg)?;
+    let chip = get_u32(&buf, 0)?;
+    {
+        let g = vm.irqchip.lock();
+        let Some(c) = (*g).as_ref() else {
+            return Err(ENXIO);
+        };
+        match chip {
+            KVM_IRQCHIP_PIC_MASTER | KVM_IRQCHIP_PIC_SLAVE => {
+                let s = c.pic.chips.get(chip as usize).ok_or(EINVAL)?;
+                put_pic_state(&mut buf, s)?;
+            }
+            KVM_IRQCHIP_IOAPIC => {
+                let io = &c.ioapic;
+                put(&mut buf, IO_BASE, &io.base.to_le_bytes())?;
+                put(&mut buf, IO_SEL, &io.ioregsel.to_le_bytes())?;
+                put(&mut buf, IO_ID, &io.id.to_le_bytes())?;
+                put(&mut buf, IO_IRR, &io.reported_irr().to_le_bytes())?;
+                for (i, e) in io.redirtbl.iter().enumerate() {
+                    put(&mut buf, IO_REDIR + 8 * i, &e.to_le_bytes())?;
+                }
+            }
+            _ => return Err(EINVAL),
+        }
+    }
+    uaccess::write(arg, &buf)?;
+    Ok(0)
+}
+
+/// `KVM_SET_IRQCHIP`: every value is taken, as in KVM; the models mask what they use.
+pub(crate) fn set(vm: &Vm, arg: usize) -> Result<isize> {
+    let buf: ChipBuf = uaccess::read(arg)?;
+    let chip = get_u32(&buf, 0)?;
+    let mut g = vm.irqchip.lock();
+    let Some(c) = (*g).as_mut() else {
+        return Err(ENXIO);
+    };
+    let r = match chip {
+        KVM_IRQCHIP_PIC_MASTER | KVM_IRQCHIP_PIC_SLAVE => {
+            let s = pic_state(&buf)?;
+            if let Some(dst) = c.pic.chips.get_mut(chip as usize) {
+                *dst = s;
+            }
+            Ok(0)
+        }
+        KVM_IRQCHIP_IOAPIC => {
+            let mut redir = [0u64; ioapic::PINS as usize];
+            for (i, e) in redir.iter_mut().enumerate() {
+                *e = get_u64(&buf, IO_REDIR + 8 * i)?;
+            }
+            c.ioapic.load(
+                get_u64(&buf, IO_BASE)?,
+                get_u32(&buf, IO_SEL)?,
+                get_u32(&buf, IO_ID)?,
+                get_u32(&buf, IO_IRR)?,
+                &redir,
+                &mut ToApics(vm),
+            );
+            Ok(0)
+        }
+        _ => Err(EINVAL),
+    };
+    // KVM recomputes the PIC's output whichever chip was loaded.
+    c.pic.update();
+    let wake = pic_done(vm, c);
+    drop(g);
+    if wake {
+        wake_extint(vm);
+    }
+    r
+}

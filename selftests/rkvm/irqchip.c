@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The full in-kernel irqchip: KVM_CREATE_IRQCHIP's 8259 pair and I/O APIC beside the local
+ * APICs (arch/x86/kvm/i8259.c, ioapic.c, irq.c; x86.c kvm_arch_vm_ioctl).
+ *
+ * Protocol: KVM_IRQ_LINE and KVM_GET/SET_IRQCHIP refused (ENXIO) without it;
+ * KVM_CREATE_IRQCHIP refused after a vCPU exists (EINVAL) and a second time (EEXIST), and
+ * the split irqchip after it (EEXIST); the power-on state of the three chips; bad chip ids
+ * (EINVAL); KVM_SET/GET_IRQCHIP round trips of unusual states; KVM_IRQ_LINE_STATUS's
+ * results through the default routing (a GSI reaches both the PIC and the I/O APIC:
+ * delivered, deasserted on both, coalesced, unrouted); KVM_INTERRUPT refused (ENXIO); no
+ * directed EOI in the local APIC's version; GSI routing with irqchip entries and KVM's
+ * errnos.
+ *
+ * From the guest (32-bit protected mode): the guest initializes both PICs (ICW1-4, OCW1)
+ * and takes an edge interrupt from KVM_IRQ_LINE through the master as ExtINT, EOIs it
+ * (ISR clear after), then programs an I/O APIC pin as level-triggered: Remote IRR is set
+ * while the interrupt is in service, the EOI of a line still asserted delivers it again,
+ * and once the line is low Remote IRR stays clear. Last, a KVM_IRQ_LINE from another
+ * thread wakes the guest from HLT through the PIC.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
+#include "lib/rkvm_test.h"
+
+#define P_VAL 0xc0
+#define P_VEC 0xc1
+#define P_MARK 0xc2
+#define P_DONE 0xc3
+
+#define APIC "0xfee00"
+#define IOAPIC "0xfec00"
+#define FLAG GUEST_DATA_GPA
+
+#define OUTV(port) "out %eax, $" XSTR(port) "\n"
+#define MARK(n) "mov $" #n ", %eax\n" OUTV(P_MARK)
+#define OUTB(port, v) "mov $" #v ", %al\n" "out %al, $" #port "\n"
+
+/* Sleeps in HLT until FLAG reaches N (IF clear while checking: no lost wake-up). */
+#define WAIT_FLAG(n)                                                                        \
+	"1: cli\n"                                                                            \
+	"cmpl $" #n ", " XSTR(FLAG) "\n"                                                      \
+	"jae 2f\n"                                                                            \
+	"sti\n"                                                                               \
+	"hlt\n"                                                                               \
+	"jmp 1b\n"                                                                            \
+	"2: movl $0, " XSTR(FLAG) "\n"
+
+/* Reads I/O APIC redirection entry 5 (low half) and reports it. */
+#define REDIR5_OUT "movl $0x1a, " IOAPIC "000\n" "mov " IOAPIC "010, %eax\n" OUTV(P_VAL)
+
+GUEST_CODE(chip_guest, 32,
+	/* Master: edge, cascade, vectors 0x20-0x27, 8086 mode; only IRQ 3 unmasked. */
+	OUTB(0x20, 0x11) OUTB(0x21, 0x20) OUTB(0x21, 0x04) OUTB(0x21, 0x01) OUTB(0x21, 0xf7)
+	/* Slave: vectors 0x28-0x2f, cascade identity 2, all masked. */
+	OUTB(0xa0, 0x11) OUTB(0xa1, 0x28) OUTB(0xa1, 0x02) OUTB(0xa1, 0x01) OUTB(0xa1, 0xff)
+	"xor %eax, %eax\n"
+	"in $0x21, %al\n" OUTV(P_VAL)
+	"movl $0, " XSTR(FLAG) "\n"
+	MARK(1)
+	WAIT_FLAG(1)
+	/* OCW3: read ISR. */
+	OUTB(0x20, 0x0b)
+	"xor %eax, %eax\n"
+	"in $0x20, %al\n" OUTV(P_VAL)
+	MARK(2)
+	/* PIC fully masked; APIC on; I/O APIC pin 5: vector 0x45, level, physical APIC 0. */
+	OUTB(0x21, 0xff)
+	"movl $0x1ff, " APIC "0f0\n"
+	"movl $0x1b, " IOAPIC "000\n"
+	"movl $0, " IOAPIC "010\n"
+	"movl $0x1a, " IOAPIC "000\n"
+	"movl $0x8045, " IOAPIC "010\n"
+	REDIR5_OUT
+	MARK(3)
+	WAIT_FLAG(2)
+	REDIR5_OUT
+	MARK(5)
+	/* IRQ 3 through the PIC again, raised while the guest sleeps. */
+	OUTB(0x21, 0xf7)
+	MARK(6)
+	WAIT_FLAG(1)
+	MARK(7)
+	"out %al, $" XSTR(P_DONE) "\n"
+	"hlt\n"
+	"pic_h:\n"
+	"push %eax\n"
+	"mov $0x23, %eax\n" OUTV(P_VEC)
+	"incl " XSTR(FLAG) "\n"
+	OUTB(0x20, 0x20)
+	"pop %eax\n"
+	"iret\n"
+	"ioapic_h:\n"
+	"push %eax\n"
+	"mov $0x45, %eax\n" OUTV(P_VEC)
+	REDIR5_OUT
+	MARK(4)
+	"incl " XSTR(FLAG) "\n"
+	"movl $0, " APIC "0b0\n"
+	"pop %eax\n"
+	"iret\n");
+extern const uint8_t pic_h[], ioapic_h[];
+
+#define ADDR(label) GUEST_ADDR(GUEST_CODE_GPA, chip_guest, label)
+
+static int irq_line_status(int vm_fd, uint32_t gsi, uint32_t level, int *status)
+{
+	struct kvm_irq_level l = { .irq = gsi, .level = level };
+	int r = ioctl(vm_fd, KVM_IRQ_LINE_STATUS, &l);
+
+	*status = l.status;
+	return r;
+}
+
+static void irq_line(int vm_fd, uint32_t gsi, uint32_t level)
+{
+	struct kvm_irq_level l = { .irq = gsi, .level = level };
+
+	if (ioctl(vm_fd, KVM_IRQ_LINE, &l))
+		BAIL("KVM_IRQ_LINE");
+}
+
+static int get_chip(int vm_fd, uint32_t id, struct kvm_irqchip *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->chip_id = id;
+	return ioctl(vm_fd, KVM_GET_IRQCHIP, c);
+}
+
+static void protocol(void)
+{
+	struct vm vm = vm_create();
+	struct kvm_irq_level l = { .irq = 4, .level = 1 };
+	struct kvm_irqchip c, c2;
+	struct kvm_interrupt intr = { .irq = 0x30 };
+	struct kvm_lapic_state st;
+	struct kvm_enable_cap split = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
+	struct vcpu v;
+	int i, ok, s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+	uint32_t ver;
+
+	tap_ok(ioctl(vm.fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQCHIP) == 1 &&
+	       ioctl(vm.fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQ_INJECT_STATUS) == 1,
+	       "KVM_CAP_IRQCHIP and KVM_CAP_IRQ_INJECT_STATUS");
+	CHECK_ERRNO(vm.fd, KVM_IRQ_LINE, &l, ENXIO, "KVM_IRQ_LINE without an irqchip");
+	c.chip_id = 0;
+	CHECK_ERRNO(vm.fd, KVM_GET_IRQCHIP, &c, ENXIO, "KVM_GET_IRQCHIP without an irqchip");
+	CHECK_ERRNO(vm.fd, KVM_SET_IRQCHIP, &c, ENXIO, "KVM_SET_IRQCHIP without an irqchip");
+	v = vcpu_create(&vm, 0);
+	CHECK_ERRNO(vm.fd, KVM_CREATE_IRQCHIP, 0, EINVAL, "KVM_CREATE_IRQCHIP after a vCPU exists");
+	close(v.fd);
+	close(vm.fd);
+
+	vm.fd = ioctl(vm.sys_fd, KVM_CREATE_VM, 0);
+	if (vm.fd < 0)
+		BAIL("KVM_CREATE_VM");
+	tap_ok(ioctl(vm.fd, KVM_CREATE_IRQCHIP, 0) == 0, "KVM_CREATE_IRQCHIP");
+	CHECK_ERRNO(vm.fd, KVM_CREATE_IRQCHIP, 0, EEXIST, "KVM_CREATE_IRQCHIP twice");
+	CHECK_ERRNO(vm.fd, KVM_ENABLE_CAP, &split, EEXIST, "KVM_CAP_SPLIT_IRQCHIP after it");
+
+	ok = get_chip(vm.fd, KVM_IRQCHIP_PIC_MASTER, &c) == 0;
+	tap_ok(ok && c.chip.pic.elcr_mask == 0xf8 && c.chip.pic.imr == 0 && c.chip.pic.irr == 0 &&
+	       c.chip.pic.init_state == 0 && c.chip.pic.irq_base == 0,
+	       "PIC master at power-on: ELCR mask %#x, IMR %#x", c.chip.pic.elcr_mask,
+	       c.chip.pic.imr);
+	ok = get_chip(vm.fd, KVM_IRQCHIP_PIC_SLAVE, &c) == 0;
+	tap_ok(ok && c.chip.pic.elcr_mask == 0xde, "PIC slave at power-on: ELCR mask %#x",
+	       c.chip.pic.elcr_mask);
+	ok = get_chip(vm.fd, KVM_IRQCHIP_IOAPIC, &c) == 0;
+	for (i = 0; i < KVM_IOAPIC_NUM_PINS; i++)
+		ok &= c.chip.ioapic.redirtbl[i].bits == 0x10000;
+	tap_ok(ok && c.chip.ioapic.base_address == 0xfec00000 && c.chip.ioapic.id == 0 &&
+	       c.chip.ioapic.irr == 0,
+	       "I/O APIC at power-on: base %#llx, every pin masked",
+	       (unsigned long long)c.chip.ioapic.base_address);
+	c.chip_id = 3;
+	CHECK_ERRNO(vm.fd, KVM_GET_IRQCHIP, &c, EINVAL, "KVM_GET_IRQCHIP of chip 3");
+	c.chip_id = 7;
+	CHECK_ERRNO(vm.fd, KVM_SET_IRQCHIP, &c, EINVAL, "KVM_SET_IRQCHIP of chip 7");
+
+	/* GSI 4 reaches PIC pin 4 (unmasked at power-on) and I/O APIC pin 4 (masked). */
+	ok = irq_line_status(vm.fd, 4, 1, &s1) == 0;
+	ok &= irq_line_status(vm.fd, 4, 0, &s2) == 0;
+	ok &= irq_line_status(vm.fd, 4, 1, &s3) == 0;
+	ok &= irq_line_status(vm.fd, 200, 1, &s4) == 0;
+	tap_ok(ok && s1 == 1 && s2 == 2 && s3 == 0 && s4 == -1,
+	       "KVM_IRQ_LINE_STATUS: raised %d (want 1), lowered %d (2), raised again while "
+	       "latched %d (0), unrouted GSI %d (-1)", s1, s2, s3, s4);
+	ok = get_chip(vm.fd, KVM_IRQCHIP_PIC_MASTER, &c) == 0;
+	tap_ok(ok && c.chip.pic.irr == 0x10, "the edge is latched in the master's IRR (%#x)",
+	       c.chip.pic.irr);
+	ok = get_chip(vm.fd, KVM_IRQCHIP_IOAPIC, &c) == 0;
+	tap_ok(ok && c.chip.ioapic.irr == 0x10, "and in the I/O APIC's IRR, masked (%#x)",
+	       c.chip.ioapic.irr);
+
+	/* Round trips: every field of a PIC, unusual values; I/O APIC entries as given. */
+	memset(&c, 0, sizeof(c));
+	c.chip_id = KVM_IRQCHIP_PIC_MASTER;
+	c.chip.pic = (struct kvm_pic_state){ .last_irr = 0x81, .irr = 0x42, .imr = 0xff,
+					     .isr = 0x10, .priority_add = 5, .irq_base = 0x68,
+					     .read_reg_select = 1, .special_mask = 1,
+					     .auto_eoi = 1, .rotate_on_auto_eoi = 1,
+					     .special_fully_nested_mode = 1, .init4 = 1,
+					     .elcr = 0x08, .elcr_mask = 0xf8 };
+	ok = ioctl(vm.fd, KVM_SET_IRQCHIP, &c) == 0;
+	ok &= get_chip(vm.fd, KVM_IRQCHIP_PIC_MASTER, &c2) == 0;
+	tap_ok(ok && !memcmp(&c.chip.pic, &c2.chip.pic, sizeof(c.chip.pic)),
+	       "KVM_SET/GET_IRQCHIP round trip of the PIC master (IRR %#x, IMR %#x, base %#x)",
+	       c2.chip.pic.irr, c2.chip.pic.imr, c2.chip.pic.irq_base);
+	memset(&c, 0, sizeof(c));
+	c.chip_id = KVM_IRQCHIP_IOAPIC;
+	c.chip.ioapic.base_address = 0xfec00000;
+	c.chip.ioapic.id = 5;
+	c.chip.ioapic.ioregsel = 0x13;
+	c.chip.ioapic.irr = 1u << 7;
+	for (i = 0; i < KVM_IOAPIC_NUM_PINS; i++)
+		c.chip.ioapic.redirtbl[i].bits = 0x10000 | (uint64_t)(i + 1) << 56 | (0x30 + i);
+	c.chip.ioapic.redirtbl[9].bits |= 0x4000; /* Remote IRR, as userspace may load it */
+	ok = ioctl(vm.fd, KVM_SET_IRQCHIP, &c) == 0;
+	ok &= get_chip(vm.fd, KVM_IRQCHIP_IOAPIC, &c2) == 0;
+	ok &= !memcmp(&c.chip.ioapic, &c2.chip.ioapic, sizeof(c.chip.ioapic));
+	tap_ok(ok, "KVM_SET/GET_IRQCHIP round trip of the I/O APIC (id %u, IRR %#x, entry 9 %#llx)",
+	       c2.chip.ioapic.id, c2.chip.ioapic.irr,
+	       (unsigned long long)c2.chip.ioapic.redirtbl[9].bits);
+
+	/* GSI routing with irqchip entries. */
+	{
+		struct {
+			struct kvm_irq_routing r;
+			struct kvm_irq_routing_entry e[3];
+		} rt;
+
+		memset(&rt, 0, sizeof(rt));
+		rt.r.nr = 2;
+		rt.e[0] = (struct kvm_irq_routing_entry){ .gsi = 30, .type = KVM_IRQ_ROUTING_IRQCHIP,
+			.u.irqchip = { .irqchip = KVM_IRQCHIP_IOAPIC, .pin = 23 } };
+		rt.e[1] = (struct kvm_irq_routing_entry){ .gsi = 30, .type = KVM_IRQ_ROUTING_IRQCHIP,
+			.u.irqchip = { .irqchip = KVM_IRQCHIP_PIC_SLAVE, .pin = 7 } };
+		tap_ok(ioctl(vm.fd, KVM_SET_GSI_ROUTING, &rt) == 0,
+		       "KVM_SET_GSI_ROUTING: one GSI to an I/O APIC pin and a PIC pin");
+		ok = irq_line_status(vm.fd, 4, 1, &s1) == 0;
+		tap_ok(ok && s1 == -1, "GSI 4 has no route any more (%d)", s1);
+		rt.e[1].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		rt.e[1].u.irqchip.pin = 1;
+		CHECK_ERRNO(vm.fd, KVM_SET_GSI_ROUTING, &rt, EINVAL, "a GSI to the same chip twice");
+		rt.e[1] = (struct kvm_irq_routing_entry){ .gsi = 30, .type = KVM_IRQ_ROUTING_MSI,
+			.u.msi = { .address_lo = 0xfee00000, .data = 0x31 } };
+		CHECK_ERRNO(vm.fd, KVM_SET_GSI_ROUTING, &rt, EINVAL, "a GSI to an irqchip and an MSI");
+		rt.r.nr = 1;
+		rt.e[0].u.irqchip.pin = 24;
+		CHECK_ERRNO(vm.fd, KVM_SET_GSI_ROUTING, &rt, EINVAL, "I/O APIC pin 24");
+		rt.e[0].u.irqchip.irqchip = KVM_IRQCHIP_PIC_MASTER;
+		rt.e[0].u.irqchip.pin = 8;
+		CHECK_ERRNO(vm.fd, KVM_SET_GSI_ROUTING, &rt, EINVAL, "PIC pin 8");
+		rt.e[0].u.irqchip.irqchip = 3;
+		rt.e[0].u.irqchip.pin = 0;
+		CHECK_ERRNO(vm.fd, KVM_SET_GSI_ROUTING, &rt, EINVAL, "irqchip 3");
+	}
+
+	v = vcpu_create(&vm, 0);
+	CHECK_ERRNO(v.fd, KVM_INTERRUPT, &intr, ENXIO, "KVM_INTERRUPT with the in-kernel PIC");
+	vcpu_set_supported_cpuid(&vm, &v);
+	ok = ioctl(v.fd, KVM_GET_LAPIC, &st) == 0;
+	memcpy(&ver, st.regs + 0x30, 4);
+	tap_ok(ok && ver == 0x50014,
+	       "the local APIC exists, and offers no directed EOI with the in-kernel I/O APIC "
+	       "(version %#x)", ver);
+	close(v.fd);
+	close(vm.fd);
+	close(vm.sys_fd);
+}
+
+static volatile int watch_check;
+
+static void on_alarm(int sig)
+{
+	printf("# watchdog: no exit for check %d within the limit (HLT never woken?)\n",
+	       watch_check);
+	fflush(stdout);
+	_exit(1);
+}
+
+static int next_out(struct vcpu *v, int port, uint32_t *val)
+{
+	watch_check = tap_run + 1;
+	vcpu_run(v);
+	if (v->run->exit_reason != KVM_EXIT_IO)
+		BAIL("unexpected exit: %s", exit_str(v));
+	if (!is_out(v, port, 4)) {
+		tap_diag("unexpected exit: %s", exit_str(v));
+		return 0;
+	}
+	*val = io_out_value(v);
+	return 1;
+}
+
+static void expect(struct vcpu *v, int port, uint32_t want, const char *what)
+{
+	uint32_t got = 0;
+	int ok = next_out(v, port, &got);
+
+	tap_ok(ok && got == want, "%s: %#x (want %#x)", what, got, want);
+}
+
+struct raiser {
+	int vm_fd;
+	int done;
+};
+
+/* Raises then lowers GSI 3 a while after the guest went to sleep. */
+static void *raise_later(void *p)
+{
+	struct raiser *r = p;
+	struct timespec ts = { .tv_nsec = 50 * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+	irq_line(r->vm_fd, 3, 1);
+	irq_line(r->vm_fd, 3, 0);
+	r->done = 1;
+	return NULL;
+}
+
+static void guest(void)
+{
+	struct guest g;
+	struct raiser r;
+	pthread_t t;
+
+	g.vm = vm_create();
+	if (ioctl(g.vm.fd, KVM_CREATE_IRQCHIP, 0))
+		BAIL("KVM_CREATE_IRQCHIP");
+	if (ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
+		BAIL("KVM_SET_TSS_ADDR");
+	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
+	g.v = vcpu_create(&g.vm, 0);
+	vcpu_set_supported_cpuid(&g.vm, &g.v);
+	guest_load(g.mem, GUEST_CODE_GPA, chip_guest);
+	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	idt_set_gate32(g.mem, 0x23, ADDR(pic_h));
+	idt_set_gate32(g.mem, 0x45, ADDR(ioapic_h));
+
+	expect(&g.v, P_VAL, 0xf7, "the master's IMR after ICW1-4 and OCW1");
+	expect(&g.v, P_MARK, 1, "PICs initialized");
+	irq_line(g.vm.fd, 3, 1);
+	irq_line(g.vm.fd, 3, 0);
+	expect(&g.v, P_VEC, 0x23, "an edge on GSI 3 arrives through the master at vector 0x23");
+	expect(&g.v, P_VAL, 0, "the master's ISR is clear after the EOI");
+	expect(&g.v, P_MARK, 2, "after the PIC interrupt");
+	expect(&g.v, P_VAL, 0x8045, "I/O APIC entry 5 as programmed, Remote IRR clear");
+	expect(&g.v, P_MARK, 3, "I/O APIC programmed");
+	irq_line(g.vm.fd, 5, 1);
+	expect(&g.v, P_VEC, 0x45, "a level on GSI 5 arrives through the I/O APIC at vector 0x45");
+	expect(&g.v, P_VAL, 0xc045, "Remote IRR set while it is in service");
+	expect(&g.v, P_MARK, 4, "before the EOI, line kept high");
+	expect(&g.v, P_VEC, 0x45, "the EOI of a line still high delivers it again");
+	expect(&g.v, P_VAL, 0xc045, "Remote IRR set again");
+	expect(&g.v, P_MARK, 4, "before the second EOI, line now low");
+	irq_line(g.vm.fd, 5, 0);
+	expect(&g.v, P_VAL, 0x8045, "Remote IRR clear after the EOI of a low line");
+	expect(&g.v, P_MARK, 5, "no third delivery");
+	expect(&g.v, P_MARK, 6, "IRQ 3 unmasked again");
+	r.vm_fd = g.vm.fd;
+	r.done = 0;
+	if (pthread_create(&t, NULL, raise_later, &r))
+		BAIL("pthread_create");
+	expect(&g.v, P_VEC, 0x23, "KVM_IRQ_LINE from another thread wakes the guest from HLT");
+	pthread_join(t, NULL);
+	expect(&g.v, P_MARK, 7, "after the wake-up");
+	vcpu_run(&g.v);
+	tap_ok(is_out(&g.v, P_DONE, 1), "guest done (%s)", exit_str(&g.v));
+	guest_destroy(&g);
+}
+
+int main(void)
+{
+	signal(SIGALRM, on_alarm);
+	alarm(120);
+	tap_plan(46);
+	protocol();
+	guest();
+	tap_done();
+}
