@@ -117,6 +117,17 @@ void rkvm_eventfd_signal(void *ctx);
 void rkvm_eventfd_put(void *ctx);
 void rkvm_irqfd_free(void *irqfd);
 
+/*
+ * A host timer for a guest device (the in-kernel PIT): an hrtimer on CLOCK_MONOTONIC
+ * whose expiries run fire(owner, expiries since the last call) from a work item, in
+ * process context; periodic when period_ns is not 0. start() replaces what was armed
+ * (waiting for a running fire()); stop() disarms it the same way; free() stops and frees.
+ */
+void *rkvm_ptimer_new(void (*fire)(const void *owner, __u32 expiries), const void *owner);
+void rkvm_ptimer_start(void *t, __u64 delay_ns, __u64 period_ns);
+void rkvm_ptimer_stop(void *t);
+void rkvm_ptimer_free(void *t);
+
 /* anon_inode_getfd() with fops built in Rust. */
 int rkvm_anon_inode_getfd(const char *name, const void *fops, void *priv, int flags);
 /* The same for a readable file that also takes pread() (binary stats). */

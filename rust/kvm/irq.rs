@@ -174,6 +174,16 @@ pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
     Ok(0)
 }
 
+/// The GSI routed to pin `pin` of irqchip `chip`, if any.
+pub(crate) fn gsi_of(vm: &Vm, chip: u32, pin: u32) -> Option<u32> {
+    vm.locked
+        .lock()
+        .routes
+        .iter()
+        .find(|r| matches!(r.target, Target::Irqchip { chip: c, pin: p } if c == chip && p == pin))
+        .map(|r| r.gsi)
+}
+
 /// Raises or lowers GSI `gsi` for `source` through every route it has (KVM's
 /// `kvm_set_irq`): -1 when no route took it, else the sum of what the routes returned.
 pub(crate) fn set_irq(vm: &Vm, source: Source, gsi: u32, level: bool) -> i32 {

@@ -85,11 +85,61 @@ pub(crate) fn create(vm: &Vm) -> Result<isize> {
     Ok(0)
 }
 
-/// After a PIC operation: publish its output and, when it rose, wake the first vCPU
-/// whose local APIC takes ExtINT (as KVM's `pic_unlock`).
-fn pic_done(vm: &Vm, c: &mut Chips) -> bool {
+/// What the chips asked of the VM during an operation, acted on once the irqchip lock
+/// is dropped.
+#[must_use]
+struct After {
+    wake: bool,
+    pic: crate::x86::pic::Effect,
+    ioapic: ioapic::Effect,
+}
+
+/// After an operation: publish the PIC's output and collect the chips' requests.
+fn finish(vm: &Vm, c: &mut Chips) -> After {
     vm.pic_output.store(c.pic.output, Ordering::Release);
-    c.pic.take_effect().wake
+    let pic = c.pic.take_effect();
+    After {
+        wake: pic.wake,
+        pic,
+        ioapic: c.ioapic.take_effect(),
+    }
+}
+
+impl After {
+    /// Wakes the vCPU that takes ExtINT when the PIC's output rose (as KVM's
+    /// `pic_unlock`), and runs the ack and mask notifiers (the PIT's reinjection).
+    fn run(self, vm: &Vm) {
+        if self.wake {
+            wake_extint(vm);
+        }
+        let pins = |bits: u32, n: u32| (0..n).filter(move |p| bits & 1 << p != 0);
+        for pin in pins(u32::from(self.pic.acked), pic::PINS) {
+            notify(vm, pin / 8, pin % 8, true);
+        }
+        for pin in pins(u32::from(self.pic.unmasked), pic::PINS) {
+            notify(vm, pin / 8, pin % 8, false);
+        }
+        for pin in pins(self.ioapic.acked, ioapic::PINS) {
+            notify(vm, KVM_IRQCHIP_IOAPIC, pin, true);
+        }
+        for pin in pins(self.ioapic.unmasked, ioapic::PINS) {
+            notify(vm, KVM_IRQCHIP_IOAPIC, pin, false);
+        }
+    }
+}
+
+/// An interrupt on (chip, pin) was acknowledged (`ack`) or the pin unmasked: the
+/// listeners of the GSI routed there hear of it (KVM's `kvm_notify_acked_irq` and
+/// `kvm_fire_mask_notifiers`). Only the PIT listens, on GSI 0.
+fn notify(vm: &Vm, chip: u32, pin: u32, ack: bool) {
+    if !super::pit::listening(vm) || irq::gsi_of(vm, chip, pin) != Some(0) {
+        return;
+    }
+    if ack {
+        super::pit::acked(vm);
+    } else {
+        super::pit::unmasked(vm);
+    }
 }
 
 fn wake_extint(vm: &Vm) {
@@ -120,22 +170,15 @@ pub(crate) fn set_pin(vm: &Vm, chip: u32, pin: u32, source: Source, level: bool)
     let Some(c) = (*g).as_mut() else {
         return -1;
     };
-    let (ret, wake) = match chip {
-        KVM_IRQCHIP_IOAPIC => (
-            c.ioapic.set_irq(pin, source, level, &mut ToApics(vm)),
-            false,
-        ),
-        _ => {
-            let r = c
-                .pic
-                .set_irq(chip.saturating_mul(8).saturating_add(pin), source, level);
-            (r, pic_done(vm, c))
-        }
+    let ret = match chip {
+        KVM_IRQCHIP_IOAPIC => c.ioapic.set_irq(pin, source, level, &mut ToApics(vm)),
+        _ => c
+            .pic
+            .set_irq(chip.saturating_mul(8).saturating_add(pin), source, level),
     };
+    let after = finish(vm, c);
     drop(g);
-    if wake {
-        wake_extint(vm);
-    }
+    after.run(vm);
     ret
 }
 
@@ -164,17 +207,15 @@ pub(crate) fn pic_ack(vm: &Vm) -> Option<u8> {
         return None;
     }
     let v = c.pic.ack();
-    let wake = pic_done(vm, c);
+    let after = finish(vm, c);
     drop(g);
-    if wake {
-        wake_extint(vm);
-    }
+    after.run(vm);
     Some(v)
 }
 
 /// A guest IN or OUT the in-kernel PIC claims; `None` when it claims nothing.
 pub(crate) fn pio(vm: &Vm, port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
-    if !vm.full_irqchip.load(Ordering::Acquire) || !Pic::claims(port) {
+    if !vm.full_irqchip.load(Ordering::Acquire) || !Pic::claims(port, size) {
         return None;
     }
     // An ICW1 clears latched edges from ISR only while some APIC takes ExtINT (KVM).
@@ -187,11 +228,9 @@ pub(crate) fn pio(vm: &Vm, port: u16, size: u8, input: bool, value: u32) -> Opti
         c.pic.io_write(port, size, value as u8, accepting);
         0
     };
-    let wake = pic_done(vm, c);
+    let after = finish(vm, c);
     drop(g);
-    if wake {
-        wake_extint(vm);
-    }
+    after.run(vm);
     Some(v)
 }
 
@@ -205,26 +244,34 @@ pub(crate) fn mmio(vm: &Vm, gpa: u64, size: u8, write: bool, value: u64) -> Opti
     if !c.ioapic.claims(gpa) {
         return None;
     }
-    if write {
+    let v = if write {
         c.ioapic.mmio_write(gpa, size, value, &mut ToApics(vm));
-        Some(0)
+        0
     } else {
-        Some(c.ioapic.mmio_read(gpa))
-    }
+        c.ioapic.mmio_read(gpa)
+    };
+    let after = finish(vm, c);
+    drop(g);
+    after.run(vm);
+    Some(v)
 }
 
-/// A local APIC EOI'd a level-triggered `vector`.
-pub(crate) fn eoi(vm: &Vm, vector: u8) {
+/// A local APIC EOI'd `vector` (level-triggered there when `level`).
+pub(crate) fn eoi(vm: &Vm, vector: u8, level: bool) {
     if !vm.full_irqchip.load(Ordering::Acquire) {
         return;
     }
     let now = crate::sys::wait::now_ns();
     let mut g = vm.irqchip.lock();
-    if let Some(c) = (*g).as_mut() {
-        c.ioapic.eoi(vector, now, &mut ToApics(vm));
-        vm.ioapic_deferred_ns
-            .store(deferred_deadline(&c.ioapic), Ordering::Release);
-    }
+    let Some(c) = (*g).as_mut() else {
+        return;
+    };
+    c.ioapic.eoi(vector, level, now, &mut ToApics(vm));
+    vm.ioapic_deferred_ns
+        .store(deferred_deadline(&c.ioapic), Ordering::Release);
+    let after = finish(vm, c);
+    drop(g);
+    after.run(vm);
 }
 
 fn deferred_deadline(io: &Ioapic) -> u64 {
@@ -402,10 +449,8 @@ pub(crate) fn set(vm: &Vm, arg: usize) -> Result<isize> {
     };
     // KVM recomputes the PIC's output whichever chip was loaded.
     c.pic.update();
-    let wake = pic_done(vm, c);
+    let after = finish(vm, c);
     drop(g);
-    if wake {
-        wake_extint(vm);
-    }
+    after.run(vm);
     r
 }

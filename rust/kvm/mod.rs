@@ -15,6 +15,7 @@ pub(crate) mod irqchip;
 pub(crate) mod kvmclock;
 pub(crate) mod memslot;
 pub(crate) mod msr_filter;
+pub(crate) mod pit;
 pub(crate) mod stats;
 pub(crate) mod steal;
 pub(crate) mod uaccess;

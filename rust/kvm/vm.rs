@@ -114,6 +114,10 @@ pub(crate) struct Vm {
     pub(crate) pic_output: AtomicBool,
     /// When the I/O APIC's EOI-storm guard lets held-back interrupts go (ns; 0: none).
     pub(crate) ioapic_deferred_ns: AtomicU64,
+    /// KVM_CREATE_PIT2's PIT, and its interrupt bookkeeping.
+    #[pin]
+    pub(crate) pit: Mutex<Option<super::pit::PitDev>>,
+    pub(crate) pit_irq: super::pit::PitIrq,
     /// KVM_CAP_X2APIC_API: 32-bit x2APIC IDs in KVM_GET/SET_LAPIC, and no xAPIC
     /// broadcast quirk for x2APIC destinations.
     pub(crate) x2apic_format: AtomicBool,
@@ -227,6 +231,8 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             irqchip <- new_mutex!(None),
             pic_output: AtomicBool::new(false),
             ioapic_deferred_ns: AtomicU64::new(0),
+            pit <- new_mutex!(None),
+            pit_irq: Default::default(),
             x2apic_format: AtomicBool::new(false),
             x2apic_broadcast_quirk_disabled: AtomicBool::new(false),
             user_space_msr: AtomicU32::new(0),
@@ -257,7 +263,10 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
 #[pinned_drop]
 impl PinnedDrop for Vm {
     fn drop(self: Pin<&mut Self>) {
-        // irqfds first: dropping one waits for its callback, which takes `locked`.
+        // The PIT's timer first: freeing it waits for a tick, which uses the irqchip.
+        let pit = self.pit.lock().take();
+        drop(pit);
+        // irqfds next: dropping one waits for its callback, which takes `locked`.
         let irqfds = core::mem::take(&mut self.locked.lock().irqfds);
         drop(irqfds);
         // Unregister first: it waits for callbacks that may be using this VM.
@@ -867,6 +876,13 @@ impl AnonFile for Vm {
             RKVM_KVM_IRQ_LINE_STATUS => super::irqchip::irq_line(&this, arg, true),
             RKVM_KVM_GET_IRQCHIP => super::irqchip::get(&this, arg),
             RKVM_KVM_SET_IRQCHIP => super::irqchip::set(&this, arg),
+            RKVM_KVM_CREATE_PIT => super::pit::create(&this, KVM_PIT_SPEAKER_DUMMY),
+            RKVM_KVM_CREATE_PIT2 => super::pit::create2(&this, arg),
+            RKVM_KVM_GET_PIT => super::pit::get(&this, arg, false),
+            RKVM_KVM_SET_PIT => super::pit::set(&this, arg, false),
+            RKVM_KVM_GET_PIT2 => super::pit::get(&this, arg, true),
+            RKVM_KVM_SET_PIT2 => super::pit::set(&this, arg, true),
+            RKVM_KVM_REINJECT_CONTROL => super::pit::reinject_control(&this, arg),
             RKVM_KVM_IRQFD => super::irq::irqfd(&this, arg),
             RKVM_KVM_IOEVENTFD => super::ioeventfd::ioctl(&this, arg),
             RKVM_KVM_REGISTER_COALESCED_MMIO => super::coalesced::register(&this, arg),

@@ -20,6 +20,7 @@ pub(crate) mod msr;
 pub(crate) mod notifiers;
 pub(crate) mod page;
 pub(crate) mod percpu;
+pub(crate) mod ptimer;
 pub(crate) mod pvclock;
 pub(crate) mod ratelimit;
 pub(crate) mod rsb;

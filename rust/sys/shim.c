@@ -981,6 +981,81 @@ void rkvm_irqfd_free(void *irqfd)
 	kfree(f);
 }
 
+/* ---- device timers ----------------------------------------------------------------- */
+
+/*
+ * The hrtimer callback runs in hard interrupt context: it only counts the expiry and
+ * queues the work, which calls back into rkvm with the count. A periodic timer moves its expiry forward by whole periods, so a
+ * late callback does not drift.
+ */
+struct rkvm_ptimer {
+	struct hrtimer timer;
+	struct work_struct work;
+	void (*fire)(const void *owner, __u32 expiries);
+	const void *owner;
+	u64 period_ns;
+	atomic_t expiries; /* since the work last ran */
+};
+
+static void rkvm_ptimer_work(struct work_struct *work)
+{
+	struct rkvm_ptimer *t = container_of(work, struct rkvm_ptimer, work);
+	int n = atomic_xchg(&t->expiries, 0);
+
+	if (n > 0)
+		t->fire(t->owner, n);
+}
+
+static enum hrtimer_restart rkvm_ptimer_expired(struct hrtimer *timer)
+{
+	struct rkvm_ptimer *t = container_of(timer, struct rkvm_ptimer, timer);
+
+	/* Bounded: at most one expiry per period of at least KVM's 200 us floor. */
+	atomic_add_unless(&t->expiries, 1, INT_MAX);
+	schedule_work(&t->work);
+	if (!t->period_ns)
+		return HRTIMER_NORESTART;
+	hrtimer_add_expires_ns(&t->timer, t->period_ns);
+	return HRTIMER_RESTART;
+}
+
+void *rkvm_ptimer_new(void (*fire)(const void *owner, __u32 expiries), const void *owner)
+{
+	struct rkvm_ptimer *t = kzalloc(sizeof(*t), GFP_KERNEL_ACCOUNT);
+
+	if (!t)
+		return NULL;
+	hrtimer_setup(&t->timer, rkvm_ptimer_expired, CLOCK_MONOTONIC, HRTIMER_MODE_ABS);
+	INIT_WORK(&t->work, rkvm_ptimer_work);
+	t->fire = fire;
+	t->owner = owner;
+	return t;
+}
+
+void rkvm_ptimer_stop(void *timer)
+{
+	struct rkvm_ptimer *t = timer;
+
+	hrtimer_cancel(&t->timer);
+	cancel_work_sync(&t->work);
+	atomic_set(&t->expiries, 0);
+}
+
+void rkvm_ptimer_start(void *timer, __u64 delay_ns, __u64 period_ns)
+{
+	struct rkvm_ptimer *t = timer;
+
+	rkvm_ptimer_stop(t);
+	t->period_ns = period_ns;
+	hrtimer_start(&t->timer, ktime_add_ns(ktime_get(), delay_ns), HRTIMER_MODE_ABS);
+}
+
+void rkvm_ptimer_free(void *timer)
+{
+	rkvm_ptimer_stop(timer);
+	kfree(timer);
+}
+
 /* ---- kvm-vfio --------------------------------------------------------------------- */
 
 /*

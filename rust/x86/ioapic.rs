@@ -48,6 +48,15 @@ impl Redir {
     }
 }
 
+/// What an operation asks of the VM once the lock is dropped.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Effect {
+    /// Pins whose interrupt was EOI'd (KVM's ack notifiers).
+    pub(crate) acked: u32,
+    /// Pins the guest unmasked (KVM's mask notifiers).
+    pub(crate) unmasked: u32,
+}
+
 /// The I/O APIC. The first fields are those of `kvm_ioapic_state`.
 pub(crate) struct Ioapic {
     pub(crate) base: u64,
@@ -64,6 +73,7 @@ pub(crate) struct Ioapic {
     /// Pins whose re-delivery waits for the storm delay, and when it ends (ns).
     pub(crate) deferred: u32,
     pub(crate) deferred_until_ns: u64,
+    effect: Effect,
 }
 
 /// Delivers an interrupt message to the local APICs; returns how many took it.
@@ -85,7 +95,13 @@ impl Ioapic {
             eoi_count: [0; PINS as usize],
             deferred: 0,
             deferred_until_ns: 0,
+            effect: Effect::default(),
         }
+    }
+
+    /// Takes what the operations since the last call ask of the VM.
+    pub(crate) fn take_effect(&mut self) -> Effect {
+        core::mem::take(&mut self.effect)
     }
 
     fn entry(&self, pin: u32) -> Option<Redir> {
@@ -181,6 +197,9 @@ impl Ioapic {
                     *r & !0xffff_ffff | u64::from(val)
                 };
                 n = n & !(REMOTE_IRR | 1 << 12) | keep;
+                if *r & MASKED != 0 && n & MASKED == 0 {
+                    self.effect.unmasked |= 1 << pin;
+                }
                 // An edge pin has no EOI to wait for: switching to edge clears Remote IRR
                 // (which lets a guest recover a stuck line, as with KVM).
                 if n & 1 << 15 == 0 {
@@ -225,13 +244,18 @@ impl Ioapic {
         }
     }
 
-    /// A local APIC EOI'd `vector`, a level-triggered interrupt (KVM's
-    /// `kvm_ioapic_update_eoi`): every pin with that vector leaves Remote IRR and is sent
-    /// again if its line is still asserted, unless that has gone on too long in a row.
-    pub(crate) fn eoi(&mut self, vector: u8, now_ns: u64, d: &mut dyn Deliver) {
+    /// A local APIC EOI'd `vector`, level-triggered there when `level` (its TMR bit;
+    /// KVM's `kvm_ioapic_update_eoi`): every pin with that vector is reported acked;
+    /// for a level EOI each leaves Remote IRR and is sent again if its line is still
+    /// asserted, unless that has gone on too long in a row.
+    pub(crate) fn eoi(&mut self, vector: u8, level: bool, now_ns: u64, d: &mut dyn Deliver) {
         for pin in 0..PINS {
             let Some(e) = self.entry(pin) else { continue };
-            if e.vector() != u64::from(vector) || !e.level() {
+            if e.vector() != u64::from(vector) {
+                continue;
+            }
+            self.effect.acked |= 1 << pin;
+            if !level {
                 continue;
             }
             if let Some(r) = self.redirtbl.get_mut(pin as usize) {

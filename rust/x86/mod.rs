@@ -20,6 +20,7 @@ pub(crate) mod mmu;
 pub(crate) mod msr_access;
 pub(crate) mod msrs;
 pub(crate) mod pic;
+pub(crate) mod pit;
 pub(crate) mod quirks;
 pub(crate) mod state;
 pub(crate) mod stats;

@@ -14,10 +14,11 @@ use crate::uapi::kvm_pic_state;
 pub(crate) const PINS: u32 = 16;
 
 /// Interrupt sources that can hold a line up (KVM's irq source ids): userspace's
-/// KVM_IRQ_LINE and irqfds.
+/// KVM_IRQ_LINE and irqfds, and the in-kernel PIT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Source {
     User = 0,
+    Pit = 1,
 }
 
 /// The line level seen by the chip: the OR of what each source asserts on it.
@@ -94,6 +95,10 @@ fn pending(s: &kvm_pic_state, master: bool) -> Option<u8> {
 pub(crate) struct Effect {
     /// The output rose: a vCPU that takes ExtINT must look.
     pub(crate) wake: bool,
+    /// Pins (0-15) whose interrupt left service (KVM's ack notifiers).
+    pub(crate) acked: u16,
+    /// Pins (0-15) the guest unmasked (KVM's mask notifiers).
+    pub(crate) unmasked: u16,
 }
 
 /// Both chips and their output to the CPUs.
@@ -191,6 +196,12 @@ impl Pic {
         vector
     }
 
+    /// `irq` leaves the in-service register; its acknowledgement is reported.
+    fn clear_isr(&mut self, slave: bool, irq: u8) {
+        self.chip(slave).isr &= !bit(irq);
+        self.effect.acked |= u16::from(bit(irq)) << if slave { 8 } else { 0 };
+    }
+
     fn intack(&mut self, slave: bool, irq: u8) {
         let s = self.chip(slave);
         s.isr |= bit(irq);
@@ -202,7 +213,7 @@ impl Pic {
             if s.rotate_on_auto_eoi != 0 {
                 s.priority_add = irq.wrapping_add(1) & 7;
             }
-            s.isr &= !bit(irq);
+            self.clear_isr(slave, irq);
         }
     }
 
@@ -224,7 +235,9 @@ impl Pic {
         s.init_state = 1;
         if accepting {
             // Requests that were latched as edges leave the in-service register too.
-            s.isr &= !edge_irr;
+            for irq in (0..8u8).filter(|&i| edge_irr & bit(i) != 0) {
+                self.clear_isr(slave, irq);
+            }
         }
     }
 
@@ -253,7 +266,9 @@ impl Pic {
         let s = self.chip(slave);
         match s.init_state {
             0 => {
+                let unmasked = s.imr & !val;
                 s.imr = val;
+                self.effect.unmasked |= u16::from(unmasked) << if slave { 8 } else { 0 };
                 self.update();
             }
             1 => {
@@ -284,13 +299,13 @@ impl Pic {
                     if val >> 5 == 5 {
                         s.priority_add = irq.wrapping_add(1) & 7;
                     }
-                    s.isr &= !bit(irq);
+                    self.clear_isr(slave, irq);
                     self.update();
                 }
             }
             // Specific EOI.
             3 => {
-                s.isr &= !bit(val);
+                self.clear_isr(slave, val & 7);
                 self.update();
             }
             // Set priority.
@@ -301,7 +316,7 @@ impl Pic {
             // Rotate on specific EOI.
             7 => {
                 s.priority_add = (val & 7).wrapping_add(1) & 7;
-                s.isr &= !bit(val);
+                self.clear_isr(slave, val & 7);
                 self.update();
             }
             _ => {}
@@ -319,18 +334,21 @@ impl Pic {
             m.isr &= !bit(2);
             m.irr &= !bit(2);
         }
-        let s = self.chip(slave);
-        s.irr &= !bit(irq);
-        s.isr &= !bit(irq);
+        self.chip(slave).irr &= !bit(irq);
+        self.clear_isr(slave, irq);
         if slave || irq != 2 {
             self.update();
         }
         irq | 0x80
     }
 
-    /// Whether this device claims I/O port `port`.
-    pub(crate) fn claims(port: u16) -> bool {
-        matches!(port, 0x20 | 0x21 | 0xa0 | 0xa1 | 0x4d0 | 0x4d1)
+    /// Whether this device claims an access of `size` bytes at I/O port `port`: it
+    /// must lie within one of the two-port ranges at 0x20, 0xa0 and 0x4d0 (as KVM's bus).
+    pub(crate) fn claims(port: u16, size: u8) -> bool {
+        let end = u32::from(port) + u32::from(size);
+        [0x20u32, 0xa0, 0x4d0]
+            .iter()
+            .any(|&b| u32::from(port) >= b && end <= b + 2)
     }
 
     /// An OUT to a port it claims. Wider accesses are dropped, as in KVM.

@@ -55,8 +55,8 @@ pub(super) fn effects(vm: &Vm, eff: lapic::WriteEffect) {
     if let Some(ipi) = eff.ipi {
         crate::kvm::irq::deliver(vm, &ipi);
     }
-    if let Some(v) = eff.eoi {
-        crate::kvm::irqchip::eoi(vm, v);
+    if let Some((v, level)) = eff.eoi {
+        crate::kvm::irqchip::eoi(vm, v, level);
     }
 }
 

@@ -406,8 +406,9 @@ pub(crate) struct Refused;
 pub(crate) struct WriteEffect {
     /// An IPI to deliver.
     pub(crate) ipi: Option<IrqRequest>,
-    /// A level-triggered vector left service: the in-kernel I/O APIC takes the EOI.
-    pub(crate) eoi: Option<u8>,
+    /// A vector left service, and whether it was level-triggered (its TMR bit): the
+    /// in-kernel I/O APIC takes the EOI.
+    pub(crate) eoi: Option<(u8, bool)>,
 }
 
 /// A vCPU's local APIC.
@@ -692,14 +693,14 @@ impl Lapic {
         self.update_ppr();
     }
 
-    /// EOI: the highest in-service vector leaves ISR; returned when it was
-    /// level-triggered (TMR set), for the I/O APIC.
-    fn eoi(&mut self) -> Option<u8> {
+    /// EOI: the highest in-service vector leaves ISR; returned with its trigger mode
+    /// (TMR), for the I/O APIC.
+    fn eoi(&mut self) -> Option<(u8, bool)> {
         let v = self.highest(reg::ISR)?;
         self.set_vec(reg::ISR, v, false);
         self.update_ppr();
         let tmr = self.get(reg::TMR + u32::from(v >> 5) * 0x10);
-        (tmr & 1 << (v & 31) != 0).then_some(v)
+        Some((v, tmr & 1 << (v & 31) != 0))
     }
 
     /// Folds what other vCPUs posted into IRR/TMR; returns the other events.
