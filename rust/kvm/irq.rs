@@ -7,8 +7,9 @@
 
 use super::uaccess;
 use super::vm::Vm;
+use crate::sys::irqfd::{EventCtx, IrqFd, RESAMPLE_TAG};
 use crate::uapi::*;
-use crate::x86::lapic::IrqRequest;
+use crate::x86::lapic::{Addressing, IrqRequest};
 use crate::x86::pic::Source;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
@@ -22,6 +23,7 @@ pub(crate) fn enable_split(vm: &Vm, pins: u64) -> Result<isize> {
     if vm.lapic_in_kernel.load(Ordering::Acquire) || !l.vcpus.is_empty() {
         return Err(EEXIST);
     }
+    vm.split_pins.store(pins as u32, Ordering::Relaxed);
     vm.lapic_in_kernel.store(true, Ordering::Release);
     Ok(0)
 }
@@ -174,6 +176,24 @@ pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
     Ok(0)
 }
 
+/// Whether the EOI of `vector` by the APIC of vCPU `id` (with `addressing`) must reach
+/// userspace's I/O APIC (KVM's `ioapic_handled_vectors` of a split irqchip): some GSI
+/// below the reserved I/O APIC pins routes a level-triggered MSI with that vector to it.
+pub(crate) fn split_eoi_exit(vm: &Vm, id: u32, addressing: &Addressing, vector: u8) -> bool {
+    let pins = vm.split_pins.load(Ordering::Relaxed);
+    if pins == 0 {
+        return false;
+    }
+    let quirk = !vm.x2apic_broadcast_quirk_disabled.load(Ordering::Relaxed);
+    vm.locked.lock().routes.iter().any(|r| match r.target {
+        Target::Msi { address_lo, data } if r.gsi < pins => {
+            let irq = IrqRequest::from_msi(address_lo, data);
+            irq.level_triggered && irq.vector == vector && addressing.matches(id, &irq, quirk)
+        }
+        _ => false,
+    })
+}
+
 /// The GSI routed to pin `pin` of irqchip `chip`, if any.
 pub(crate) fn gsi_of(vm: &Vm, chip: u32, pin: u32) -> Option<u32> {
     vm.locked
@@ -218,23 +238,69 @@ pub(crate) fn set_irq(vm: &Vm, source: Source, gsi: u32, level: bool) -> i32 {
     ret
 }
 
-/// An irqfd fired: a pulse on its GSI (nothing happens when the GSI has no route).
+/// An irqfd fired: a pulse on its GSI (nothing happens when the GSI has no route); a
+/// resampling irqfd holds the line up until the guest acknowledges the interrupt.
 ///
 /// # Safety
 ///
 /// `owner` is the `Vm` that assigned the irqfd; the VM drops its irqfds (waiting for
 /// this callback) before it is freed.
-unsafe extern "C" fn irqfd_fire(owner: *const c_void, gsi: u32) {
+unsafe extern "C" fn irqfd_fire(owner: *const c_void, tagged: u32) {
     // SAFETY: See the function's contract.
     let vm = unsafe { &*owner.cast::<Vm>() };
+    let gsi = tagged & !RESAMPLE_TAG;
+    if tagged & RESAMPLE_TAG != 0 {
+        set_irq(vm, Source::Resample, gsi, true);
+        return;
+    }
     set_irq(vm, Source::User, gsi, true);
     set_irq(vm, Source::User, gsi, false);
+}
+
+/// The guest acknowledged GSI `gsi`: resampling irqfds on it drop their hold on the line
+/// and signal their resamplefds (KVM's `irqfd_resampler_ack`), for the device to raise it
+/// again if it still wants to.
+pub(crate) fn resample(vm: &Vm, gsi: u32) {
+    if vm.resamplers.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let any = vm
+        .locked
+        .lock()
+        .irqfds
+        .iter()
+        .any(|f| f.gsi == gsi && f.resample.is_some());
+    if !any {
+        return;
+    }
+    set_irq(vm, Source::Resample, gsi, false);
+    for f in vm.locked.lock().irqfds.iter().filter(|f| f.gsi == gsi) {
+        if let Some(r) = f.resample.as_ref() {
+            r.signal();
+        }
+    }
+}
+
+/// Irqfds were removed: a GSI that no resampling irqfd holds any more is lowered.
+fn release_resampled(vm: &Vm, gone: &[IrqFd]) {
+    for f in gone.iter().filter(|f| f.resample.is_some()) {
+        vm.resamplers.fetch_sub(1, Ordering::AcqRel);
+        let held = vm
+            .locked
+            .lock()
+            .irqfds
+            .iter()
+            .any(|g| g.gsi == f.gsi && g.resample.is_some());
+        if !held {
+            set_irq(vm, Source::Resample, f.gsi, false);
+        }
+    }
 }
 
 /// `KVM_IRQFD`: assign or (with `KVM_IRQFD_FLAG_DEASSIGN`) remove an irqfd.
 pub(crate) fn irqfd(vm: &Vm, arg: usize) -> Result<isize> {
     let a: [u32; 4] = uaccess::read(arg)?;
-    let [fd, gsi, flags, _resamplefd] = a;
+    let [fd, gsi, flags, resamplefd] = a;
     if flags & !(KVM_IRQFD_FLAG_DEASSIGN | KVM_IRQFD_FLAG_RESAMPLE) != 0 {
         return Err(EINVAL);
     }
@@ -258,17 +324,39 @@ pub(crate) fn irqfd(vm: &Vm, arg: usize) -> Result<isize> {
             gone
         };
         // Freed outside the lock: a running callback may be taking it.
+        release_resampled(vm, &gone);
         drop(gone);
         return Ok(0);
     }
-    // Resampling (KVM_IRQFD_FLAG_RESAMPLE) is not offered yet (KVM_CAP_IRQFD_RESAMPLE 0).
-    if !vm.lapic_in_kernel.load(Ordering::Acquire) || flags & KVM_IRQFD_FLAG_RESAMPLE != 0 {
+    // Resampling needs the in-kernel I/O APIC and PIC, whose EOIs it listens to.
+    let resample = flags & KVM_IRQFD_FLAG_RESAMPLE != 0;
+    let allowed = if resample {
+        vm.full_irqchip.load(Ordering::Acquire)
+    } else {
+        vm.lapic_in_kernel.load(Ordering::Acquire)
+    };
+    if !allowed {
         return Err(EINVAL);
     }
+    let resample = if resample {
+        Some(EventCtx::get(resamplefd as i32)?)
+    } else {
+        None
+    };
+    let counts = resample.is_some();
     // SAFETY: The VM drops every irqfd in its destructor, before it is freed.
     let f = unsafe {
-        crate::sys::irqfd::IrqFd::assign(fd, gsi, irqfd_fire, core::ptr::from_ref(vm).cast())
+        IrqFd::assign(
+            fd,
+            gsi,
+            resample,
+            irqfd_fire,
+            core::ptr::from_ref(vm).cast(),
+        )
     }?;
+    if counts {
+        vm.resamplers.fetch_add(1, Ordering::AcqRel);
+    }
     let dead = {
         // (A second irqfd on the same eventfd, in any VM, failed in `assign` with EBUSY.)
         let mut l = vm.locked.lock();
@@ -285,6 +373,7 @@ pub(crate) fn irqfd(vm: &Vm, arg: usize) -> Result<isize> {
         l.irqfds.push(f, GFP_KERNEL_ACCOUNT)?;
         dead
     };
+    release_resampled(vm, &dead);
     drop(dead);
     Ok(0)
 }

@@ -119,9 +119,6 @@ impl After {
         for pin in pins(u32::from(self.pic.unmasked), pic::PINS) {
             notify(vm, pin / 8, pin % 8, false);
         }
-        for pin in pins(self.ioapic.acked, ioapic::PINS) {
-            notify(vm, KVM_IRQCHIP_IOAPIC, pin, true);
-        }
         for pin in pins(self.ioapic.unmasked, ioapic::PINS) {
             notify(vm, KVM_IRQCHIP_IOAPIC, pin, false);
         }
@@ -130,15 +127,24 @@ impl After {
 
 /// An interrupt on (chip, pin) was acknowledged (`ack`) or the pin unmasked: the
 /// listeners of the GSI routed there hear of it (KVM's `kvm_notify_acked_irq` and
-/// `kvm_fire_mask_notifiers`). Only the PIT listens, on GSI 0.
+/// `kvm_fire_mask_notifiers`): the PIT on GSI 0, resampling irqfds on theirs.
 fn notify(vm: &Vm, chip: u32, pin: u32, ack: bool) {
-    if !super::pit::listening(vm) || irq::gsi_of(vm, chip, pin) != Some(0) {
+    let pit = super::pit::listening(vm);
+    if !pit && (!ack || vm.resamplers.load(Ordering::Acquire) == 0) {
         return;
     }
+    let Some(gsi) = irq::gsi_of(vm, chip, pin) else {
+        return;
+    };
     if ack {
-        super::pit::acked(vm);
-    } else {
-        super::pit::unmasked(vm);
+        irq::resample(vm, gsi);
+    }
+    if pit && gsi == 0 {
+        if ack {
+            super::pit::acked(vm);
+        } else {
+            super::pit::unmasked(vm);
+        }
     }
 }
 
@@ -256,9 +262,21 @@ pub(crate) fn mmio(vm: &Vm, gpa: u64, size: u8, write: bool, value: u64) -> Opti
     Some(v)
 }
 
-/// A local APIC EOI'd `vector` (level-triggered there when `level`).
+/// A local APIC EOI'd `vector` (level-triggered there when `level`). As in KVM, the
+/// listeners hear of the acknowledgement (a resampling irqfd lowers its line) before
+/// the I/O APIC decides whether a level interrupt is still asserted.
 pub(crate) fn eoi(vm: &Vm, vector: u8, level: bool) {
     if !vm.full_irqchip.load(Ordering::Acquire) {
+        return;
+    }
+    let pins = match (*vm.irqchip.lock()).as_mut() {
+        Some(c) => c.ioapic.eoi_pins(vector),
+        None => return,
+    };
+    for pin in (0..ioapic::PINS).filter(|p| pins & 1 << p != 0) {
+        notify(vm, KVM_IRQCHIP_IOAPIC, pin, true);
+    }
+    if !level || pins == 0 {
         return;
     }
     let now = crate::sys::wait::now_ns();
@@ -266,7 +284,7 @@ pub(crate) fn eoi(vm: &Vm, vector: u8, level: bool) {
     let Some(c) = (*g).as_mut() else {
         return;
     };
-    c.ioapic.eoi(vector, level, now, &mut ToApics(vm));
+    c.ioapic.eoi_level(pins, now, &mut ToApics(vm));
     vm.ioapic_deferred_ns
         .store(deferred_deadline(&c.ioapic), Ordering::Release);
     let after = finish(vm, c);

@@ -106,6 +106,10 @@ pub(crate) struct Vm {
     /// KVM_CAP_SPLIT_IRQCHIP enabled or KVM_CREATE_IRQCHIP done: vCPUs get an
     /// in-kernel local APIC.
     pub(crate) lapic_in_kernel: AtomicBool,
+    /// Resampling irqfds assigned (a quick test before looking for them at each EOI).
+    pub(crate) resamplers: AtomicU32,
+    /// KVM_CAP_SPLIT_IRQCHIP's pin count: GSIs below it are userspace's I/O APIC pins.
+    pub(crate) split_pins: AtomicU32,
     /// KVM_CREATE_IRQCHIP done: the PIC and I/O APIC are in `irqchip`.
     pub(crate) full_irqchip: AtomicBool,
     #[pin]
@@ -227,6 +231,8 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             shrink_zap_ns: AtomicU64::new(0),
             manual_protect: AtomicBool::new(false),
             lapic_in_kernel: AtomicBool::new(false),
+            split_pins: AtomicU32::new(0),
+            resamplers: AtomicU32::new(0),
             full_irqchip: AtomicBool::new(false),
             irqchip <- new_mutex!(None),
             pic_output: AtomicBool::new(false),

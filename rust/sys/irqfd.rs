@@ -10,10 +10,51 @@ use kernel::prelude::*;
 /// What a signalled irqfd calls: `fire(owner, gsi)`, in process context.
 pub(crate) type Fire = unsafe extern "C" fn(owner: *const c_void, gsi: u32);
 
+/// Set in the `gsi` a resampling irqfd's callback receives.
+pub(crate) const RESAMPLE_TAG: u32 = 1 << 31;
+
+/// An eventfd context held by reference (a resamplefd): signalled from any task.
+pub(crate) struct EventCtx {
+    ptr: *mut c_void,
+}
+
+// SAFETY: The context is reference counted and eventfd_signal() may run in any task.
+unsafe impl Send for EventCtx {}
+// SAFETY: As above.
+unsafe impl Sync for EventCtx {}
+
+impl EventCtx {
+    /// The eventfd behind `fd` (`EBADF`, or `EINVAL` for another kind of file).
+    pub(crate) fn get(fd: i32) -> Result<Self> {
+        let mut err = 0;
+        // SAFETY: Looks the fd up in the current task; `err` is a valid out-pointer.
+        let ptr = unsafe { ffi::rkvm_eventfd_get(fd, &mut err) };
+        if ptr.is_null() {
+            return Err(Error::from_errno(err));
+        }
+        Ok(Self { ptr })
+    }
+
+    /// Adds 1 to the eventfd's count and wakes its readers.
+    pub(crate) fn signal(&self) {
+        // SAFETY: `ptr` holds a reference taken in `get`.
+        unsafe { ffi::rkvm_eventfd_signal(self.ptr) };
+    }
+}
+
+impl Drop for EventCtx {
+    fn drop(&mut self) {
+        // SAFETY: Drops the reference `get` took, once.
+        unsafe { ffi::rkvm_eventfd_put(self.ptr) };
+    }
+}
+
 /// An assigned irqfd. Dropping it unhooks it and waits for a running callback.
 pub(crate) struct IrqFd {
     ptr: *mut c_void,
     pub(crate) gsi: u32,
+    /// KVM_IRQFD_FLAG_RESAMPLE's eventfd: signalled when the guest acknowledges.
+    pub(crate) resample: Option<EventCtx>,
 }
 
 // SAFETY: The shim's irqfd is only touched through its functions, which do their own
@@ -28,20 +69,27 @@ impl IrqFd {
     /// # Safety
     ///
     /// `owner` must stay valid for `fire` until the returned `IrqFd` is dropped.
+    /// With `resample`, `fire` receives `gsi | RESAMPLE_TAG`.
     pub(crate) unsafe fn assign(
         fd: i32,
         gsi: u32,
+        resample: Option<EventCtx>,
         fire: Fire,
         owner: *const c_void,
     ) -> Result<Self> {
         let mut err = 0;
+        let tagged = if resample.is_some() {
+            gsi | RESAMPLE_TAG
+        } else {
+            gsi
+        };
         // SAFETY: `fire` and `owner` stay valid while the irqfd exists (the caller's
         // promise); `err` is a valid out-pointer.
-        let ptr = unsafe { ffi::rkvm_irqfd_assign(fd, gsi, Some(fire), owner, &mut err) };
+        let ptr = unsafe { ffi::rkvm_irqfd_assign(fd, tagged, Some(fire), owner, &mut err) };
         if ptr.is_null() {
             return Err(Error::from_errno(err));
         }
-        Ok(Self { ptr, gsi })
+        Ok(Self { ptr, gsi, resample })
     }
 
     /// Whether this irqfd was assigned for eventfd `fd`.

@@ -51,8 +51,6 @@ impl Redir {
 /// What an operation asks of the VM once the lock is dropped.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Effect {
-    /// Pins whose interrupt was EOI'd (KVM's ack notifiers).
-    pub(crate) acked: u32,
     /// Pins the guest unmasked (KVM's mask notifiers).
     pub(crate) unmasked: u32,
 }
@@ -244,20 +242,28 @@ impl Ioapic {
         }
     }
 
-    /// A local APIC EOI'd `vector`, level-triggered there when `level` (its TMR bit;
-    /// KVM's `kvm_ioapic_update_eoi`): every pin with that vector is reported acked;
-    /// for a level EOI each leaves Remote IRR and is sent again if its line is still
-    /// asserted, unless that has gone on too long in a row.
-    pub(crate) fn eoi(&mut self, vector: u8, level: bool, now_ns: u64, d: &mut dyn Deliver) {
+    /// A local APIC EOI'd `vector` (KVM's `kvm_ioapic_update_eoi`), first step: the
+    /// pins with that vector, reported acked. The caller runs the ack notifiers (which
+    /// may lower a line) before the second step.
+    pub(crate) fn eoi_pins(&mut self, vector: u8) -> u32 {
+        let mut pins = 0u32;
         for pin in 0..PINS {
+            if self
+                .entry(pin)
+                .is_some_and(|e| e.vector() == u64::from(vector))
+            {
+                pins |= 1 << pin;
+            }
+        }
+        pins
+    }
+
+    /// Second step, for an EOI that was level-triggered at the APIC: each pin leaves
+    /// Remote IRR and is sent again if its line is still asserted, unless that has gone
+    /// on too long in a row.
+    pub(crate) fn eoi_level(&mut self, pins: u32, now_ns: u64, d: &mut dyn Deliver) {
+        for pin in (0..PINS).filter(|p| pins & 1 << p != 0) {
             let Some(e) = self.entry(pin) else { continue };
-            if e.vector() != u64::from(vector) {
-                continue;
-            }
-            self.effect.acked |= 1 << pin;
-            if !level {
-                continue;
-            }
             if let Some(r) = self.redirtbl.get_mut(pin as usize) {
                 *r &= !REMOTE_IRR;
             }

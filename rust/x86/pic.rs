@@ -14,11 +14,13 @@ use crate::uapi::kvm_pic_state;
 pub(crate) const PINS: u32 = 16;
 
 /// Interrupt sources that can hold a line up (KVM's irq source ids): userspace's
-/// KVM_IRQ_LINE and irqfds, and the in-kernel PIT.
+/// KVM_IRQ_LINE and irqfds, the in-kernel PIT, and resampling irqfds (which hold a line
+/// up until the guest acknowledges it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Source {
     User = 0,
     Pit = 1,
+    Resample = 2,
 }
 
 /// The line level seen by the chip: the OR of what each source asserts on it.

@@ -12,6 +12,16 @@
  * directed EOI in the local APIC's version; GSI routing with irqchip entries and KVM's
  * errnos.
  *
+ * Resampling irqfds (KVM_IRQFD_FLAG_RESAMPLE): refused without the in-kernel I/O APIC
+ * (EINVAL) and with a resamplefd that is not an eventfd (EBADF); a signal asserts a
+ * level-triggered I/O APIC pin, the resamplefd stays quiet while the interrupt is in
+ * service and is signalled at its EOI, when the line drops (Remote IRR clear, no second
+ * delivery), and the next signal delivers again.
+ *
+ * Split irqchip: the EOI of a level-triggered MSI routed from a GSI below the reserved
+ * I/O APIC pins exits to userspace (KVM_EXIT_IOAPIC_EOI with the vector); an edge one
+ * does not.
+ *
  * From the guest (32-bit protected mode): the guest initializes both PICs (ICW1-4, OCW1)
  * and takes an edge interrupt from KVM_IRQ_LINE through the master as ExtINT, EOIs it
  * (ISR clear after), then programs an I/O APIC pin as level-triggered: Remote IRR is set
@@ -21,6 +31,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sys/eventfd.h>
 #include <signal.h>
 #include <time.h>
 
@@ -105,6 +116,60 @@ GUEST_CODE(chip_guest, 32,
 extern const uint8_t pic_h[], ioapic_h[];
 
 #define ADDR(label) GUEST_ADDR(GUEST_CODE_GPA, chip_guest, label)
+
+GUEST_CODE(split_guest, 32,
+	"movl $0x1ff, " APIC "0f0\n"
+	"movl $0, " XSTR(FLAG) "\n"
+	MARK(1)
+	WAIT_FLAG(1)
+	MARK(2)
+	WAIT_FLAG(1)
+	MARK(3)
+	"out %al, $" XSTR(P_DONE) "\n"
+	"hlt\n"
+	"msi55_h:\n"
+	"push %eax\n"
+	"mov $0x55, %eax\n" OUTV(P_VEC)
+	"incl " XSTR(FLAG) "\n"
+	"movl $0, " APIC "0b0\n"
+	"pop %eax\n"
+	"iret\n"
+	"msi56_h:\n"
+	"push %eax\n"
+	"mov $0x56, %eax\n" OUTV(P_VEC)
+	"incl " XSTR(FLAG) "\n"
+	"movl $0, " APIC "0b0\n"
+	"pop %eax\n"
+	"iret\n");
+extern const uint8_t msi55_h[], msi56_h[];
+
+#define REDIR7_OUT "movl $0x1e, " IOAPIC "000\n" "mov " IOAPIC "010, %eax\n" OUTV(P_VAL)
+
+GUEST_CODE(resample_guest, 32,
+	/* GSI 7 also reaches PIC pin 7 (KVM's default routing): mask the PICs. */
+	OUTB(0x21, 0xff) OUTB(0xa1, 0xff)
+	"movl $0x1ff, " APIC "0f0\n"
+	"movl $0x1f, " IOAPIC "000\n"
+	"movl $0, " IOAPIC "010\n"
+	"movl $0x1e, " IOAPIC "000\n"
+	"movl $0x8047, " IOAPIC "010\n"
+	"movl $0, " XSTR(FLAG) "\n"
+	MARK(1)
+	WAIT_FLAG(1)
+	REDIR7_OUT
+	MARK(2)
+	WAIT_FLAG(1)
+	MARK(3)
+	"out %al, $" XSTR(P_DONE) "\n"
+	"hlt\n"
+	"lvl47_h:\n"
+	"push %eax\n"
+	"mov $0x47, %eax\n" OUTV(P_VEC)
+	"incl " XSTR(FLAG) "\n"
+	"movl $0, " APIC "0b0\n"
+	"pop %eax\n"
+	"iret\n");
+extern const uint8_t lvl47_h[];
 
 static int irq_line_status(int vm_fd, uint32_t gsi, uint32_t level, int *status)
 {
@@ -374,12 +439,126 @@ static void guest(void)
 	guest_destroy(&g);
 }
 
+static uint64_t efd_count(int fd)
+{
+	uint64_t v = 0;
+
+	if (read(fd, &v, sizeof(v)) != sizeof(v))
+		return 0;
+	return v;
+}
+
+static void resample(void)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
+	int efd = eventfd(0, EFD_NONBLOCK), rfd = eventfd(0, EFD_NONBLOCK);
+	struct kvm_irqfd irqfd = { .fd = efd, .gsi = 7, .flags = KVM_IRQFD_FLAG_RESAMPLE,
+				   .resamplefd = rfd };
+	uint64_t one = 1;
+	struct guest g;
+
+	if (efd < 0 || rfd < 0)
+		BAIL("eventfd");
+	g.vm = vm_create();
+	tap_ok(ioctl(g.vm.fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD_RESAMPLE) == 1,
+	       "KVM_CAP_IRQFD_RESAMPLE");
+	if (ioctl(g.vm.fd, KVM_ENABLE_CAP, &cap))
+		BAIL("KVM_CAP_SPLIT_IRQCHIP");
+	CHECK_ERRNO(g.vm.fd, KVM_IRQFD, &irqfd, EINVAL, "a resampling irqfd with a split irqchip");
+	close(g.vm.fd);
+	close(g.vm.sys_fd);
+
+	g.vm = vm_create();
+	if (ioctl(g.vm.fd, KVM_CREATE_IRQCHIP, 0) || ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
+		BAIL("KVM_CREATE_IRQCHIP");
+	irqfd.resamplefd = 1000;
+	CHECK_ERRNO(g.vm.fd, KVM_IRQFD, &irqfd, EBADF, "a resamplefd that is no file");
+	irqfd.resamplefd = rfd;
+	tap_ok(ioctl(g.vm.fd, KVM_IRQFD, &irqfd) == 0, "KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE");
+	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
+	g.v = vcpu_create(&g.vm, 0);
+	vcpu_set_supported_cpuid(&g.vm, &g.v);
+	guest_load(g.mem, GUEST_CODE_GPA, resample_guest);
+	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	idt_set_gate32(g.mem, 0x47, GUEST_ADDR(GUEST_CODE_GPA, resample_guest, lvl47_h));
+
+	expect(&g.v, P_MARK, 1, "I/O APIC pin 7 level-triggered");
+	if (write(efd, &one, sizeof(one)) != sizeof(one))
+		BAIL("write eventfd");
+	expect(&g.v, P_VEC, 0x47, "a signal on the irqfd asserts GSI 7");
+	tap_ok(efd_count(rfd) == 0, "the resamplefd is quiet while the interrupt is in service");
+	expect(&g.v, P_VAL, 0x8047, "after the EOI the line is low: Remote IRR clear");
+	tap_ok(efd_count(rfd) == 1, "the EOI signalled the resamplefd");
+	expect(&g.v, P_MARK, 2, "no second delivery");
+	if (write(efd, &one, sizeof(one)) != sizeof(one))
+		BAIL("write eventfd");
+	expect(&g.v, P_VEC, 0x47, "the next signal delivers again");
+	expect(&g.v, P_MARK, 3, "after it");
+	tap_ok(efd_count(rfd) == 1, "and its EOI signalled the resamplefd again");
+	vcpu_run(&g.v);
+	tap_ok(is_out(&g.v, P_DONE, 1), "resample guest done (%s)", exit_str(&g.v));
+	guest_destroy(&g);
+	close(efd);
+	close(rfd);
+}
+
+static void split(void)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
+	struct {
+		struct kvm_irq_routing r;
+		struct kvm_irq_routing_entry e[2];
+	} rt;
+	struct guest g;
+
+	g.vm = vm_create();
+	if (ioctl(g.vm.fd, KVM_ENABLE_CAP, &cap))
+		BAIL("KVM_CAP_SPLIT_IRQCHIP");
+	if (ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
+		BAIL("KVM_SET_TSS_ADDR");
+	memset(&rt, 0, sizeof(rt));
+	rt.r.nr = 2;
+	/* GSI 5: level-triggered (data bit 15, asserted bit 14), vector 0x55; GSI 6: edge. */
+	rt.e[0] = (struct kvm_irq_routing_entry){ .gsi = 5, .type = KVM_IRQ_ROUTING_MSI,
+		.u.msi = { .address_lo = 0xfee00000, .data = 0xc055 } };
+	rt.e[1] = (struct kvm_irq_routing_entry){ .gsi = 6, .type = KVM_IRQ_ROUTING_MSI,
+		.u.msi = { .address_lo = 0xfee00000, .data = 0x0056 } };
+	if (ioctl(g.vm.fd, KVM_SET_GSI_ROUTING, &rt))
+		BAIL("KVM_SET_GSI_ROUTING");
+	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
+	g.v = vcpu_create(&g.vm, 0);
+	vcpu_set_supported_cpuid(&g.vm, &g.v);
+	guest_load(g.mem, GUEST_CODE_GPA, split_guest);
+	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	idt_set_gate32(g.mem, 0x55, GUEST_ADDR(GUEST_CODE_GPA, split_guest, msi55_h));
+	idt_set_gate32(g.mem, 0x56, GUEST_ADDR(GUEST_CODE_GPA, split_guest, msi56_h));
+
+	expect(&g.v, P_MARK, 1, "split irqchip guest ready");
+	irq_line(g.vm.fd, 5, 1);
+	expect(&g.v, P_VEC, 0x55, "KVM_IRQ_LINE on a level MSI route delivers it");
+	vcpu_run(&g.v);
+	tap_ok(g.v.run->exit_reason == KVM_EXIT_IOAPIC_EOI && g.v.run->eoi.vector == 0x55,
+	       "its EOI exits to userspace's I/O APIC (%s, vector %#x)", exit_str(&g.v),
+	       g.v.run->eoi.vector);
+	irq_line(g.vm.fd, 5, 0);
+	expect(&g.v, P_MARK, 2, "the guest goes on after the EOI exit");
+	irq_line(g.vm.fd, 6, 1);
+	irq_line(g.vm.fd, 6, 0);
+	expect(&g.v, P_VEC, 0x56, "an edge MSI route delivers");
+	expect(&g.v, P_MARK, 3, "its EOI does not exit");
+	vcpu_run(&g.v);
+	tap_ok(is_out(&g.v, P_DONE, 1), "split guest done (%s)", exit_str(&g.v));
+	guest_destroy(&g);
+}
+
 int main(void)
 {
 	signal(SIGALRM, on_alarm);
 	alarm(120);
-	tap_plan(46);
+	tap_plan(67);
 	protocol();
 	guest();
+	resample();
+	split();
 	tap_done();
 }

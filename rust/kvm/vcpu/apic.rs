@@ -42,7 +42,7 @@ pub(super) fn apic_mmio(
         g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
         advance_string_op(&mut g.state, code, op);
         apic_changed(vcpu, g);
-        effects(vm, eff);
+        effects(vm, vcpu, g, eff);
     } else {
         let v = a.mmio_read(off, op.size, apic_base, now);
         emulate::complete_mmio_read(&mut g.state, op, v);
@@ -50,13 +50,20 @@ pub(super) fn apic_mmio(
     }
 }
 
-/// What a local APIC register write asks of the VM: an IPI, an EOI for the I/O APIC.
-pub(super) fn effects(vm: &Vm, eff: lapic::WriteEffect) {
+/// What a local APIC register write asks of the VM: an IPI, an EOI for the in-kernel
+/// I/O APIC or (split irqchip) for userspace's.
+pub(super) fn effects(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, eff: lapic::WriteEffect) {
     if let Some(ipi) = eff.ipi {
         crate::kvm::irq::deliver(vm, &ipi);
     }
     if let Some((v, level)) = eff.eoi {
-        crate::kvm::irqchip::eoi(vm, v, level);
+        if vm.full_irqchip.load(Ordering::Acquire) {
+            crate::kvm::irqchip::eoi(vm, v, level);
+        } else if let Some(mb) = vcpu.apic.as_ref() {
+            if crate::kvm::irq::split_eoi_exit(vm, vcpu.id, &mb.addressing(), v) {
+                g.pending_ioapic_eoi = Some(v);
+            }
+        }
     }
 }
 

@@ -109,6 +109,8 @@ pub(crate) struct VcpuInner {
     lapic: Option<KBox<Lapic>>,
     /// A SIPI waits for the vCPU (it takes effect in wait-for-SIPI state).
     sipi_pending: bool,
+    /// An EOI userspace's I/O APIC must hear of (split irqchip, KVM_EXIT_IOAPIC_EOI).
+    pending_ioapic_eoi: Option<u8>,
     /// The vector of the last SIPI.
     sipi_vector: u8,
     /// The VM's MSR filter as of generation `msr_filter_gen` (refreshed before entry).
@@ -207,6 +209,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 preempt: None,
                 lapic,
                 sipi_pending: false,
+                pending_ioapic_eoi: None,
                 sipi_vector: 0,
                 msr_filter: None,
                 msr_filter_gen: u64::MAX,
@@ -890,6 +893,12 @@ fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
             vcpu.set_exit(KVM_EXIT_INTR);
             vcpu.stats.inc(st::SIGNAL_EXITS);
             return Err(EINTR);
+        }
+        if let Some(v) = g.pending_ioapic_eoi.take() {
+            type Eoi = kvm_run__bindgen_ty_1__bindgen_ty_21;
+            vcpu.set_exit(KVM_EXIT_IOAPIC_EOI);
+            vcpu.run_put(RUN_U + offset_of!(Eoi, vector), &v);
+            return Ok(0);
         }
         let request_irq_window = vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0
             && accept_dm_intr(vm, g);

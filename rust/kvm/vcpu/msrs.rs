@@ -147,7 +147,7 @@ pub(super) fn write_msr(
         let a = g.lapic.as_mut().ok_or(())?;
         let eff = a.msr_write(m, v, apic_base, now).map_err(|_| ())?;
         apic_changed(vcpu, g);
-        super::apic::effects(vm, eff);
+        super::apic::effects(vm, vcpu, g, eff);
         return Ok(());
     }
     if m == lapic::TSC_DEADLINE_MSR {
