@@ -67,6 +67,8 @@ fn default_routes() -> Result<KVec<Route>> {
 
 /// `KVM_CREATE_IRQCHIP`.
 pub(crate) fn create(vm: &Vm) -> Result<isize> {
+    // The irqchip lock comes before the VM mutex (see the module's comment).
+    let mut chips = vm.irqchip.lock();
     let mut l = vm.locked.lock();
     if vm.lapic_in_kernel.load(Ordering::Acquire) {
         return Err(EEXIST);
@@ -75,7 +77,7 @@ pub(crate) fn create(vm: &Vm) -> Result<isize> {
         return Err(EINVAL);
     }
     let routes = default_routes()?;
-    *vm.irqchip.lock() = Some(Chips {
+    *chips = Some(Chips {
         pic: Pic::new(),
         ioapic: Ioapic::new(),
     });
