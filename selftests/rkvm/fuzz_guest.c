@@ -19,7 +19,8 @@
  * Every vector's handler reports itself with an OUT to port 0xef and halts. A program
  * runs until HLT, SHUTDOWN, FAIL_ENTRY, INTERNAL_ERROR, an error from KVM_RUN, MAX_EXITS
  * exits or its time bound (a per-thread timer signal ends KVM_RUN); IO and MMIO exits are
- * answered with random data. A VM (with random capabilities: split irqchip, user-space
+ * answered with random data. A VM (with random capabilities: the split or the full
+ * irqchip with or without the PIT, whose state is also mutated; user-space
  * MSRs, an MSR filter, emulation-failure exits, coalesced MMIO, ioeventfds) serves
  * VM_PROGRAMS programs on its two vCPUs, whose state is reset for every program.
  *
@@ -58,7 +59,7 @@ struct gvm {
 	struct vm vm;
 	struct vcpu v[NVCPUS];
 	uint8_t *mem, *hi, *ro;
-	int split_irqchip, user_msr;
+	int lapic, full_irqchip, user_msr;
 };
 
 static struct gvm G;
@@ -171,13 +172,16 @@ static void emit_one(struct gen *g)
 	int c = rnd(r, 44);
 
 	switch (c) {
-	case 0: /* OUT imm8 */
+	case 0: { /* OUT imm8, often to the PIC, PIT or speaker port */
+		static const uint8_t dev[] = { 0x20, 0x21, 0xa0, 0xa1, 0x40, 0x41, 0x42, 0x43, 0x61 };
+
 		mov_imm(g, 0, rng_u32(r));
 		if (rnd(r, 2)) op32(g);
 		b(g, rnd(r, 2) ? 0xe6 : 0xe7);
-		b(g, rnd(r, 256));
+		b(g, chance(r, 40) ? dev[rnd(r, 9)] : rnd(r, 256));
 		name(g, "out");
 		break;
+	}
 	case 1: /* IN imm8 */
 		b(g, rnd(r, 2) ? 0xe4 : 0xe5);
 		b(g, rnd(r, 256));
@@ -541,9 +545,18 @@ static void gvm_create(struct rng *r)
 	G.vm = vm_create();
 	n_vms++;
 	fuzz_count(ioctl(G.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000), errno);
-	G.split_irqchip = chance(r, 50);
-	if (G.split_irqchip)
+	/* No irqchip, the split one, or the full one (PIC, I/O APIC, maybe the PIT). */
+	G.full_irqchip = chance(r, 35);
+	G.lapic = G.full_irqchip || chance(r, 50);
+	if (G.full_irqchip) {
+		struct kvm_pit_config pit = { .flags = rnd(r, 2) ? KVM_PIT_SPEAKER_DUMMY : 0 };
+
+		fuzz_count(ioctl(G.vm.fd, KVM_CREATE_IRQCHIP, 0), errno);
+		if (chance(r, 70))
+			fuzz_count(ioctl(G.vm.fd, KVM_CREATE_PIT2, &pit), errno);
+	} else if (G.lapic) {
 		enable_cap(G.vm.fd, KVM_CAP_SPLIT_IRQCHIP, 24);
+	}
 	if (chance(r, 30))
 		enable_cap(G.vm.fd, KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1);
 	if (chance(r, 20)) {
@@ -805,7 +818,22 @@ static void mutate_state(struct rng *r, struct vcpu *v)
 			set_ioctl(v->fd, KVM_SET_FPU, &f);
 		}
 	}
-	if (chance(r, 5) && G.split_irqchip) {
+	if (chance(r, 5) && G.full_irqchip) {
+		struct kvm_irqchip c = { .chip_id = rnd(r, 3) };
+		struct kvm_pit_state2 p;
+		struct kvm_irq_level l = { .irq = rnd(r, 30), .level = rnd(r, 2) };
+
+		if (!fuzz_count(ioctl(G.vm.fd, KVM_GET_IRQCHIP, &c), errno)) {
+			mutate(r, &c.chip, sizeof(c.chip.ioapic));
+			set_ioctl(G.vm.fd, KVM_SET_IRQCHIP, &c);
+		}
+		if (!fuzz_count(ioctl(G.vm.fd, KVM_GET_PIT2, &p), errno) && chance(r, 50)) {
+			mutate(r, &p, sizeof(p));
+			set_ioctl(G.vm.fd, KVM_SET_PIT2, &p);
+		}
+		fuzz_count(ioctl(G.vm.fd, KVM_IRQ_LINE, &l), errno);
+	}
+	if (chance(r, 5) && G.lapic) {
 		struct kvm_lapic_state l;
 
 		if (!fuzz_count(ioctl(v->fd, KVM_GET_LAPIC, &l), errno)) {
