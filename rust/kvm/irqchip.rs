@@ -221,8 +221,21 @@ pub(crate) fn pic_ack(vm: &Vm) -> Option<u8> {
     Some(v)
 }
 
+/// Whether an in-kernel device (PIC, ELCR, PIT, speaker port) claims `size` bytes at
+/// I/O port `port`.
+pub(crate) fn device_claims(vm: &Vm, port: u16, size: u8) -> bool {
+    (vm.full_irqchip.load(Ordering::Acquire) && Pic::claims(port, size))
+        || super::pit::claims(vm, port, size)
+}
+
+/// A guest IN or OUT to an in-kernel device's port: the value read (0 for an OUT), or
+/// `None` when no device claims it.
+pub(crate) fn device_pio(vm: &Vm, port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
+    super::pit::pio(vm, port, size, input, value).or_else(|| pio(vm, port, size, input, value))
+}
+
 /// A guest IN or OUT the in-kernel PIC claims; `None` when it claims nothing.
-pub(crate) fn pio(vm: &Vm, port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
+fn pio(vm: &Vm, port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
     if !vm.full_irqchip.load(Ordering::Acquire) || !Pic::claims(port, size) {
         return None;
     }

@@ -36,6 +36,8 @@ pub(crate) struct PitDev {
 pub(crate) struct PitIrq {
     /// A PIT exists.
     exists: AtomicBool,
+    /// Its port 0x61 too (KVM_PIT_SPEAKER_DUMMY).
+    speaker: AtomicBool,
     /// KVM_REINJECT_CONTROL: every tick is delivered, each after the guest acknowledged
     /// the one before (KVM's default).
     reinject: AtomicBool,
@@ -139,6 +141,9 @@ pub(crate) fn create(vm: &Vm, flags: u32) -> Result<isize> {
     });
     vm.pit_irq.reset();
     vm.pit_irq.reinject.store(true, Ordering::Release);
+    vm.pit_irq
+        .speaker
+        .store(flags & KVM_PIT_SPEAKER_DUMMY != 0, Ordering::Release);
     vm.pit_irq.exists.store(true, Ordering::Release);
     Ok(0)
 }
@@ -147,6 +152,12 @@ pub(crate) fn create(vm: &Vm, flags: u32) -> Result<isize> {
 pub(crate) fn create2(vm: &Vm, arg: usize) -> Result<isize> {
     let cfg: kvm_pit_config = uaccess::read(arg)?;
     create(vm, cfg.flags)
+}
+
+/// Whether the PIT claims `size` bytes at I/O port `port`.
+pub(crate) fn claims(vm: &Vm, port: u16, size: u8) -> bool {
+    vm.pit_irq.exists.load(Ordering::Acquire)
+        && Pit::claims(port, size, vm.pit_irq.speaker.load(Ordering::Acquire))
 }
 
 /// A guest IN or OUT the PIT claims; `None` when it claims nothing.

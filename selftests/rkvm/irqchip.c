@@ -22,7 +22,8 @@
  * I/O APIC pins exits to userspace (KVM_EXIT_IOAPIC_EOI with the vector); an edge one
  * does not.
  *
- * From the guest (32-bit protected mode): the guest initializes both PICs (ICW1-4, OCW1)
+ * From the guest (32-bit protected mode): the guest initializes both PICs (ICW1-4, OCW1),
+ * writes and reads the master's IMR with string I/O (no exit to userspace),
  * and takes an edge interrupt from KVM_IRQ_LINE through the master as ExtINT, EOIs it
  * (ISR clear after), then programs an I/O APIC pin as level-triggered: Remote IRR is set
  * while the interrupt is in service, the EOI of a line still asserted delivers it again,
@@ -70,6 +71,16 @@ GUEST_CODE(chip_guest, 32,
 	OUTB(0xa0, 0x11) OUTB(0xa1, 0x28) OUTB(0xa1, 0x02) OUTB(0xa1, 0x01) OUTB(0xa1, 0xff)
 	"xor %eax, %eax\n"
 	"in $0x21, %al\n" OUTV(P_VAL)
+	/* String I/O to the master's IMR: REP OUTSB of 0xaa, 0xf7, then INSB reads it. */
+	"movl $0xf7aa, " XSTR(FLAG) "+0x10\n"
+	"movl $0, " XSTR(FLAG) "+0x20\n"
+	"mov $" XSTR(FLAG) "+0x10, %esi\n"
+	"mov $" XSTR(FLAG) "+0x20, %edi\n"
+	"mov $2, %ecx\n"
+	"mov $0x21, %dx\n"
+	"rep outsb\n"
+	"insb\n"
+	"mov " XSTR(FLAG) "+0x20, %eax\n" OUTV(P_VAL)
 	"movl $0, " XSTR(FLAG) "\n"
 	MARK(1)
 	WAIT_FLAG(1)
@@ -408,6 +419,7 @@ static void guest(void)
 	idt_set_gate32(g.mem, 0x45, ADDR(ioapic_h));
 
 	expect(&g.v, P_VAL, 0xf7, "the master's IMR after ICW1-4 and OCW1");
+	expect(&g.v, P_VAL, 0xf7, "REP OUTSB and INSB on the master's port complete in the kernel");
 	expect(&g.v, P_MARK, 1, "PICs initialized");
 	irq_line(g.vm.fd, 3, 1);
 	irq_line(g.vm.fd, 3, 0);
@@ -555,7 +567,7 @@ int main(void)
 {
 	signal(SIGALRM, on_alarm);
 	alarm(120);
-	tap_plan(67);
+	tap_plan(68);
 	protocol();
 	guest();
 	resample();

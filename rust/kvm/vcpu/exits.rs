@@ -183,9 +183,7 @@ pub(super) fn handle_exit(
             }
             // The in-kernel PIC's and PIT's ports complete here (RIP is already past the
             // instruction).
-            let dev = crate::kvm::pit::pio(vm, port, size, input, value)
-                .or_else(|| crate::kvm::irqchip::pio(vm, port, size, input, value));
-            if let Some(v) = dev {
+            if let Some(v) = crate::kvm::irqchip::device_pio(vm, port, size, input, value) {
                 if input {
                     // Narrow sizes merge into RAX; 4 bytes zero-extend.
                     emulate::set_gpr(s, 0, size.min(4), false, u64::from(v));

@@ -272,6 +272,37 @@ pub(super) fn string_io(
         len,
         linear_rip: emulate::linear_rip(&g.state),
     };
+    // An in-kernel device's port: each element goes to it (or comes from it) through
+    // the PIO page, and the instruction completes here as after an exit.
+    if crate::kvm::irqchip::device_claims(vm, port, size) {
+        let sz = usize::from(size).clamp(1, 4);
+        let n = count as usize * sz;
+        let mut buf = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+        buf.resize(n, 0u8, GFP_KERNEL_ACCOUNT)?;
+        if !input {
+            vcpu.pio.read_bytes(0, &mut buf)?;
+        }
+        for at in (0..buf.len()).step_by(sz) {
+            let Some(e) = buf.get_mut(at..at + sz) else {
+                break;
+            };
+            let mut b = [0u8; 4];
+            for (d, s) in b.iter_mut().zip(e.iter()) {
+                *d = *s;
+            }
+            let v = crate::kvm::irqchip::device_pio(vm, port, size, input, u32::from_le_bytes(b));
+            if input {
+                for (d, s) in e.iter_mut().zip(v.unwrap_or(0).to_le_bytes()) {
+                    *d = s;
+                }
+            }
+        }
+        if input {
+            vcpu.pio.write_bytes(0, &buf)?;
+        }
+        complete_pending(vm, vcpu, g)?;
+        return Ok(None);
+    }
     vcpu.stats.inc(st::IO_EXITS);
     io_exit(vcpu, port, size, input, count);
     Ok(Some(0))
