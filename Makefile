@@ -42,6 +42,9 @@ TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mod
 	fpu_mxcsr host_memory
 SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entry@cpu1 cpu_hotplug \
 	suspend_resume@cpu0
+# Real VMMs (Debian's QEMU) booting Linux on the hypervisor, in an emulated Intel machine
+# with two CPUs; their image carries the VMM, its libraries and firmware (tools/bench/vmm.sh).
+VMM_TESTS ?= vmm_qemu
 # On an Intel CPU with EPT but without unrestricted guest (real mode through vm86).
 NOUG_TESTS ?= realmode_io
 # On the debug kernel (KASAN, lockdep, kmemleak, UBSAN, Rust overflow checks), rkvm only;
@@ -95,7 +98,7 @@ selftests: $(KDIR_DEP)
 check: module nopanic selftests bochs qemu $(if $(DEBUG_TESTS),debug-module)
 	@$(BENCH)/check.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/check \
 		"$(TESTS)" "$(SMP_TESTS)" "$(NOUG_TESTS)" "$(DEBUG_TESTS)" \
-		"$(if $(DEBUG_TESTS),$(DEBUG_KDIR))" "$(DEBUG_MOD)/rkvm.ko"
+		"$(if $(DEBUG_TESTS),$(DEBUG_KDIR))" "$(DEBUG_MOD)/rkvm.ko" "$(VMM_TESTS)"
 
 demo: module selftests bochs
 	@$(BENCH)/demo.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/demo

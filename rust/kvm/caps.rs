@@ -85,6 +85,8 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_COALESCED_PIO => 1,
         KVM_CAP_IRQ_ROUTING => super::irq::MAX_IRQ_ROUTES as isize,
         KVM_CAP_IRQFD | KVM_CAP_IOEVENTFD | KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
+        // KVM_SET_VAPIC_ADDR and KVM_TPR_ACCESS_REPORTING.
+        KVM_CAP_VAPIC => 1,
         // KVM_IRQFD_FLAG_RESAMPLE (with the in-kernel I/O APIC and PIC).
         KVM_CAP_IRQFD_RESAMPLE => 1,
         KVM_CAP_VCPU_ATTRIBUTES | KVM_CAP_EXIT_ON_EMULATION_FAILURE => 1,

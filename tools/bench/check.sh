@@ -15,6 +15,8 @@ KBUILD=$1 rkvm_ko=$2 bindir=$3 outdir=$4
 main_tests=$5 smp_tests=$6 noug_tests=${7:-}
 # The debug leg: its tests, the debug kernel's build tree and rkvm.ko built against it.
 debug_tests=${8:-} debug_kbuild=${9:-} debug_ko=${10:-}
+# The VMM leg's tests (selftests/rkvm/vmm_*.sh).
+vmm_tests=${11:-}
 mkdir -p "$outdir"
 rm -f "$outdir"/*.log "$outdir"/*.results
 
@@ -42,6 +44,8 @@ configs=(
 	"bochs-vmx-smp|bochs-corei7_icelake_u:2|bench.apicv=0|$smp_tests"
 	"bochs-vmx-noug|bochs-corei5_lynnfield_750:1|bench.apicv=0|$noug_tests"
 	"qemu-svm|qemu-epyc:2|bench.retry=1 tsc=reliable|$qemu_tests"
+	# Debian's QEMU as the VMM: /dev/kvm is rkvm's device while rkvm is loaded.
+	"bochs-vmm|bochs-corei7_icelake_u:2|bench.apicv=0 bench.kvmnode=1 bench.timeout=3000|$vmm_tests"
 )
 # The debug kernel (KASAN, lockdep, kmemleak, UBSAN, Rust overflow checks): rkvm only
 # (the same tests ran on reference KVM above), and a test fails if the kernel logged a
@@ -61,13 +65,18 @@ run_config() { # name emulator cmdline tests [kbuild rkvm.ko]
 	local img=$outdir/$name.cpio.lz4
 	: >"$res"
 	"$RKVM_TOP/tools/bench/image.sh" "$img" "$kb" "$ko" "$bindir" "$tests"
+	# The VMM leg's machine holds QEMU's payload and a guest of its own.
+	# Its steps are long: each TAP line counts as progress, and a step may take 15 min.
+	local mem= progress=${RUN_PROGRESS_RE:-} step_limit=${STEP_LIMIT:-300}
+	[ "$name" = bochs-vmm ] && mem=1024 progress='    (not )?ok ' step_limit=900
 	while :; do
 		boot=$((boot + 1))
 		local logf=$outdir/$name.boot$boot.log
 		log "$name: boot $boot (${emu}, steps from $from)"
-		"$RKVM_TOP/tools/bench/run.sh" "$emu" "$kernel" "$img" \
+		GUEST_MEM_MB=${mem:-${GUEST_MEM_MB:-}} RUN_PROGRESS_RE=$progress \
+			"$RKVM_TOP/tools/bench/run.sh" "$emu" "$kernel" "$img" \
 			"bench.mode=check bench.from=$from $extra" "$logf" "${RUN_LIMIT:-2400}" \
-			"${STEP_LIMIT:-300}" || true
+			"$step_limit" || true
 		{ tr -d '\r' <"$logf" | grep -a '^@@ RESULT' || true; } | cut -d' ' -f3- |
 			awk -v r="$retried" -v first="$first" '$1 == r && $4 == "pass" {
 				$6 = "retried: the first run failed (" first ")"; NF = 6 } { print }' >>"$res"

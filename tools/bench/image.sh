@@ -4,6 +4,7 @@
 # Packs the test initramfs: static busybox, the runner /init, the hypervisor modules
 # (reference kvm + rkvm), the tests (static binaries and shell scripts, in /tests/bin) and
 # the shell library of the runner and the shell tests (TESTBIN_DIR/lib/*.sh, in /tests/lib).
+# With a VMM test (vmm_*) in the list it also carries tools/bench/vmm.sh's payload.
 #   image.sh OUT.cpio.lz4 KBUILD RKVM_KO TESTBIN_DIR "TEST LIST"
 
 . "$(dirname "$0")/lib.sh"
@@ -40,5 +41,9 @@ done
 [ -f "$bindir/lib/hv.sh" ] || die "no $bindir/lib/hv.sh (build the selftests first)"
 install -m 644 "$bindir"/lib/*.sh "$root/tests/lib/"
 echo "$tests" >"$root/tests/list"
+# The VMM tests' payload: QEMU, its libraries and firmware, a guest kernel and initramfs.
+case " $tests " in
+*" vmm_"*) "$RKVM_TOP/tools/bench/vmm.sh" "$kbuild" "$root" ;;
+esac
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | lz4 -l -q -9 >"$out.tmp"
 mv "$out.tmp" "$out"

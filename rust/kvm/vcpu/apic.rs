@@ -34,6 +34,10 @@ pub(super) fn apic_mmio(
     let off = (gpa & 0xfff) as u32;
     let apic_base = g.state.apic_base;
     let now = crate::sys::wait::now_ns();
+    // KVM_TPR_ACCESS_REPORTING: an access to TPR is reported at the next entry.
+    if g.tpr_access_reporting && off & !0xf == lapic::reg::TPR {
+        g.pending_tpr_access = Some((g.state.regs.rip, op.write));
+    }
     let Some(a) = g.lapic.as_mut() else {
         return;
     };
@@ -246,4 +250,67 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
     s.events.interrupt = Some(vector);
     s.events.interrupt_injected = true;
     Ok(false)
+}
+
+/// `KVM_SET_VAPIC_ADDR`: the guest page where TPR, the highest in-service and requested
+/// vectors are kept for the guest to read, and TPR taken back from (QEMU's kvmvapic).
+/// 0 turns it off. EINVAL without an in-kernel APIC or for a word not in a memslot.
+pub(super) fn set_vapic_addr(vm: &Vm, g: &mut VcpuInner, arg: usize) -> Result<isize> {
+    if g.lapic.is_none() {
+        return Err(EINVAL);
+    }
+    let va: kvm_vapic_addr = uaccess::read(arg)?;
+    let a = va.vapic_addr;
+    if a != 0 {
+        let mem = VmMem(vm);
+        if (a & 0xfff) + 4 > 4096 || !mem.backed(a) {
+            return Err(EINVAL);
+        }
+    }
+    g.vapic_addr = a;
+    Ok(0)
+}
+
+/// `KVM_TPR_ACCESS_REPORTING`: with `enabled`, each guest access to the xAPIC's TPR
+/// register exits with KVM_EXIT_TPR_ACCESS. The structure goes back unchanged.
+pub(super) fn tpr_access_reporting(g: &mut VcpuInner, arg: usize) -> Result<isize> {
+    let c: kvm_tpr_access_ctl = uaccess::read(arg)?;
+    if c.flags != 0 {
+        return Err(EINVAL);
+    }
+    g.tpr_access_reporting = c.enabled != 0;
+    uaccess::write(arg, &c)?;
+    Ok(0)
+}
+
+/// Before an entry: the VAPIC page gets the APIC's word (KVM's
+/// `kvm_lapic_sync_to_vapic`), while the APIC is enabled.
+pub(super) fn sync_to_vapic(vm: &Vm, g: &VcpuInner) {
+    if g.vapic_addr == 0 {
+        return;
+    }
+    if let Some(a) = g.lapic.as_ref() {
+        let on = a.addressing(g.state.apic_base);
+        if !on.hw_enabled || !on.sw_enabled {
+            return;
+        }
+        // A page that went away since is skipped, as KVM's cache would.
+        let _ = VmMem(vm).write(g.vapic_addr, &a.vapic_word().to_le_bytes());
+    }
+}
+
+/// After an exit: TPR as the guest left it in the VAPIC page (KVM's
+/// `kvm_lapic_sync_from_vapic`).
+pub(super) fn sync_from_vapic(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) {
+    if g.vapic_addr == 0 {
+        return;
+    }
+    let mut b = [0u8; 4];
+    if VmMem(vm).read(g.vapic_addr, &mut b).is_err() {
+        return;
+    }
+    if let Some(a) = g.lapic.as_mut() {
+        a.set_tpr(b[0]);
+    }
+    apic_changed(vcpu, g);
 }

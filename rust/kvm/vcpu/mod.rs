@@ -113,6 +113,11 @@ pub(crate) struct VcpuInner {
     sipi_pending: bool,
     /// An EOI userspace's I/O APIC must hear of (split irqchip, KVM_EXIT_IOAPIC_EOI).
     pending_ioapic_eoi: Option<u8>,
+    /// KVM_SET_VAPIC_ADDR's guest-physical address (0: none).
+    vapic_addr: u64,
+    /// KVM_TPR_ACCESS_REPORTING, and an access to report (RIP, write).
+    tpr_access_reporting: bool,
+    pending_tpr_access: Option<(u64, bool)>,
     /// The vector of the last SIPI.
     sipi_vector: u8,
     /// The VM's MSR filter as of generation `msr_filter_gen` (refreshed before entry).
@@ -212,6 +217,9 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 lapic,
                 sipi_pending: false,
                 pending_ioapic_eoi: None,
+                vapic_addr: 0,
+                tpr_access_reporting: false,
+                pending_tpr_access: None,
                 sipi_vector: 0,
                 msr_filter: None,
                 msr_filter_gen: u64::MAX,
@@ -687,6 +695,8 @@ impl AnonFile for VcpuFile {
                 g.state.events.interrupt_injected = false;
                 Ok(0)
             }
+            RKVM_KVM_SET_VAPIC_ADDR => set_vapic_addr(vm, g, arg),
+            RKVM_KVM_TPR_ACCESS_REPORTING => tpr_access_reporting(g, arg),
             RKVM_KVM_GET_TSC_KHZ => Ok(g.state.tsc_rate.khz() as isize),
             RKVM_KVM_SET_TSC_KHZ => {
                 // KVM takes the low 32 bits of the argument.

@@ -118,6 +118,13 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             vcpu.stats.inc(st::SIGNAL_EXITS);
             return Err(EINTR);
         }
+        if let Some((rip, write)) = g.pending_tpr_access.take() {
+            type Tpr = kvm_run__bindgen_ty_1__bindgen_ty_9;
+            vcpu.set_exit(KVM_EXIT_TPR_ACCESS);
+            vcpu.run_put(RUN_U + offset_of!(Tpr, rip), &rip);
+            vcpu.run_put(RUN_U + offset_of!(Tpr, is_write), &u32::from(write));
+            return Ok(0);
+        }
         if let Some(v) = g.pending_ioapic_eoi.take() {
             type Eoi = kvm_run__bindgen_ty_1__bindgen_ty_21;
             vcpu.set_exit(KVM_EXIT_IOAPIC_EOI);
@@ -145,6 +152,7 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
         if rmode.is_some() && !g.state.protected() {
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
+        sync_to_vapic(vm, g);
         let tdp_root = vm.mmu.lock().tdp.root();
         g.steal.update(
             vm,
@@ -212,6 +220,7 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             }
             Err(e) => return Err(e),
         };
+        sync_from_vapic(vm, vcpu, g);
         let rip = g.state.regs.rip;
         let emulated = exit.is_instruction();
         match handle_exit(vm, vcpu, g, exit)? {

@@ -693,6 +693,22 @@ impl Lapic {
         self.update_ppr();
     }
 
+    /// The word KVM keeps in a guest's VAPIC page (KVM_SET_VAPIC_ADDR) before each
+    /// entry: TPR in bits 7:0, the highest in-service vector's class in 15:12, the
+    /// highest requested vector in 31:24.
+    pub(crate) fn vapic_word(&self) -> u32 {
+        let tpr = self.get(reg::TPR) & 0xff;
+        let isr = u32::from(self.highest(reg::ISR).unwrap_or(0));
+        let irr = u32::from(self.highest(reg::IRR).unwrap_or(0));
+        tpr | (isr & 0xf0) << 8 | irr << 24
+    }
+
+    /// The guest changed TPR through its VAPIC page.
+    pub(crate) fn set_tpr(&mut self, tpr: u8) {
+        self.set(reg::TPR, u32::from(tpr));
+        self.update_ppr();
+    }
+
     /// EOI: the highest in-service vector leaves ISR; returned with its trigger mode
     /// (TMR), for the I/O APIC.
     fn eoi(&mut self) -> Option<(u8, bool)> {
