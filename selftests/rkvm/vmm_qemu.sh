@@ -7,19 +7,21 @@
 # runs with -no-reboot, so it exits). QEMU opens /dev/kvm: the image runs this test with
 # bench.kvmnode=1, so that is rkvm's device while rkvm is loaded.
 #
-# Configurations: the in-kernel irqchip (kernel-irqchip=on: PIC, I/O APIC and PIT in the
+# Configurations (in this order; see testing.rst for the stall an other order showed): the
+# in-kernel irqchip (kernel-irqchip=on: PIC, I/O APIC and PIT in the
 # hypervisor) and the split one, with -cpu host and no other CPU flag, on 1 and 2 vCPUs;
 # QEMU's userspace irqchip (kernel-irqchip=off) with -cpu qemu64, since QEMU 7.2 with
 # -cpu host there stops at MSR_KVM_POLL_CONTROL on KVM itself. Each boot's time is
 # reported on this machine's clock (an emulator's guest clock under the bench).
 #
-# VMM_QEMU_CONFIGS (environment) restricts the list, e.g. "on:1 split:2".
+# VMM_QEMU_CONFIGS (environment or kernel command line) restricts the list, e.g.
+# "on:1,split:2".
 . "${RKVM_TESTS_LIB:-/tests/lib}/tap.sh"
 
 qemu=/vmm/bin/qemu-system-x86_64
 [ -x $qemu ] || tap_skip_all "no /vmm payload in this image"
 [ -c /dev/kvm ] || tap_skip_all "no /dev/kvm (run with bench.kvmnode=1)"
-configs=${VMM_QEMU_CONFIGS:-on:1 split:1 off:1 on:2 split:2}
+configs=$(echo "${VMM_QEMU_CONFIGS:-off:1 on:1 split:1 on:2 split:2}" | tr , " ")
 set -- $configs
 tap_plan $#
 
