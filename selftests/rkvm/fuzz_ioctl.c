@@ -945,10 +945,49 @@ static void op_vm_irqchip(struct tctx *t)
 {
 	int fd = pick_vm(t, NULL);
 
-	switch (rnd(&t->r, 5)) {
+	switch (rnd(&t->r, 8)) {
 	case 0:
 		IO(t, fd, KVM_CREATE_IRQCHIP, 0);
 		break;
+	case 5: {
+		struct kvm_pit_state2 *p = (void *)t->buf;
+
+		memset(p, 0, sizeof(*p));
+		if (!IO(t, fd, KVM_GET_PIT2, argp(t, p, sizeof(*p)))) {
+			shape(t, style(t), p, sizeof(*p));
+			IO(t, fd, KVM_SET_PIT2, argp(t, p, sizeof(*p)));
+		}
+		break;
+	}
+	case 6: {
+		struct kvm_reinject_control *c = (void *)t->buf;
+
+		memset(c, 0, sizeof(*c));
+		c->pit_reinject = rnd(&t->r, 2);
+		IO(t, fd, KVM_REINJECT_CONTROL, argp(t, c, sizeof(*c)));
+		break;
+	}
+	case 7: {
+		/* A resampling irqfd on a pin of the in-kernel irqchip, then maybe gone again. */
+		struct kvm_irqfd *f = (void *)t->buf;
+		int e = eventfd(1, EFD_NONBLOCK), rs = eventfd(0, EFD_NONBLOCK);
+
+		memset(f, 0, sizeof(*f));
+		f->fd = e;
+		f->gsi = rnd(&t->r, 24);
+		f->flags = KVM_IRQFD_FLAG_RESAMPLE;
+		f->resamplefd = rs;
+		IO(t, fd, KVM_IRQFD, argp(t, f, sizeof(*f)));
+		if (chance(&t->r, 50)) {
+			f->flags = KVM_IRQFD_FLAG_DEASSIGN;
+			IO(t, fd, KVM_IRQFD, argp(t, f, sizeof(*f)));
+		}
+		if (e >= 0)
+			close(e);
+		if (rs >= 0)
+			close(rs);
+		break;
+	}
 	case 1: {
 		struct kvm_irq_level *l = (void *)t->buf;
 
