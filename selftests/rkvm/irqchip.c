@@ -56,15 +56,7 @@
 #define MARK(n) "mov $" #n ", %eax\n" OUTV(P_MARK)
 #define OUTB(port, v) "mov $" #v ", %al\n" "out %al, $" #port "\n"
 
-/* Sleeps in HLT until FLAG reaches N (IF clear while checking: no lost wake-up). */
-#define WAIT_FLAG(n)                                                                        \
-	"1: cli\n"                                                                            \
-	"cmpl $" #n ", " XSTR(FLAG) "\n"                                                      \
-	"jae 2f\n"                                                                            \
-	"sti\n"                                                                               \
-	"hlt\n"                                                                               \
-	"jmp 1b\n"                                                                            \
-	"2: movl $0, " XSTR(FLAG) "\n"
+#define WAIT_FLAG(n) GUEST_WAIT_FLAG(FLAG, n)
 
 /* Reads I/O APIC redirection entry 5 (low half) and reports it. */
 #define REDIR5_OUT "movl $0x1a, " IOAPIC "000\n" "mov " IOAPIC "010, %eax\n" OUTV(P_VAL)
@@ -376,36 +368,12 @@ static void protocol(void)
 	close(vm.sys_fd);
 }
 
-static volatile int watch_check;
-
 static void on_alarm(int sig)
 {
 	printf("# watchdog: no exit for check %d within the limit (HLT never woken?)\n",
-	       watch_check);
+	       tap_run + 1);
 	fflush(stdout);
 	_exit(1);
-}
-
-static int next_out(struct vcpu *v, int port, uint32_t *val)
-{
-	watch_check = tap_run + 1;
-	vcpu_run(v);
-	if (v->run->exit_reason != KVM_EXIT_IO)
-		BAIL("unexpected exit: %s", exit_str(v));
-	if (!is_out(v, port, 4)) {
-		tap_diag("unexpected exit: %s", exit_str(v));
-		return 0;
-	}
-	*val = io_out_value(v);
-	return 1;
-}
-
-static void expect(struct vcpu *v, int port, uint32_t want, const char *what)
-{
-	uint32_t got = 0;
-	int ok = next_out(v, port, &got);
-
-	tap_ok(ok && got == want, "%s: %#x (want %#x)", what, got, want);
 }
 
 struct raiser {
@@ -445,34 +413,34 @@ static void guest(void)
 	idt_set_gate32(g.mem, 0x23, ADDR(pic_h));
 	idt_set_gate32(g.mem, 0x45, ADDR(ioapic_h));
 
-	expect(&g.v, P_VAL, 0xf7, "the master's IMR after ICW1-4 and OCW1");
-	expect(&g.v, P_VAL, 0xf7, "REP OUTSB and INSB on the master's port complete in the kernel");
-	expect(&g.v, P_MARK, 1, "PICs initialized");
+	expect_out(&g.v, P_VAL, 0xf7, "the master's IMR after ICW1-4 and OCW1");
+	expect_out(&g.v, P_VAL, 0xf7, "REP OUTSB and INSB on the master's port complete in the kernel");
+	expect_out(&g.v, P_MARK, 1, "PICs initialized");
 	irq_line(g.vm.fd, 3, 1);
 	irq_line(g.vm.fd, 3, 0);
-	expect(&g.v, P_VEC, 0x23, "an edge on GSI 3 arrives through the master at vector 0x23");
-	expect(&g.v, P_VAL, 0, "the master's ISR is clear after the EOI");
-	expect(&g.v, P_MARK, 2, "after the PIC interrupt");
-	expect(&g.v, P_VAL, 0x8045, "I/O APIC entry 5 as programmed, Remote IRR clear");
-	expect(&g.v, P_MARK, 3, "I/O APIC programmed");
+	expect_out(&g.v, P_VEC, 0x23, "an edge on GSI 3 arrives through the master at vector 0x23");
+	expect_out(&g.v, P_VAL, 0, "the master's ISR is clear after the EOI");
+	expect_out(&g.v, P_MARK, 2, "after the PIC interrupt");
+	expect_out(&g.v, P_VAL, 0x8045, "I/O APIC entry 5 as programmed, Remote IRR clear");
+	expect_out(&g.v, P_MARK, 3, "I/O APIC programmed");
 	irq_line(g.vm.fd, 5, 1);
-	expect(&g.v, P_VEC, 0x45, "a level on GSI 5 arrives through the I/O APIC at vector 0x45");
-	expect(&g.v, P_VAL, 0xc045, "Remote IRR set while it is in service");
-	expect(&g.v, P_MARK, 4, "before the EOI, line kept high");
-	expect(&g.v, P_VEC, 0x45, "the EOI of a line still high delivers it again");
-	expect(&g.v, P_VAL, 0xc045, "Remote IRR set again");
-	expect(&g.v, P_MARK, 4, "before the second EOI, line now low");
+	expect_out(&g.v, P_VEC, 0x45, "a level on GSI 5 arrives through the I/O APIC at vector 0x45");
+	expect_out(&g.v, P_VAL, 0xc045, "Remote IRR set while it is in service");
+	expect_out(&g.v, P_MARK, 4, "before the EOI, line kept high");
+	expect_out(&g.v, P_VEC, 0x45, "the EOI of a line still high delivers it again");
+	expect_out(&g.v, P_VAL, 0xc045, "Remote IRR set again");
+	expect_out(&g.v, P_MARK, 4, "before the second EOI, line now low");
 	irq_line(g.vm.fd, 5, 0);
-	expect(&g.v, P_VAL, 0x8045, "Remote IRR clear after the EOI of a low line");
-	expect(&g.v, P_MARK, 5, "no third delivery");
-	expect(&g.v, P_MARK, 6, "IRQ 3 unmasked again");
+	expect_out(&g.v, P_VAL, 0x8045, "Remote IRR clear after the EOI of a low line");
+	expect_out(&g.v, P_MARK, 5, "no third delivery");
+	expect_out(&g.v, P_MARK, 6, "IRQ 3 unmasked again");
 	r.vm_fd = g.vm.fd;
 	r.done = 0;
 	if (pthread_create(&t, NULL, raise_later, &r))
 		BAIL("pthread_create");
-	expect(&g.v, P_VEC, 0x23, "KVM_IRQ_LINE from another thread wakes the guest from HLT");
+	expect_out(&g.v, P_VEC, 0x23, "KVM_IRQ_LINE from another thread wakes the guest from HLT");
 	pthread_join(t, NULL);
-	expect(&g.v, P_MARK, 7, "after the wake-up");
+	expect_out(&g.v, P_MARK, 7, "after the wake-up");
 	vcpu_run(&g.v);
 	tap_ok(is_out(&g.v, P_DONE, 1), "guest done (%s)", exit_str(&g.v));
 	guest_destroy(&g);
@@ -521,18 +489,18 @@ static void resample(void)
 	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	idt_set_gate32(g.mem, 0x47, GUEST_ADDR(GUEST_CODE_GPA, resample_guest, lvl47_h));
 
-	expect(&g.v, P_MARK, 1, "I/O APIC pin 7 level-triggered");
+	expect_out(&g.v, P_MARK, 1, "I/O APIC pin 7 level-triggered");
 	if (write(efd, &one, sizeof(one)) != sizeof(one))
 		BAIL("write eventfd");
-	expect(&g.v, P_VEC, 0x47, "a signal on the irqfd asserts GSI 7");
+	expect_out(&g.v, P_VEC, 0x47, "a signal on the irqfd asserts GSI 7");
 	tap_ok(efd_count(rfd) == 0, "the resamplefd is quiet while the interrupt is in service");
-	expect(&g.v, P_VAL, 0x8047, "after the EOI the line is low: Remote IRR clear");
+	expect_out(&g.v, P_VAL, 0x8047, "after the EOI the line is low: Remote IRR clear");
 	tap_ok(efd_count(rfd) == 1, "the EOI signalled the resamplefd");
-	expect(&g.v, P_MARK, 2, "no second delivery");
+	expect_out(&g.v, P_MARK, 2, "no second delivery");
 	if (write(efd, &one, sizeof(one)) != sizeof(one))
 		BAIL("write eventfd");
-	expect(&g.v, P_VEC, 0x47, "the next signal delivers again");
-	expect(&g.v, P_MARK, 3, "after it");
+	expect_out(&g.v, P_VEC, 0x47, "the next signal delivers again");
+	expect_out(&g.v, P_MARK, 3, "after it");
 	tap_ok(efd_count(rfd) == 1, "and its EOI signalled the resamplefd again");
 	vcpu_run(&g.v);
 	tap_ok(is_out(&g.v, P_DONE, 1), "resample guest done (%s)", exit_str(&g.v));
@@ -593,8 +561,8 @@ static void vapic(void)
 		       "then read at %#llx)%s", n, (unsigned long long)rip_w,
 		       (unsigned long long)rip_r, good ? "" : ", with a wrong RIP or direction");
 	}
-	expect(&g.v, P_VAL, 0x20, "the VAPIC page holds TPR 0x20, nothing in service or requested");
-	expect(&g.v, P_MARK, 1, "TPR 0x30 left in the VAPIC page");
+	expect_out(&g.v, P_VAL, 0x20, "the VAPIC page holds TPR 0x20, nothing in service or requested");
+	expect_out(&g.v, P_MARK, 1, "TPR 0x30 left in the VAPIC page");
 	if (ioctl(g.v.fd, KVM_GET_LAPIC, &st))
 		BAIL("KVM_GET_LAPIC");
 	memcpy(&tpr, st.regs + 0x80, 4);
@@ -635,19 +603,19 @@ static void split(void)
 	idt_set_gate32(g.mem, 0x55, GUEST_ADDR(GUEST_CODE_GPA, split_guest, msi55_h));
 	idt_set_gate32(g.mem, 0x56, GUEST_ADDR(GUEST_CODE_GPA, split_guest, msi56_h));
 
-	expect(&g.v, P_MARK, 1, "split irqchip guest ready");
+	expect_out(&g.v, P_MARK, 1, "split irqchip guest ready");
 	irq_line(g.vm.fd, 5, 1);
-	expect(&g.v, P_VEC, 0x55, "KVM_IRQ_LINE on a level MSI route delivers it");
+	expect_out(&g.v, P_VEC, 0x55, "KVM_IRQ_LINE on a level MSI route delivers it");
 	vcpu_run(&g.v);
 	tap_ok(g.v.run->exit_reason == KVM_EXIT_IOAPIC_EOI && g.v.run->eoi.vector == 0x55,
 	       "its EOI exits to userspace's I/O APIC (%s, vector %#x)", exit_str(&g.v),
 	       g.v.run->eoi.vector);
 	irq_line(g.vm.fd, 5, 0);
-	expect(&g.v, P_MARK, 2, "the guest goes on after the EOI exit");
+	expect_out(&g.v, P_MARK, 2, "the guest goes on after the EOI exit");
 	irq_line(g.vm.fd, 6, 1);
 	irq_line(g.vm.fd, 6, 0);
-	expect(&g.v, P_VEC, 0x56, "an edge MSI route delivers");
-	expect(&g.v, P_MARK, 3, "its EOI does not exit");
+	expect_out(&g.v, P_VEC, 0x56, "an edge MSI route delivers");
+	expect_out(&g.v, P_MARK, 3, "its EOI does not exit");
 	vcpu_run(&g.v);
 	tap_ok(is_out(&g.v, P_DONE, 1), "split guest done (%s)", exit_str(&g.v));
 	guest_destroy(&g);

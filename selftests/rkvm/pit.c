@@ -34,14 +34,7 @@
 #define READ16(p) "in $" #p ", %al\n" "mov %al, %cl\n" "in $" #p ", %al\n" "mov %al, %ah\n" \
 	"mov %cl, %al\n" "movzwl %ax, %eax\n"
 
-#define WAIT_FLAG(n)                                                                        \
-	"1: cli\n"                                                                            \
-	"cmpl $" #n ", " XSTR(FLAG) "\n"                                                      \
-	"jae 2f\n"                                                                            \
-	"sti\n"                                                                               \
-	"hlt\n"                                                                               \
-	"jmp 1b\n"                                                                            \
-	"2: movl $0, " XSTR(FLAG) "\n"
+#define WAIT_FLAG(n) GUEST_WAIT_FLAG(FLAG, n)
 
 GUEST_CODE(pit_guest, 32,
 	/* Counter 2: gate high, speaker off; mode 0, LSB then MSB, count 0xffff. */
@@ -181,27 +174,6 @@ static void on_alarm(int sig)
 	_exit(1);
 }
 
-static int next_out(struct vcpu *v, int port, uint32_t *val)
-{
-	vcpu_run(v);
-	if (v->run->exit_reason != KVM_EXIT_IO)
-		BAIL("unexpected exit: %s", exit_str(v));
-	if (!is_out(v, port, 4)) {
-		tap_diag("unexpected exit: %s", exit_str(v));
-		return 0;
-	}
-	*val = io_out_value(v);
-	return 1;
-}
-
-static void expect(struct vcpu *v, int port, uint32_t want, const char *what)
-{
-	uint32_t got = 0;
-	int ok = next_out(v, port, &got);
-
-	tap_ok(ok && got == want, "%s: %#x (want %#x)", what, got, want);
-}
-
 static void guest(void)
 {
 	struct guest g;
@@ -222,16 +194,16 @@ static void guest(void)
 	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	idt_set_gate32(g.mem, 0x20, ADDR(irq0_h));
 
-	ok = next_out(&g.v, P_VAL, &c1);
-	ok &= next_out(&g.v, P_VAL, &c2);
+	ok = guest_next_out(&g.v, P_VAL, &c1);
+	ok &= guest_next_out(&g.v, P_VAL, &c2);
 	tap_ok(ok && c1 <= 0xffff && c2 < c1, "counter 2 counts down: %#x, then %#x", c1, c2);
-	ok = next_out(&g.v, P_VAL, &st);
+	ok = guest_next_out(&g.v, P_VAL, &st);
 	tap_ok(ok && (st & 0x7f) == 0x30,
 	       "read-back status of counter 2: LSB/MSB access, mode 0, binary (%#x)", st);
-	expect(&g.v, P_MARK, 1, "after counter 2");
-	expect(&g.v, P_VEC, 0x20, "counter 0, mode 2: first tick through the PIC");
-	expect(&g.v, P_VEC, 0x20, "second tick");
-	expect(&g.v, P_VEC, 0x20, "third tick");
+	expect_out(&g.v, P_MARK, 1, "after counter 2");
+	expect_out(&g.v, P_VEC, 0x20, "counter 0, mode 2: first tick through the PIC");
+	expect_out(&g.v, P_VEC, 0x20, "second tick");
+	expect_out(&g.v, P_VEC, 0x20, "third tick");
 	ok = ioctl(g.vm.fd, KVM_GET_PIT2, &s) == 0;
 	tap_ok(ok && s.channels[0].mode == 2 && s.channels[0].count == 11932 &&
 	       s.channels[0].rw_mode == 3 && s.channels[2].gate == 1,

@@ -302,6 +302,45 @@ static inline int is_out(struct vcpu *v, uint16_t port, uint8_t size)
 	       v->run->io.port == port && v->run->io.size == size && v->run->io.count == 1;
 }
 
+/*
+ * Runs V to its next exit, which must be a 4-byte OUT to PORT: returns 1 with the value in
+ * *VAL, or 0 (with a diagnostic) for an OUT elsewhere; any other exit bails out.
+ */
+static inline int guest_next_out(struct vcpu *v, int port, uint32_t *val)
+{
+	vcpu_run(v);
+	if (v->run->exit_reason != KVM_EXIT_IO)
+		BAIL("unexpected exit: %s", exit_str(v));
+	if (!is_out(v, port, 4)) {
+		tap_diag("unexpected exit: %s", exit_str(v));
+		return 0;
+	}
+	*val = io_out_value(v);
+	return 1;
+}
+
+/* One check: the next exit is a 4-byte OUT of WANT to PORT. */
+static inline void expect_out(struct vcpu *v, int port, uint32_t want, const char *what)
+{
+	uint32_t got = 0;
+	int ok = guest_next_out(v, port, &got);
+
+	tap_ok(ok && got == want, "%s: %#x (want %#x)", what, got, want);
+}
+
+/*
+ * Guest code: sleeps in HLT until the 32-bit counter at GPA FLAG (a macro) reaches N,
+ * then clears it. IF is clear while it checks, so no wake-up is lost.
+ */
+#define GUEST_WAIT_FLAG(flag, n)                                                            \
+	"1: cli\n"                                                                           \
+	"cmpl $" #n ", " XSTR(flag) "\n"                                                     \
+	"jae 2f\n"                                                                           \
+	"sti\n"                                                                              \
+	"hlt\n"                                                                              \
+	"jmp 1b\n"                                                                           \
+	"2: movl $0, " XSTR(flag) "\n"
+
 static inline void vcpu_get_regs(struct vcpu *v, struct kvm_regs *regs)
 {
 	if (ioctl(v->fd, KVM_GET_REGS, regs))
