@@ -206,6 +206,7 @@ int rkvm_signal_pending(void);
 int rkvm_xfer_to_guest_mode_handle_work(void);
 int rkvm_need_resched(void);
 void rkvm_cond_resched(void);
+void rkvm_yield(void);
 /* The current task's time waiting on a runqueue (sched_info, ns): steal time's source. */
 __u64 rkvm_current_run_delay(void);
 /* Whether the kernel keeps it (sched_info_on()). */

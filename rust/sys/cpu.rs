@@ -230,6 +230,12 @@ pub(crate) fn cond_resched() {
     unsafe { ffi::rkvm_cond_resched() };
 }
 
+/// Gives the CPU to another runnable task of this CPU, if there is one. May sleep.
+pub(crate) fn yield_now() {
+    // SAFETY: Called from process context only.
+    unsafe { ffi::rkvm_yield() };
+}
+
 /// Hands a machine check that hit the guest (or its VM entry) to the host's #MC handler.
 ///
 /// The caller has interrupts off (the proof is the guard) and calls it at most once per

@@ -584,6 +584,7 @@ int rkvm_xfer_to_guest_mode_handle_work(void)
 }
 int rkvm_need_resched(void) { return need_resched(); }
 void rkvm_cond_resched(void) { cond_resched(); }
+void rkvm_yield(void) { yield(); }
 
 __u64 rkvm_current_run_delay(void)
 {

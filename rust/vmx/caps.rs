@@ -143,6 +143,7 @@ const PROC2_OPTIONAL: u32 = proc2::UNRESTRICTED_GUEST
     | proc2::XSAVES
     | proc2::TSC_SCALING
     | proc2::ENABLE_PML
+    | proc2::PAUSE_LOOP_EXITING
     | proc2::DESC;
 
 // EFER and PAT are switched by the entry/exit controls (no MSR-load lists).

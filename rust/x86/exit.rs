@@ -73,6 +73,9 @@ pub(crate) enum Exit {
     },
     /// HLT (RIP past it).
     Hlt,
+    /// The guest spins in kernel mode waiting for something (a PAUSE loop; RIP past the
+    /// PAUSE): another task, maybe another vCPU, should run.
+    Spin,
     /// Triple fault.
     Shutdown,
     /// VM entry failed: the hardware's reason.
@@ -137,6 +140,7 @@ impl Exit {
         matches!(
             self,
             Exit::Io { .. }
+                | Exit::Spin
                 | Exit::TdpFault { .. }
                 | Exit::Intercepted { .. }
                 | Exit::CrAccess { .. }

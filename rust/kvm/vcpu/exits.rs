@@ -131,6 +131,11 @@ pub(super) fn handle_exit(
             vcpu.set_exit(KVM_EXIT_HLT);
             Ok(Some(0))
         }
+        Exit::Spin => {
+            // The guest waits for a lock another vCPU (or a preempted one) holds.
+            cpu::yield_now();
+            Ok(None)
+        }
         Exit::Shutdown => {
             vcpu.set_exit(KVM_EXIT_SHUTDOWN);
             Ok(Some(0))

@@ -145,9 +145,14 @@ impl Core {
                 Self::skip(v, len)?;
                 Ok(Some(Exit::Hlt))
             }
-            reason::INVD | reason::WBINVD | reason::PAUSE => {
+            reason::INVD | reason::WBINVD => {
                 Self::skip(v, len)?;
                 Ok(None)
+            }
+            // Only pause-loop exiting makes PAUSE exit (PAUSE exiting is off).
+            reason::PAUSE => {
+                Self::skip(v, len)?;
+                Ok(Some(Exit::Spin))
             }
             reason::INVLPG => {
                 ctx.stats.inc(st::INVLPG);

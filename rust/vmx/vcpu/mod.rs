@@ -76,6 +76,11 @@ mod reason {
     pub(super) const PREEMPTION_TIMER: u32 = 52;
 }
 
+/// Pause-loop exiting: the largest gap between two PAUSEs of one loop, and the loop's
+/// length that makes it exit (TSC cycles).
+const PLE_GAP: u32 = 128;
+const PLE_WINDOW: u32 = 4096;
+
 /// Interruptibility bits.
 const BLOCK_STI: u32 = 1 << 0;
 const BLOCK_MOV_SS: u32 = 1 << 1;
@@ -263,7 +268,10 @@ impl Core {
                 | proc2::ENABLE_INVPCID
                 // A guest's WBINVD would flush every cache of the host: it exits, and is
                 // skipped (KVM does the same without non-coherent DMA).
-                | proc2::WBINVD_EXITING);
+                | proc2::WBINVD_EXITING
+                // A vCPU spinning in kernel mode (PAUSE after PAUSE for a while) exits,
+                // so the host can run the one that holds the lock.
+                | proc2::PAUSE_LOOP_EXITING);
         if self.vpid != 0 {
             proc2 |= proc2::ENABLE_VPID;
         }
@@ -299,6 +307,12 @@ impl Core {
         w(v.w32(vmcs::PAGE_FAULT_ERROR_CODE_MASK, 0))?;
         w(v.w32(vmcs::PAGE_FAULT_ERROR_CODE_MATCH, 0))?;
         w(v.w32(vmcs::CR3_TARGET_COUNT, 0))?;
+        if proc2 & proc2::PAUSE_LOOP_EXITING != 0 {
+            // KVM's defaults: PAUSEs at most 128 TSC cycles apart are one loop, and a
+            // loop longer than 4096 cycles exits.
+            w(v.w32(vmcs::PLE_GAP, PLE_GAP))?;
+            w(v.w32(vmcs::PLE_WINDOW, PLE_WINDOW))?;
+        }
         w(v.w32(vmcs::VM_EXIT_MSR_STORE_COUNT, 0))?;
         w(v.w32(vmcs::VM_EXIT_MSR_LOAD_COUNT, 0))?;
         w(v.w32(vmcs::VM_ENTRY_MSR_LOAD_COUNT, 0))?;
