@@ -42,11 +42,10 @@ TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mod
 	fpu_mxcsr host_memory
 SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entry@cpu1 cpu_hotplug \
 	suspend_resume@cpu0
-# Real VMMs (Debian's QEMU) booting Linux on the hypervisor, in an emulated Intel machine
-# with two CPUs; their image carries the VMM, its libraries and firmware (tools/bench/vmm.sh).
-# Not in the default run yet: rkvm's boot stalls now and then (testing.rst, "Open");
-# `make check VMM_TESTS=vmm_qemu` runs it.
-VMM_TESTS ?=
+# Real VMMs booting Linux on the hypervisor, rkvm's own rkvm-run and Debian's QEMU, in an
+# emulated Intel machine with two CPUs; their image carries the VMMs, their libraries and
+# QEMU's firmware (tools/bench/vmm.sh). VMM_TESTS= skips the leg.
+VMM_TESTS ?= vmm_rkvm_run vmm_qemu
 # On an Intel CPU with EPT but without unrestricted guest (real mode through vm86).
 NOUG_TESTS ?= realmode_io
 # On the debug kernel (KASAN, lockdep, kmemleak, UBSAN, Rust overflow checks), rkvm only;
@@ -97,12 +96,20 @@ module: $(KDIR_DEP)
 selftests: $(KDIR_DEP)
 	@$(MAKE) -s -C $(SELFTESTS) KHDR=$(KDIR)/usr/include OUTPUT=$(BUILD)/selftests
 
-check: module nopanic selftests bochs qemu $(if $(DEBUG_TESTS),debug-module)
+# rkvm's own VMM (tools/rkvm-run, on the rust-vmm crates from crates.io at the versions
+# of its Cargo.lock), for the VMM leg and the demo.
+RKVM_RUN_CARGO := cargo build --release --locked --quiet \
+	--manifest-path $(CURDIR)/tools/rkvm-run/Cargo.toml --target-dir $(BUILD)/rkvm-run
+export RKVM_RUN_BIN := $(BUILD)/rkvm-run/release/rkvm-run
+rkvm-run:
+	@$(RKVM_RUN_CARGO)
+
+check: module nopanic selftests bochs qemu $(if $(DEBUG_TESTS),debug-module) $(if $(VMM_TESTS),rkvm-run)
 	@$(BENCH)/check.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/check \
 		"$(TESTS)" "$(SMP_TESTS)" "$(NOUG_TESTS)" "$(DEBUG_TESTS)" \
 		"$(if $(DEBUG_TESTS),$(DEBUG_KDIR))" "$(DEBUG_MOD)/rkvm.ko" "$(VMM_TESTS)"
 
-demo: module selftests bochs
+demo: module selftests bochs rkvm-run
 	@$(BENCH)/demo.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/demo
 
 bench: module selftests bochs qemu
@@ -127,10 +134,13 @@ conformance: module selftests bochs qemu
 # The kernel's own Rust lints and formatting, on rkvm's sources.
 clippy: $(KDIR_DEP)
 	$(KMAKE) CLIPPY=1 modules
+	cargo clippy --release --locked --quiet --manifest-path $(CURDIR)/tools/rkvm-run/Cargo.toml \
+		--target-dir $(BUILD)/rkvm-run -- -D warnings
 
 # rustfmt with the kernel's own configuration (follows every `mod` from the crate root).
 rustfmt: $(KDIR_DEP)
 	rustfmt --config-path $(KDIR)/source/.rustfmt.toml $(CURDIR)/rust/rkvm.rs
+	cargo fmt --manifest-path $(CURDIR)/tools/rkvm-run/Cargo.toml
 
 # No panics in kernel code: the module must not call into core::panicking (bounds checks,
 # unwrap, overflow checks would).
@@ -142,9 +152,10 @@ nopanic: module
 
 rustfmtcheck: $(KDIR_DEP)
 	rustfmt --check --config-path $(KDIR)/source/.rustfmt.toml $(CURDIR)/rust/rkvm.rs
+	cargo fmt --check --manifest-path $(CURDIR)/tools/rkvm-run/Cargo.toml
 
 clean:
 	-$(KMAKE) clean 2>/dev/null
 	rm -rf $(BUILD)
 
-.PHONY: all setup kernel debug-kernel debug-module bochs qemu module selftests check demo bench fuzz conformance clippy rustfmt rustfmtcheck nopanic clean
+.PHONY: all setup kernel debug-kernel debug-module bochs qemu module selftests rkvm-run check demo bench fuzz conformance clippy rustfmt rustfmtcheck nopanic clean

@@ -44,11 +44,9 @@ configs=(
 	"bochs-vmx-smp|bochs-corei7_icelake_u:2|bench.apicv=0|$smp_tests"
 	"bochs-vmx-noug|bochs-corei5_lynnfield_750:1|bench.apicv=0|$noug_tests"
 	"qemu-svm|qemu-epyc:2|bench.retry=1 tsc=reliable|$qemu_tests"
-	# Debian's QEMU as the VMM: /dev/kvm is rkvm's device while rkvm is loaded. One boot
-	# per hypervisor: after kvm-intel's runs in the same boot, rkvm's third QEMU stalled
-	# (twice; see testing.rst), which is still open.
-	"bochs-vmm-kvm|bochs-corei7_icelake_u:2|bench.apicv=0 bench.hvs=kvm bench.timeout=3000|$vmm_tests"
-	"bochs-vmm|bochs-corei7_icelake_u:2|bench.apicv=0 bench.hvs=rkvm bench.kvmnode=1 bench.timeout=3000|$vmm_tests"
+	# Real VMMs (Debian's QEMU, rkvm-run) booting Linux, on kvm-intel and then on rkvm in
+	# the same boot: /dev/kvm is rkvm's device while rkvm is loaded.
+	"bochs-vmm|bochs-corei7_icelake_u:2|bench.apicv=0 bench.kvmnode=1 bench.timeout=3000|$vmm_tests"
 )
 # The debug kernel (KASAN, lockdep, kmemleak, UBSAN, Rust overflow checks): rkvm only
 # (the same tests ran on reference KVM above), and a test fails if the kernel logged a

@@ -7,6 +7,8 @@
 #                                 library it links at its own path (/lib/x86_64-linux-gnu,
 #                                 the loader at /lib64)
 #   /vmm/share                    its firmware: SeaBIOS and QEMU's option ROMs
+#   /vmm/bin/rkvm-run             rkvm's own VMM (tools/rkvm-run, built by `make rkvm-run`
+#                                 at $RKVM_RUN_BIN), with its libraries
 #   /vmm/bzImage                  the guest kernel: the test kernel itself
 #   /vmm/initrd                   the guest's initramfs: static busybox and vmm-guest-init.sh
 #
@@ -17,14 +19,18 @@
 kbuild=$1 out=$2
 qemu=/usr/bin/qemu-system-x86_64
 [ -x "$qemu" ] || die "no $qemu (setup.sh installs qemu-system-x86)"
+rkvm_run=${RKVM_RUN_BIN:-$RKVM_TOP/build/rkvm-run/release/rkvm-run}
+[ -x "$rkvm_run" ] || die "no $rkvm_run (make rkvm-run builds it)"
 mkdir -p "$out"/vmm/{bin,share}
-cp "$qemu" "$out/vmm/bin/"
-# Every library the dynamic loader resolves, and the loader itself.
-ldd "$qemu" | awk '/=> \// {print $3} /^\t\/lib64\// {print $1}' | while read -r lib; do
-	mkdir -p "$out$(dirname "$lib")"
-	cp -L "$lib" "$out$lib"
+for prog in "$qemu" "$rkvm_run"; do
+	cp "$prog" "$out/vmm/bin/"
+	# Every library the dynamic loader resolves, and the loader itself.
+	ldd "$prog" | awk '/=> \// {print $3} /^\t\/lib64\// {print $1}' | while read -r lib; do
+		mkdir -p "$out$(dirname "$lib")"
+		cp -L "$lib" "$out$lib"
+	done
+	[ -e "$out/lib64/ld-linux-x86-64.so.2" ] || die "the loader of $prog was not found"
 done
-[ -e "$out/lib64/ld-linux-x86-64.so.2" ] || die "the loader of $qemu was not found"
 # SeaBIOS, the option ROMs QEMU's pc machine loads with -kernel and the in-kernel APIC.
 for f in /usr/share/seabios/bios-256k.bin /usr/share/qemu/linuxboot_dma.bin \
 	/usr/share/qemu/linuxboot.bin /usr/share/qemu/kvmvapic.bin /usr/share/qemu/multiboot_dma.bin; do
