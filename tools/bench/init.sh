@@ -227,12 +227,22 @@ run_bench() {
 	echo "@@ DONE"
 }
 
+# The demo: Linux booted by rkvm-run (tools/rkvm-run, from the image's /vmm) on
+# /dev/rkvm, with two vCPUs, the in-kernel irqchip and PIT and a serial console through
+# an irqfd; then the VM's statistics as rkvm-run read them from KVM_GET_STATS_FD.
 run_demo() {
 	echo "== loading rkvm.ko"
 	if insmod /lib/modules/rkvm.ko; then
 		grep . /sys/module/rkvm/parameters/* | sed 's|/sys/module/rkvm/parameters/|   parameter |'
-		echo "== running a guest through /dev/rkvm (its stats come from rkvm's debugfs)"
-		KVM_DEVICE=/dev/rkvm /tests/bin/demo_guest
+		echo "== booting Linux under rkvm-run on /dev/rkvm: 2 vCPUs, 128 MiB, in-kernel irqchip and PIT"
+		local t0=$(cut -d' ' -f1 /proc/uptime)
+		/vmm/bin/rkvm-run --dev /dev/rkvm --kernel /vmm/bzImage --initrd /vmm/initrd --cpus 2 \
+			--cmdline "console=ttyS0 reboot=k panic=-1 quiet" --stats </dev/null 2>/tmp/demo.err |
+			tr -d '\r' | sed 's/^/   guest| /'
+		echo "== the guest reset its machine after $(awk -v a=$t0 '{ printf "%.2f", $1 - a }' /proc/uptime) s of this machine's time; rkvm-run said:"
+		grep -v '^rkvm-run: stat ' /tmp/demo.err | sed 's/^/   /'
+		echo "== the VM's statistics (the VM's own, then its vCPUs' summed):"
+		sed -n 's/^rkvm-run: stat /   /p' /tmp/demo.err
 		echo "== unloading rkvm"
 		rmmod rkvm && echo "rkvm unloaded"
 	else
