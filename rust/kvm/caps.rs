@@ -44,6 +44,8 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_PRE_FAULT_MEMORY => 1,
         KVM_CAP_NR_MEMSLOTS => super::memslot::USER_MEM_SLOTS as isize,
         KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 => KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE as isize,
+        // x86 orders stores (TSO), so both ring flavours are the same ring.
+        KVM_CAP_DIRTY_LOG_RING | KVM_CAP_DIRTY_LOG_RING_ACQ_REL => super::dirty_ring::MAX_BYTES,
         // vCPU state.
         KVM_CAP_DEBUGREGS
         | KVM_CAP_XCRS

@@ -27,6 +27,20 @@ pub(crate) fn enable_cap(this: &Vm, arg: usize) -> Result<isize> {
                 .store(cap.args[0] != 0, Ordering::Release);
             Ok(0)
         }
+        KVM_CAP_DIRTY_LOG_RING | KVM_CAP_DIRTY_LOG_RING_ACQ_REL => {
+            // KVM takes the size as a u32 (the high bits are dropped).
+            let bytes = super::dirty_ring::check_size(cap.args[0] as u32)?;
+            if this.dirty_ring_bytes.load(Ordering::Relaxed) != 0 {
+                return Err(EINVAL);
+            }
+            let l = this.locked.lock();
+            if !l.vcpus.is_empty() {
+                return Err(EINVAL);
+            }
+            this.dirty_ring_bytes.store(bytes, Ordering::Relaxed);
+            drop(l);
+            Ok(0)
+        }
         KVM_CAP_SPLIT_IRQCHIP => super::irq::enable_split(this, cap.args[0]),
         KVM_CAP_X86_USER_SPACE_MSR => {
             if cap.args[0] & !u64::from(KVM_MSR_EXIT_REASON_VALID_MASK) != 0 {

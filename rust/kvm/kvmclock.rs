@@ -14,6 +14,7 @@ use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 use super::uaccess;
+use super::vcpu::Vcpu;
 use super::vm::{Vm, VmMem};
 use crate::sys::pvclock::{self, ClockNow};
 use crate::uapi::*;
@@ -95,8 +96,7 @@ fn time_scale(hz: u64) -> (i8, u32) {
 /// Writes `f` to guest memory at `gpa` with the version protocol: the version goes odd
 /// first, the struct follows, then the version goes even. A version read back from the
 /// guest is the starting point (so an odd one left there is skipped).
-fn publish(vm: &Vm, gpa: u64, make: impl Fn(u32) -> pvclock::Filled) -> Result {
-    let mem = VmMem(vm);
+fn publish(mem: &VmMem<'_>, gpa: u64, make: impl Fn(u32) -> pvclock::Filled) -> Result {
     let probe = make(0);
     let voff = gpa.wrapping_add(probe.version_offset as u64);
     let mut v = [0u8; 4];
@@ -108,13 +108,15 @@ fn publish(vm: &Vm, gpa: u64, make: impl Fn(u32) -> pvclock::Filled) -> Result {
 }
 
 /// `MSR_KVM_WALL_CLOCK(_NEW)` written with `gpa`: the wall time at VM clock 0.
-pub(crate) fn write_wall_clock(vm: &Vm, gpa: u64) {
+pub(crate) fn write_wall_clock(vm: &Vm, vcpu: &Vcpu, gpa: u64) {
     let now = pvclock::clock_now();
     let epoch = now.real_ns.wrapping_sub(vm_clock(vm, &now));
     let sec = (epoch / NSEC_PER_SEC) as u32;
     let nsec = (epoch % NSEC_PER_SEC) as u32;
     // Without memory there, nothing is written (as in KVM).
-    let _ = publish(vm, gpa, |ver| pvclock::wall_clock(ver, sec, nsec));
+    let _ = publish(&VmMem::of(vm, vcpu), gpa, |ver| {
+        pvclock::wall_clock(ver, sec, nsec)
+    });
 }
 
 /// A vCPU's kvmclock record bookkeeping.
@@ -135,6 +137,7 @@ impl PvClock {
     pub(crate) fn update(
         &mut self,
         vm: &Vm,
+        vcpu: &Vcpu,
         msr: u64,
         tsc_offset: u64,
         rate: crate::x86::tsc::TscRate,
@@ -165,7 +168,7 @@ impl PvClock {
         let mut old = [0u8; pvclock::MAX_SIZE];
         let len = pvclock::time_info_size().min(pvclock::MAX_SIZE);
         if let Some(o) = old.get_mut(..len) {
-            if VmMem(vm).read(gpa, o).is_err() {
+            if VmMem::new(vm).read(gpa, o).is_err() {
                 return;
             }
         }
@@ -180,7 +183,9 @@ impl PvClock {
             shift,
             stopped: core::mem::take(&mut self.stop_request),
         };
-        let _ = publish(vm, gpa, |ver| pvclock::time_info(&old, ver, &info));
+        let _ = publish(&VmMem::of(vm, vcpu), gpa, |ver| {
+            pvclock::time_info(&old, ver, &info)
+        });
     }
 
     /// `KVM_KVMCLOCK_CTRL`: the guest was paused by its VMM; its next record says so.

@@ -175,18 +175,23 @@ pub(crate) struct RuntimeSlot {
     pub(crate) dirty: Option<KVVec<u64>>,
 }
 
-/// Builds the runtime list for `list` (outside the spinlock: it allocates). Only the slot
+/// Builds the runtime list for `list` (outside the spinlock: it allocates); `bitmaps`:
+/// logging slots have dirty bitmaps (no dirty rings). Only the slot
 /// that `change` creates, moves or starts logging gets a new (clear) dirty bitmap; the
 /// other logging slots keep theirs, moved over by [`move_dirty_bitmaps`] under the lock.
 /// Bitmaps are charged to the caller's memory cgroup.
-pub(crate) fn runtime_list(list: &[SlotMeta], change: &Change) -> Result<KVec<RuntimeSlot>> {
+pub(crate) fn runtime_list(
+    list: &[SlotMeta],
+    change: &Change,
+    bitmaps: bool,
+) -> Result<KVec<RuntimeSlot>> {
     let fresh = match change {
         Change::Create(n) | Change::Move(_, n) | Change::Flags(_, n) => Some(n.id),
         Change::None | Change::Delete(_) => None,
     };
     let mut out = KVec::with_capacity(list.len(), GFP_KERNEL_ACCOUNT)?;
     for &meta in list {
-        let dirty = if meta.logs_dirty() && Some(meta.id) == fresh {
+        let dirty = if bitmaps && meta.logs_dirty() && Some(meta.id) == fresh {
             let n = meta.bitmap_words();
             let mut v = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
             // Pushed one by one: `resize` carries a (never taken) bounds-check panic.

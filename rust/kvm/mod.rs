@@ -7,6 +7,8 @@ pub(crate) mod caps;
 pub(crate) mod coalesced;
 pub(crate) mod dev;
 pub(crate) mod device_ops;
+pub(crate) mod dirty_log;
+pub(crate) mod dirty_ring;
 pub(crate) mod enable_cap;
 pub(crate) mod hardware;
 pub(crate) mod ioeventfd;

@@ -9,6 +9,7 @@
 
 use core::mem::offset_of;
 
+use super::vcpu::Vcpu;
 use super::vm::{Vm, VmMem};
 use crate::uapi::{kvm_steal_time, KVM_MSR_ENABLED, KVM_STEAL_VALID_BITS};
 use crate::x86::emulate::GuestMem;
@@ -25,7 +26,7 @@ pub(crate) struct StealTime {
 impl StealTime {
     /// Brings the guest's record up to date if `force` (a new KVM_RUN), if the MSR
     /// changed or if the thread has waited since the last update.
-    pub(crate) fn update(&mut self, vm: &Vm, msr: u64, delay: u64, force: bool) {
+    pub(crate) fn update(&mut self, vm: &Vm, vcpu: &Vcpu, msr: u64, delay: u64, force: bool) {
         if msr & u64::from(KVM_MSR_ENABLED) == 0
             || (!force && msr == self.last_msr && delay == self.last_delay)
         {
@@ -34,7 +35,7 @@ impl StealTime {
         }
         self.last_msr = msr;
         let gpa = msr & KVM_STEAL_VALID_BITS as u64;
-        let mem = VmMem(vm);
+        let mem = VmMem::of(vm, vcpu);
         let field = |off: usize| gpa + off as u64;
         // Without memory at the address (no memslot), nothing is recorded, as in KVM.
         let _ = (|| -> kernel::error::Result {

@@ -3,6 +3,7 @@
 //! Virtual machines: `KVM_CREATE_VM`, the VM fd and its ioctls, guest memory (memslots,
 //! EPT faults, the MMU notifier, dirty logging).
 
+use super::dirty_ring::DirtyRing;
 use super::memslot::{self, Change, RuntimeSlot, Slots};
 use super::stats::{self, VmCounters};
 use super::vcpu::{self, Vcpu};
@@ -77,7 +78,7 @@ pub(crate) struct MmuState {
 impl MmuState {
     /// Records whether the EPT just lost entries or write access; returns the generation
     /// that a flush must cover before the host may rely on the change.
-    fn ept_changed(&mut self, changed: bool) -> u64 {
+    pub(super) fn ept_changed(&mut self, changed: bool) -> u64 {
         if changed {
             self.zap_gen = self.zap_gen.wrapping_add(1);
         }
@@ -103,6 +104,9 @@ pub(crate) struct Vm {
     pub(crate) shrink_zap_ns: AtomicU64,
     /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled.
     pub(crate) manual_protect: AtomicBool,
+    /// The size in bytes of each vCPU's dirty ring (KVM_CAP_DIRTY_LOG_RING), 0 without
+    /// rings (then dirty pages go to bitmaps). Set under `locked` before any vCPU exists.
+    pub(crate) dirty_ring_bytes: AtomicU32,
     /// KVM_CAP_SPLIT_IRQCHIP enabled or KVM_CREATE_IRQCHIP done: vCPUs get an
     /// in-kernel local APIC.
     pub(crate) lapic_in_kernel: AtomicBool,
@@ -230,6 +234,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             flushed_zap_gen: AtomicU64::new(0),
             shrink_zap_ns: AtomicU64::new(0),
             manual_protect: AtomicBool::new(false),
+            dirty_ring_bytes: AtomicU32::new(0),
             lapic_in_kernel: AtomicBool::new(false),
             split_pins: AtomicU32::new(0),
             resamplers: AtomicU32::new(0),
@@ -398,11 +403,19 @@ impl Vm {
     /// Makes sure a remote flush completed after the EPT reached zap generation `gen`
     /// (always flushes when `force`). Only then may the host reuse a page or a table that
     /// the EPT pointed to.
-    fn flush_upto(&self, gen: u64, force: bool) {
+    pub(crate) fn flush_upto(&self, gen: u64, force: bool) {
         if force || self.flushed_zap_gen.load(Ordering::Acquire) < gen {
             self.flush_remote_tlbs();
             self.flushed_zap_gen.fetch_max(gen, Ordering::AcqRel);
         }
+    }
+
+    /// Write-protects guest frames `start..end` again, for the dirty ring's reset; returns
+    /// the EPT generation to flush up to.
+    pub(crate) fn write_protect(&self, start: u64, end: u64) -> u64 {
+        let mut m = self.mmu.lock();
+        let changed = m.tdp.write_protect(start, end, None);
+        m.ept_changed(changed)
     }
 
     /// The sum of a vCPU stat over this VM's vCPUs.
@@ -422,9 +435,9 @@ impl Vm {
         Ok(())
     }
 
-    /// Maps the memslot page behind `gpa` into the EPT. `Ok(false)`: no memslot memory
-    /// can satisfy the access (MMIO). May sleep.
-    pub(crate) fn fault_in(&self, gpa: u64, write: bool) -> Result<bool> {
+    /// Maps the memslot page behind `gpa` into the EPT for a vCPU (whose dirty ring is
+    /// `ring`). `Ok(false)`: no memslot memory can satisfy the access (MMIO). May sleep.
+    pub(crate) fn fault_in(&self, gpa: u64, write: bool, ring: Option<&DirtyRing>) -> Result<bool> {
         let gfn = gpa >> 12;
         if self.fault_in_private(gfn)? {
             return Ok(true);
@@ -482,8 +495,12 @@ impl Vm {
             }
             if write && logs {
                 if let Some(s) = memslot::find_mut(&mut m.slots, gfn) {
-                    let rel = (gfn - s.meta.base_gfn) as usize;
-                    if let Some(w) = s.dirty.as_mut().and_then(|d| d.get_mut(rel / 64)) {
+                    let rel = gfn - s.meta.base_gfn;
+                    if let Some(r) = ring {
+                        r.push(u32::from(s.meta.id), rel);
+                    } else if let Some(w) =
+                        s.dirty.as_mut().and_then(|d| d.get_mut(rel as usize / 64))
+                    {
                         *w |= 1 << (rel % 64);
                     }
                 }
@@ -590,12 +607,19 @@ impl Vm {
         })
     }
 
-    /// Marks `gfn` dirty (guest memory written by rkvm on the guest's behalf).
-    fn mark_dirty(&self, gfn: u64) {
+    /// Marks `gfn` dirty (guest memory written by rkvm on the guest's behalf, or by the
+    /// guest through a write fault), in its slot's bitmap or in `ring`, the dirty ring of
+    /// the vCPU that wrote it.
+    fn mark_dirty(&self, gfn: u64, ring: Option<&DirtyRing>) {
         let mut m = self.mmu.lock();
         if let Some(s) = memslot::find_mut(&mut m.slots, gfn) {
-            let rel = (gfn - s.meta.base_gfn) as usize;
-            if let Some(w) = s.dirty.as_mut().and_then(|d| d.get_mut(rel / 64)) {
+            if !s.meta.logs_dirty() {
+                return;
+            }
+            let rel = gfn - s.meta.base_gfn;
+            if let Some(r) = ring {
+                r.push(u32::from(s.meta.id), rel);
+            } else if let Some(w) = s.dirty.as_mut().and_then(|d| d.get_mut(rel as usize / 64)) {
                 *w |= 1 << (rel % 64);
             }
         }
@@ -608,7 +632,9 @@ impl Vm {
             return Ok(0);
         }
         let list = l.slots.apply(&change)?;
-        let runtime = memslot::runtime_list(&list, &change)?;
+        // With dirty rings, dirty pages go to the rings, and slots have no bitmap.
+        let bitmaps = self.dirty_ring_bytes.load(Ordering::Relaxed) == 0;
+        let runtime = memslot::runtime_list(&list, &change, bitmaps)?;
         let (old, gen) = {
             let mut mm = self.mmu.lock();
             let mut old = core::mem::replace(&mut mm.slots, runtime);
@@ -626,75 +652,6 @@ impl Vm {
         l.slots.list = list;
         drop(l);
         self.flush_upto(gen, true);
-        Ok(0)
-    }
-
-    fn get_dirty_log(&self, arg: usize) -> Result<isize> {
-        let log: KvmDirtyLogHeader = read_dirty_header(arg)?;
-        let l = self.locked.lock();
-        let meta = dirty_logged_slot(&l, log.slot)?;
-        let words = meta.bitmap_words();
-        let mut snapshot = KVVec::with_capacity(words, GFP_KERNEL_ACCOUNT)?;
-        for _ in 0..words {
-            snapshot.push(0u64, GFP_KERNEL_ACCOUNT)?;
-        }
-        let manual = self.manual_protect.load(Ordering::Acquire);
-        let gen = {
-            let mut m = self.mmu.lock();
-            let MmuState { tdp, slots, .. } = &mut *m;
-            let s = memslot::find_mut(slots, meta.base_gfn).ok_or(ENOENT)?;
-            let d = s.dirty.as_mut().ok_or(ENOENT)?;
-            for (a, b) in snapshot.iter_mut().zip(d.iter_mut()) {
-                *a = *b;
-                if !manual {
-                    *b = 0;
-                }
-            }
-            let changed =
-                !manual && tdp.write_protect(meta.base_gfn, meta.end_gfn(), Some(&snapshot));
-            m.ept_changed(changed)
-        };
-        drop(l);
-        self.flush_upto(gen, false);
-        uaccess::write_slice(log.bitmap as usize, &snapshot)?;
-        Ok(0)
-    }
-
-    fn clear_dirty_log(&self, arg: usize) -> Result<isize> {
-        let c: ClearDirtyLog = read_clear_header(arg)?;
-        let l = self.locked.lock();
-        let meta = dirty_logged_slot(&l, c.slot)?;
-        // KVM's rules: first_page 64-aligned; num_pages a multiple of 64 unless the range
-        // ends at the end of the slot.
-        let end = c
-            .first_page
-            .checked_add(u64::from(c.num_pages))
-            .ok_or(EINVAL)?;
-        if c.first_page & 63 != 0
-            || (c.num_pages & 63 != 0 && end != meta.npages)
-            || end > meta.npages
-        {
-            return Err(EINVAL);
-        }
-        let words = (c.num_pages as usize).div_ceil(64);
-        let mask: KVVec<u64> = uaccess::read_vec(c.bitmap as usize, words)?;
-        let first_word = (c.first_page / 64) as usize;
-        let gen = {
-            let mut m = self.mmu.lock();
-            let MmuState { tdp, slots, .. } = &mut *m;
-            let s = memslot::find_mut(slots, meta.base_gfn).ok_or(ENOENT)?;
-            let d = s.dirty.as_mut().ok_or(ENOENT)?;
-            for (i, &bits) in mask.iter().enumerate() {
-                if let Some(w) = d.get_mut(first_word + i) {
-                    *w &= !bits;
-                }
-            }
-            let start = meta.base_gfn + c.first_page;
-            let changed = tdp.write_protect(start, meta.base_gfn + end, Some(&mask));
-            m.ept_changed(changed)
-        };
-        drop(l);
-        self.flush_upto(gen, false);
         Ok(0)
     }
 
@@ -723,8 +680,27 @@ impl Vm {
     }
 }
 
-/// The guest memory of a VM, seen from its process.
-pub(crate) struct VmMem<'a>(pub(crate) &'a Vm);
+/// The guest memory of a VM, seen from its process, by one of its vCPUs: the pages it
+/// writes go to that vCPU's dirty ring when the VM has rings.
+pub(crate) struct VmMem<'a> {
+    vm: &'a Vm,
+    ring: Option<&'a DirtyRing>,
+}
+
+impl<'a> VmMem<'a> {
+    /// For reads, and for writes the VM does not log (none so far).
+    pub(crate) fn new(vm: &'a Vm) -> Self {
+        Self { vm, ring: None }
+    }
+
+    /// For what `vcpu` reads and writes.
+    pub(crate) fn of(vm: &'a Vm, vcpu: &'a Vcpu) -> Self {
+        Self {
+            vm,
+            ring: vcpu.dirty_ring(),
+        }
+    }
+}
 
 impl GuestMem for VmMem<'_> {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result {
@@ -732,7 +708,7 @@ impl GuestMem for VmMem<'_> {
         if off + buf.len() as u64 > 4096 {
             return Err(EINVAL);
         }
-        let (hva, _) = self.0.hva_of(gpa >> 12).ok_or(EFAULT)?;
+        let (hva, _) = self.vm.hva_of(gpa >> 12).ok_or(EFAULT)?;
         mm::read_user(hva + off, buf)
     }
 
@@ -741,71 +717,18 @@ impl GuestMem for VmMem<'_> {
         if off + data.len() as u64 > 4096 {
             return Err(EINVAL);
         }
-        let (hva, writable) = self.0.hva_of(gpa >> 12).ok_or(EFAULT)?;
+        let (hva, writable) = self.vm.hva_of(gpa >> 12).ok_or(EFAULT)?;
         if !writable {
             return Err(EFAULT);
         }
         mm::write_user(hva + off, data)?;
-        self.0.mark_dirty(gpa >> 12);
+        self.vm.mark_dirty(gpa >> 12, self.ring);
         Ok(())
     }
 
     fn backed(&self, gpa: u64) -> bool {
-        self.0.hva_of(gpa >> 12).is_some()
+        self.vm.hva_of(gpa >> 12).is_some()
     }
-}
-
-/// `struct kvm_dirty_log` without its pointer union (slot, padding, bitmap address).
-#[derive(Clone, Copy)]
-struct KvmDirtyLogHeader {
-    slot: u32,
-    bitmap: u64,
-}
-
-fn read_dirty_header(arg: usize) -> Result<KvmDirtyLogHeader> {
-    // Layout from the generated struct: `slot` at 0, the bitmap pointer union at 8.
-    let slot: u32 = uaccess::read(arg)?;
-    let bitmap: u64 = uaccess::read(uaccess::offset(
-        arg,
-        core::mem::offset_of!(kvm_dirty_log, __bindgen_anon_1),
-    )?)?;
-    Ok(KvmDirtyLogHeader { slot, bitmap })
-}
-
-/// `struct kvm_clear_dirty_log`'s fields.
-#[derive(Clone, Copy)]
-struct ClearDirtyLog {
-    slot: u32,
-    num_pages: u32,
-    first_page: u64,
-    bitmap: u64,
-}
-
-/// The slot a dirty-log ioctl names: `EINVAL` for an id out of range (address-space bits
-/// included: rkvm has one address space), `ENOENT` if it does not exist or logs nothing.
-fn dirty_logged_slot(l: &VmLocked, slot: u32) -> Result<memslot::SlotMeta> {
-    let id = (slot & 0xffff) as u16;
-    if slot >> 16 != 0 || u32::from(id) >= memslot::USER_MEM_SLOTS {
-        return Err(EINVAL);
-    }
-    let meta = *l.slots.list.iter().find(|s| s.id == id).ok_or(ENOENT)?;
-    if !meta.logs_dirty() {
-        return Err(ENOENT);
-    }
-    Ok(meta)
-}
-
-fn read_clear_header(arg: usize) -> Result<ClearDirtyLog> {
-    let at = |off: usize| uaccess::offset(arg, off);
-    Ok(ClearDirtyLog {
-        slot: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, slot))?)?,
-        num_pages: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, num_pages))?)?,
-        first_page: uaccess::read(at(core::mem::offset_of!(kvm_clear_dirty_log, first_page))?)?,
-        bitmap: uaccess::read(at(core::mem::offset_of!(
-            kvm_clear_dirty_log,
-            __bindgen_anon_1
-        ))?)?,
-    })
 }
 
 impl AnonFile for Vm {
@@ -870,6 +793,7 @@ impl AnonFile for Vm {
                 Ok(0)
             }
             RKVM_KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
+            RKVM_KVM_RESET_DIRTY_RINGS => super::dirty_ring::reset_all(&this),
             RKVM_KVM_CLEAR_DIRTY_LOG => this.clear_dirty_log(arg),
             RKVM_KVM_ENABLE_CAP => super::enable_cap::enable_cap(&this, arg),
             RKVM_KVM_X86_SET_MSR_FILTER => super::msr_filter::set(&this, arg),

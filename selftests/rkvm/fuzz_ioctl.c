@@ -664,7 +664,10 @@ static void op_vm_dirty_log(struct tctx *t)
 	int vmi, fd = pick_vm(t, &vmi), s = rnd(&t->r, NSLOT);
 	uint64_t *bitmap = (void *)(t->buf + 0x1000);
 
-	if (chance(&t->r, 60)) {
+	if (chance(&t->r, 20)) {
+		/* Rings or not, with whatever the ring pages hold (op_mmap_run scribbles). */
+		IO(t, fd, KVM_RESET_DIRTY_RINGS, rnd_num(&t->r));
+	} else if (chance(&t->r, 60)) {
 		struct kvm_dirty_log *d = (void *)t->buf;
 
 		memset(d, 0, sizeof(*d));
@@ -1399,8 +1402,9 @@ static void op_close_dup(struct tctx *t)
 static void op_mmap_run(struct tctx *t)
 {
 	int fd = pick_vcpu(t, NULL, NULL);
-	long pages[] = { 0, 1, KVM_COALESCED_MMIO_PAGE_OFFSET, 3, 4, rnd(&t->r, 1 << 20) };
-	long off = pages[rnd(&t->r, 6)] * 4096;
+	long pages[] = { 0, 1, KVM_COALESCED_MMIO_PAGE_OFFSET, 3, 4, rnd(&t->r, 1 << 20),
+			 KVM_DIRTY_LOG_PAGE_OFFSET, KVM_DIRTY_LOG_PAGE_OFFSET + rnd(&t->r, 20) };
+	long off = pages[rnd(&t->r, 8)] * 4096;
 	size_t len = chance(&t->r, 70) ? 4096 : 4096 * (1 + rnd(&t->r, 8));
 	int prot = chance(&t->r, 80) ? PROT_READ | PROT_WRITE : PROT_READ | (chance(&t->r, 50) ? PROT_EXEC : 0);
 	int flags = chance(&t->r, 85) ? MAP_SHARED : MAP_PRIVATE;
@@ -1421,6 +1425,22 @@ static void op_mmap_run(struct tctx *t)
 		if (prot & PROT_WRITE)
 			p[rnd(&t->r, len)] = rng_u32(&t->r);
 	});
+	if (off >= KVM_DIRTY_LOG_PAGE_OFFSET * 4096 && (prot & PROT_WRITE)) {
+		/* A dirty ring consumer: mark entries collected, some with junk in them. */
+		struct kvm_dirty_gfn *e = (void *)p;
+		size_t i;
+
+		FUZZ_TRY({
+			for (i = 0; i < len / sizeof(*e); i++) {
+				if (chance(&t->r, 10)) {
+					e[i].slot = chance(&t->r, 50) ? rnd(&t->r, NSLOT) : rng_u32(&t->r);
+					e[i].offset = chance(&t->r, 50) ? rnd(&t->r, 64) : rnd_num(&t->r);
+				}
+				if (e[i].flags & KVM_DIRTY_GFN_F_DIRTY || chance(&t->r, 5))
+					e[i].flags = chance(&t->r, 90) ? KVM_DIRTY_GFN_F_RESET : rng_u32(&t->r);
+			}
+		});
+	}
 	if (chance(&t->r, 30)) {
 		/* A coalesced ring consumer: advance "first" to "last" the way a VMM would. */
 		FUZZ_TRY({

@@ -255,14 +255,14 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
 /// `KVM_SET_VAPIC_ADDR`: the guest page where TPR, the highest in-service and requested
 /// vectors are kept for the guest to read, and TPR taken back from (QEMU's kvmvapic).
 /// 0 turns it off. EINVAL without an in-kernel APIC or for a word not in a memslot.
-pub(super) fn set_vapic_addr(vm: &Vm, g: &mut VcpuInner, arg: usize) -> Result<isize> {
+pub(super) fn set_vapic_addr(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, arg: usize) -> Result<isize> {
     if g.lapic.is_none() {
         return Err(EINVAL);
     }
     let va: kvm_vapic_addr = uaccess::read(arg)?;
     let a = va.vapic_addr;
     if a != 0 {
-        let mem = VmMem(vm);
+        let mem = VmMem::of(vm, vcpu);
         if (a & 0xfff) + 4 > 4096 || !mem.backed(a) {
             return Err(EINVAL);
         }
@@ -285,7 +285,7 @@ pub(super) fn tpr_access_reporting(g: &mut VcpuInner, arg: usize) -> Result<isiz
 
 /// Before an entry: the VAPIC page gets the APIC's word (KVM's
 /// `kvm_lapic_sync_to_vapic`), while the APIC is enabled.
-pub(super) fn sync_to_vapic(vm: &Vm, g: &VcpuInner) {
+pub(super) fn sync_to_vapic(vm: &Vm, vcpu: &Vcpu, g: &VcpuInner) {
     if g.vapic_addr == 0 {
         return;
     }
@@ -295,7 +295,7 @@ pub(super) fn sync_to_vapic(vm: &Vm, g: &VcpuInner) {
             return;
         }
         // A page that went away since is skipped, as KVM's cache would.
-        let _ = VmMem(vm).write(g.vapic_addr, &a.vapic_word().to_le_bytes());
+        let _ = VmMem::of(vm, vcpu).write(g.vapic_addr, &a.vapic_word().to_le_bytes());
     }
 }
 
@@ -306,7 +306,7 @@ pub(super) fn sync_from_vapic(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) {
         return;
     }
     let mut b = [0u8; 4];
-    if VmMem(vm).read(g.vapic_addr, &mut b).is_err() {
+    if VmMem::of(vm, vcpu).read(g.vapic_addr, &mut b).is_err() {
         return;
     }
     if let Some(a) = g.lapic.as_mut() {

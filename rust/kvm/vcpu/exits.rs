@@ -89,7 +89,7 @@ pub(super) fn inject_exception(s: &mut VcpuState, vector: u8) {
 /// hypercall instruction (from a guest that booted there: VMMCALL on Intel, VMCALL on
 /// AMD) is rewritten in guest memory to this one's, which the guest then executes;
 /// anything else gets its #UD.
-pub(super) fn fix_hypercall(vm: &Vm, g: &mut VcpuInner) -> Result<Option<isize>> {
+pub(super) fn fix_hypercall(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Option<isize>> {
     const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
     const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
     let native = vm.kvm.backend.hypercall_insn();
@@ -97,13 +97,13 @@ pub(super) fn fix_hypercall(vm: &Vm, g: &mut VcpuInner) -> Result<Option<isize>>
     let rip = emulate::linear_rip(&g.state);
     let mut insn = [0u8; 3];
     let foreign = vm.quirks().has(crate::x86::quirks::FIX_HYPERCALL_INSN)
-        && emulate::read_virt(&g.state, &VmMem(vm), rip, &mut insn).is_ok()
+        && emulate::read_virt(&g.state, &VmMem::new(vm), rip, &mut insn).is_ok()
         && insn == other;
     if !foreign {
         inject(&mut g.state, emulate::ud());
         return Ok(None);
     }
-    match emulate::write_virt(&g.state, &VmMem(vm), rip, &native) {
+    match emulate::write_virt(&g.state, &VmMem::of(vm, vcpu), rip, &native) {
         Ok(()) => {}
         Err(EmuError::Fault(f)) => inject(&mut g.state, f),
         Err(EmuError::Host(e)) => return Err(e),
@@ -231,7 +231,7 @@ pub(super) fn handle_exit(
             hw_qual: qual,
         } => {
             vcpu.stats.inc(st::PF_TAKEN);
-            if vm.fault_in(gpa, write)? {
+            if vm.fault_in(gpa, write, vcpu.dirty_ring())? {
                 vcpu.stats.inc(st::PF_FIXED);
                 return Ok(None);
             }
@@ -319,7 +319,7 @@ pub(super) fn handle_exit(
             Ok(None)
         }
         Exit::Intercepted { what, len } => intercepted(vm, vcpu, g, what, len),
-        Exit::InvalidOpcode => fix_hypercall(vm, g),
+        Exit::InvalidOpcode => fix_hypercall(vm, vcpu, g),
         Exit::Unhandled { reason, qual } => {
             pr_warn_ratelimited!("unhandled VM exit {} (qualification {:#x})\n", reason, qual);
             Ok(internal_error(
@@ -439,7 +439,7 @@ pub(super) fn cr_access(
             return Ok(None);
         }
         Ok(Some(effect)) => {
-            if effect.load_pdptrs && !emulate::load_pdptrs(s, &VmMem(vm))? {
+            if effect.load_pdptrs && !emulate::load_pdptrs(s, &VmMem::of(vm, vcpu))? {
                 inject(s, emulate::gp(0));
                 s.dirty = true;
                 return Ok(None);

@@ -30,7 +30,7 @@ pub(super) fn pre_fault_memory(vm: &Vm, arg: usize) -> Result<isize> {
             err = Some(EINTR);
             break;
         }
-        match vm.fault_in(range.gpa, false) {
+        match vm.fault_in(range.gpa, false, None) {
             Ok(true) => {}
             Ok(false) => {
                 err = Some(ENOENT);
@@ -104,7 +104,7 @@ pub(super) fn fetch(
     let rip = emulate::linear_rip(s);
     // Never cross into a page the instruction may not touch: fetch what fits first.
     let first = (4096 - (rip & 0xfff) as usize).min(15);
-    let mem = VmMem(vm);
+    let mem = VmMem::new(vm);
     // Code outside guest memory cannot be fetched: an emulation failure, as in KVM.
     let code_gpa = emulate::translate(s, &mem, rip, false, s.cpl() == 3)?;
     if !mem.backed(code_gpa) {
@@ -259,7 +259,7 @@ pub(super) fn string_io(
         let n = count as usize * usize::from(size);
         let mut buf = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
         buf.resize(n, 0u8, GFP_KERNEL_ACCOUNT)?;
-        if let Err(e) = emulate::read_virt(s, &VmMem(vm), src, &mut buf) {
+        if let Err(e) = emulate::read_virt(s, &VmMem::of(vm, vcpu), src, &mut buf) {
             return fault_or_error(vcpu, s, e);
         }
         vcpu.pio.write_bytes(0, &buf)?;
@@ -366,7 +366,7 @@ pub(super) fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Resul
                 buf.resize(n, 0u8, GFP_KERNEL_ACCOUNT)?;
                 vcpu.pio.read_bytes(0, &mut buf)?;
                 let dst = emulate::linear(s, seg, ptr, io.addr_size);
-                if let Err(e) = emulate::write_virt(s, &VmMem(vm), dst, &buf) {
+                if let Err(e) = emulate::write_virt(s, &VmMem::of(vm, vcpu), dst, &buf) {
                     if let EmuError::Fault(f) = e {
                         inject(s, f);
                         return Ok(());

@@ -30,7 +30,7 @@ use crate::x86::tsc::TscRate;
 use crate::x86::{events, fpu, GuestFpu, RunCtx, VcpuOps};
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use kernel::mm::virt::VmaNew;
+use kernel::mm::virt::{flags, VmaNew};
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
@@ -142,6 +142,8 @@ pub(crate) struct Vcpu {
     run: PhysPage,
     /// The PIO data page (KVM_PIO_PAGE_OFFSET).
     pio: PhysPage,
+    /// The dirty ring (KVM_DIRTY_LOG_PAGE_OFFSET), when the VM has rings.
+    dirty_ring: Option<super::dirty_ring::DirtyRing>,
     /// The CPU whose VMX window this vCPU is in, -1 outside.
     running_cpu: AtomicI32,
     kick: AtomicBool,
@@ -199,6 +201,10 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     } else {
         (None, None)
     };
+    let dirty_ring = match vm.dirty_ring_bytes.load(Ordering::Relaxed) {
+        0 => None,
+        bytes => Some(super::dirty_ring::DirtyRing::new(bytes)?),
+    };
     let vcpu = Arc::pin_init(
         try_pin_init!(Vcpu {
             id,
@@ -230,6 +236,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             }),
             run: PhysPage::new()?,
             pio: PhysPage::new()?,
+            dirty_ring,
             running_cpu: AtomicI32::new(-1),
             kick: AtomicBool::new(false),
             apic: mailbox,
@@ -342,6 +349,11 @@ impl Vcpu {
         if c >= 0 {
             let _ = cpu::run_on(c as u32, || {});
         }
+    }
+
+    /// The vCPU's dirty ring, when the VM has rings.
+    pub(crate) fn dirty_ring(&self) -> Option<&super::dirty_ring::DirtyRing> {
+        self.dirty_ring.as_ref()
     }
 
     // ---- kvm_run page access -------------------------------------------------------------
@@ -606,7 +618,13 @@ impl AnonFile for VcpuFile {
             }
             RKVM_KVM_TRANSLATE => {
                 let mut t: kvm_translation = uaccess::read(arg)?;
-                let r = emulate::translate(&g.state, &VmMem(vm), t.linear_address, false, false);
+                let r = emulate::translate(
+                    &g.state,
+                    &VmMem::of(vm, vcpu),
+                    t.linear_address,
+                    false,
+                    false,
+                );
                 match r {
                     Ok(gpa) => {
                         t.physical_address = gpa;
@@ -695,7 +713,7 @@ impl AnonFile for VcpuFile {
                 g.state.events.interrupt_injected = false;
                 Ok(0)
             }
-            RKVM_KVM_SET_VAPIC_ADDR => set_vapic_addr(vm, g, arg),
+            RKVM_KVM_SET_VAPIC_ADDR => set_vapic_addr(vm, vcpu, g, arg),
             RKVM_KVM_TPR_ACCESS_REPORTING => tpr_access_reporting(g, arg),
             RKVM_KVM_GET_TSC_KHZ => Ok(g.state.tsc_rate.khz() as isize),
             RKVM_KVM_SET_TSC_KHZ => {
@@ -780,10 +798,26 @@ impl AnonFile for VcpuFile {
         // SAFETY: Reads the offset field of the VMA under setup.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
         let len = vma.end() - vma.start();
+        let ring_page = |n: usize| {
+            let i = n.checked_sub(KVM_DIRTY_LOG_PAGE_OFFSET as usize)?;
+            v.dirty_ring.as_ref()?.page(i)
+        };
+        let npages = len / 4096;
+        // The ring is shared, never private (copy-on-write would hide rkvm's entries)
+        // nor executable, as KVM requires.
+        let last = pgoff.saturating_add(npages.saturating_sub(1));
+        if (ring_page(pgoff).is_some() || ring_page(last).is_some())
+            && (vma.flags() & flags::EXEC != 0 || vma.flags() & flags::SHARED == 0)
+        {
+            return Err(EINVAL);
+        }
         let mixed = vma.set_mixedmap();
-        for i in 0..len / 4096 {
-            // Pages past the three KVM defines stay unmapped (SIGBUS on access).
-            if let Some(p) = pgoff.checked_add(i).and_then(|n| pages.get(n)) {
+        for i in 0..npages {
+            // Pages past those KVM defines stay unmapped (SIGBUS on access).
+            let Some(n) = pgoff.checked_add(i) else {
+                break;
+            };
+            if let Some(p) = pages.get(n).copied().or_else(|| ring_page(n)) {
                 mixed.vm_insert_page(vma.start() + i * 4096, p.page())?;
             }
         }

@@ -182,7 +182,7 @@ pub(super) fn write_msr(
             return Err(());
         }
         vm.wall_clock_msr.store(v, Ordering::Relaxed);
-        crate::kvm::kvmclock::write_wall_clock(vm, v);
+        crate::kvm::kvmclock::write_wall_clock(vm, vcpu, v);
         return Ok(());
     }
     msr_access::set_msr(&mut g.state, &env, m, v)

@@ -30,7 +30,7 @@ pub(super) fn deliver_real_mode_event(vm: &Vm, vcpu: &Vcpu, s: &mut VcpuState) -
         }
         None => return Ok(()),
     };
-    let mem = VmMem(vm);
+    let mem = VmMem::of(vm, vcpu);
     let mut ivt = [0u8; 4];
     mem.read(u64::from(vector) * 4, &mut ivt)?;
     let ip = u16::from_le_bytes([ivt[0], ivt[1]]);
@@ -177,7 +177,7 @@ pub(super) fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Op
                         return Ok(fail(vcpu));
                     };
                     let mut b = [0u8; 6];
-                    if let Err(e) = emulate::read_virt(s, &VmMem(vm), ea, &mut b) {
+                    if let Err(e) = emulate::read_virt(s, &VmMem::of(vm, vcpu), ea, &mut b) {
                         return fault_or_error(vcpu, s, e);
                     }
                     let limit = u16::from_le_bytes([b[0], b[1]]);

@@ -151,7 +151,7 @@ pub(super) fn set_sregs_common(g: &mut VcpuInner, b: &kvm_sregs) -> Result {
 pub(super) fn set_sregs(vm: &Vm, g: &mut VcpuInner, b: &kvm_sregs) -> Result {
     set_sregs_common(g, b)?;
     if g.state.pae_paging() {
-        let _ = emulate::load_pdptrs(&mut g.state, &VmMem(vm));
+        let _ = emulate::load_pdptrs(&mut g.state, &VmMem::new(vm));
     }
     vm.flush_gen.fetch_add(1, Ordering::SeqCst);
     // The first pending interrupt in the bitmap is queued again.
@@ -199,7 +199,7 @@ pub(super) fn set_sregs2(vm: &Vm, g: &mut VcpuInner, s2: &kvm_sregs2) -> Result 
     if s2.flags & u64::from(KVM_SREGS2_FLAGS_PDPTRS_VALID) != 0 {
         g.state.pdptrs = s2.pdptrs;
     } else if g.state.pae_paging() {
-        let _ = emulate::load_pdptrs(&mut g.state, &VmMem(vm));
+        let _ = emulate::load_pdptrs(&mut g.state, &VmMem::new(vm));
     }
     vm.flush_gen.fetch_add(1, Ordering::SeqCst);
     Ok(())

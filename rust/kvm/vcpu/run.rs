@@ -131,6 +131,11 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             vcpu.run_put(RUN_U + offset_of!(Eoi, vector), &v);
             return Ok(0);
         }
+        // Collected pages must be reset before the ring has no room left for one exit.
+        if vcpu.dirty_ring().is_some_and(|r| r.soft_full()) {
+            vcpu.set_exit(KVM_EXIT_DIRTY_RING_FULL);
+            return Ok(0);
+        }
         let request_irq_window = vcpu.run_u8(offset_of!(kvm_run, request_interrupt_window)) != 0
             && accept_dm_intr(vm, g);
         vcpu.kick.store(false, Ordering::SeqCst);
@@ -152,10 +157,11 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
         if rmode.is_some() && !g.state.protected() {
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
-        sync_to_vapic(vm, g);
+        sync_to_vapic(vm, vcpu, g);
         let tdp_root = vm.mmu.lock().tdp.root();
         g.steal.update(
             vm,
+            vcpu,
             g.state.msrs.steal_time,
             cpu::current_run_delay(),
             first_entry,
@@ -163,6 +169,7 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
         first_entry = false;
         g.pvclock.update(
             vm,
+            vcpu,
             g.state.msrs.kvm_system_time,
             g.state.tsc_offset,
             g.state.tsc_rate,
