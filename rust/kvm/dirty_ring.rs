@@ -13,6 +13,7 @@
 
 use super::vm::Vm;
 use crate::sys::page::PhysPage;
+use crate::sys::ratelimit::pr_warn_ratelimited;
 use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::prelude::*;
 
@@ -84,8 +85,8 @@ impl DirtyRing {
 
     fn used(&self) -> u32 {
         self.dirty
-            .load(Ordering::Relaxed)
-            .wrapping_sub(self.reset.load(Ordering::Relaxed))
+            .load(Ordering::Acquire)
+            .wrapping_sub(self.reset.load(Ordering::Acquire))
     }
 
     /// Whether the vCPU must exit with `KVM_EXIT_DIRTY_RING_FULL` before it runs.
@@ -101,11 +102,13 @@ impl DirtyRing {
     }
 
     /// Publishes a dirty page: `slot` is `as_id << 16 | id`, `offset` the page in it.
-    /// Called by the vCPU's own thread only. A full ring (which the soft limit and the
-    /// reserved entries keep from happening) drops the entry rather than overwrite one
-    /// userspace has not collected.
+    /// Called with the vCPU's lock held (one producer per ring). A full ring (which the
+    /// soft limit and the reserved entries keep from happening inside KVM_RUN; a VMM
+    /// can fill it outside, e.g. by writing the wall-clock MSR again and again) drops
+    /// the entry rather than overwrite one userspace has not collected.
     pub(crate) fn push(&self, slot: u32, offset: u64) {
         if self.used() >= self.entries {
+            pr_warn_ratelimited!("rkvm: a dirty ring is full: a dirty page was not logged\n");
             return;
         }
         let index = self.dirty.load(Ordering::Relaxed);
@@ -122,14 +125,16 @@ impl DirtyRing {
     }
 
     /// Frees the entries userspace collected, oldest first, up to the first it has not
-    /// marked (and never past the last one published); `reprotect(slot, offset)` is
-    /// called for each with what the entry says, unchecked. Returns how many were freed.
-    /// Serialized by the caller (the VM's lock).
-    pub(crate) fn reset(&self, mut reprotect: impl FnMut(u32, u64)) -> Result<u32> {
-        let mut freed = 0;
+    /// marked and never past those published when the call began (so a call ends however
+    /// fast the vCPU publishes and userspace marks); `reprotect(slot, offset)` is called
+    /// for each with what the entry says, unchecked. Returns how many were freed, and
+    /// whether a signal stopped it early. Serialized by the caller (the VM's lock).
+    pub(crate) fn reset(&self, mut reprotect: impl FnMut(u32, u64)) -> (u32, bool) {
+        let end = self.dirty.load(Ordering::Acquire);
+        let mut freed: u32 = 0;
         loop {
             let index = self.reset.load(Ordering::Relaxed);
-            if index == self.dirty.load(Ordering::Acquire) {
+            if index == end {
                 break;
             }
             let Some((page, w)) = self.slot(index) else {
@@ -143,23 +148,25 @@ impl DirtyRing {
                 break;
             }
             reprotect((h >> 32) as u32, off.load(Ordering::Relaxed));
-            head.store(0, Ordering::Release);
+            // The flags go to 0; the slot stays, as KVM leaves it.
+            head.store(h & !0xffff_ffff, Ordering::Release);
             self.reset.store(index.wrapping_add(1), Ordering::Release);
-            freed += 1;
+            freed = freed.saturating_add(1);
             if freed % 256 == 0 {
                 if crate::sys::cpu::signal_pending() {
-                    return Err(EINTR);
+                    return (freed, true);
                 }
                 crate::sys::cpu::cond_resched();
             }
         }
-        Ok(freed)
+        (freed, false)
     }
 }
 
 /// `KVM_RESET_DIRTY_RINGS`: frees the collected entries of every vCPU's ring and
 /// write-protects their pages again (so the next write is logged again); returns the
-/// number of entries freed. `EINVAL` without rings.
+/// number of entries freed, also when a signal stopped it early (as KVM does). `EINVAL`
+/// without rings.
 pub(crate) fn reset_all(vm: &Vm) -> Result<isize> {
     if vm.dirty_ring_bytes.load(Ordering::Relaxed) == 0 {
         return Err(EINVAL);
@@ -175,7 +182,6 @@ pub(crate) fn reset_all(vm: &Vm) -> Result<isize> {
     let mut pending = Pending::default();
     let mut gen = 0;
     let mut total: u32 = 0;
-    let mut result = Ok(());
     for v in l.vcpus.iter() {
         let Some(ring) = v.dirty_ring() else {
             continue;
@@ -198,22 +204,17 @@ pub(crate) fn reset_all(vm: &Vm) -> Result<isize> {
                 gen = gen.max(vm.write_protect(start, end));
             }
         });
-        match r {
-            Ok(n) => total = total.saturating_add(n),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+        total = total.saturating_add(r.0);
+        if r.1 {
+            break;
         }
     }
     if let Some((start, end)) = pending.take() {
         gen = gen.max(vm.write_protect(start, end));
     }
     drop(l);
-    if total != 0 {
-        vm.flush_upto(gen, false);
-    }
-    result?;
+    // Before userspace hears of it, no CPU may keep writing a page protected again.
+    vm.flush_upto(gen, false);
     Ok(total as isize)
 }
 

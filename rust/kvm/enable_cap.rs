@@ -11,7 +11,12 @@ use kernel::prelude::*;
 /// `KVM_ENABLE_CAP(cap)` for a VM.
 pub(crate) fn enable_cap(this: &Vm, arg: usize) -> Result<isize> {
     let cap: kvm_enable_cap = uaccess::read(arg)?;
-    if cap.flags != 0 {
+    // KVM's generic capabilities ignore the flags; its x86 ones refuse any.
+    let generic = matches!(
+        cap.cap,
+        KVM_CAP_DIRTY_LOG_RING | KVM_CAP_DIRTY_LOG_RING_ACQ_REL
+    );
+    if cap.flags != 0 && !generic {
         return Err(EINVAL);
     }
     match cap.cap {

@@ -493,11 +493,13 @@ impl Vm {
                 cpu::cond_resched();
                 continue;
             }
-            if write && logs {
+            let r = m.tdp.map(gfn, page.pfn(), Perm { write: writable });
+            // Logged once mapped (a retry after ENOMEM would log it twice).
+            if r.is_ok() && write && logs {
                 if let Some(s) = memslot::find_mut(&mut m.slots, gfn) {
                     let rel = gfn - s.meta.base_gfn;
-                    if let Some(r) = ring {
-                        r.push(u32::from(s.meta.id), rel);
+                    if let Some(dr) = ring {
+                        dr.push(u32::from(s.meta.id), rel);
                     } else if let Some(w) =
                         s.dirty.as_mut().and_then(|d| d.get_mut(rel as usize / 64))
                     {
@@ -505,7 +507,6 @@ impl Vm {
                     }
                 }
             }
-            let r = m.tdp.map(gfn, page.pfn(), Perm { write: writable });
             let pages = m.tdp.leaves;
             drop(m);
             drop(page);

@@ -6,7 +6,7 @@
  *
  * Sizes: a power of two, at least a page and the reserved entries (else EINVAL), at most
  * the size KVM_CHECK_EXTENSION reports (else E2BIG); once per VM, before any vCPU
- * (EINVAL). The ring must be mapped shared (a private mapping: EINVAL). With rings,
+ * (EINVAL); the flags are ignored. The ring must be mapped shared (a private mapping: EINVAL). With rings,
  * KVM_GET_DIRTY_LOG and KVM_CLEAR_DIRTY_LOG answer ENXIO.
  *
  * A 32-bit guest writes one dword into each page of a list in a logged slot (code, list
@@ -206,6 +206,17 @@ static void sizes(void)
 	       "-> EINVAL");
 	close(vm.fd);
 	close(vm.sys_fd);
+	vm = vm_create();
+	{
+		struct kvm_enable_cap cap = {
+			.cap = KVM_CAP_DIRTY_LOG_RING_ACQ_REL, .flags = 1, .args = { RING_BYTES },
+		};
+
+		CHECK_RET(vm.fd, KVM_ENABLE_CAP, &cap, 0,
+			  "KVM_ENABLE_CAP(DIRTY_LOG_RING_ACQ_REL, 64 KiB) with flags 1 (ignored)");
+	}
+	close(vm.fd);
+	close(vm.sys_fd);
 	g = guest_create();
 	tap_ok(enable_ring(g.vm.fd, RING_BYTES) == -EINVAL,
 	       "KVM_ENABLE_CAP(DIRTY_LOG_RING) after KVM_CREATE_VCPU -> EINVAL");
@@ -299,7 +310,7 @@ static void ring_full(void)
 int main(void)
 {
 	test_watchdog(120);
-	tap_plan(8 + 10 + 3);
+	tap_plan(9 + 10 + 3);
 	sizes();
 	ring_basics();
 	ring_full();
