@@ -134,12 +134,16 @@ int rkvm_anon_inode_getfd(const char *name, const void *fops, void *priv, int fl
 int rkvm_anon_inode_getfd_pread(const char *name, const void *fops, void *priv, int flags);
 
 /*
- * MMU notifiers on the current process's mm. The three callbacks are set once; each
- * registration carries an opaque context handed to them. start() must not sleep.
+ * MMU notifiers on the current process's mm. The callbacks are set once; each
+ * registration carries an opaque context handed to them. start() and age() must not
+ * sleep. age() says (nonzero) whether the guest used a page of [start, end) since the last
+ * clearing age() (the host's "young" bit for the secondary MMU), and with clear set
+ * starts a new period.
  */
 void rkvm_mmu_notifier_ops_init(void (*start)(void *ctx, __u64 start, __u64 end),
 				void (*end)(void *ctx, __u64 start, __u64 end),
-				void (*release)(void *ctx));
+				void (*release)(void *ctx),
+				int (*age)(void *ctx, __u64 start, __u64 end, int clear));
 /* Registers on current->mm; NULL with *err set on failure. */
 void *rkvm_mmu_notifier_register(void *ctx, int *err);
 void rkvm_mmu_notifier_unregister(void *notifier);

@@ -212,7 +212,7 @@ fn kvm_arch_init(vendor: &Vendor) -> Result<x86::Arch> {
     // 4.1.8 kvm_lapic_init().
     let lapic = x86::lapic_init();
     // The MMU notifier callbacks every VM registers (part of the MMU's module init).
-    kvm::vm::notifier_init();
+    kvm::mmu_notifier::init();
     Ok(x86::Arch {
         fpu_cache,
         fpu_size,

@@ -122,7 +122,7 @@ fn dirty_logged_slot(l: &VmLocked, slot: u32) -> Result<memslot::SlotMeta> {
     if slot >> 16 != 0 || u32::from(id) >= memslot::USER_MEM_SLOTS {
         return Err(EINVAL);
     }
-    let meta = *l.slots.list.iter().find(|s| s.id == id).ok_or(ENOENT)?;
+    let meta = l.slots.get(id).ok_or(ENOENT)?;
     if !meta.logs_dirty() {
         return Err(ENOENT);
     }

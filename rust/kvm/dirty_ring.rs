@@ -173,12 +173,6 @@ pub(crate) fn reset_all(vm: &Vm) -> Result<isize> {
     }
     // The VM's lock serializes resets, and keeps the slot list and the vCPUs still.
     let l = vm.locked.lock();
-    // (id, first frame, pages) of every slot, by id, to check what the rings say.
-    let mut slots = KVec::with_capacity(l.slots.list.len(), GFP_KERNEL_ACCOUNT)?;
-    for s in l.slots.list.iter() {
-        slots.push((s.id, s.base_gfn, s.npages), GFP_KERNEL_ACCOUNT)?;
-    }
-    slots.sort_unstable_by_key(|s| s.0);
     let mut pending = Pending::default();
     let mut gen = 0;
     let mut total: u32 = 0;
@@ -191,16 +185,13 @@ pub(crate) fn reset_all(vm: &Vm) -> Result<isize> {
             if slot >> 16 != 0 {
                 return;
             }
-            let Ok(i) = slots.binary_search_by_key(&(slot as u16), |s| s.0) else {
+            let Some(s) = l.slots.get(slot as u16) else {
                 return;
             };
-            let Some(&(_, base, npages)) = slots.get(i) else {
-                return;
-            };
-            if offset >= npages {
+            if offset >= s.npages {
                 return;
             }
-            if let Some((start, end)) = pending.add(base + offset) {
+            if let Some((start, end)) = pending.add(s.base_gfn + offset) {
                 gen = gen.max(vm.write_protect(start, end));
             }
         });

@@ -4,11 +4,14 @@
 //!
 //! The metadata (validated, authoritative) lives under the VM's slots mutex; a runtime
 //! copy with the dirty bitmaps lives under the MMU spinlock, where the fault path and the
-//! MMU notifier read it. A change builds the new runtime list outside the spinlock and
-//! swaps it in, so the lock never allocates.
+//! MMU notifier read it. Both are red-black trees, so adding, moving or deleting a slot
+//! costs O(log n) with n slots (KVM's memslot trees do the same; a VMM may create all
+//! 32764). A change allocates its tree nodes outside the spinlock and links them in under
+//! it, so the lock never allocates; nodes it unlinks are freed after it is dropped.
 
 use crate::uapi::*;
 use kernel::prelude::*;
+use kernel::rbtree::{RBTree, RBTreeNode};
 
 /// KVM's number of user memslots on x86 (`KVM_CAP_NR_MEMSLOTS`).
 pub(crate) const USER_MEM_SLOTS: u32 = 32764;
@@ -32,6 +35,10 @@ pub(crate) struct SlotMeta {
 impl SlotMeta {
     pub(crate) fn end_gfn(&self) -> u64 {
         self.base_gfn + self.npages
+    }
+    /// The slot's last frame: its key in the trees by frame (slots have pages).
+    pub(crate) fn last_gfn(&self) -> u64 {
+        self.end_gfn() - 1
     }
     pub(crate) fn logs_dirty(&self) -> bool {
         self.flags & KVM_MEM_LOG_DIRTY_PAGES != 0
@@ -57,15 +64,44 @@ pub(crate) enum Change {
     Flags(SlotMeta, SlotMeta),
 }
 
-/// The validated set of slots (under the slots mutex).
+/// The validated set of slots (under the slots mutex), indexed both ways so that every
+/// change costs a few tree operations, whatever the number of slots.
+///
+/// # Invariants
+///
+/// `by_gfn` maps the last guest frame of every slot in `by_id` to its id, and nothing
+/// else; no two slots share a guest frame.
 #[derive(Default)]
 pub(crate) struct Slots {
-    pub(crate) list: KVec<SlotMeta>,
+    by_id: RBTree<u16, SlotMeta>,
+    by_gfn: RBTree<u64, u16>,
+}
+
+/// Everything a change needs allocated, got before any tree changes (so a failed
+/// allocation leaves the slots as they were) and outside the MMU spinlock.
+pub(crate) struct Update {
+    by_id: Option<RBTreeNode<u16, SlotMeta>>,
+    by_gfn: Option<RBTreeNode<u64, u16>>,
+    runtime: Option<RBTreeNode<u64, RuntimeSlot>>,
 }
 
 impl Slots {
-    fn by_id(&self, id: u16) -> Option<&SlotMeta> {
-        self.list.iter().find(|s| s.id == id)
+    /// The slot with this id.
+    pub(crate) fn get(&self, id: u16) -> Option<SlotMeta> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Whether a slot other than `id` holds a frame of `[base, end)`.
+    fn overlaps(&self, id: u16, base: u64, end: u64) -> bool {
+        // Slots are disjoint: the first slot ending at or after `base` and the one after
+        // it are the only ones that can overlap, and the first may be `id` itself.
+        let Some(c) = self.by_gfn.cursor_lower_bound(&base) else {
+            return false;
+        };
+        let hit = |(_, &other): (&u64, &u16)| {
+            other != id && self.by_id.get(&other).is_some_and(|s| s.base_gfn < end)
+        };
+        hit(c.current()) || c.peek_next().is_some_and(hit)
     }
 
     /// Validates a region request as KVM's `kvm_set_memory_region()` does; `max_gfn` is
@@ -97,7 +133,7 @@ impl Slots {
         if npages > MEM_MAX_NR_PAGES {
             return Err(EINVAL);
         }
-        let old = self.by_id(id).copied();
+        let old = self.get(id);
         if npages == 0 {
             return old.map(Change::Delete).ok_or(EINVAL);
         }
@@ -131,68 +167,29 @@ impl Slots {
             if new.end_gfn() - 1 > max_gfn {
                 return Err(EINVAL);
             }
-            let overlap = self
-                .list
-                .iter()
-                .any(|s| s.id != id && s.base_gfn < new.end_gfn() && new.base_gfn < s.end_gfn());
-            if overlap {
+            if self.overlaps(id, new.base_gfn, new.end_gfn()) {
                 return Err(EEXIST);
             }
         }
         Ok(change)
     }
 
-    /// The slots after `change`, sorted by guest frame.
-    pub(crate) fn apply(&self, change: &Change) -> Result<KVec<SlotMeta>> {
-        let mut list = KVec::with_capacity(self.list.len() + 1, GFP_KERNEL_ACCOUNT)?;
-        let (gone, added) = match change {
-            Change::None => (None, None),
-            Change::Create(n) => (None, Some(*n)),
-            Change::Delete(o) => (Some(o.id), None),
-            Change::Move(o, n) | Change::Flags(o, n) => (Some(o.id), Some(*n)),
-        };
-        // The list is kept sorted by guest frame: copy it, leaving out the old slot and
-        // putting the new one in its place.
-        let mut pending = added;
-        for s in self.list.iter().filter(|s| Some(s.id) != gone) {
-            if let Some(n) = pending.filter(|n| n.base_gfn < s.base_gfn) {
-                list.push(n, GFP_KERNEL_ACCOUNT)?;
-                pending = None;
+    /// Allocates what `change` needs: its nodes in both trees and its runtime slot, with
+    /// a clear dirty bitmap if it logs dirty pages and `bitmaps` (no dirty rings). The
+    /// other slots keep their runtime nodes and bitmaps. Charged to the caller's cgroup.
+    pub(crate) fn prepare(&self, change: &Change, bitmaps: bool) -> Result<Update> {
+        let new = match change {
+            Change::Create(n) | Change::Move(_, n) | Change::Flags(_, n) => *n,
+            Change::None | Change::Delete(_) => {
+                return Ok(Update {
+                    by_id: None,
+                    by_gfn: None,
+                    runtime: None,
+                })
             }
-            list.push(*s, GFP_KERNEL_ACCOUNT)?;
-        }
-        if let Some(n) = pending {
-            list.push(n, GFP_KERNEL_ACCOUNT)?;
-        }
-        Ok(list)
-    }
-}
-
-/// A slot as the fault path sees it, with its dirty bitmap.
-pub(crate) struct RuntimeSlot {
-    pub(crate) meta: SlotMeta,
-    /// One bit per page, when the slot logs dirty pages.
-    pub(crate) dirty: Option<KVVec<u64>>,
-}
-
-/// Builds the runtime list for `list` (outside the spinlock: it allocates); `bitmaps`:
-/// logging slots have dirty bitmaps (no dirty rings). Only the slot
-/// that `change` creates, moves or starts logging gets a new (clear) dirty bitmap; the
-/// other logging slots keep theirs, moved over by [`move_dirty_bitmaps`] under the lock.
-/// Bitmaps are charged to the caller's memory cgroup.
-pub(crate) fn runtime_list(
-    list: &[SlotMeta],
-    change: &Change,
-    bitmaps: bool,
-) -> Result<KVec<RuntimeSlot>> {
-    let fresh = match change {
-        Change::Create(n) | Change::Move(_, n) | Change::Flags(_, n) => Some(n.id),
-        Change::None | Change::Delete(_) => None,
-    };
-    let mut out = KVec::with_capacity(list.len(), GFP_KERNEL_ACCOUNT)?;
-    for &meta in list {
-        let dirty = if bitmaps && meta.logs_dirty() && Some(meta.id) == fresh {
-            let n = meta.bitmap_words();
+        };
+        let dirty = if bitmaps && new.logs_dirty() {
+            let n = new.bitmap_words();
             let mut v = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
             // Pushed one by one: `resize` carries a (never taken) bounds-check panic.
             for _ in 0..n {
@@ -202,39 +199,72 @@ pub(crate) fn runtime_list(
         } else {
             None
         };
-        out.push(RuntimeSlot { meta, dirty }, GFP_KERNEL_ACCOUNT)?;
+        Ok(Update {
+            by_id: Some(RBTreeNode::new(new.id, new, GFP_KERNEL_ACCOUNT)?),
+            by_gfn: Some(RBTreeNode::new(new.last_gfn(), new.id, GFP_KERNEL_ACCOUNT)?),
+            runtime: Some(RBTreeNode::new(
+                new.last_gfn(),
+                RuntimeSlot { meta: new, dirty },
+                GFP_KERNEL_ACCOUNT,
+            )?),
+        })
     }
-    Ok(out)
-}
 
-/// Gives every logging slot of `new` that has no bitmap yet the bitmap of the same slot in
-/// `old` (same id, frames and flags). Both lists are sorted by guest frame, so this is
-/// one merge walk: linear in the number of slots, and it never allocates (it runs under
-/// the MMU spinlock).
-pub(crate) fn move_dirty_bitmaps(old: &mut [RuntimeSlot], new: &mut [RuntimeSlot]) {
-    let mut olds = old.iter_mut().peekable();
-    for n in new
-        .iter_mut()
-        .filter(|n| n.meta.logs_dirty() && n.dirty.is_none())
-    {
-        while olds
-            .next_if(|o| o.meta.base_gfn < n.meta.base_gfn)
-            .is_some()
-        {}
-        if let Some(o) = olds.next_if(|o| o.meta == n.meta) {
-            n.dirty = o.dirty.take();
+    /// Makes `change` in the metadata, with the nodes `upd` holds (it never allocates).
+    pub(crate) fn commit(&mut self, change: &Change, upd: &mut Update) {
+        if let Change::Delete(o) | Change::Move(o, _) | Change::Flags(o, _) = change {
+            self.by_id.remove(&o.id);
+            self.by_gfn.remove(&o.last_gfn());
+        }
+        if let Some(n) = upd.by_id.take() {
+            self.by_id.insert(n);
+        }
+        if let Some(n) = upd.by_gfn.take() {
+            self.by_gfn.insert(n);
         }
     }
 }
 
-/// The slot holding `gfn` in a sorted list.
-pub(crate) fn find(list: &[RuntimeSlot], gfn: u64) -> Option<&RuntimeSlot> {
-    let i = list.partition_point(|s| s.meta.end_gfn() <= gfn);
-    list.get(i).filter(|s| s.meta.base_gfn <= gfn)
+/// The runtime slots, by last guest frame (under the MMU spinlock).
+pub(crate) type RuntimeSlots = RBTree<u64, RuntimeSlot>;
+
+/// Makes `change` in the runtime slots, under the MMU spinlock: unlinks the old slot and
+/// links in the node `upd` holds, without allocating or freeing. Returns the unlinked
+/// nodes, to be dropped (bitmaps freed: that may sleep) after the spinlock is released.
+pub(crate) fn commit_runtime(
+    rt: &mut RuntimeSlots,
+    change: &Change,
+    upd: &mut Update,
+) -> [Option<RBTreeNode<u64, RuntimeSlot>>; 2] {
+    let old = match change {
+        Change::Delete(o) | Change::Move(o, _) | Change::Flags(o, _) => {
+            rt.remove_node(&o.last_gfn())
+        }
+        Change::None | Change::Create(_) => None,
+    };
+    // Slots are disjoint and the old one is gone, so the new key is free and nothing is
+    // replaced; should it be, the replaced node goes back too.
+    let replaced = upd.runtime.take().and_then(|n| rt.insert(n));
+    [old, replaced]
 }
 
-/// Mutable variant of [`find`].
-pub(crate) fn find_mut(list: &mut [RuntimeSlot], gfn: u64) -> Option<&mut RuntimeSlot> {
-    let i = list.partition_point(|s| s.meta.end_gfn() <= gfn);
-    list.get_mut(i).filter(|s| s.meta.base_gfn <= gfn)
+/// A slot as the fault path sees it, with its dirty bitmap.
+pub(crate) struct RuntimeSlot {
+    pub(crate) meta: SlotMeta,
+    /// One bit per page, when the slot logs dirty pages.
+    pub(crate) dirty: Option<KVVec<u64>>,
+}
+
+/// The slot holding `gfn`: the first slot ending at or after it, if it starts at or
+/// before it.
+pub(crate) fn find(rt: &RuntimeSlots, gfn: u64) -> Option<SlotMeta> {
+    let c = rt.cursor_lower_bound(&gfn)?;
+    let (_, s) = c.current();
+    (s.meta.base_gfn <= gfn).then_some(s.meta)
+}
+
+/// The slot holding `gfn`, with its dirty bitmap.
+pub(crate) fn find_mut(rt: &mut RuntimeSlots, gfn: u64) -> Option<&mut RuntimeSlot> {
+    let last = find(rt, gfn)?.last_gfn();
+    rt.get_mut(&last)
 }

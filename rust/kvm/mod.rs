@@ -16,6 +16,7 @@ pub(crate) mod irq;
 pub(crate) mod irqchip;
 pub(crate) mod kvmclock;
 pub(crate) mod memslot;
+pub(crate) mod mmu_notifier;
 pub(crate) mod msr_filter;
 pub(crate) mod pit;
 pub(crate) mod stats;

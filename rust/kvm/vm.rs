@@ -4,7 +4,7 @@
 //! EPT faults, the MMU notifier, dirty logging).
 
 use super::dirty_ring::DirtyRing;
-use super::memslot::{self, Change, RuntimeSlot, Slots};
+use super::memslot::{self, Change, RuntimeSlots, Slots};
 use super::stats::{self, VmCounters};
 use super::vcpu::{self, Vcpu};
 use super::{caps, uaccess, Kvm};
@@ -63,13 +63,13 @@ struct RmodePages {
 /// State under the MMU spinlock: the EPT and the runtime memslots.
 pub(crate) struct MmuState {
     pub(crate) tdp: Tdp,
-    pub(crate) slots: KVec<RuntimeSlot>,
+    pub(crate) slots: RuntimeSlots,
     /// Bumped by every invalidation; a fault that raced one retries.
-    seq: u64,
+    pub(super) seq: u64,
     /// Guest frames backed by rkvm's own pages (real-mode TSS, identity map).
     private: KVec<(u64, u64)>,
     /// Invalidations in progress (between start and end).
-    in_progress: u32,
+    pub(super) in_progress: u32,
     /// Bumped whenever EPT entries a CPU may have cached were removed or write-protected;
     /// see [`Vm::flush_upto`].
     zap_gen: u64,
@@ -224,7 +224,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             }),
             mmu <- new_spinlock!(MmuState {
                 tdp,
-                slots: KVec::new(),
+                slots: RuntimeSlots::new(),
                 seq: 0,
                 in_progress: 0,
                 private: KVec::new(),
@@ -298,55 +298,6 @@ impl PinnedDrop for Vm {
         self.kvm.vm_list_remove(&self);
         self.kvm.hw.put(&*self.kvm.backend);
     }
-}
-
-// ---- MMU notifier callbacks --------------------------------------------------------------
-
-fn vm_of<'a>(ctx: *mut c_void) -> &'a Vm {
-    // SAFETY: `ctx` is the VM that registered the notifier; the VM unregisters it (which
-    // waits for running callbacks) before it is freed.
-    unsafe { &*ctx.cast::<Vm>() }
-}
-
-extern "C" fn mn_invalidate_start(ctx: *mut c_void, start: u64, end: u64) {
-    let vm = vm_of(ctx);
-    // Flush even when this call zapped nothing itself: an entry zapped by a concurrent
-    // memslot change may still sit in a TLB until that change's flush completes, and the
-    // host is about to free the page.
-    let gen = {
-        let mut m = vm.mmu.lock();
-        m.in_progress += 1;
-        m.seq = m.seq.wrapping_add(1);
-        let mut flush = false;
-        let MmuState { tdp, slots, .. } = &mut *m;
-        for s in slots.iter() {
-            let (lo, hi) = (s.meta.hva, s.meta.hva + (s.meta.npages << 12));
-            if lo < end && start < hi {
-                let g0 = s.meta.base_gfn + ((start.max(lo) - lo) >> 12);
-                let g1 = s.meta.base_gfn + ((end.min(hi) - lo).div_ceil(4096));
-                flush |= tdp.zap(g0, g1);
-            }
-        }
-        m.ept_changed(flush)
-    };
-    vm.flush_upto(gen, false);
-}
-
-extern "C" fn mn_invalidate_end(ctx: *mut c_void, _start: u64, _end: u64) {
-    let vm = vm_of(ctx);
-    let mut m = vm.mmu.lock();
-    m.in_progress = m.in_progress.saturating_sub(1);
-    m.seq = m.seq.wrapping_add(1);
-}
-
-extern "C" fn mn_release(ctx: *mut c_void) {
-    // The process is exiting: no guest may touch its memory any more.
-    vm_of(ctx).zap_all(GFP_KERNEL);
-}
-
-/// Sets the MMU notifier callbacks (module init).
-pub(crate) fn notifier_init() {
-    mm::notifier_ops_init(mn_invalidate_start, mn_invalidate_end, mn_release);
 }
 
 impl Vm {
@@ -448,11 +399,11 @@ impl Vm {
                 let Some(s) = memslot::find(&m.slots, gfn) else {
                     return Ok(false);
                 };
-                if write && s.meta.readonly() {
+                if write && s.readonly() {
                     return Ok(false);
                 }
-                let hva = s.meta.hva + ((gfn - s.meta.base_gfn) << 12);
-                (hva, !s.meta.readonly(), s.meta.logs_dirty(), m.seq)
+                let hva = s.hva + ((gfn - s.base_gfn) << 12);
+                (hva, !s.readonly(), s.logs_dirty(), m.seq)
             };
             // Dirty-logged pages start read-only, so the first write faults and is logged.
             let want_write = slot_writable && (write || !logs);
@@ -600,12 +551,7 @@ impl Vm {
     /// The userspace address of guest frame `gfn`, and whether it may be written.
     fn hva_of(&self, gfn: u64) -> Option<(u64, bool)> {
         let m = self.mmu.lock();
-        memslot::find(&m.slots, gfn).map(|s| {
-            (
-                s.meta.hva + ((gfn - s.meta.base_gfn) << 12),
-                !s.meta.readonly(),
-            )
-        })
+        memslot::find(&m.slots, gfn).map(|s| (s.hva + ((gfn - s.base_gfn) << 12), !s.readonly()))
     }
 
     /// Marks `gfn` dirty (guest memory written by rkvm on the guest's behalf, or by the
@@ -632,14 +578,12 @@ impl Vm {
         if change == Change::None {
             return Ok(0);
         }
-        let list = l.slots.apply(&change)?;
         // With dirty rings, dirty pages go to the rings, and slots have no bitmap.
         let bitmaps = self.dirty_ring_bytes.load(Ordering::Relaxed) == 0;
-        let runtime = memslot::runtime_list(&list, &change, bitmaps)?;
-        let (old, gen) = {
+        let mut upd = l.slots.prepare(&change, bitmaps)?;
+        let (unlinked, gen) = {
             let mut mm = self.mmu.lock();
-            let mut old = core::mem::replace(&mut mm.slots, runtime);
-            memslot::move_dirty_bitmaps(&mut old, &mut mm.slots);
+            let unlinked = memslot::commit_runtime(&mut mm.slots, &change, &mut upd);
             let zapped = match change {
                 Change::Delete(o) | Change::Move(o, _) | Change::Flags(o, _) => {
                     mm.tdp.zap(o.base_gfn, o.end_gfn())
@@ -647,10 +591,10 @@ impl Vm {
                 _ => false,
             };
             mm.seq = mm.seq.wrapping_add(1);
-            (old, mm.ept_changed(zapped))
+            (unlinked, mm.ept_changed(zapped))
         };
-        drop(old);
-        l.slots.list = list;
+        drop(unlinked);
+        l.slots.commit(&change, &mut upd);
         drop(l);
         self.flush_upto(gen, true);
         Ok(0)

@@ -70,10 +70,11 @@ pub(crate) fn notifier_ops_init(
     start: extern "C" fn(ctx: *mut c_void, start: u64, end: u64),
     end: extern "C" fn(ctx: *mut c_void, start: u64, end: u64),
     release: extern "C" fn(ctx: *mut c_void),
+    age: extern "C" fn(ctx: *mut c_void, start: u64, end: u64, clear: c_int) -> c_int,
 ) {
     // SAFETY: The callbacks are functions of this module; every notifier is unregistered
     // (which waits for running callbacks) before the module goes away.
-    unsafe { ffi::rkvm_mmu_notifier_ops_init(Some(start), Some(end), Some(release)) };
+    unsafe { ffi::rkvm_mmu_notifier_ops_init(Some(start), Some(end), Some(release), Some(age)) };
 }
 
 /// An MMU notifier on the process that created it.

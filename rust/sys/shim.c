@@ -401,6 +401,7 @@ struct rkvm_mmu_notifier {
 static void (*rkvm_mn_start_cb)(void *ctx, __u64 start, __u64 end);
 static void (*rkvm_mn_end_cb)(void *ctx, __u64 start, __u64 end);
 static void (*rkvm_mn_release_cb)(void *ctx);
+static int (*rkvm_mn_age_cb)(void *ctx, __u64 start, __u64 end, int clear);
 
 static void *mn_ctx(struct mmu_notifier *mn)
 {
@@ -426,19 +427,42 @@ static void rkvm_mn_release(struct mmu_notifier *mn, struct mm_struct *mm)
 	rkvm_mn_release_cb(mn_ctx(mn));
 }
 
+/*
+ * Page aging (reclaim, idle page tracking). Called under the host's page-table locks:
+ * the callback does not sleep. Like KVM on x86, the flushing variant does not flush:
+ * a translation left in a TLB only makes a used page look idle a little longer, and
+ * before the page can be freed, invalidate_range_start() flushes.
+ */
+static bool rkvm_mn_clear_young(struct mmu_notifier *mn, struct mm_struct *mm,
+				unsigned long start, unsigned long end)
+{
+	return rkvm_mn_age_cb(mn_ctx(mn), start, end, 1);
+}
+
+static bool rkvm_mn_test_young(struct mmu_notifier *mn, struct mm_struct *mm,
+			       unsigned long address)
+{
+	return rkvm_mn_age_cb(mn_ctx(mn), address, address + PAGE_SIZE, 0);
+}
+
 static const struct mmu_notifier_ops rkvm_mn_ops = {
 	.invalidate_range_start = rkvm_mn_invalidate_start,
 	.invalidate_range_end = rkvm_mn_invalidate_end,
 	.release = rkvm_mn_release,
+	.clear_flush_young = rkvm_mn_clear_young,
+	.clear_young = rkvm_mn_clear_young,
+	.test_young = rkvm_mn_test_young,
 };
 
 void rkvm_mmu_notifier_ops_init(void (*start)(void *ctx, __u64 start, __u64 end),
 				void (*end)(void *ctx, __u64 start, __u64 end),
-				void (*release)(void *ctx))
+				void (*release)(void *ctx),
+				int (*age)(void *ctx, __u64 start, __u64 end, int clear))
 {
 	rkvm_mn_start_cb = start;
 	rkvm_mn_end_cb = end;
 	rkvm_mn_release_cb = release;
+	rkvm_mn_age_cb = age;
 }
 
 void *rkvm_mmu_notifier_register(void *ctx, int *err)

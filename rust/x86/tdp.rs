@@ -162,7 +162,15 @@ impl Tdp {
         ) -> bool {
             let span = 1u64 << (9 * u32::from(t.level - 1));
             let mut changed = false;
-            for i in 0..ENTRIES {
+            if start >= end {
+                return false;
+            }
+            // Only the entries that overlap the range: a one-page range costs one entry
+            // per level.
+            let top = ENTRIES as u64 - 1;
+            let first = (start.saturating_sub(base) / span).min(top) as usize;
+            let last = ((end - 1).saturating_sub(base) / span).min(top) as usize;
+            for i in first..=last {
                 let lo = base + i as u64 * span;
                 let hi = lo + span;
                 if hi <= start || lo >= end {
@@ -204,6 +212,17 @@ impl Tdp {
     /// Unmaps gfns `[start, end)`; returns whether a TLB flush is needed.
     pub(crate) fn zap(&mut self, start: u64, end: u64) -> bool {
         self.for_leaves(start, end, |_, _| 0)
+    }
+
+    /// Whether any gfn of `[start, end)` is mapped. The walk changes nothing (its
+    /// callback returns each entry as it is) and visits only tables that exist.
+    pub(crate) fn any_mapped(&mut self, start: u64, end: u64) -> bool {
+        let mut seen = false;
+        self.for_leaves(start, end, |_, e| {
+            seen = true;
+            e
+        });
+        seen
     }
 
     /// Removes write access to gfns `[start, end)` whose bit is set in `dirty` (indexed

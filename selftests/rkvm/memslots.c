@@ -15,6 +15,13 @@
  * EINVAL (id KVM_CAP_NR_MEMSLOTS - 1 works); changing the size, the HVA or
  * KVM_MEM_READONLY of an existing slot -> EINVAL. A failed call changes nothing.
  * KVM_SET_USER_MEMORY_REGION2 adds a slot and refuses an overlap the same way.
+ *
+ * Many slots: MANY one-page slots, one every other page, each page holding its index.
+ * The guest finds the right page in the slots it probes and MMIO in the holes between
+ * them; a move onto either neighbour, or a new slot across one, is EEXIST; a move into
+ * the hole beside works. Then they are deleted in an order unlike the creation order,
+ * and their addresses are MMIO again. (rkvm keeps slots in trees; this checks its
+ * lookups and overlap tests with neighbours on both sides.)
  */
 #include "lib/rkvm_test.h"
 
@@ -25,6 +32,10 @@
 #define C_GPA 0x300000ull
 #define SLOT_SIZE 0x4000
 #define MMIO_DATA 0xabcdef01u
+#define MANY 2000
+#define MANY_ID 100
+#define MANY_GPA 0x1000000ull
+#define MANY_AT(i) (MANY_GPA + 2ull * (i) * 0x1000)
 
 GUEST_CODE(probe, 32,
 	"mov (%ebx), %eax\n"
@@ -133,6 +144,59 @@ static uint32_t *new_mem(size_t size, uint32_t first, uint32_t last)
 	return m;
 }
 
+static void many_slots(void)
+{
+	static const int probed[] = { 0, 1, 777, MANY - 1 };
+	uint32_t *pages = mmap(NULL, MANY * 0x1000ul, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int failed = 0, first_err = 0;
+
+	if (pages == MAP_FAILED)
+		BAIL("mmap");
+	for (int i = 0; i < MANY; i++) {
+		struct kvm_userspace_memory_region r =
+			region(MANY_ID + i, 0, MANY_AT(i), 0x1000, pages + i * 1024);
+
+		pages[i * 1024] = 0x50000 + i;
+		if (ioctl(g.vm.fd, KVM_SET_USER_MEMORY_REGION, &r) && !failed++)
+			first_err = errno;
+	}
+	tap_ok(!failed, "%d one-page slots added (%d failed, first errno %d)", MANY, failed,
+	       first_err);
+	for (unsigned int k = 0; k < sizeof(probed) / sizeof(probed[0]); k++)
+		expect_mem(MANY_AT(probed[k]), 0x50000 + probed[k], "many slots: slot's own page");
+	expect_mmio(MANY_AT(777) + 0x1000, "many slots: the hole after slot 777");
+	expect_mmio(MANY_AT(MANY), "many slots: past the last slot");
+	CHECK_REGION(EEXIST, MANY_ID + 777, 0, MANY_AT(778), 0x1000, pages + 777 * 1024,
+		     "move slot %d onto its upper neighbour", MANY_ID + 777);
+	CHECK_REGION(EEXIST, MANY_ID + 777, 0, MANY_AT(776), 0x1000, pages + 777 * 1024,
+		     "move slot %d onto its lower neighbour", MANY_ID + 777);
+	CHECK_REGION(EEXIST, 50, 0, MANY_AT(100) + 0x1000, 0x3000, pages,
+		     "a new 3-page slot across slot %d and the holes beside it", MANY_ID + 101);
+	CHECK_REGION(0, MANY_ID + 777, 0, MANY_AT(777) + 0x1000, 0x1000, pages + 777 * 1024,
+		     "move slot %d into the hole above it", MANY_ID + 777);
+	expect_mem(MANY_AT(777) + 0x1000, 0x50000 + 777, "many slots: the moved slot");
+	expect_mmio(MANY_AT(777), "many slots: where the moved slot was");
+	expect_mem(MANY_AT(778), 0x50000 + 778, "many slots: the moved slot's neighbour");
+	/* 7919 is prime, so i = k * 7919 % MANY visits every slot once. */
+	failed = 0;
+	for (int k = 0; k < MANY; k++) {
+		int i = k * 7919 % MANY;
+		struct kvm_userspace_memory_region r =
+			region(MANY_ID + i, 0, i == 777 ? MANY_AT(777) + 0x1000 : MANY_AT(i), 0,
+			       pages + i * 1024);
+
+		if (ioctl(g.vm.fd, KVM_SET_USER_MEMORY_REGION, &r) && !failed++)
+			first_err = errno;
+		if (k == MANY / 2)
+			expect_mmio(MANY_AT(i), "many slots: a slot deleted half way");
+	}
+	tap_ok(!failed, "%d slots deleted (%d failed, first errno %d)", MANY, failed, first_err);
+	expect_mmio(MANY_AT(0), "many slots: the first slot's page after deletion");
+	expect_mmio(MANY_AT(MANY - 1), "many slots: the last slot's page after deletion");
+	munmap(pages, MANY * 0x1000ul);
+}
+
 int main(void)
 {
 	uint32_t *m1, *m2, *m3;
@@ -141,7 +205,7 @@ int main(void)
 
 	test_watchdog(60);
 	g = guest_create();
-	tap_plan(51);
+	tap_plan(69);
 	nslots = ioctl(g.vm.fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
 	guest_load(g.mem, PROBE_GPA, probe);
 	vcpu_set_protected_mode(&g.v, g.mem, PROBE_GPA, GUEST_STACK_TOP);
@@ -246,5 +310,6 @@ int main(void)
 	expect_mem(A_GPA, 0x21212121, "after the failed calls, slot 1");
 	expect_mem(C_GPA, 0x31313131, "after the failed calls, slot 2");
 	expect_mmio(0x400000, "after the failed calls, 0x400000");
+	many_slots();
 	tap_done();
 }
