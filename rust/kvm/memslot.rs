@@ -226,7 +226,38 @@ impl Slots {
 }
 
 /// The runtime slots, by last guest frame (under the MMU spinlock).
-pub(crate) type RuntimeSlots = RBTree<u64, RuntimeSlot>;
+///
+/// # Invariants
+///
+/// Every slot's user addresses lie in `[hva_lo, hva_hi)` (bounds that only widen while
+/// slots exist, so a deletion never needs a walk).
+pub(crate) struct RuntimeSlots {
+    tree: RBTree<u64, RuntimeSlot>,
+    hva_lo: u64,
+    hva_hi: u64,
+}
+
+impl RuntimeSlots {
+    pub(crate) fn new() -> Self {
+        Self {
+            tree: RBTree::new(),
+            hva_lo: u64::MAX,
+            hva_hi: 0,
+        }
+    }
+
+    /// The slots, by guest frame.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &RuntimeSlot> {
+        self.tree.values()
+    }
+
+    /// Whether some slot may be backed by user addresses in `[start, end)`: the MMU
+    /// notifier's callbacks (page aging runs for every page of the process) skip the
+    /// walk over the slots when none can be.
+    pub(crate) fn may_back(&self, start: u64, end: u64) -> bool {
+        start < self.hva_hi && self.hva_lo < end
+    }
+}
 
 /// Makes `change` in the runtime slots, under the MMU spinlock: unlinks the old slot and
 /// links in the node `upd` holds, without allocating or freeing. Returns the unlinked
@@ -238,13 +269,21 @@ pub(crate) fn commit_runtime(
 ) -> [Option<RBTreeNode<u64, RuntimeSlot>>; 2] {
     let old = match change {
         Change::Delete(o) | Change::Move(o, _) | Change::Flags(o, _) => {
-            rt.remove_node(&o.last_gfn())
+            rt.tree.remove_node(&o.last_gfn())
         }
         Change::None | Change::Create(_) => None,
     };
+    if let Change::Create(n) | Change::Move(_, n) | Change::Flags(_, n) = change {
+        rt.hva_lo = rt.hva_lo.min(n.hva);
+        rt.hva_hi = rt.hva_hi.max(n.hva.saturating_add(n.npages << 12));
+    }
+    if rt.tree.is_empty() && upd.runtime.is_none() {
+        rt.hva_lo = u64::MAX;
+        rt.hva_hi = 0;
+    }
     // Slots are disjoint and the old one is gone, so the new key is free and nothing is
     // replaced; should it be, the replaced node goes back too.
-    let replaced = upd.runtime.take().and_then(|n| rt.insert(n));
+    let replaced = upd.runtime.take().and_then(|n| rt.tree.insert(n));
     [old, replaced]
 }
 
@@ -258,7 +297,7 @@ pub(crate) struct RuntimeSlot {
 /// The slot holding `gfn`: the first slot ending at or after it, if it starts at or
 /// before it.
 pub(crate) fn find(rt: &RuntimeSlots, gfn: u64) -> Option<SlotMeta> {
-    let c = rt.cursor_lower_bound(&gfn)?;
+    let c = rt.tree.cursor_lower_bound(&gfn)?;
     let (_, s) = c.current();
     (s.meta.base_gfn <= gfn).then_some(s.meta)
 }
@@ -266,5 +305,5 @@ pub(crate) fn find(rt: &RuntimeSlots, gfn: u64) -> Option<SlotMeta> {
 /// The slot holding `gfn`, with its dirty bitmap.
 pub(crate) fn find_mut(rt: &mut RuntimeSlots, gfn: u64) -> Option<&mut RuntimeSlot> {
     let last = find(rt, gfn)?.last_gfn();
-    rt.get_mut(&last)
+    rt.tree.get_mut(&last)
 }

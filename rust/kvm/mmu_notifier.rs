@@ -22,7 +22,7 @@ fn vm_of<'a>(ctx: *mut c_void) -> &'a Vm {
 
 /// Applies `f(tdp, first, end)` to the guest frames backed by user addresses
 /// `[start, end)`, slot by slot; returns whether any call returned true. Linear in the
-/// number of slots (at most KVM's 32764).
+/// number of slots (at most KVM's 32764), unless no slot can be backed by the range.
 fn for_hva_range(
     tdp: &mut Tdp,
     slots: &RuntimeSlots,
@@ -30,8 +30,11 @@ fn for_hva_range(
     end: u64,
     mut f: impl FnMut(&mut Tdp, u64, u64) -> bool,
 ) -> bool {
+    if !slots.may_back(start, end) {
+        return false;
+    }
     let mut any = false;
-    for (_, s) in slots.iter() {
+    for s in slots.iter() {
         let (lo, hi) = (s.meta.hva, s.meta.hva + (s.meta.npages << 12));
         if lo < end && start < hi {
             let g0 = s.meta.base_gfn + ((start.max(lo) - lo) >> 12);

@@ -15,6 +15,9 @@
  * 64-page aligned range) clears the given bits only, and cleared pages written again are
  * logged again.
  *
+ * Another slot added, moved (over its own old range) and deleted between a run and GET
+ * leaves the logged pages in the bitmap.
+ *
  * Errors: a slot without KVM_MEM_LOG_DIRTY_PAGES or no slot -> ENOENT; slot id >=
  * KVM_CAP_NR_MEMSLOTS -> EINVAL; a bad bitmap pointer -> EFAULT; CLEAR with first_page
  * not a multiple of 64, a range past the slot, or a length that is neither a multiple
@@ -215,13 +218,30 @@ int main(void)
 	long manual;
 
 	test_watchdog(60);
-	tap_plan(15 + 29);
+	tap_plan(18 + 29);
 
 	/* Without manual protection: GET returns and clears. */
 	setup();
 	expect_log(none, "before the guest ran");
 	guest_writes(set_a, "first run");
-	expect_log(a, "after the first run");
+	/* Another slot's changes leave the logging slot's bitmap as it is. */
+	{
+		void *other = mmap(NULL, 0x2000, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		struct kvm_userspace_memory_region r = {
+			.slot = 5, .guest_phys_addr = 0x800000, .memory_size = 0x2000,
+			.userspace_addr = (uintptr_t)other,
+		};
+
+		CHECK_RET(g.vm.fd, KVM_SET_USER_MEMORY_REGION, &r, 0, "add slot 5 at 0x800000");
+		r.guest_phys_addr = 0x801000;
+		CHECK_RET(g.vm.fd, KVM_SET_USER_MEMORY_REGION, &r, 0,
+			  "move slot 5 up a page, over its own old range");
+		r.memory_size = 0;
+		CHECK_RET(g.vm.fd, KVM_SET_USER_MEMORY_REGION, &r, 0, "delete slot 5");
+		munmap(other, 0x2000);
+	}
+	expect_log(a, "after the first run and slot 5's add, move and delete");
 	expect_log(none, "right after that GET");
 	guest_writes(set_b, "second run");
 	expect_log(b, "after the second run (pages 1 and 64 logged again)");

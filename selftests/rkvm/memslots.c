@@ -16,6 +16,8 @@
  * KVM_MEM_READONLY of an existing slot -> EINVAL. A failed call changes nothing.
  * KVM_SET_USER_MEMORY_REGION2 adds a slot and refuses an overlap the same way.
  *
+ * A slot moved by one page, over its own old range, is not an overlap.
+ *
  * Many slots: MANY one-page slots, one every other page, each page holding its index.
  * The guest finds the right page in the slots it probes and MMIO in the holes between
  * them; a move onto either neighbour, or a new slot across one, is EEXIST; a move into
@@ -205,7 +207,7 @@ int main(void)
 
 	test_watchdog(60);
 	g = guest_create();
-	tap_plan(69);
+	tap_plan(74);
 	nslots = ioctl(g.vm.fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
 	guest_load(g.mem, PROBE_GPA, probe);
 	vcpu_set_protected_mode(&g.v, g.mem, PROBE_GPA, GUEST_STACK_TOP);
@@ -310,6 +312,13 @@ int main(void)
 	expect_mem(A_GPA, 0x21212121, "after the failed calls, slot 1");
 	expect_mem(C_GPA, 0x31313131, "after the failed calls, slot 2");
 	expect_mmio(0x400000, "after the failed calls, 0x400000");
+	/* A move over the slot's own old range is no overlap. */
+	CHECK_REGION(0, 2, 0, C_GPA + 0x1000, SLOT_SIZE, m3,
+		     "move slot 2 up one page, over its own old range");
+	expect_mem(C_GPA + 0x1000, 0x31313131, "slot 2 moved up a page");
+	expect_mmio(C_GPA, "below slot 2 after its move up");
+	CHECK_REGION(0, 2, 0, C_GPA, SLOT_SIZE, m3, "move slot 2 back down a page");
+	expect_mem(C_GPA, 0x31313131, "slot 2 moved back");
 	many_slots();
 	tap_done();
 }
