@@ -12,6 +12,7 @@ use crate::uapi::{
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::debugfs::{Dir, File};
 use kernel::prelude::*;
+use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow};
 
 pub(crate) use crate::x86::stats::*;
@@ -210,6 +211,10 @@ pub(crate) struct StatsFile<S: StatsSource> {
 pub(crate) trait StatsSource: Send + Sync + 'static {
     const KIND: Kind;
     const NAME: &'static CStr;
+    /// The vCPU id KVM appends to a vCPU stats file's name ("kvm-vcpu-stats:ID").
+    fn name_id(&self) -> Option<u32> {
+        None
+    }
     /// Appends the u64s of stat `i` (as many as its descriptor's size).
     fn values(&self, i: usize, out: &mut KVec<u64>) -> Result;
 }
@@ -227,6 +232,9 @@ impl StatsSource for Arc<super::vm::Vm> {
 impl StatsSource for (Arc<super::vm::Vm>, Arc<super::vcpu::Vcpu>) {
     const KIND: Kind = Kind::Vcpu;
     const NAME: &'static CStr = c"kvm-vcpu-stats";
+    fn name_id(&self) -> Option<u32> {
+        Some(self.1.id)
+    }
     fn values(&self, i: usize, out: &mut KVec<u64>) -> Result {
         let vcpu = &self.1;
         match describe(Kind::Vcpu, i).size {
@@ -269,6 +277,10 @@ fn put_name(img: &mut KVec<u8>, name: &[u8]) -> Result {
 impl<S: StatsSource> StatsFile<S> {
     /// Opens the fd; `id` is KVM's stats id ("kvm-<pid>" or "kvm-<pid>/vcpu-<id>").
     pub(crate) fn open(id: &CStr, src: S) -> Result<isize> {
+        let with_id = match src.name_id() {
+            Some(n) => Some(CString::try_from_fmt(fmt!("{}:{n}", S::NAME.to_str()?))?),
+            None => None,
+        };
         let file = Arc::new(
             Self {
                 id: name_field(id.to_bytes()),
@@ -276,7 +288,8 @@ impl<S: StatsSource> StatsFile<S> {
             },
             GFP_KERNEL,
         )?;
-        Ok(crate::sys::anon_fd::install(file)? as isize)
+        let name = with_id.as_deref().unwrap_or(S::NAME);
+        Ok(crate::sys::anon_fd::install_named(file, name)? as isize)
     }
 
     /// The whole file as it reads now.

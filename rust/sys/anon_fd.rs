@@ -118,6 +118,12 @@ impl<T: AnonFile> Vtable<T> {
 
 /// Creates an fd (O_RDWR | O_CLOEXEC) for `obj` in the current process.
 pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<i32> {
+    install_named(obj, T::NAME)
+}
+
+/// [`install`] with a name of the caller's (what /proc/PID/fd shows after
+/// "anon_inode:"; KVM puts the vCPU id in its vCPU files' names). The name is copied.
+pub(crate) fn install_named<T: AnonFile>(obj: Arc<T>, name: &CStr) -> Result<i32> {
     let fops: &'static bindings::file_operations = &Vtable::<T>::FOPS;
     let private = obj.into_foreign();
     let fd = if T::HAS_READ {
@@ -126,7 +132,7 @@ pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<i32> {
         // release takes back.
         unsafe {
             ffi::rkvm_anon_inode_getfd_pread(
-                T::NAME.as_char_ptr(),
+                name.as_char_ptr(),
                 core::ptr::from_ref(fops).cast(),
                 private,
                 flags,
@@ -138,7 +144,7 @@ pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<i32> {
         // release takes back.
         unsafe {
             ffi::rkvm_anon_inode_getfd(
-                T::NAME.as_char_ptr(),
+                name.as_char_ptr(),
                 core::ptr::from_ref(fops).cast(),
                 private,
                 flags,

@@ -3,7 +3,8 @@
  * KVM_GET_STATS_FD on a VM and a vCPU: the header, id string and descriptor layout of
  * KVM's binary stats, values that follow what the guest did (a real-mode loop of OUTs
  * counts in io_exits), pread and read agreeing, a read-only fd that takes no ioctl, and
- * the fd outliving the VM and vCPU fds it came from.
+ * the fd outliving the VM and vCPU fds it came from. The four files carry KVM's names
+ * (what /proc/self/fd shows): kvm-vm, kvm-vcpu:0, kvm-vm-stats, kvm-vcpu-stats:0.
  */
 #include "lib/rkvm_test.h"
 
@@ -115,7 +116,7 @@ int main(void)
 	sys_fd = kvm_open();
 	REQUIRE_CAP(sys_fd, KVM_CAP_BINARY_STATS_FD);
 	close(sys_fd);
-	tap_plan(16);
+	tap_plan(17);
 	vm = vm_create();
 	if (ioctl(vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
 		BAIL("KVM_SET_TSS_ADDR");
@@ -152,6 +153,23 @@ int main(void)
 	snprintf(want, sizeof(want), "kvm-%d/vcpu-0", getpid());
 	tap_ok(!strcmp(cs.id, want), "vCPU stats id '%s' (want '%s')", cs.id, want);
 	tap_ok(descs_sane(&cs, &bad), "vCPU descriptors well formed (last looked at: %s)", bad);
+	{
+		const int fds[] = { vm.fd, v.fd, vm_stats, vcpu_stats };
+		static const char *const names[] = { "anon_inode:kvm-vm", "anon_inode:kvm-vcpu:0",
+						     "anon_inode:kvm-vm-stats",
+						     "anon_inode:kvm-vcpu-stats:0" };
+		char got[4][64] = { "", "", "", "" }, link[64];
+		int same = 1;
+
+		for (int i = 0; i < 4; i++) {
+			snprintf(link, sizeof(link), "/proc/self/fd/%d", fds[i]);
+			if (readlink(link, got[i], sizeof(got[i]) - 1) < 0)
+				snprintf(got[i], sizeof(got[i]), "(errno %d)", errno);
+			same &= !strcmp(got[i], names[i]);
+		}
+		tap_ok(same, "file names as KVM's: %s, %s, %s, %s", got[0], got[1], got[2],
+		       got[3]);
+	}
 	d = stats_find(&cs, "halt_wait_hist");
 	tap_ok(d && (d->flags & KVM_STATS_TYPE_MASK) == KVM_STATS_TYPE_LOG_HIST &&
 		       (d->flags & KVM_STATS_UNIT_MASK) == KVM_STATS_UNIT_SECONDS &&

@@ -33,6 +33,7 @@ use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use kernel::mm::virt::{flags, VmaNew};
 use kernel::new_mutex;
 use kernel::prelude::*;
+use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -277,7 +278,9 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         },
         GFP_KERNEL_ACCOUNT,
     )?;
-    match anon_fd::install(file) {
+    // KVM's name, with the vCPU id: /proc/PID/fd shows "anon_inode:kvm-vcpu:ID".
+    let name = CString::try_from_fmt(fmt!("kvm-vcpu:{id}"))?;
+    match anon_fd::install_named(file, &name) {
         Ok(fd) => {
             // KVM's kvm_arch_vcpu_postcreate: only a vCPU that exists joins the VM's TSC
             // matching. Userspace may already be running it on the new fd; then it keeps
