@@ -97,7 +97,8 @@ selftests: $(KDIR_DEP)
 	@$(MAKE) -s -C $(SELFTESTS) KHDR=$(KDIR)/usr/include OUTPUT=$(BUILD)/selftests
 
 # rkvm's own VMM (tools/rkvm-run, on the rust-vmm crates from crates.io at the versions
-# of its Cargo.lock), for the VMM leg and the demo.
+# of its Cargo.lock), for the VMM leg and the demo, and the statistics viewer rkvm-stat
+# (the same crate's second binary).
 RKVM_RUN_CARGO := cargo build --release --locked --quiet \
 	--manifest-path $(CURDIR)/tools/rkvm-run/Cargo.toml --target-dir $(BUILD)/rkvm-run
 export RKVM_RUN_BIN := $(BUILD)/rkvm-run/release/rkvm-run

@@ -9,6 +9,7 @@
 #   /vmm/share                    its firmware: SeaBIOS and QEMU's option ROMs
 #   /vmm/bin/rkvm-run             rkvm's own VMM (tools/rkvm-run, built by `make rkvm-run`
 #                                 at $RKVM_RUN_BIN), with its libraries
+#   /vmm/bin/rkvm-stat            the statistics viewer built beside it
 #   /vmm/bzImage                  the guest kernel: the test kernel itself
 #   /vmm/initrd                   the guest's initramfs: static busybox and vmm-guest-init.sh
 #
@@ -21,8 +22,11 @@ qemu=/usr/bin/qemu-system-x86_64
 [ -x "$qemu" ] || die "no $qemu (setup.sh installs qemu-system-x86)"
 rkvm_run=${RKVM_RUN_BIN:-$RKVM_TOP/build/rkvm-run/release/rkvm-run}
 [ -x "$rkvm_run" ] || die "no $rkvm_run (make rkvm-run builds it)"
+# rkvm-stat is built beside rkvm-run (the same crate).
+rkvm_stat=$(dirname "$rkvm_run")/rkvm-stat
+[ -x "$rkvm_stat" ] || die "no $rkvm_stat (make rkvm-run builds it)"
 mkdir -p "$out"/vmm/{bin,share}
-for prog in "$qemu" "$rkvm_run"; do
+for prog in "$qemu" "$rkvm_run" "$rkvm_stat"; do
 	cp "$prog" "$out/vmm/bin/"
 	# Every library the dynamic loader resolves, and the loader itself.
 	ldd "$prog" | awk '/=> \// {print $3} /^\t\/lib64\// {print $1}' | while read -r lib; do

@@ -15,6 +15,7 @@ mod acpi;
 mod boot;
 mod devices;
 mod stats;
+mod statsfile;
 
 use std::process::exit;
 use std::sync::{Arc, Barrier, Mutex};
@@ -168,7 +169,8 @@ fn finish(vm: &VmFd, stats: bool, why: &str) -> ! {
     eprintln!("rkvm-run: {why}");
     if stats {
         match stats::read_all(vm) {
-            Ok(s) => {
+            Ok((id, s)) => {
+                eprintln!("rkvm-run: statistics of {id} and its vCPUs");
                 for (name, value) in s {
                     eprintln!("rkvm-run: stat {name} = {value}");
                 }

@@ -6,22 +6,15 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 use kvm_ioctls::{VcpuFd, VmFd};
 
+use crate::statsfile::{Kind, StatsFile};
 use crate::{Context, Result};
 
 /// `_IO(KVMIO, 0xce)`.
 const KVM_GET_STATS_FD: libc::c_ulong = 0xaece;
-/// The size of `struct kvm_stats_desc` before its name.
-const DESC_SIZE: usize = 16;
-
-fn u32_at(b: &[u8], at: usize) -> Result<u32> {
-    let s = b.get(at..at + 4).ok_or("short statistics header")?;
-    Ok(u32::from_le_bytes(s.try_into().ctx("statistics")?))
-}
 
 /// The vCPUs' statistics files.
 static VCPUS: Mutex<Vec<File>> = Mutex::new(Vec::new());
@@ -44,55 +37,37 @@ pub(crate) fn add_vcpu(vcpu: &VcpuFd) {
     }
 }
 
-/// The VM's statistics, then the vCPUs' summed (single values that are not 0).
-pub(crate) fn read_all(vm: &VmFd) -> Result<Vec<(String, u64)>> {
-    let mut out = read(&stats_file(vm)?)?;
-    let mut sums: Vec<(String, u64)> = Vec::new();
+/// The VM's statistics file id, then its statistics, then the vCPUs' summed (peaks: the
+/// highest), single values that are not 0.
+pub(crate) fn read_all(vm: &VmFd) -> Result<(String, Vec<(String, u64)>)> {
+    let (id, mut out) = read(&stats_file(vm)?)?;
+    let mut sums: Values = Vec::new();
     for f in VCPUS.lock().map_err(|_| "statistics lock")?.iter() {
-        for (name, v) in read(f)? {
-            match sums.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, sum)) => *sum += v,
-                None => sums.push((name, v)),
+        for (name, kind, v) in read(f)?.1 {
+            match sums.iter_mut().find(|(n, _, _)| *n == name) {
+                Some((_, Kind::Peak, x)) => *x = (*x).max(v),
+                Some((_, _, sum)) => *sum += v,
+                None => sums.push((name, kind, v)),
             }
         }
     }
     out.extend(sums);
-    Ok(out)
+    Ok((id, out.into_iter().map(|(n, _, v)| (n, v)).collect()))
 }
 
-/// Every single-value statistic in a statistics file that is not 0, by name.
-fn read(f: &File) -> Result<Vec<(String, u64)>> {
-    let mut hdr = [0u8; 24];
-    f.read_exact_at(&mut hdr, 0).ctx("statistics header")?;
-    let name_size = u32_at(&hdr, 4)? as usize;
-    let num_desc = u32_at(&hdr, 8)? as usize;
-    let desc_offset = u64::from(u32_at(&hdr, 16)?);
-    let data_offset = u64::from(u32_at(&hdr, 20)?);
-    if name_size > 256 || num_desc > 4096 {
-        return Err("implausible statistics header".into());
-    }
-    let desc_len = DESC_SIZE + name_size;
-    let mut descs = vec![0u8; desc_len * num_desc];
-    f.read_exact_at(&mut descs, desc_offset)
-        .ctx("statistics descriptors")?;
-    let mut out = Vec::new();
-    for d in descs.chunks_exact(desc_len) {
-        let size = u16::from_le_bytes([d[6], d[7]]);
-        let offset = u64::from(u32_at(d, 8)?);
-        if size != 1 {
-            continue; // a histogram
-        }
-        let name = &d[DESC_SIZE..];
-        let name = String::from_utf8_lossy(
-            &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())],
-        );
-        let mut v = [0u8; 8];
-        f.read_exact_at(&mut v, data_offset + offset)
-            .ctx("statistics data")?;
-        let v = u64::from_le_bytes(v);
-        if v != 0 {
-            out.push((name.into_owned(), v));
-        }
-    }
-    Ok(out)
+/// Single-value statistics by name, with how they change.
+type Values = Vec<(String, Kind, u64)>;
+
+/// A statistics file's id and its single-value statistics that are not 0.
+fn read(f: &File) -> Result<(String, Values)> {
+    let f = f.try_clone().ctx("statistics file")?;
+    let stats = StatsFile::new(f).ctx("statistics header")?;
+    let values = stats
+        .read()
+        .ctx("statistics data")?
+        .into_iter()
+        .filter(|s| s.value != 0)
+        .map(|s| (s.name, s.kind, s.value))
+        .collect();
+    Ok((stats.id, values))
 }
