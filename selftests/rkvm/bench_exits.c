@@ -4,11 +4,22 @@
  * CLOCK_MONOTONIC. Under Bochs that clock counts emulated instructions, so the numbers
  * compare path lengths of two hypervisors in the same boot, not real-world speed.
  *
- *   io      N OUTs, each a round trip to this VMM (exit to userspace and back)
- *   cpuid   N CPUIDs, each handled inside the hypervisor, then one OUT
+ *   io              N OUTs, each a round trip to this VMM (exit to userspace and back)
+ *   mmio            N writes to memory no slot backs, each a KVM_EXIT_MMIO round trip
+ *   mmio_coalesced  the same writes in a coalesced MMIO zone: no exit to userspace
+ *   cpuid           N CPUIDs, each handled inside the hypervisor, then one OUT
+ *   msr             N RDMSRs of IA32_APIC_BASE, each handled inside the hypervisor
+ *   create          a VM, a vCPU and a memslot, to the guest's first exit (HLT)
+ *   slot_add_N      adding N one-page memslots to a VM, per slot (N = 100, 32000)
+ *   slot_del_N      deleting them again, per slot
+ *   mem_vm          kernel memory per VM charged to the caller's memory cgroup
+ *                   (MEM_VMS VMs with nothing in them)
+ *   mem_vcpu        the same per vCPU (MEM_VCPUS vCPUs in one VM, each run once)
  *
- * Prints one line per kind: "bench <kind> <exits> <ns per exit>".
+ * Prints one line per kind: "bench <kind> <count> <ns per item>".
  */
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <time.h>
 #include "lib/rkvm_test.h"
 
@@ -25,6 +36,23 @@ static const uint8_t cpuid_code[] = {
 	0xbe, N & 0xff, N >> 8, 0x66, 0x31, 0xc0, 0x0f, 0xa2, 0x4e, 0x75, 0xf8, 0xe6, 0xf1, 0xf4,
 };
 
+/* mov si, N ; mov ecx, 0x1b ; loop: rdmsr ; dec si ; jnz loop ; out 0xf1, al ; hlt */
+static const uint8_t msr_code[] = {
+	0xbe, N & 0xff, N >> 8, 0x66, 0xb9, 0x1b, 0, 0, 0, 0x0f, 0x32, 0x4e, 0x75, 0xfb,
+	0xe6, 0xf1, 0xf4,
+};
+
+#define MMIO_GPA 0x20000
+/* mov ax, 0x2000 ; mov ds, ax ; mov cx, N ; loop: mov [0], al ; loop loop ; hlt */
+static const uint8_t mmio_code[] = {
+	0xb8, 0x00, 0x20, 0x8e, 0xd8, 0xb9, N & 0xff, N >> 8, 0xa2, 0x00, 0x00, 0xe2, 0xfb, 0xf4,
+};
+
+static const uint8_t hlt_code[] = { 0xf4 };
+
+#define MEM_VMS 64
+#define MEM_VCPUS 128
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -33,37 +61,261 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
-static void run_one(const char *kind, const uint8_t *code, size_t len, int exits)
+/* A real-mode vCPU running CODE from a 64 KiB slot at 0. */
+static struct vcpu real_mode_vcpu(struct vm *vm, const uint8_t *code, size_t len, void **mem)
+{
+	struct vcpu v;
+
+	ioctl(vm->fd, KVM_SET_TSS_ADDR, 0xfffbd000);
+	*mem = vm_add_memory(vm, 0, 0, 0x10000, 0);
+	memcpy((uint8_t *)*mem + CODE_GPA, code, len);
+	v = vcpu_create(vm, 0);
+	vcpu_set_real_mode(&v, CODE_GPA);
+	return v;
+}
+
+static void vm_close(struct vm *vm, struct vcpu *v, void *mem)
+{
+	munmap(v->run, v->run_size);
+	close(v->fd);
+	close(vm->fd);
+	close(vm->sys_fd);
+	munmap(mem, 0x10000);
+}
+
+/* Runs CODE until an exit other than PASS (one of them per item), which must be HLT. */
+static void run_one(const char *kind, const uint8_t *code, size_t len, uint32_t pass, int items,
+		    int coalesce)
 {
 	struct vm vm = vm_create();
-	struct vcpu v;
-	uint8_t *mem;
+	void *mem;
+	struct vcpu v = real_mode_vcpu(&vm, code, len, &mem);
+	struct kvm_coalesced_mmio_ring *ring =
+		(void *)((char *)v.run + KVM_COALESCED_MMIO_PAGE_OFFSET * 4096);
 	uint64_t t0, t1;
 
-	ioctl(vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000);
-	mem = vm_add_memory(&vm, 0, 0, 0x10000, 0);
-	memcpy(mem + CODE_GPA, code, len);
-	v = vcpu_create(&vm, 0);
-	vcpu_set_real_mode(&v, CODE_GPA);
+	if (coalesce) {
+		struct kvm_coalesced_mmio_zone z = { .addr = MMIO_GPA, .size = 4 };
+
+		if (ioctl(vm.fd, KVM_REGISTER_COALESCED_MMIO, &z))
+			BAIL("KVM_REGISTER_COALESCED_MMIO");
+	}
 	t0 = now_ns();
 	for (;;) {
 		if (ioctl(v.fd, KVM_RUN, 0))
 			BAIL("KVM_RUN");
-		if (v.run->exit_reason != KVM_EXIT_IO)
+		/* A full ring makes writes exit as plain MMIO: empty it, as a VMM does. */
+		if (coalesce)
+			__atomic_store_n(&ring->first, __atomic_load_n(&ring->last, __ATOMIC_ACQUIRE),
+					 __ATOMIC_RELEASE);
+		if (v.run->exit_reason != pass)
 			break;
 	}
 	t1 = now_ns();
 	if (v.run->exit_reason != KVM_EXIT_HLT)
 		BAIL("%s: unexpected exit %s", kind, exit_name(v.run->exit_reason));
-	printf("bench %s %d %llu\n", kind, exits, (unsigned long long)((t1 - t0) / exits));
+	printf("bench %s %d %llu\n", kind, items, (unsigned long long)((t1 - t0) / items));
 	print_vm_stats(vm.fd, "# ");
+	vm_close(&vm, &v, mem);
+}
+
+/* VM creation to the first guest instruction's exit, ROUNDS times. */
+static void bench_create(int rounds)
+{
+	uint64_t total = 0;
+
+	for (int i = 0; i < rounds; i++) {
+		uint64_t t0 = now_ns();
+		struct vm vm = vm_create();
+		void *mem;
+		struct vcpu v = real_mode_vcpu(&vm, hlt_code, sizeof(hlt_code), &mem);
+
+		if (ioctl(v.fd, KVM_RUN, 0) || v.run->exit_reason != KVM_EXIT_HLT)
+			BAIL("create: the first run did not end in HLT (%s)", exit_name(v.run->exit_reason));
+		total += now_ns() - t0;
+		vm_close(&vm, &v, mem);
+	}
+	printf("bench create %d %llu\n", rounds, (unsigned long long)(total / rounds));
+}
+
+/* Adding and deleting N one-page memslots (all over the same host page). */
+static void bench_slots(int n)
+{
+	struct vm vm = vm_create();
+	void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct kvm_userspace_memory_region r = { .memory_size = 4096, .userspace_addr = (uintptr_t)page };
+	uint64_t t0, t1, t2;
+
+	if (page == MAP_FAILED)
+		BAIL("mmap");
+	t0 = now_ns();
+	for (int i = 0; i < n; i++) {
+		r.slot = i;
+		r.guest_phys_addr = 0x100000000ull + i * 8192ull;
+		if (ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &r))
+			BAIL("add slot %d", i);
+	}
+	t1 = now_ns();
+	r.memory_size = 0;
+	for (int i = 0; i < n; i++) {
+		r.slot = i;
+		r.guest_phys_addr = 0x100000000ull + i * 8192ull;
+		if (ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &r))
+			BAIL("delete slot %d", i);
+	}
+	t2 = now_ns();
+	printf("bench slot_add_%d %d %llu\n", n, n, (unsigned long long)((t1 - t0) / n));
+	printf("bench slot_del_%d %d %llu\n", n, n, (unsigned long long)((t2 - t1) / n));
+	close(vm.fd);
+	close(vm.sys_fd);
+	munmap(page, 4096);
+}
+
+/* The cgroup v2 directory the benchmark runs its memory rows in (empty: none), its root,
+ * and whether this program mounted that. */
+static char memcg[256];
+static const char *memcg_root;
+static int memcg_mounted;
+
+static int write_str(const char *path, const char *v)
+{
+	int fd = open(path, O_WRONLY), ok;
+
+	if (fd < 0)
+		return -1;
+	ok = write(fd, v, strlen(v)) == (ssize_t)strlen(v);
+	close(fd);
+	return ok ? 0 : -1;
+}
+
+/* Moves this process into a new memory cgroup; leaves memcg empty if it cannot. */
+static void memcg_enter(void)
+{
+	const char *root = "/sys/fs/cgroup";
+	char path[300], pid[32];
+
+	if (access("/sys/fs/cgroup/cgroup.controllers", R_OK)) {
+		root = "/tmp/rkvm-bench-cgroup";
+		mkdir(root, 0755);
+		if (mount("none", root, "cgroup2", 0, NULL)) {
+			printf("# memory rows: cannot mount cgroup2 (errno %d)\n", errno);
+			return;
+		}
+		memcg_mounted = 1;
+	}
+	memcg_root = root;
+	snprintf(path, sizeof(path), "%s/cgroup.subtree_control", root);
+	if (write_str(path, "+memory")) {
+		printf("# memory rows: no memory controller in %s (errno %d)\n", root, errno);
+		return;
+	}
+	snprintf(memcg, sizeof(memcg), "%s/rkvm-bench", root);
+	mkdir(memcg, 0755);
+	snprintf(path, sizeof(path), "%s/cgroup.procs", memcg);
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	if (write_str(path, pid)) {
+		printf("# memory rows: cannot join %s (errno %d)\n", memcg, errno);
+		memcg[0] = 0;
+	}
+}
+
+/* Back to the root cgroup; the benchmark's cgroup and mount go. */
+static void memcg_leave(void)
+{
+	char path[300], pid[32];
+
+	if (memcg[0]) {
+		snprintf(path, sizeof(path), "%s/cgroup.procs", memcg_root);
+		snprintf(pid, sizeof(pid), "%d", getpid());
+		write_str(path, pid);
+		rmdir(memcg);
+	}
+	if (memcg_mounted)
+		umount(memcg_root);
+}
+
+/* Bytes charged to this process's memory cgroup (-1 without one). */
+static long memcg_bytes(void)
+{
+	char path[300];
+	long v = -1;
+	FILE *f;
+
+	if (!memcg[0])
+		return -1;
+	snprintf(path, sizeof(path), "%s/memory.current", memcg);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+/*
+ * Kernel memory per VM and per vCPU: what the hypervisor charges to the caller's memory
+ * cgroup (both KVM and rkvm allocate with __GFP_ACCOUNT), MEM_VMS empty VMs, then
+ * MEM_VCPUS vCPUs in one VM, each run once to a HLT so that what is allocated lazily
+ * counts too. A cgroup charges in batches of up to 64 pages per CPU, so the figure is
+ * within 64 pages * CPUs / count of the truth.
+ */
+static void bench_memory(void)
+{
+	static struct vm vms[MEM_VMS];
+	static struct vcpu vcpus[MEM_VCPUS];
+	long before, after;
+	void *mem;
+
+	memcg_enter();
+	before = memcg_bytes();
+	for (int i = 0; i < MEM_VMS; i++)
+		vms[i] = vm_create();
+	after = memcg_bytes();
+	if (before < 0 || after < 0)
+		printf("bench mem_vm %d -\n", MEM_VMS);
+	else
+		printf("bench mem_vm %d %ld\n", MEM_VMS, (after - before) / MEM_VMS);
+	ioctl(vms[0].fd, KVM_SET_TSS_ADDR, 0xfffbd000);
+	mem = vm_add_memory(&vms[0], 0, 0, 0x10000, 0);
+	memcpy((uint8_t *)mem + CODE_GPA, hlt_code, sizeof(hlt_code));
+	before = memcg_bytes();
+	for (int i = 0; i < MEM_VCPUS; i++) {
+		vcpus[i] = vcpu_create(&vms[0], i);
+		vcpu_set_real_mode(&vcpus[i], CODE_GPA);
+		if (ioctl(vcpus[i].fd, KVM_RUN, 0) || vcpus[i].run->exit_reason != KVM_EXIT_HLT)
+			BAIL("mem_vcpu: vCPU %d did not halt (%s)", i,
+			     exit_name(vcpus[i].run->exit_reason));
+	}
+	after = memcg_bytes();
+	if (before < 0 || after < 0)
+		printf("bench mem_vcpu %d -\n", MEM_VCPUS);
+	else
+		printf("bench mem_vcpu %d %ld\n", MEM_VCPUS, (after - before) / MEM_VCPUS);
+	for (int i = 0; i < MEM_VCPUS; i++) {
+		munmap(vcpus[i].run, vcpus[i].run_size);
+		close(vcpus[i].fd);
+	}
+	for (int i = 0; i < MEM_VMS; i++) {
+		close(vms[i].fd);
+		close(vms[i].sys_fd);
+	}
+	munmap(mem, 0x10000);
+	memcg_leave();
 }
 
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	test_watchdog(300);
-	run_one("io", io_code, sizeof(io_code), N);
-	run_one("cpuid", cpuid_code, sizeof(cpuid_code), N);
+	test_watchdog(600);
+	run_one("io", io_code, sizeof(io_code), KVM_EXIT_IO, N, 0);
+	run_one("mmio", mmio_code, sizeof(mmio_code), KVM_EXIT_MMIO, N, 0);
+	run_one("mmio_coalesced", mmio_code, sizeof(mmio_code), KVM_EXIT_MMIO, N, 1);
+	run_one("cpuid", cpuid_code, sizeof(cpuid_code), KVM_EXIT_IO, N, 0);
+	run_one("msr", msr_code, sizeof(msr_code), KVM_EXIT_IO, N, 0);
+	bench_create(20);
+	bench_slots(100);
+	bench_slots(32000);
+	bench_memory();
 	return 0;
 }

@@ -44,13 +44,24 @@ def median(v):
     except ValueError:
         return v[0]
 rows = {k: {hv: median(v) for hv, v in hvs.items()} for k, hvs in samples.items()}
-print(f"{'machine':<22} {'measure':<22} {'kvm':>10} {'rkvm':>10}  rkvm/kvm")
+print(f"{'machine':<22} {'measure':<32} {'kvm':>10} {'rkvm':>10}  rkvm/kvm")
 for (model, what), v in sorted(rows.items()):
     k, r = v.get("kvm", "-"), v.get("rkvm", "-")
-    unit = "bytes" if what.startswith("module_") else "ns/exit"
+    if what.startswith("module_"):
+        unit = "bytes"
+    elif what.startswith("mem_"):
+        unit = "bytes/" + what[4:]
+    elif what == "create":
+        unit = "ns/VM"
+    elif what.startswith("slot_"):
+        unit = "ns/slot"
+    elif what == "mmio_coalesced":
+        unit = "ns/write"
+    else:
+        unit = "ns/exit"
     try:
-        ratio = f"{float(r) / float(k):.2f}" if what in ("io", "cpuid") else ""
+        ratio = f"{float(r) / float(k):.2f}" if unit != "bytes" else ""
     except (ValueError, ZeroDivisionError):
         ratio = ""
-    print(f"{model:<22} {what + ' (' + unit + ')':<22} {k:>10} {r:>10}  {ratio}")
+    print(f"{model:<22} {what + ' (' + unit + ')':<32} {k:>10} {r:>10}  {ratio}")
 PY
