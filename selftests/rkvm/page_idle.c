@@ -39,6 +39,13 @@ GUEST_CODE(touch, 64,
 static struct guest g;
 static uint32_t *mem;
 
+/* What page I holds (set once; the host never reads guest memory after marking it
+ * idle, since a host read would make the page young by itself). */
+static uint32_t pattern(int i)
+{
+	return 0x1000 + i * 0x10001u;
+}
+
 /* Runs the guest over every STRIDE-th page; checks the XOR it reports. */
 static void guest_touch(int stride, const char *what)
 {
@@ -46,7 +53,7 @@ static void guest_touch(int stride, const char *what)
 	uint32_t want = 0;
 
 	for (int i = 0; i < NPAGES; i += stride)
-		want ^= mem[i * PAGE / 4];
+		want ^= pattern(i);
 	vcpu_set_long_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	vcpu_get_regs(&g.v, &r);
 	r.rsi = TARGET_GPA;
@@ -105,7 +112,7 @@ int main(void)
 	mem = vm_add_memory(&g.vm, 1, TARGET_GPA, NPAGES * PAGE, 0);
 	madvise(mem, NPAGES * PAGE, MADV_NOHUGEPAGE);
 	for (int i = 0; i < NPAGES; i++)
-		mem[i * PAGE / 4] = 0x1000 + i * 0x10001u;
+		mem[i * PAGE / 4] = pattern(i);
 
 	guest_touch(1, "the guest reads every page");
 	for (int i = 0; i < NPAGES; i++) {
