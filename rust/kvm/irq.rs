@@ -32,6 +32,11 @@ pub(crate) fn enable_split(vm: &Vm, pins: u64) -> Result<isize> {
 /// Returns how many accepted it (0 when none was a destination, as KVM's APIC-map path
 /// answers).
 pub(crate) fn deliver(vm: &Vm, irq: &IrqRequest) -> u32 {
+    deliver_to(vm, irq, &mut |_| {})
+}
+
+/// [`deliver`], telling `took` the id of each vCPU whose APIC took the interrupt.
+pub(crate) fn deliver_to(vm: &Vm, irq: &IrqRequest, took: &mut dyn FnMut(u32)) -> u32 {
     let mut irq = *irq;
     // A physical broadcast is never arbitrated.
     if !irq.logical && irq.dest == 0xff && irq.lowest_priority() {
@@ -51,6 +56,7 @@ pub(crate) fn deliver(vm: &Vm, irq: &IrqRequest) -> u32 {
             let taken = mb.accept(&irq);
             delivered += u32::from(taken);
             if taken {
+                took(v.id);
                 v.kick_apic();
             }
         } else if a.sw_enabled {
@@ -71,6 +77,7 @@ pub(crate) fn deliver(vm: &Vm, irq: &IrqRequest) -> u32 {
         if pick == 0 {
             let taken = mb.accept(&irq);
             if taken {
+                took(v.id);
                 v.kick_apic();
             }
             return u32::from(taken);
@@ -206,7 +213,8 @@ pub(crate) fn gsi_of(vm: &Vm, chip: u32, pin: u32) -> Option<u32> {
 
 /// Raises or lowers GSI `gsi` for `source` through every route it has (KVM's
 /// `kvm_set_irq`): -1 when no route took it, else the sum of what the routes returned.
-pub(crate) fn set_irq(vm: &Vm, source: Source, gsi: u32, level: bool) -> i32 {
+/// `line_status`: the caller is `KVM_IRQ_LINE_STATUS`.
+pub(crate) fn set_irq(vm: &Vm, source: Source, gsi: u32, level: bool, line_status: bool) -> i32 {
     // At most one route per irqchip, or a single MSI route.
     let mut targets = [None; 3];
     {
@@ -228,7 +236,9 @@ pub(crate) fn set_irq(vm: &Vm, source: Source, gsi: u32, level: bool) -> i32 {
                 }
                 deliver(vm, &IrqRequest::from_msi(address_lo, data)) as i32
             }
-            Target::Irqchip { chip, pin } => super::irqchip::set_pin(vm, chip, pin, source, level),
+            Target::Irqchip { chip, pin } => {
+                super::irqchip::set_pin(vm, chip, pin, source, level, line_status)
+            }
         };
         if r < 0 {
             continue;
@@ -250,11 +260,11 @@ unsafe extern "C" fn irqfd_fire(owner: *const c_void, tagged: u32) {
     let vm = unsafe { &*owner.cast::<Vm>() };
     let gsi = tagged & !RESAMPLE_TAG;
     if tagged & RESAMPLE_TAG != 0 {
-        set_irq(vm, Source::Resample, gsi, true);
+        set_irq(vm, Source::Resample, gsi, true, false);
         return;
     }
-    set_irq(vm, Source::User, gsi, true);
-    set_irq(vm, Source::User, gsi, false);
+    set_irq(vm, Source::User, gsi, true, false);
+    set_irq(vm, Source::User, gsi, false, false);
 }
 
 /// The guest acknowledged GSI `gsi`: resampling irqfds on it drop their hold on the line
@@ -273,7 +283,7 @@ pub(crate) fn resample(vm: &Vm, gsi: u32) {
     if !any {
         return;
     }
-    set_irq(vm, Source::Resample, gsi, false);
+    set_irq(vm, Source::Resample, gsi, false, false);
     for f in vm.locked.lock().irqfds.iter().filter(|f| f.gsi == gsi) {
         if let Some(r) = f.resample.as_ref() {
             r.signal();
@@ -292,7 +302,7 @@ fn release_resampled(vm: &Vm, gone: &[IrqFd]) {
             .iter()
             .any(|g| g.gsi == f.gsi && g.resample.is_some());
         if !held {
-            set_irq(vm, Source::Resample, f.gsi, false);
+            set_irq(vm, Source::Resample, f.gsi, false, false);
         }
     }
 }

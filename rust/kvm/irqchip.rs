@@ -29,8 +29,8 @@ pub(crate) struct Chips {
 struct ToApics<'a>(&'a Vm);
 
 impl ioapic::Deliver for ToApics<'_> {
-    fn deliver(&mut self, irq: &IrqRequest) -> u32 {
-        irq::deliver(self.0, irq)
+    fn deliver(&mut self, irq: &IrqRequest, took: &mut dyn FnMut(u32)) -> u32 {
+        irq::deliver_to(self.0, irq, took)
     }
 }
 
@@ -173,13 +173,23 @@ fn any_accepts_extint(vm: &Vm) -> bool {
 }
 
 /// Drives pin `pin` of irqchip `chip` (a routing entry's target); KVM's `set` result.
-pub(crate) fn set_pin(vm: &Vm, chip: u32, pin: u32, source: Source, level: bool) -> i32 {
+/// `line_status`: for `KVM_IRQ_LINE_STATUS` (the RTC pin's EOI tracking).
+pub(crate) fn set_pin(
+    vm: &Vm,
+    chip: u32,
+    pin: u32,
+    source: Source,
+    level: bool,
+    line_status: bool,
+) -> i32 {
     let mut g = vm.irqchip.lock();
     let Some(c) = (*g).as_mut() else {
         return -1;
     };
     let ret = match chip {
-        KVM_IRQCHIP_IOAPIC => c.ioapic.set_irq(pin, source, level, &mut ToApics(vm)),
+        KVM_IRQCHIP_IOAPIC => c
+            .ioapic
+            .set_irq(pin, source, level, line_status, &mut ToApics(vm)),
         _ => c
             .pic
             .set_irq(chip.saturating_mul(8).saturating_add(pin), source, level),
@@ -199,7 +209,7 @@ pub(crate) fn irq_line(vm: &Vm, arg: usize, status: bool) -> Result<isize> {
     }
     let gsi = get_u32(&ev, 0)?;
     let level = get_u32(&ev, offset_of!(kvm_irq_level, level))?;
-    let r = irq::set_irq(vm, Source::User, gsi, level != 0);
+    let r = irq::set_irq(vm, Source::User, gsi, level != 0, status);
     if status {
         put(&mut ev, 0, &r.to_le_bytes())?;
         uaccess::write(arg, &ev)?;
@@ -277,15 +287,18 @@ pub(crate) fn mmio(vm: &Vm, gpa: u64, size: u8, write: bool, value: u64) -> Opti
     Some(v)
 }
 
-/// A local APIC EOI'd `vector` (level-triggered there when `level`). As in KVM, the
-/// listeners hear of the acknowledgement (a resampling irqfd lowers its line) before
-/// the I/O APIC decides whether a level interrupt is still asserted.
-pub(crate) fn eoi(vm: &Vm, vector: u8, level: bool) {
+/// vCPU `vcpu_id`'s local APIC EOI'd `vector` (level-triggered there when `level`). As
+/// in KVM, the listeners hear of the acknowledgement (a resampling irqfd lowers its
+/// line) before the I/O APIC decides whether a level interrupt is still asserted.
+pub(crate) fn eoi(vm: &Vm, vcpu_id: u32, vector: u8, level: bool) {
     if !vm.full_irqchip.load(Ordering::Acquire) {
         return;
     }
     let pins = match (*vm.irqchip.lock()).as_mut() {
-        Some(c) => c.ioapic.eoi_pins(vector),
+        Some(c) => {
+            c.ioapic.eoi_from(vcpu_id, vector);
+            c.ioapic.eoi_pins(vector)
+        }
         None => return,
     };
     for pin in (0..ioapic::PINS).filter(|p| pins & 1 << p != 0) {

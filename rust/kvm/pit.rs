@@ -65,8 +65,8 @@ fn inject(vm: &Vm) {
     if p.reinject.load(Ordering::Acquire) && !p.irq_ack.swap(false, Ordering::AcqRel) {
         return;
     }
-    irq::set_irq(vm, Source::Pit, 0, true);
-    irq::set_irq(vm, Source::Pit, 0, false);
+    irq::set_irq(vm, Source::Pit, 0, true, false);
+    irq::set_irq(vm, Source::Pit, 0, false, false);
 }
 
 /// Counter 0's timer expired `n` times.

@@ -21,6 +21,10 @@ const VERSION: u32 = (PINS - 1) << 16 | 0x11;
 const SUCCESSIVE_IRQ_MAX: u32 = 10_000;
 /// How long it waits then (KVM: HZ / 100).
 pub(crate) const STORM_DELAY_NS: u64 = 10_000_000;
+/// The RTC's pin (KVM's RTC_GSI), whose EOIs are tracked.
+const RTC_PIN: u32 = 8;
+/// vCPU ids the RTC tracking can name (KVM_MAX_VCPU_IDS).
+const RTC_IDS: usize = 4096;
 
 bitfield! {
     /// A redirection table entry.
@@ -44,6 +48,58 @@ impl Redir {
             shorthand: shorthand::NONE,
             dest: self.dest_id() as u32,
             source: None,
+        }
+    }
+}
+
+/// KVM's RTC EOI tracking: the RTC's interrupt is edge-triggered, but a VMM that drives
+/// it with `KVM_IRQ_LINE_STATUS` wants to know whether the guest took the last one
+/// (Windows keeps time by counting RTC interrupts, and QEMU's `driftfix=slew` makes up
+/// for coalesced ones). While some vCPU that got the RTC's vector through such a call
+/// has not EOI'd it, the next one is reported coalesced and not sent.
+///
+/// # Invariants
+///
+/// `pending` is the number of bits set in `map`.
+struct RtcStatus {
+    pending: u32,
+    /// The vector the vCPUs in `map` got (one, since a delivery is tracked only when
+    /// none is pending).
+    vector: u8,
+    /// One bit per vCPU id.
+    map: [u64; RTC_IDS / 64],
+}
+
+impl RtcStatus {
+    const fn new() -> Self {
+        Self {
+            pending: 0,
+            vector: 0,
+            map: [0; RTC_IDS / 64],
+        }
+    }
+
+    fn add(&mut self, vcpu_id: u32) {
+        let (w, b) = ((vcpu_id / 64) as usize, vcpu_id % 64);
+        if let Some(word) = self.map.get_mut(w) {
+            if *word & 1 << b == 0 {
+                *word |= 1 << b;
+                self.pending += 1;
+            }
+        }
+    }
+
+    /// vCPU `vcpu_id` EOI'd `vector`.
+    fn eoi(&mut self, vcpu_id: u32, vector: u8) {
+        let (w, b) = ((vcpu_id / 64) as usize, vcpu_id % 64);
+        if vector != self.vector {
+            return;
+        }
+        if let Some(word) = self.map.get_mut(w) {
+            if *word & 1 << b != 0 {
+                *word &= !(1 << b);
+                self.pending = self.pending.saturating_sub(1);
+            }
         }
     }
 }
@@ -72,11 +128,13 @@ pub(crate) struct Ioapic {
     pub(crate) deferred: u32,
     pub(crate) deferred_until_ns: u64,
     effect: Effect,
+    rtc: RtcStatus,
 }
 
-/// Delivers an interrupt message to the local APICs; returns how many took it.
+/// Delivers an interrupt message to the local APICs; returns how many took it, and
+/// tells `took` the id of each vCPU that did.
 pub(crate) trait Deliver {
-    fn deliver(&mut self, irq: &IrqRequest) -> u32;
+    fn deliver(&mut self, irq: &IrqRequest, took: &mut dyn FnMut(u32)) -> u32;
 }
 
 impl Ioapic {
@@ -94,6 +152,7 @@ impl Ioapic {
             deferred: 0,
             deferred_until_ns: 0,
             effect: Effect::default(),
+            rtc: RtcStatus::new(),
         }
     }
 
@@ -109,6 +168,12 @@ impl Ioapic {
     /// Sends pin `pin`'s interrupt unless it is masked or a level interrupt still waits
     /// for its EOI (KVM's `ioapic_service`): -1 then, else how many APICs took it.
     fn service(&mut self, pin: u32, d: &mut dyn Deliver) -> i32 {
+        self.service_tracked(pin, false, d)
+    }
+
+    /// [`Self::service`]; with `track` (a `KVM_IRQ_LINE_STATUS` on the RTC's pin) the
+    /// vCPUs that take the interrupt are recorded until they EOI it.
+    fn service_tracked(&mut self, pin: u32, track: bool, d: &mut dyn Deliver) -> i32 {
         let Some(e) = self.entry(pin) else {
             return -1;
         };
@@ -118,7 +183,18 @@ impl Ioapic {
         if !e.level() {
             self.irr_delivered |= 1 << pin;
         }
-        let n = d.deliver(&e.request());
+        let track = track && pin == RTC_PIN;
+        if track {
+            // Nothing is pending here (the caller reported it coalesced otherwise).
+            self.rtc = RtcStatus::new();
+            self.rtc.vector = e.vector() as u8;
+        }
+        let rtc = &mut self.rtc;
+        let n = d.deliver(&e.request(), &mut |id| {
+            if track {
+                rtc.add(id);
+            }
+        });
         if n != 0 && e.level() {
             if let Some(r) = self.redirtbl.get_mut(pin as usize) {
                 *r |= REMOTE_IRR;
@@ -129,11 +205,14 @@ impl Ioapic {
 
     /// The pin's input after merging `source`'s level; KVM's `ioapic_set_irq` result:
     /// 1 delivered (or deasserted), 0 coalesced or no destination, -1 masked.
+    /// `line_status`: the caller is `KVM_IRQ_LINE_STATUS`, whose RTC interrupts are
+    /// coalesced while the last one is not EOI'd.
     pub(crate) fn set_irq(
         &mut self,
         pin: u32,
         source: Source,
         level: bool,
+        line_status: bool,
         d: &mut dyn Deliver,
     ) -> i32 {
         let Some(e) = self.entry(pin) else {
@@ -147,6 +226,9 @@ impl Ioapic {
             self.irr &= !mask;
             return 1;
         }
+        if pin == RTC_PIN && line_status && self.rtc.pending != 0 {
+            return 0;
+        }
         let old = self.irr;
         self.irr |= mask;
         if !e.level() {
@@ -155,7 +237,12 @@ impl Ioapic {
                 return 0;
             }
         }
-        self.service(pin, d)
+        self.service_tracked(pin, line_status, d)
+    }
+
+    /// vCPU `vcpu_id`'s local APIC EOI'd `vector`: the RTC tracking hears of it.
+    pub(crate) fn eoi_from(&mut self, vcpu_id: u32, vector: u8) {
+        self.rtc.eoi(vcpu_id, vector);
     }
 
     fn read_indirect(&self) -> u32 {
@@ -321,6 +408,9 @@ impl Ioapic {
         self.redirtbl = *redir;
         self.irr = 0;
         self.irr_delivered = 0;
+        // KVM then rebuilds the RTC tracking from the local APICs' IRR and ISR; rkvm
+        // tracks what this load delivers and forgets EOIs pending from before.
+        self.rtc = RtcStatus::new();
         for pin in 0..PINS {
             if irr & 1 << pin != 0 {
                 let mask = 1u32 << pin;
@@ -333,7 +423,7 @@ impl Ioapic {
                         continue;
                     }
                 }
-                self.service(pin, d);
+                self.service_tracked(pin, true, d);
             }
         }
     }

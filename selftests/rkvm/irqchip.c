@@ -23,6 +23,10 @@
  * the next exit. KVM_TPR_ACCESS_REPORTING (EINVAL for flags): xAPIC TPR accesses exit
  * with KVM_EXIT_TPR_ACCESS, the instruction's RIP and the direction.
  *
+ * The RTC's EOI tracking (GSI 8): while the vCPU that took the last KVM_IRQ_LINE_STATUS
+ * edge has not EOI'd it, the next is reported coalesced (0) and not sent; after the EOI
+ * it is delivered.
+ *
  * Split irqchip: the EOI of a level-triggered MSI routed from a GSI below the reserved
  * I/O APIC pins exits to userspace (KVM_EXIT_IOAPIC_EOI with the vector); an edge one
  * does not.
@@ -178,6 +182,38 @@ GUEST_CODE(resample_guest, 32,
 	"pop %eax\n"
 	"iret\n");
 extern const uint8_t lvl47_h[];
+
+/*
+ * The RTC's pin (GSI 8), edge-triggered, vector 0x48, to APIC 0. The handler reports the
+ * vector and counts in FLAG, and does not EOI: the code after each wait does, once the
+ * host has looked.
+ */
+GUEST_CODE(rtc_guest, 32,
+	/* GSI 8 also reaches PIC pin 8 (KVM's default routing): mask the PICs. */
+	OUTB(0x21, 0xff) OUTB(0xa1, 0xff)
+	"movl $0x1ff, " APIC "0f0\n"
+	"movl $0x21, " IOAPIC "000\n"
+	"movl $0, " IOAPIC "010\n"
+	"movl $0x20, " IOAPIC "000\n"
+	"movl $0x48, " IOAPIC "010\n"
+	"movl $0, " XSTR(FLAG) "\n"
+	MARK(1)
+	WAIT_FLAG(1)
+	"sti\n"
+	MARK(2)
+	"movl $0, " APIC "0b0\n"
+	MARK(3)
+	WAIT_FLAG(1)
+	"movl $0, " APIC "0b0\n"
+	"out %al, $" XSTR(P_DONE) "\n"
+	"hlt\n"
+	"rtc48_h:\n"
+	"push %eax\n"
+	"mov $0x48, %eax\n" OUTV(P_VEC)
+	"incl " XSTR(FLAG) "\n"
+	"pop %eax\n"
+	"iret\n");
+extern const uint8_t rtc48_h[];
 
 #define VAPIC_GPA 0x5000
 
@@ -509,6 +545,49 @@ static void resample(void)
 	close(rfd);
 }
 
+/*
+ * KVM's RTC EOI tracking: a KVM_IRQ_LINE_STATUS edge on GSI 8 is reported coalesced (0)
+ * and not delivered while the vCPU that took the last one has not EOI'd it; after the EOI
+ * the next one is delivered (1).
+ */
+static void rtc(void)
+{
+	int st_up = -2, st_down = -2;
+	struct guest g;
+
+	g.vm = vm_create();
+	if (ioctl(g.vm.fd, KVM_CREATE_IRQCHIP, 0) || ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
+		BAIL("KVM_CREATE_IRQCHIP");
+	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
+	g.v = vcpu_create(&g.vm, 0);
+	vcpu_set_supported_cpuid(&g.vm, &g.v);
+	guest_load(g.mem, GUEST_CODE_GPA, rtc_guest);
+	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	idt_set_gate32(g.mem, 0x48, GUEST_ADDR(GUEST_CODE_GPA, rtc_guest, rtc48_h));
+
+	expect_out(&g.v, P_MARK, 1, "RTC: I/O APIC pin 8 edge-triggered, vector 0x48");
+	irq_line_status(g.vm.fd, 8, 1, &st_up);
+	irq_line_status(g.vm.fd, 8, 0, &st_down);
+	tap_ok(st_up == 1 && st_down == 1, "RTC: the first edge is delivered (%d, lowered %d)",
+	       st_up, st_down);
+	expect_out(&g.v, P_VEC, 0x48, "RTC: the guest takes it");
+	expect_out(&g.v, P_MARK, 2, "RTC: its handler returned without an EOI");
+	irq_line_status(g.vm.fd, 8, 1, &st_up);
+	irq_line_status(g.vm.fd, 8, 0, &st_down);
+	tap_ok(st_up == 0 && st_down == 1,
+	       "RTC: before the EOI the next edge is coalesced (%d, want 0; lowered %d)", st_up,
+	       st_down);
+	expect_out(&g.v, P_MARK, 3, "RTC: nothing was sent: after its EOI the guest goes on");
+	irq_line_status(g.vm.fd, 8, 1, &st_up);
+	irq_line_status(g.vm.fd, 8, 0, &st_down);
+	tap_ok(st_up == 1 && st_down == 1, "RTC: after the EOI the next edge is delivered (%d)",
+	       st_up);
+	expect_out(&g.v, P_VEC, 0x48, "RTC: the guest takes it");
+	vcpu_run(&g.v);
+	tap_ok(is_out(&g.v, P_DONE, 1), "RTC guest done (%s)", exit_str(&g.v));
+	guest_destroy(&g);
+}
+
 static void vapic(void)
 {
 	struct kvm_vapic_addr va = { .vapic_addr = 0 };
@@ -625,10 +704,11 @@ int main(void)
 {
 	signal(SIGALRM, on_alarm);
 	alarm(120);
-	tap_plan(80);
+	tap_plan(89);
 	protocol();
 	guest();
 	resample();
+	rtc();
 	vapic();
 	split();
 	tap_done();

@@ -62,7 +62,7 @@ pub(super) fn effects(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, eff: lapic::Write
     }
     if let Some((v, level)) = eff.eoi {
         if vm.full_irqchip.load(Ordering::Acquire) {
-            crate::kvm::irqchip::eoi(vm, v, level);
+            crate::kvm::irqchip::eoi(vm, vcpu.id, v, level);
         } else if let Some(mb) = vcpu.apic.as_ref() {
             if crate::kvm::irq::split_eoi_exit(vm, vcpu.id, &mb.addressing(), v) {
                 g.pending_ioapic_eoi = Some(v);
