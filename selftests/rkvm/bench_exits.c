@@ -238,19 +238,11 @@ static void memcg_leave(void)
 static long memcg_bytes(void)
 {
 	char path[300];
-	long v = -1;
-	FILE *f;
 
 	if (!memcg[0])
 		return -1;
 	snprintf(path, sizeof(path), "%s/memory.current", memcg);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
+	return read_long_file(path);
 }
 
 /*

@@ -430,6 +430,16 @@ static void *raise_later(void *p)
 	return NULL;
 }
 
+/* Guest memory and one vCPU (the host's CPUID) running CODE in protected mode. */
+static void guest_start(struct guest *g, const uint8_t *code, size_t len)
+{
+	g->mem = vm_add_memory(&g->vm, 0, 0, GUEST_LOW_SIZE, 0);
+	g->v = vcpu_create(&g->vm, 0);
+	vcpu_set_supported_cpuid(&g->vm, &g->v);
+	memcpy(g->mem + GUEST_CODE_GPA, code, len);
+	vcpu_set_protected_mode(&g->v, g->mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+}
+
 static void guest(void)
 {
 	struct guest g;
@@ -441,11 +451,7 @@ static void guest(void)
 		BAIL("KVM_CREATE_IRQCHIP");
 	if (ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
 		BAIL("KVM_SET_TSS_ADDR");
-	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
-	g.v = vcpu_create(&g.vm, 0);
-	vcpu_set_supported_cpuid(&g.vm, &g.v);
-	guest_load(g.mem, GUEST_CODE_GPA, chip_guest);
-	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	guest_start(&g, chip_guest, chip_guest_end - chip_guest);
 	idt_set_gate32(g.mem, 0x23, ADDR(pic_h));
 	idt_set_gate32(g.mem, 0x45, ADDR(ioapic_h));
 
@@ -518,11 +524,7 @@ static void resample(void)
 	CHECK_ERRNO(g.vm.fd, KVM_IRQFD, &irqfd, EBADF, "a resamplefd that is no file");
 	irqfd.resamplefd = rfd;
 	tap_ok(ioctl(g.vm.fd, KVM_IRQFD, &irqfd) == 0, "KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE");
-	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
-	g.v = vcpu_create(&g.vm, 0);
-	vcpu_set_supported_cpuid(&g.vm, &g.v);
-	guest_load(g.mem, GUEST_CODE_GPA, resample_guest);
-	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	guest_start(&g, resample_guest, resample_guest_end - resample_guest);
 	idt_set_gate32(g.mem, 0x47, GUEST_ADDR(GUEST_CODE_GPA, resample_guest, lvl47_h));
 
 	expect_out(&g.v, P_MARK, 1, "I/O APIC pin 7 level-triggered");
@@ -558,11 +560,7 @@ static void rtc(void)
 	g.vm = vm_create();
 	if (ioctl(g.vm.fd, KVM_CREATE_IRQCHIP, 0) || ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
 		BAIL("KVM_CREATE_IRQCHIP");
-	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
-	g.v = vcpu_create(&g.vm, 0);
-	vcpu_set_supported_cpuid(&g.vm, &g.v);
-	guest_load(g.mem, GUEST_CODE_GPA, rtc_guest);
-	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	guest_start(&g, rtc_guest, rtc_guest_end - rtc_guest);
 	idt_set_gate32(g.mem, 0x48, GUEST_ADDR(GUEST_CODE_GPA, rtc_guest, rtc48_h));
 
 	expect_out(&g.v, P_MARK, 1, "RTC: I/O APIC pin 8 edge-triggered, vector 0x48");
@@ -604,11 +602,7 @@ static void vapic(void)
 	tap_ok(ioctl(g.vm.fd, KVM_CHECK_EXTENSION, KVM_CAP_VAPIC) == 1, "KVM_CAP_VAPIC");
 	if (ioctl(g.vm.fd, KVM_CREATE_IRQCHIP, 0) || ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
 		BAIL("KVM_CREATE_IRQCHIP");
-	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
-	g.v = vcpu_create(&g.vm, 0);
-	vcpu_set_supported_cpuid(&g.vm, &g.v);
-	guest_load(g.mem, GUEST_CODE_GPA, vapic_guest);
-	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	guest_start(&g, vapic_guest, vapic_guest_end - vapic_guest);
 	tap_ok(ioctl(g.v.fd, KVM_SET_VAPIC_ADDR, &va) == 0, "KVM_SET_VAPIC_ADDR 0 (off)");
 	va.vapic_addr = 0x80000000;
 	CHECK_ERRNO(g.v.fd, KVM_SET_VAPIC_ADDR, &va, EINVAL, "a VAPIC page outside guest memory");
@@ -674,11 +668,7 @@ static void split(void)
 		.u.msi = { .address_lo = 0xfee00000, .data = 0x0056 } };
 	if (ioctl(g.vm.fd, KVM_SET_GSI_ROUTING, &rt))
 		BAIL("KVM_SET_GSI_ROUTING");
-	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
-	g.v = vcpu_create(&g.vm, 0);
-	vcpu_set_supported_cpuid(&g.vm, &g.v);
-	guest_load(g.mem, GUEST_CODE_GPA, split_guest);
-	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	guest_start(&g, split_guest, split_guest_end - split_guest);
 	idt_set_gate32(g.mem, 0x55, GUEST_ADDR(GUEST_CODE_GPA, split_guest, msi55_h));
 	idt_set_gate32(g.mem, 0x56, GUEST_ADDR(GUEST_CODE_GPA, split_guest, msi56_h));
 

@@ -31,17 +31,9 @@ static long vm_stat(int vm_fd, const char *name)
 {
 	const char *hv = strstr(kvm_device(), "rkvm") ? "rkvm" : "kvm";
 	char path[256];
-	long v = -1;
-	FILE *f;
 
 	snprintf(path, sizeof(path), "/sys/kernel/debug/%s/%d-%d/%s", hv, getpid(), vm_fd, name);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
+	return read_long_file(path);
 }
 
 static struct ioctl_res prefault(struct vcpu *v, struct kvm_pre_fault_memory *r)

@@ -843,6 +843,20 @@ static inline void *buf_before_guard(size_t size)
 }
 
 /* Arms a watchdog so a stuck vCPU fails the test instead of hanging the run. */
+/* The number a file (a stat, a cgroup counter) starts with; -1 if it cannot be read. */
+static inline long read_long_file(const char *path)
+{
+	long v = -1;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
 static inline void test_watchdog(unsigned int seconds)
 {
 	signal(SIGALRM, SIG_DFL);
