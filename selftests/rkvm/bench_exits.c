@@ -138,6 +138,17 @@ static void bench_create(int rounds)
 	printf("bench create %d %llu\n", rounds, (unsigned long long)(total / rounds));
 }
 
+/* Slots 0..N-1 as R says (one page every other page from 4 GiB, or deleted). */
+static void set_slots(int vm_fd, struct kvm_userspace_memory_region *r, int n, const char *what)
+{
+	for (int i = 0; i < n; i++) {
+		r->slot = i;
+		r->guest_phys_addr = 0x100000000ull + i * 8192ull;
+		if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, r))
+			BAIL("%s slot %d", what, i);
+	}
+}
+
 /* Adding and deleting N one-page memslots (all over the same host page). */
 static void bench_slots(int n)
 {
@@ -149,20 +160,10 @@ static void bench_slots(int n)
 	if (page == MAP_FAILED)
 		BAIL("mmap");
 	t0 = now_ns();
-	for (int i = 0; i < n; i++) {
-		r.slot = i;
-		r.guest_phys_addr = 0x100000000ull + i * 8192ull;
-		if (ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &r))
-			BAIL("add slot %d", i);
-	}
+	set_slots(vm.fd, &r, n, "add");
 	t1 = now_ns();
 	r.memory_size = 0;
-	for (int i = 0; i < n; i++) {
-		r.slot = i;
-		r.guest_phys_addr = 0x100000000ull + i * 8192ull;
-		if (ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &r))
-			BAIL("delete slot %d", i);
-	}
+	set_slots(vm.fd, &r, n, "delete");
 	t2 = now_ns();
 	printf("bench slot_add_%d %d %llu\n", n, n, (unsigned long long)((t1 - t0) / n));
 	printf("bench slot_del_%d %d %llu\n", n, n, (unsigned long long)((t2 - t1) / n));
