@@ -9,7 +9,6 @@
 
 use super::asm::{self, VmxResult};
 use crate::sys::page::PhysPage;
-use core::marker::PhantomData;
 
 /// A 16-bit field.
 #[derive(Clone, Copy)]
@@ -157,8 +156,14 @@ pub(crate) const SEGS: [SegFields; 8] = [
 ];
 
 /// A vCPU's VMCS region.
+///
+/// # Invariants
+///
+/// When `clear` is set, the region is in the clear launch state and current on no CPU
+/// (every window ends with the VMCLEAR of [`Loaded`]'s drop).
 pub(crate) struct Vmcs {
     page: PhysPage,
+    clear: core::cell::Cell<bool>,
 }
 
 impl Vmcs {
@@ -166,21 +171,25 @@ impl Vmcs {
     pub(crate) fn new(revision: u32) -> kernel::error::Result<Self> {
         let page = PhysPage::new()?;
         page.write(0, u64::from(revision));
-        Ok(Self { page })
+        Ok(Self {
+            page,
+            clear: core::cell::Cell::new(false),
+        })
     }
 
-    /// Makes this VMCS current on this CPU (VMCLEAR first: the region may have been
-    /// current elsewhere, or never initialized) for the life of the result.
+    /// Makes this VMCS current on this CPU for the life of the result. A region that is
+    /// not known to be clear (never used, or its last VMCLEAR failed) is cleared first.
     pub(crate) fn load<'w>(&'w self, _on: &'w super::window::VmxOn<'_>) -> VmxResult<Loaded<'w>> {
         let phys = self.page.phys().0;
-        // SAFETY: `_on` proves VMX root operation; `phys` is this module's VMCS region.
-        unsafe { asm::vmclear(phys)? };
-        // SAFETY: As above; the region was just cleared and carries the revision id.
+        if !self.clear.get() {
+            // SAFETY: `_on` proves VMX root operation; `phys` is this module's VMCS region.
+            unsafe { asm::vmclear(phys)? };
+        }
+        self.clear.set(false);
+        // SAFETY: As above; the region is clear (the type's invariant, or the VMCLEAR
+        // above) and carries the revision id.
         unsafe { asm::vmptrld(phys)? };
-        Ok(Loaded {
-            phys,
-            _v: PhantomData,
-        })
+        Ok(Loaded { phys, vmcs: self })
     }
 }
 
@@ -188,7 +197,7 @@ impl Vmcs {
 /// are in memory and it is current nowhere once the window closes.
 pub(crate) struct Loaded<'w> {
     phys: u64,
-    _v: PhantomData<&'w Vmcs>,
+    vmcs: &'w Vmcs,
 }
 
 impl Loaded<'_> {
@@ -196,7 +205,7 @@ impl Loaded<'_> {
     fn rd(&self, enc: u32) -> u64 {
         // SAFETY: `self` proves a current VMCS (see the type's docs); an unsupported field
         // only fails, read as 0.
-        unsafe { asm::vmread(u64::from(enc)) }.unwrap_or(0)
+        unsafe { asm::vmread(u64::from(enc)) }
     }
 
     #[inline(always)]
@@ -236,7 +245,8 @@ impl Drop for Loaded<'_> {
     fn drop(&mut self) {
         // SAFETY: Still in VMX operation (the window borrows outlive this); clears the
         // VMCS this value made current.
-        let _ = unsafe { asm::vmclear(self.phys) };
+        let cleared = unsafe { asm::vmclear(self.phys) }.is_ok();
+        self.vmcs.clear.set(cleared);
     }
 }
 

@@ -10,6 +10,7 @@
 //! and left in [`VcpuState::events`] for the backend to write in its own format.
 
 use super::cpuid::BackendCpuidCaps;
+use super::msr_access::MsrEnv;
 use super::stats::VcpuCounters;
 use super::{exit::Exit, quirks::Quirks, state::VcpuState, uret, GuestFpu};
 use crate::sys::page::Hpa;
@@ -123,4 +124,24 @@ pub(crate) struct RunCtx<'a> {
     /// With KVM_CAP_ENFORCE_PV_FEATURE_CPUID: the guest's KVM_CPUID_FEATURES EAX (the
     /// paravirtual features hypercalls need).
     pub(crate) pv_features: Option<u32>,
+    /// The VM's IA32_ARCH_CAPABILITIES and whether the guest may read MSR_PLATFORM_INFO
+    /// (KVM_CAP_MSR_PLATFORM_INFO), for the MSRs a backend finishes during its run.
+    pub(crate) arch_capabilities: u64,
+    pub(crate) platform_info_readable: bool,
+}
+
+impl<'a> RunCtx<'a> {
+    /// What emulating the guest's RDMSR or WRMSR needs besides the vCPU state, with the
+    /// host TSC read now.
+    pub(crate) fn msr_env(&self) -> MsrEnv<'a> {
+        MsrEnv {
+            host_tsc: crate::sys::cpu::rdtsc(),
+            cpuid: self.cpuid,
+            arch_capabilities: self.arch_capabilities,
+            host_initiated: false,
+            platform_info_readable: self.platform_info_readable,
+            quirks: self.quirks,
+            pv_features: self.pv_features,
+        }
+    }
 }

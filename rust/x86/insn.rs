@@ -6,9 +6,11 @@
 //! finishes them in process context (SVM without next-RIP saving) share this code, so
 //! the guest sees the same thing on both.
 
+use super::backend::MsrAllow;
 use super::cpuid::{self, Runtime};
 use super::emulate::{gp, ud, Fault};
 use super::exit::{CrOp, Intercept};
+use super::msr_access::{self, MsrEnv};
 use super::quirks::Quirks;
 use super::state::VcpuState;
 use crate::uapi::kvm_cpuid_entry2;
@@ -118,6 +120,38 @@ pub(crate) fn hypercall(r: &mut impl Gprs, at: &At, env: &Env<'_>) -> Done {
     };
     r.set_gpr(RAX, ret);
     Done::Skip
+}
+
+/// RDMSR or WRMSR (`write`) finished where the registers are, during the backend's run,
+/// for the MSRs that allows: a read of any MSR whose value is in `s` throughout the run
+/// (the caller leaves out those it keeps in its own state or in the hardware), a write
+/// that changes nothing but its own field of `s` ([`msr_access::write_is_local`]).
+/// `None`: the generic MSR code finishes it after the run (the MSR filter denies it,
+/// the MSR is one it owns, or the access fails and KVM_CAP_X86_USER_SPACE_MSR may
+/// turn the #GP into an exit). Either way the guest sees the same result.
+pub(crate) fn msr(
+    r: &mut impl Gprs,
+    s: &mut VcpuState,
+    env: &MsrEnv<'_>,
+    filter: Option<&dyn MsrAllow>,
+    write: bool,
+) -> Option<Done> {
+    let m = r.gpr(RCX) as u32;
+    if filter.is_some_and(|f| !f.allowed(m, write)) {
+        return None;
+    }
+    if write {
+        if !msr_access::write_is_local(m) {
+            return None;
+        }
+        let v = (r.gpr(RDX) << 32) | (r.gpr(RAX) & 0xffff_ffff);
+        msr_access::set_msr(s, env, m, v).ok()?;
+    } else {
+        let v = msr_access::get_msr(s, env, m)?;
+        r.set_gpr(RAX, v & 0xffff_ffff);
+        r.set_gpr(RDX, v >> 32);
+    }
+    Some(Done::Skip)
 }
 
 /// MONITOR or MWAIT: a NOP as in KVM, unless the quirks say the guest may not use them.

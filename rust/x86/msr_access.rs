@@ -63,6 +63,27 @@ fn guest_has_lm_and_nx(env: &MsrEnv<'_>) -> (bool, bool) {
     (d & (1 << 29) != 0, d & (1 << 20) != 0)
 }
 
+/// MSRs whose guest writes change nothing but their own field of the vCPU state, a field
+/// no backend loads into the hardware and nothing else reads until the guest's next
+/// access or an ioctl: a backend may finish such a write during its run.
+pub(crate) fn write_is_local(m: u32) -> bool {
+    matches!(
+        m,
+        index::IA32_MISC_ENABLE
+            | index::IA32_MCG_STATUS
+            | index::IA32_UCODE_REV
+            | index::K7_HWCR
+            | index::MISC_FEATURES_ENABLES
+            | index::IA32_POWER_CTL
+            | index::MTRR_DEF_TYPE
+            | index::MTRR_PHYS_BASE0..=index::MTRR_PHYS_MASK7
+            | index::MTRR_FIX64K_00000
+            | index::MTRR_FIX16K_80000
+            | index::MTRR_FIX16K_A0000
+            | index::MTRR_FIX4K_C0000..=index::MTRR_FIX4K_F8000
+    ) || Mce::owns(m)
+}
+
 /// RDMSR; `None` for an MSR the guest does not have (#GP).
 pub(crate) fn get_msr(s: &VcpuState, env: &MsrEnv<'_>, m: u32) -> Option<u64> {
     let r = &s.msrs;

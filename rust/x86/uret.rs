@@ -35,8 +35,12 @@ impl Slot {
 
 #[derive(Default, Clone, Copy)]
 struct Values {
-    /// The host's value, read when the slot was first changed since the last return.
+    /// The host's value, read when the slot was first changed on this CPU (the kernel
+    /// writes these MSRs when it brings a CPU up, never afterwards; KVM reads them once
+    /// per CPU too).
     host: u64,
+    /// `host` was read.
+    host_known: bool,
     /// What the MSR holds now.
     curr: u64,
     /// Whether `curr` differs from `host`.
@@ -74,8 +78,11 @@ impl UserReturnMsrs {
         let mut vals = cpu.values.borrow(irq).ok_or(EBUSY)?;
         let v = vals.get_mut(slot.0).ok_or(EINVAL)?;
         let msr = SLOTS[slot.0 % SLOTS.len()];
-        if !v.dirty {
+        if !v.host_known {
             v.host = msr::read(msr)?;
+            v.host_known = true;
+        }
+        if !v.dirty {
             v.curr = v.host;
         }
         if v.curr == value {

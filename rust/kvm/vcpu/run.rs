@@ -216,6 +216,8 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
                 msr_filter_gen: *msr_filter_gen,
                 vm_msr_filter_gen: &vm.msr_filter_gen,
                 pv_features,
+                arch_capabilities: k.msrs.arch_capabilities,
+                platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
             };
             backend.run(&mut ctx)
         };

@@ -18,7 +18,22 @@ impl Core {
     ) -> Result<Option<Exit>> {
         let soft_exc_len = ctx.state.soft_exc_len;
         let ev = &mut ctx.state.events;
-        let w = |r: crate::vmx::asm::VmxResult| r.map_err(|_| EIO);
+        let windows =
+            proc1::INTR_WINDOW_EXITING | proc1::NMI_WINDOW_EXITING | proc1::MONITOR_TRAP_FLAG;
+        if ev.exception.is_none()
+            && ev.soft_interrupt.is_none()
+            && !ev.nmi_pending
+            && !ev.nmi_injected
+            && ev.interrupt.is_none()
+            && !ctx.request_irq_window
+            && !ctx.apic_window
+        {
+            // Nothing to deliver and no window to ask for (the common case): what the
+            // slow path below would write, without reading the guest's state.
+            let p1 = self.proc1 & !windows | proc1_extra;
+            set_ctl(v, vmcs::VM_ENTRY_INTR_INFO_FIELD, &mut self.entry_info, 0)?;
+            return set_ctl(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, &mut self.proc1, p1).map(|()| None);
+        }
         let rfl = v.rn(vmcs::GUEST_RFLAGS);
         let intr = v.r32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
         let shadow = intr & (BLOCK_STI | BLOCK_MOV_SS) != 0;
@@ -39,20 +54,15 @@ impl Core {
             if ctx.request_irq_window && ev.interrupt.is_none() && irq_ok {
                 return Ok(Some(Exit::IrqWindowOpen));
             }
-            let mut p1 = v.r32(vmcs::CPU_BASED_VM_EXEC_CONTROL)
-                & !(proc1::INTR_WINDOW_EXITING
-                    | proc1::NMI_WINDOW_EXITING
-                    | proc1::MONITOR_TRAP_FLAG)
-                | proc1_extra;
+            let mut p1 = self.proc1 & !windows | proc1_extra;
             if ev.interrupt.is_some() || ctx.request_irq_window || ctx.apic_window {
                 p1 |= proc1::INTR_WINDOW_EXITING;
             }
             if ev.nmi_pending {
                 p1 |= proc1::NMI_WINDOW_EXITING;
             }
-            w(v.w32(vmcs::VM_ENTRY_INTR_INFO_FIELD, 0))?;
-            w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
-            return Ok(None);
+            set_ctl(v, vmcs::VM_ENTRY_INTR_INFO_FIELD, &mut self.entry_info, 0)?;
+            return set_ctl(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, &mut self.proc1, p1).map(|()| None);
         }
         let mut want_irq_window = ctx.apic_window;
         let mut want_nmi_window = false;
@@ -100,18 +110,20 @@ impl Core {
             }
             want_irq_window = true;
         }
-        w(v.w32(vmcs::VM_ENTRY_INTR_INFO_FIELD, info))?;
-        let mut p1 = v.r32(vmcs::CPU_BASED_VM_EXEC_CONTROL)
-            & !(proc1::INTR_WINDOW_EXITING | proc1::NMI_WINDOW_EXITING | proc1::MONITOR_TRAP_FLAG)
-            | proc1_extra;
+        set_ctl(
+            v,
+            vmcs::VM_ENTRY_INTR_INFO_FIELD,
+            &mut self.entry_info,
+            info,
+        )?;
+        let mut p1 = self.proc1 & !windows | proc1_extra;
         if want_irq_window {
             p1 |= proc1::INTR_WINDOW_EXITING;
         }
         if want_nmi_window {
             p1 |= proc1::NMI_WINDOW_EXITING;
         }
-        w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
-        Ok(None)
+        set_ctl(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, &mut self.proc1, p1).map(|()| None)
     }
 
     /// Puts an event whose delivery an exit interrupted back in the queue.

@@ -15,6 +15,9 @@ impl Core {
         ctx: &mut RunCtx<'_>,
     ) -> Result<Option<Exit>> {
         let full = v.r32(vmcs::VM_EXIT_REASON);
+        // A VM exit clears the valid bit of the VM-entry interruption information: the
+        // field needs no write until the next injection. Not assumed after a failed entry.
+        self.entry_info = if full & (1 << 31) == 0 { 0 } else { u32::MAX };
         let reason = full & 0xffff;
         let len = v.r32(vmcs::VM_EXIT_INSTRUCTION_LEN);
         let insn_len = len.min(15) as u8;
@@ -34,6 +37,8 @@ impl Core {
         }
         let qual = v.rn(vmcs::EXIT_QUALIFICATION);
         let env = Self::env(ctx);
+        let msr = matches!(reason, reason::MSR_READ | reason::MSR_WRITE)
+            .then(|| (ctx.msr_env(), ctx.msr_filter));
         let s = &mut *ctx.state;
         match reason {
             reason::EXCEPTION_NMI => {
@@ -136,7 +141,7 @@ impl Core {
                 Ok(None)
             }
             reason::CPUID => {
-                let at = self.at(v);
+                let at = self.at(v, s);
                 let done = insn::cpuid(&mut self.gprs, s, &at, &env);
                 self.finish(v, s, done, len)
             }
@@ -173,7 +178,7 @@ impl Core {
             }
             reason::VMCALL => {
                 ctx.stats.inc(st::HYPERCALLS);
-                let at = self.at(v);
+                let at = self.at(v, s);
                 let done = insn::hypercall(&mut self.gprs, &at, &env);
                 self.finish(v, s, done, len)
             }
@@ -182,13 +187,13 @@ impl Core {
                 Ok(None)
             }
             reason::MWAIT | reason::MONITOR => {
-                let at = self.at(v);
+                let at = self.at(v, s);
                 let done = insn::monitor_mwait(s, &at, &env);
                 self.finish(v, s, done, len)
             }
             reason::RDTSCP | reason::INVPCID => Ok(Some(Exit::Unhandled { reason, qual })),
             reason::XSETBV => {
-                let at = self.at(v);
+                let at = self.at(v, s);
                 let done = insn::xsetbv(&self.gprs, s, &at, &env);
                 if let insn::Done::Skip = done {
                     // SAFETY: `insn::xsetbv` accepted the value: a valid XCR0 within the
@@ -244,8 +249,21 @@ impl Core {
                     insn_len,
                 }))
             }
-            reason::MSR_READ => Ok(Some(Exit::Rdmsr { insn_len })),
-            reason::MSR_WRITE => Ok(Some(Exit::Wrmsr { insn_len })),
+            reason::MSR_READ | reason::MSR_WRITE => {
+                let write = reason == reason::MSR_WRITE;
+                let m = self.gprs.r[reg::RCX] as u32;
+                let done = match msr {
+                    Some((menv, filter)) if !Self::holds_msr(m) => {
+                        insn::msr(&mut self.gprs, s, &menv, filter, write)
+                    }
+                    _ => None,
+                };
+                match done {
+                    Some(done) => self.finish(v, s, done, len),
+                    None if write => Ok(Some(Exit::Wrmsr { insn_len })),
+                    None => Ok(Some(Exit::Rdmsr { insn_len })),
+                }
+            }
             reason::MONITOR_TRAP_FLAG => Ok(Some(Exit::Debug {
                 exception: u32::from(DB_VECTOR),
                 dr6: 0xffff_4ff0,
@@ -270,13 +288,31 @@ impl Core {
 
 impl Core {
     /// The guest's mode, for the instructions of [`insn`].
-    fn at(&self, v: &Loaded<'_>) -> insn::At {
+    /// `s` holds the guest's CR0 and CR4 during the window (see `save_guest`).
+    fn at(&self, v: &Loaded<'_>, s: &VcpuState) -> insn::At {
         insn::At {
             cpl: (v.r16(vmcs::GUEST_SS_SELECTOR) & 3) as u8,
-            cr4: v.rn(vmcs::CR4_READ_SHADOW),
-            protected: v.rn(vmcs::CR0_READ_SHADOW) & cr0::PE != 0,
+            cr4: s.cr4,
+            protected: s.cr0 & cr0::PE != 0,
             long_cs: v.r32(vmcs::GUEST_CS_AR_BYTES) & (1 << 13) != 0,
         }
+    }
+
+    /// MSRs whose guest value is in the VMCS or in the hardware during the window, not in
+    /// the vCPU state: the generic code reads them once the window has saved them.
+    fn holds_msr(m: u32) -> bool {
+        matches!(
+            m,
+            index::EFER
+                | index::IA32_CR_PAT
+                | index::IA32_DEBUGCTL
+                | index::IA32_SYSENTER_CS
+                | index::IA32_SYSENTER_ESP
+                | index::IA32_SYSENTER_EIP
+                | index::FS_BASE
+                | index::GS_BASE
+                | index::KERNEL_GS_BASE
+        )
     }
 
     fn env<'a>(ctx: &RunCtx<'a>) -> insn::Env<'a> {

@@ -91,7 +91,10 @@ impl Core {
         Ok(())
     }
 
-    /// Reads the whole guest state back.
+    /// Reads back the guest state the guest can change without an exit rkvm sees in
+    /// process context. What only rkvm writes stays as loaded: the CR0 and CR4 read
+    /// shadows (every bit but CR0.TS is rkvm's, so the guest's writes exit), EFER, PAT and
+    /// DEBUGCTL (their WRMSRs always exit).
     pub(super) fn save_guest(
         &self,
         v: &Loaded<'_>,
@@ -117,17 +120,12 @@ impl Core {
         s.gdt.limit = v.r32(vmcs::GUEST_GDTR_LIMIT) as u16;
         s.idt.base = v.rn(vmcs::GUEST_IDTR_BASE);
         s.idt.limit = v.r32(vmcs::GUEST_IDTR_LIMIT) as u16;
-        // CR0.TS is the guest's own; the rest comes from the read shadow.
-        let shadow = v.rn(vmcs::CR0_READ_SHADOW);
-        s.cr0 = shadow & !cr0::TS | v.rn(vmcs::GUEST_CR0) & cr0::TS;
-        s.cr4 = v.rn(vmcs::CR4_READ_SHADOW);
+        // CR0.TS is the guest's own; the rest is the read shadow, loaded from `s.cr0`.
+        s.cr0 = s.cr0 & !cr0::TS | v.rn(vmcs::GUEST_CR0) & cr0::TS;
         if rmode.is_none() || s.paging() {
             s.cr3 = v.rn(vmcs::GUEST_CR3);
         }
         s.dr7 = v.rn(vmcs::GUEST_DR7);
-        s.efer = v.r64(vmcs::GUEST_IA32_EFER);
-        s.msrs.pat = v.r64(vmcs::GUEST_IA32_PAT);
-        s.msrs.debugctl = v.r64(vmcs::GUEST_IA32_DEBUGCTL);
         s.msrs.sysenter_cs = u64::from(v.r32(vmcs::GUEST_SYSENTER_CS));
         s.msrs.sysenter_esp = v.rn(vmcs::GUEST_SYSENTER_ESP);
         s.msrs.sysenter_eip = v.rn(vmcs::GUEST_SYSENTER_EIP);

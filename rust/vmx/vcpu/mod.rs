@@ -174,6 +174,28 @@ struct Core {
     /// The VM this vCPU belongs to, as last seen (for the per-CPU IBPB tag).
     vm_tag: super::spec::VmTag,
     gprs: Gprs,
+    /// The host state the VMCS holds (see `write_host_state`).
+    host: HostState,
+    /// What the VMCS holds in its primary processor-based and pin-based controls and in
+    /// the VM-entry interruption-information field (`u32::MAX`: not known), so that
+    /// each is written only when it changes.
+    proc1: u32,
+    pin: u32,
+    entry_info: u32,
+}
+
+/// The host-state values last written to a vCPU's VMCS that can differ between windows;
+/// `cpu` is the CPU whose per-CPU values it holds (-1: none known).
+#[derive(Clone, Copy)]
+struct HostState {
+    cpu: i32,
+    cr3: u64,
+    cr4: u64,
+    ds: u16,
+    es: u16,
+    fs: u16,
+    gs: u16,
+    fs_base: u64,
 }
 
 /// MSRs the guest reads and writes without exits: their values live in the VMCS guest
@@ -186,6 +208,16 @@ const PASSTHROUGH_MSRS: [u32; 6] = [
     index::IA32_SYSENTER_ESP,
     index::IA32_SYSENTER_EIP,
 ];
+
+/// Writes a 32-bit control field unless `cache`, what the VMCS holds, is `value` already.
+fn set_ctl(v: &Loaded<'_>, f: vmcs::F32, cache: &mut u32, value: u32) -> Result {
+    if *cache != value {
+        *cache = u32::MAX;
+        v.w32(f, value).map_err(|_| EIO)?;
+        *cache = value;
+    }
+    Ok(())
+}
 
 fn bitmap_clear(bm: &PhysPage, base_byte: usize, bit: usize) {
     bitmap_set_to(bm, base_byte, bit, false);
@@ -238,6 +270,19 @@ impl VmxVcpu {
                 mce_pending: false,
                 vm_tag: 0,
                 gprs: Gprs::default(),
+                proc1: u32::MAX,
+                pin: u32::MAX,
+                entry_info: u32::MAX,
+                host: HostState {
+                    cpu: -1,
+                    cr3: 0,
+                    cr4: 0,
+                    ds: 0,
+                    es: 0,
+                    fs: 0,
+                    gs: 0,
+                    fs_base: 0,
+                },
             },
         })
     }
@@ -291,11 +336,9 @@ impl Core {
             | proc1::USE_MSR_BITMAPS
             | proc1::ACTIVATE_SECONDARY_CONTROLS;
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
-        w(v.w32(
-            vmcs::PIN_BASED_VM_EXEC_CONTROL,
-            c.pin & !(pin::PREEMPTION_TIMER | pin::POSTED_INTR),
-        ))?;
-        w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, proc1))?;
+        let pin_ctl = c.pin & !(pin::PREEMPTION_TIMER | pin::POSTED_INTR);
+        set_ctl(v, vmcs::PIN_BASED_VM_EXEC_CONTROL, &mut self.pin, pin_ctl)?;
+        set_ctl(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, &mut self.proc1, proc1)?;
         w(v.w32(vmcs::SECONDARY_VM_EXEC_CONTROL, proc2))?;
         w(v.w32(vmcs::VM_EXIT_CONTROLS, c.exit & !exit::ACK_INTR_ON_EXIT))?;
         w(v.w32(vmcs::VM_ENTRY_CONTROLS, c.entry & !entry::IA32E_MODE))?;
@@ -316,7 +359,7 @@ impl Core {
         w(v.w32(vmcs::VM_EXIT_MSR_STORE_COUNT, 0))?;
         w(v.w32(vmcs::VM_EXIT_MSR_LOAD_COUNT, 0))?;
         w(v.w32(vmcs::VM_ENTRY_MSR_LOAD_COUNT, 0))?;
-        w(v.w32(vmcs::VM_ENTRY_INTR_INFO_FIELD, 0))?;
+        set_ctl(v, vmcs::VM_ENTRY_INTR_INFO_FIELD, &mut self.entry_info, 0)?;
         // Every CR0/CR4 bit except CR0.TS is owned by rkvm: writes exit, reads see the
         // guest's value through the read shadow.
         w(v.wn(vmcs::CR0_GUEST_HOST_MASK, !cr0::TS))?;
@@ -329,43 +372,76 @@ impl Core {
         Ok(())
     }
 
-    /// Host state of this CPU and this window.
-    fn write_host_state(v: &Loaded<'_>, segs: &ffi::rkvm_host_segs) -> Result {
+    /// Host state for this window. The VMCS keeps what was written to it across
+    /// windows (VMCLEAR saves it with the rest), so only what differs from the last
+    /// window's values is written: everything when the vCPU last ran on another CPU
+    /// (the descriptor tables, the TSS, the per-CPU GS base and SYSENTER stack are that
+    /// CPU's), otherwise the task's and the moment's values (CR3, CR4, the data
+    /// selectors, the FS base) when they changed.
+    fn write_host_state(&mut self, v: &Loaded<'_>, segs: &ffi::rkvm_host_segs) -> Result {
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
-        let sel = regs::selectors();
         let clean = |s: u16| if s & 7 == 0 { s } else { 0 };
-        w(v.wn(vmcs::HOST_CR0, regs::cr0()))?;
-        w(v.wn(vmcs::HOST_CR3, regs::cr3()))?;
-        w(v.wn(vmcs::HOST_CR4, regs::cr4()))?;
-        w(v.w16(vmcs::HOST_CS_SELECTOR, sel.cs))?;
-        w(v.w16(vmcs::HOST_SS_SELECTOR, clean(sel.ss)))?;
-        w(v.w16(vmcs::HOST_DS_SELECTOR, clean(segs.ds)))?;
-        w(v.w16(vmcs::HOST_ES_SELECTOR, clean(segs.es)))?;
-        w(v.w16(vmcs::HOST_FS_SELECTOR, clean(segs.fs)))?;
-        w(v.w16(vmcs::HOST_GS_SELECTOR, clean(segs.gs)))?;
-        w(v.w16(vmcs::HOST_TR_SELECTOR, sel.tr))?;
-        w(v.wn(vmcs::HOST_FS_BASE, segs.fs_base))?;
-        w(v.wn(vmcs::HOST_GS_BASE, msr::read(index::GS_BASE).unwrap_or(0)))?;
-        w(v.wn(vmcs::HOST_TR_BASE, regs::tss_base()))?;
-        w(v.wn(vmcs::HOST_GDTR_BASE, regs::gdtr().base))?;
-        w(v.wn(vmcs::HOST_IDTR_BASE, regs::idtr().base))?;
-        w(v.w32(
-            vmcs::HOST_IA32_SYSENTER_CS,
-            msr::read(index::IA32_SYSENTER_CS).unwrap_or(0) as u32,
-        ))?;
-        w(v.wn(
-            vmcs::HOST_IA32_SYSENTER_ESP,
-            msr::read(index::IA32_SYSENTER_ESP).unwrap_or(0),
-        ))?;
-        w(v.wn(
-            vmcs::HOST_IA32_SYSENTER_EIP,
-            msr::read(index::IA32_SYSENTER_EIP).unwrap_or(0),
-        ))?;
-        w(v.w64(vmcs::HOST_IA32_EFER, msr::read(index::EFER).unwrap_or(0)))?;
-        w(v.w64(
-            vmcs::HOST_IA32_PAT,
-            msr::read(index::IA32_CR_PAT).unwrap_or(0),
-        ))?;
+        let now = HostState {
+            cpu: cpu::this_cpu() as i32,
+            cr3: regs::cr3(),
+            cr4: regs::cr4(),
+            ds: clean(segs.ds),
+            es: clean(segs.es),
+            fs: clean(segs.fs),
+            gs: clean(segs.gs),
+            fs_base: segs.fs_base,
+        };
+        let old = core::mem::replace(&mut self.host, now);
+        let all = old.cpu != now.cpu;
+        if all {
+            // Not known to hold this CPU's values: forget them until every write below
+            // succeeded.
+            self.host.cpu = -1;
+            let sel = regs::selectors();
+            w(v.wn(vmcs::HOST_CR0, regs::cr0()))?;
+            w(v.w16(vmcs::HOST_CS_SELECTOR, sel.cs))?;
+            w(v.w16(vmcs::HOST_SS_SELECTOR, clean(sel.ss)))?;
+            w(v.w16(vmcs::HOST_TR_SELECTOR, sel.tr))?;
+            w(v.wn(vmcs::HOST_GS_BASE, msr::read(index::GS_BASE).unwrap_or(0)))?;
+            w(v.wn(vmcs::HOST_TR_BASE, regs::tss_base()))?;
+            w(v.wn(vmcs::HOST_GDTR_BASE, regs::gdtr().base))?;
+            w(v.wn(vmcs::HOST_IDTR_BASE, regs::idtr().base))?;
+            for (f, m) in [
+                (vmcs::HOST_IA32_SYSENTER_ESP, index::IA32_SYSENTER_ESP),
+                (vmcs::HOST_IA32_SYSENTER_EIP, index::IA32_SYSENTER_EIP),
+            ] {
+                w(v.wn(f, msr::read(m).unwrap_or(0)))?;
+            }
+            w(v.w32(
+                vmcs::HOST_IA32_SYSENTER_CS,
+                msr::read(index::IA32_SYSENTER_CS).unwrap_or(0) as u32,
+            ))?;
+            w(v.w64(vmcs::HOST_IA32_EFER, msr::read(index::EFER).unwrap_or(0)))?;
+            w(v.w64(
+                vmcs::HOST_IA32_PAT,
+                msr::read(index::IA32_CR_PAT).unwrap_or(0),
+            ))?;
+        }
+        if all || old.cr3 != now.cr3 {
+            w(v.wn(vmcs::HOST_CR3, now.cr3))?;
+        }
+        if all || old.cr4 != now.cr4 {
+            w(v.wn(vmcs::HOST_CR4, now.cr4))?;
+        }
+        for (f, o, n) in [
+            (vmcs::HOST_DS_SELECTOR, old.ds, now.ds),
+            (vmcs::HOST_ES_SELECTOR, old.es, now.es),
+            (vmcs::HOST_FS_SELECTOR, old.fs, now.fs),
+            (vmcs::HOST_GS_SELECTOR, old.gs, now.gs),
+        ] {
+            if all || o != n {
+                w(v.w16(f, n))?;
+            }
+        }
+        if all || old.fs_base != now.fs_base {
+            w(v.wn(vmcs::HOST_FS_BASE, now.fs_base))?;
+        }
+        self.host.cpu = now.cpu;
         Ok(())
     }
 
@@ -466,7 +542,7 @@ impl Core {
         if !self.setup_done {
             self.setup(&v, self.vmx)?;
         }
-        Self::write_host_state(&v, segs)?;
+        self.write_host_state(&v, segs)?;
         if ctx.state.dirty {
             Self::load_guest(&v, self.vmx, ctx.state, ctx.rmode)?;
             ctx.state.dirty = false;
@@ -483,13 +559,13 @@ impl Core {
         // Without unrestricted guest and without guest paging, CR3 is the identity map:
         // the guest's own CR3 reads and writes go through rkvm.
         let cr3_exits = proc1::CR3_LOAD_EXITING | proc1::CR3_STORE_EXITING;
-        let mut p1 = v.r32(vmcs::CPU_BASED_VM_EXEC_CONTROL) & !cr3_exits;
+        let mut p1 = self.proc1 & !cr3_exits;
         if (ctx.rmode.is_some() && !ctx.state.paging())
             || self.vmx.config.proc1 & cr3_exits == cr3_exits
         {
             p1 |= cr3_exits & self.vmx.config.proc1 | cr3_exits;
         }
-        w(v.w32(vmcs::CPU_BASED_VM_EXEC_CONTROL, p1))?;
+        set_ctl(&v, vmcs::CPU_BASED_VM_EXEC_CONTROL, &mut self.proc1, p1)?;
         // XSAVES and XRSTORS only for a guest whose CPUID offers them (#UD otherwise, as
         // KVM).
         let xsaves = self.vmx.xsaves && cpuid::guest_has_xsaves(ctx.cpuid);
@@ -535,15 +611,19 @@ impl Core {
         }
         w(v.w32(vmcs::EXCEPTION_BITMAP, exc_bitmap))?;
 
-        // The guest's MSRs that the CPU does not switch.
+        // The guest's MSRs that the CPU does not switch. The SYSCALL ones matter only
+        // to a guest in long mode with SYSCALL enabled (an Intel CPU has SYSCALL in
+        // 64-bit mode alone), as KVM loads them; their RDMSR and WRMSR always exit.
         let s = &ctx.state.msrs;
-        for (m, val) in [
+        let syscall = ctx.state.long_mode() && ctx.state.efer & state::efer::SCE != 0;
+        let uret_msrs = [
+            (index::TSC_AUX, s.tsc_aux),
             (index::STAR, s.star),
             (index::LSTAR, s.lstar),
             (index::CSTAR, s.cstar),
             (index::SYSCALL_MASK, s.sfmask),
-            (index::TSC_AUX, s.tsc_aux),
-        ] {
+        ];
+        for (m, val) in uret_msrs.into_iter().take(if syscall { 5 } else { 1 }) {
             if let Some(slot) = uret::Slot::of(m) {
                 // TSC_AUX may be absent on the host; then the guest has no RDTSCP either.
                 let _ = ctx.uret.set(slot, val, irq);
@@ -673,14 +753,14 @@ impl Core {
     /// froze the whole machine, once with a guest that never exited and once with one
     /// looping on CPUID exits (each handled inside the window).
     fn arm_preemption_timer(
-        &self,
+        &mut self,
         v: &Loaded<'_>,
         ctx: &RunCtx<'_>,
         window_end: u64,
     ) -> Result<bool> {
         let has = self.vmx.config.pin & pin::PREEMPTION_TIMER != 0;
         let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
-        let mut p = v.r32(vmcs::PIN_BASED_VM_EXEC_CONTROL) & !pin::PREEMPTION_TIMER;
+        let mut p = self.pin & !pin::PREEMPTION_TIMER;
         let now = cpu::rdtsc();
         if now >= window_end {
             return Ok(false);
@@ -698,7 +778,7 @@ impl Core {
             w(v.w32(vmcs::VMX_PREEMPTION_TIMER_VALUE, ticks))?;
             p |= pin::PREEMPTION_TIMER;
         }
-        w(v.w32(vmcs::PIN_BASED_VM_EXEC_CONTROL, p))?;
+        set_ctl(v, vmcs::PIN_BASED_VM_EXEC_CONTROL, &mut self.pin, p)?;
         Ok(true)
     }
 
