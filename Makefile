@@ -32,7 +32,7 @@ SELFTESTS := $(CURDIR)/selftests/rkvm
 # Shell tests (module lifecycle) come last: they unload and reload the hypervisor. After
 # them, the tests whose bug would break the whole machine (host_memory: a guest writing
 # the host's zero page; fpu_mxcsr: an XRSTOR fault in the VMX window).
-TESTS ?= realmode_io sys_ioctls msr_lists cpuid_protocol protected_mode long_mode mmio \
+TESTS ?= realmode_io exit_state sys_ioctls msr_lists cpuid_protocol protected_mode long_mode mmio \
 	memslots pre_fault dirty_log dirty_ring triple_fault fail_entry signals cpuid_guest msrs msr_exits msr_filter platform_info \
 	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic apic_bus quirks hypercall steal_time kvmclock mce kvm_vfio xsaves one_reg tsc_sync tsc_khz irqchip pit \
 	binary_stats guest_dr guest_debug ioctl_errors dirty_log_scale mmu_shrink page_idle memcg_account \
@@ -47,7 +47,7 @@ SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entr
 # QEMU's firmware (tools/bench/vmm.sh). VMM_TESTS= skips the leg.
 VMM_TESTS ?= vmm_rkvm_run vmm_qemu
 # On an Intel CPU with EPT but without unrestricted guest (real mode through vm86).
-NOUG_TESTS ?= realmode_io
+NOUG_TESTS ?= realmode_io exit_state
 # On the debug kernel (KASAN, lockdep, kmemleak, UBSAN, Rust overflow checks), rkvm only;
 # a splat in the kernel log fails the test that was running. DEBUG_TESTS= skips the leg.
 # fuzz_ioctl runs only here: in 2 of 5 runs of the main suite under Bochs its fixed-seed

@@ -66,6 +66,12 @@ pub(crate) trait VcpuOps: Send {
     /// Runs the guest from `ctx.state` until an exit the backend cannot finish, and leaves
     /// the guest's state in `ctx.state` (`vcpu_run`).
     fn run(&mut self, ctx: &mut RunCtx<'_>) -> Result<Exit>;
+    /// Brings the fields [`VcpuState::lazy`] marks stale up to date, and clears it.
+    /// `EBUSY` when the hardware is out of reach (another hypervisor holds VMX on this
+    /// CPU); the state then stays as it is.
+    fn sync(&mut self, _state: &mut VcpuState) -> Result {
+        Ok(())
+    }
     /// Gives back what the vCPU holds of the backend's shared resources (VPID, ASID) when
     /// its VM goes (`vcpu_free`).
     fn release(&self);
@@ -98,6 +104,8 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) state: &'a mut VcpuState,
     pub(crate) fpu: &'a mut GuestFpu,
     pub(crate) cpuid: &'a [kvm_cpuid_entry2],
+    /// What the backend's controls follow in `cpuid`.
+    pub(crate) guest_caps: super::cpuid::GuestCaps,
     pub(crate) stats: &'a VcpuCounters,
     /// This CPU's id while the guest may run, -1 otherwise (for kicks).
     pub(crate) running_cpu: &'a AtomicI32,

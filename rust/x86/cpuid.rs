@@ -468,6 +468,30 @@ pub(crate) fn guest_has_xsaves(table: &[kvm_cpuid_entry2]) -> bool {
     find(table, 0xd, 1).is_some_and(|e| e.eax & LEAFD1_EAX_XSAVES != 0)
 }
 
+/// Whether the guest's CPUID offers RDTSCP (leaf 0x8000_0001 EDX[27]) or RDPID (leaf 7
+/// ECX[22]), the two instructions that read IA32_TSC_AUX.
+pub(crate) fn guest_has_rdtscp_or_rdpid(table: &[kvm_cpuid_entry2]) -> bool {
+    find(table, 0x8000_0001, 0).is_some_and(|e| e.edx & (1 << 27) != 0)
+        || find(table, 7, 0).is_some_and(|e| e.ecx & (1 << 22) != 0)
+}
+
+/// What a backend's controls follow in the guest's CPUID, worked out once per
+/// KVM_SET_CPUID2 rather than at every entry.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct GuestCaps {
+    pub(crate) xsaves: bool,
+    pub(crate) rdtscp_or_rdpid: bool,
+}
+
+impl GuestCaps {
+    pub(crate) fn of(table: &[kvm_cpuid_entry2]) -> Self {
+        Self {
+            xsaves: guest_has_xsaves(table),
+            rdtscp_or_rdpid: guest_has_rdtscp_or_rdpid(table),
+        }
+    }
+}
+
 /// The XCR0 bits the guest's CPUID allows (leaf 0xD), within what rkvm supports.
 pub(crate) fn guest_supported_xcr0(table: &[kvm_cpuid_entry2]) -> u64 {
     find(table, 0xd, 0).map_or(1, |e| {

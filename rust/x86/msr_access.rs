@@ -46,10 +46,7 @@ impl MsrEnv<'_> {
 /// Whether the guest has IA32_TSC_AUX: its CPUID offers RDTSCP or RDPID (userspace may
 /// always reach it, as with KVM).
 fn guest_has_tsc_aux(env: &MsrEnv<'_>) -> bool {
-    let rt = super::cpuid::Runtime::FEATURES;
-    let [_, _, _, d] = super::cpuid::guest_cpuid(env.cpuid, 0x8000_0001, 0, rt);
-    let [_, _, c7, _] = super::cpuid::guest_cpuid(env.cpuid, 7, 0, rt);
-    env.host_initiated || d & (1 << 27) != 0 || c7 & (1 << 22) != 0
+    env.host_initiated || super::cpuid::guest_has_rdtscp_or_rdpid(env.cpuid)
 }
 
 /// Whether the guest's CPUID offers XSAVES, which brings IA32_XSS.

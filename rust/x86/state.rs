@@ -275,6 +275,13 @@ pub(crate) struct VcpuState {
     pub(crate) mp_state: u32,
     /// Set when an ioctl changed the state: the next window reloads it all.
     pub(crate) dirty: bool,
+    /// The backend still holds the guest's system state, and these fields are stale:
+    /// the segment registers but CS, the descriptor tables, CR3, CR0.TS, the SYSENTER
+    /// MSRs and the PDPTRs. RIP, RSP, RFLAGS, the general registers, CR2, CS, DR7 and
+    /// the event state are current. A backend leaves it so after an exit whose
+    /// handling needs no more (an IN or OUT); code that reads or writes a stale field
+    /// calls [`super::backend::VcpuOps::sync`] first.
+    pub(crate) lazy: bool,
     /// Instruction length of the last #BP exit or software event cut off by an exit: what
     /// an injected #BP/#OF returns past (KVM's `event_exit_inst_len`; 0 until then).
     pub(crate) soft_exc_len: u8,
@@ -342,6 +349,7 @@ impl VcpuState {
             events: Events::default(),
             mp_state: crate::uapi::KVM_MP_STATE_RUNNABLE,
             dirty: true,
+            lazy: false,
             soft_exc_len: 0,
         }
     }

@@ -100,6 +100,8 @@ pub(crate) struct VcpuInner {
     /// The instruction decoder's context (the seed's emulator cache object).
     emu: KmemBox<crate::x86::EmulateCtxt>,
     cpuid: KVec<kvm_cpuid_entry2>,
+    /// What the backend follows in `cpuid` (set with it).
+    guest_caps: crate::x86::cpuid::GuestCaps,
     pending: Pending,
     guest_debug: u32,
     /// KVM_SET_GUEST_DEBUG's DR0-DR3 and DR7 (used with KVM_GUESTDBG_USE_HW_BP).
@@ -215,6 +217,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 fpu: fpu_area,
                 emu: k.arch.emulator_cache.alloc_value(crate::x86::EmulateCtxt::default())?,
                 cpuid: KVec::new(),
+                guest_caps: Default::default(),
                 pending: Pending::None,
                 guest_debug: 0,
                 debug_dr: [0; 8],
@@ -326,6 +329,17 @@ pub(crate) fn sched_out(ctx: *mut c_void) {
     vcpu.stats.inc(st::PREEMPTION_OTHER);
 }
 
+impl VcpuInner {
+    /// Brings the whole state up to date when the backend left part of it behind
+    /// ([`VcpuState::lazy`]).
+    fn sync_state(&mut self) -> Result {
+        if self.state.lazy {
+            self.backend.sync(&mut self.state)?;
+        }
+        Ok(())
+    }
+}
+
 impl Vcpu {
     /// Frees backend resources (VPID, ASID); the VM calls this when it goes.
     pub(crate) fn release(&self) {
@@ -396,6 +410,11 @@ impl AnonFile for VcpuFile {
         let vcpu = &*this.vcpu;
         let mut inner = vcpu.inner.lock();
         let g = &mut *inner;
+        // Only KVM_RUN and the general registers make do with the state a backend keeps
+        // current after an IN or OUT (`VcpuState::lazy`); everything else sees it all.
+        if !matches!(cmd, RKVM_KVM_RUN | RKVM_KVM_GET_REGS | RKVM_KVM_SET_REGS) {
+            g.sync_state()?;
+        }
         match cmd {
             RKVM_KVM_RUN => {
                 if arg != 0 {

@@ -374,6 +374,7 @@ pub(super) fn set_cpuid_table(
         v.push(*e, GFP_KERNEL_ACCOUNT)?;
     }
     g.cpuid = v;
+    g.guest_caps = crate::x86::cpuid::GuestCaps::of(&g.cpuid);
     if let Some(a) = g.lapic.as_mut() {
         let ecx = g
             .cpuid
@@ -387,12 +388,16 @@ pub(super) fn set_cpuid_table(
 
 const SYNC: usize = offset_of!(kvm_run, s);
 
-pub(super) fn sync_regs_out(vcpu: &Vcpu, g: &VcpuInner, valid: u64) {
+pub(super) fn sync_regs_out(vcpu: &Vcpu, g: &mut VcpuInner, valid: u64) {
+    let sregs = valid & u64::from(KVM_SYNC_X86_SREGS) != 0;
+    // Without the backend's state the segments cannot be shown (KVM_RUN's own result,
+    // EBUSY, says why); the rest can.
+    let sregs = sregs && g.sync_state().is_ok();
     let s = &g.state;
     if valid & u64::from(KVM_SYNC_X86_REGS) != 0 {
         vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, regs), &s.regs);
     }
-    if valid & u64::from(KVM_SYNC_X86_SREGS) != 0 {
+    if sregs {
         vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, sregs), &get_sregs(s));
     }
     if valid & u64::from(KVM_SYNC_X86_EVENTS) != 0 {
@@ -412,6 +417,7 @@ pub(super) fn sync_regs_in(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner, dirty: u64) 
         set_regs(&mut g.state, &r);
     }
     if dirty & u64::from(KVM_SYNC_X86_SREGS) != 0 {
+        g.sync_state()?;
         let s: kvm_sregs = read_run(vcpu, SYNC + offset_of!(kvm_sync_regs, sregs))?;
         set_sregs(vm, g, &s)?;
         apic_changed(vcpu, g);

@@ -155,6 +155,7 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             Some(host_tsc().saturating_add(g.state.tsc_rate.host_cycles(cycles, host_khz)))
         });
         if rmode.is_some() && !g.state.protected() {
+            g.sync_state()?;
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
         sync_to_vapic(vm, vcpu, g);
@@ -183,6 +184,7 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
                 backend,
                 fpu,
                 cpuid,
+                guest_caps,
                 guest_debug,
                 debug_dr,
                 msr_filter,
@@ -202,6 +204,7 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
                 state,
                 fpu,
                 cpuid,
+                guest_caps: *guest_caps,
                 stats: &vcpu.stats,
                 running_cpu: &vcpu.running_cpu,
                 kick: &vcpu.kick,

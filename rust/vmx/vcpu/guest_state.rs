@@ -91,52 +91,19 @@ impl Core {
         Ok(())
     }
 
-    /// Reads back the guest state the guest can change without an exit rkvm sees in
-    /// process context. What only rkvm writes stays as loaded: the CR0 and CR4 read
-    /// shadows (every bit but CR0.TS is rkvm's, so the guest's writes exit), EFER, PAT and
-    /// DEBUGCTL (their WRMSRs always exit).
-    pub(super) fn save_guest(
+    /// Reads back the part of the guest state that stays current even when the rest is
+    /// left in the VMCS ([`VcpuState::lazy`]): RIP, RSP, RFLAGS, CS and the
+    /// interruptibility state, DR7.
+    pub(super) fn save_current(
         &self,
         v: &Loaded<'_>,
         s: &mut VcpuState,
         rmode: Option<crate::x86::backend::RmodeAddrs>,
     ) {
         let vm86 = vm86_mode(rmode, s);
-        for (i, (f, seg)) in vmcs::SEGS.iter().zip(s.segs.iter_mut()).enumerate() {
-            if vm86 {
-                // Real mode changes only selectors and bases; TR and LDTR not at all.
-                if i < 6 {
-                    seg.selector = v.r16(f.sel);
-                    seg.base = v.rn(f.base);
-                }
-                continue;
-            }
-            seg.selector = v.r16(f.sel);
-            seg.base = v.rn(f.base);
-            seg.limit = v.r32(f.limit);
-            ar_to_seg(v.r32(f.ar), seg);
-        }
-        s.gdt.base = v.rn(vmcs::GUEST_GDTR_BASE);
-        s.gdt.limit = v.r32(vmcs::GUEST_GDTR_LIMIT) as u16;
-        s.idt.base = v.rn(vmcs::GUEST_IDTR_BASE);
-        s.idt.limit = v.r32(vmcs::GUEST_IDTR_LIMIT) as u16;
-        // CR0.TS is the guest's own; the rest is the read shadow, loaded from `s.cr0`.
-        s.cr0 = s.cr0 & !cr0::TS | v.rn(vmcs::GUEST_CR0) & cr0::TS;
-        if rmode.is_none() || s.paging() {
-            s.cr3 = v.rn(vmcs::GUEST_CR3);
-        }
+        Self::save_seg(v, s, state::CS, vm86);
+        // Every window writes DR7 from `s` (or userspace's breakpoints in its place).
         s.dr7 = v.rn(vmcs::GUEST_DR7);
-        s.msrs.sysenter_cs = u64::from(v.r32(vmcs::GUEST_SYSENTER_CS));
-        s.msrs.sysenter_esp = v.rn(vmcs::GUEST_SYSENTER_ESP);
-        s.msrs.sysenter_eip = v.rn(vmcs::GUEST_SYSENTER_EIP);
-        if s.pae_paging() {
-            s.pdptrs = [
-                v.r64(vmcs::GUEST_PDPTR0),
-                v.r64(vmcs::GUEST_PDPTR1),
-                v.r64(vmcs::GUEST_PDPTR2),
-                v.r64(vmcs::GUEST_PDPTR3),
-            ];
-        }
         let intr = v.r32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
         s.events.shadow = (intr & (BLOCK_STI | BLOCK_MOV_SS)) as u8;
         s.events.nmi_masked = intr & BLOCK_NMI != 0;
@@ -149,6 +116,70 @@ impl Core {
         } else {
             rflags
         };
+    }
+
+    /// Reads back the rest of what the guest can change without an exit rkvm sees in
+    /// process context (the fields [`VcpuState::lazy`] names). What only rkvm writes
+    /// stays as loaded: the CR0 and CR4 read shadows (every bit but CR0.TS is rkvm's, so
+    /// the guest's writes exit), EFER, PAT and DEBUGCTL (their WRMSRs always exit).
+    pub(super) fn save_system(
+        &self,
+        v: &Loaded<'_>,
+        s: &mut VcpuState,
+        rmode: Option<crate::x86::backend::RmodeAddrs>,
+    ) {
+        let vm86 = vm86_mode(rmode, s);
+        for i in [
+            state::ES,
+            state::SS,
+            state::DS,
+            state::FS,
+            state::GS,
+            state::LDTR,
+            state::TR,
+        ] {
+            Self::save_seg(v, s, i, vm86);
+        }
+        s.gdt.base = v.rn(vmcs::GUEST_GDTR_BASE);
+        s.gdt.limit = v.r32(vmcs::GUEST_GDTR_LIMIT) as u16;
+        s.idt.base = v.rn(vmcs::GUEST_IDTR_BASE);
+        s.idt.limit = v.r32(vmcs::GUEST_IDTR_LIMIT) as u16;
+        // CR0.TS is the guest's own; the rest is the read shadow, loaded from `s.cr0`.
+        s.cr0 = s.cr0 & !cr0::TS | v.rn(vmcs::GUEST_CR0) & cr0::TS;
+        if rmode.is_none() || s.paging() {
+            s.cr3 = v.rn(vmcs::GUEST_CR3);
+        }
+        s.msrs.sysenter_cs = u64::from(v.r32(vmcs::GUEST_SYSENTER_CS));
+        s.msrs.sysenter_esp = v.rn(vmcs::GUEST_SYSENTER_ESP);
+        s.msrs.sysenter_eip = v.rn(vmcs::GUEST_SYSENTER_EIP);
+        if s.pae_paging() {
+            s.pdptrs = [
+                v.r64(vmcs::GUEST_PDPTR0),
+                v.r64(vmcs::GUEST_PDPTR1),
+                v.r64(vmcs::GUEST_PDPTR2),
+                v.r64(vmcs::GUEST_PDPTR3),
+            ];
+        }
+        s.lazy = false;
+    }
+
+    /// Reads back segment register `i`.
+    fn save_seg(v: &Loaded<'_>, s: &mut VcpuState, i: usize, vm86: bool) {
+        let (Some(f), Some(seg)) = (vmcs::SEGS.get(i), s.segs.get_mut(i)) else {
+            return;
+        };
+        if vm86 {
+            // Real mode changes only selectors and bases; TR and LDTR not at all.
+            if i < 6 {
+                seg.selector = v.r16(f.sel);
+                seg.base = v.rn(f.base);
+            }
+            return;
+        }
+        seg.selector = v.r16(f.sel);
+        seg.base = v.rn(f.base);
+        seg.limit = v.r32(f.limit);
+        ar_to_seg(v.r32(f.ar), seg);
     }
 
     pub(super) fn gprs_from(&mut self, s: &VcpuState) {

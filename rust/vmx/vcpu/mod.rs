@@ -161,8 +161,6 @@ struct Core {
     vpid: u16,
     /// The VMCS controls were written (once per vCPU).
     setup_done: bool,
-    /// "Enable XSAVES/XRSTORS" is set in the VMCS (it follows the guest's CPUID).
-    xsaves_on: bool,
     /// The flush generation this vCPU last flushed at.
     flushed_gen: u64,
     /// The guest's DR0-DR3 and DR6 are in the hardware (this window).
@@ -176,10 +174,13 @@ struct Core {
     gprs: Gprs,
     /// The host state the VMCS holds (see `write_host_state`).
     host: HostState,
+    /// The real-mode pages of the run that left the state lazy ([`VcpuState::lazy`]).
+    lazy_rmode: Option<RmodeAddrs>,
     /// What the VMCS holds in its primary processor-based and pin-based controls and in
     /// the VM-entry interruption-information field (`u32::MAX`: not known), so that
     /// each is written only when it changes.
     proc1: u32,
+    proc2: u32,
     pin: u32,
     entry_info: u32,
 }
@@ -263,14 +264,15 @@ impl VmxVcpu {
                 msr_bitmap,
                 vpid,
                 setup_done: false,
-                xsaves_on: false,
                 flushed_gen: u64::MAX,
                 guest_dr_loaded: false,
                 msr_filter_gen: u64::MAX,
                 mce_pending: false,
                 vm_tag: 0,
                 gprs: Gprs::default(),
+                lazy_rmode: None,
                 proc1: u32::MAX,
+                proc2: u32::MAX,
                 pin: u32::MAX,
                 entry_info: u32::MAX,
                 host: HostState {
@@ -292,6 +294,21 @@ impl VcpuOps for VmxVcpu {
     /// Runs the guest until an exit the window cannot finish.
     fn run(&mut self, ctx: &mut RunCtx<'_>) -> Result<Exit> {
         self.core.run(&self.vmcs, ctx)
+    }
+
+    /// Reads the fields `lazy` left in the VMCS in a window of its own: VMXON, VMPTRLD,
+    /// the reads, VMCLEAR, VMXOFF, with interrupts off throughout.
+    fn sync(&mut self, state: &mut VcpuState) -> Result {
+        if !state.lazy {
+            return Ok(());
+        }
+        let core = &mut self.core;
+        let irq = IrqGuard::new();
+        let vmxon = core.vmx.enabled_vmxon(&irq).ok_or(EBUSY)?;
+        let on = VmxOn::enter(vmxon, &irq).map_err(|_| EBUSY)?;
+        let v = self.vmcs.load(&on).map_err(|_| EIO)?;
+        core.save_system(&v, state, core.lazy_rmode);
+        Ok(())
     }
 
     /// Returns the VPID on teardown.
@@ -324,7 +341,6 @@ impl Core {
             // The guest's XSAVES and XRSTORS run natively, with its IA32_XSS (0) loaded
             // by the window; no component is made to exit.
             proc2 |= proc2::XSAVES;
-            self.xsaves_on = true;
         }
         // The guest's TSC rate is the multiplier's (1.0 unless KVM_SET_TSC_KHZ).
         proc2 |= c.proc2 & proc2::TSC_SCALING;
@@ -339,7 +355,7 @@ impl Core {
         let pin_ctl = c.pin & !(pin::PREEMPTION_TIMER | pin::POSTED_INTR);
         set_ctl(v, vmcs::PIN_BASED_VM_EXEC_CONTROL, &mut self.pin, pin_ctl)?;
         set_ctl(v, vmcs::CPU_BASED_VM_EXEC_CONTROL, &mut self.proc1, proc1)?;
-        w(v.w32(vmcs::SECONDARY_VM_EXEC_CONTROL, proc2))?;
+        set_ctl(v, vmcs::SECONDARY_VM_EXEC_CONTROL, &mut self.proc2, proc2)?;
         w(v.w32(vmcs::VM_EXIT_CONTROLS, c.exit & !exit::ACK_INTR_ON_EXIT))?;
         w(v.w32(vmcs::VM_ENTRY_CONTROLS, c.entry & !entry::IA32E_MODE))?;
         w(v.w64(vmcs::MSR_BITMAP, self.msr_bitmap.phys().0))?;
@@ -544,6 +560,11 @@ impl Core {
         }
         self.write_host_state(&v, segs)?;
         if ctx.state.dirty {
+            if ctx.state.lazy {
+                // Something changed the current part only (the invariant of `lazy`):
+                // take the rest from the VMCS, then load it all.
+                self.save_system(&v, ctx.state, self.lazy_rmode);
+            }
             Self::load_guest(&v, self.vmx, ctx.state, ctx.rmode)?;
             ctx.state.dirty = false;
         }
@@ -566,19 +587,17 @@ impl Core {
             p1 |= cr3_exits & self.vmx.config.proc1 | cr3_exits;
         }
         set_ctl(&v, vmcs::CPU_BASED_VM_EXEC_CONTROL, &mut self.proc1, p1)?;
-        // XSAVES and XRSTORS only for a guest whose CPUID offers them (#UD otherwise, as
-        // KVM).
-        let xsaves = self.vmx.xsaves && cpuid::guest_has_xsaves(ctx.cpuid);
-        if xsaves != self.xsaves_on {
-            let p2 = v.r32(vmcs::SECONDARY_VM_EXEC_CONTROL);
-            let want = if xsaves {
-                p2 | proc2::XSAVES
-            } else {
-                p2 & !proc2::XSAVES
-            };
-            w(v.w32(vmcs::SECONDARY_VM_EXEC_CONTROL, want))?;
-            self.xsaves_on = xsaves;
+        // XSAVES and XRSTORS, RDTSCP and RDPID only for a guest whose CPUID offers them
+        // (#UD otherwise, as KVM).
+        let mut p2 = self.proc2 & !(proc2::XSAVES | proc2::ENABLE_RDTSCP);
+        if self.vmx.xsaves && ctx.guest_caps.xsaves {
+            p2 |= proc2::XSAVES;
         }
+        let rdtscp = self.vmx.config.has2(proc2::ENABLE_RDTSCP) && ctx.guest_caps.rdtscp_or_rdpid;
+        if rdtscp {
+            p2 |= proc2::ENABLE_RDTSCP;
+        }
+        set_ctl(&v, vmcs::SECONDARY_VM_EXEC_CONTROL, &mut self.proc2, p2)?;
         w(v.w64(vmcs::EPT_POINTER, self.eptp))?;
         w(v.w64(vmcs::TSC_OFFSET, ctx.state.tsc_offset))?;
         if self.vmx.config.has2(proc2::TSC_SCALING) {
@@ -611,21 +630,21 @@ impl Core {
         }
         w(v.w32(vmcs::EXCEPTION_BITMAP, exc_bitmap))?;
 
-        // The guest's MSRs that the CPU does not switch. The SYSCALL ones matter only
-        // to a guest in long mode with SYSCALL enabled (an Intel CPU has SYSCALL in
-        // 64-bit mode alone), as KVM loads them; their RDMSR and WRMSR always exit.
+        // The guest's MSRs that the CPU does not switch, loaded when the guest can
+        // reach them, as KVM does: TSC_AUX with RDTSCP or RDPID; the SYSCALL ones in long
+        // mode with SYSCALL enabled (an Intel CPU has SYSCALL in 64-bit mode alone).
+        // Their RDMSR and WRMSR always exit.
         let s = &ctx.state.msrs;
         let syscall = ctx.state.long_mode() && ctx.state.efer & state::efer::SCE != 0;
         let uret_msrs = [
-            (index::TSC_AUX, s.tsc_aux),
-            (index::STAR, s.star),
-            (index::LSTAR, s.lstar),
-            (index::CSTAR, s.cstar),
-            (index::SYSCALL_MASK, s.sfmask),
+            (index::TSC_AUX, s.tsc_aux, rdtscp),
+            (index::STAR, s.star, syscall),
+            (index::LSTAR, s.lstar, syscall),
+            (index::CSTAR, s.cstar, syscall),
+            (index::SYSCALL_MASK, s.sfmask, syscall),
         ];
-        for (m, val) in uret_msrs.into_iter().take(if syscall { 5 } else { 1 }) {
+        for (m, val, _) in uret_msrs.into_iter().filter(|u| u.2) {
             if let Some(slot) = uret::Slot::of(m) {
-                // TSC_AUX may be absent on the host; then the guest has no RDTSCP either.
                 let _ = ctx.uret.set(slot, val, irq);
             }
         }
@@ -733,7 +752,17 @@ impl Core {
         drop(xstate);
         kfpu.save(ctx.fpu, fpu_mask, xsave);
         ctx.state.msrs.kernel_gs_base = msr::read(index::KERNEL_GS_BASE).unwrap_or(0);
-        self.save_guest(&v, ctx.state, ctx.rmode);
+        self.save_current(&v, ctx.state, ctx.rmode);
+        // After an IN or OUT (the exit to userspace that needs the fewest fields) the
+        // rest stays in the VMCS until something asks for it (`sync`) or the next
+        // window. Not in virtual-8086 mode, whose segments the real-mode code rewrites.
+        if matches!(result, Ok(Exit::Io { string: false, .. })) && !vm86_mode(ctx.rmode, ctx.state)
+        {
+            ctx.state.lazy = true;
+            self.lazy_rmode = ctx.rmode;
+        } else {
+            self.save_system(&v, ctx.state, ctx.rmode);
+        }
         // The VMCS held userspace's DR7, not the guest's.
         if ctx.debug_dr.is_some() {
             ctx.state.dr7 = guest_dr7;
