@@ -28,7 +28,7 @@ use crate::sys::ratelimit::pr_err_ratelimited;
 use crate::x86::cpuid::BackendCpuidCaps;
 use crate::x86::{VcpuOps, X86Ops};
 use caps::{proc2, VmcsConfig};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::prelude::*;
 
 /// kvm_intel's module parameters that rkvm honours (declared in the C shim so that they
@@ -78,6 +78,8 @@ pub(crate) struct VmxCpu {
     enabled: AtomicBool,
     /// The VM whose vCPU this CPU entered last (for IBPB).
     last_vm: crate::x86::ibpb::LastVm,
+    /// The id of the vCPU this CPU entered last (0: none), for the TLB flush.
+    last_vcpu: AtomicU64,
 }
 
 /// The VMX backend, after `hardware_setup`.
@@ -192,6 +194,7 @@ fn alloc_kvm_area(revision: u32) -> Result<PerCpu<VmxCpu>> {
             vmxon,
             enabled: AtomicBool::new(false),
             last_vm: crate::x86::ibpb::LastVm::new(),
+            last_vcpu: AtomicU64::new(0),
         })
     })
 }
@@ -207,6 +210,14 @@ impl Vmx {
             return Err(EBUSY);
         }
         Ok(())
+    }
+
+    /// Records vCPU `id` as the last one this CPU entered; returns the one before.
+    pub(crate) fn swap_last_vcpu(&self, id: u64, irq: &IrqGuard) -> u64 {
+        self.cpus
+            .this_cpu(irq)
+            .last_vcpu
+            .swap(id, Ordering::Relaxed)
     }
 
     /// This CPU's VMXON region; `None` if the CPU is not enabled.
@@ -264,6 +275,8 @@ impl X86Ops for Vmx {
                 return Err(EIO);
             }
         }
+        // Whatever ran here while rkvm was off this CPU, the next entry flushes.
+        c.last_vcpu.store(0, Ordering::Relaxed);
         c.enabled.store(true, Ordering::Release);
         Ok(())
     }

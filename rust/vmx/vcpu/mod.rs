@@ -163,6 +163,12 @@ struct Core {
     setup_done: bool,
     /// The flush generation this vCPU last flushed at.
     flushed_gen: u64,
+    /// This vCPU's id for the CPUs' last-entered tags (never reused, never 0).
+    id: u64,
+    /// The CPU of this vCPU's last window (-1: none yet).
+    last_cpu: i32,
+    /// The EPT pointer of the last flush.
+    flushed_eptp: u64,
     /// The guest's DR0-DR3 and DR6 are in the hardware (this window).
     guest_dr_loaded: bool,
     /// The MSR filter generation the MSR bitmap reflects.
@@ -198,6 +204,9 @@ struct HostState {
     gs: u16,
     fs_base: u64,
 }
+
+/// The id of the next vCPU created (see `Core::id`).
+static NEXT_VCPU_ID: AtomicU64 = AtomicU64::new(1);
 
 /// MSRs the guest reads and writes without exits: their values live in the VMCS guest
 /// area (FS/GS base, SYSENTER) or, for KERNEL_GS_BASE, in the MSR itself during a window.
@@ -265,6 +274,9 @@ impl VmxVcpu {
                 vpid,
                 setup_done: false,
                 flushed_gen: u64::MAX,
+                id: NEXT_VCPU_ID.fetch_add(1, Ordering::Relaxed),
+                last_cpu: -1,
+                flushed_eptp: 0,
                 guest_dr_loaded: false,
                 msr_filter_gen: u64::MAX,
                 mce_pending: false,
@@ -654,8 +666,22 @@ impl Core {
         kfpu.load(ctx.fpu, fpu_mask, xsave);
         let xstate = GuestXstate::load(kfpu, xsave, ctx.state.xcr0, self.vmx.xsaves)?;
 
-        // Flush this VM's and this vCPU's translations: they may be stale on this CPU.
-        self.flush_tlb(ctx)?;
+        // Flush this VM's and this vCPU's translations when they may be stale on this CPU:
+        // the paging structures changed (the VM's flush generation), or this CPU last
+        // entered another vCPU (whose VPID a new vCPU may have taken over), or this vCPU
+        // last ran elsewhere (the guest's own INVLPGs and CR3 loads flushed that CPU,
+        // not this one), as KVM flushes on migration. Another hypervisor's entries on
+        // this CPU cannot match: combined mappings are tagged with the EPT root, which
+        // is rkvm's page while this VM lives (and flushed before its first use).
+        let here = cpu::this_cpu() as i32;
+        let last = self.vmx.swap_last_vcpu(self.id, irq);
+        if last != self.id
+            || core::mem::replace(&mut self.last_cpu, here) != here
+            || self.flushed_eptp != self.eptp
+            || ctx.flush_gen.load(Ordering::Acquire) != self.flushed_gen
+        {
+            self.flush_tlb(ctx)?;
+        }
         // Debug registers (see `hostdbg.rs` for the host's side). While the guest has
         // breakpoints enabled in its DR7 (loaded from the VMCS), its DR0-DR3 and DR6 are in
         // the hardware, and the guest never sees the host's (MOV DR always exits).
@@ -815,6 +841,7 @@ impl Core {
         let caps = self.vmx.config.ept_vpid;
         let single = caps & super::caps::ept_vpid::INVEPT_SINGLE_CONTEXT != 0;
         self.flushed_gen = ctx.flush_gen.load(Ordering::Acquire);
+        self.flushed_eptp = self.eptp;
         // SAFETY: In VMX operation (the caller's window); the INVEPT type is supported
         // (checked at hardware_setup).
         unsafe { super::asm::invept(if single { 1 } else { 2 }, self.eptp) }.map_err(|_| EIO)?;
