@@ -113,7 +113,7 @@ check: module nopanic selftests bochs qemu $(if $(DEBUG_TESTS),debug-module) $(i
 demo: module selftests bochs rkvm-run
 	@$(BENCH)/demo.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/demo
 
-bench: module selftests bochs qemu
+bench: module selftests bochs qemu rkvm-run
 	@$(BENCH)/bench.sh $(KDIR) $(CURDIR)/rkvm.ko $(BUILD)/selftests $(BUILD)/bench
 
 # A long campaign of the two fuzzers under Bochs, kvm-intel then rkvm (one boot each),

@@ -35,7 +35,19 @@ impl Core {
         if vect & INFO_VALID != 0 {
             Self::requeue_vectoring(v, ctx.state, vect);
         }
-        let qual = v.rn(vmcs::EXIT_QUALIFICATION);
+        // The frequent exits that have no qualification skip reading it.
+        let qual = match reason {
+            reason::CPUID
+            | reason::MSR_READ
+            | reason::MSR_WRITE
+            | reason::VMCALL
+            | reason::XSETBV
+            | reason::HLT
+            | reason::EXTERNAL_INTERRUPT
+            | reason::PREEMPTION_TIMER
+            | reason::INTERRUPT_WINDOW => 0,
+            _ => v.rn(vmcs::EXIT_QUALIFICATION),
+        };
         let env = Self::env(ctx);
         let msr = matches!(reason, reason::MSR_READ | reason::MSR_WRITE)
             .then(|| (ctx.msr_env(), ctx.msr_filter));

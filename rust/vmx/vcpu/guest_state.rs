@@ -95,7 +95,7 @@ impl Core {
     /// left in the VMCS ([`VcpuState::lazy`]): RIP, RSP, RFLAGS, CS and the
     /// interruptibility state, DR7.
     pub(super) fn save_current(
-        &self,
+        &mut self,
         v: &Loaded<'_>,
         s: &mut VcpuState,
         rmode: Option<crate::x86::backend::RmodeAddrs>,
@@ -104,12 +104,16 @@ impl Core {
         Self::save_seg(v, s, state::CS, vm86);
         // Every window writes DR7 from `s` (or userspace's breakpoints in its place).
         s.dr7 = v.rn(vmcs::GUEST_DR7);
+        self.known.dr7 = Some(s.dr7);
         let intr = v.r32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
         s.events.shadow = (intr & (BLOCK_STI | BLOCK_MOV_SS)) as u8;
         s.events.nmi_masked = intr & BLOCK_NMI != 0;
         s.regs.rip = v.rn(vmcs::GUEST_RIP);
         s.regs.rsp = v.rn(vmcs::GUEST_RSP);
         let rflags = v.rn(vmcs::GUEST_RFLAGS);
+        self.known.rip = Some(s.regs.rip);
+        self.known.rsp = Some(s.regs.rsp);
+        self.known.rflags = Some(rflags);
         s.regs.rflags = if vm86 {
             // VM and IOPL are rkvm's; the guest's IOPL did not change in real mode.
             rflags & !(RFLAGS_VM | RFLAGS_IOPL) | s.regs.rflags & RFLAGS_IOPL

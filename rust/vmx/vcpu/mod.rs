@@ -188,6 +188,10 @@ struct Core {
     proc1: u32,
     proc2: u32,
     pin: u32,
+    exc_bitmap: u32,
+    /// Guest-state and control fields the window writes at every entry, as the VMCS holds
+    /// them (`None`: not known): written only when they change.
+    known: Known,
     entry_info: u32,
 }
 
@@ -218,6 +222,29 @@ const PASSTHROUGH_MSRS: [u32; 6] = [
     index::IA32_SYSENTER_ESP,
     index::IA32_SYSENTER_EIP,
 ];
+
+/// See `Core::known`. The guest's own fields are what the last window's end read back.
+#[derive(Default)]
+struct Known {
+    rip: Option<u64>,
+    rsp: Option<u64>,
+    rflags: Option<u64>,
+    dr7: Option<u64>,
+    eptp: Option<u64>,
+    tsc_offset: Option<u64>,
+    tsc_multiplier: Option<u64>,
+}
+
+/// Writes a 64-bit or natural-width field (encoding `enc`) unless `known`, what the VMCS
+/// holds, is `value` already.
+fn set_field(v: &Loaded<'_>, enc: u32, known: &mut Option<u64>, value: u64) -> Result {
+    if *known != Some(value) {
+        *known = None;
+        v.wn(vmcs::FN(enc), value).map_err(|_| EIO)?;
+        *known = Some(value);
+    }
+    Ok(())
+}
 
 /// Writes a 32-bit control field unless `cache`, what the VMCS holds, is `value` already.
 fn set_ctl(v: &Loaded<'_>, f: vmcs::F32, cache: &mut u32, value: u32) -> Result {
@@ -284,6 +311,8 @@ impl VmxVcpu {
                 gprs: Gprs::default(),
                 lazy_rmode: None,
                 proc1: u32::MAX,
+                exc_bitmap: u32::MAX,
+                known: Known::default(),
                 proc2: u32::MAX,
                 pin: u32::MAX,
                 entry_info: u32::MAX,
@@ -577,18 +606,19 @@ impl Core {
                 // take the rest from the VMCS, then load it all.
                 self.save_system(&v, ctx.state, self.lazy_rmode);
             }
+            self.known.dr7 = None;
             Self::load_guest(&v, self.vmx, ctx.state, ctx.rmode)?;
             ctx.state.dirty = false;
         }
         let vm86 = vm86_mode(ctx.rmode, ctx.state);
-        let w = |r: super::asm::VmxResult| r.map_err(|_| EIO);
-        w(v.wn(vmcs::GUEST_RIP, ctx.state.regs.rip))?;
-        w(v.wn(vmcs::GUEST_RSP, ctx.state.regs.rsp))?;
+        let k = &mut self.known;
+        set_field(&v, vmcs::GUEST_RIP.0, &mut k.rip, ctx.state.regs.rip)?;
+        set_field(&v, vmcs::GUEST_RSP.0, &mut k.rsp, ctx.state.regs.rsp)?;
         let mut rfl = ctx.state.regs.rflags | rflags::FIXED;
         if vm86 {
             rfl |= RFLAGS_VM | RFLAGS_IOPL;
         }
-        w(v.wn(vmcs::GUEST_RFLAGS, rfl))?;
+        set_field(&v, vmcs::GUEST_RFLAGS.0, &mut k.rflags, rfl)?;
         // Without unrestricted guest and without guest paging, CR3 is the identity map:
         // the guest's own CR3 reads and writes go through rkvm.
         let cr3_exits = proc1::CR3_LOAD_EXITING | proc1::CR3_STORE_EXITING;
@@ -610,10 +640,17 @@ impl Core {
             p2 |= proc2::ENABLE_RDTSCP;
         }
         set_ctl(&v, vmcs::SECONDARY_VM_EXEC_CONTROL, &mut self.proc2, p2)?;
-        w(v.w64(vmcs::EPT_POINTER, self.eptp))?;
-        w(v.w64(vmcs::TSC_OFFSET, ctx.state.tsc_offset))?;
+        let k = &mut self.known;
+        set_field(&v, vmcs::EPT_POINTER.0, &mut k.eptp, self.eptp)?;
+        set_field(
+            &v,
+            vmcs::TSC_OFFSET.0,
+            &mut k.tsc_offset,
+            ctx.state.tsc_offset,
+        )?;
         if self.vmx.config.has2(proc2::TSC_SCALING) {
-            w(v.w64(vmcs::TSC_MULTIPLIER, ctx.state.tsc_rate.ratio()))?;
+            let ratio = ctx.state.tsc_rate.ratio();
+            set_field(&v, vmcs::TSC_MULTIPLIER.0, &mut k.tsc_multiplier, ratio)?;
         }
         // In virtual-8086 mode every exception comes to rkvm: it is either a privileged
         // real-mode instruction to emulate or an interrupt to deliver through the IVT.
@@ -640,7 +677,7 @@ impl Core {
             // VMMCALL from a guest that started on AMD: rewritten to VMCALL.
             exc_bitmap |= 1 << UD_VECTOR;
         }
-        w(v.w32(vmcs::EXCEPTION_BITMAP, exc_bitmap))?;
+        set_ctl(&v, vmcs::EXCEPTION_BITMAP, &mut self.exc_bitmap, exc_bitmap)?;
 
         // The guest's MSRs that the CPU does not switch, loaded when the guest can
         // reach them, as KVM does: TSC_AUX with RDTSCP or RDPID; the SYSCALL ones in long
@@ -694,7 +731,7 @@ impl Core {
             None if guest_dr7 & 0xff != 0 => (Some((ctx.state.db, ctx.state.dr6)), guest_dr7),
             None => (None, guest_dr7),
         };
-        v.wn(vmcs::GUEST_DR7, dr7).map_err(|_| EIO)?;
+        set_field(&v, vmcs::GUEST_DR7.0, &mut self.known.dr7, dr7)?;
         if let Some((db, dr6)) = load {
             host_dbg.load_guest(db, dr6);
         }
