@@ -10,7 +10,7 @@ use crate::uapi::{
     KVM_STATS_UNIT_SECONDS,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::debugfs::{Dir, File};
+use kernel::debugfs::{Dir, File, Scope};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow};
@@ -87,37 +87,43 @@ fn show_vm(s: &VmStat, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     writeln!(f, "{v}")
 }
 
-/// A VM's directory `<pid>-<fd>` under /sys/kernel/debug/rkvm/, as KVM names it.
+/// The VM and vCPU stats, one per file of a VM's directory.
+const VM_FILES: usize = VM_STATS.len() + VCPU_STATS.len();
+
+/// A VM's directory `<pid>-<fd>` under /sys/kernel/debug/rkvm/, as KVM names it: one
+/// allocation holds what all its files read, and dropping it removes them all.
 pub(crate) struct VmDir {
-    _files: KVec<Pin<KBox<File<VmStat>>>>,
-    _dir: Dir,
+    _scope: Pin<KBox<Scope<[VmStat; VM_FILES]>>>,
 }
 
 impl VmDir {
     /// Creates the directory and one file per VM and vCPU stat (vCPU stats summed over
     /// the VM's vCPUs). The VM must drop the result before it is freed.
     pub(crate) fn new(parent: &Dir, name: &CStr, vm: &super::vm::Vm) -> Result<Self> {
-        let dir = parent.subdir(name);
-        let mut files = KVec::new();
-        for (kind, names) in [(Kind::Vm, VM_STATS), (Kind::Vcpu, VCPU_STATS)] {
-            for (index, &n) in names.iter().enumerate() {
-                let data = VmStat {
-                    vm: core::ptr::from_ref(vm),
-                    kind,
+        let vm = core::ptr::from_ref(vm);
+        let stats: [VmStat; VM_FILES] =
+            core::array::from_fn(|i| match i.checked_sub(VM_STATS.len()) {
+                None => VmStat {
+                    vm,
+                    kind: Kind::Vm,
+                    index: i,
+                },
+                Some(index) => VmStat {
+                    vm,
+                    kind: Kind::Vcpu,
                     index,
-                };
-                files.push(
-                    KBox::pin_init(
-                        dir.read_callback_file(n, data, &show_vm),
-                        GFP_KERNEL_ACCOUNT,
-                    )?,
-                    GFP_KERNEL_ACCOUNT,
-                )?;
+                },
+            });
+        let scope = parent.scope::<_, core::convert::Infallible, _>(stats, name, |stats, dir| {
+            for (stat, &n) in stats
+                .iter()
+                .zip(Iterator::chain(VM_STATS.iter(), VCPU_STATS))
+            {
+                dir.read_callback_file(n, stat, &show_vm);
             }
-        }
+        });
         Ok(Self {
-            _files: files,
-            _dir: dir,
+            _scope: KBox::pin_init(scope, GFP_KERNEL_ACCOUNT)?,
         })
     }
 }

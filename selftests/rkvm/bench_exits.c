@@ -9,7 +9,8 @@
  *   mmio_coalesced  the same writes in a coalesced MMIO zone: no exit to userspace
  *   cpuid           N CPUIDs, each handled inside the hypervisor, then one OUT
  *   msr             N RDMSRs of IA32_APIC_BASE, each handled inside the hypervisor
- *   create          a VM, a vCPU and a memslot, to the guest's first exit (HLT)
+ *   create          a VM, a vCPU and a memslot, to the guest's first exit (HLT); then
+ *                   its steps (create_vm, create_slot, create_vcpu, create_run)
  *   slot_add_N      adding N one-page memslots to a VM, per slot (N = 100, 32000)
  *   slot_del_N      deleting them again, per slot
  *   mem_vm          kernel memory per VM charged to the caller's memory cgroup
@@ -146,23 +147,44 @@ static void run_one(const char *kind, const uint8_t *code, size_t len, uint32_t 
 	vm_close(&vm, &v, mem);
 }
 
-/* VM creation to the first guest instruction's exit, ROUNDS times. */
+/*
+ * VM creation to the first guest instruction's exit, ROUNDS times; then its steps:
+ * create_vm (open the device, KVM_CREATE_VM), create_slot (a 64 KiB memslot),
+ * create_vcpu (KVM_CREATE_VCPU, the run page mapped, the registers set), create_run
+ * (the first KVM_RUN, to HLT).
+ */
 static void bench_create(int rounds)
 {
-	uint64_t total = 0;
+	uint64_t total = 0, step[4] = { 0 };
+	static const char *const steps[4] = { "vm", "slot", "vcpu", "run" };
 
 	for (int i = 0; i < rounds; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = now_ns(), t1, t2, t3;
 		struct vm vm = vm_create();
 		void *mem;
-		struct vcpu v = real_mode_vcpu(&vm, hlt_code, sizeof(hlt_code), &mem);
+		struct vcpu v;
 
+		t1 = now_ns();
+		ioctl(vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000);
+		mem = vm_add_memory(&vm, 0, 0, 0x10000, 0);
+		memcpy((uint8_t *)mem + CODE_GPA, hlt_code, sizeof(hlt_code));
+		t2 = now_ns();
+		v = vcpu_create(&vm, 0);
+		vcpu_set_real_mode(&v, CODE_GPA);
+		t3 = now_ns();
 		if (ioctl(v.fd, KVM_RUN, 0) || v.run->exit_reason != KVM_EXIT_HLT)
 			BAIL("create: the first run did not end in HLT (%s)", exit_name(v.run->exit_reason));
 		total += now_ns() - t0;
+		step[0] += t1 - t0;
+		step[1] += t2 - t1;
+		step[2] += t3 - t2;
+		step[3] += now_ns() - t3;
 		vm_close(&vm, &v, mem);
 	}
 	printf("bench create %d %llu\n", rounds, (unsigned long long)(total / rounds));
+	for (int i = 0; i < 4; i++)
+		printf("bench create_%s %d %llu\n", steps[i], rounds,
+		       (unsigned long long)(step[i] / rounds));
 }
 
 /* Slots 0..N-1 as R says (one page every other page from 4 GiB, or deleted). */

@@ -75,7 +75,7 @@ for (model, what), v in sorted(rows.items()):
         unit = "bytes"
     elif what.startswith("mem_"):
         unit = "bytes/" + what[4:]
-    elif what == "create":
+    elif what.startswith("create"):
         unit = "ns/VM"
     elif what.startswith("linux_boot"):
         unit = "ms"
