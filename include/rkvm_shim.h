@@ -213,6 +213,8 @@ void rkvm_cond_resched(void);
 void rkvm_yield(void);
 /* The current task's time waiting on a runqueue (sched_info, ns): steal time's source. */
 __u64 rkvm_current_run_delay(void);
+/* Whether the current task is still runnable (it is being preempted, not sleeping). */
+int rkvm_current_runnable(void);
 /* Whether the kernel keeps it (sched_info_on()). */
 int rkvm_sched_info_on(void);
 

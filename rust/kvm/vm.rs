@@ -336,13 +336,18 @@ impl Vm {
 
     /// Makes every vCPU drop cached guest translations before it runs the guest again:
     /// bumps the flush generation, then interrupts every vCPU inside a VMX window (the
-    /// IPI is taken only once that window has closed).
+    /// IPI is taken only once that window has closed). As KVM's stats: every call is a
+    /// request, and a flush when it had to interrupt some CPU.
     pub(crate) fn flush_remote_tlbs(&self) {
         self.flush_gen.fetch_add(1, Ordering::SeqCst);
         self.stats.inc(stats::vm::REMOTE_TLB_FLUSH_REQUESTS);
         if let Some(l) = self.locked.try_lock() {
+            let mut kicked = false;
             for v in l.vcpus.iter() {
-                v.kick_out_of_guest();
+                kicked |= v.kick_out_of_guest();
+            }
+            if kicked {
+                self.stats.inc(stats::vm::REMOTE_TLB_FLUSH);
             }
             return;
         }

@@ -207,6 +207,13 @@ pub(crate) fn handle_guest_entry_work() -> Result {
     super::to_result(unsafe { ffi::rkvm_xfer_to_guest_mode_handle_work() })
 }
 
+/// Whether the current task is still runnable: called as it loses its CPU, whether it is
+/// preempted (rather than going to sleep).
+pub(crate) fn current_runnable() -> bool {
+    // SAFETY: Reads the current task's state.
+    unsafe { ffi::rkvm_current_runnable() != 0 }
+}
+
 /// The current task's time spent waiting to run, in ns (0 without sched_info).
 pub(crate) fn current_run_delay() -> u64 {
     // SAFETY: Reads a field of the current task.

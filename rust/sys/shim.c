@@ -610,6 +610,11 @@ int rkvm_need_resched(void) { return need_resched(); }
 void rkvm_cond_resched(void) { cond_resched(); }
 void rkvm_yield(void) { yield(); }
 
+int rkvm_current_runnable(void)
+{
+	return task_is_runnable(current);
+}
+
 __u64 rkvm_current_run_delay(void)
 {
 #ifdef CONFIG_SCHED_INFO

@@ -111,6 +111,9 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) running_cpu: &'a AtomicI32,
     /// Set by another thread to make the vCPU leave the guest.
     pub(crate) kick: &'a AtomicBool,
+    /// Set by the backend when the guest exited for a host interrupt (KVM's
+    /// `at_instruction_boundary`); the generic code clears it before each entry.
+    pub(crate) at_boundary: &'a AtomicBool,
     pub(crate) request_irq_window: bool,
     /// The in-kernel local APIC has an interrupt the guest cannot take yet: return when
     /// it can.

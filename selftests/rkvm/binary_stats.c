@@ -7,11 +7,11 @@
  * (what /proc/self/fd shows): kvm-vm, kvm-vcpu:0, kvm-vm-stats, kvm-vcpu-stats:0.
  */
 #include "lib/rkvm_test.h"
+#include "lib/stats.h"
 
 #define CODE_GPA 0x1000
 #define PORT 0xf1
 #define LOOPS 1000
-#define NAME_SIZE 48
 
 /* 16-bit code: LOOPS OUTs to PORT, then HLT. */
 static const uint8_t guest_code[] = {
@@ -21,56 +21,6 @@ static const uint8_t guest_code[] = {
 	0xe2, 0xfd,				/* loop 1b */
 	0xf4,					/* hlt */
 };
-
-struct stats {
-	struct kvm_stats_header h;
-	char id[NAME_SIZE];
-	uint8_t *descs; /* num_desc entries of sizeof(struct kvm_stats_desc) + name_size */
-	size_t desc_size;
-};
-
-static struct kvm_stats_desc *desc_at(struct stats *s, uint32_t i)
-{
-	return (struct kvm_stats_desc *)(s->descs + (size_t)i * s->desc_size);
-}
-
-static int stats_load(int fd, struct stats *s)
-{
-	size_t n;
-
-	if (pread(fd, &s->h, sizeof(s->h), 0) != sizeof(s->h))
-		return 0;
-	if (s->h.name_size != NAME_SIZE || s->h.num_desc == 0 || s->h.num_desc > 1000)
-		return 0;
-	if (pread(fd, s->id, NAME_SIZE, s->h.id_offset) != NAME_SIZE)
-		return 0;
-	s->desc_size = sizeof(struct kvm_stats_desc) + s->h.name_size;
-	n = s->desc_size * s->h.num_desc;
-	s->descs = calloc(1, n);
-	if (!s->descs || pread(fd, s->descs, n, s->h.desc_offset) != (ssize_t)n)
-		return 0;
-	return 1;
-}
-
-static struct kvm_stats_desc *stats_find(struct stats *s, const char *name)
-{
-	uint32_t i;
-
-	for (i = 0; i < s->h.num_desc; i++)
-		if (!strcmp(desc_at(s, i)->name, name))
-			return desc_at(s, i);
-	return NULL;
-}
-
-static uint64_t stats_value(int fd, struct stats *s, const char *name)
-{
-	struct kvm_stats_desc *d = stats_find(s, name);
-	uint64_t v = ~0ull;
-
-	if (d && pread(fd, &v, 8, s->h.data_offset + d->offset) != 8)
-		v = ~0ull;
-	return v;
-}
 
 /* Every descriptor: known type/unit/base, a name, nonzero size, aligned data offset. */
 static int descs_sane(struct stats *s, const char **bad)

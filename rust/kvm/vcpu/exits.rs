@@ -235,6 +235,8 @@ pub(super) fn handle_exit(
                 vcpu.stats.inc(st::PF_FIXED);
                 return Ok(None);
             }
+            // No memory behind the address: the access is emulated (KVM's RET_PF_EMULATE).
+            vcpu.stats.inc(st::PF_EMULATE);
             if vectoring & (1 << 31) != 0 {
                 // The guest's IDT, GDT or stack is MMIO while an event is delivered:
                 // nothing can be emulated. KVM reports it with the event, the exit

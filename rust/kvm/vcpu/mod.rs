@@ -150,6 +150,9 @@ pub(crate) struct Vcpu {
     /// The CPU whose VMX window this vCPU is in, -1 outside.
     running_cpu: AtomicI32,
     kick: AtomicBool,
+    /// The last exit was for a host interrupt, with the guest at an instruction boundary
+    /// (KVM's `at_instruction_boundary`): a preemption now is one KVM reports.
+    at_boundary: AtomicBool,
     /// Where interrupts for the in-kernel local APIC are posted (split irqchip VMs).
     pub(crate) apic: Option<Mailbox>,
     pub(crate) stats: VcpuCounters,
@@ -243,6 +246,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             dirty_ring,
             running_cpu: AtomicI32::new(-1),
             kick: AtomicBool::new(false),
+            at_boundary: AtomicBool::new(false),
             apic: mailbox,
             stats: VcpuCounters::new(),
             halt_wait_hist: super::stats::LogHist::new(),
@@ -326,7 +330,18 @@ pub(crate) fn sched_out(ctx: *mut c_void) {
     // SAFETY: `ctx` is the vCPU whose notifier is attached only during its KVM_RUN, while
     // the vCPU file (and so the vCPU) is alive.
     let vcpu = unsafe { &*ctx.cast::<Vcpu>() };
-    vcpu.stats.inc(st::PREEMPTION_OTHER);
+    // Only a preemption counts (the task is still runnable), not a sleep (a halt's wait):
+    // reported when the guest stopped at an instruction boundary for a host interrupt,
+    // as KVM counts it whether or not the guest has steal time (rkvm never sets the
+    // record's `preempted` flag, see `steal.rs`).
+    if cpu::current_runnable() {
+        let reported = vcpu.at_boundary.load(Ordering::Relaxed);
+        vcpu.stats.inc(if reported {
+            st::PREEMPTION_REPORTED
+        } else {
+            st::PREEMPTION_OTHER
+        });
+    }
 }
 
 impl VcpuInner {
@@ -361,11 +376,13 @@ impl Vcpu {
 
     /// Forces the vCPU out of guest mode if it is in a VMX window now, and waits until it
     /// has left (the IPI is taken only once the window is closed).
-    pub(crate) fn kick_out_of_guest(&self) {
+    /// Returns whether it had to interrupt a CPU.
+    pub(crate) fn kick_out_of_guest(&self) -> bool {
         let c = self.running_cpu.load(Ordering::SeqCst);
         if c >= 0 {
             let _ = cpu::run_on(c as u32, || {});
         }
+        c >= 0
     }
 
     /// The vCPU's dirty ring, when the VM has rings.

@@ -208,6 +208,7 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
                 stats: &vcpu.stats,
                 running_cpu: &vcpu.running_cpu,
                 kick: &vcpu.kick,
+                at_boundary: &vcpu.at_boundary,
                 request_irq_window,
                 apic_window,
                 timer_deadline_tsc,
@@ -222,10 +223,22 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
                 arch_capabilities: k.msrs.arch_capabilities,
                 platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
             };
+            // Entering the guest may start an instruction (KVM's reasoning): until the
+            // backend says the guest stopped for a host interrupt, a preemption from here
+            // on is "other". One after such an exit (the host's scheduler running as the
+            // interrupt returns, or at the next entry's check) is "reported".
+            vcpu.at_boundary.store(false, Ordering::Relaxed);
             backend.run(&mut ctx)
         };
         let exit = match exit {
-            Ok(e) => e,
+            Ok(e) => {
+                // The backend put the host's state and FPU back (KVM counts both when it
+                // returns to userspace or its thread is switched out; rkvm switches them
+                // at the end of every run of the backend).
+                vcpu.stats.inc(st::HOST_STATE_RELOAD);
+                vcpu.stats.inc(st::FPU_RELOAD);
+                e
+            }
             Err(e) if e == EBUSY => {
                 pr_warn_ratelimited!("VMX is in use by another hypervisor: KVM_RUN refused\n");
                 return Err(EBUSY);

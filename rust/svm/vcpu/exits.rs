@@ -96,6 +96,8 @@ impl SvmVcpu {
         let exit = match code {
             SVM_EXIT_INTR => {
                 ctx.stats.inc(st::IRQ_EXITS);
+                ctx.at_boundary
+                    .store(true, core::sync::atomic::Ordering::Relaxed);
                 Some(Exit::Again)
             }
             // Held by GIF: taken by the host once the window closes.

@@ -130,6 +130,7 @@ impl Core {
             }
             reason::EXTERNAL_INTERRUPT => {
                 ctx.stats.inc(st::IRQ_EXITS);
+                ctx.at_boundary.store(true, Ordering::Relaxed);
                 Ok(Some(Exit::Again))
             }
             reason::TRIPLE_FAULT => Ok(Some(Exit::Shutdown)),
