@@ -195,6 +195,8 @@ __u64 rkvm_page_to_phys(const void *page);
 void *rkvm_page_address(const void *page);
 void *rkvm_pfn_to_page(__u64 pfn);
 __u64 rkvm_page_to_pfn(const void *page);
+/* The first frame of the 2 MiB host mapping (PMD leaf) of hva, 0 without one. */
+__u64 rkvm_host_pmd_pfn(__u64 hva, int write);
 
 /* Host facts. */
 /* Whether the kernel runs with mitigations=off (or without CONFIG_CPU_MITIGATIONS). */

@@ -56,6 +56,7 @@ extern "C" fn invalidate_start(ctx: *mut c_void, start: u64, end: u64) {
         m.seq = m.seq.wrapping_add(1);
         let MmuState { tdp, slots, .. } = &mut *m;
         let zapped = for_hva_range(tdp, slots, start, end, |t, g0, g1| t.zap(g0, g1));
+        m.page_stats(&vm.stats);
         m.ept_changed(zapped)
     };
     vm.flush_upto(gen, false);

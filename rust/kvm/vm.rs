@@ -17,7 +17,7 @@ use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
 use crate::x86::backend::{RmodeAddrs, RMODE_TSS_SIZE};
 use crate::x86::emulate::GuestMem;
-use crate::x86::tdp::{Perm, Table, Tdp};
+use crate::x86::tdp::{Huge, Perm, Table, Tdp, HUGE_PAGES};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
@@ -76,6 +76,12 @@ pub(crate) struct MmuState {
 }
 
 impl MmuState {
+    /// The VM's pages_4k and pages_2m: what the EPT maps now.
+    pub(super) fn page_stats(&self, stats: &VmCounters) {
+        stats.set(stats::vm::PAGES_4K, self.tdp.leaves);
+        stats.set(stats::vm::PAGES_2M, self.tdp.huge_leaves);
+    }
+
     /// Records whether the EPT just lost entries or write access; returns the generation
     /// that a flush must cover before the host may rely on the change.
     pub(super) fn ept_changed(&mut self, changed: bool) -> u64 {
@@ -84,6 +90,20 @@ impl MmuState {
         }
         self.zap_gen
     }
+}
+
+/// Bytes of a 2 MiB mapping.
+const HUGE_BYTES: u64 = HUGE_PAGES << 12;
+
+/// The first frame of the 2 MiB around `gfn` when slot `s` may map them with one entry
+/// (KVM's rules for a large page): the slot holds all 512 frames, their user addresses
+/// are 2 MiB aligned as the frames are, and the slot does not log dirty pages (logging
+/// needs write faults page by page).
+fn huge_frame(s: &memslot::SlotMeta, gfn: u64) -> Option<u64> {
+    let g = gfn & !(HUGE_PAGES - 1);
+    let fits = g >= s.base_gfn && g.checked_add(HUGE_PAGES)? <= s.end_gfn();
+    let aligned = (s.hva.wrapping_add((g.wrapping_sub(s.base_gfn)) << 12)) % HUGE_BYTES == 0;
+    (fits && aligned && !s.logs_dirty()).then_some(g)
 }
 
 /// A VM.
@@ -398,8 +418,9 @@ impl Vm {
         if self.fault_in_private(gfn)? {
             return Ok(true);
         }
+        let huge_ok = self.kvm.backend.tdp_huge_pages();
         loop {
-            let (hva, slot_writable, logs, seq) = {
+            let (hva, slot_writable, logs, seq, huge_gfn) = {
                 let m = self.mmu.lock();
                 let Some(s) = memslot::find(&m.slots, gfn) else {
                     return Ok(false);
@@ -408,7 +429,8 @@ impl Vm {
                     return Ok(false);
                 }
                 let hva = s.hva + ((gfn - s.base_gfn) << 12);
-                (hva, !s.readonly(), s.logs_dirty(), m.seq)
+                let huge_gfn = if huge_ok { huge_frame(&s, gfn) } else { None };
+                (hva, !s.readonly(), s.logs_dirty(), m.seq, huge_gfn)
             };
             // Dirty-logged pages start read-only, so the first write faults and is logged.
             let want_write = slot_writable && (write || !logs);
@@ -435,6 +457,13 @@ impl Vm {
                     return Err(e);
                 }
             };
+            // 2 MiB at once where the slot allows it around `gfn` and the host maps those
+            // 2 MiB with one entry (a transparent or hugetlbfs huge page), writable only if
+            // that entry is; the frame looked up must be the page just taken.
+            let huge = huge_gfn.and_then(|g| {
+                let pfn = mm::host_pmd_pfn(hva & !(HUGE_BYTES - 1), writable)?;
+                (pfn.checked_add(gfn - g) == Some(page.pfn())).then_some((g, pfn))
+            });
             // Spare tables for the mapping, allocated outside the spinlock.
             let need = self.mmu.lock().tdp.spares_needed();
             let mut spares = self.alloc_spares(need)?;
@@ -449,7 +478,22 @@ impl Vm {
                 cpu::cond_resched();
                 continue;
             }
-            let r = m.tdp.map(gfn, page.pfn(), Perm { write: writable });
+            let perm = Perm { write: writable };
+            let mut replaced = None;
+            let r = match huge {
+                Some((g, pfn)) => match m.tdp.map_huge(g, pfn, perm) {
+                    Ok(Huge::Mapped(t)) => {
+                        replaced = t;
+                        Ok(())
+                    }
+                    Ok(Huge::Blocked) => m.tdp.map(gfn, page.pfn(), perm),
+                    Err(e) => Err(e),
+                },
+                None => m.tdp.map(gfn, page.pfn(), perm),
+            };
+            // A CPU may still hold the replaced table in its paging-structure caches:
+            // it is freed once a flush covers its removal.
+            let replaced_gen = m.ept_changed(replaced.is_some());
             // Logged once mapped (a retry after ENOMEM would log it twice).
             if r.is_ok() && write && logs {
                 if let Some(s) = memslot::find_mut(&mut m.slots, gfn) {
@@ -463,15 +507,29 @@ impl Vm {
                     }
                 }
             }
-            let pages = m.tdp.leaves;
+            m.page_stats(&self.stats);
             drop(m);
             drop(page);
+            if let Some(t) = replaced {
+                self.flush_upto(replaced_gen, false);
+                drop(t);
+            }
             match r {
-                Ok(()) => {
-                    self.stats.set(stats::vm::PAGES_4K, pages);
-                    return Ok(true);
-                }
+                Ok(()) => return Ok(true),
                 Err(e) if e == ENOMEM => continue,
+                Err(e) if e == EEXIST => {
+                    // A 2 MiB mapping covers the frame (mapped read-only, or the host has
+                    // split its page since): unmap it, flush, and map again.
+                    let g = gfn & !(HUGE_PAGES - 1);
+                    let gen = {
+                        let mut m = self.mmu.lock();
+                        let zapped = m.tdp.zap(g, g + HUGE_PAGES);
+                        m.page_stats(&self.stats);
+                        m.ept_changed(zapped)
+                    };
+                    self.flush_upto(gen, false);
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -596,6 +654,7 @@ impl Vm {
                 _ => false,
             };
             mm.seq = mm.seq.wrapping_add(1);
+            mm.page_stats(&self.stats);
             (unlinked, mm.ept_changed(zapped))
         };
         drop(unlinked);
@@ -622,6 +681,7 @@ impl Vm {
         let (dead, freed, gen) = {
             let mut m = self.mmu.lock();
             let (dead, freed) = m.tdp.zap_all(fresh);
+            m.page_stats(&self.stats);
             (dead, freed, m.ept_changed(freed != 0))
         };
         self.flush_upto(gen, false);

@@ -386,6 +386,10 @@ impl X86Ops for Svm {
         false
     }
 
+    fn tdp_huge_pages(&self) -> bool {
+        true
+    }
+
     fn has_cmci(&self) -> bool {
         false
     }

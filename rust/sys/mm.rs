@@ -18,6 +18,16 @@ pub(crate) fn current_mm() -> MmId {
     MmId(unsafe { ffi::rkvm_current_mm() } as usize)
 }
 
+/// The first frame of the 2 MiB host mapping of `hva` (2 MiB aligned) in the current
+/// process, writable if `write`; `None` when smaller pages map it. Racy by nature: the
+/// caller checks the MMU notifier's sequence before it relies on the answer.
+pub(crate) fn host_pmd_pfn(hva: u64, write: bool) -> Option<u64> {
+    // SAFETY: Walks the current process's page tables with interrupts off (in the shim);
+    // `hva` is only used as an address to look up.
+    let pfn = unsafe { ffi::rkvm_host_pmd_pfn(hva, c_int::from(write)) };
+    (pfn != 0).then_some(pfn)
+}
+
 /// A referenced page of the owner process; the reference drops with the value.
 pub(crate) struct UserPage {
     page: NonNull<c_void>,

@@ -537,6 +537,46 @@ void *rkvm_page_address(const void *page) { return page_address(page); }
 void *rkvm_pfn_to_page(__u64 pfn) { return pfn_valid(pfn) ? pfn_to_page(pfn) : NULL; }
 __u64 rkvm_page_to_pfn(const void *page) { return page_to_pfn((struct page *)page); }
 
+/*
+ * The first frame of the 2 MiB mapping (a PMD leaf) of hva in the current process, 0 when
+ * a smaller page (or nothing) maps it, or when write is set and the mapping is not
+ * writable. A lockless walk, as GUP-fast and KVM's host_pfn_mapping_level do: with
+ * interrupts off no page table can be freed under it; a concurrent change is caught by
+ * the caller's MMU-notifier sequence check before the result is used.
+ */
+__u64 rkvm_host_pmd_pfn(__u64 hva, int write)
+{
+	struct mm_struct *mm = current->mm;
+	unsigned long flags;
+	__u64 pfn = 0;
+	pgd_t pgd;
+	p4d_t p4d;
+	pud_t pud;
+	pmd_t pmd;
+
+	if (!mm)
+		return 0;
+	local_irq_save(flags);
+	pgd = READ_ONCE(*pgd_offset(mm, hva));
+	if (pgd_none(pgd))
+		goto out;
+	p4d = READ_ONCE(*p4d_offset(&pgd, hva));
+	if (p4d_none(p4d) || !p4d_present(p4d))
+		goto out;
+	pud = READ_ONCE(*pud_offset(&p4d, hva));
+	if (pud_none(pud) || !pud_present(pud) || pud_leaf(pud))
+		goto out;
+	pmd = READ_ONCE(*pmd_offset(&pud, hva));
+	if (pmd_none(pmd) || !pmd_present(pmd) || !pmd_leaf(pmd))
+		goto out;
+	if (write && !pmd_write(pmd))
+		goto out;
+	pfn = pmd_pfn(pmd);
+out:
+	local_irq_restore(flags);
+	return pfn;
+}
+
 /* ---- Halted vCPUs ------------------------------------------------------------------- */
 
 struct rkvm_waitq {

@@ -322,6 +322,10 @@ impl X86Ops for Vmx {
         self.config.has2(proc2::TSC_SCALING)
     }
 
+    fn tdp_huge_pages(&self) -> bool {
+        self.config.ept_vpid & caps::ept_vpid::EPT_2MB_PAGE != 0
+    }
+
     fn has_cmci(&self) -> bool {
         true
     }

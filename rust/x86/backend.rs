@@ -49,6 +49,9 @@ pub(crate) trait X86Ops: Send + Sync {
     /// The CPU scales the guest's TSC (VMX's TSC multiplier): KVM_SET_TSC_KHZ can give a
     /// vCPU any rate, and KVM_CAP_TSC_CONTROL / KVM_CAP_VM_TSC_CONTROL say so.
     fn tsc_scaling(&self) -> bool;
+    /// The two-dimensional page table can map 2 MiB with one entry (EPT's 2 MiB pages;
+    /// always with NPT).
+    fn tdp_huge_pages(&self) -> bool;
     /// A new vCPU's IA32_UCODE_REV (KVM's arbitrary per-vendor value).
     fn reset_ucode_rev(&self) -> u64;
     /// The vendor's hypercall instruction (VMCALL or VMMCALL): KVM's FIX_HYPERCALL_INSN

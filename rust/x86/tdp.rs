@@ -24,6 +24,10 @@ const LEVELS: u8 = 4;
 const ENTRIES: usize = 512;
 /// Tables one 4 KiB mapping may need below the root.
 pub(crate) const MAX_NEW_TABLES: usize = (LEVELS - 1) as usize;
+/// Frames of a 2 MiB mapping.
+pub(crate) const HUGE_PAGES: u64 = 512;
+/// The page-size bit of a level-2 entry that maps 2 MiB itself (EPT and NPT alike).
+const PAGE_SIZE_BIT: u64 = 1 << 7;
 
 /// One page-table page and, above level 1, its children.
 pub(crate) struct Table {
@@ -71,8 +75,10 @@ pub(crate) struct Tdp {
     root: KmemBox<Table>,
     masks: SpteMasks,
     spares: KVec<KmemBox<Table>>,
-    /// Leaf entries present (KVM's pages_4k).
+    /// 4 KiB leaf entries present (KVM's pages_4k).
     pub(crate) leaves: u64,
+    /// 2 MiB leaf entries present (KVM's pages_2m).
+    pub(crate) huge_leaves: u64,
     /// Table pages in use, root included.
     pub(crate) tables: u64,
 }
@@ -85,6 +91,7 @@ impl Tdp {
             masks,
             spares: KVec::with_capacity(MAX_NEW_TABLES * (LEVELS as usize), GFP_KERNEL_ACCOUNT)?,
             leaves: 0,
+            huge_leaves: 0,
             tables: 1,
         })
     }
@@ -111,20 +118,23 @@ impl Tdp {
         Table::new(cache, 1)
     }
 
-    /// Maps `gfn` to host frame `pfn`. `ENOMEM` if the spare pool ran dry (refill, retry);
-    /// `EFAULT` for a frame beyond what the table can address (memslots never reach there,
-    /// and the walk below must not wrap a higher frame onto a low one).
-    pub(crate) fn map(&mut self, gfn: u64, pfn: u64, perm: Perm) -> Result {
+    /// The table of `level` that holds `gfn`'s entry, made from spares where missing.
+    /// `EEXIST` when a 2 MiB leaf sits where a table would go.
+    fn table_for(&mut self, gfn: u64, level: u8) -> Result<&mut Table> {
         let m = self.masks;
         if gfn > m.max_gfn {
             return Err(EFAULT);
         }
         let mut t: &mut Table = &mut self.root;
-        while t.level > 1 {
+        while t.level > level {
             let i = index(gfn, t.level);
             let child_level = t.level - 1;
             let slot = t.children.get_mut(i).ok_or(EINVAL)?;
             if slot.is_none() {
+                if t.page.read(i) & m.read != 0 {
+                    // A 2 MiB leaf (only level 2 holds them).
+                    return Err(EEXIST);
+                }
                 let mut new = self.spares.pop().ok_or(ENOMEM)?;
                 new.level = child_level;
                 t.page
@@ -134,30 +144,80 @@ impl Tdp {
             }
             t = slot.as_deref_mut().ok_or(EINVAL)?;
         }
+        Ok(t)
+    }
+
+    /// Maps the 2 MiB at `gfn` (a multiple of [`HUGE_PAGES`]) to the host frames from
+    /// `pfn` (likewise aligned) with one level-2 entry. [`Huge::Blocked`] when 4 KiB
+    /// mappings are present in that range: the caller maps 4 KiB instead. A table left
+    /// empty there (its pages were unmapped) is replaced, and handed back to be freed once
+    /// every CPU has flushed. Errors as `map`.
+    pub(crate) fn map_huge(&mut self, gfn: u64, pfn: u64, perm: Perm) -> Result<Huge> {
+        let m = self.masks;
+        if gfn % HUGE_PAGES != 0 || pfn % HUGE_PAGES != 0 {
+            return Err(EINVAL);
+        }
+        let t = self.table_for(gfn, 2)?;
+        let i = index(gfn, 2);
+        let slot = t.children.get_mut(i).ok_or(EINVAL)?;
+        if let Some(child) = slot.as_ref() {
+            if (0..ENTRIES).any(|j| child.page.read(j) & m.read != 0) {
+                return Ok(Huge::Blocked);
+            }
+        }
+        let empty = slot.take();
+        let old = t.page.read(i);
+        let mut e = (pfn << 12) & m.addr | m.read | m.exec | m.memtype_wb | PAGE_SIZE_BIT;
+        if perm.write {
+            e |= m.write;
+        }
+        t.page.write(i, e);
+        if empty.is_some() {
+            self.tables -= 1;
+            self.huge_leaves += 1;
+        } else if old & m.read == 0 {
+            self.huge_leaves += 1;
+        }
+        Ok(Huge::Mapped(empty))
+    }
+
+    /// Maps `gfn` to host frame `pfn`. `ENOMEM` if the spare pool ran dry (refill, retry);
+    /// `EFAULT` for a frame beyond what the table can address (memslots never reach there,
+    /// and the walk below must not wrap a higher frame onto a low one); `EEXIST` when a
+    /// 2 MiB mapping covers `gfn` (the caller zaps it, flushes, and retries).
+    pub(crate) fn map(&mut self, gfn: u64, pfn: u64, perm: Perm) -> Result {
+        let m = self.masks;
+        let t = self.table_for(gfn, 1)?;
         let i = index(gfn, 1);
         let old = t.page.read(i);
         let mut e = (pfn << 12) & m.addr | m.read | m.exec | m.memtype_wb;
         if perm.write {
             e |= m.write;
         }
+        t.page.write(i, e);
         if old & m.read == 0 {
             self.leaves += 1;
         }
-        t.page.write(i, e);
         Ok(())
     }
 
-    /// Applies `f(gfn, entry)` to every present leaf entry for gfns in `[start, end)`;
-    /// returns whether any entry changed. The walk visits only tables that exist, so its
-    /// cost follows what is mapped, not the size of the range.
-    fn for_leaves(&mut self, start: u64, end: u64, mut f: impl FnMut(u64, u64) -> u64) -> bool {
+    /// Applies `f(gfn, entry, frames)` to every present leaf entry that maps some gfn in
+    /// `[start, end)` (a 2 MiB leaf, `frames` 512, whole even when it overlaps the range
+    /// in part); returns whether any entry changed. The walk visits only tables that
+    /// exist, so its cost follows what is mapped, not the size of the range.
+    fn for_leaves(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(u64, u64, u64) -> u64,
+    ) -> bool {
         fn walk(
             t: &mut Table,
             base: u64,
             start: u64,
             end: u64,
-            f: &mut dyn FnMut(u64, u64) -> u64,
-            removed: &mut u64,
+            f: &mut dyn FnMut(u64, u64, u64) -> u64,
+            removed: &mut [u64; 2],
             read_bit: u64,
         ) -> bool {
             let span = 1u64 << (9 * u32::from(t.level - 1));
@@ -176,26 +236,29 @@ impl Tdp {
                 if hi <= start || lo >= end {
                     continue;
                 }
-                if t.level == 1 {
-                    let old = t.page.read(i);
-                    if old & read_bit == 0 {
-                        continue;
-                    }
-                    let new = f(lo, old);
-                    if new != old {
-                        t.page.write(i, new);
-                        changed = true;
-                        if new & read_bit == 0 {
-                            *removed += 1;
+                if let Some(Some(child)) = t.children.get_mut(i) {
+                    changed |= walk(child, lo, start, end, f, removed, read_bit);
+                    continue;
+                }
+                // A leaf: a 4 KiB page at level 1, 2 MiB at level 2 (no table below).
+                let old = t.page.read(i);
+                if old & read_bit == 0 || t.level > 2 {
+                    continue;
+                }
+                let new = f(lo, old, span);
+                if new != old {
+                    t.page.write(i, new);
+                    changed = true;
+                    if new & read_bit == 0 {
+                        if let Some(r) = removed.get_mut(usize::from(t.level - 1)) {
+                            *r += 1;
                         }
                     }
-                } else if let Some(Some(child)) = t.children.get_mut(i) {
-                    changed |= walk(child, lo, start, end, f, removed, read_bit);
                 }
             }
             changed
         }
-        let mut removed = 0;
+        let mut removed = [0; 2];
         let changed = walk(
             &mut self.root,
             0,
@@ -205,20 +268,21 @@ impl Tdp {
             &mut removed,
             self.masks.read,
         );
-        self.leaves = self.leaves.saturating_sub(removed);
+        self.leaves = self.leaves.saturating_sub(removed[0]);
+        self.huge_leaves = self.huge_leaves.saturating_sub(removed[1]);
         changed
     }
 
     /// Unmaps gfns `[start, end)`; returns whether a TLB flush is needed.
     pub(crate) fn zap(&mut self, start: u64, end: u64) -> bool {
-        self.for_leaves(start, end, |_, _| 0)
+        self.for_leaves(start, end, |_, _, _| 0)
     }
 
     /// Whether any gfn of `[start, end)` is mapped. The walk changes nothing (its
     /// callback returns each entry as it is) and visits only tables that exist.
     pub(crate) fn any_mapped(&mut self, start: u64, end: u64) -> bool {
         let mut seen = false;
-        self.for_leaves(start, end, |_, e| {
+        self.for_leaves(start, end, |_, e, _| {
             seen = true;
             e
         });
@@ -230,12 +294,15 @@ impl Tdp {
     /// part of the range, whatever the number of bits set.
     pub(crate) fn write_protect(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
         let w = self.masks.write;
-        self.for_leaves(start, end, |gfn, e| {
-            let hit = dirty.is_none_or(|bits| {
-                let rel = gfn.wrapping_sub(start);
-                let word = usize::try_from(rel / 64).ok().and_then(|i| bits.get(i));
-                word.is_some_and(|&word| word & (1 << (rel % 64)) != 0)
-            });
+        self.for_leaves(start, end, |gfn, e, frames| {
+            // A 2 MiB leaf loses write access whole (dirty-logged slots have none: they
+            // are zapped when logging starts and fault back in 4 KiB pages).
+            let hit = frames > 1
+                || dirty.is_none_or(|bits| {
+                    let rel = gfn.wrapping_sub(start);
+                    let word = usize::try_from(rel / 64).ok().and_then(|i| bits.get(i));
+                    word.is_some_and(|&word| word & (1 << (rel % 64)) != 0)
+                });
             if hit {
                 e & !w
             } else {
@@ -270,8 +337,17 @@ impl Tdp {
         core::mem::swap(&mut self.root.children, &mut children);
         self.tables = 1;
         self.leaves = 0;
+        self.huge_leaves = 0;
         (Detached(children), freed)
     }
+}
+
+/// What [`Tdp::map_huge`] did.
+pub(crate) enum Huge {
+    /// Mapped; with the empty table the new entry replaced, to free after a flush.
+    Mapped(Option<KmemBox<Table>>),
+    /// 4 KiB mappings are in the way.
+    Blocked,
 }
 
 /// Tables cut off from a VM's two-dimensional page table, freed when dropped (after the TLB flush).

@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * 2 MiB mappings in the two-dimensional page table. A memslot of 4 MiB whose memory the
+ * host backs with transparent huge pages (2 MiB aligned, MADV_HUGEPAGE):
+ *  - the guest's first writes map it 2 MiB at a time (the VM's pages_2m);
+ *  - turning on dirty logging leaves no 2 MiB mapping (KVM splits them, rkvm unmaps them),
+ *    and a write is then logged page by page;
+ *  - turning it off lets the next touches map 2 MiB again;
+ *  - memory the host maps read-only is mapped for reading only, 2 MiB or not: the guest's
+ *    read works, its write ends KVM_RUN with EFAULT and never reaches the page.
+ * The kernel turns transparent huge pages off on machines with less than 512 MiB (the test
+ * machines): the test turns them on for madvise()d memory alone, and back as they were at
+ * its end. Skipped when the host still did not back the region with huge pages.
+ */
+#include "lib/rkvm_test.h"
+#include "lib/stats.h"
+
+#define HUGE_SLOT 1
+#define HUGE_GPA 0x40000000ull
+#define HUGE_SIZE (4ull << 20)
+#define MB2 (2ull << 20)
+
+GUEST_CODE(huge_guest, 32,
+	/* Step 1: one write in each 2 MiB. */
+	"movb $0x11, 0x40000000\n"
+	"movb $0x22, 0x40201000\n"
+	"outb %al, $0x10\n"
+	/* Step 2 (logging on): one more write. */
+	"movb $0x33, 0x40003000\n"
+	"outb %al, $0x11\n"
+	/* Step 3 (logging off): touch both halves again. */
+	"movb $0x44, 0x40005000\n"
+	"movb $0x45, 0x40205000\n"
+	"outb %al, $0x12\n"
+	/* Step 4 (upper half read-only): read, then write. */
+	"movb 0x40200000, %al\n"
+	"outb %al, $0x13\n"
+	"movb $0x55, 0x40200000\n"
+	"outb %al, $0x14\n"
+	"hlt\n");
+
+static struct guest g;
+static int vm_stats;
+static struct stats vs;
+
+static uint64_t pages_2m(void)
+{
+	return stats_value(vm_stats, &vs, "pages_2m");
+}
+
+static void set_slot(uint8_t *hva, uint32_t flags)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = HUGE_SLOT,
+		.flags = flags,
+		.guest_phys_addr = HUGE_GPA,
+		.memory_size = HUGE_SIZE,
+		.userspace_addr = (uintptr_t)hva,
+	};
+
+	if (ioctl(g.vm.fd, KVM_SET_USER_MEMORY_REGION, &r))
+		BAIL("KVM_SET_USER_MEMORY_REGION flags %#x", flags);
+}
+
+/* Runs the guest to its OUT to PORT. */
+static void run_to(int port)
+{
+	vcpu_run(&g.v);
+	if (!is_out(&g.v, port, 1))
+		BAIL("expected an OUT to %#x: %s", port, exit_str(&g.v));
+}
+
+#define THP_ENABLED "/sys/kernel/mm/transparent_hugepage/enabled"
+static char thp_before[16];
+
+/* Puts the transparent-huge-page mode back (at exit). */
+static void thp_restore(void)
+{
+	FILE *f = fopen(THP_ENABLED, "w");
+
+	if (f) {
+		fputs(thp_before, f);
+		fclose(f);
+	}
+}
+
+/* Transparent huge pages for madvise()d memory; the old mode comes back at exit. */
+static void thp_madvise(void)
+{
+	char line[128], *open, *close;
+	FILE *f = fopen(THP_ENABLED, "r");
+
+	/* "always madvise [never]": the bracketed word is the mode. */
+	if (!f || !fgets(line, sizeof(line), f) || !(open = strchr(line, '[')) ||
+	    !(close = strchr(open, ']')) || close - open - 1 >= (long)sizeof(thp_before))
+		tap_skip_all("no transparent huge pages in this kernel");
+	fclose(f);
+	memcpy(thp_before, open + 1, close - open - 1);
+	f = fopen(THP_ENABLED, "w");
+	if (!f || fputs("madvise", f) < 0 || fclose(f))
+		tap_skip_all("cannot turn transparent huge pages on");
+	atexit(thp_restore);
+}
+
+/* The AnonHugePages of this process's mappings, in kB (-1 unknown). */
+static long anon_huge_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+int main(void)
+{
+	uint64_t bitmap[HUGE_SIZE / 4096 / 64] = { 0 };
+	struct kvm_dirty_log log = { .slot = HUGE_SLOT, .dirty_bitmap = bitmap };
+	uint8_t *raw, *hva;
+	long r;
+
+	test_watchdog(120);
+	thp_madvise();
+	raw = mmap(NULL, HUGE_SIZE + MB2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		   -1, 0);
+	if (raw == MAP_FAILED)
+		BAIL("mmap");
+	hva = (uint8_t *)(((uintptr_t)raw + MB2 - 1) & ~(MB2 - 1));
+	madvise(hva, HUGE_SIZE, MADV_HUGEPAGE);
+	g = guest_create();
+	set_slot(hva, 0);
+	guest_load(g.mem, GUEST_CODE_GPA, huge_guest);
+	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	vm_stats = ioctl(g.vm.fd, KVM_GET_STATS_FD, 0);
+	if (vm_stats < 0 || !stats_load(vm_stats, &vs))
+		BAIL("KVM_GET_STATS_FD");
+
+	run_to(0x10);
+	if (anon_huge_kb() < 2048) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "the host backed the region with small pages "
+			 "(AnonHugePages %ld kB)", anon_huge_kb());
+		tap_skip_all(why);
+	}
+	tap_plan(7);
+	tap_ok(pages_2m() == 2 && hva[0] == 0x11 && hva[MB2 + 0x1000] == 0x22,
+	       "a write in each 2 MiB half: pages_2m %llu (want 2), the writes reached the host",
+	       (unsigned long long)pages_2m());
+
+	set_slot(hva, KVM_MEM_LOG_DIRTY_PAGES);
+	tap_ok(pages_2m() == 0, "dirty logging on: pages_2m %llu (want 0)",
+	       (unsigned long long)pages_2m());
+	run_to(0x11);
+	r = ioctl(g.vm.fd, KVM_GET_DIRTY_LOG, &log);
+	tap_ok(r == 0 && bitmap[0] == 1ull << 3 && pages_2m() == 0 && hva[0x3000] == 0x33,
+	       "a write with logging on: KVM_GET_DIRTY_LOG %ld, first word %#llx (want page 3 "
+	       "alone), pages_2m %llu",
+	       r, (unsigned long long)bitmap[0], (unsigned long long)pages_2m());
+
+	set_slot(hva, 0);
+	run_to(0x12);
+	tap_ok(pages_2m() == 2 && hva[0x5000] == 0x44 && hva[MB2 + 0x5000] == 0x45,
+	       "logging off, both halves touched again: pages_2m %llu (want 2)",
+	       (unsigned long long)pages_2m());
+
+	if (mprotect(hva + MB2, MB2, PROT_READ))
+		BAIL("mprotect");
+	run_to(0x13);
+	tap_ok(io_out_value(&g.v) == 0,
+	       "the guest reads the read-only half (read %#llx)",
+	       (unsigned long long)io_out_value(&g.v));
+	r = ioctl(g.v.fd, KVM_RUN, 0);
+	tap_ok(r == -1 && errno == EFAULT, "its write there ends KVM_RUN with EFAULT (%ld, errno %d)",
+	       r, errno);
+	tap_ok(hva[MB2] == 0, "the read-only page is unchanged (%#x)", hva[MB2]);
+	close(vm_stats);
+	free(vs.descs);
+	tap_done();
+}
