@@ -212,11 +212,17 @@ int rkvm_signal_pending(void);
 int rkvm_xfer_to_guest_mode_handle_work(void);
 int rkvm_need_resched(void);
 void rkvm_cond_resched(void);
-void rkvm_yield(void);
 /* The current task's time waiting on a runqueue (sched_info, ns): steal time's source. */
 __u64 rkvm_current_run_delay(void);
 /* Whether the current task is still runnable (it is being preempted, not sleeping). */
 int rkvm_current_runnable(void);
+/* single_task_running(): nothing else is runnable on this CPU. */
+int rkvm_single_task_running(void);
+/* A reference on the current thread's struct pid. */
+void *rkvm_current_pid_get(void);
+void rkvm_pid_put(void *pid);
+/* yield_to() the thread of pid (not the current one): > 0 when it got the CPU. */
+int rkvm_yield_to_pid(void *pid);
 /* Whether the kernel keeps it (sched_info_on()). */
 int rkvm_sched_info_on(void);
 

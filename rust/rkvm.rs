@@ -350,8 +350,10 @@ extern "C" fn rkvm_on_user_return(c: c_uint) {
 }
 
 /// `kvm_sched_in`: a vCPU task got a CPU back. Nothing to reload: no VMX state lives
-/// on a CPU outside a VMX window.
-extern "C" fn kvm_sched_in(_ctx: *mut c_void, _cpu: c_int) {}
+/// on a CPU outside a VMX window; the vCPU is no longer a directed-yield candidate.
+extern "C" fn kvm_sched_in(ctx: *mut c_void, _cpu: c_int) {
+    kvm::vcpu::sched_in(ctx);
+}
 
 extern "C" fn kvm_sched_out(ctx: *mut c_void) {
     kvm::vcpu::sched_out(ctx);

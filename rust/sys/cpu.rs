@@ -207,6 +207,46 @@ pub(crate) fn handle_guest_entry_work() -> Result {
     super::to_result(unsafe { ffi::rkvm_xfer_to_guest_mode_handle_work() })
 }
 
+/// A counted reference on a thread's `struct pid`: who runs a vCPU, for directed yield.
+///
+/// # Invariants
+///
+/// `0` holds a reference taken by `get_task_pid`, dropped with the value.
+pub(crate) struct ThreadRef(core::ptr::NonNull<c_void>);
+
+// SAFETY: A `struct pid` reference may be used and dropped from any thread.
+unsafe impl Send for ThreadRef {}
+// SAFETY: `yield_to` takes its own reference on the task; shared use is read-only.
+unsafe impl Sync for ThreadRef {}
+
+impl ThreadRef {
+    /// The current thread.
+    pub(crate) fn current() -> Option<Self> {
+        // SAFETY: Takes a reference on the current task's pid (process context).
+        core::ptr::NonNull::new(unsafe { ffi::rkvm_current_pid_get() }).map(Self)
+    }
+
+    /// Gives this thread the rest of the current one's time slice if it is waiting for a
+    /// CPU (`yield_to`); whether it did. May schedule.
+    pub(crate) fn yield_to(&self) -> bool {
+        // SAFETY: `self.0` is a live pid reference (the type's invariant); process context.
+        unsafe { ffi::rkvm_yield_to_pid(self.0.as_ptr()) > 0 }
+    }
+}
+
+impl Drop for ThreadRef {
+    fn drop(&mut self) {
+        // SAFETY: Drops the reference the type holds.
+        unsafe { ffi::rkvm_pid_put(self.0.as_ptr()) };
+    }
+}
+
+/// Whether the current task is the only one runnable on this CPU.
+pub(crate) fn single_task_running() -> bool {
+    // SAFETY: Reads this CPU's run-queue length.
+    unsafe { ffi::rkvm_single_task_running() != 0 }
+}
+
 /// Whether the current task is still runnable: called as it loses its CPU, whether it is
 /// preempted (rather than going to sleep).
 pub(crate) fn current_runnable() -> bool {
@@ -235,12 +275,6 @@ pub(crate) fn signal_pending() -> bool {
 pub(crate) fn cond_resched() {
     // SAFETY: Called from process context only.
     unsafe { ffi::rkvm_cond_resched() };
-}
-
-/// Gives the CPU to another runnable task of this CPU, if there is one. May sleep.
-pub(crate) fn yield_now() {
-    // SAFETY: Called from process context only.
-    unsafe { ffi::rkvm_yield() };
 }
 
 /// Hands a machine check that hit the guest (or its VM entry) to the host's #MC handler.

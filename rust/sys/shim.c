@@ -648,7 +648,34 @@ int rkvm_xfer_to_guest_mode_handle_work(void)
 }
 int rkvm_need_resched(void) { return need_resched(); }
 void rkvm_cond_resched(void) { cond_resched(); }
-void rkvm_yield(void) { yield(); }
+
+int rkvm_single_task_running(void)
+{
+	return single_task_running();
+}
+
+void *rkvm_current_pid_get(void)
+{
+	return get_task_pid(current, PIDTYPE_PID);
+}
+
+void rkvm_pid_put(void *pid)
+{
+	put_pid(pid);
+}
+
+int rkvm_yield_to_pid(void *pid)
+{
+	struct task_struct *task = get_pid_task(pid, PIDTYPE_PID);
+	int ret = 0;
+
+	if (!task)
+		return 0;
+	if (task != current)
+		ret = yield_to(task, true);
+	put_task_struct(task);
+	return ret;
+}
 
 int rkvm_current_runnable(void)
 {

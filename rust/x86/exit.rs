@@ -76,6 +76,11 @@ pub(crate) enum Exit {
     /// The guest spins in kernel mode waiting for something (a PAUSE loop; RIP past the
     /// PAUSE): another task, maybe another vCPU, should run.
     Spin,
+    /// The guest asked to give its time to the vCPU with this APIC ID (the
+    /// `KVM_HC_SCHED_YIELD` hypercall, finished: RIP is past it, RAX holds 0).
+    YieldTo {
+        apic_id: u64,
+    },
     /// Triple fault.
     Shutdown,
     /// VM entry failed: the hardware's reason.
@@ -141,6 +146,7 @@ impl Exit {
             self,
             Exit::Io { .. }
                 | Exit::Spin
+                | Exit::YieldTo { .. }
                 | Exit::TdpFault { .. }
                 | Exit::Intercepted { .. }
                 | Exit::CrAccess { .. }

@@ -51,6 +51,9 @@ pub(crate) struct Env<'a> {
 pub(crate) enum Done {
     Skip,
     Fault(Fault),
+    /// The yield hypercall completed (skip it); then the vCPU gives its time to the vCPU
+    /// whose APIC ID this is, in process context (KVM's `kvm_sched_yield`).
+    YieldTo(u64),
 }
 
 /// KVM's hypercall error: no such hypercall (`-KVM_ENOSYS`), not allowed (`-KVM_EPERM`).
@@ -94,32 +97,36 @@ pub(crate) fn xsetbv(r: &impl Gprs, s: &mut VcpuState, at: &At, env: &Env<'_>) -
     Done::Skip
 }
 
-/// The KVM hypercall. rkvm offers the two that need nothing from it: polling for an
-/// interrupt (it is delivered on entry anyway) and the yield hint (returning is what a
-/// yield ends with). Anything else answers `-KVM_ENOSYS`; outside ring 0, `-KVM_EPERM`.
+/// The KVM hypercall. rkvm offers polling for an interrupt (it is delivered on entry
+/// anyway) and the directed yield (`KVM_HC_SCHED_YIELD`, RBX the target's APIC ID: the
+/// caller finishes it, see [`Done::YieldTo`]). Anything else answers `-KVM_ENOSYS`;
+/// outside ring 0, `-KVM_EPERM`.
 pub(crate) fn hypercall(r: &mut impl Gprs, at: &At, env: &Env<'_>) -> Done {
     const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
     const KVM_HC_SCHED_YIELD: u64 = 11;
     const KVM_FEATURE_PV_SCHED_YIELD: u32 = 1 << 13;
-    let nr = if at.long_cs {
-        r.gpr(RAX)
-    } else {
-        r.gpr(RAX) & 0xffff_ffff
+    let arg = |n| {
+        if at.long_cs {
+            r.gpr(n)
+        } else {
+            r.gpr(n) & 0xffff_ffff
+        }
     };
-    let ret = if at.protected && at.cpl != 0 {
-        KVM_EPERM
-    } else if nr == KVM_HC_VAPIC_POLL_IRQ
-        || (nr == KVM_HC_SCHED_YIELD
-            && env
-                .pv_features
-                .is_none_or(|f| f & KVM_FEATURE_PV_SCHED_YIELD != 0))
-    {
-        0
+    let nr = arg(RAX);
+    let yield_ok = env
+        .pv_features
+        .is_none_or(|f| f & KVM_FEATURE_PV_SCHED_YIELD != 0);
+    let (ret, done) = if at.protected && at.cpl != 0 {
+        (KVM_EPERM, Done::Skip)
+    } else if nr == KVM_HC_VAPIC_POLL_IRQ {
+        (0, Done::Skip)
+    } else if nr == KVM_HC_SCHED_YIELD && yield_ok {
+        (0, Done::YieldTo(arg(RBX)))
     } else {
-        KVM_ENOSYS
+        (KVM_ENOSYS, Done::Skip)
     };
     r.set_gpr(RAX, ret);
-    Done::Skip
+    done
 }
 
 /// RDMSR or WRMSR (`write`) finished where the registers are, during the backend's run,

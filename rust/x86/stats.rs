@@ -118,6 +118,8 @@ pub(crate) mod vcpu {
     pub(crate) const HYPERCALLS: usize = 34;
     pub(crate) const IRQ_INJECTIONS: usize = 35;
     pub(crate) const NMI_INJECTIONS: usize = 36;
+    pub(crate) const DIRECTED_YIELD_ATTEMPTED: usize = 39;
+    pub(crate) const DIRECTED_YIELD_SUCCESSFUL: usize = 40;
     pub(crate) const PREEMPTION_REPORTED: usize = 41;
     pub(crate) const PREEMPTION_OTHER: usize = 42;
 }

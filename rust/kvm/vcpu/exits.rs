@@ -113,6 +113,76 @@ pub(super) fn fix_hypercall(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<O
 }
 
 /// Finishes an exit in process context. `Some(r)`: return `r` to userspace.
+/// KVM's `kvm_sched_yield`, for the guest's `KVM_HC_SCHED_YIELD`: gives this vCPU's time
+/// to the vCPU whose local APIC has physical ID `apic_id`, when that vCPU's thread was
+/// preempted while runnable and something else wants this CPU. KVM counts every
+/// hypercall as an attempt, and a yield that happened as a success (only these: the
+/// yields of pause-loop exits are not counted).
+fn sched_yield(vm: &Vm, me: &Vcpu, apic_id: u64) {
+    me.stats.inc(st::DIRECTED_YIELD_ATTEMPTED);
+    if cpu::single_task_running() {
+        return;
+    }
+    let target = {
+        let l = vm.locked.lock();
+        l.vcpus
+            .iter()
+            .find(|v| {
+                v.apic.as_ref().is_some_and(|mb| {
+                    let a = mb.addressing();
+                    let id = if a.x2apic {
+                        u64::from(v.id)
+                    } else {
+                        u64::from(a.xapic_id)
+                    };
+                    id == apic_id
+                })
+            })
+            .cloned()
+    };
+    let Some(t) = target else {
+        return;
+    };
+    if core::ptr::eq(&*t, me) || !t.preempted.load(Ordering::Acquire) {
+        return;
+    }
+    if t.thread.as_ref().is_some_and(|th| th.yield_to()) {
+        me.stats.inc(st::DIRECTED_YIELD_SUCCESSFUL);
+    }
+}
+
+/// KVM's `kvm_vcpu_on_spin`: a vCPU spinning on a lock gives its time to another vCPU of
+/// its VM whose thread was preempted while runnable (the likely lock holder), trying at
+/// most three, starting after the last one it gave to. The VM's vCPU list is locked only
+/// to pick a candidate, never across the yield. (KVM counts nothing here.)
+fn directed_yield(vm: &Vm, me: &Vcpu) {
+    const TRIES: usize = 3;
+    let mut next = me.last_boosted.load(Ordering::Relaxed);
+    for _ in 0..TRIES {
+        let pick = {
+            let l = vm.locked.lock();
+            let n = l.vcpus.len();
+            (1..=n).find_map(|k| {
+                let i = (next + k) % n;
+                let v = l.vcpus.get(i)?;
+                let ready = !core::ptr::eq(&**v, me)
+                    && v.preempted.load(Ordering::Acquire)
+                    && v.running_cpu.load(Ordering::Acquire) < 0
+                    && v.thread.as_ref().is_some();
+                ready.then(|| (i, v.clone()))
+            })
+        };
+        let Some((i, v)) = pick else {
+            break;
+        };
+        next = i;
+        if v.thread.as_ref().is_some_and(|t| t.yield_to()) {
+            me.last_boosted.store(i, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
 pub(super) fn handle_exit(
     vm: &Vm,
     vcpu: &Vcpu,
@@ -133,7 +203,11 @@ pub(super) fn handle_exit(
         }
         Exit::Spin => {
             // The guest waits for a lock another vCPU (or a preempted one) holds.
-            cpu::yield_now();
+            directed_yield(vm, vcpu);
+            Ok(None)
+        }
+        Exit::YieldTo { apic_id } => {
+            sched_yield(vm, vcpu, apic_id);
             Ok(None)
         }
         Exit::Shutdown => {

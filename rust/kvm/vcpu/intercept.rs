@@ -114,6 +114,10 @@ pub(super) fn intercepted(
     match done {
         insn::Done::Skip => s.skip_instruction(len),
         insn::Done::Fault(f) => inject(s, f),
+        insn::Done::YieldTo(apic_id) => {
+            s.skip_instruction(len);
+            return handle_exit(vm, vcpu, g, Exit::YieldTo { apic_id });
+        }
     }
     Ok(None)
 }

@@ -153,6 +153,13 @@ pub(crate) struct Vcpu {
     /// The last exit was for a host interrupt, with the guest at an instruction boundary
     /// (KVM's `at_instruction_boundary`): a preemption now is one KVM reports.
     at_boundary: AtomicBool,
+    /// Its thread lost the CPU in KVM_RUN while runnable, and has not had it back (KVM's
+    /// `preempted`): a candidate for another vCPU's directed yield.
+    preempted: AtomicBool,
+    /// The thread of its first KVM_RUN, which directed yields go to.
+    thread: kernel::sync::SetOnce<cpu::ThreadRef>,
+    /// The index (in the VM's list) of the vCPU it last yielded to.
+    last_boosted: core::sync::atomic::AtomicUsize,
     /// Where interrupts for the in-kernel local APIC are posted (split irqchip VMs).
     pub(crate) apic: Option<Mailbox>,
     pub(crate) stats: VcpuCounters,
@@ -247,6 +254,9 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             running_cpu: AtomicI32::new(-1),
             kick: AtomicBool::new(false),
             at_boundary: AtomicBool::new(false),
+            preempted: AtomicBool::new(false),
+            thread: kernel::sync::SetOnce::new(),
+            last_boosted: core::sync::atomic::AtomicUsize::new(0),
             apic: mailbox,
             stats: VcpuCounters::new(),
             halt_wait_hist: super::stats::LogHist::new(),
@@ -325,6 +335,13 @@ fn host_tsc() -> u64 {
     unsafe { ffi::rkvm_rdtsc() }
 }
 
+/// `kvm_sched_in`: the task running KVM_RUN has a CPU again.
+pub(crate) fn sched_in(ctx: *mut c_void) {
+    // SAFETY: As in `sched_out`.
+    let vcpu = unsafe { &*ctx.cast::<Vcpu>() };
+    vcpu.preempted.store(false, Ordering::Release);
+}
+
 /// `kvm_sched_out`: the task running KVM_RUN lost its CPU.
 pub(crate) fn sched_out(ctx: *mut c_void) {
     // SAFETY: `ctx` is the vCPU whose notifier is attached only during its KVM_RUN, while
@@ -335,6 +352,7 @@ pub(crate) fn sched_out(ctx: *mut c_void) {
     // as KVM counts it whether or not the guest has steal time (rkvm never sets the
     // record's `preempted` flag, see `steal.rs`).
     if cpu::current_runnable() {
+        vcpu.preempted.store(true, Ordering::Release);
         let reported = vcpu.at_boundary.load(Ordering::Relaxed);
         vcpu.stats.inc(if reported {
             st::PREEMPTION_REPORTED
@@ -436,6 +454,11 @@ impl AnonFile for VcpuFile {
             RKVM_KVM_RUN => {
                 if arg != 0 {
                     return Err(EINVAL);
+                }
+                if vcpu.thread.as_ref().is_none() {
+                    if let Some(t) = cpu::ThreadRef::current() {
+                        vcpu.thread.populate(t);
+                    }
                 }
                 let mut notifier = g.preempt.take();
                 let attached = notifier.as_mut().map(|n| n.attach());

@@ -336,7 +336,7 @@ impl Core {
         }
     }
 
-    /// Skips the instruction or queues its fault.
+    /// Skips the instruction or queues its fault; a yield leaves the window after the skip.
     fn finish(
         &self,
         v: &Loaded<'_>,
@@ -347,6 +347,10 @@ impl Core {
         match done {
             insn::Done::Skip => Self::skip(v, len)?,
             insn::Done::Fault(f) => s.events.exception = Some(f),
+            insn::Done::YieldTo(apic_id) => {
+                Self::skip(v, len)?;
+                return Ok(Some(Exit::YieldTo { apic_id }));
+            }
         }
         Ok(None)
     }
