@@ -216,6 +216,8 @@ void rkvm_cond_resched(void);
 __u64 rkvm_current_run_delay(void);
 /* Whether the current task is still runnable (it is being preempted, not sleeping). */
 int rkvm_current_runnable(void);
+/* The CPU has the iTLB multihit erratum (X86_BUG_ITLB_MULTIHIT). */
+int rkvm_itlb_multihit(void);
 /* single_task_running(): nothing else is runnable on this CPU. */
 int rkvm_single_task_running(void);
 /* A reference on the current thread's struct pid. */

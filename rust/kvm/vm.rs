@@ -413,12 +413,25 @@ impl Vm {
 
     /// Maps the memslot page behind `gpa` into the EPT for a vCPU (whose dirty ring is
     /// `ring`). `Ok(false)`: no memslot memory can satisfy the access (MMIO). May sleep.
-    pub(crate) fn fault_in(&self, gpa: u64, write: bool, ring: Option<&DirtyRing>) -> Result<bool> {
+    pub(crate) fn fault_in(
+        &self,
+        gpa: u64,
+        write: bool,
+        fetch: bool,
+        ring: Option<&DirtyRing>,
+    ) -> Result<bool> {
         let gfn = gpa >> 12;
         if self.fault_in_private(gfn)? {
             return Ok(true);
         }
-        let huge_ok = self.kvm.backend.tdp_huge_pages();
+        // KVM's nx_huge_pages (its default, "auto"): on a CPU with the iTLB multihit
+        // erratum a guest must not execute from a 2 MiB mapping. Such mappings are made
+        // without execute permission, and an instruction fetch maps 4 KiB pages instead
+        // (replacing a 2 MiB mapping there). Only EPT can express it; AMD CPUs do not
+        // have the erratum.
+        let nx_huge = cpu::itlb_multihit() && !cpu::mitigations_off();
+        let huge_ok = self.kvm.backend.tdp_huge_pages()
+            && !(nx_huge && (fetch || self.kvm.arch.mmu.masks.exec == 0));
         loop {
             let (hva, slot_writable, logs, seq, huge_gfn) = {
                 let m = self.mmu.lock();
@@ -478,10 +491,17 @@ impl Vm {
                 cpu::cond_resched();
                 continue;
             }
-            let perm = Perm { write: writable };
+            let perm = Perm {
+                write: writable,
+                exec: true,
+            };
+            let huge_perm = Perm {
+                exec: !nx_huge,
+                ..perm
+            };
             let mut replaced = None;
             let r = match huge {
-                Some((g, pfn)) => match m.tdp.map_huge(g, pfn, perm) {
+                Some((g, pfn)) => match m.tdp.map_huge(g, pfn, huge_perm) {
                     Ok(Huge::Mapped(t)) => {
                         replaced = t;
                         Ok(())
@@ -565,7 +585,14 @@ impl Vm {
             let Some(&(_, pfn)) = m.private.iter().find(|&&(g, _)| g == gfn) else {
                 return Ok(false);
             };
-            match m.tdp.map(gfn, pfn, Perm { write: true }) {
+            match m.tdp.map(
+                gfn,
+                pfn,
+                Perm {
+                    write: true,
+                    exec: true,
+                },
+            ) {
                 Ok(()) => return Ok(true),
                 Err(e) if e == ENOMEM => continue,
                 Err(e) => return Err(e),

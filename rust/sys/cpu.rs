@@ -241,6 +241,13 @@ impl Drop for ThreadRef {
     }
 }
 
+/// Whether the CPU has the iTLB multihit erratum: a guest that changes the size of a page
+/// it executes from can raise a machine check (CVE-2018-12207).
+pub(crate) fn itlb_multihit() -> bool {
+    // SAFETY: A pure query.
+    unsafe { ffi::rkvm_itlb_multihit() != 0 }
+}
+
 /// Whether the current task is the only one runnable on this CPU.
 pub(crate) fn single_task_running() -> bool {
     // SAFETY: Reads this CPU's run-queue length.

@@ -649,6 +649,11 @@ int rkvm_xfer_to_guest_mode_handle_work(void)
 int rkvm_need_resched(void) { return need_resched(); }
 void rkvm_cond_resched(void) { cond_resched(); }
 
+int rkvm_itlb_multihit(void)
+{
+	return boot_cpu_has_bug(X86_BUG_ITLB_MULTIHIT);
+}
+
 int rkvm_single_task_running(void)
 {
 	return single_task_running();

@@ -63,6 +63,9 @@ impl Drop for Table {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Perm {
     pub(crate) write: bool,
+    /// Instruction fetches allowed (always, but for 2 MiB leaves under the iTLB multihit
+    /// mitigation; only EPT can refuse them, and only Intel CPUs have that erratum).
+    pub(crate) exec: bool,
 }
 
 /// Index of `gfn` in a table of `level`.
@@ -167,9 +170,12 @@ impl Tdp {
         }
         let empty = slot.take();
         let old = t.page.read(i);
-        let mut e = (pfn << 12) & m.addr | m.read | m.exec | m.memtype_wb | PAGE_SIZE_BIT;
+        let mut e = (pfn << 12) & m.addr | m.read | m.memtype_wb | PAGE_SIZE_BIT;
         if perm.write {
             e |= m.write;
+        }
+        if perm.exec {
+            e |= m.exec;
         }
         t.page.write(i, e);
         if empty.is_some() {

@@ -305,7 +305,7 @@ pub(super) fn handle_exit(
             hw_qual: qual,
         } => {
             vcpu.stats.inc(st::PF_TAKEN);
-            if vm.fault_in(gpa, write, vcpu.dirty_ring())? {
+            if vm.fault_in(gpa, write, fetch, vcpu.dirty_ring())? {
                 vcpu.stats.inc(st::PF_FIXED);
                 return Ok(None);
             }

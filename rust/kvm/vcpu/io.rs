@@ -30,7 +30,7 @@ pub(super) fn pre_fault_memory(vm: &Vm, arg: usize) -> Result<isize> {
             err = Some(EINTR);
             break;
         }
-        match vm.fault_in(range.gpa, false, None) {
+        match vm.fault_in(range.gpa, false, false, None) {
             Ok(true) => {}
             Ok(false) => {
                 err = Some(ENOENT);
