@@ -188,7 +188,8 @@ struct Core {
     proc1: u32,
     proc2: u32,
     pin: u32,
-    exc_bitmap: u32,
+    /// The exception bitmap (`None`: not known; every value is a valid bitmap).
+    exc_bitmap: Option<u32>,
     /// Guest-state and control fields the window writes at every entry, as the VMCS holds
     /// them (`None`: not known): written only when they change.
     known: Known,
@@ -247,6 +248,8 @@ fn set_field(v: &Loaded<'_>, enc: u32, known: &mut Option<u64>, value: u64) -> R
 }
 
 /// Writes a 32-bit control field unless `cache`, what the VMCS holds, is `value` already.
+/// `u32::MAX` stands for "not known": no value of these fields has all bits set (their
+/// reserved bits are 0).
 fn set_ctl(v: &Loaded<'_>, f: vmcs::F32, cache: &mut u32, value: u32) -> Result {
     if *cache != value {
         *cache = u32::MAX;
@@ -311,7 +314,7 @@ impl VmxVcpu {
                 gprs: Gprs::default(),
                 lazy_rmode: None,
                 proc1: u32::MAX,
-                exc_bitmap: u32::MAX,
+                exc_bitmap: None,
                 known: Known::default(),
                 proc2: u32::MAX,
                 pin: u32::MAX,
@@ -677,7 +680,11 @@ impl Core {
             // VMMCALL from a guest that started on AMD: rewritten to VMCALL.
             exc_bitmap |= 1 << UD_VECTOR;
         }
-        set_ctl(&v, vmcs::EXCEPTION_BITMAP, &mut self.exc_bitmap, exc_bitmap)?;
+        if self.exc_bitmap != Some(exc_bitmap) {
+            self.exc_bitmap = None;
+            v.w32(vmcs::EXCEPTION_BITMAP, exc_bitmap).map_err(|_| EIO)?;
+            self.exc_bitmap = Some(exc_bitmap);
+        }
 
         // The guest's MSRs that the CPU does not switch, loaded when the guest can
         // reach them, as KVM does: TSC_AUX with RDTSCP or RDPID; the SYSCALL ones in long
