@@ -81,6 +81,8 @@ for (model, what), v in sorted(rows.items()):
         unit = "ms"
     elif what.startswith("slot_"):
         unit = "ns/slot"
+    elif what.startswith("vcpu_create"):
+        unit = "ns/vCPU"
     elif what == "mmio_coalesced":
         unit = "ns/write"
     elif what == "mmio_coalesced_vmx":
@@ -95,3 +97,6 @@ for (model, what), v in sorted(rows.items()):
         ratio = ""
     print(f"{model:<22} {what + ' (' + unit + ')':<32} {k:>10} {r:>10}  {ratio}")
 PY
+# The scaling curves, regenerated at every run (commit the result with the numbers).
+python3 "$RKVM_TOP/tools/bench/plot.py" "$outdir" "$RKVM_TOP/Documentation/rkvm/bench-scaling.svg" &&
+	log "bench: scaling curves in Documentation/rkvm/bench-scaling.svg"

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Draws make bench's scaling curves as an SVG (no plotting library: plain SVG text).
+
+    plot.py OUTDIR OUT.svg [MACHINE]
+
+Reads the "@@ BENCH <hv> <what> <count> <value>" lines of OUTDIR/MACHINE.log (default
+corei7_icelake_u) and plots, for kvm and rkvm, the cost per memslot of adding and of
+deleting N one-page memslots (slot_add_N, slot_del_N) and the cost per vCPU of creating N
+vCPUs in one VM (vcpu_create_N), against N on a logarithmic axis. make bench regenerates
+the figure; it is never edited by hand.
+"""
+import math
+import os
+import re
+import sys
+
+COLORS = {"kvm": "#1f77b4", "rkvm": "#d62728"}
+W, H = 460, 300  # one panel
+LEFT, RIGHT, TOP, BOTTOM = 70, 20, 40, 50
+
+
+def read(path):
+    rows = {}
+    for line in open(path, errors="replace"):
+        p = line.replace("\r", "").split()
+        if len(p) >= 6 and p[:2] == ["@@", "BENCH"]:
+            try:
+                rows[(p[2], p[3])] = float(p[5])
+            except ValueError:
+                pass
+    return rows
+
+
+def series(rows, hv, prefix):
+    pts = []
+    for (h, what), v in rows.items():
+        m = re.fullmatch(re.escape(prefix) + r"(\d+)", what)
+        if h == hv and m:
+            pts.append((int(m.group(1)), v))
+    return sorted(pts)
+
+
+def panel(x0, title, xlabel, curves):
+    """curves: [(label, hv, dashed, [(n, value)])]; returns SVG elements."""
+    out = []
+    pts = [p for c in curves for p in c[3]]
+    if not pts:
+        return out
+    nmin, nmax = min(p[0] for p in pts), max(p[0] for p in pts)
+    vmax = max(p[1] for p in pts) * 1.1 or 1
+    lo, hi = math.log10(nmin), math.log10(nmax) if nmax > nmin else math.log10(nmin) + 1
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+
+    def sx(n):
+        return x0 + LEFT + (math.log10(n) - lo) / (hi - lo) * pw
+
+    def sy(v):
+        return TOP + ph - v / vmax * ph
+
+    out.append(f'<text x="{x0 + W / 2}" y="22" text-anchor="middle" font-size="14">{title}</text>')
+    out.append(f'<rect x="{x0 + LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>')
+    for k in range(5):
+        v = vmax * k / 4
+        y = sy(v)
+        out.append(f'<line x1="{x0 + LEFT - 4}" y1="{y:.1f}" x2="{x0 + LEFT}" y2="{y:.1f}" stroke="#888"/>')
+        out.append(f'<text x="{x0 + LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{v / 1000:.1f}</text>')
+    for n in sorted({p[0] for p in pts}):
+        x = sx(n)
+        out.append(f'<line x1="{x:.1f}" y1="{TOP + ph}" x2="{x:.1f}" y2="{TOP + ph + 4}" stroke="#888"/>')
+        out.append(f'<text x="{x:.1f}" y="{TOP + ph + 16}" text-anchor="middle" font-size="10">{n}</text>')
+    out.append(f'<text x="{x0 + LEFT + pw / 2}" y="{H - 12}" text-anchor="middle" font-size="11">{xlabel}</text>')
+    out.append(f'<text x="{x0 + 16}" y="{TOP + ph / 2}" text-anchor="middle" font-size="11" '
+               f'transform="rotate(-90 {x0 + 16} {TOP + ph / 2})">us of guest clock each</text>')
+    for i, (label, hv, dashed, pts) in enumerate(curves):
+        if not pts:
+            continue
+        d = " ".join(f"{sx(n):.1f},{sy(v):.1f}" for n, v in pts)
+        dash = ' stroke-dasharray="5,3"' if dashed else ""
+        out.append(f'<polyline points="{d}" fill="none" stroke="{COLORS[hv]}" stroke-width="2"{dash}/>')
+        for n, v in pts:
+            out.append(f'<circle cx="{sx(n):.1f}" cy="{sy(v):.1f}" r="3" fill="{COLORS[hv]}"/>')
+        ly = TOP + 14 + 14 * i
+        lx = x0 + LEFT + pw - 120
+        out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 20}" y2="{ly - 4}" stroke="{COLORS[hv]}" stroke-width="2"{dash}/>')
+        out.append(f'<text x="{lx + 24}" y="{ly}" font-size="10">{label}</text>')
+    return out
+
+
+def main():
+    outdir, svg = sys.argv[1], sys.argv[2]
+    machine = sys.argv[3] if len(sys.argv) > 3 else "corei7_icelake_u"
+    rows = read(os.path.join(outdir, machine + ".log"))
+    slots = [(f"{hv} {what}", hv, what == "delete", series(rows, hv, f"slot_{what[:3]}_"))
+             for hv in ("kvm", "rkvm") for what in ("add", "delete")]
+    vcpus = [(f"{hv} create", hv, False, series(rows, hv, "vcpu_create_")) for hv in ("kvm", "rkvm")]
+    body = panel(0, "Memslots: add or delete one of N", "N one-page memslots in the VM", slots)
+    body += panel(W, "vCPUs: create one of N", "N vCPUs created in one VM", vcpus)
+    if not body:
+        sys.exit(f"plot.py: no scaling rows in {outdir}/{machine}.log")
+    with open(svg, "w") as f:
+        f.write(f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H + 20}" '
+                f'font-family="sans-serif">\n')
+        f.write(f'<rect width="100%" height="100%" fill="white"/>\n')
+        f.write("\n".join(body) + "\n")
+        f.write(f'<text x="{W}" y="{H + 12}" text-anchor="middle" font-size="10" fill="#555">'
+                f"make bench, Bochs {machine}, kvm-intel and rkvm in one boot "
+                f"(generated by tools/bench/plot.py; do not edit)</text>\n</svg>\n")
+
+
+main()
