@@ -223,8 +223,13 @@ int rkvm_single_task_running(void);
 /* A reference on the current thread's struct pid. */
 void *rkvm_current_pid_get(void);
 void rkvm_pid_put(void *pid);
-/* yield_to() the thread of pid (not the current one): > 0 when it got the CPU. */
-int rkvm_yield_to_pid(void *pid);
+/* Whether pid is the current thread's. */
+int rkvm_pid_is_current(const void *pid);
+/* A reference on the task of pid, NULL if it is gone. */
+void *rkvm_pid_task_get(void *pid);
+/* yield_to() task (not the current one), then drop the reference: > 0 when it got the CPU. */
+int rkvm_yield_to_task(void *task);
+void rkvm_task_put(void *task);
 /* Whether the kernel keeps it (sched_info_on()). */
 int rkvm_sched_info_on(void);
 

@@ -90,6 +90,7 @@ extern "C" fn age(ctx: *mut c_void, start: u64, end: u64, clear: c_int) -> c_int
         for_hva_range(tdp, slots, start, end, |t, g0, g1| t.any_mapped(g0, g1))
     } else {
         let zapped = for_hva_range(tdp, slots, start, end, |t, g0, g1| t.zap(g0, g1));
+        m.page_stats(&vm.stats);
         m.ept_changed(zapped);
         zapped
     };

@@ -700,6 +700,7 @@ impl Vm {
             let gen = {
                 let mut m = self.mmu.lock();
                 let changed = m.tdp.zap(0, u64::MAX);
+                m.page_stats(&self.stats);
                 m.ept_changed(changed)
             };
             self.flush_upto(gen, false);

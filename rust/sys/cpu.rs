@@ -226,11 +226,41 @@ impl ThreadRef {
         core::ptr::NonNull::new(unsafe { ffi::rkvm_current_pid_get() }).map(Self)
     }
 
-    /// Gives this thread the rest of the current one's time slice if it is waiting for a
+    /// Whether this is the current thread.
+    pub(crate) fn is_current(&self) -> bool {
+        // SAFETY: Compares `self.0`, a live pid (the type's invariant), with current's.
+        unsafe { ffi::rkvm_pid_is_current(self.0.as_ptr()) != 0 }
+    }
+
+    /// The thread's task, while it exists.
+    pub(crate) fn task(&self) -> Option<TaskRef> {
+        // SAFETY: `self.0` is a live pid reference; the result is a counted reference.
+        core::ptr::NonNull::new(unsafe { ffi::rkvm_pid_task_get(self.0.as_ptr()) }).map(TaskRef)
+    }
+}
+
+/// A counted reference on a task.
+///
+/// # Invariants
+///
+/// `0` holds a reference taken by `get_pid_task`; `yield_to` or the drop gives it back.
+pub(crate) struct TaskRef(core::ptr::NonNull<c_void>);
+
+impl TaskRef {
+    /// Gives this task the rest of the current one's time slice if it is waiting for a
     /// CPU (`yield_to`); whether it did. May schedule.
-    pub(crate) fn yield_to(&self) -> bool {
-        // SAFETY: `self.0` is a live pid reference (the type's invariant); process context.
-        unsafe { ffi::rkvm_yield_to_pid(self.0.as_ptr()) > 0 }
+    pub(crate) fn yield_to(self) -> bool {
+        let t = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `t.0` is a counted task reference (the type's invariant), which the shim
+        // drops; `t` is not dropped again. Process context.
+        unsafe { ffi::rkvm_yield_to_task(t.0.as_ptr()) > 0 }
+    }
+}
+
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        // SAFETY: Gives back the reference the type holds.
+        unsafe { ffi::rkvm_task_put(self.0.as_ptr()) };
     }
 }
 

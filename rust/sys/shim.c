@@ -669,13 +669,26 @@ void rkvm_pid_put(void *pid)
 	put_pid(pid);
 }
 
-int rkvm_yield_to_pid(void *pid)
+int rkvm_pid_is_current(const void *pid)
 {
-	struct task_struct *task = get_pid_task(pid, PIDTYPE_PID);
+	return pid == task_pid(current);
+}
+
+void *rkvm_pid_task_get(void *pid)
+{
+	return get_pid_task(pid, PIDTYPE_PID);
+}
+
+void rkvm_task_put(void *t)
+{
+	put_task_struct((struct task_struct *)t);
+}
+
+int rkvm_yield_to_task(void *t)
+{
+	struct task_struct *task = t;
 	int ret = 0;
 
-	if (!task)
-		return 0;
 	if (task != current)
 		ret = yield_to(task, true);
 	put_task_struct(task);

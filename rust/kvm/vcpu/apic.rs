@@ -105,13 +105,6 @@ pub(super) fn apic_accept_events(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) {
     let Some(mb) = vcpu.apic.as_ref() else {
         return;
     };
-    if g.lapic.is_some() && (g.sipi_pending || mb.init_or_sipi()) && g.sync_state().is_err() {
-        // The VMCS is out of reach (another hypervisor took VMX on this CPU; the run
-        // fails with EBUSY next). INIT and SIPI rewrite the state the backend kept:
-        // they go ahead on the copy here, which replaces the backend's at the next
-        // entry, rather than wait for a sync that may never come.
-        g.state.lazy = false;
-    }
     let c = clock(&g.state);
     let apic_base = g.state.apic_base;
     let Some(a) = g.lapic.as_mut() else {
@@ -125,6 +118,12 @@ pub(super) fn apic_accept_events(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) {
     }
     if posted.init {
         g.sipi_pending = false;
+        // INIT keeps the MSRs, the SYSENTER ones among them: bring them back from the
+        // backend first. If the hardware is out of reach (another hypervisor took VMX
+        // on this CPU; the run fails with EBUSY next), INIT goes ahead with the values of
+        // the last full save rather than wait for a sync that may never come. (A SIPI
+        // changes only CS and RIP, which are always current.)
+        let _ = g.sync_state();
         init_event(vm, g);
         apic_changed(vcpu, g);
     }

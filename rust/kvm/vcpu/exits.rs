@@ -146,7 +146,7 @@ fn sched_yield(vm: &Vm, me: &Vcpu, apic_id: u64) {
     if core::ptr::eq(&*t, me) || !t.preempted.load(Ordering::Acquire) {
         return;
     }
-    if t.thread.as_ref().is_some_and(|th| th.yield_to()) {
+    if t.yield_to() {
         me.stats.inc(st::DIRECTED_YIELD_SUCCESSFUL);
     }
 }
@@ -167,8 +167,7 @@ fn directed_yield(vm: &Vm, me: &Vcpu) {
                 let v = l.vcpus.get(i)?;
                 let ready = !core::ptr::eq(&**v, me)
                     && v.preempted.load(Ordering::Acquire)
-                    && v.running_cpu.load(Ordering::Acquire) < 0
-                    && v.thread.as_ref().is_some();
+                    && v.running_cpu.load(Ordering::Acquire) < 0;
                 ready.then(|| (i, v.clone()))
             })
         };
@@ -176,7 +175,7 @@ fn directed_yield(vm: &Vm, me: &Vcpu) {
             break;
         };
         next = i;
-        if v.thread.as_ref().is_some_and(|t| t.yield_to()) {
+        if v.yield_to() {
             me.last_boosted.store(i, Ordering::Relaxed);
             return;
         }

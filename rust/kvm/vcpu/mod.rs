@@ -31,10 +31,10 @@ use crate::x86::{events, fpu, GuestFpu, RunCtx, VcpuOps};
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use kernel::mm::virt::{flags, VmaNew};
-use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::str::CString;
-use kernel::sync::{Arc, ArcBorrow, Mutex};
+use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
+use kernel::{new_mutex, new_spinlock};
 use zerocopy::{FromBytes, IntoBytes};
 
 mod apic;
@@ -156,8 +156,9 @@ pub(crate) struct Vcpu {
     /// Its thread lost the CPU in KVM_RUN while runnable, and has not had it back (KVM's
     /// `preempted`): a candidate for another vCPU's directed yield.
     preempted: AtomicBool,
-    /// The thread of its first KVM_RUN, which directed yields go to.
-    thread: kernel::sync::SetOnce<cpu::ThreadRef>,
+    /// The thread of its last KVM_RUN, which directed yields go to (KVM's `pid`).
+    #[pin]
+    thread: SpinLock<Option<cpu::ThreadRef>>,
     /// The index (in the VM's list) of the vCPU it last yielded to.
     last_boosted: core::sync::atomic::AtomicUsize,
     /// Where interrupts for the in-kernel local APIC are posted (split irqchip VMs).
@@ -255,7 +256,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             kick: AtomicBool::new(false),
             at_boundary: AtomicBool::new(false),
             preempted: AtomicBool::new(false),
-            thread: kernel::sync::SetOnce::new(),
+            thread <- new_spinlock!(None),
             last_boosted: core::sync::atomic::AtomicUsize::new(0),
             apic: mailbox,
             stats: VcpuCounters::new(),
@@ -394,6 +395,24 @@ impl Vcpu {
 
     /// Forces the vCPU out of guest mode if it is in a VMX window now, and waits until it
     /// has left (the IPI is taken only once the window is closed).
+    /// Records the current thread as the one running this vCPU, if it is a new one.
+    fn note_thread(&self) {
+        let mut t = self.thread.lock();
+        if t.as_ref().is_some_and(|t| t.is_current()) {
+            return;
+        }
+        let old = core::mem::replace(&mut *t, cpu::ThreadRef::current());
+        drop(t);
+        drop(old);
+    }
+
+    /// Gives the rest of the current thread's time slice to this vCPU's thread if it waits
+    /// for a CPU; whether it did. May schedule.
+    pub(crate) fn yield_to(&self) -> bool {
+        let task = self.thread.lock().as_ref().and_then(|t| t.task());
+        task.is_some_and(|t| t.yield_to())
+    }
+
     /// Returns whether it had to interrupt a CPU.
     pub(crate) fn kick_out_of_guest(&self) -> bool {
         let c = self.running_cpu.load(Ordering::SeqCst);
@@ -455,11 +474,7 @@ impl AnonFile for VcpuFile {
                 if arg != 0 {
                     return Err(EINVAL);
                 }
-                if vcpu.thread.as_ref().is_none() {
-                    if let Some(t) = cpu::ThreadRef::current() {
-                        vcpu.thread.populate(t);
-                    }
-                }
+                vcpu.note_thread();
                 let mut notifier = g.preempt.take();
                 let attached = notifier.as_mut().map(|n| n.attach());
                 let r = run(vm, vcpu, g);

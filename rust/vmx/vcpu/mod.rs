@@ -451,12 +451,14 @@ impl Core {
             gs: clean(segs.gs),
             fs_base: segs.fs_base,
         };
-        let old = core::mem::replace(&mut self.host, now);
+        // Not known to hold anything until every write below succeeded.
+        let old = core::mem::replace(&mut self.host.cpu, -1);
+        let old = HostState {
+            cpu: old,
+            ..self.host
+        };
         let all = old.cpu != now.cpu;
         if all {
-            // Not known to hold this CPU's values: forget them until every write below
-            // succeeded.
-            self.host.cpu = -1;
             let sel = regs::selectors();
             w(v.wn(vmcs::HOST_CR0, regs::cr0()))?;
             w(v.w16(vmcs::HOST_CS_SELECTOR, sel.cs))?;
@@ -501,7 +503,7 @@ impl Core {
         if all || old.fs_base != now.fs_base {
             w(v.wn(vmcs::HOST_FS_BASE, now.fs_base))?;
         }
-        self.host.cpu = now.cpu;
+        self.host = now;
         Ok(())
     }
 
@@ -599,7 +601,9 @@ impl Core {
         irq: &IrqGuard,
     ) -> Result<Exit> {
         let v = vmcs.load(on).map_err(|_| EIO)?;
-        if !self.setup_done {
+        // A control whose write failed is unknown: set them all up again rather than
+        // build on the unknown value.
+        if !self.setup_done || [self.proc1, self.proc2, self.pin].contains(&u32::MAX) {
             self.setup(&v, self.vmx)?;
         }
         self.write_host_state(&v, segs)?;
@@ -718,9 +722,11 @@ impl Core {
         // this CPU cannot match: combined mappings are tagged with the EPT root, which
         // is rkvm's page while this VM lives (and flushed before its first use).
         let here = cpu::this_cpu() as i32;
+        // Both recorded now, whatever the outcome: the flush below covers this window.
         let last = self.vmx.swap_last_vcpu(self.id, irq);
+        let moved = core::mem::replace(&mut self.last_cpu, here) != here;
         if last != self.id
-            || core::mem::replace(&mut self.last_cpu, here) != here
+            || moved
             || self.flushed_eptp != self.eptp
             || ctx.flush_gen.load(Ordering::Acquire) != self.flushed_gen
         {
@@ -884,8 +890,10 @@ impl Core {
     fn flush_tlb(&mut self, ctx: &RunCtx<'_>) -> Result {
         let caps = self.vmx.config.ept_vpid;
         let single = caps & super::caps::ept_vpid::INVEPT_SINGLE_CONTEXT != 0;
-        self.flushed_gen = ctx.flush_gen.load(Ordering::Acquire);
-        self.flushed_eptp = self.eptp;
+        // Read before the flush (a later bump must flush again), recorded only once it
+        // succeeded (a failed flush must not be taken for one).
+        let gen = ctx.flush_gen.load(Ordering::Acquire);
+        self.flushed_gen = u64::MAX;
         // SAFETY: In VMX operation (the caller's window); the INVEPT type is supported
         // (checked at hardware_setup).
         unsafe { super::asm::invept(if single { 1 } else { 2 }, self.eptp) }.map_err(|_| EIO)?;
@@ -895,6 +903,8 @@ impl Core {
             unsafe { super::asm::invvpid(if single { 1 } else { 2 }, self.vpid, 0) }
                 .map_err(|_| EIO)?;
         }
+        self.flushed_gen = gen;
+        self.flushed_eptp = self.eptp;
         ctx.stats.inc(st::TLB_FLUSH);
         Ok(())
     }

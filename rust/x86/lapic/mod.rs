@@ -355,11 +355,6 @@ impl Mailbox {
         self.extint.store(true, Ordering::Release);
     }
 
-    /// An INIT or a SIPI was posted that the owner has not folded in yet.
-    pub(crate) fn init_or_sipi(&self) -> bool {
-        self.init.load(Ordering::Acquire) || self.sipi.load(Ordering::Acquire) != 0
-    }
-
     /// Something was posted that the owner has not folded in yet.
     pub(crate) fn any(&self) -> bool {
         self.extint.load(Ordering::Acquire)
