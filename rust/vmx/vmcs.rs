@@ -23,6 +23,23 @@ pub(crate) struct F64(pub(crate) u32);
 #[derive(Clone, Copy)]
 pub(crate) struct FN(pub(crate) u32);
 
+/// A field that holds a whole `u64`: the 64-bit and (on x86-64) natural-width ones.
+pub(crate) trait Wide: Copy {
+    fn enc(self) -> u32;
+}
+
+impl Wide for F64 {
+    fn enc(self) -> u32 {
+        self.0
+    }
+}
+
+impl Wide for FN {
+    fn enc(self) -> u32 {
+        self.0
+    }
+}
+
 // The architectural field encodings; rkvm uses a subset.
 macro_rules! fields {
     ($ty:ident: $($name:ident = $enc:expr),* $(,)?) => {
@@ -238,6 +255,10 @@ impl Loaded<'_> {
     }
     pub(crate) fn wn(&self, f: FN, v: u64) -> VmxResult {
         self.wr(f.0, v)
+    }
+    /// Writes a 64-bit or natural-width field.
+    pub(crate) fn w_wide(&self, f: impl Wide, v: u64) -> VmxResult {
+        self.wr(f.enc(), v)
     }
 }
 

@@ -85,19 +85,6 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
-/* A real-mode vCPU running CODE from a 64 KiB slot at 0. */
-static struct vcpu real_mode_vcpu(struct vm *vm, const uint8_t *code, size_t len, void **mem)
-{
-	struct vcpu v;
-
-	ioctl(vm->fd, KVM_SET_TSS_ADDR, 0xfffbd000);
-	*mem = vm_add_memory(vm, 0, 0, 0x10000, 0);
-	memcpy((uint8_t *)*mem + CODE_GPA, code, len);
-	v = vcpu_create(vm, 0);
-	vcpu_set_real_mode(&v, CODE_GPA);
-	return v;
-}
-
 static void vm_close(struct vm *vm, struct vcpu *v, void *mem)
 {
 	munmap(v->run, v->run_size);
@@ -112,8 +99,8 @@ static void run_one(const char *kind, const uint8_t *code, size_t len, uint32_t 
 		    int coalesce)
 {
 	struct vm vm = vm_create();
-	void *mem;
-	struct vcpu v = real_mode_vcpu(&vm, code, len, &mem);
+	uint8_t *mem;
+	struct vcpu v = real_mode_vcpu(&vm, CODE_GPA, code, len, &mem);
 	struct kvm_coalesced_mmio_ring *ring =
 		(void *)((char *)v.run + KVM_COALESCED_MMIO_PAGE_OFFSET * 4096);
 	uint64_t t0, t1;

@@ -70,14 +70,8 @@ int main(void)
 	test_watchdog(120);
 	vm = vm_create();
 	tap_plan(12);
-	/* Needed where the CPU lacks unrestricted guest; harmless elsewhere. */
-	if (ioctl(vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
-		BAIL("KVM_SET_TSS_ADDR");
-	mem = vm_add_memory(&vm, 0, 0, 0x10000, 0);
-	memcpy(mem + CODE_GPA, guest_code, sizeof(guest_code));
+	v = real_mode_vcpu(&vm, CODE_GPA, guest_code, sizeof(guest_code), &mem);
 	memcpy(mem + GDTR_GPA, gdtr, sizeof(gdtr));
-	v = vcpu_create(&vm, 0);
-	vcpu_set_real_mode(&v, CODE_GPA);
 
 	tap_ok(guest_next_out(&v, 0x10, &val), "the guest's first OUT (%s)", exit_str(&v));
 	/* Only the general registers: nothing asks for the rest of the state. */

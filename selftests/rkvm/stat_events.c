@@ -102,18 +102,13 @@ int main(void)
 	close(sys_fd);
 	tap_plan(14);
 	vm = vm_create();
-	if (ioctl(vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
-		BAIL("KVM_SET_TSS_ADDR");
-	mem = vm_add_memory(&vm, 0, 0, 0x10000, 0);
-	memcpy(mem + CODE_GPA, guest_code, sizeof(guest_code));
+	v = real_mode_vcpu(&vm, CODE_GPA, guest_code, sizeof(guest_code), &mem);
 	if (!host_is_intel())
 		mem[CODE_GPA + HYPERCALL_AT + 2] = 0xd9; /* vmmcall */
 	/* IVT entry IRQ_VECTOR -> 0:ISR_GPA, where an OUT says the interrupt arrived. */
 	mem[IRQ_VECTOR * 4] = ISR_GPA & 0xff;
 	mem[IRQ_VECTOR * 4 + 1] = ISR_GPA >> 8;
 	memcpy(mem + ISR_GPA, "\xb0\x06\xe6\xf1\xeb\xfe", 6); /* mov al, 6 ; out 0xf1, al ; jmp $ */
-	v = vcpu_create(&vm, 0);
-	vcpu_set_real_mode(&v, CODE_GPA);
 	c.vm_stats = ioctl(vm.fd, KVM_GET_STATS_FD, 0);
 	c.vcpu_stats = ioctl(v.fd, KVM_GET_STATS_FD, 0);
 	if (c.vm_stats < 0 || c.vcpu_stats < 0 || !stats_load(c.vm_stats, &c.vs) ||

@@ -236,12 +236,12 @@ struct Known {
     tsc_multiplier: Option<u64>,
 }
 
-/// Writes a 64-bit or natural-width field (encoding `enc`) unless `known`, what the VMCS
-/// holds, is `value` already.
-fn set_field(v: &Loaded<'_>, enc: u32, known: &mut Option<u64>, value: u64) -> Result {
+/// Writes a 64-bit or natural-width field unless `known`, what the VMCS holds, is `value`
+/// already.
+fn set_field(v: &Loaded<'_>, f: impl vmcs::Wide, known: &mut Option<u64>, value: u64) -> Result {
     if *known != Some(value) {
         *known = None;
-        v.wn(vmcs::FN(enc), value).map_err(|_| EIO)?;
+        v.w_wide(f, value).map_err(|_| EIO)?;
         *known = Some(value);
     }
     Ok(())
@@ -619,13 +619,13 @@ impl Core {
         }
         let vm86 = vm86_mode(ctx.rmode, ctx.state);
         let k = &mut self.known;
-        set_field(&v, vmcs::GUEST_RIP.0, &mut k.rip, ctx.state.regs.rip)?;
-        set_field(&v, vmcs::GUEST_RSP.0, &mut k.rsp, ctx.state.regs.rsp)?;
+        set_field(&v, vmcs::GUEST_RIP, &mut k.rip, ctx.state.regs.rip)?;
+        set_field(&v, vmcs::GUEST_RSP, &mut k.rsp, ctx.state.regs.rsp)?;
         let mut rfl = ctx.state.regs.rflags | rflags::FIXED;
         if vm86 {
             rfl |= RFLAGS_VM | RFLAGS_IOPL;
         }
-        set_field(&v, vmcs::GUEST_RFLAGS.0, &mut k.rflags, rfl)?;
+        set_field(&v, vmcs::GUEST_RFLAGS, &mut k.rflags, rfl)?;
         // Without unrestricted guest and without guest paging, CR3 is the identity map:
         // the guest's own CR3 reads and writes go through rkvm.
         let cr3_exits = proc1::CR3_LOAD_EXITING | proc1::CR3_STORE_EXITING;
@@ -648,16 +648,16 @@ impl Core {
         }
         set_ctl(&v, vmcs::SECONDARY_VM_EXEC_CONTROL, &mut self.proc2, p2)?;
         let k = &mut self.known;
-        set_field(&v, vmcs::EPT_POINTER.0, &mut k.eptp, self.eptp)?;
+        set_field(&v, vmcs::EPT_POINTER, &mut k.eptp, self.eptp)?;
         set_field(
             &v,
-            vmcs::TSC_OFFSET.0,
+            vmcs::TSC_OFFSET,
             &mut k.tsc_offset,
             ctx.state.tsc_offset,
         )?;
         if self.vmx.config.has2(proc2::TSC_SCALING) {
             let ratio = ctx.state.tsc_rate.ratio();
-            set_field(&v, vmcs::TSC_MULTIPLIER.0, &mut k.tsc_multiplier, ratio)?;
+            set_field(&v, vmcs::TSC_MULTIPLIER, &mut k.tsc_multiplier, ratio)?;
         }
         // In virtual-8086 mode every exception comes to rkvm: it is either a privileged
         // real-mode instruction to emulate or an interrupt to deliver through the IVT.
@@ -744,7 +744,7 @@ impl Core {
             None if guest_dr7 & 0xff != 0 => (Some((ctx.state.db, ctx.state.dr6)), guest_dr7),
             None => (None, guest_dr7),
         };
-        set_field(&v, vmcs::GUEST_DR7.0, &mut self.known.dr7, dr7)?;
+        set_field(&v, vmcs::GUEST_DR7, &mut self.known.dr7, dr7)?;
         if let Some((db, dr6)) = load {
             host_dbg.load_guest(db, dr6);
         }

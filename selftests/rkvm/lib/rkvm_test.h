@@ -204,6 +204,27 @@ static inline void vcpu_set_real_mode(struct vcpu *v, uint64_t rip)
 		BAIL("KVM_SET_REGS");
 }
 
+/*
+ * vCPU 0 of VM in real mode, about to run LEN bytes of CODE copied to guest-physical GPA
+ * of a 64 KiB memslot at 0, whose host address goes to *MEM. The real-mode TSS address is
+ * set for CPUs without unrestricted guest (harmless elsewhere).
+ */
+static inline struct vcpu real_mode_vcpu(struct vm *vm, uint64_t gpa, const void *code,
+					 size_t len, uint8_t **mem)
+{
+	struct vcpu v;
+
+	if (ioctl(vm->fd, KVM_SET_TSS_ADDR, 0xfffbd000))
+		BAIL("KVM_SET_TSS_ADDR");
+	*mem = vm_add_memory(vm, 0, 0, 0x10000, 0);
+	if (gpa + len > 0x10000)
+		BAIL("guest code past the 64 KiB slot");
+	memcpy(*mem + gpa, code, len);
+	v = vcpu_create(vm, 0);
+	vcpu_set_real_mode(&v, gpa);
+	return v;
+}
+
 static inline const char *exit_name(uint32_t reason)
 {
 	static char buf[32];
