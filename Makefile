@@ -35,7 +35,7 @@ SELFTESTS := $(CURDIR)/selftests/rkvm
 TESTS ?= realmode_io exit_state sys_ioctls msr_lists cpuid_protocol protected_mode long_mode mmio \
 	memslots pre_fault dirty_log dirty_ring triple_fault fail_entry signals cpuid_guest msrs msr_exits msr_filter platform_info \
 	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic apic_bus quirks hypercall steal_time kvmclock mce kvm_vfio xsaves one_reg tsc_sync tsc_khz irqchip pit \
-	binary_stats stat_events huge_pages directed_yield guest_dr guest_debug ioctl_errors dirty_log_scale mmu_shrink page_idle memcg_account \
+	binary_stats stat_events halt_stats l1d_flush fault_race huge_pages directed_yield guest_dr guest_debug ioctl_errors dirty_log_scale mmu_shrink page_idle memcg_account \
 	wbinvd host_debugctl nmi_storm ioeventfd_limit state_validation exit_loop fuzz_guest \
 	debugfs_stats module_reload \
 	suspend_resume vendor_insmod kvm_coexist \
@@ -47,7 +47,7 @@ SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entr
 # QEMU's firmware (tools/bench/vmm.sh). VMM_TESTS= skips the leg.
 VMM_TESTS ?= vmm_rkvm_run vmm_qemu
 # On an Intel CPU with EPT but without unrestricted guest (real mode through vm86).
-NOUG_TESTS ?= realmode_io exit_state
+NOUG_TESTS ?= realmode_io exit_state l1d_flush
 # On the debug kernel (KASAN, lockdep, kmemleak, UBSAN, Rust overflow checks), rkvm only;
 # a splat in the kernel log fails the test that was running. DEBUG_TESTS= skips the leg.
 # fuzz_ioctl runs only here: in 2 of 5 runs of the main suite under Bochs its fixed-seed

@@ -302,6 +302,15 @@ void rkvm_params_get(struct rkvm_params *out);
 /* After hardware_setup: what is really in use, shown under /sys/module/rkvm/parameters. */
 void rkvm_params_set_effective(const struct rkvm_params *in);
 
+/* kvm's halt-polling parameters, as they read now (they are writable at run time). */
+struct rkvm_halt_poll {
+	unsigned int ns;
+	unsigned int grow;
+	unsigned int grow_start;
+	unsigned int shrink;
+};
+void rkvm_halt_poll_params(struct rkvm_halt_poll *out);
+
 /* ---- SVM ----------------------------------------------------------------------------- */
 /*
  * Where the fields rkvm uses sit in a VMCB (struct vmcb of asm/svm.h, the APM's layout),

@@ -47,6 +47,13 @@ pub(crate) fn enable_cap(this: &Vm, arg: usize) -> Result<isize> {
             Ok(0)
         }
         KVM_CAP_SPLIT_IRQCHIP => super::irq::enable_split(this, cap.args[0]),
+        KVM_CAP_HALT_POLL => {
+            // The longest halt poll of this VM's vCPUs, in place of `halt_poll_ns`.
+            let ns = u32::try_from(cap.args[0]).map_err(|_| EINVAL)?;
+            this.max_halt_poll_ns
+                .store(u64::from(ns), Ordering::Release);
+            Ok(0)
+        }
         KVM_CAP_X86_USER_SPACE_MSR => {
             if cap.args[0] & !u64::from(KVM_MSR_EXIT_REASON_VALID_MASK) != 0 {
                 return Err(EINVAL);

@@ -6,8 +6,7 @@
 
 use crate::uapi::{
     KVM_STATS_BASE_POW10, KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_TYPE_INSTANT,
-    KVM_STATS_TYPE_LOG_HIST, KVM_STATS_TYPE_PEAK, KVM_STATS_UNIT_BOOLEAN, KVM_STATS_UNIT_NONE,
-    KVM_STATS_UNIT_SECONDS,
+    KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_BOOLEAN, KVM_STATS_UNIT_NONE, KVM_STATS_UNIT_SECONDS,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::debugfs::{Dir, File, Scope};
@@ -47,9 +46,9 @@ impl Debugfs {
         let dir = Dir::new(c"rkvm");
         let mut files = KVec::new();
         for (kind, names) in [(Kind::Vm, VM_STATS), (Kind::Vcpu, VCPU_STATS)] {
-            for (index, &name) in names.iter().enumerate() {
+            for (index, stat) in names.iter().enumerate() {
                 let file = KBox::pin_init(
-                    dir.read_callback_file(name, StatFile { kind, index }, &show),
+                    dir.read_callback_file(stat.name, StatFile { kind, index }, &show),
                     GFP_KERNEL_ACCOUNT,
                 )?;
                 files.push(file, GFP_KERNEL_ACCOUNT)?;
@@ -115,11 +114,11 @@ impl VmDir {
                 },
             });
         let scope = parent.scope::<_, core::convert::Infallible, _>(stats, name, |stats, dir| {
-            for (stat, &n) in stats
+            for (stat, s) in stats
                 .iter()
                 .zip(Iterator::chain(VM_STATS.iter(), VCPU_STATS))
             {
-                dir.read_callback_file(n, stat, &show_vm);
+                dir.read_callback_file(s.name, stat, &show_vm);
             }
         });
         Ok(Self {
@@ -173,38 +172,48 @@ const fn desc(ty: u32, unit: u32, exponent: i16, size: u16) -> Desc {
     }
 }
 
-const COUNTER: Desc = desc(KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_UNIT_NONE, 0, 1);
-const ICOUNTER: Desc = desc(KVM_STATS_TYPE_INSTANT, KVM_STATS_UNIT_NONE, 0, 1);
-const PCOUNTER: Desc = desc(KVM_STATS_TYPE_PEAK, KVM_STATS_UNIT_NONE, 0, 1);
-const IBOOLEAN: Desc = desc(KVM_STATS_TYPE_INSTANT, KVM_STATS_UNIT_BOOLEAN, 0, 1);
-const TIME_NS: Desc = desc(KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_UNIT_SECONDS, -9, 1);
-const LOGHIST_NS: Desc = desc(
-    KVM_STATS_TYPE_LOG_HIST,
-    KVM_STATS_UNIT_SECONDS,
-    -9,
-    HIST_BUCKETS as u16,
-);
-
-/// KVM's descriptor of each stat of [`VM_STATS`] / [`VCPU_STATS`] (same index).
-fn describe(kind: Kind, i: usize) -> Desc {
-    match kind {
-        Kind::Vm => match i {
-            0..=7 => COUNTER,
-            8..=13 => ICOUNTER,
-            _ => PCOUNTER,
-        },
-        Kind::Vcpu => match i {
-            0..=3 => COUNTER,
-            4..=6 => TIME_NS,
-            7..=9 => LOGHIST_NS,
-            10 | 43 => IBOOLEAN,
-            _ => COUNTER,
-        },
+/// KVM's descriptor of a stat.
+fn describe(stat: &Stat) -> Desc {
+    match stat.ty {
+        Ty::Counter => desc(KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_UNIT_NONE, 0, 1),
+        Ty::Instant => desc(KVM_STATS_TYPE_INSTANT, KVM_STATS_UNIT_NONE, 0, 1),
+        Ty::Flag => desc(KVM_STATS_TYPE_INSTANT, KVM_STATS_UNIT_BOOLEAN, 0, 1),
+        Ty::TimeNs => desc(KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_UNIT_SECONDS, -9, 1),
+        Ty::HistNs => desc(
+            KVM_STATS_TYPE_LOG_HIST,
+            KVM_STATS_UNIT_SECONDS,
+            -9,
+            HIST_BUCKETS as u16,
+        ),
     }
 }
 
-/// Index of `halt_wait_hist` in [`VCPU_STATS`].
-const HALT_WAIT_HIST: usize = 9;
+/// The three halt histograms of a vCPU.
+pub(crate) struct HaltHists {
+    pub(crate) poll_success: LogHist,
+    pub(crate) poll_fail: LogHist,
+    pub(crate) wait: LogHist,
+}
+
+impl HaltHists {
+    pub(crate) fn new() -> Self {
+        Self {
+            poll_success: LogHist::new(),
+            poll_fail: LogHist::new(),
+            wait: LogHist::new(),
+        }
+    }
+
+    /// The histogram of vCPU stat `i`, if it is one.
+    fn of(&self, i: usize) -> Option<&LogHist> {
+        match i {
+            vcpu::HALT_POLL_SUCCESS_HIST => Some(&self.poll_success),
+            vcpu::HALT_POLL_FAIL_HIST => Some(&self.poll_fail),
+            vcpu::HALT_WAIT_HIST => Some(&self.wait),
+            _ => None,
+        }
+    }
+}
 
 /// `KVM_GET_STATS_FD` of a VM or a vCPU: a read-only file laid out as KVM's binary
 /// stats (header, id string, descriptors, data), read with `read` or `pread`.
@@ -243,17 +252,11 @@ impl StatsSource for (Arc<super::vm::Vm>, Arc<super::vcpu::Vcpu>) {
     }
     fn values(&self, i: usize, out: &mut KVec<u64>) -> Result {
         let vcpu = &self.1;
-        match describe(Kind::Vcpu, i).size {
-            1 => out.push(vcpu.stats.get(i), GFP_KERNEL)?,
-            n => {
-                for b in 0..usize::from(n) {
-                    // rkvm never polls before halting: its poll histograms stay empty.
-                    let v = if i == HALT_WAIT_HIST {
-                        vcpu.halt_wait_hist.get(b)
-                    } else {
-                        0
-                    };
-                    out.push(v, GFP_KERNEL)?;
+        match vcpu.halt_hists.of(i) {
+            None => out.push(vcpu.stats.get(i), GFP_KERNEL)?,
+            Some(h) => {
+                for b in 0..HIST_BUCKETS {
+                    out.push(h.get(b), GFP_KERNEL)?;
                 }
             }
         }
@@ -300,11 +303,11 @@ impl<S: StatsSource> StatsFile<S> {
 
     /// The whole file as it reads now.
     fn image(&self) -> Result<KVec<u8>> {
-        let names = match S::KIND {
+        let table = match S::KIND {
             Kind::Vm => VM_STATS,
             Kind::Vcpu => VCPU_STATS,
         };
-        let n = names.len();
+        let n = table.len();
         let desc_offset = HEADER_SIZE + NAME_SIZE;
         let data_offset = desc_offset + n * (DESC_SIZE + NAME_SIZE);
         let mut img = KVec::new();
@@ -313,14 +316,14 @@ impl<S: StatsSource> StatsFile<S> {
         }
         put_name(&mut img, &self.id)?;
         let mut offset = 0u32;
-        for (i, name) in names.iter().enumerate() {
-            let d = describe(S::KIND, i);
+        for stat in table {
+            let d = describe(stat);
             put_u32(&mut img, d.flags)?;
             img.extend_from_slice(&d.exponent.to_le_bytes(), GFP_KERNEL)?;
             img.extend_from_slice(&d.size.to_le_bytes(), GFP_KERNEL)?;
             put_u32(&mut img, offset)?;
             put_u32(&mut img, 0)?;
-            put_name(&mut img, name.to_bytes())?;
+            put_name(&mut img, stat.name.to_bytes())?;
             offset = offset.saturating_add(u32::from(d.size) * 8);
         }
         let mut data = KVec::new();

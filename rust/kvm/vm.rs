@@ -106,6 +106,17 @@ fn huge_frame(s: &memslot::SlotMeta, gfn: u64) -> Option<u64> {
     (fits && aligned && !s.logs_dirty()).then_some(g)
 }
 
+/// What a guest-memory fault came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Faulted {
+    /// Mapped.
+    Fixed,
+    /// The mapping was already there (another vCPU made it since the fault).
+    Spurious,
+    /// No memslot memory can satisfy the access (MMIO).
+    NoMemory,
+}
+
 /// A VM.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Vm {
@@ -158,6 +169,9 @@ pub(crate) struct Vm {
     pub(crate) vfio_device: AtomicBool,
     /// KVM_CAP_MSR_PLATFORM_INFO (on by default, as in KVM).
     pub(crate) platform_info_readable: AtomicBool,
+    /// KVM_CAP_HALT_POLL: this VM's longest halt poll in ns, in place of the module's
+    /// `halt_poll_ns` (`u64::MAX`: not set).
+    pub(crate) max_halt_poll_ns: AtomicU64,
     /// KVM_CAP_X86_APIC_BUS_CYCLES_NS: nanoseconds per APIC bus cycle (the local APIC
     /// timer's clock before its divider). Written under `locked` before any vCPU exists.
     pub(crate) apic_bus_cycle_ns: AtomicU64,
@@ -269,6 +283,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             user_space_msr: AtomicU32::new(0),
             exit_on_emulation_failure: AtomicBool::new(false),
             platform_info_readable: AtomicBool::new(true),
+            max_halt_poll_ns: AtomicU64::new(u64::MAX),
             vfio_device: AtomicBool::new(false),
             apic_bus_cycle_ns: AtomicU64::new(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT),
             disabled_quirks: AtomicU64::new(0),
@@ -412,17 +427,17 @@ impl Vm {
     }
 
     /// Maps the memslot page behind `gpa` into the EPT for a vCPU (whose dirty ring is
-    /// `ring`). `Ok(false)`: no memslot memory can satisfy the access (MMIO). May sleep.
+    /// `ring`). May sleep.
     pub(crate) fn fault_in(
         &self,
         gpa: u64,
         write: bool,
         fetch: bool,
         ring: Option<&DirtyRing>,
-    ) -> Result<bool> {
+    ) -> Result<Faulted> {
         let gfn = gpa >> 12;
         if self.fault_in_private(gfn)? {
-            return Ok(true);
+            return Ok(Faulted::Fixed);
         }
         // KVM's nx_huge_pages (its default, "auto"): on a CPU with the iTLB multihit
         // erratum a guest must not execute from a 2 MiB mapping. Such mappings are made
@@ -436,10 +451,10 @@ impl Vm {
             let (hva, slot_writable, logs, seq, huge_gfn) = {
                 let m = self.mmu.lock();
                 let Some(s) = memslot::find(&m.slots, gfn) else {
-                    return Ok(false);
+                    return Ok(Faulted::NoMemory);
                 };
                 if write && s.readonly() {
-                    return Ok(false);
+                    return Ok(Faulted::NoMemory);
                 }
                 let hva = s.hva + ((gfn - s.base_gfn) << 12);
                 let huge_gfn = if huge_ok { huge_frame(&s, gfn) } else { None };
@@ -504,7 +519,7 @@ impl Vm {
                 Some((g, pfn)) => match m.tdp.map_huge(g, pfn, huge_perm) {
                     Ok(Huge::Mapped(t)) => {
                         replaced = t;
-                        Ok(())
+                        Ok(true)
                     }
                     Ok(Huge::Blocked) => m.tdp.map(gfn, page.pfn(), perm),
                     Err(e) => Err(e),
@@ -535,7 +550,8 @@ impl Vm {
                 drop(t);
             }
             match r {
-                Ok(()) => return Ok(true),
+                Ok(true) => return Ok(Faulted::Fixed),
+                Ok(false) => return Ok(Faulted::Spurious),
                 Err(e) if e == ENOMEM => continue,
                 Err(e) if e == EEXIST => {
                     // A 2 MiB mapping covers the frame (mapped read-only, or the host has
@@ -593,7 +609,7 @@ impl Vm {
                     exec: true,
                 },
             ) {
-                Ok(()) => return Ok(true),
+                Ok(_) => return Ok(true),
                 Err(e) if e == ENOMEM => continue,
                 Err(e) => return Err(e),
             }

@@ -308,6 +308,12 @@ pub(crate) fn signal_pending() -> bool {
     kernel::current!().signal_pending()
 }
 
+/// Whether the scheduler wants this CPU for another task.
+pub(crate) fn need_resched() -> bool {
+    // SAFETY: Reads the current task's flag.
+    unsafe { ffi::rkvm_need_resched() != 0 }
+}
+
 /// Yields the CPU if the scheduler wants it. May sleep.
 pub(crate) fn cond_resched() {
     // SAFETY: Called from process context only.

@@ -913,6 +913,36 @@ static bool enable_avic;
 module_param_cb(avic, &fixed_bool_ops, &enable_avic, 0444);
 MODULE_PARM_DESC(avic, "Always N: rkvm does not use AVIC");
 
+/*
+ * kvm's halt polling: how long a halted vCPU may spin waiting for its wake-up before it
+ * sleeps (the per-vCPU window starts at 0, grows from halt_poll_ns_grow_start by
+ * halt_poll_ns_grow after short halts, shrinks by halt_poll_ns_shrink after long ones, and
+ * never passes halt_poll_ns). Writable at run time, as kvm's.
+ */
+static unsigned int halt_poll_ns = 200000;
+module_param(halt_poll_ns, uint, 0644);
+MODULE_PARM_DESC(halt_poll_ns, "Longest halt poll, in ns (0: never poll)");
+
+static unsigned int halt_poll_ns_grow = 2;
+module_param(halt_poll_ns_grow, uint, 0644);
+MODULE_PARM_DESC(halt_poll_ns_grow, "Factor a vCPU's halt poll grows by (0: never grows)");
+
+static unsigned int halt_poll_ns_grow_start = 10000;
+module_param(halt_poll_ns_grow_start, uint, 0644);
+MODULE_PARM_DESC(halt_poll_ns_grow_start, "First halt poll, in ns");
+
+static unsigned int halt_poll_ns_shrink = 2;
+module_param(halt_poll_ns_shrink, uint, 0644);
+MODULE_PARM_DESC(halt_poll_ns_shrink, "Divisor a vCPU's halt poll shrinks by (0: to none)");
+
+void rkvm_halt_poll_params(struct rkvm_halt_poll *out)
+{
+	out->ns = READ_ONCE(halt_poll_ns);
+	out->grow = READ_ONCE(halt_poll_ns_grow);
+	out->grow_start = READ_ONCE(halt_poll_ns_grow_start);
+	out->shrink = READ_ONCE(halt_poll_ns_shrink);
+}
+
 void rkvm_params_get(struct rkvm_params *out)
 {
 	out->ept = enable_ept;

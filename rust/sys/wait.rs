@@ -74,6 +74,31 @@ mod bindings_errno {
     pub(super) const EINTR: i32 = kernel::bindings::EINTR as i32;
 }
 
+/// kvm's halt-polling parameters (module parameters, writable at run time).
+pub(crate) struct HaltPoll {
+    /// The longest poll, in ns (0: no polling).
+    pub(crate) max_ns: u32,
+    /// The factor a vCPU's poll grows by.
+    pub(crate) grow: u32,
+    /// The first poll, in ns.
+    pub(crate) grow_start: u32,
+    /// The divisor a vCPU's poll shrinks by.
+    pub(crate) shrink: u32,
+}
+
+/// The halt-polling parameters as they read now.
+pub(crate) fn halt_poll() -> HaltPoll {
+    let mut p = ffi::rkvm_halt_poll::default();
+    // SAFETY: Fills `p` from the module's parameters.
+    unsafe { ffi::rkvm_halt_poll_params(&mut p) };
+    HaltPoll {
+        max_ns: p.ns,
+        grow: p.grow,
+        grow_start: p.grow_start,
+        shrink: p.shrink,
+    }
+}
+
 /// CLOCK_MONOTONIC, in nanoseconds.
 pub(crate) fn now_ns() -> u64 {
     // SAFETY: Reads the clock.

@@ -190,8 +190,9 @@ impl Tdp {
     /// Maps `gfn` to host frame `pfn`. `ENOMEM` if the spare pool ran dry (refill, retry);
     /// `EFAULT` for a frame beyond what the table can address (memslots never reach there,
     /// and the walk below must not wrap a higher frame onto a low one); `EEXIST` when a
-    /// 2 MiB mapping covers `gfn` (the caller zaps it, flushes, and retries).
-    pub(crate) fn map(&mut self, gfn: u64, pfn: u64, perm: Perm) -> Result {
+    /// 2 MiB mapping covers `gfn` (the caller zaps it, flushes, and retries). Returns
+    /// whether the entry changed (not if it already was exactly this mapping).
+    pub(crate) fn map(&mut self, gfn: u64, pfn: u64, perm: Perm) -> Result<bool> {
         let m = self.masks;
         let t = self.table_for(gfn, 1)?;
         let i = index(gfn, 1);
@@ -200,11 +201,14 @@ impl Tdp {
         if perm.write {
             e |= m.write;
         }
+        if old == e {
+            return Ok(false);
+        }
         t.page.write(i, e);
         if old & m.read == 0 {
             self.leaves += 1;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Applies `f(gfn, entry, frames)` to every present leaf entry that maps some gfn in

@@ -88,9 +88,9 @@ int main(void)
 	       "VM header: id, descriptors, data in order (%u/%u/%u, %u stats)", vs.h.id_offset,
 	       vs.h.desc_offset, vs.h.data_offset, vs.h.num_desc);
 	tap_ok(descs_sane(&vs, &bad), "VM descriptors well formed (last looked at: %s)", bad);
-	d = stats_find(&vs, "max_mmu_rmap_size");
-	tap_ok(d && (d->flags & KVM_STATS_TYPE_MASK) == KVM_STATS_TYPE_PEAK && d->size == 1,
-	       "max_mmu_rmap_size is a peak counter");
+	d = stats_find(&vs, "remote_tlb_flush");
+	tap_ok(d && (d->flags & KVM_STATS_TYPE_MASK) == KVM_STATS_TYPE_CUMULATIVE && d->size == 1,
+	       "remote_tlb_flush is a cumulative counter");
 	d = stats_find(&vs, "pages_4k");
 	tap_ok(d && (d->flags & KVM_STATS_TYPE_MASK) == KVM_STATS_TYPE_INSTANT,
 	       "pages_4k is an instant counter");

@@ -9,15 +9,19 @@
  *   an MMIO write     mmio_exits, pf_emulate, insn_emulation
  *   HLT               halt_exits
  *   the hypercall     hypercalls
- *   KVM_INTERRUPT     irq_injections (per attempt); request_interrupt_window:
- *                     request_irq_exits
+ *   KVM_INTERRUPT     irq_injections (per attempt), req_event; request_interrupt_window:
+ *                     request_irq_exits, irq_window_exits (the guest had IF clear)
  *   KVM_NMI           nmi_injections
  *   a guest that spins while another thread wants its CPU: preemption_reported +
  *                     preemption_other (KVM counts a vCPU thread losing its CPU while
- *                     runnable, not its sleeps)
+ *                     runnable, not its sleeps); irq_exits (the host's timer
+ *                     interrupts the guest)
  *   the host discards a page the guest mapped: the VM's remote_tlb_flush_requests (KVM
  *                     counts remote_tlb_flush only when it had to interrupt a CPU running
  *                     a vCPU), then tlb_flush at the next entry
+ *   KVM_NMI while the first NMI's handler runs: nmi_window_exits (the IRET that ends the
+ *                     handler opens the window), nmi_injections, req_event
+ *   FLDS from MMIO    insn_emulation_fail (no hypervisor emulates x87 loads)
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -51,6 +55,25 @@ static const uint8_t guest_code[] = {
 	/* 35: step 6, STI and wait for the interrupt */
 	0xfb,					/* sti */
 	0xeb, 0xfe,				/* 1: jmp 1b */
+};
+
+/* After the first NMI's handler was interrupted: IRET to 0:0x1807 (NMI blocking ends). */
+#define CODE2_GPA 0x1800
+static const uint8_t code2[] = {
+	0x9c,					/* 1800: pushf */
+	0x0e,					/* 1801: push cs */
+	0x68, 0x07, 0x18,			/* 1802: push 0x1807 */
+	0xcf,					/* 1805: iret */
+	0x90,					/* 1806: nop */
+	0xeb, 0xfe,				/* 1807: jmp $ */
+};
+/* The second NMI's handler: says so, then an MMIO load no one emulates (DS = 0xd000). */
+#define NMI2_GPA 0x1810
+static const uint8_t nmi2[] = {
+	0xb0, 0x0b, 0xe6, 0xf1,			/* mov al, 11 ; out 0xf1, al */
+	0xb8, 0x00, 0xd0, 0x8e, 0xd8,		/* mov ax, 0xd000 ; mov ds, ax */
+	0xd9, 0x06, 0x00, 0x00,			/* flds [0] */
+	0xeb, 0xfe,				/* jmp $ */
 };
 
 #define HYPERCALL_AT 0x2e
@@ -100,7 +123,7 @@ int main(void)
 	sys_fd = kvm_open();
 	REQUIRE_CAP(sys_fd, KVM_CAP_BINARY_STATS_FD);
 	close(sys_fd);
-	tap_plan(14);
+	tap_plan(18);
 	vm = vm_create();
 	v = real_mode_vcpu(&vm, CODE_GPA, guest_code, sizeof(guest_code), &mem);
 	if (!host_is_intel())
@@ -179,14 +202,18 @@ int main(void)
 	/* Step 6: the interrupt window, then KVM_INTERRUPT. */
 	before[0] = cstat(&c, "request_irq_exits");
 	before[1] = cstat(&c, "irq_injections");
+	before[2] = cstat(&c, "irq_window_exits");
+	before[3] = cstat(&c, "req_event");
 	v.run->request_interrupt_window = 1;
 	vcpu_run(&v);
 	v.run->request_interrupt_window = 0;
 	if (v.run->exit_reason != KVM_EXIT_IRQ_WINDOW_OPEN)
 		BAIL("step 6: %s", exit_str(&v));
-	tap_ok(cstat(&c, "request_irq_exits") == before[0] + 1,
-	       "the interrupt window opens: request_irq_exits +%llu (want 1)",
-	       (unsigned long long)(cstat(&c, "request_irq_exits") - before[0]));
+	tap_ok(cstat(&c, "request_irq_exits") == before[0] + 1 &&
+		       cstat(&c, "irq_window_exits") >= before[2] + 1,
+	       "the interrupt window opens: request_irq_exits +%llu (want 1), irq_window_exits +%llu",
+	       (unsigned long long)(cstat(&c, "request_irq_exits") - before[0]),
+	       (unsigned long long)(cstat(&c, "irq_window_exits") - before[2]));
 	if (ioctl(v.fd, KVM_INTERRUPT, &irq))
 		BAIL("KVM_INTERRUPT");
 	vcpu_run(&v);
@@ -194,8 +221,10 @@ int main(void)
 		BAIL("step 6: the interrupt did not arrive (%s)", exit_str(&v));
 	/* Counted per attempt: a delivery cut short by an exit (the IVT's or the stack's first
 	 * touch) is injected again, on KVM as on rkvm. */
-	tap_ok(cstat(&c, "irq_injections") > before[1], "KVM_INTERRUPT: irq_injections +%llu",
-	       (unsigned long long)(cstat(&c, "irq_injections") - before[1]));
+	tap_ok(cstat(&c, "irq_injections") > before[1] && cstat(&c, "req_event") > before[3],
+	       "KVM_INTERRUPT: irq_injections +%llu, req_event +%llu",
+	       (unsigned long long)(cstat(&c, "irq_injections") - before[1]),
+	       (unsigned long long)(cstat(&c, "req_event") - before[3]));
 
 	/* Step 7: the host takes back a page the guest has mapped (the MMU notifier). */
 	before[0] = vstat(&c, "remote_tlb_flush_requests");
@@ -225,6 +254,7 @@ int main(void)
 		CPU_SET(0, &one);
 		sched_setaffinity(0, sizeof(one), &one);
 		before[1] = cstat(&c, "preemption_reported") + cstat(&c, "preemption_other");
+		before[3] = cstat(&c, "irq_exits");
 		if (pthread_create(&t, NULL, spinner, NULL))
 			BAIL("pthread_create");
 		setitimer(ITIMER_REAL, &it, NULL);
@@ -245,6 +275,47 @@ int main(void)
 	       "spinning beside another thread on its CPU: preemption_reported %llu, preemption_other %llu",
 	       (unsigned long long)cstat(&c, "preemption_reported"),
 	       (unsigned long long)cstat(&c, "preemption_other"));
+	tap_ok(cstat(&c, "irq_exits") > before[3],
+	       "the host's interrupts stopped the spinning guest: irq_exits +%llu",
+	       (unsigned long long)(cstat(&c, "irq_exits") - before[3]));
+
+	/* Step 10: a second KVM_NMI while the first one's handler still runs. */
+	{
+		struct kvm_regs regs;
+
+		memcpy(mem + CODE2_GPA, code2, sizeof(code2));
+		memcpy(mem + NMI2_GPA, nmi2, sizeof(nmi2));
+		mem[2 * 4] = NMI2_GPA & 0xff;
+		mem[2 * 4 + 1] = NMI2_GPA >> 8;
+		vcpu_get_regs(&v, &regs);
+		regs.rip = CODE2_GPA;
+		vcpu_set_regs(&v, &regs);
+	}
+	before[0] = cstat(&c, "nmi_window_exits");
+	before[1] = cstat(&c, "nmi_injections");
+	before[2] = cstat(&c, "req_event");
+	if (ioctl(v.fd, KVM_NMI))
+		BAIL("KVM_NMI");
+	vcpu_run(&v);
+	if (!is_out(&v, 0xf1, 1) || io_out_value(&v) != 11)
+		BAIL("step 10: the second NMI did not arrive (%s)", exit_str(&v));
+	tap_ok(cstat(&c, "nmi_window_exits") >= before[0] + 1 &&
+		       cstat(&c, "nmi_injections") == before[1] + 1,
+	       "an NMI held back until the handler's IRET: nmi_window_exits +%llu, nmi_injections +%llu (want 1)",
+	       (unsigned long long)(cstat(&c, "nmi_window_exits") - before[0]),
+	       (unsigned long long)(cstat(&c, "nmi_injections") - before[1]));
+	tap_ok(cstat(&c, "req_event") > before[2], "KVM_NMI: req_event +%llu",
+	       (unsigned long long)(cstat(&c, "req_event") - before[2]));
+
+	/* Step 11: an MMIO load by an instruction the hypervisor cannot emulate. */
+	before[0] = cstat(&c, "insn_emulation_fail");
+	vcpu_run(&v);
+	if (v.run->exit_reason != KVM_EXIT_INTERNAL_ERROR ||
+	    v.run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION)
+		BAIL("step 11: %s", exit_str(&v));
+	tap_ok(cstat(&c, "insn_emulation_fail") == before[0] + 1,
+	       "FLDS from MMIO: insn_emulation_fail +%llu (want 1)",
+	       (unsigned long long)(cstat(&c, "insn_emulation_fail") - before[0]));
 
 	tap_done();
 }

@@ -168,7 +168,7 @@ pub(super) fn apic_has_events(vm: &Vm, g: &mut VcpuInner) -> bool {
 /// Before entering the guest with an in-kernel APIC: take posted events, sleep while
 /// halted or waiting for a SIPI, and queue the interrupt the guest can take. Returns
 /// whether an interrupt waits for the guest to open its interrupt window; `EINTR` when a
-/// signal ended a sleep.
+/// signal ended a wait.
 pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<bool> {
     let Some(mb) = vcpu.apic.as_ref() else {
         return Ok(false);
@@ -181,7 +181,6 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
             KVM_MP_STATE_HALTED | KVM_MP_STATE_AP_RESET_HOLD => {
                 if apic_has_events(vm, g) {
                     g.state.mp_state = KVM_MP_STATE_RUNNABLE;
-                    vcpu.stats.inc(st::HALT_WAKEUP);
                     break;
                 }
                 true
@@ -189,23 +188,22 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
             // Wait-for-SIPI: only INIT and SIPI matter.
             _ => false,
         };
-        let timeout = if halted {
+        if halted {
             let c = clock(&g.state);
             let t = g.lapic.as_ref().and_then(|a| a.timer_remaining_ns(&c));
             // The I/O APIC may hold back a level interrupt for a while (EOI storms).
-            match (t, crate::kvm::irqchip::run_deferred(vm)) {
+            let timeout = match (t, crate::kvm::irqchip::run_deferred(vm)) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
+            };
+            if let super::halt::Halt::Signal = super::halt::halt(vm, vcpu, g, mb, timeout) {
+                return Err(EINTR);
             }
-        } else {
-            None
-        };
+            continue;
+        }
+        // Wait-for-SIPI: a plain sleep, without polling or halt accounting (as KVM).
         vcpu.stats.set(st::BLOCKING, 1);
-        let t0 = crate::sys::wait::now_ns();
-        let woken = mb.wq.wait(&|| mb.any(), timeout);
-        let waited = crate::sys::wait::now_ns().saturating_sub(t0);
-        vcpu.stats.add(st::HALT_WAIT_NS, waited);
-        vcpu.halt_wait_hist.record(waited);
+        let woken = mb.wq.wait(&|| mb.any(), None);
         vcpu.stats.set(st::BLOCKING, 0);
         if woken == crate::sys::wait::Woken::Signal {
             return Err(EINTR);

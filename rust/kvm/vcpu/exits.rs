@@ -304,9 +304,16 @@ pub(super) fn handle_exit(
             hw_qual: qual,
         } => {
             vcpu.stats.inc(st::PF_TAKEN);
-            if vm.fault_in(gpa, write, fetch, vcpu.dirty_ring())? {
-                vcpu.stats.inc(st::PF_FIXED);
-                return Ok(None);
+            match vm.fault_in(gpa, write, fetch, vcpu.dirty_ring())? {
+                Faulted::Fixed => {
+                    vcpu.stats.inc(st::PF_FIXED);
+                    return Ok(None);
+                }
+                Faulted::Spurious => {
+                    vcpu.stats.inc(st::PF_SPURIOUS);
+                    return Ok(None);
+                }
+                Faulted::NoMemory => {}
             }
             // No memory behind the address: the access is emulated (KVM's RET_PF_EMULATE).
             vcpu.stats.inc(st::PF_EMULATE);

@@ -31,8 +31,8 @@ pub(super) fn pre_fault_memory(vm: &Vm, arg: usize) -> Result<isize> {
             break;
         }
         match vm.fault_in(range.gpa, false, false, None) {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Faulted::Fixed | Faulted::Spurious) => {}
+            Ok(Faulted::NoMemory) => {
                 err = Some(ENOENT);
                 break;
             }

@@ -11,7 +11,7 @@
 
 use super::stats::{vcpu as st, VcpuCounters};
 use super::uaccess;
-use super::vm::{Vm, VmMem};
+use super::vm::{Faulted, Vm, VmMem};
 use super::Kvm;
 use crate::sys::anon_fd::{self, AnonFile};
 use crate::sys::cpu;
@@ -39,6 +39,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 mod apic;
 mod exits;
+mod halt;
 mod intercept;
 mod io;
 mod msrs;
@@ -123,6 +124,8 @@ pub(crate) struct VcpuInner {
     pending_tpr_access: Option<(u64, bool)>,
     /// The vector of the last SIPI.
     sipi_vector: u8,
+    /// How long the next halt polls before it sleeps, in ns (KVM's `halt_poll_ns`).
+    halt_poll_ns: u32,
     /// The VM's MSR filter as of generation `msr_filter_gen` (refreshed before entry).
     msr_filter: Option<Arc<super::msr_filter::MsrFilter>>,
     msr_filter_gen: u64,
@@ -164,8 +167,9 @@ pub(crate) struct Vcpu {
     /// Where interrupts for the in-kernel local APIC are posted (split irqchip VMs).
     pub(crate) apic: Option<Mailbox>,
     pub(crate) stats: VcpuCounters,
-    /// `halt_wait_hist`: how long each in-kernel halt waited, in ns.
-    pub(crate) halt_wait_hist: super::stats::LogHist,
+    /// The halt histograms: how long each poll that ended the halt, each poll that did
+    /// not, and each sleep lasted, in ns.
+    pub(crate) halt_hists: super::stats::HaltHists,
 }
 
 /// The vCPU fd's object: the vCPU and a reference on its VM.
@@ -242,6 +246,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 tpr_access_reporting: false,
                 pending_tpr_access: None,
                 sipi_vector: 0,
+                halt_poll_ns: 0,
                 msr_filter: None,
                 msr_filter_gen: u64::MAX,
                 enforce_pv_cpuid: false,
@@ -260,7 +265,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             last_boosted: core::sync::atomic::AtomicUsize::new(0),
             apic: mailbox,
             stats: VcpuCounters::new(),
-            halt_wait_hist: super::stats::LogHist::new(),
+            halt_hists: super::stats::HaltHists::new(),
         }? Error),
         GFP_KERNEL_ACCOUNT,
     )?;

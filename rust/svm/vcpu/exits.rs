@@ -108,6 +108,8 @@ impl SvmVcpu {
                 ctx.apic_window.then_some(Exit::Again)
             }
             SVM_EXIT_IRET => {
+                // KVM counts this intercept as its NMI window on SVM.
+                ctx.stats.inc(st::NMI_WINDOW_EXITS);
                 s.events.nmi_masked = false;
                 self.vmcb.set_intercept(l, SVM_EXIT_IRET, false);
                 None

@@ -173,7 +173,6 @@ impl Core {
                 Ok(Some(Exit::Spin))
             }
             reason::INVLPG => {
-                ctx.stats.inc(st::INVLPG);
                 if self.vpid != 0 {
                     // SAFETY: In VMX operation; individual-address INVVPID falls back to
                     // a single-context flush below when unsupported.

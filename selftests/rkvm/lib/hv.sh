@@ -16,7 +16,8 @@
 #   dmesg_bad MARK       lines after MARK that show a kernel bug (BUG, WARNING, Oops, ...)
 #   taint_bad            the taint bits that mean a kernel bug (B, D, W, L)
 #
-# Kernel command line: bench.apicv=N is passed to kvm-intel as enable_apicv.
+# Kernel command line: bench.apicv=N is passed to kvm-intel as enable_apicv;
+# bench.l1d=MODE to kvm-intel and rkvm as vmentry_l1d_flush (Intel only).
 
 HV_MODDIR=${HV_MODDIR:-/lib/modules}
 HV_BIN=${RKVM_TESTS_BIN:-/tests/bin}
@@ -41,7 +42,9 @@ hv_loaded() {
 }
 
 load_hv() {
-	local apicv
+	local apicv l1d
+	l1d=$(sed -n 's/.*\bbench\.l1d=\([^ ]*\).*/\1/p' /proc/cmdline)
+	[ "$(hv_vendor)" = intel ] || l1d=
 	case $1 in
 	kvm)
 		if [ -f "$HV_MODDIR/irqbypass.ko" ] && ! mod_loaded irqbypass; then
@@ -51,13 +54,14 @@ load_hv() {
 		case $(hv_vendor) in
 		intel)
 			apicv=$(sed -n 's/.*\bbench\.apicv=\([^ ]*\).*/\1/p' /proc/cmdline)
-			insmod "$HV_MODDIR/kvm-intel.ko" ${apicv:+enable_apicv=$apicv} || return 1
+			insmod "$HV_MODDIR/kvm-intel.ko" ${apicv:+enable_apicv=$apicv} \
+				${l1d:+vmentry_l1d_flush=$l1d} || return 1
 			;;
 		amd) insmod "$HV_MODDIR/kvm-amd.ko" || return 1 ;;
 		*) echo "load_hv: neither VMX nor SVM"; return 1 ;;
 		esac
 		;;
-	rkvm) insmod "$HV_MODDIR/rkvm.ko" || return 1 ;;
+	rkvm) insmod "$HV_MODDIR/rkvm.ko" ${l1d:+vmentry_l1d_flush=$l1d} || return 1 ;;
 	*) echo "load_hv: unknown hypervisor $1"; return 1 ;;
 	esac
 }

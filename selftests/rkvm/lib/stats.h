@@ -61,4 +61,20 @@ static inline uint64_t stats_value(int fd, struct stats *s, const char *name)
 	return v;
 }
 
+/* The sum of the buckets of histogram NAME from bucket FIRST on (~0 if absent). */
+static inline uint64_t stats_hist_sum(int fd, struct stats *s, const char *name, uint32_t first)
+{
+	struct kvm_stats_desc *d = stats_find(s, name);
+	uint64_t b[64], sum = 0;
+	uint32_t i;
+
+	if (!d || d->size > 64 || (d->flags & KVM_STATS_TYPE_MASK) != KVM_STATS_TYPE_LOG_HIST)
+		return ~0ull;
+	if (pread(fd, b, d->size * 8, s->h.data_offset + d->offset) != (ssize_t)(d->size * 8))
+		return ~0ull;
+	for (i = first; i < d->size; i++)
+		sum += b[i];
+	return sum;
+}
+
 #endif /* RKVM_STATS_H */

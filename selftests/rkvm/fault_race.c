@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Two vCPUs fault on the same guest page while the VMM supplies it on demand through
+ * userfaultfd (as a VMM doing post-copy migration does): both faults wait in the kernel
+ * until the VMM copies the page in, then both map it. The second finds the mapping the
+ * first made, which KVM counts as pf_spurious; both guests read the copied byte.
+ */
+#define _GNU_SOURCE
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include "lib/rkvm_test.h"
+#include "lib/stats.h"
+
+#define CODE_GPA 0x1000
+#define PAGE_GPA 0x8000
+
+static const uint8_t guest_code[] = {
+	0xa0, 0x00, 0x80,			/* mov al, [0x8000] */
+	0xe6, 0xf1,				/* out 0xf1, al */
+	0xf4,					/* hlt */
+};
+
+static void *run_vcpu(void *arg)
+{
+	vcpu_run(arg);
+	return NULL;
+}
+
+int main(void)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct uffdio_copy copy = { 0 };
+	uint64_t spurious = 0, fixed = 0;
+	struct vcpu v[2];
+	pthread_t t[2];
+	struct vm vm;
+	uint8_t *mem, *src;
+	int uffd, i, faults = 0, read_ok = 1;
+
+	test_watchdog(120);
+	uffd = syscall(__NR_userfaultfd, O_CLOEXEC);
+	if (uffd < 0)
+		tap_skip_all("no userfaultfd");
+	if (ioctl(uffd, UFFDIO_API, &api))
+		BAIL("UFFDIO_API");
+	tap_plan(3);
+	vm = vm_create();
+	v[0] = real_mode_vcpu(&vm, CODE_GPA, guest_code, sizeof(guest_code), &mem);
+	v[1] = vcpu_create(&vm, 1);
+	vcpu_set_real_mode(&v[1], CODE_GPA);
+	/* The page is missing: a fault on it waits for this thread. */
+	madvise(mem + PAGE_GPA, 4096, MADV_DONTNEED);
+	reg.range.start = (uintptr_t)(mem + PAGE_GPA);
+	reg.range.len = 4096;
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+		BAIL("UFFDIO_REGISTER");
+	for (i = 0; i < 2; i++)
+		if (pthread_create(&t[i], NULL, run_vcpu, &v[i]))
+			BAIL("pthread_create");
+	/* Both vCPUs wait in their fault. */
+	while (faults < 2) {
+		struct pollfd p = { .fd = uffd, .events = POLLIN };
+		struct uffd_msg msg;
+
+		if (poll(&p, 1, 20000) != 1)
+			break;
+		if (read(uffd, &msg, sizeof(msg)) == sizeof(msg) && msg.event == UFFD_EVENT_PAGEFAULT &&
+		    msg.arg.pagefault.address == reg.range.start)
+			faults++;
+	}
+	tap_ok(faults == 2, "both vCPUs wait for the missing page (%d faults reported)", faults);
+	src = aligned_alloc(4096, 4096);
+	memset(src, 0x5a, 4096);
+	copy.dst = reg.range.start;
+	copy.src = (uintptr_t)src;
+	copy.len = 4096;
+	if (ioctl(uffd, UFFDIO_COPY, &copy))
+		BAIL("UFFDIO_COPY");
+	for (i = 0; i < 2; i++) {
+		struct stats s;
+		int fd;
+
+		pthread_join(t[i], NULL);
+		if (!is_out(&v[i], 0xf1, 1) || io_out_value(&v[i]) != 0x5a) {
+			tap_diag("vCPU %d: %s", i, exit_str(&v[i]));
+			read_ok = 0;
+		}
+		fd = ioctl(v[i].fd, KVM_GET_STATS_FD, 0);
+		if (fd < 0 || !stats_load(fd, &s))
+			BAIL("KVM_GET_STATS_FD");
+		spurious += stats_value(fd, &s, "pf_spurious");
+		fixed += stats_value(fd, &s, "pf_fixed");
+	}
+	tap_ok(read_ok, "both vCPUs read the byte the VMM copied in (0x5a)");
+	tap_ok(spurious >= 1 && fixed >= 1,
+	       "the second fault found the first one's mapping: pf_spurious %llu, pf_fixed %llu",
+	       (unsigned long long)spurious, (unsigned long long)fixed);
+	tap_done();
+}
