@@ -79,8 +79,8 @@ pub(crate) const VM_STATS: &[Stat] = &[
 
 /// KVM's per-vCPU stats, generic then x86, in KVM's order, without those whose event
 /// cannot happen in rkvm: `halt_poll_invalid` (only s390 has invalid wake-ups),
-/// `pf_fast`, `pf_mmio_spte_created` and `pf_guest` (no lockless fault path, no cached
-/// MMIO entries, no shadow paging), `invlpg` (INVLPG never exits under EPT or NPT), and
+/// `pf_fast` and `pf_mmio_spte_created` (no lockless fault path, no cached MMIO
+/// entries), `invlpg` (INVLPG never exits under EPT or NPT), and
 /// nested virtualization's `nested_run`, `guest_mode` and `notify_window_exits`.
 pub(crate) const VCPU_STATS: &[Stat] = &[
     stat(c"halt_successful_poll", Ty::Counter),
@@ -97,6 +97,7 @@ pub(crate) const VCPU_STATS: &[Stat] = &[
     stat(c"pf_fixed", Ty::Counter),
     stat(c"pf_emulate", Ty::Counter),
     stat(c"pf_spurious", Ty::Counter),
+    stat(c"pf_guest", Ty::Counter),
     stat(c"tlb_flush", Ty::Counter),
     stat(c"exits", Ty::Counter),
     stat(c"io_exits", Ty::Counter),
@@ -149,6 +150,7 @@ pub(crate) mod vcpu {
         PF_FIXED = c"pf_fixed",
         PF_EMULATE = c"pf_emulate",
         PF_SPURIOUS = c"pf_spurious",
+        PF_GUEST = c"pf_guest",
         TLB_FLUSH = c"tlb_flush",
         EXITS = c"exits",
         IO_EXITS = c"io_exits",

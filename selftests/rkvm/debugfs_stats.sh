@@ -20,7 +20,7 @@ VM_STATS="remote_tlb_flush remote_tlb_flush_requests pages_4k pages_2m pages_1g
 VCPU_STATS="halt_successful_poll halt_attempted_poll halt_wakeup
 	halt_poll_success_ns halt_poll_fail_ns halt_wait_ns halt_poll_success_hist
 	halt_poll_fail_hist halt_wait_hist blocking
-	pf_taken pf_fixed pf_emulate pf_spurious
+	pf_taken pf_fixed pf_emulate pf_spurious pf_guest
 	tlb_flush exits io_exits mmio_exits signal_exits irq_window_exits
 	nmi_window_exits l1d_flush halt_exits request_irq_exits irq_exits host_state_reload
 	fpu_reload insn_emulation insn_emulation_fail hypercalls irq_injections nmi_injections
@@ -28,7 +28,7 @@ VCPU_STATS="halt_successful_poll halt_attempted_poll halt_wakeup
 	preemption_reported preemption_other"
 KVM_ONLY="mmu_shadow_zapped mmu_pte_write mmu_pde_zapped mmu_flooded mmu_recycled
 	mmu_cache_miss mmu_unsync mmu_shadow_pages max_mmu_rmap_size
-	max_mmu_page_hash_collisions halt_poll_invalid pf_fast pf_mmio_spte_created pf_guest
+	max_mmu_page_hash_collisions halt_poll_invalid pf_fast pf_mmio_spte_created
 	invlpg nested_run guest_mode notify_window_exits"
 
 hv=${RKVM_HV:?}

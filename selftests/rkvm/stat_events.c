@@ -22,6 +22,8 @@
  *   KVM_NMI while the first NMI's handler runs: nmi_window_exits (the IRET that ends the
  *                     handler opens the window), nmi_injections, req_event
  *   FLDS from MMIO    insn_emulation_fail (no hypervisor emulates x87 loads)
+ *   OUTSB from an address the guest's page tables do not map (a 64-bit guest): the
+ *                     emulated string I/O raises #PF in the guest, pf_guest
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -76,6 +78,44 @@ static const uint8_t nmi2[] = {
 	0xeb, 0xfe,				/* jmp $ */
 };
 
+/* 64-bit: OUTSB from 4 GiB, which the library's page tables leave unmapped. */
+GUEST_CODE(outs_guest, 64,
+	"mov $0x100000000, %rsi\n"
+	"mov $0xf2, %dx\n"
+	"outsb\n"
+	"hlt\n"
+	"pf_h:\n"
+	"mov %cr2, %rax\n"
+	"shr $32, %rax\n"
+	"out %al, $0xf3\n"
+	"hlt\n");
+extern const uint8_t pf_h[];
+
+/* Step 12: pf_guest, in a VM of its own. */
+static void pf_guest_step(void)
+{
+	struct guest g = guest_create();
+	struct stats s;
+	uint64_t before;
+	int fd;
+
+	guest_load(g.mem, GUEST_CODE_GPA, outs_guest);
+	vcpu_set_long_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	idt_set_gate64(g.mem, 14, GUEST_ADDR(GUEST_CODE_GPA, outs_guest, pf_h));
+	fd = ioctl(g.v.fd, KVM_GET_STATS_FD, 0);
+	if (fd < 0 || !stats_load(fd, &s))
+		BAIL("KVM_GET_STATS_FD");
+	before = stats_value(fd, &s, "pf_guest");
+	vcpu_run(&g.v);
+	if (!is_out(&g.v, 0xf3, 1) || io_out_value(&g.v) != 1)
+		BAIL("step 12: no #PF at 4 GiB (%s)", exit_str(&g.v));
+	tap_ok(stats_value(fd, &s, "pf_guest") == before + 1,
+	       "OUTSB from an unmapped address: #PF in the guest, pf_guest +%llu (want 1)",
+	       (unsigned long long)(stats_value(fd, &s, "pf_guest") - before));
+	close(fd);
+	guest_destroy(&g);
+}
+
 #define HYPERCALL_AT 0x2e
 #define SPIN_AT 0x36
 #define IRQ_VECTOR 0x40
@@ -123,7 +163,7 @@ int main(void)
 	sys_fd = kvm_open();
 	REQUIRE_CAP(sys_fd, KVM_CAP_BINARY_STATS_FD);
 	close(sys_fd);
-	tap_plan(18);
+	tap_plan(19);
 	vm = vm_create();
 	v = real_mode_vcpu(&vm, CODE_GPA, guest_code, sizeof(guest_code), &mem);
 	if (!host_is_intel())
@@ -317,5 +357,6 @@ int main(void)
 	       "FLDS from MMIO: insn_emulation_fail +%llu (want 1)",
 	       (unsigned long long)(cstat(&c, "insn_emulation_fail") - before[0]));
 
+	pf_guest_step();
 	tap_done();
 }

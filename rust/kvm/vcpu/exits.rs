@@ -72,6 +72,15 @@ pub(super) fn inject(s: &mut VcpuState, f: Exception) {
     s.events.exception = Some(f);
 }
 
+/// Queues a fault that emulating the guest's instruction raised; a page fault from the
+/// guest's own page tables counts as KVM's `pf_guest`.
+pub(super) fn inject_fault(vcpu: &Vcpu, s: &mut VcpuState, f: Exception) {
+    if f.vector == 14 {
+        vcpu.stats.inc(st::PF_GUEST);
+    }
+    inject(s, f);
+}
+
 /// Queues exception `vector` without an error code.
 pub(super) fn inject_exception(s: &mut VcpuState, vector: u8) {
     inject(
@@ -105,7 +114,7 @@ pub(super) fn fix_hypercall(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<O
     }
     match emulate::write_virt(&g.state, &VmMem::of(vm, vcpu), rip, &native) {
         Ok(()) => {}
-        Err(EmuError::Fault(f)) => inject(&mut g.state, f),
+        Err(EmuError::Fault(f)) => inject_fault(vcpu, &mut g.state, f),
         Err(EmuError::Host(e)) => return Err(e),
         Err(EmuError::Unsupported) => inject(&mut g.state, emulate::ud()),
     }

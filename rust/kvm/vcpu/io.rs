@@ -87,7 +87,7 @@ pub(super) fn io_exit(vcpu: &Vcpu, port: u16, size: u8, input: bool, count: u32)
 pub(super) fn fault_or_error(vcpu: &Vcpu, s: &mut VcpuState, e: EmuError) -> Result<Option<isize>> {
     match e {
         EmuError::Fault(f) => {
-            inject(s, f);
+            inject_fault(vcpu, s, f);
             Ok(None)
         }
         EmuError::Unsupported => Ok(internal_error(vcpu, KVM_INTERNAL_ERROR_EMULATION, &[])),
@@ -368,7 +368,7 @@ pub(super) fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Resul
                 let dst = emulate::linear(s, seg, ptr, io.addr_size);
                 if let Err(e) = emulate::write_virt(s, &VmMem::of(vm, vcpu), dst, &buf) {
                     if let EmuError::Fault(f) = e {
-                        inject(s, f);
+                        inject_fault(vcpu, s, f);
                         return Ok(());
                     }
                     return Err(EFAULT);
