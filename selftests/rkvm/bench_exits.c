@@ -9,6 +9,12 @@
  *   mmio_coalesced  the same writes in a coalesced MMIO zone: no exit to userspace
  *   cpuid           N CPUIDs, each handled inside the hypervisor, then one OUT
  *   msr             N RDMSRs of IA32_APIC_BASE, each handled inside the hypervisor
+ *   hlt_timer       N HLTs, each ended by the local APIC's one-shot timer (1 us) of an
+ *                   in-kernel APIC: the timer's start and EOI, the halt and the wake-up
+ *   ept_first_touch a 64-bit guest writes TOUCH_PAGES pages it never touched, per page
+ *   dirty_round     with dirty logging (manual protect): the guest writes the same
+ *                   pages again, then KVM_GET_DIRTY_LOG and KVM_CLEAR_DIRTY_LOG of all of
+ *                   them, per page (the average of DIRTY_ROUNDS rounds after the first)
  *   create          a VM, a vCPU and a memslot, to the guest's first exit (HLT); then
  *                   its steps (create_vm, create_slot, create_vcpu, create_run)
  *   slot_add_N      adding N one-page memslots to a VM, per slot (N = 10 to 32000)
@@ -57,6 +63,39 @@ static const uint8_t mmio_code[] = {
 };
 
 static const uint8_t hlt_code[] = { 0xf4 };
+
+#define APIC "0xfee00"
+/* 32-bit, split irqchip: N one-shot timer periods of 1 us, each waited for in HLT. */
+GUEST_CODE(hlt_timer_guest, 32,
+	"movl $0x1ff, " APIC "0f0\n"
+	"movl $0xb, " APIC "3e0\n"
+	"movl $0x40, " APIC "320\n"
+	"mov $" XSTR(N) ", %esi\n"
+	"1: movl $1000, " APIC "380\n"
+	"sti\n"
+	"hlt\n"
+	"cli\n"
+	"dec %esi\n"
+	"jnz 1b\n"
+	"out %al, $0xf1\n"
+	"hlt\n"
+	"timer_h:\n"
+	"movl $0, " APIC "0b0\n"
+	"iret\n");
+extern const uint8_t timer_h[];
+
+#define TOUCH_GPA 0x40000000ull
+#define TOUCH_PAGES 2048
+#define DIRTY_ROUNDS 5
+/* 64-bit: writes one byte in each page, then an OUT; again from the start. */
+GUEST_CODE(touch_guest, 64,
+	"2: mov $" XSTR(TOUCH_GPA) ", %rdi\n"
+	"mov $" XSTR(TOUCH_PAGES) ", %ecx\n"
+	"1: movb $1, (%rdi)\n"
+	"add $4096, %rdi\n"
+	"loop 1b\n"
+	"out %al, $0xf1\n"
+	"jmp 2b\n");
 
 /* The patched Bochs's count of VMX instructions run on CPU 0 (where main() pins us). */
 #define MSR_BOCHS_VMX_INSNS 0x42580001
@@ -134,6 +173,77 @@ static void run_one(const char *kind, const uint8_t *code, size_t len, uint32_t 
 		printf("bench %s_vmx %d %.1f\n", kind, items, (double)(vmx1 - vmx0) / items);
 	print_vm_stats(vm.fd, "# ");
 	vm_close(&vm, &v, mem);
+}
+
+/* HLTs ended by the in-kernel local APIC's timer. */
+static void bench_hlt_timer(void)
+{
+	struct kvm_enable_cap split = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
+	struct guest g;
+	uint64_t t0, t1;
+
+	g.vm = vm_create();
+	if (ioctl(g.vm.fd, KVM_ENABLE_CAP, &split))
+		BAIL("KVM_CAP_SPLIT_IRQCHIP");
+	if (ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
+		BAIL("KVM_SET_TSS_ADDR");
+	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
+	g.v = vcpu_create(&g.vm, 0);
+	vcpu_set_supported_cpuid(&g.vm, &g.v);
+	guest_load(g.mem, GUEST_CODE_GPA, hlt_timer_guest);
+	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	idt_set_gate32(g.mem, 0x40, GUEST_ADDR(GUEST_CODE_GPA, hlt_timer_guest, timer_h));
+	t0 = now_ns();
+	if (ioctl(g.v.fd, KVM_RUN, 0) || !is_out(&g.v, 0xf1, 1))
+		BAIL("hlt_timer: %s", exit_str(&g.v));
+	t1 = now_ns();
+	printf("bench hlt_timer %d %llu\n", N, (unsigned long long)((t1 - t0) / N));
+	guest_destroy(&g);
+}
+
+/* EPT first touch, then rounds of dirty logging over the same pages. */
+static void bench_touch(void)
+{
+	struct kvm_enable_cap manual = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+					 .args = { KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE } };
+	static uint64_t bitmap[TOUCH_PAGES / 64];
+	struct kvm_dirty_log get = { .slot = 1, .dirty_bitmap = bitmap };
+	struct kvm_clear_dirty_log clear = { .slot = 1, .num_pages = TOUCH_PAGES,
+					     .dirty_bitmap = bitmap };
+	struct guest g = guest_create();
+	uint64_t t0, t1;
+	void *slot;
+
+	if (ioctl(g.vm.fd, KVM_ENABLE_CAP, &manual))
+		BAIL("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
+	slot = vm_add_memory(&g.vm, 1, TOUCH_GPA, TOUCH_PAGES * 4096ull, KVM_MEM_LOG_DIRTY_PAGES);
+	guest_load(g.mem, GUEST_CODE_GPA, touch_guest);
+	vcpu_set_long_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
+	t0 = now_ns();
+	for (int r = 0; r <= DIRTY_ROUNDS; r++) {
+		if (r == 1)
+			t0 = now_ns();
+		if (ioctl(g.v.fd, KVM_RUN, 0) || !is_out(&g.v, 0xf1, 1))
+			BAIL("touch: %s", exit_str(&g.v));
+		if (r == 0) {
+			t1 = now_ns();
+			printf("bench ept_first_touch %d %llu\n", TOUCH_PAGES,
+			       (unsigned long long)((t1 - t0) / TOUCH_PAGES));
+		}
+		if (ioctl(g.vm.fd, KVM_GET_DIRTY_LOG, &get) || ioctl(g.vm.fd, KVM_CLEAR_DIRTY_LOG, &clear))
+			BAIL("dirty log round %d", r);
+		if (r == 0)
+			continue;
+		for (int i = 0; i < TOUCH_PAGES / 64; i++)
+			if (bitmap[i] != ~0ull)
+				BAIL("dirty log round %d: word %d is %#llx", r, i,
+				     (unsigned long long)bitmap[i]);
+	}
+	t1 = now_ns();
+	printf("bench dirty_round %d %llu\n", TOUCH_PAGES,
+	       (unsigned long long)((t1 - t0) / DIRTY_ROUNDS / TOUCH_PAGES));
+	munmap(slot, TOUCH_PAGES * 4096ull);
+	guest_destroy(&g);
 }
 
 /*
@@ -372,6 +482,8 @@ int main(void)
 	run_one("mmio_coalesced", mmio_code, sizeof(mmio_code), KVM_EXIT_MMIO, N, 1);
 	run_one("cpuid", cpuid_code, sizeof(cpuid_code), KVM_EXIT_IO, N, 0);
 	run_one("msr", msr_code, sizeof(msr_code), KVM_EXIT_IO, N, 0);
+	bench_hlt_timer();
+	bench_touch();
 	bench_create(20);
 	for (int n = 10; n <= 10000; n *= 10)
 		bench_slots(n);
