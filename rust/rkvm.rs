@@ -129,9 +129,13 @@ fn svm_init() -> Result<Rkvm> {
 fn kvm_init(vendor: &Vendor) -> Result<Rkvm> {
     // 4.1 kvm_arch_init(), 4.2 kvm_irqfd_init(), 4.3 kvm_arch_hardware_setup(): build the
     // shared state, then publish it for the callbacks registered below.
-    let arch = kvm_arch_init(vendor)?;
+    let mut arch = kvm_arch_init(vendor)?;
     let wq = kvm_irqfd_init()?;
     let (backend, msrs, cpuid_supported, cpuid_emulated) = kvm_arch_hardware_setup(vendor)?;
+    // The entry masks that depend on what hardware_setup enabled.
+    if backend.tdp_dirty_log() {
+        arch.mmu.log_writes_by_dirty_flag();
+    }
     let k = KBox::pin_init(
         try_pin_init!(Kvm {
             arch,

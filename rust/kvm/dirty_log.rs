@@ -20,6 +20,7 @@ impl Vm {
         }
         let l = self.locked.lock();
         let meta = dirty_logged_slot(&l, log.slot)?;
+        self.sync_cpu_logs(&l);
         let words = meta.bitmap_words();
         let mut snapshot = KVVec::with_capacity(words, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..words {
@@ -38,7 +39,7 @@ impl Vm {
                 }
             }
             let changed =
-                !manual && tdp.write_protect(meta.base_gfn, meta.end_gfn(), Some(&snapshot));
+                !manual && tdp.track_writes(meta.base_gfn, meta.end_gfn(), Some(&snapshot));
             m.ept_changed(changed)
         };
         drop(l);
@@ -54,6 +55,7 @@ impl Vm {
         }
         let l = self.locked.lock();
         let meta = dirty_logged_slot(&l, c.slot)?;
+        self.sync_cpu_logs(&l);
         // KVM's rules: first_page 64-aligned; num_pages a multiple of 64 unless the range
         // ends at the end of the slot.
         let end = c
@@ -80,12 +82,26 @@ impl Vm {
                 }
             }
             let start = meta.base_gfn + c.first_page;
-            let changed = tdp.write_protect(start, meta.base_gfn + end, Some(&mask));
+            let changed = tdp.track_writes(start, meta.base_gfn + end, Some(&mask));
             m.ept_changed(changed)
         };
         drop(l);
         self.flush_upto(gen, false);
         Ok(0)
+    }
+}
+
+impl Vm {
+    /// Where the CPU logs written pages, running vCPUs hold pages in their logs until
+    /// their next exit: make them exit (KVM's `kvm_arch_sync_dirty_log`). As in KVM, this
+    /// does not wait for the logs to reach the bitmap; a vCPU that is not running has
+    /// none left.
+    fn sync_cpu_logs(&self, l: &VmLocked) {
+        if self.kvm.arch.mmu.masks.dirty != 0 {
+            for v in l.vcpus.iter() {
+                v.kick_out_of_guest();
+            }
+        }
     }
 }
 

@@ -4,9 +4,10 @@
 //! `KVM_RESET_DIRTY_RINGS`): instead of a bitmap per memslot, each vCPU appends the pages
 //! it dirties in a dirty-logging slot to a ring of `struct kvm_dirty_gfn` that userspace
 //! maps from the vCPU fd at `KVM_DIRTY_LOG_PAGE_OFFSET`. Userspace marks the entries it
-//! collected with `KVM_DIRTY_GFN_F_RESET`; `KVM_RESET_DIRTY_RINGS` write-protects their
-//! pages again and frees the entries. A vCPU whose ring holds more than its size less 64
-//! reserved entries exits with `KVM_EXIT_DIRTY_RING_FULL` before it enters the guest.
+//! collected with `KVM_DIRTY_GFN_F_RESET`; `KVM_RESET_DIRTY_RINGS` makes their pages log
+//! their next write again and frees the entries. A vCPU whose ring holds more than its
+//! size less the reserved entries (64, and 512 more where the CPU logs written pages)
+//! exits with `KVM_EXIT_DIRTY_RING_FULL` before it enters the guest.
 //!
 //! The ring is shared memory: every field rkvm reads back from it (flags, slot, offset)
 //! is checked before use, and a reset walks at most the entries rkvm published.
@@ -18,8 +19,17 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::prelude::*;
 
 /// `KVM_DIRTY_RING_RSVD_ENTRIES`: room kept for the pushes of one exit after the soft
-/// limit is reached (rkvm logs no dirty pages through PML, which would need more).
+/// limit is reached.
 const RSVD_ENTRIES: u32 = 64;
+/// Entries of the CPU's log of written pages (VMX's PML), which one exit may push at
+/// once (KVM's `kvm_cpu_dirty_log_size`).
+const CPU_LOG_ENTRIES: u32 = 512;
+
+/// The entries kept free below a ring's size (KVM's `kvm_dirty_ring_get_rsvd_entries`).
+fn rsvd_entries() -> u32 {
+    let cpu_log = super::kvm().is_some_and(|k| k.arch.mmu.masks.dirty != 0);
+    RSVD_ENTRIES + if cpu_log { CPU_LOG_ENTRIES } else { 0 }
+}
 /// `KVM_DIRTY_RING_MAX_ENTRIES`.
 const MAX_ENTRIES: u32 = 65536;
 /// `sizeof(struct kvm_dirty_gfn)`: flags (u32), slot (u32), offset (u64).
@@ -39,7 +49,7 @@ pub(crate) fn check_size(bytes: u32) -> Result<u32> {
     if bytes == 0 || !bytes.is_power_of_two() {
         return Err(EINVAL);
     }
-    if bytes < RSVD_ENTRIES * ENTRY_BYTES || bytes < 4096 {
+    if bytes < rsvd_entries() * ENTRY_BYTES || bytes < 4096 {
         return Err(EINVAL);
     }
     if bytes > MAX_ENTRIES * ENTRY_BYTES {
@@ -91,7 +101,7 @@ impl DirtyRing {
 
     /// Whether the vCPU must exit with `KVM_EXIT_DIRTY_RING_FULL` before it runs.
     pub(crate) fn soft_full(&self) -> bool {
-        self.used() >= self.entries - RSVD_ENTRIES
+        self.used() >= self.entries.saturating_sub(rsvd_entries())
     }
 
     /// The page and first word of entry `index` (wrapped into the ring).
@@ -192,7 +202,7 @@ pub(crate) fn reset_all(vm: &Vm) -> Result<isize> {
                 return;
             }
             if let Some((start, end)) = pending.add(s.base_gfn + offset) {
-                gen = gen.max(vm.write_protect(start, end));
+                gen = gen.max(vm.track_writes(start, end));
             }
         });
         total = total.saturating_add(r.0);
@@ -201,7 +211,7 @@ pub(crate) fn reset_all(vm: &Vm) -> Result<isize> {
         }
     }
     if let Some((start, end)) = pending.take() {
-        gen = gen.max(vm.write_protect(start, end));
+        gen = gen.max(vm.track_writes(start, end));
     }
     drop(l);
     // Before userspace hears of it, no CPU may keep writing a page protected again.

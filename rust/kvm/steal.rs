@@ -26,11 +26,20 @@ pub(crate) struct StealTime {
 impl StealTime {
     /// Brings the guest's record up to date if `force` (a new KVM_RUN), if the MSR
     /// changed or if the thread has waited since the last update.
-    pub(crate) fn update(&mut self, vm: &Vm, vcpu: &Vcpu, msr: u64, delay: u64, force: bool) {
-        if msr & u64::from(KVM_MSR_ENABLED) == 0
-            || (!force && msr == self.last_msr && delay == self.last_delay)
-        {
+    pub(crate) fn update(
+        &mut self,
+        vm: &Vm,
+        vcpu: &Vcpu,
+        msr: u64,
+        delay: impl FnOnce() -> u64,
+        force: bool,
+    ) {
+        if msr & u64::from(KVM_MSR_ENABLED) == 0 {
             self.last_msr = msr;
+            return;
+        }
+        let delay = delay();
+        if !force && msr == self.last_msr && delay == self.last_delay {
             return;
         }
         self.last_msr = msr;

@@ -73,6 +73,9 @@ pub(crate) struct MmuState {
     /// Bumped whenever EPT entries a CPU may have cached were removed or write-protected;
     /// see [`Vm::flush_upto`].
     zap_gen: u64,
+    /// Memslots that log dirty pages: the CPU's log of written pages is on while there
+    /// are some.
+    pub(crate) logging_slots: u32,
 }
 
 impl MmuState {
@@ -263,6 +266,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 in_progress: 0,
                 private: KVec::new(),
                 zap_gen: 0,
+                logging_slots: 0,
             }),
             flush_gen: AtomicU64::new(0),
             flushed_zap_gen: AtomicU64::new(0),
@@ -401,11 +405,11 @@ impl Vm {
         }
     }
 
-    /// Write-protects guest frames `start..end` again, for the dirty ring's reset; returns
-    /// the EPT generation to flush up to.
-    pub(crate) fn write_protect(&self, start: u64, end: u64) -> u64 {
+    /// Makes the guest's next writes to guest frames `start..end` reach the dirty log
+    /// again, for the dirty ring's reset; returns the EPT generation to flush up to.
+    pub(crate) fn track_writes(&self, start: u64, end: u64) -> u64 {
         let mut m = self.mmu.lock();
-        let changed = m.tdp.write_protect(start, end, None);
+        let changed = m.tdp.track_writes(start, end, None);
         m.ept_changed(changed)
     }
 
@@ -460,8 +464,10 @@ impl Vm {
                 let huge_gfn = if huge_ok { huge_frame(&s, gfn) } else { None };
                 (hva, !s.readonly(), s.logs_dirty(), m.seq, huge_gfn)
             };
-            // Dirty-logged pages start read-only, so the first write faults and is logged.
-            let want_write = slot_writable && (write || !logs);
+            // Dirty-logged pages start read-only, so the first write faults and is logged;
+            // where the CPU logs written pages, writable with the dirty flag clear instead.
+            let by_flag = self.kvm.arch.mmu.masks.dirty != 0;
+            let want_write = slot_writable && (write || !logs || by_flag);
             // The EPT entry is writable only if the host let rkvm write the page: a write
             // fault on memory the VMM may only read fails (EFAULT from KVM_RUN, as KVM),
             // and a read fault there maps the page read-only.
@@ -509,6 +515,7 @@ impl Vm {
             let perm = Perm {
                 write: writable,
                 exec: true,
+                dirty: write || !logs,
             };
             let huge_perm = Perm {
                 exec: !nx_huge,
@@ -607,6 +614,7 @@ impl Vm {
                 Perm {
                     write: true,
                     exec: true,
+                    dirty: true,
                 },
             ) {
                 Ok(_) => return Ok(true),
@@ -661,9 +669,10 @@ impl Vm {
     }
 
     /// Marks `gfn` dirty (guest memory written by rkvm on the guest's behalf, or by the
-    /// guest through a write fault), in its slot's bitmap or in `ring`, the dirty ring of
-    /// the vCPU that wrote it.
-    fn mark_dirty(&self, gfn: u64, ring: Option<&DirtyRing>) {
+    /// guest: a write fault, or the CPU's log of written pages), in its slot's bitmap or
+    /// in `ring`, the dirty ring of the vCPU that wrote it. Frames outside dirty-logging
+    /// slots are ignored.
+    pub(crate) fn mark_dirty(&self, gfn: u64, ring: Option<&DirtyRing>) {
         let mut m = self.mmu.lock();
         if let Some(s) = memslot::find_mut(&mut m.slots, gfn) {
             if !s.meta.logs_dirty() {
@@ -690,6 +699,17 @@ impl Vm {
         let (unlinked, gen) = {
             let mut mm = self.mmu.lock();
             let unlinked = memslot::commit_runtime(&mut mm.slots, &change, &mut upd);
+            // Counted with the slots themselves, under the MMU lock: a vCPU that faults
+            // on a page of a slot that started logging (its pages were just unmapped)
+            // enters next with the CPU's log of written pages on.
+            let logs = |m: &memslot::SlotMeta| u32::from(m.logs_dirty());
+            let (gone, new) = match &change {
+                Change::Create(n) => (0, logs(n)),
+                Change::Delete(o) => (logs(o), 0),
+                Change::Move(o, n) | Change::Flags(o, n) => (logs(o), logs(n)),
+                Change::None => (0, 0),
+            };
+            mm.logging_slots = mm.logging_slots.saturating_sub(gone).saturating_add(new);
             let zapped = match change {
                 Change::Delete(o) | Change::Move(o, _) | Change::Flags(o, _) => {
                     mm.tdp.zap(o.base_gfn, o.end_gfn())

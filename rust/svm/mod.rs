@@ -386,6 +386,10 @@ impl X86Ops for Svm {
         false
     }
 
+    fn tdp_dirty_log(&self) -> bool {
+        false
+    }
+
     fn tdp_huge_pages(&self) -> bool {
         true
     }

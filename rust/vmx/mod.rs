@@ -157,9 +157,8 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
     // What the hardware cannot do is off, whatever the parameter said.
     params.vpid &= config.has2(proc2::ENABLE_VPID);
     params.unrestricted_guest &= config.has2(proc2::UNRESTRICTED_GUEST);
-    // Dirty logging write-protects EPT entries; the page-modification log is not used,
-    // so the parameter reads 0.
-    params.pml = false;
+    // The page-modification log needs EPT accessed and dirty flags.
+    params.pml &= config.has2(proc2::ENABLE_PML) && config.ept_vpid & caps::ept_vpid::EPT_AD != 0;
     // Every CPU's configuration is computed with these final parameters (compat check).
     config.apply_params(&params);
     // No posted interrupts (and so no wakeup handler): rkvm has no in-kernel APIC.
@@ -320,6 +319,10 @@ impl X86Ops for Vmx {
 
     fn tsc_scaling(&self) -> bool {
         self.config.has2(proc2::TSC_SCALING)
+    }
+
+    fn tdp_dirty_log(&self) -> bool {
+        self.params.pml
     }
 
     fn tdp_huge_pages(&self) -> bool {

@@ -52,6 +52,10 @@ pub(crate) trait X86Ops: Send + Sync {
     /// The two-dimensional page table can map 2 MiB with one entry (EPT's 2 MiB pages;
     /// always with NPT).
     fn tdp_huge_pages(&self) -> bool;
+    /// The CPU logs the pages the guest writes (VMX's page-modification log): dirty
+    /// logging then keeps pages writable with their dirty flag clear, and the written
+    /// ones come back through [`VcpuOps::take_dirty`] instead of write faults.
+    fn tdp_dirty_log(&self) -> bool;
     /// A new vCPU's IA32_UCODE_REV (KVM's arbitrary per-vendor value).
     fn reset_ucode_rev(&self) -> u64;
     /// The vendor's hypercall instruction (VMCALL or VMMCALL): KVM's FIX_HYPERCALL_INSN
@@ -75,6 +79,9 @@ pub(crate) trait VcpuOps: Send {
     fn sync(&mut self, _state: &mut VcpuState) -> Result {
         Ok(())
     }
+    /// Passes the guest-physical address of each page the CPU logged as written during
+    /// the last run to `mark` (see [`X86Ops::tdp_dirty_log`]), and forgets them.
+    fn take_dirty(&mut self, _mark: &mut dyn FnMut(u64)) {}
     /// Gives back what the vCPU holds of the backend's shared resources (VPID, ASID) when
     /// its VM goes (`vcpu_free`).
     fn release(&self);
@@ -102,6 +109,9 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) uret: &'a uret::UserReturnMsrs,
     /// The root table of the VM's two-dimensional page table.
     pub(crate) tdp_root: Hpa,
+    /// Some memslot of the VM logs dirty pages: the CPU's log of written pages must be
+    /// on (see [`X86Ops::tdp_dirty_log`]).
+    pub(crate) log_writes: bool,
     /// The VM's TLB-flush generation; entries after a change flush first.
     pub(crate) flush_gen: &'a AtomicU64,
     pub(crate) state: &'a mut VcpuState,

@@ -31,6 +31,10 @@ pub(crate) struct SpteMasks {
     pub(crate) memtype_wb: u64,
     /// Physical address bits of an entry.
     pub(crate) addr: u64,
+    /// The accessed and dirty flags of leaf entries, when the CPU logs the pages the
+    /// guest writes (see [`MmuModule::log_writes_by_dirty_flag`]); 0 otherwise.
+    pub(crate) accessed: u64,
+    pub(crate) dirty: u64,
     /// The highest guest frame a 4-level EPT can map: below 2^48 and below the host's
     /// MAXPHYADDR (KVM's `kvm_mmu_max_gfn()`); memslots may not reach beyond it.
     pub(crate) max_gfn: u64,
@@ -57,6 +61,8 @@ impl SpteMasks {
             exec: 0,
             memtype_wb: 1 << 5 | 1 << 6,
             addr: ((1u64 << bits) - 1) & !0xfff,
+            accessed: 0,
+            dirty: 0,
             max_gfn: (1u64 << (bits.min(48) - 12)) - 1,
         }
     }
@@ -70,8 +76,21 @@ impl SpteMasks {
             exec: 1 << 2,
             memtype_wb: 6 << 3 | 1 << 6,
             addr: ((1u64 << bits) - 1) & !0xfff,
+            accessed: 0,
+            dirty: 0,
             max_gfn: (1u64 << (bits.min(48) - 12)) - 1,
         }
+    }
+}
+
+impl MmuModule {
+    /// The backend's hardware setup found that the CPU logs written pages (VMX's PML,
+    /// with EPT accessed and dirty flags): dirty logging clears the dirty flag of a
+    /// writable entry instead of taking its write access (KVM's `kvm_mmu_set_ept_masks`
+    /// with A/D bits, called from `hardware_setup`).
+    pub(crate) fn log_writes_by_dirty_flag(&mut self) {
+        self.masks.accessed = 1 << 8;
+        self.masks.dirty = 1 << 9;
     }
 }
 

@@ -66,6 +66,10 @@ pub(crate) struct Perm {
     /// Instruction fetches allowed (always, but for 2 MiB leaves under the iTLB multihit
     /// mitigation; only EPT can refuse them, and only Intel CPUs have that erratum).
     pub(crate) exec: bool,
+    /// A writable entry starts with its dirty flag set. Clear, the guest's first write
+    /// sets it and the CPU logs the page (only with dirty-flag logging; see
+    /// `SpteMasks::dirty`).
+    pub(crate) dirty: bool,
 }
 
 /// Index of `gfn` in a table of `level`.
@@ -170,9 +174,12 @@ impl Tdp {
         }
         let empty = slot.take();
         let old = t.page.read(i);
-        let mut e = (pfn << 12) & m.addr | m.read | m.memtype_wb | PAGE_SIZE_BIT;
+        let mut e = (pfn << 12) & m.addr | m.read | m.memtype_wb | m.accessed | PAGE_SIZE_BIT;
         if perm.write {
             e |= m.write;
+            if perm.dirty {
+                e |= m.dirty;
+            }
         }
         if perm.exec {
             e |= m.exec;
@@ -197,9 +204,12 @@ impl Tdp {
         let t = self.table_for(gfn, 1)?;
         let i = index(gfn, 1);
         let old = t.page.read(i);
-        let mut e = (pfn << 12) & m.addr | m.read | m.exec | m.memtype_wb;
+        let mut e = (pfn << 12) & m.addr | m.read | m.exec | m.memtype_wb | m.accessed;
         if perm.write {
             e |= m.write;
+            if perm.dirty {
+                e |= m.dirty;
+            }
         }
         if old == e {
             return Ok(false);
@@ -302,7 +312,7 @@ impl Tdp {
     /// Removes write access to gfns `[start, end)` whose bit is set in `dirty` (indexed
     /// from `start`), or to all of them when `dirty` is `None`. One walk over the mapped
     /// part of the range, whatever the number of bits set.
-    pub(crate) fn write_protect(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
+    fn write_protect(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
         let w = self.masks.write;
         self.for_leaves(start, end, |gfn, e, frames| {
             // A 2 MiB leaf loses write access whole (dirty-logged slots have none: they
@@ -319,6 +329,37 @@ impl Tdp {
                 e
             }
         })
+    }
+
+    /// Clears the dirty flag of gfns `[start, end)` whose bit is set in `dirty` (indexed
+    /// from `start`), or of all of them when `dirty` is `None`: the guest's next write to
+    /// each is logged again. Same walk as [`Tdp::write_protect`].
+    fn clear_dirty(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
+        let d = self.masks.dirty;
+        self.for_leaves(start, end, |gfn, e, _| {
+            let hit = dirty.is_none_or(|bits| {
+                let rel = gfn.wrapping_sub(start);
+                let word = usize::try_from(rel / 64).ok().and_then(|i| bits.get(i));
+                word.is_some_and(|&word| word & (1 << (rel % 64)) != 0)
+            });
+            if hit {
+                e & !d
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Makes the guest's next write to each gfn of `[start, end)` selected as in
+    /// [`Tdp::write_protect`] reach the dirty log: by clearing its dirty flag where the
+    /// CPU logs written pages, else by taking its write access. Returns whether an entry
+    /// changed (a flush is then due).
+    pub(crate) fn track_writes(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
+        if self.masks.dirty != 0 {
+            self.clear_dirty(start, end, dirty)
+        } else {
+            self.write_protect(start, end, dirty)
+        }
     }
 
     /// An empty set of root children, to swap in with [`Tdp::zap_all`] (allocated outside

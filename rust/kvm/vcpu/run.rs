@@ -171,12 +171,15 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
         sync_to_vapic(vm, vcpu, g);
-        let tdp_root = vm.mmu.lock().tdp.root();
+        let (tdp_root, log_writes) = {
+            let m = vm.mmu.lock();
+            (m.tdp.root(), m.logging_slots != 0)
+        };
         g.steal.update(
             vm,
             vcpu,
             g.state.msrs.steal_time,
-            cpu::current_run_delay(),
+            cpu::current_run_delay,
             first_entry,
         );
         first_entry = false;
@@ -212,6 +215,7 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             let mut ctx = RunCtx {
                 uret: &k.arch.uret,
                 tdp_root,
+                log_writes,
                 flush_gen: &vm.flush_gen,
                 state,
                 fpu,
@@ -242,6 +246,12 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             vcpu.at_boundary.store(false, Ordering::Relaxed);
             backend.run(&mut ctx)
         };
+        // Pages the CPU logged as written reach the dirty log before anything reads it.
+        if log_writes {
+            let ring = vcpu.dirty_ring();
+            g.backend
+                .take_dirty(&mut |gpa| vm.mark_dirty(gpa >> 12, ring));
+        }
         let exit = match exit {
             Ok(e) => {
                 // The backend put the host's state and FPU back (KVM counts both when it

@@ -281,7 +281,14 @@ impl Core {
                 dr6: 0xffff_4ff0,
                 dr7: v.rn(vmcs::GUEST_DR7),
             })),
+            reason::PML_FULL => {
+                Self::reblock_nmi(v, qual, vect)?;
+                // Back to process context, which takes the log (and the window starts
+                // the next one empty).
+                Ok(Some(Exit::Again))
+            }
             reason::EPT_VIOLATION => {
+                Self::reblock_nmi(v, qual, vect)?;
                 let gpa = v.r64(vmcs::GUEST_PHYSICAL_ADDRESS);
                 let q = EptQual(qual);
                 Ok(Some(Exit::TdpFault {
@@ -299,6 +306,18 @@ impl Core {
 }
 
 impl Core {
+    /// An EPT violation or full log hit the guest's IRET out of an NMI handler (exit
+    /// qualification bit 12, outside event delivery): the CPU already lifted virtual-NMI
+    /// blocking, but the IRET will run again, so blocking is restored until it completes.
+    fn reblock_nmi(v: &Loaded<'_>, qual: u64, vect: u32) -> Result {
+        if qual & (1 << 12) != 0 && vect & INFO_VALID == 0 {
+            let i = v.r32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
+            v.w32(vmcs::GUEST_INTERRUPTIBILITY_INFO, i | 1 << 3)
+                .map_err(|_| EIO)?;
+        }
+        Ok(())
+    }
+
     /// The guest's mode, for the instructions of [`insn`].
     /// `s` holds the guest's CR0 and CR4 during the window (see `save_guest`).
     fn at(&self, v: &Loaded<'_>, s: &VcpuState) -> insn::At {

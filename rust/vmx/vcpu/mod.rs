@@ -37,6 +37,7 @@ use kernel::prelude::*;
 mod events;
 mod exits;
 mod guest_state;
+mod pml;
 
 /// Basic exit reasons.
 mod reason {
@@ -66,6 +67,7 @@ mod reason {
     pub(super) const PAUSE: u32 = 40;
     pub(super) const MCE_DURING_VMENTRY: u32 = 41;
     pub(super) const EPT_VIOLATION: u32 = 48;
+    pub(super) const PML_FULL: u32 = 62;
     pub(super) const INVEPT: u32 = 50;
     pub(super) const RDTSCP: u32 = 51;
     pub(super) const INVVPID: u32 = 53;
@@ -158,6 +160,8 @@ struct Core {
     /// The EPT pointer of this run (from the context's root).
     eptp: u64,
     msr_bitmap: PhysPage,
+    /// The page-modification log, with the `pml` parameter on.
+    pml: Option<pml::Pml>,
     vpid: u16,
     /// The VMCS controls were written (once per vCPU).
     setup_done: bool,
@@ -295,9 +299,15 @@ impl VmxVcpu {
         } else {
             0
         };
+        let log = if vmx.params.pml {
+            Some(pml::Pml::new()?)
+        } else {
+            None
+        };
         Ok(Self {
             vmcs: Vmcs::new(vmx.config.revision_id())?,
             core: Core {
+                pml: log,
                 vmx,
                 eptp: 0,
                 msr_bitmap,
@@ -355,6 +365,13 @@ impl VcpuOps for VmxVcpu {
         Ok(())
     }
 
+    /// Hands over the pages the CPU logged as written in the last window.
+    fn take_dirty(&mut self, mark: &mut dyn FnMut(u64)) {
+        if let Some(p) = self.core.pml.as_mut() {
+            p.take(mark);
+        }
+    }
+
     /// Returns the VPID on teardown.
     fn release(&self) {
         let vmx = self.core.vmx;
@@ -404,6 +421,10 @@ impl Core {
         w(v.w32(vmcs::VM_ENTRY_CONTROLS, c.entry & !entry::IA32E_MODE))?;
         w(v.w64(vmcs::MSR_BITMAP, self.msr_bitmap.phys().0))?;
         w(v.w64(vmcs::VMCS_LINK_POINTER, u64::MAX))?;
+        if let Some(p) = self.pml.as_ref() {
+            w(v.w64(vmcs::PML_ADDRESS, p.phys()))?;
+            w(v.w16(vmcs::GUEST_PML_INDEX, 511))?;
+        }
         if vmx.xsaves {
             w(v.w64(vmcs::XSS_EXIT_BITMAP, 0))?;
         }
@@ -539,8 +560,9 @@ impl Core {
     }
 
     fn run(&mut self, vmcs: &Vmcs, ctx: &mut RunCtx<'_>) -> Result<Exit> {
-        // Write-back paging structures, a 4-level walk.
-        self.eptp = ctx.tdp_root.0 | 3 << 3 | 6;
+        // Write-back paging structures, a 4-level walk; accessed and dirty flags with the
+        // page-modification log.
+        self.eptp = ctx.tdp_root.0 | 3 << 3 | 6 | u64::from(self.pml.is_some()) << 6;
         self.apply_msr_filter(ctx);
         let xsave = cpu::boot_cpu_has(cpu::Feature::Xsave);
         let fpu_mask = cpuid::supported_xcr0();
@@ -638,7 +660,14 @@ impl Core {
         set_ctl(&v, vmcs::CPU_BASED_VM_EXEC_CONTROL, &mut self.proc1, p1)?;
         // XSAVES and XRSTORS, RDTSCP and RDPID only for a guest whose CPUID offers them
         // (#UD otherwise, as KVM).
-        let mut p2 = self.proc2 & !(proc2::XSAVES | proc2::ENABLE_RDTSCP);
+        let mut p2 = self.proc2 & !(proc2::XSAVES | proc2::ENABLE_RDTSCP | proc2::ENABLE_PML);
+        // The page-modification log only while the VM logs dirty pages: otherwise its
+        // index would cost a read per window for nothing.
+        let pml = self.pml.as_mut().filter(|_| ctx.log_writes);
+        if let Some(p) = pml {
+            p.rewind(&v)?;
+            p2 |= proc2::ENABLE_PML;
+        }
         if self.vmx.xsaves && ctx.guest_caps.xsaves {
             p2 |= proc2::XSAVES;
         }
@@ -818,6 +847,9 @@ impl Core {
         })();
 
         self.guest_dr_loaded = false;
+        if let Some(p) = self.pml.as_mut().filter(|_| ctx.log_writes) {
+            p.note(&v);
+        }
         // #DBs the guest took directly updated DR6 (not userspace's breakpoints: those
         // #DBs exit).
         if host_dbg.guest_loaded() && ctx.debug_dr.is_none() {
