@@ -198,6 +198,7 @@ static void bench_hlt_timer(void)
 		BAIL("hlt_timer: %s", exit_str(&g.v));
 	t1 = now_ns();
 	printf("bench hlt_timer %d %llu\n", N, (unsigned long long)((t1 - t0) / N));
+	print_vm_stats(g.vm.fd, "# ");
 	guest_destroy(&g);
 }
 

@@ -160,7 +160,8 @@ struct Core {
     /// The EPT pointer of this run (from the context's root).
     eptp: u64,
     msr_bitmap: PhysPage,
-    /// The page-modification log, with the `pml` parameter on.
+    /// The page-modification log, with the `pml` parameter on, from the first run that
+    /// needs it.
     pml: Option<pml::Pml>,
     vpid: u16,
     /// The VMCS controls were written (once per vCPU).
@@ -299,15 +300,10 @@ impl VmxVcpu {
         } else {
             0
         };
-        let log = if vmx.params.pml {
-            Some(pml::Pml::new()?)
-        } else {
-            None
-        };
         Ok(Self {
             vmcs: Vmcs::new(vmx.config.revision_id())?,
             core: Core {
-                pml: log,
+                pml: None,
                 vmx,
                 eptp: 0,
                 msr_bitmap,
@@ -421,10 +417,6 @@ impl Core {
         w(v.w32(vmcs::VM_ENTRY_CONTROLS, c.entry & !entry::IA32E_MODE))?;
         w(v.w64(vmcs::MSR_BITMAP, self.msr_bitmap.phys().0))?;
         w(v.w64(vmcs::VMCS_LINK_POINTER, u64::MAX))?;
-        if let Some(p) = self.pml.as_ref() {
-            w(v.w64(vmcs::PML_ADDRESS, p.phys()))?;
-            w(v.w16(vmcs::GUEST_PML_INDEX, 511))?;
-        }
         if vmx.xsaves {
             w(v.w64(vmcs::XSS_EXIT_BITMAP, 0))?;
         }
@@ -562,8 +554,11 @@ impl Core {
     fn run(&mut self, vmcs: &Vmcs, ctx: &mut RunCtx<'_>) -> Result<Exit> {
         // Write-back paging structures, a 4-level walk; accessed and dirty flags with the
         // page-modification log.
-        self.eptp = ctx.tdp_root.0 | 3 << 3 | 6 | u64::from(self.pml.is_some()) << 6;
+        self.eptp = ctx.tdp_root.0 | 3 << 3 | 6 | u64::from(self.vmx.params.pml) << 6;
         self.apply_msr_filter(ctx);
+        if ctx.log_writes && self.vmx.params.pml && self.pml.is_none() {
+            self.pml = Some(pml::Pml::new()?);
+        }
         let xsave = cpu::boot_cpu_has(cpu::Feature::Xsave);
         let fpu_mask = cpuid::supported_xcr0();
         self.gprs_from(ctx.state);

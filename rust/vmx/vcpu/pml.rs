@@ -27,24 +27,29 @@ pub(super) struct Pml {
     top: u16,
     /// The VMCS's index is not at the start of the log.
     rewind: bool,
+    /// The VMCS holds the page's address (it keeps it across windows).
+    in_vmcs: bool,
 }
 
 impl Pml {
+    /// A log, made when the vCPU's VM first logs dirty pages (most never do).
     pub(super) fn new() -> Result<Self> {
         Ok(Self {
             page: PhysPage::new()?,
             top: ENTRIES,
             rewind: true,
+            in_vmcs: false,
         })
     }
 
-    /// The log page's address, for the VMCS.
-    pub(super) fn phys(&self) -> u64 {
-        self.page.phys().0
-    }
-
-    /// Before a window's first entry: points the index at the start of an empty log.
+    /// Before a window's first entry: points the VMCS at the log and its index at the
+    /// start of an empty log.
     pub(super) fn rewind(&mut self, v: &Loaded<'_>) -> Result {
+        if !self.in_vmcs {
+            v.w64(vmcs::PML_ADDRESS, self.page.phys().0)
+                .map_err(|_| EIO)?;
+            self.in_vmcs = true;
+        }
         if self.rewind && self.top == ENTRIES {
             v.w16(vmcs::GUEST_PML_INDEX, ENTRIES - 1).map_err(|_| EIO)?;
             self.rewind = false;
