@@ -85,6 +85,10 @@ for (model, what), v in sorted(rows.items()):
         unit = "ns/vCPU"
     elif what == "mmio_coalesced":
         unit = "ns/write"
+    elif what in ("ept_first_touch", "dirty_round"):
+        unit = "ns/page"
+    elif what == "hlt_timer":
+        unit = "ns/wake"
     elif what == "mmio_coalesced_vmx":
         unit = "vmx/write"
     elif what.endswith("_vmx"):
