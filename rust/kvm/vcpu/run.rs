@@ -100,6 +100,10 @@ pub(super) fn post_run_save(vm: &Vm, vcpu: &Vcpu, g: &VcpuInner) {
     vcpu.run_put(offset_of!(kvm_run, ready_for_interrupt_injection), &ready);
 }
 
+/// How soon an APIC timer must expire to be waited for before entry rather than let
+/// the guest run (KVM's initial `lapic_timer_advance_ns`).
+const TIMER_WAIT_NS: u64 = 1000;
+
 pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
     let k = vm.kvm;
     g.has_run = true;
@@ -159,6 +163,26 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             || ev.nmi_injected
         {
             vcpu.stats.inc(st::REQ_EVENT);
+        }
+        // An APIC timer that expires within about the cost of opening a window is waited
+        // for here and delivered at the top of the loop (KVM fires its timer early and
+        // waits before entry for the same reason), rather than given a window that would
+        // close again before the guest ran.
+        if let Some(a) = g.lapic.as_ref() {
+            let c = clock(&g.state);
+            if a.timer_remaining_ns(&c)
+                .is_some_and(|ns| ns <= TIMER_WAIT_NS)
+            {
+                let due = crate::sys::wait::now_ns().saturating_add(TIMER_WAIT_NS);
+                while a
+                    .timer_remaining_ns(&clock(&g.state))
+                    .is_some_and(|ns| ns != 0)
+                    && crate::sys::wait::now_ns() < due
+                {
+                    core::hint::spin_loop();
+                }
+                continue;
+            }
         }
         let timer_deadline_tsc = g.lapic.as_ref().and_then(|a| {
             let c = clock(&g.state);
