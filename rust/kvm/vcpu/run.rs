@@ -152,18 +152,6 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             }
             Err(e) => return Err(e),
         };
-        // KVM's req_event: an entry that must first sort out events to inject (an
-        // interrupt, exception or NMI queued or re-injected, or a window to open).
-        let ev = &g.state.events;
-        if request_irq_window
-            || apic_window
-            || ev.interrupt.is_some()
-            || ev.exception.is_some()
-            || ev.nmi_pending
-            || ev.nmi_injected
-        {
-            vcpu.stats.inc(st::REQ_EVENT);
-        }
         // An APIC timer that expires within about the cost of opening a window is waited
         // for here and delivered at the top of the loop (KVM fires its timer early and
         // waits before entry for the same reason), rather than given a window that would
@@ -183,6 +171,18 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
                 }
                 continue;
             }
+        }
+        // KVM's req_event: an entry that must first sort out events to inject (an
+        // interrupt, exception or NMI queued or re-injected, or a window to open).
+        let ev = &g.state.events;
+        if request_irq_window
+            || apic_window
+            || ev.interrupt.is_some()
+            || ev.exception.is_some()
+            || ev.nmi_pending
+            || ev.nmi_injected
+        {
+            vcpu.stats.inc(st::REQ_EVENT);
         }
         let timer_deadline_tsc = g.lapic.as_ref().and_then(|a| {
             let c = clock(&g.state);
