@@ -234,8 +234,22 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
         || ev.exception.is_some()
         || ev.soft_interrupt.is_some()
         || ev.nmi_injected;
-    if busy || s.regs.rflags & state::rflags::IF == 0 || ev.shadow != 0 {
+    if busy || s.regs.rflags & state::rflags::IF == 0 {
         return Ok(true);
+    }
+    if ev.shadow != 0 {
+        // Only the shadow holds the interrupt back. If the instruction in it is HLT
+        // (STI; HLT), complete the HLT here and let the interrupt wake it, which leaves
+        // the guest as the CPU would (the HLT run, the interrupt taken with RIP after
+        // it) and saves an entry. It also keeps the guest's wake-up on an SVM that does
+        // not load the shadow at VMRUN (QEMU 7.2): there the interrupt window opens
+        // before the HLT, the handler returns to the HLT, and the guest would sleep
+        // with its wake-up already taken.
+        return if complete_hlt_in_shadow(vm, vcpu, g) {
+            apic_pre_entry(vm, vcpu, g)
+        } else {
+            Ok(true)
+        };
     }
     // Acknowledge: the vector leaves IRR for ISR (or the PIC's ExtINT is consumed).
     let vector = if ext.is_some() {
@@ -254,6 +268,25 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
     s.events.interrupt = Some(vector);
     s.events.interrupt_injected = true;
     Ok(false)
+}
+
+/// The guest is in an interrupt shadow (after STI or MOV SS) with an interrupt waiting
+/// for the shadow alone: if the instruction in the shadow is a HLT at CPL 0, executes it
+/// (RIP past it, the shadow over, halted) and returns true; the interrupt then ends the
+/// halt, with RIP after the HLT as the CPU leaves it.
+fn complete_hlt_in_shadow(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> bool {
+    // A single-stepping debugger sees each instruction the guest runs: not this way.
+    if g.guest_debug & KVM_GUESTDBG_SINGLESTEP != 0 || g.sync_state().is_err() {
+        return false;
+    }
+    let mut code = [0u8; 15];
+    if g.state.cpl() != 0 || fetch(vm, &g.state, &mut code).is_err() || code[0] != 0xf4 {
+        return false;
+    }
+    g.state.skip_instruction(1);
+    g.state.mp_state = KVM_MP_STATE_HALTED;
+    vcpu.stats.inc(st::HALT_EXITS);
+    true
 }
 
 /// `KVM_SET_VAPIC_ADDR`: the guest page where TPR, the highest in-service and requested
