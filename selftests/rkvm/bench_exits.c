@@ -17,7 +17,7 @@
  *                   them, per page (the average of DIRTY_ROUNDS rounds after the first)
  *   create          a VM, a vCPU and a memslot, to the guest's first exit (HLT); then
  *                   its steps (create_vm, create_slot, create_vcpu, create_run)
- *   slot_add_N      adding N one-page memslots to a VM, per slot (N = 10 to 32000)
+ *   slot_add_N      adding N one-page memslots to a VM, per slot (N = 1 to 32000)
  *   slot_del_N      deleting them again, per slot
  *   vcpu_create_N   creating N vCPUs in one VM, per vCPU (N = 1 to 256)
  *   mem_vm          kernel memory per VM charged to the caller's memory cgroup
@@ -486,7 +486,7 @@ int main(void)
 	bench_hlt_timer();
 	bench_touch();
 	bench_create(20);
-	for (int n = 10; n <= 10000; n *= 10)
+	for (int n = 1; n <= 10000; n *= 10)
 		bench_slots(n);
 	bench_slots(32000);
 	for (int n = 1; n <= 256; n *= 4)
