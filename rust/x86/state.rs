@@ -73,6 +73,9 @@ pub(crate) mod efer {
 
 /// RFLAGS bits.
 #[allow(dead_code)]
+/// DR6.BS: the #DB came from single-stepping.
+pub(crate) const DR6_BS: u64 = 1 << 14;
+
 pub(crate) mod rflags {
     pub(crate) const CF: u64 = 1 << 0;
     pub(crate) const FIXED: u64 = 1 << 1;
@@ -393,11 +396,30 @@ impl VcpuState {
     /// Advances RIP past an instruction finished outside the guest (KVM's
     /// `kvm_skip_emulated_instruction`): finishing it ends an STI or MOV SS shadow.
     pub(crate) fn skip_instruction(&mut self, len: u8) {
+        // TF as it was before the instruction: one that sets TF traps only after the next.
+        let stepping = self.regs.rflags & rflags::TF != 0;
         self.regs.rip = self.regs.rip.wrapping_add(u64::from(len));
         if self.events.shadow != 0 {
             self.events.shadow = 0;
             // The backend takes the interruptibility state with the whole state.
             self.dirty = true;
+        }
+        if stepping {
+            self.single_step_trap();
+        }
+    }
+
+    /// The guest single-steps (RFLAGS.TF) over an instruction rkvm completed for it: the
+    /// #DB the CPU would raise after it, with DR6.BS (KVM's `kvm_vcpu_do_singlestep`).
+    pub(crate) fn single_step_trap(&mut self) {
+        self.dr6 = (self.dr6 & !0xf) | 0xffff_0ff0 | DR6_BS;
+        if self.events.exception.is_none() {
+            self.events.exception = Some(Exception {
+                vector: 1,
+                error_code: None,
+                injected: false,
+                payload: None,
+            });
         }
     }
 

@@ -43,14 +43,14 @@ pub(super) fn apic_mmio(
     };
     if op.write {
         let eff = a.mmio_write(off, op.size, op.value, apic_base, now);
-        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        g.state.skip_instruction(op.len);
         advance_string_op(&mut g.state, code, op);
         apic_changed(vcpu, g);
         effects(vm, vcpu, g, eff);
     } else {
         let v = a.mmio_read(off, op.size, apic_base, now);
         emulate::complete_mmio_read(&mut g.state, op, v);
-        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        g.state.skip_instruction(op.len);
     }
 }
 

@@ -464,7 +464,7 @@ pub(super) fn dr_access(
             _ => s.dr7 = v & !0xd000 | 0x400,
         }
     }
-    s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
+    s.skip_instruction(insn_len);
     s.dirty = true;
     Ok(None)
 }
@@ -541,7 +541,7 @@ pub(super) fn cr_access(
         }
         Ok(None) => {}
     }
-    s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+    s.skip_instruction(len);
     s.dirty = true;
     if exit_tpr {
         // No in-kernel local APIC: userspace's APIC takes the new TPR (KVM_EXIT_SET_TPR).

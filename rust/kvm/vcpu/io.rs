@@ -159,7 +159,7 @@ pub(super) fn mmio(
         if !op.write {
             emulate::complete_mmio_read(&mut g.state, &op, v);
         }
-        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        g.state.skip_instruction(op.len);
         advance_string_op(&mut g.state, &code, &op);
         return Ok(None);
     }
@@ -174,7 +174,7 @@ pub(super) fn mmio(
             ))
     {
         // Taken by a coalesced zone: the write is complete without an exit.
-        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        g.state.skip_instruction(op.len);
         advance_string_op(&mut g.state, &code, &op);
         return Ok(None);
     }
@@ -188,7 +188,7 @@ pub(super) fn mmio(
     vcpu.run_put(RUN_U + offset_of!(Mmio, data), &data);
     if op.write {
         // A write completes now: RIP moves past the instruction before userspace sees it.
-        g.state.regs.rip = g.state.regs.rip.wrapping_add(u64::from(op.len));
+        g.state.skip_instruction(op.len);
         advance_string_op(&mut g.state, &code, &op);
         g.pending = Pending::None;
     } else {
@@ -244,7 +244,7 @@ pub(super) fn string_io(
     let m = emulate::size_mask(io.addr_size);
     let mut count = if rep { emulate::gpr64(s, 1) & m } else { 1 };
     if count == 0 {
-        s.regs.rip = s.regs.rip.wrapping_add(u64::from(len));
+        s.skip_instruction(len);
         return Ok(None);
     }
     // As many as fit in the PIO page, and without DF=1 page crossings, one at a time.

@@ -70,7 +70,7 @@ pub(super) fn msr_access(
         return Ok(Some(0));
     }
     let s = &mut g.state;
-    s.regs.rip = s.regs.rip.wrapping_add(u64::from(insn_len));
+    s.skip_instruction(insn_len);
     s.dirty = true;
     Ok(None)
 }

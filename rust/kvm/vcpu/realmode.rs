@@ -139,7 +139,7 @@ pub(super) fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Op
     let s = &mut g.state;
     match (op, op2) {
         (0xf4, _) => {
-            s.regs.rip = s.regs.rip.wrapping_add(i as u64 + 1);
+            s.skip_instruction((i + 1) as u8);
             s.dirty = true;
             vcpu.stats.inc(st::HALT_EXITS);
             vcpu.set_exit(KVM_EXIT_HLT);
@@ -147,7 +147,7 @@ pub(super) fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Op
         }
         (0x0f, 0x06) => cr_access(vm, vcpu, g, 0, CrOp::Clts, (i + 2) as u8),
         (0x0f, 0x08) | (0x0f, 0x09) => {
-            s.regs.rip = s.regs.rip.wrapping_add(i as u64 + 2);
+            s.skip_instruction((i + 2) as u8);
             s.dirty = true;
             Ok(None)
         }
@@ -188,7 +188,7 @@ pub(super) fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Op
                     let t = if reg == 2 { &mut s.gdt } else { &mut s.idt };
                     t.base = base;
                     t.limit = limit;
-                    s.regs.rip = s.regs.rip.wrapping_add((i + 2 + len) as u64);
+                    s.skip_instruction((i + 2 + len) as u8);
                     s.dirty = true;
                     Ok(None)
                 }

@@ -160,16 +160,16 @@ impl Core {
             }
             reason::HLT => {
                 ctx.stats.inc(st::HALT_EXITS);
-                Self::skip(v, len)?;
+                self.complete(v, len)?;
                 Ok(Some(Exit::Hlt))
             }
             reason::INVD | reason::WBINVD => {
-                Self::skip(v, len)?;
+                self.complete(v, len)?;
                 Ok(None)
             }
             // Only pause-loop exiting makes PAUSE exit (PAUSE exiting is off).
             reason::PAUSE => {
-                Self::skip(v, len)?;
+                self.complete(v, len)?;
                 Ok(Some(Exit::Spin))
             }
             reason::INVLPG => {
@@ -181,7 +181,7 @@ impl Core {
                         self.flushed_gen = u64::MAX;
                     }
                 }
-                Self::skip(v, len)?;
+                self.complete(v, len)?;
                 Ok(None)
             }
             reason::RDPMC => {
@@ -223,7 +223,7 @@ impl Core {
                 let rep = qual & (1 << 5) != 0;
                 let port = (qual >> 16) as u16;
                 if !string {
-                    Self::skip(v, len)?;
+                    self.complete(v, len)?;
                 }
                 Ok(Some(Exit::Io {
                     port,
@@ -306,6 +306,17 @@ impl Core {
 }
 
 impl Core {
+    /// Completes the instruction of this exit: RIP past it, the interrupt shadow over,
+    /// and, if the guest single-steps (RFLAGS.TF), its #DB due before the next
+    /// instruction (raised at the window's end, see `step_trap`).
+    fn complete(&mut self, v: &Loaded<'_>, len: u32) -> Result {
+        Self::skip(v, len)?;
+        if v.rn(vmcs::GUEST_RFLAGS) & rflags::TF != 0 {
+            self.step_trap = true;
+        }
+        Ok(())
+    }
+
     /// An EPT violation or full log hit the guest's IRET out of an NMI handler (exit
     /// qualification bit 12, outside event delivery): the CPU already lifted virtual-NMI
     /// blocking, but the IRET will run again, so blocking is restored until it completes.
@@ -356,17 +367,17 @@ impl Core {
 
     /// Skips the instruction or queues its fault; a yield leaves the window after the skip.
     fn finish(
-        &self,
+        &mut self,
         v: &Loaded<'_>,
         s: &mut VcpuState,
         done: insn::Done,
         len: u32,
     ) -> Result<Option<Exit>> {
         match done {
-            insn::Done::Skip => Self::skip(v, len)?,
+            insn::Done::Skip => self.complete(v, len)?,
             insn::Done::Fault(f) => s.events.exception = Some(f),
             insn::Done::YieldTo(apic_id) => {
-                Self::skip(v, len)?;
+                self.complete(v, len)?;
                 return Ok(Some(Exit::YieldTo { apic_id }));
             }
         }

@@ -180,6 +180,9 @@ struct Core {
     msr_filter_gen: u64,
     /// A machine check hit the guest or its entry: the host's handler runs once VMX is off.
     mce_pending: bool,
+    /// The guest single-steps over an instruction this window completed for it: the
+    /// window ends, and the #DB goes in the state with DR6 (`single_step_trap`).
+    step_trap: bool,
     /// The VM this vCPU belongs to, as last seen (for the per-CPU IBPB tag).
     vm_tag: super::spec::VmTag,
     gprs: Gprs,
@@ -316,6 +319,7 @@ impl VmxVcpu {
                 guest_dr_loaded: false,
                 msr_filter_gen: u64::MAX,
                 mce_pending: false,
+                step_trap: false,
                 vm_tag: 0,
                 gprs: Gprs::default(),
                 lazy_rmode: None,
@@ -836,6 +840,8 @@ impl Core {
                             dr7: v.rn(vmcs::GUEST_DR7),
                         });
                     }
+                    // The guest's single-step #DB is raised in process context.
+                    None if self.step_trap => break Ok(Exit::Again),
                     None => continue,
                 }
             }
@@ -869,6 +875,11 @@ impl Core {
         // The VMCS held userspace's DR7, not the guest's.
         if ctx.debug_dr.is_some() {
             ctx.state.dr7 = guest_dr7;
+        }
+        // Now that DR6 is in the state: the guest's single-step trap (unless userspace
+        // single-steps it, which takes the step instead, as in KVM).
+        if core::mem::take(&mut self.step_trap) && ctx.guest_debug & KVM_GUESTDBG_SINGLESTEP == 0 {
+            ctx.state.single_step_trap();
         }
         drop(v);
         result
