@@ -71,18 +71,15 @@ pub(crate) mod efer {
     pub(crate) const NX: u64 = 1 << 11;
 }
 
-/// RFLAGS bits.
-#[allow(dead_code)]
 /// DR6.BS: the #DB came from single-stepping.
 pub(crate) const DR6_BS: u64 = 1 << 14;
 
+/// RFLAGS bits.
 pub(crate) mod rflags {
-    pub(crate) const CF: u64 = 1 << 0;
     pub(crate) const FIXED: u64 = 1 << 1;
     pub(crate) const TF: u64 = 1 << 8;
     pub(crate) const IF: u64 = 1 << 9;
     pub(crate) const DF: u64 = 1 << 10;
-    pub(crate) const RF: u64 = 1 << 16;
     pub(crate) const VM: u64 = 1 << 17;
 }
 
