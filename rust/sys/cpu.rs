@@ -11,23 +11,17 @@ use kernel::prelude::*;
 /// A CPU feature or bug bit, as the kernel's `boot_cpu_has()` sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
-#[allow(dead_code)]
 pub(crate) enum Feature {
     Fpu = ffi::RKVM_FEATURE_FPU,
     Fxsr = ffi::RKVM_FEATURE_FXSR,
     Xsave = ffi::RKVM_FEATURE_XSAVE,
-    Xsaves = ffi::RKVM_FEATURE_XSAVES,
     Vmx = ffi::RKVM_FEATURE_VMX,
     Svm = ffi::RKVM_FEATURE_SVM,
     MsrIa32FeatCtl = ffi::RKVM_FEATURE_MSR_IA32_FEAT_CTL,
-    Nx = ffi::RKVM_FEATURE_NX,
     La57 = ffi::RKVM_FEATURE_LA57,
-    Pcid = ffi::RKVM_FEATURE_PCID,
     Rdtscp = ffi::RKVM_FEATURE_RDTSCP,
-    Rdpid = ffi::RKVM_FEATURE_RDPID,
     FlushL1d = ffi::RKVM_FEATURE_FLUSH_L1D,
     ConstantTsc = ffi::RKVM_FEATURE_CONSTANT_TSC,
-    X2apic = ffi::RKVM_FEATURE_X2APIC,
     ArchCapabilities = ffi::RKVM_FEATURE_ARCH_CAPABILITIES,
     BugL1tf = ffi::RKVM_BUG_L1TF,
     Ibpb = ffi::RKVM_FEATURE_IBPB,

@@ -10,14 +10,12 @@ use super::ffi;
 use kernel::prelude::*;
 
 /// Architectural MSR numbers rkvm uses.
-#[allow(dead_code)]
 pub(crate) mod index {
     pub(crate) const IA32_TSC: u32 = 0x10;
     pub(crate) const IA32_PLATFORM_ID: u32 = 0x17;
     pub(crate) const IA32_APICBASE: u32 = 0x1b;
     pub(crate) const IA32_FEAT_CTL: u32 = 0x3a;
     pub(crate) const IA32_TSC_ADJUST: u32 = 0x3b;
-    pub(crate) const IA32_SPEC_CTRL: u32 = 0x48;
     pub(crate) const IA32_PRED_CMD: u32 = 0x49;
     pub(crate) const IA32_UCODE_REV: u32 = 0x8b;
     pub(crate) const K7_HWCR: u32 = 0xc001_0015;
@@ -55,7 +53,6 @@ pub(crate) mod index {
     pub(crate) const IA32_VMX_CR0_FIXED1: u32 = 0x487;
     pub(crate) const IA32_VMX_CR4_FIXED0: u32 = 0x488;
     pub(crate) const IA32_VMX_CR4_FIXED1: u32 = 0x489;
-    pub(crate) const IA32_VMX_VMCS_ENUM: u32 = 0x48a;
     pub(crate) const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
     pub(crate) const IA32_VMX_EPT_VPID_CAP: u32 = 0x48c;
     pub(crate) const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
@@ -63,7 +60,6 @@ pub(crate) mod index {
     pub(crate) const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48f;
     pub(crate) const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
     pub(crate) const IA32_VMX_VMFUNC: u32 = 0x491;
-    pub(crate) const IA32_VMX_PROCBASED_CTLS3: u32 = 0x492;
     pub(crate) const IA32_XSS: u32 = 0xda0;
     pub(crate) const IA32_TSC_DEADLINE: u32 = 0x6e0;
     pub(crate) const EFER: u32 = 0xc000_0080;
@@ -75,19 +71,8 @@ pub(crate) mod index {
     pub(crate) const GS_BASE: u32 = 0xc000_0101;
     pub(crate) const KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub(crate) const TSC_AUX: u32 = 0xc000_0103;
-    pub(crate) const AMD64_DE_CFG: u32 = 0xc001_1029;
     pub(crate) const VM_CR: u32 = 0xc001_0114;
     pub(crate) const VM_HSAVE_PA: u32 = 0xc001_0117;
-    pub(crate) const KVM_WALL_CLOCK: u32 = 0x11;
-    pub(crate) const KVM_SYSTEM_TIME: u32 = 0x12;
-    pub(crate) const KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
-    pub(crate) const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
-    pub(crate) const KVM_ASYNC_PF_EN: u32 = 0x4b56_4d02;
-    pub(crate) const KVM_STEAL_TIME: u32 = 0x4b56_4d03;
-    pub(crate) const KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
-    pub(crate) const KVM_POLL_CONTROL: u32 = 0x4b56_4d05;
-    pub(crate) const KVM_ASYNC_PF_INT: u32 = 0x4b56_4d06;
-    pub(crate) const KVM_ASYNC_PF_ACK: u32 = 0x4b56_4d07;
 }
 
 /// Reads an MSR; `EIO` if the CPU does not have it.

@@ -8,7 +8,6 @@ use crate::sys::msr::{self, index};
 // The control-bit modules below name the architectural bits; rkvm uses a subset.
 
 /// Pin-based VM-execution controls.
-#[allow(dead_code)]
 pub(crate) mod pin {
     pub(crate) const EXT_INTR_EXITING: u32 = 1 << 0;
     pub(crate) const NMI_EXITING: u32 = 1 << 3;
@@ -18,25 +17,19 @@ pub(crate) mod pin {
 }
 
 /// Primary processor-based VM-execution controls.
-#[allow(dead_code)]
 pub(crate) mod proc1 {
     pub(crate) const INTR_WINDOW_EXITING: u32 = 1 << 2;
     pub(crate) const USE_TSC_OFFSETTING: u32 = 1 << 3;
     pub(crate) const HLT_EXITING: u32 = 1 << 7;
-    pub(crate) const INVLPG_EXITING: u32 = 1 << 9;
     pub(crate) const MWAIT_EXITING: u32 = 1 << 10;
     pub(crate) const RDPMC_EXITING: u32 = 1 << 11;
-    pub(crate) const RDTSC_EXITING: u32 = 1 << 12;
     pub(crate) const CR3_LOAD_EXITING: u32 = 1 << 15;
     pub(crate) const CR3_STORE_EXITING: u32 = 1 << 16;
-    pub(crate) const ACTIVATE_TERTIARY_CONTROLS: u32 = 1 << 17;
     pub(crate) const CR8_LOAD_EXITING: u32 = 1 << 19;
     pub(crate) const CR8_STORE_EXITING: u32 = 1 << 20;
-    pub(crate) const TPR_SHADOW: u32 = 1 << 21;
     pub(crate) const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub(crate) const MOV_DR_EXITING: u32 = 1 << 23;
     pub(crate) const UNCOND_IO_EXITING: u32 = 1 << 24;
-    pub(crate) const USE_IO_BITMAPS: u32 = 1 << 25;
     pub(crate) const MONITOR_TRAP_FLAG: u32 = 1 << 27;
     pub(crate) const USE_MSR_BITMAPS: u32 = 1 << 28;
     pub(crate) const MONITOR_EXITING: u32 = 1 << 29;
@@ -45,9 +38,7 @@ pub(crate) mod proc1 {
 }
 
 /// Secondary processor-based VM-execution controls.
-#[allow(dead_code)]
 pub(crate) mod proc2 {
-    pub(crate) const VIRTUALIZE_APIC_ACCESSES: u32 = 1 << 0;
     pub(crate) const ENABLE_EPT: u32 = 1 << 1;
     pub(crate) const DESC: u32 = 1 << 2;
     pub(crate) const ENABLE_RDTSCP: u32 = 1 << 3;
@@ -55,58 +46,41 @@ pub(crate) mod proc2 {
     pub(crate) const WBINVD_EXITING: u32 = 1 << 6;
     pub(crate) const UNRESTRICTED_GUEST: u32 = 1 << 7;
     pub(crate) const PAUSE_LOOP_EXITING: u32 = 1 << 10;
-    pub(crate) const RDRAND_EXITING: u32 = 1 << 11;
     pub(crate) const ENABLE_INVPCID: u32 = 1 << 12;
-    pub(crate) const ENABLE_VMFUNC: u32 = 1 << 13;
-    pub(crate) const SHADOW_VMCS: u32 = 1 << 14;
-    pub(crate) const RDSEED_EXITING: u32 = 1 << 16;
     pub(crate) const ENABLE_PML: u32 = 1 << 17;
-    pub(crate) const EPT_VIOLATION_VE: u32 = 1 << 18;
     pub(crate) const XSAVES: u32 = 1 << 20;
     pub(crate) const TSC_SCALING: u32 = 1 << 25;
-    pub(crate) const ENABLE_USR_WAIT_PAUSE: u32 = 1 << 26;
 }
 
 /// VM-exit controls.
-#[allow(dead_code)]
 pub(crate) mod exit {
     pub(crate) const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     pub(crate) const HOST_ADDR_SPACE_SIZE: u32 = 1 << 9;
-    pub(crate) const LOAD_IA32_PERF_GLOBAL_CTRL: u32 = 1 << 12;
     pub(crate) const ACK_INTR_ON_EXIT: u32 = 1 << 15;
     pub(crate) const SAVE_IA32_PAT: u32 = 1 << 18;
     pub(crate) const LOAD_IA32_PAT: u32 = 1 << 19;
     pub(crate) const SAVE_IA32_EFER: u32 = 1 << 20;
     pub(crate) const LOAD_IA32_EFER: u32 = 1 << 21;
-    pub(crate) const SAVE_VMX_PREEMPTION_TIMER: u32 = 1 << 22;
 }
 
 /// VM-entry controls.
-#[allow(dead_code)]
 pub(crate) mod entry {
     pub(crate) const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     pub(crate) const IA32E_MODE: u32 = 1 << 9;
-    pub(crate) const LOAD_IA32_PERF_GLOBAL_CTRL: u32 = 1 << 13;
     pub(crate) const LOAD_IA32_PAT: u32 = 1 << 14;
     pub(crate) const LOAD_IA32_EFER: u32 = 1 << 15;
 }
 
 /// Bits of IA32_VMX_EPT_VPID_CAP.
-#[allow(dead_code)]
 pub(crate) mod ept_vpid {
-    pub(crate) const EPT_EXECUTE_ONLY: u64 = 1 << 0;
     pub(crate) const EPT_PAGE_WALK_4: u64 = 1 << 6;
-    pub(crate) const EPT_PAGE_WALK_5: u64 = 1 << 7;
-    pub(crate) const EPT_MT_UC: u64 = 1 << 8;
     pub(crate) const EPT_MT_WB: u64 = 1 << 14;
     pub(crate) const EPT_2MB_PAGE: u64 = 1 << 16;
-    pub(crate) const EPT_1GB_PAGE: u64 = 1 << 17;
     pub(crate) const INVEPT: u64 = 1 << 20;
     pub(crate) const EPT_AD: u64 = 1 << 21;
     pub(crate) const INVEPT_SINGLE_CONTEXT: u64 = 1 << 25;
     pub(crate) const INVEPT_ALL_CONTEXT: u64 = 1 << 26;
     pub(crate) const INVVPID: u64 = 1 << 32;
-    pub(crate) const INVVPID_INDIVIDUAL_ADDR: u64 = 1 << 40;
     pub(crate) const INVVPID_SINGLE_CONTEXT: u64 = 1 << 41;
     pub(crate) const INVVPID_ALL_CONTEXT: u64 = 1 << 42;
 }

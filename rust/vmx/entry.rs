@@ -47,16 +47,9 @@ pub(crate) mod flags {
 }
 
 /// Register numbers.
-#[allow(dead_code)]
 pub(crate) mod reg {
     pub(crate) const RAX: usize = 0;
     pub(crate) const RCX: usize = 1;
-    pub(crate) const RDX: usize = 2;
-    pub(crate) const RBX: usize = 3;
-    pub(crate) const RSP: usize = 4;
-    pub(crate) const RBP: usize = 5;
-    pub(crate) const RSI: usize = 6;
-    pub(crate) const RDI: usize = 7;
     pub(crate) const CR2: usize = 16;
 }
 

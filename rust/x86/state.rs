@@ -20,7 +20,6 @@ pub(crate) const LDTR: usize = 6;
 pub(crate) const TR: usize = 7;
 
 /// CR0 bits.
-#[allow(dead_code)]
 pub(crate) mod cr0 {
     pub(crate) const PE: u64 = 1 << 0;
     pub(crate) const MP: u64 = 1 << 1;
@@ -38,7 +37,6 @@ pub(crate) mod cr0 {
 }
 
 /// CR4 bits.
-#[allow(dead_code)]
 pub(crate) mod cr4 {
     pub(crate) const VME: u64 = 1 << 0;
     pub(crate) const PVI: u64 = 1 << 1;
@@ -52,18 +50,14 @@ pub(crate) mod cr4 {
     pub(crate) const OSFXSR: u64 = 1 << 9;
     pub(crate) const OSXMMEXCPT: u64 = 1 << 10;
     pub(crate) const UMIP: u64 = 1 << 11;
-    pub(crate) const LA57: u64 = 1 << 12;
-    pub(crate) const VMXE: u64 = 1 << 13;
     pub(crate) const FSGSBASE: u64 = 1 << 16;
     pub(crate) const PCIDE: u64 = 1 << 17;
     pub(crate) const OSXSAVE: u64 = 1 << 18;
     pub(crate) const SMEP: u64 = 1 << 20;
     pub(crate) const SMAP: u64 = 1 << 21;
-    pub(crate) const PKE: u64 = 1 << 22;
 }
 
 /// EFER bits.
-#[allow(dead_code)]
 pub(crate) mod efer {
     pub(crate) const SCE: u64 = 1 << 0;
     pub(crate) const LME: u64 = 1 << 8;

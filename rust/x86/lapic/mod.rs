@@ -27,7 +27,6 @@ mod access;
 mod timer;
 
 /// Register offsets.
-#[allow(dead_code)]
 pub(crate) mod reg {
     pub(crate) const ID: u32 = 0x20;
     pub(crate) const LVR: u32 = 0x30;
@@ -35,7 +34,6 @@ pub(crate) mod reg {
     pub(crate) const APR: u32 = 0x90;
     pub(crate) const PPR: u32 = 0xa0;
     pub(crate) const EOI: u32 = 0xb0;
-    pub(crate) const RRR: u32 = 0xc0;
     pub(crate) const LDR: u32 = 0xd0;
     pub(crate) const DFR: u32 = 0xe0;
     pub(crate) const SPIV: u32 = 0xf0;
@@ -59,12 +57,9 @@ pub(crate) mod reg {
 }
 
 /// Delivery modes (bits 10:8 of the ICR, an LVT entry or MSI data).
-#[allow(dead_code)]
 pub(crate) mod dm {
     pub(crate) const FIXED: u8 = 0;
     pub(crate) const LOWEST: u8 = 1;
-    pub(crate) const SMI: u8 = 2;
-    pub(crate) const REMRD: u8 = 3;
     pub(crate) const NMI: u8 = 4;
     pub(crate) const INIT: u8 = 5;
     pub(crate) const STARTUP: u8 = 6;
