@@ -73,9 +73,6 @@ pub(crate) struct MmuState {
     /// Bumped whenever EPT entries a CPU may have cached were removed or write-protected;
     /// see [`Vm::flush_upto`].
     zap_gen: u64,
-    /// Memslots that log dirty pages: the CPU's log of written pages is on while there
-    /// are some.
-    pub(crate) logging_slots: u32,
 }
 
 impl MmuState {
@@ -172,6 +169,8 @@ pub(crate) struct Vm {
     pub(crate) vfio_device: AtomicBool,
     /// KVM_CAP_MSR_PLATFORM_INFO (on by default, as in KVM).
     pub(crate) platform_info_readable: AtomicBool,
+    /// Memslots that log dirty pages (see `set_memory_region`).
+    pub(crate) logging_slots: AtomicU32,
     /// KVM_CAP_HALT_POLL: this VM's longest halt poll in ns, in place of the module's
     /// `halt_poll_ns` (`u64::MAX`: not set).
     pub(crate) max_halt_poll_ns: AtomicU64,
@@ -266,7 +265,6 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 in_progress: 0,
                 private: KVec::new(),
                 zap_gen: 0,
-                logging_slots: 0,
             }),
             flush_gen: AtomicU64::new(0),
             flushed_zap_gen: AtomicU64::new(0),
@@ -288,6 +286,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             exit_on_emulation_failure: AtomicBool::new(false),
             platform_info_readable: AtomicBool::new(true),
             max_halt_poll_ns: AtomicU64::new(u64::MAX),
+            logging_slots: AtomicU32::new(0),
             vfio_device: AtomicBool::new(false),
             apic_bus_cycle_ns: AtomicU64::new(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT),
             disabled_quirks: AtomicU64::new(0),
@@ -515,7 +514,6 @@ impl Vm {
             let perm = Perm {
                 write: writable,
                 exec: true,
-                dirty: write || !logs,
             };
             let huge_perm = Perm {
                 exec: !nx_huge,
@@ -536,8 +534,10 @@ impl Vm {
             // A CPU may still hold the replaced table in its paging-structure caches:
             // it is freed once a flush covers its removal.
             let replaced_gen = m.ept_changed(replaced.is_some());
-            // Logged once mapped (a retry after ENOMEM would log it twice).
-            if r.is_ok() && write && logs {
+            // Logged once mapped (a retry after ENOMEM would log it twice). Where the CPU
+            // logs written pages, a page mapped writable is logged even for a read, as
+            // KVM does: its entry starts dirty, so the CPU would not log its first write.
+            if r.is_ok() && logs && (write || (by_flag && writable)) {
                 if let Some(s) = memslot::find_mut(&mut m.slots, gfn) {
                     let rel = gfn - s.meta.base_gfn;
                     if let Some(dr) = ring {
@@ -614,7 +614,6 @@ impl Vm {
                 Perm {
                     write: true,
                     exec: true,
-                    dirty: true,
                 },
             ) {
                 Ok(_) => return Ok(true),
@@ -696,20 +695,26 @@ impl Vm {
         // With dirty rings, dirty pages go to the rings, and slots have no bitmap.
         let bitmaps = self.dirty_ring_bytes.load(Ordering::Relaxed) == 0;
         let mut upd = l.slots.prepare(&change, bitmaps)?;
+        // The count of logging slots (changed only here, under `locked`) goes up before
+        // the slot logs and down after it stopped: a vCPU reads it (sequentially
+        // consistent) after marking itself running, and the flush below kicks running
+        // vCPUs after it changed, so no vCPU runs without the CPU's log of written pages
+        // once a slot logs (see `RunCtx::vm_logging`).
+        let logs = |m: &memslot::SlotMeta| u32::from(m.logs_dirty());
+        let (gone, new) = match &change {
+            Change::Create(n) => (0, logs(n)),
+            Change::Delete(o) => (logs(o), 0),
+            Change::Move(o, n) | Change::Flags(o, n) => (logs(o), logs(n)),
+            Change::None => (0, 0),
+        };
+        let count = self.logging_slots.load(Ordering::SeqCst);
+        let count = count.saturating_sub(gone).saturating_add(new);
+        if new > gone {
+            self.logging_slots.store(count, Ordering::SeqCst);
+        }
         let (unlinked, gen) = {
             let mut mm = self.mmu.lock();
             let unlinked = memslot::commit_runtime(&mut mm.slots, &change, &mut upd);
-            // Counted with the slots themselves, under the MMU lock: a vCPU that faults
-            // on a page of a slot that started logging (its pages were just unmapped)
-            // enters next with the CPU's log of written pages on.
-            let logs = |m: &memslot::SlotMeta| u32::from(m.logs_dirty());
-            let (gone, new) = match &change {
-                Change::Create(n) => (0, logs(n)),
-                Change::Delete(o) => (logs(o), 0),
-                Change::Move(o, n) | Change::Flags(o, n) => (logs(o), logs(n)),
-                Change::None => (0, 0),
-            };
-            mm.logging_slots = mm.logging_slots.saturating_sub(gone).saturating_add(new);
             let zapped = match change {
                 Change::Delete(o) | Change::Move(o, _) | Change::Flags(o, _) => {
                     mm.tdp.zap(o.base_gfn, o.end_gfn())
@@ -722,6 +727,9 @@ impl Vm {
         };
         drop(unlinked);
         l.slots.commit(&change, &mut upd);
+        if new <= gone {
+            self.logging_slots.store(count, Ordering::SeqCst);
+        }
         drop(l);
         self.flush_upto(gen, true);
         Ok(0)

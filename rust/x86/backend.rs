@@ -15,7 +15,7 @@ use super::stats::VcpuCounters;
 use super::{exit::Exit, quirks::Quirks, state::VcpuState, uret, GuestFpu};
 use crate::sys::page::Hpa;
 use crate::uapi::kvm_cpuid_entry2;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64};
 use kernel::prelude::*;
 
 /// The module-wide backend calls (the seed's `kvm_x86_ops`).
@@ -112,6 +112,10 @@ pub(crate) struct RunCtx<'a> {
     /// Some memslot of the VM logs dirty pages: the CPU's log of written pages must be
     /// on (see [`X86Ops::tdp_dirty_log`]).
     pub(crate) log_writes: bool,
+    /// The VM's count of logging memslots, as it changes: a run that started with
+    /// `log_writes` false must end (read after `running_cpu` is set, sequentially
+    /// consistent) once it is not 0, since dirty flags may then be cleared.
+    pub(crate) vm_logging: &'a AtomicU32,
     /// The VM's TLB-flush generation; entries after a change flush first.
     pub(crate) flush_gen: &'a AtomicU64,
     pub(crate) state: &'a mut VcpuState,

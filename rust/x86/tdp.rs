@@ -66,10 +66,6 @@ pub(crate) struct Perm {
     /// Instruction fetches allowed (always, but for 2 MiB leaves under the iTLB multihit
     /// mitigation; only EPT can refuse them, and only Intel CPUs have that erratum).
     pub(crate) exec: bool,
-    /// A writable entry starts with its dirty flag set. Clear, the guest's first write
-    /// sets it and the CPU logs the page (only with dirty-flag logging; see
-    /// `SpteMasks::dirty`).
-    pub(crate) dirty: bool,
 }
 
 /// Index of `gfn` in a table of `level`.
@@ -176,10 +172,10 @@ impl Tdp {
         let old = t.page.read(i);
         let mut e = (pfn << 12) & m.addr | m.read | m.memtype_wb | m.accessed | PAGE_SIZE_BIT;
         if perm.write {
-            e |= m.write;
-            if perm.dirty {
-                e |= m.dirty;
-            }
+            // Writable entries start dirty, as KVM's: only clearing dirty flags for
+            // dirty logging (`track_writes`) makes clean ones, so a CPU that runs without
+            // its log of written pages never writes a clean page unlogged.
+            e |= m.write | m.dirty;
         }
         if perm.exec {
             e |= m.exec;
@@ -206,10 +202,10 @@ impl Tdp {
         let old = t.page.read(i);
         let mut e = (pfn << 12) & m.addr | m.read | m.exec | m.memtype_wb | m.accessed;
         if perm.write {
-            e |= m.write;
-            if perm.dirty {
-                e |= m.dirty;
-            }
+            // Writable entries start dirty, as KVM's: only clearing dirty flags for
+            // dirty logging (`track_writes`) makes clean ones, so a CPU that runs without
+            // its log of written pages never writes a clean page unlogged.
+            e |= m.write | m.dirty;
         }
         if old == e {
             return Ok(false);

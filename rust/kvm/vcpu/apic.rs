@@ -275,8 +275,11 @@ pub(super) fn apic_pre_entry(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<
 /// (RIP past it, the shadow over, halted) and returns true; the interrupt then ends the
 /// halt, with RIP after the HLT as the CPU leaves it.
 fn complete_hlt_in_shadow(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> bool {
-    // A single-stepping debugger sees each instruction the guest runs: not this way.
-    if g.guest_debug & KVM_GUESTDBG_SINGLESTEP != 0 || g.sync_state().is_err() {
+    // A single-stepping debugger sees each instruction the guest runs, and a breakpoint
+    // on the HLT must be hit (userspace's or the guest's own): not this way.
+    let breakpoints = g.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP) != 0
+        || g.state.dr7 & 0xff != 0;
+    if breakpoints || g.sync_state().is_err() {
         return false;
     }
     let mut code = [0u8; 15];

@@ -57,7 +57,8 @@ pub(super) fn halt(
             core::hint::spin_loop();
             now = wait::now_ns();
             poll_end = now;
-            if now >= stop || cpu::need_resched() {
+            // As KVM's `kvm_vcpu_can_poll`: not while another task could use the CPU.
+            if now >= stop || cpu::need_resched() || !cpu::single_task_running() {
                 break;
             }
         }

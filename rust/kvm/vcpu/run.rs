@@ -195,10 +195,8 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
         sync_to_vapic(vm, vcpu, g);
-        let (tdp_root, log_writes) = {
-            let m = vm.mmu.lock();
-            (m.tdp.root(), m.logging_slots != 0)
-        };
+        let tdp_root = vm.mmu.lock().tdp.root();
+        let log_writes = vm.logging_slots.load(Ordering::SeqCst) != 0;
         g.steal.update(
             vm,
             vcpu,
@@ -240,6 +238,7 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
                 uret: &k.arch.uret,
                 tdp_root,
                 log_writes,
+                vm_logging: &vm.logging_slots,
                 flush_gen: &vm.flush_gen,
                 state,
                 fpu,

@@ -306,14 +306,12 @@ impl Core {
 }
 
 impl Core {
-    /// Completes the instruction of this exit: RIP past it, the interrupt shadow over,
-    /// and, if the guest single-steps (RFLAGS.TF), its #DB due before the next
-    /// instruction (raised at the window's end, see `step_trap`).
+    /// Completes the instruction of this exit: RIP past it, the interrupt shadow over.
+    /// If the guest single-steps (RFLAGS.TF), its #DB is due before the next instruction
+    /// (see `completed`).
     fn complete(&mut self, v: &Loaded<'_>, len: u32) -> Result {
         Self::skip(v, len)?;
-        if v.rn(vmcs::GUEST_RFLAGS) & rflags::TF != 0 {
-            self.step_trap = true;
-        }
+        self.completed = true;
         Ok(())
     }
 

@@ -180,9 +180,10 @@ struct Core {
     msr_filter_gen: u64,
     /// A machine check hit the guest or its entry: the host's handler runs once VMX is off.
     mce_pending: bool,
-    /// The guest single-steps over an instruction this window completed for it: the
-    /// window ends, and the #DB goes in the state with DR6 (`single_step_trap`).
-    step_trap: bool,
+    /// The last exit completed the guest's instruction. If the guest single-steps, the
+    /// window ends (RFLAGS read only then, or from the state at the window's end) and
+    /// its #DB goes in the state with DR6 (`VcpuState::single_step_trap`).
+    completed: bool,
     /// The VM this vCPU belongs to, as last seen (for the per-CPU IBPB tag).
     vm_tag: super::spec::VmTag,
     gprs: Gprs,
@@ -319,7 +320,7 @@ impl VmxVcpu {
                 guest_dr_loaded: false,
                 msr_filter_gen: u64::MAX,
                 mce_pending: false,
-                step_trap: false,
+                completed: false,
                 vm_tag: 0,
                 gprs: Gprs::default(),
                 lazy_rmode: None,
@@ -558,7 +559,10 @@ impl Core {
     fn run(&mut self, vmcs: &Vmcs, ctx: &mut RunCtx<'_>) -> Result<Exit> {
         // Write-back paging structures, a 4-level walk; accessed and dirty flags with the
         // page-modification log.
-        self.eptp = ctx.tdp_root.0 | 3 << 3 | 6 | u64::from(self.vmx.params.pml) << 6;
+        // (Only while logging: with them on, the CPU's updates of the guest's own page
+        // tables count as writes, which read-only memory would refuse.)
+        let pml_on = self.vmx.params.pml && ctx.log_writes;
+        self.eptp = ctx.tdp_root.0 | 3 << 3 | 6 | u64::from(pml_on) << 6;
         self.apply_msr_filter(ctx);
         if ctx.log_writes && self.vmx.params.pml && self.pml.is_none() {
             self.pml = Some(pml::Pml::new()?);
@@ -784,6 +788,7 @@ impl Core {
             0 => u64::MAX,
             khz => cpu::rdtsc().saturating_add(khz.saturating_mul(WINDOW_SLICE_MS)),
         };
+        let watch_logging = self.vmx.params.pml && !ctx.log_writes;
         // A closure, so that an error (`?`) still reaches the restores below.
         let result = (|| -> Result<Exit> {
             loop {
@@ -794,6 +799,11 @@ impl Core {
                 if ctx.kick.load(Ordering::Acquire)
                     || ctx.vm_msr_filter_gen.load(Ordering::Acquire) != ctx.msr_filter_gen
                 {
+                    break Ok(Exit::Again);
+                }
+                // A memslot started logging dirty pages since this run began: the next
+                // one enters with the page-modification log.
+                if watch_logging && ctx.vm_logging.load(Ordering::SeqCst) != 0 {
                     break Ok(Exit::Again);
                 }
                 // Time first: an event taken from the queue below must reach the entry.
@@ -841,7 +851,12 @@ impl Core {
                         });
                     }
                     // The guest's single-step #DB is raised in process context.
-                    None if self.step_trap => break Ok(Exit::Again),
+                    None if core::mem::take(&mut self.completed)
+                        && v.rn(vmcs::GUEST_RFLAGS) & rflags::TF != 0 =>
+                    {
+                        self.completed = true;
+                        break Ok(Exit::Again);
+                    }
                     None => continue,
                 }
             }
@@ -878,7 +893,10 @@ impl Core {
         }
         // Now that DR6 is in the state: the guest's single-step trap (unless userspace
         // single-steps it, which takes the step instead, as in KVM).
-        if core::mem::take(&mut self.step_trap) && ctx.guest_debug & KVM_GUESTDBG_SINGLESTEP == 0 {
+        if core::mem::take(&mut self.completed)
+            && ctx.state.regs.rflags & rflags::TF != 0
+            && ctx.guest_debug & KVM_GUESTDBG_SINGLESTEP == 0
+        {
             ctx.state.single_step_trap();
         }
         drop(v);
