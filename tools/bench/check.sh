@@ -42,7 +42,7 @@ qemu_tests=$(echo " $main_tests $smp_tests " |
 configs=(
 	"bochs-vmx|bochs-corei7_icelake_u:1|bench.apicv=0|$main_tests"
 	"bochs-vmx-smp|bochs-corei7_icelake_u:2|bench.apicv=0|$smp_tests"
-	"bochs-vmx-noug|bochs-corei5_lynnfield_750:1|bench.apicv=0|$noug_tests"
+	"bochs-vmx-noug|bochs-corei5_lynnfield_750:1|bench.apicv=0 bench.l1d=cond|$noug_tests"
 	"qemu-svm|qemu-epyc:2|bench.retry=1 tsc=reliable|$qemu_tests"
 	# Real VMMs (Debian's QEMU, rkvm-run) booting Linux, on kvm-intel and then on rkvm in
 	# the same boot: /dev/kvm is rkvm's device while rkvm is loaded.
