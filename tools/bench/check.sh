@@ -46,7 +46,7 @@ configs=(
 	"qemu-svm|qemu-epyc:2|bench.retry=1 tsc=reliable|$qemu_tests"
 	# Real VMMs (Debian's QEMU, rkvm-run) booting Linux, on kvm-intel and then on rkvm in
 	# the same boot: /dev/kvm is rkvm's device while rkvm is loaded.
-	"bochs-vmm|bochs-corei7_icelake_u:2|bench.apicv=0 bench.kvmnode=1 bench.timeout=3000|$vmm_tests"
+	"bochs-vmm|bochs-corei7_icelake_u:2|bench.apicv=0 bench.kvmnode=1 bench.timeout=3000 bench.retry=1|$vmm_tests"
 )
 # The debug kernel (KASAN, lockdep, kmemleak, UBSAN, Rust overflow checks): rkvm only
 # (the same tests ran on reference KVM above), and a test fails if the kernel logged a
