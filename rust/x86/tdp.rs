@@ -305,14 +305,20 @@ impl Tdp {
         seen
     }
 
-    /// Removes write access to gfns `[start, end)` whose bit is set in `dirty` (indexed
-    /// from `start`), or to all of them when `dirty` is `None`. One walk over the mapped
-    /// part of the range, whatever the number of bits set.
-    fn write_protect(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
-        let w = self.masks.write;
+    /// Makes the guest's next write to each gfn of `[start, end)` whose bit is set in
+    /// `dirty` (indexed from `start`), or to all of them when `dirty` is `None`, reach the
+    /// dirty log: by clearing its dirty flag where the CPU logs written pages, else by
+    /// taking its write access. One walk over the mapped part of the range, whatever the
+    /// number of bits set; returns whether an entry changed (a flush is then due).
+    pub(crate) fn track_writes(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
+        let bit = if self.masks.dirty != 0 {
+            self.masks.dirty
+        } else {
+            self.masks.write
+        };
         self.for_leaves(start, end, |gfn, e, frames| {
-            // A 2 MiB leaf loses write access whole (dirty-logged slots have none: they
-            // are zapped when logging starts and fault back in 4 KiB pages).
+            // A 2 MiB leaf is taken whole (dirty-logged slots have none: they are zapped
+            // when logging starts and fault back in 4 KiB pages).
             let hit = frames > 1
                 || dirty.is_none_or(|bits| {
                     let rel = gfn.wrapping_sub(start);
@@ -320,42 +326,11 @@ impl Tdp {
                     word.is_some_and(|&word| word & (1 << (rel % 64)) != 0)
                 });
             if hit {
-                e & !w
+                e & !bit
             } else {
                 e
             }
         })
-    }
-
-    /// Clears the dirty flag of gfns `[start, end)` whose bit is set in `dirty` (indexed
-    /// from `start`), or of all of them when `dirty` is `None`: the guest's next write to
-    /// each is logged again. Same walk as [`Tdp::write_protect`].
-    fn clear_dirty(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
-        let d = self.masks.dirty;
-        self.for_leaves(start, end, |gfn, e, _| {
-            let hit = dirty.is_none_or(|bits| {
-                let rel = gfn.wrapping_sub(start);
-                let word = usize::try_from(rel / 64).ok().and_then(|i| bits.get(i));
-                word.is_some_and(|&word| word & (1 << (rel % 64)) != 0)
-            });
-            if hit {
-                e & !d
-            } else {
-                e
-            }
-        })
-    }
-
-    /// Makes the guest's next write to each gfn of `[start, end)` selected as in
-    /// [`Tdp::write_protect`] reach the dirty log: by clearing its dirty flag where the
-    /// CPU logs written pages, else by taking its write access. Returns whether an entry
-    /// changed (a flush is then due).
-    pub(crate) fn track_writes(&mut self, start: u64, end: u64, dirty: Option<&[u64]>) -> bool {
-        if self.masks.dirty != 0 {
-            self.clear_dirty(start, end, dirty)
-        } else {
-            self.write_protect(start, end, dirty)
-        }
     }
 
     /// An empty set of root children, to swap in with [`Tdp::zap_all`] (allocated outside

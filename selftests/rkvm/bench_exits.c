@@ -178,18 +178,9 @@ static void run_one(const char *kind, const uint8_t *code, size_t len, uint32_t 
 /* HLTs ended by the in-kernel local APIC's timer. */
 static void bench_hlt_timer(void)
 {
-	struct kvm_enable_cap split = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
-	struct guest g;
+	struct guest g = guest_create_split();
 	uint64_t t0, t1;
 
-	g.vm = vm_create();
-	if (ioctl(g.vm.fd, KVM_ENABLE_CAP, &split))
-		BAIL("KVM_CAP_SPLIT_IRQCHIP");
-	if (ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
-		BAIL("KVM_SET_TSS_ADDR");
-	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
-	g.v = vcpu_create(&g.vm, 0);
-	vcpu_set_supported_cpuid(&g.vm, &g.v);
 	guest_load(g.mem, GUEST_CODE_GPA, hlt_timer_guest);
 	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	idt_set_gate32(g.mem, 0x40, GUEST_ADDR(GUEST_CODE_GPA, hlt_timer_guest, timer_h));

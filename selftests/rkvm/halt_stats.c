@@ -92,7 +92,6 @@ static void short_halts(struct ctx *c, uint8_t *mem, uint32_t n, uint32_t period
 int main(void)
 {
 	struct kvm_msi msi = { .address_lo = 0xfee00000, .data = 0x40 };
-	struct kvm_enable_cap split = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
 	uint64_t before[8], att, ok, fail;
 	struct ctx c;
 	struct vm vm;
@@ -101,18 +100,17 @@ int main(void)
 	int i, blocked = 0, r, e;
 
 	test_watchdog(240);
-	vm = vm_create();
+	{
+		struct guest g = guest_create_split();
+
+		vm = g.vm;
+		mem = g.mem;
+		c.v = g.v;
+	}
 	REQUIRE_CAP(vm.sys_fd, KVM_CAP_BINARY_STATS_FD);
 	tap_plan(14);
 	tap_ok(ioctl(vm.sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_HALT_POLL) == 1,
 	       "KVM_CHECK_EXTENSION(KVM_CAP_HALT_POLL) = 1");
-	if (ioctl(vm.fd, KVM_ENABLE_CAP, &split))
-		BAIL("KVM_CAP_SPLIT_IRQCHIP");
-	if (ioctl(vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
-		BAIL("KVM_SET_TSS_ADDR");
-	mem = vm_add_memory(&vm, 0, 0, GUEST_LOW_SIZE, 0);
-	c.v = vcpu_create(&vm, 0);
-	vcpu_set_supported_cpuid(&vm, &c.v);
 	guest_load(mem, GUEST_CODE_GPA, halt_guest);
 	vcpu_set_protected_mode(&c.v, mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	idt_set_gate32(mem, 0x40, GUEST_ADDR(GUEST_CODE_GPA, halt_guest, irq_h));

@@ -677,6 +677,23 @@ static inline struct guest guest_create(void)
 	return g;
 }
 
+/* The same with the local APIC in the kernel (KVM_CAP_SPLIT_IRQCHIP, 24 pins). */
+static inline struct guest guest_create_split(void)
+{
+	struct kvm_enable_cap split = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
+	struct guest g;
+
+	g.vm = vm_create();
+	if (ioctl(g.vm.fd, KVM_ENABLE_CAP, &split))
+		BAIL("KVM_CAP_SPLIT_IRQCHIP");
+	if (ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
+		BAIL("KVM_SET_TSS_ADDR");
+	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
+	g.v = vcpu_create(&g.vm, 0);
+	vcpu_set_supported_cpuid(&g.vm, &g.v);
+	return g;
+}
+
 static inline void guest_destroy(struct guest *g)
 {
 	munmap(g->v.run, g->v.run_size);
