@@ -216,8 +216,6 @@ void rkvm_cond_resched(void);
 __u64 rkvm_current_run_delay(void);
 /* Whether the current task is still runnable (it is being preempted, not sleeping). */
 int rkvm_current_runnable(void);
-/* The CPU has the iTLB multihit erratum (X86_BUG_ITLB_MULTIHIT). */
-int rkvm_itlb_multihit(void);
 /* single_task_running(): nothing else is runnable on this CPU. */
 int rkvm_single_task_running(void);
 /* A reference on the current thread's struct pid. */
@@ -310,6 +308,29 @@ struct rkvm_halt_poll {
 	unsigned int shrink;
 };
 void rkvm_halt_poll_params(struct rkvm_halt_poll *out);
+
+/*
+ * kvm's nx_huge_pages and its recovery parameters (see shim_params.c). rkvm_nx_start()
+ * resolves "auto" and lets the recovery work call fn(); rkvm_nx_stop() (module exit)
+ * waits for it and keeps it from being queued again.
+ */
+struct rkvm_nx_params {
+	int enabled;
+	/* Bumped whenever nx_huge_pages changes. */
+	unsigned int gen;
+	unsigned int ratio;
+	int recovery;
+	unsigned int period_ms;
+};
+void rkvm_nx_start(void (*fn)(void));
+void rkvm_nx_stop(void);
+void rkvm_nx_params(struct rkvm_nx_params *out);
+/* Runs the recovery work in `ms` unless it is queued already. */
+void rkvm_nx_recovery_kick(unsigned int ms);
+/* A VM was created (+1) or freed (-1): nx_huge_pages=never needs none. */
+void rkvm_nx_vm_count(int delta);
+/* capable(CAP_SYS_BOOT), in the initial namespace. */
+int rkvm_capable_sys_boot(void);
 
 /* ---- SVM ----------------------------------------------------------------------------- */
 /*

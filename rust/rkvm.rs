@@ -60,6 +60,7 @@ struct Rkvm {
     syscore: Option<Syscore>,
     preempt: Option<PreemptOps>,
     debugfs: Option<Debugfs>,
+    nx: Option<sys::nx::Recovery>,
 }
 
 impl kernel::Module for Rkvm {
@@ -162,7 +163,11 @@ fn kvm_init(vendor: &Vendor) -> Result<Rkvm> {
         syscore: None,
         preempt: None,
         debugfs: None,
+        nx: None,
     };
+    // kvm_mmu_x86_module_init(): nx_huge_pages resolved, and its recovery work (which
+    // reaches the VMs through the published state).
+    rkvm.nx = Some(sys::nx::Recovery::start(kvm::nx_huge::recovery_work));
     // 4.4 Every online CPU must match the configuration.
     check_processor_compat_all(k)?;
     // 4.5 CPU hotplug.
@@ -284,6 +289,7 @@ fn vmx_setup_l1d_flush() -> Result {
 /// `kvm_exit()`: everything `kvm_init()` did, in reverse.
 impl Drop for Rkvm {
     fn drop(&mut self) {
+        self.nx.take();
         self.debugfs.take();
         self.preempt.take();
         self.syscore.take();

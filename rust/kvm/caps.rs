@@ -30,6 +30,7 @@ pub(crate) fn check_extension(k: &Kvm, vm: Option<&super::vm::Vm>, cap: usize) -
         KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,
         KVM_CAP_VM_TYPES => 1 << KVM_X86_DEFAULT_VM,
         KVM_CAP_CHECK_EXTENSION_VM | KVM_CAP_HALT_POLL => 1,
+        KVM_CAP_VM_DISABLE_NX_HUGE_PAGES => 1,
         // VMs, vCPUs and guest memory.
         KVM_CAP_USER_MEMORY
         | KVM_CAP_USER_MEMORY2

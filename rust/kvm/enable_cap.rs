@@ -47,6 +47,7 @@ pub(crate) fn enable_cap(this: &Vm, arg: usize) -> Result<isize> {
             Ok(0)
         }
         KVM_CAP_SPLIT_IRQCHIP => super::irq::enable_split(this, cap.args[0]),
+        KVM_CAP_VM_DISABLE_NX_HUGE_PAGES => super::nx_huge::disable(this, &cap),
         KVM_CAP_HALT_POLL => {
             // The longest halt poll of this VM's vCPUs, in place of `halt_poll_ns`.
             let ns = u32::try_from(cap.args[0]).map_err(|_| EINVAL)?;

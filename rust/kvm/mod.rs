@@ -18,6 +18,7 @@ pub(crate) mod kvmclock;
 pub(crate) mod memslot;
 pub(crate) mod mmu_notifier;
 pub(crate) mod msr_filter;
+pub(crate) mod nx_huge;
 pub(crate) mod pit;
 pub(crate) mod stats;
 pub(crate) mod steal;

@@ -73,6 +73,8 @@ pub(crate) struct MmuState {
     /// Bumped whenever EPT entries a CPU may have cached were removed or write-protected;
     /// see [`Vm::flush_upto`].
     zap_gen: u64,
+    /// The `nx_huge_pages` generation the table was built under (see `nx_huge.rs`).
+    pub(super) nx_gen: u32,
 }
 
 impl MmuState {
@@ -80,6 +82,7 @@ impl MmuState {
     pub(super) fn page_stats(&self, stats: &VmCounters) {
         stats.set(stats::vm::PAGES_4K, self.tdp.leaves);
         stats.set(stats::vm::PAGES_2M, self.tdp.huge_leaves);
+        stats.set(stats::vm::NX_LPAGE_SPLITS, self.tdp.nx_splits);
     }
 
     /// Records whether the EPT just lost entries or write access; returns the generation
@@ -174,6 +177,9 @@ pub(crate) struct Vm {
     /// KVM_CAP_HALT_POLL: this VM's longest halt poll in ns, in place of the module's
     /// `halt_poll_ns` (`u64::MAX`: not set).
     pub(crate) max_halt_poll_ns: AtomicU64,
+    /// KVM_CAP_VM_DISABLE_NX_HUGE_PAGES: huge mappings stay executable whatever
+    /// `nx_huge_pages` says.
+    pub(crate) nx_disabled: AtomicBool,
     /// KVM_CAP_X86_APIC_BUS_CYCLES_NS: nanoseconds per APIC bus cycle (the local APIC
     /// timer's clock before its divider). Written under `locked` before any vCPU exists.
     pub(crate) apic_bus_cycle_ns: AtomicU64,
@@ -211,6 +217,8 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
     }
     k.hw.get(&*k.backend)?;
     let vm = new_vm(k).inspect_err(|_| k.hw.put(&*k.backend))?;
+    // Balanced in the VM's drop.
+    crate::sys::nx::vm_count(true);
     // The notifier's context is the VM itself; it is unregistered before the VM is freed.
     let ctx = core::ptr::from_ref::<Vm>(&vm).cast_mut().cast();
     let notifier = MmuNotifier::register(ctx)?;
@@ -265,6 +273,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
                 in_progress: 0,
                 private: KVec::new(),
                 zap_gen: 0,
+                nx_gen: crate::sys::nx::params().gen,
             }),
             flush_gen: AtomicU64::new(0),
             flushed_zap_gen: AtomicU64::new(0),
@@ -286,6 +295,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             exit_on_emulation_failure: AtomicBool::new(false),
             platform_info_readable: AtomicBool::new(true),
             max_halt_poll_ns: AtomicU64::new(u64::MAX),
+            nx_disabled: AtomicBool::new(false),
             logging_slots: AtomicU32::new(0),
             vfio_device: AtomicBool::new(false),
             apic_bus_cycle_ns: AtomicU64::new(crate::x86::lapic::BUS_CYCLE_NS_DEFAULT),
@@ -334,6 +344,7 @@ impl PinnedDrop for Vm {
         }
         drop(vcpus);
         self.kvm.vm_list_remove(&self);
+        crate::sys::nx::vm_count(false);
         self.kvm.hw.put(&*self.kvm.backend);
     }
 }
@@ -442,17 +453,21 @@ impl Vm {
         if self.fault_in_private(gfn)? {
             return Ok(Faulted::Fixed);
         }
-        // KVM's nx_huge_pages (its default, "auto"): on a CPU with the iTLB multihit
-        // erratum a guest must not execute from a 2 MiB mapping. Such mappings are made
-        // without execute permission, and an instruction fetch maps 4 KiB pages instead
-        // (replacing a 2 MiB mapping there). Only EPT can express it; AMD CPUs do not
-        // have the erratum.
-        let nx_huge = cpu::itlb_multihit() && !cpu::mitigations_off();
-        let huge_ok = self.kvm.backend.tdp_huge_pages()
-            && !(nx_huge && (fetch || self.kvm.arch.mmu.masks.exec == 0));
         loop {
-            let (hva, slot_writable, logs, seq, huge_gfn) = {
+            let (hva, slot_writable, logs, seq, huge_gfn, nx_huge) = {
                 let m = self.mmu.lock();
+                // KVM's nx_huge_pages (see `nx_huge.rs`): no guest instruction runs from a
+                // 2 MiB mapping. Those are made without execute permission, and a fetch
+                // maps 4 KiB pages instead (replacing a 2 MiB mapping there). Read under
+                // the lock with the generation the table was built under: a table built
+                // under another value is dropped first.
+                let nx = crate::sys::nx::params();
+                if m.nx_gen != nx.gen {
+                    drop(m);
+                    self.nx_sync(nx.gen);
+                    continue;
+                }
+                let nx_huge = nx.enabled && !self.nx_disabled.load(Ordering::Relaxed);
                 let Some(s) = memslot::find(&m.slots, gfn) else {
                     return Ok(Faulted::NoMemory);
                 };
@@ -460,8 +475,10 @@ impl Vm {
                     return Ok(Faulted::NoMemory);
                 }
                 let hva = s.hva + ((gfn - s.base_gfn) << 12);
+                let huge_ok = self.kvm.backend.tdp_huge_pages()
+                    && (!nx_huge || self.kvm.arch.mmu.masks.can_refuse_fetch());
                 let huge_gfn = if huge_ok { huge_frame(&s, gfn) } else { None };
-                (hva, !s.readonly(), s.logs_dirty(), m.seq, huge_gfn)
+                (hva, !s.readonly(), s.logs_dirty(), m.seq, huge_gfn, nx_huge)
             };
             // Dirty-logged pages start read-only, so the first write faults and is logged;
             // where the CPU logs written pages, writable with the dirty flag clear instead.
@@ -520,6 +537,11 @@ impl Vm {
                 ..perm
             };
             let mut replaced = None;
+            // A fetch where the host memory allowed 2 MiB: 4 KiB pages, and the table that
+            // holds them counts as a split huge page (KVM's nx_lpage_splits) until the
+            // recovery unmaps it.
+            let split = huge.filter(|_| nx_huge && fetch).map(|(g, _)| g);
+            let huge = huge.filter(|_| split.is_none());
             let r = match huge {
                 Some((g, pfn)) => match m.tdp.map_huge(g, pfn, huge_perm) {
                     Ok(Huge::Mapped(t)) => {
@@ -531,6 +553,7 @@ impl Vm {
                 },
                 None => m.tdp.map(gfn, page.pfn(), perm),
             };
+            let newly_split = r.is_ok() && split.is_some_and(|g| m.tdp.mark_nx_split(g));
             // A CPU may still hold the replaced table in its paging-structure caches:
             // it is freed once a flush covers its removal.
             let replaced_gen = m.ept_changed(replaced.is_some());
@@ -555,6 +578,9 @@ impl Vm {
             if let Some(t) = replaced {
                 self.flush_upto(replaced_gen, false);
                 drop(t);
+            }
+            if newly_split {
+                self.nx_split_made();
             }
             match r {
                 Ok(true) => return Ok(Faulted::Fixed),

@@ -30,6 +30,7 @@ pub(crate) enum Feature {
     ClearCpuBuf = ffi::RKVM_FEATURE_CLEAR_CPU_BUF,
     ClearCpuBufVm = ffi::RKVM_FEATURE_CLEAR_CPU_BUF_VM,
     ClearCpuBufVmMmio = ffi::RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO,
+    Nx = ffi::RKVM_FEATURE_NX,
 }
 
 /// Whether the boot CPU (and so, the kernel) has `f`.
@@ -263,13 +264,6 @@ impl Drop for ThreadRef {
         // SAFETY: Drops the reference the type holds.
         unsafe { ffi::rkvm_pid_put(self.0.as_ptr()) };
     }
-}
-
-/// Whether the CPU has the iTLB multihit erratum: a guest that changes the size of a page
-/// it executes from can raise a machine check (CVE-2018-12207).
-pub(crate) fn itlb_multihit() -> bool {
-    // SAFETY: A pure query.
-    unsafe { ffi::rkvm_itlb_multihit() != 0 }
 }
 
 /// Whether the current task is the only one runnable on this CPU.

@@ -18,6 +18,7 @@ pub(crate) mod kmem;
 pub(crate) mod mm;
 pub(crate) mod msr;
 pub(crate) mod notifiers;
+pub(crate) mod nx;
 pub(crate) mod page;
 pub(crate) mod percpu;
 pub(crate) mod ptimer;

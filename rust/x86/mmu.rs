@@ -25,6 +25,9 @@ pub(crate) struct SpteMasks {
     pub(crate) read: u64,
     pub(crate) write: u64,
     pub(crate) exec: u64,
+    /// The bit that refuses instruction fetches where the format has one (NPT's NX)
+    /// instead of an execute permission.
+    pub(crate) nx: u64,
     /// Memory type of leaf entries: write-back, with the guest's PAT ignored (rkvm has no
     /// non-coherent DMA, so guest memory is always host write-back memory, as KVM does
     /// under its default IGNORE_GUEST_PAT quirk).
@@ -50,7 +53,8 @@ impl SpteMasks {
     }
 
     /// NPT: "read" is present with user access (the CPU walks nested tables as user
-    /// accesses), write is R/W, execution is allowed without NX. Leaves are write-back
+    /// accesses), write is R/W, execution is allowed without NX (bit 63, which the host's
+    /// EFER.NXE enables; the kernel turns it on on every CPU that has it). Leaves are write-back
     /// through PAT entry 0 (PWT = PCD = PAT = 0) and carry A and D, so the CPU never
     /// writes them back.
     fn npt(host_phys_bits: u32) -> Self {
@@ -59,6 +63,11 @@ impl SpteMasks {
             read: 1 << 0 | 1 << 2,
             write: 1 << 1,
             exec: 0,
+            nx: if crate::sys::cpu::boot_cpu_has(crate::sys::cpu::Feature::Nx) {
+                1 << 63
+            } else {
+                0
+            },
             memtype_wb: 1 << 5 | 1 << 6,
             addr: ((1u64 << bits) - 1) & !0xfff,
             accessed: 0,
@@ -74,12 +83,20 @@ impl SpteMasks {
             read: 1 << 0,
             write: 1 << 1,
             exec: 1 << 2,
+            nx: 0,
             memtype_wb: 6 << 3 | 1 << 6,
             addr: ((1u64 << bits) - 1) & !0xfff,
             accessed: 0,
             dirty: 0,
             max_gfn: (1u64 << (bits.min(48) - 12)) - 1,
         }
+    }
+}
+
+impl SpteMasks {
+    /// A leaf entry can refuse instruction fetches (an execute bit or an NX bit).
+    pub(crate) fn can_refuse_fetch(&self) -> bool {
+        self.exec != 0 || self.nx != 0
     }
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct Table {
     page: PhysPage,
     children: KVec<Option<KmemBox<Table>>>,
     level: u8,
+    /// A level-1 table made because an instruction fetch could not use the huge mapping
+    /// the host memory allowed here (KVM's possible NX huge page).
+    nx_split: bool,
 }
 
 impl Table {
@@ -47,6 +50,7 @@ impl Table {
             page: PhysPage::new()?,
             children,
             level,
+            nx_split: false,
         })?;
         USED_MMU_PAGES.fetch_add(1, Ordering::Relaxed);
         Ok(t)
@@ -64,7 +68,7 @@ impl Drop for Table {
 pub(crate) struct Perm {
     pub(crate) write: bool,
     /// Instruction fetches allowed (always, but for 2 MiB leaves under the iTLB multihit
-    /// mitigation; only EPT can refuse them, and only Intel CPUs have that erratum).
+    /// mitigation, KVM's nx_huge_pages).
     pub(crate) exec: bool,
 }
 
@@ -84,6 +88,8 @@ pub(crate) struct Tdp {
     pub(crate) huge_leaves: u64,
     /// Table pages in use, root included.
     pub(crate) tables: u64,
+    /// Level-1 tables marked by [`Tdp::mark_nx_split`] (KVM's nx_lpage_splits).
+    pub(crate) nx_splits: u64,
 }
 
 impl Tdp {
@@ -96,6 +102,7 @@ impl Tdp {
             leaves: 0,
             huge_leaves: 0,
             tables: 1,
+            nx_splits: 0,
         })
     }
 
@@ -179,10 +186,15 @@ impl Tdp {
         }
         if perm.exec {
             e |= m.exec;
+        } else {
+            e |= m.nx;
         }
         t.page.write(i, e);
-        if empty.is_some() {
+        if let Some(old_table) = empty.as_ref() {
             self.tables -= 1;
+            if old_table.nx_split {
+                self.nx_splits -= 1;
+            }
             self.huge_leaves += 1;
         } else if old & m.read == 0 {
             self.huge_leaves += 1;
@@ -333,6 +345,63 @@ impl Tdp {
         })
     }
 
+    /// Marks the level-1 table that maps `gfn` as one an instruction fetch made where a
+    /// 2 MiB mapping was possible; whether it was not marked before.
+    pub(crate) fn mark_nx_split(&mut self, gfn: u64) -> bool {
+        let Ok(t) = self.table_for(gfn, 1) else {
+            return false;
+        };
+        if core::mem::replace(&mut t.nx_split, true) {
+            return false;
+        }
+        self.nx_splits += 1;
+        true
+    }
+
+    /// Unhooks up to `out`'s spare capacity of the level-1 tables [`Tdp::mark_nx_split`]
+    /// marked, with their mappings, so that the next access that is not a fetch may map
+    /// those 2 MiB whole again (KVM's NX huge page recovery). The tables go to `out`, to
+    /// be freed once every CPU has flushed; returns whether any went. The walk visits
+    /// only tables that exist and stops when `out` is full.
+    pub(crate) fn recover_nx(&mut self, out: &mut KVec<KmemBox<Table>>) -> bool {
+        fn walk(t: &mut Table, out: &mut KVec<KmemBox<Table>>, read_bit: u64, gone: &mut [u64; 2]) {
+            for i in 0..ENTRIES {
+                if out.len() >= out.capacity() {
+                    return;
+                }
+                let Some(slot) = t.children.get_mut(i) else {
+                    return;
+                };
+                let Some(child) = slot.as_deref_mut() else {
+                    continue;
+                };
+                if child.level > 1 {
+                    walk(child, out, read_bit, gone);
+                    continue;
+                }
+                if !child.nx_split {
+                    continue;
+                }
+                let mapped = (0..ENTRIES)
+                    .filter(|&j| child.page.read(j) & read_bit != 0)
+                    .count() as u64;
+                if let Some(table) = slot.take() {
+                    t.page.write(i, 0);
+                    gone[0] += 1;
+                    gone[1] += mapped;
+                    // Capacity was checked above: this never allocates.
+                    let _ = out.push_within_capacity(table);
+                }
+            }
+        }
+        let mut gone = [0u64; 2];
+        walk(&mut self.root, out, self.masks.read, &mut gone);
+        self.tables = self.tables.saturating_sub(gone[0]);
+        self.nx_splits = self.nx_splits.saturating_sub(gone[0]);
+        self.leaves = self.leaves.saturating_sub(gone[1]);
+        gone[0] != 0
+    }
+
     /// An empty set of root children, to swap in with [`Tdp::zap_all`] (allocated outside
     /// the MMU lock; `flags` lets the shrinker avoid sleeping).
     pub(crate) fn empty_children(flags: kernel::alloc::Flags) -> Result<Detached> {
@@ -360,6 +429,7 @@ impl Tdp {
         self.tables = 1;
         self.leaves = 0;
         self.huge_leaves = 0;
+        self.nx_splits = 0;
         (Detached(children), freed)
     }
 }

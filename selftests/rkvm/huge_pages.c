@@ -18,6 +18,7 @@
  */
 #include "lib/rkvm_test.h"
 #include "lib/stats.h"
+#include "lib/thp.h"
 
 #define HUGE_SLOT 1
 #define HUGE_GPA 0x40000000ull
@@ -78,38 +79,6 @@ static void run_to(int port)
 		BAIL("expected an OUT to %#x: %s", port, exit_str(&g.v));
 }
 
-#define THP_ENABLED "/sys/kernel/mm/transparent_hugepage/enabled"
-static char thp_before[16];
-
-/* Puts the transparent-huge-page mode back (at exit). */
-static void thp_restore(void)
-{
-	FILE *f = fopen(THP_ENABLED, "w");
-
-	if (f) {
-		fputs(thp_before, f);
-		fclose(f);
-	}
-}
-
-/* Transparent huge pages for madvise()d memory; the old mode comes back at exit. */
-static void thp_madvise(void)
-{
-	char line[128], *open, *close;
-	FILE *f = fopen(THP_ENABLED, "r");
-
-	/* "always madvise [never]": the bracketed word is the mode. */
-	if (!f || !fgets(line, sizeof(line), f) || !(open = strchr(line, '[')) ||
-	    !(close = strchr(open, ']')) || close - open - 1 >= (long)sizeof(thp_before))
-		tap_skip_all("no transparent huge pages in this kernel");
-	fclose(f);
-	memcpy(thp_before, open + 1, close - open - 1);
-	f = fopen(THP_ENABLED, "w");
-	if (!f || fputs("madvise", f) < 0 || fclose(f))
-		tap_skip_all("cannot turn transparent huge pages on");
-	atexit(thp_restore);
-}
-
 /* Whether the CPU has the iTLB multihit erratum (the kernel's view). */
 static int itlb_multihit(void)
 {
@@ -122,21 +91,6 @@ static int itlb_multihit(void)
 		fclose(f);
 	}
 	return line[0] && strncmp(line, "Not affected", 12);
-}
-
-/* The AnonHugePages of this process's mappings, in kB (-1 unknown). */
-static long anon_huge_kb(void)
-{
-	char line[256];
-	long kb = -1;
-	FILE *f = fopen("/proc/self/smaps_rollup", "r");
-
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kb;
 }
 
 int main(void)

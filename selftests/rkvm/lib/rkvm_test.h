@@ -664,11 +664,12 @@ struct guest {
 	uint8_t *mem;
 };
 
-static inline struct guest guest_create(void)
+/* The same in VM, which the caller created (and set up what must come before a vCPU). */
+static inline struct guest guest_create_on(struct vm vm)
 {
 	struct guest g;
 
-	g.vm = vm_create();
+	g.vm = vm;
 	if (ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
 		BAIL("KVM_SET_TSS_ADDR");
 	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
@@ -677,21 +678,20 @@ static inline struct guest guest_create(void)
 	return g;
 }
 
+static inline struct guest guest_create(void)
+{
+	return guest_create_on(vm_create());
+}
+
 /* The same with the local APIC in the kernel (KVM_CAP_SPLIT_IRQCHIP, 24 pins). */
 static inline struct guest guest_create_split(void)
 {
 	struct kvm_enable_cap split = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
-	struct guest g;
+	struct vm vm = vm_create();
 
-	g.vm = vm_create();
-	if (ioctl(g.vm.fd, KVM_ENABLE_CAP, &split))
+	if (ioctl(vm.fd, KVM_ENABLE_CAP, &split))
 		BAIL("KVM_CAP_SPLIT_IRQCHIP");
-	if (ioctl(g.vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
-		BAIL("KVM_SET_TSS_ADDR");
-	g.mem = vm_add_memory(&g.vm, 0, 0, GUEST_LOW_SIZE, 0);
-	g.v = vcpu_create(&g.vm, 0);
-	vcpu_set_supported_cpuid(&g.vm, &g.v);
-	return g;
+	return guest_create_on(vm);
 }
 
 static inline void guest_destroy(struct guest *g)
