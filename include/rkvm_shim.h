@@ -38,6 +38,7 @@ enum rkvm_cpu_feature {
 	RKVM_FEATURE_CLEAR_CPU_BUF,
 	RKVM_FEATURE_CLEAR_CPU_BUF_VM,
 	RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO,
+	RKVM_FEATURE_GBPAGES,
 };
 
 int rkvm_boot_cpu_has(int feature);
@@ -195,8 +196,11 @@ __u64 rkvm_page_to_phys(const void *page);
 void *rkvm_page_address(const void *page);
 void *rkvm_pfn_to_page(__u64 pfn);
 __u64 rkvm_page_to_pfn(const void *page);
-/* The first frame of the 2 MiB host mapping (PMD leaf) of hva, 0 without one. */
-__u64 rkvm_host_pmd_pfn(__u64 hva, int write);
+/*
+ * The first frame of the host's leaf mapping of hva at level 2 (a 2 MiB PMD leaf) or 3
+ * (a 1 GiB PUD leaf), writable if write; 0 without one.
+ */
+__u64 rkvm_host_leaf_pfn(__u64 hva, int write, int level);
 
 /* Host facts. */
 /* Whether the kernel runs with mitigations=off (or without CONFIG_CPU_MITIGATIONS). */

@@ -10,6 +10,7 @@ pub(crate) mod device_ops;
 pub(crate) mod dirty_log;
 pub(crate) mod dirty_ring;
 pub(crate) mod enable_cap;
+pub(crate) mod fault;
 pub(crate) mod hardware;
 pub(crate) mod ioeventfd;
 pub(crate) mod irq;

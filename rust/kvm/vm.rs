@@ -10,14 +10,13 @@ use super::vcpu::{self, Vcpu};
 use super::{caps, uaccess, Kvm};
 use crate::sys::anon_fd::{self, AnonFile};
 use crate::sys::cpu;
-use crate::sys::kmem::KmemBox;
-use crate::sys::mm::{self, MmId, MmuNotifier, UserPage};
+use crate::sys::mm::{self, MmId, MmuNotifier};
 use crate::sys::page::PhysPage;
 use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
 use crate::x86::backend::{RmodeAddrs, RMODE_TSS_SIZE};
 use crate::x86::emulate::GuestMem;
-use crate::x86::tdp::{Huge, Perm, Table, Tdp, HUGE_PAGES};
+use crate::x86::tdp::Tdp;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
@@ -67,7 +66,7 @@ pub(crate) struct MmuState {
     /// Bumped by every invalidation; a fault that raced one retries.
     pub(super) seq: u64,
     /// Guest frames backed by rkvm's own pages (real-mode TSS, identity map).
-    private: KVec<(u64, u64)>,
+    pub(super) private: KVec<(u64, u64)>,
     /// Invalidations in progress (between start and end).
     pub(super) in_progress: u32,
     /// Bumped whenever EPT entries a CPU may have cached were removed or write-protected;
@@ -82,6 +81,7 @@ impl MmuState {
     pub(super) fn page_stats(&self, stats: &VmCounters) {
         stats.set(stats::vm::PAGES_4K, self.tdp.leaves);
         stats.set(stats::vm::PAGES_2M, self.tdp.huge_leaves);
+        stats.set(stats::vm::PAGES_1G, self.tdp.giant_leaves);
         stats.set(stats::vm::NX_LPAGE_SPLITS, self.tdp.nx_splits);
     }
 
@@ -93,31 +93,6 @@ impl MmuState {
         }
         self.zap_gen
     }
-}
-
-/// Bytes of a 2 MiB mapping.
-const HUGE_BYTES: u64 = HUGE_PAGES << 12;
-
-/// The first frame of the 2 MiB around `gfn` when slot `s` may map them with one entry
-/// (KVM's rules for a large page): the slot holds all 512 frames, their user addresses
-/// are 2 MiB aligned as the frames are, and the slot does not log dirty pages (logging
-/// needs write faults page by page).
-fn huge_frame(s: &memslot::SlotMeta, gfn: u64) -> Option<u64> {
-    let g = gfn & !(HUGE_PAGES - 1);
-    let fits = g >= s.base_gfn && g.checked_add(HUGE_PAGES)? <= s.end_gfn();
-    let aligned = (s.hva.wrapping_add((g.wrapping_sub(s.base_gfn)) << 12)) % HUGE_BYTES == 0;
-    (fits && aligned && !s.logs_dirty()).then_some(g)
-}
-
-/// What a guest-memory fault came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Faulted {
-    /// Mapped.
-    Fixed,
-    /// The mapping was already there (another vCPU made it since the fault).
-    Spurious,
-    /// No memslot memory can satisfy the access (MMIO).
-    NoMemory,
 }
 
 /// A VM.
@@ -438,215 +413,6 @@ impl Vm {
             return Err(EIO);
         }
         Ok(())
-    }
-
-    /// Maps the memslot page behind `gpa` into the EPT for a vCPU (whose dirty ring is
-    /// `ring`). May sleep.
-    pub(crate) fn fault_in(
-        &self,
-        gpa: u64,
-        write: bool,
-        fetch: bool,
-        ring: Option<&DirtyRing>,
-    ) -> Result<Faulted> {
-        let gfn = gpa >> 12;
-        if self.fault_in_private(gfn)? {
-            return Ok(Faulted::Fixed);
-        }
-        loop {
-            let (hva, slot_writable, logs, seq, huge_gfn, nx_huge) = {
-                let m = self.mmu.lock();
-                // KVM's nx_huge_pages (see `nx_huge.rs`): no guest instruction runs from a
-                // 2 MiB mapping. Those are made without execute permission, and a fetch
-                // maps 4 KiB pages instead (replacing a 2 MiB mapping there). Read under
-                // the lock with the generation the table was built under: a table built
-                // under another value is dropped first.
-                let nx = crate::sys::nx::params();
-                if m.nx_gen != nx.gen {
-                    drop(m);
-                    self.nx_sync(nx.gen);
-                    continue;
-                }
-                let nx_huge = nx.enabled && !self.nx_disabled.load(Ordering::Relaxed);
-                let Some(s) = memslot::find(&m.slots, gfn) else {
-                    return Ok(Faulted::NoMemory);
-                };
-                if write && s.readonly() {
-                    return Ok(Faulted::NoMemory);
-                }
-                let hva = s.hva + ((gfn - s.base_gfn) << 12);
-                let huge_ok = self.kvm.backend.tdp_huge_pages()
-                    && (!nx_huge || self.kvm.arch.mmu.masks.can_refuse_fetch());
-                let huge_gfn = if huge_ok { huge_frame(&s, gfn) } else { None };
-                (hva, !s.readonly(), s.logs_dirty(), m.seq, huge_gfn, nx_huge)
-            };
-            // Dirty-logged pages start read-only, so the first write faults and is logged;
-            // where the CPU logs written pages, writable with the dirty flag clear instead.
-            let by_flag = self.kvm.arch.mmu.masks.dirty != 0;
-            let want_write = slot_writable && (write || !logs || by_flag);
-            // The EPT entry is writable only if the host let rkvm write the page: a write
-            // fault on memory the VMM may only read fails (EFAULT from KVM_RUN, as KVM),
-            // and a read fault there maps the page read-only.
-            let got = match UserPage::get(hva, want_write) {
-                Ok(p) => Ok((p, want_write)),
-                Err(_) if want_write && !write => UserPage::get(hva, false).map(|p| (p, false)),
-                Err(e) => Err(e),
-            };
-            let (page, writable) = match got {
-                Ok(x) => x,
-                Err(e) => {
-                    // The memslot may have gone, and its memory with it, since it was
-                    // looked up (KVM's SRCU makes a deletion wait for faults in flight;
-                    // here the invalidation count says it happened): look again.
-                    let m = self.mmu.lock();
-                    if m.in_progress != 0 || m.seq != seq {
-                        drop(m);
-                        cpu::cond_resched();
-                        continue;
-                    }
-                    return Err(e);
-                }
-            };
-            // 2 MiB at once where the slot allows it around `gfn` and the host maps those
-            // 2 MiB with one entry (a transparent or hugetlbfs huge page), writable only if
-            // that entry is; the frame looked up must be the page just taken.
-            let huge = huge_gfn.and_then(|g| {
-                let pfn = mm::host_pmd_pfn(hva & !(HUGE_BYTES - 1), writable)?;
-                (pfn.checked_add(gfn - g) == Some(page.pfn())).then_some((g, pfn))
-            });
-            // Spare tables for the mapping, allocated outside the spinlock.
-            let need = self.mmu.lock().tdp.spares_needed();
-            let mut spares = self.alloc_spares(need)?;
-            let mut m = self.mmu.lock();
-            for t in spares.drain_all() {
-                m.tdp.add_spare(t);
-            }
-            if m.in_progress != 0 || m.seq != seq {
-                // The host is changing this memory; try again.
-                drop(m);
-                drop(page);
-                cpu::cond_resched();
-                continue;
-            }
-            let perm = Perm {
-                write: writable,
-                exec: true,
-            };
-            let huge_perm = Perm {
-                exec: !nx_huge,
-                ..perm
-            };
-            let mut replaced = None;
-            // A fetch where the host memory allowed 2 MiB: 4 KiB pages, and the table that
-            // holds them counts as a split huge page (KVM's nx_lpage_splits) until the
-            // recovery unmaps it.
-            let split = huge.filter(|_| nx_huge && fetch).map(|(g, _)| g);
-            let huge = huge.filter(|_| split.is_none());
-            let r = match huge {
-                Some((g, pfn)) => match m.tdp.map_huge(g, pfn, huge_perm) {
-                    Ok(Huge::Mapped(t)) => {
-                        replaced = t;
-                        Ok(true)
-                    }
-                    Ok(Huge::Blocked) => m.tdp.map(gfn, page.pfn(), perm),
-                    Err(e) => Err(e),
-                },
-                None => m.tdp.map(gfn, page.pfn(), perm),
-            };
-            let newly_split = r.is_ok() && split.is_some_and(|g| m.tdp.mark_nx_split(g));
-            // A CPU may still hold the replaced table in its paging-structure caches:
-            // it is freed once a flush covers its removal.
-            let replaced_gen = m.ept_changed(replaced.is_some());
-            // Logged once mapped (a retry after ENOMEM would log it twice). Where the CPU
-            // logs written pages, a page mapped writable is logged even for a read, as
-            // KVM does: its entry starts dirty, so the CPU would not log its first write.
-            if r.is_ok() && logs && (write || (by_flag && writable)) {
-                if let Some(s) = memslot::find_mut(&mut m.slots, gfn) {
-                    let rel = gfn - s.meta.base_gfn;
-                    if let Some(dr) = ring {
-                        dr.push(u32::from(s.meta.id), rel);
-                    } else if let Some(w) =
-                        s.dirty.as_mut().and_then(|d| d.get_mut(rel as usize / 64))
-                    {
-                        *w |= 1 << (rel % 64);
-                    }
-                }
-            }
-            m.page_stats(&self.stats);
-            drop(m);
-            drop(page);
-            if let Some(t) = replaced {
-                self.flush_upto(replaced_gen, false);
-                drop(t);
-            }
-            if newly_split {
-                self.nx_split_made();
-            }
-            match r {
-                Ok(true) => return Ok(Faulted::Fixed),
-                Ok(false) => return Ok(Faulted::Spurious),
-                Err(e) if e == ENOMEM => continue,
-                Err(e) if e == EEXIST => {
-                    // A 2 MiB mapping covers the frame (mapped read-only, or the host has
-                    // split its page since): unmap it, flush, and map again.
-                    let g = gfn & !(HUGE_PAGES - 1);
-                    let gen = {
-                        let mut m = self.mmu.lock();
-                        let zapped = m.tdp.zap(g, g + HUGE_PAGES);
-                        m.page_stats(&self.stats);
-                        m.ept_changed(zapped)
-                    };
-                    self.flush_upto(gen, false);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// `need` spare EPT tables, allocated outside the MMU spinlock.
-    fn alloc_spares(&self, need: usize) -> Result<KVec<KmemBox<Table>>> {
-        let mut spares = KVec::new();
-        for _ in 0..need {
-            spares.push(
-                Tdp::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?,
-                GFP_KERNEL,
-            )?;
-        }
-        Ok(spares)
-    }
-
-    /// Maps one of rkvm's own guest pages, if `gfn` is one.
-    fn fault_in_private(&self, gfn: u64) -> Result<bool> {
-        loop {
-            let need = {
-                let m = self.mmu.lock();
-                if !m.private.iter().any(|&(g, _)| g == gfn) {
-                    return Ok(false);
-                }
-                m.tdp.spares_needed()
-            };
-            let mut spares = self.alloc_spares(need)?;
-            let mut m = self.mmu.lock();
-            for t in spares.drain_all() {
-                m.tdp.add_spare(t);
-            }
-            let Some(&(_, pfn)) = m.private.iter().find(|&&(g, _)| g == gfn) else {
-                return Ok(false);
-            };
-            match m.tdp.map(
-                gfn,
-                pfn,
-                Perm {
-                    write: true,
-                    exec: true,
-                },
-            ) {
-                Ok(_) => return Ok(true),
-                Err(e) if e == ENOMEM => continue,
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// Sets up (once) the real-mode TSS and identity map for virtual-8086 real mode.

@@ -390,8 +390,13 @@ impl X86Ops for Svm {
         false
     }
 
-    fn tdp_huge_pages(&self) -> bool {
-        true
+    fn tdp_max_leaf_level(&self) -> u8 {
+        // Nested tables take the host's paging format: 1 GiB pages if the host has them.
+        if crate::sys::cpu::boot_cpu_has(crate::sys::cpu::Feature::Gbpages) {
+            3
+        } else {
+            2
+        }
     }
 
     fn has_cmci(&self) -> bool {

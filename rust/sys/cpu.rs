@@ -31,6 +31,7 @@ pub(crate) enum Feature {
     ClearCpuBufVm = ffi::RKVM_FEATURE_CLEAR_CPU_BUF_VM,
     ClearCpuBufVmMmio = ffi::RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO,
     Nx = ffi::RKVM_FEATURE_NX,
+    Gbpages = ffi::RKVM_FEATURE_GBPAGES,
 }
 
 /// Whether the boot CPU (and so, the kernel) has `f`.

@@ -18,13 +18,14 @@ pub(crate) fn current_mm() -> MmId {
     MmId(unsafe { ffi::rkvm_current_mm() } as usize)
 }
 
-/// The first frame of the 2 MiB host mapping of `hva` (2 MiB aligned) in the current
-/// process, writable if `write`; `None` when smaller pages map it. Racy by nature: the
-/// caller checks the MMU notifier's sequence before it relies on the answer.
-pub(crate) fn host_pmd_pfn(hva: u64, write: bool) -> Option<u64> {
+/// The first frame of the host mapping of `hva` by one leaf entry at `level` (2: a 2 MiB
+/// PMD, 3: a 1 GiB PUD) in the current process, writable if `write`; `None` when smaller
+/// pages map it. Racy by nature: the caller checks the MMU notifier's sequence before it
+/// relies on the answer.
+pub(crate) fn host_leaf_pfn(hva: u64, write: bool, level: u8) -> Option<u64> {
     // SAFETY: Walks the current process's page tables with interrupts off (in the shim);
     // `hva` is only used as an address to look up.
-    let pfn = unsafe { ffi::rkvm_host_pmd_pfn(hva, c_int::from(write)) };
+    let pfn = unsafe { ffi::rkvm_host_leaf_pfn(hva, c_int::from(write), c_int::from(level)) };
     (pfn != 0).then_some(pfn)
 }
 

@@ -84,6 +84,7 @@ static int feature_bit(int feature)
 #endif
 #ifdef X86_FEATURE_CLEAR_CPU_BUF_VM_MMIO
 	case RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO: return X86_FEATURE_CLEAR_CPU_BUF_VM_MMIO;
+	case RKVM_FEATURE_GBPAGES: return X86_FEATURE_GBPAGES;
 #endif
 	}
 	return -1;
@@ -545,7 +546,7 @@ __u64 rkvm_page_to_pfn(const void *page) { return page_to_pfn((struct page *)pag
  * interrupts off no page table can be freed under it; a concurrent change is caught by
  * the caller's MMU-notifier sequence check before the result is used.
  */
-__u64 rkvm_host_pmd_pfn(__u64 hva, int write)
+__u64 rkvm_host_leaf_pfn(__u64 hva, int write, int level)
 {
 	struct mm_struct *mm = current->mm;
 	unsigned long flags;
@@ -555,7 +556,7 @@ __u64 rkvm_host_pmd_pfn(__u64 hva, int write)
 	pud_t pud;
 	pmd_t pmd;
 
-	if (!mm)
+	if (!mm || (level != 2 && level != 3))
 		return 0;
 	local_irq_save(flags);
 	pgd = READ_ONCE(*pgd_offset(mm, hva));
@@ -565,7 +566,14 @@ __u64 rkvm_host_pmd_pfn(__u64 hva, int write)
 	if (p4d_none(p4d) || !p4d_present(p4d))
 		goto out;
 	pud = READ_ONCE(*pud_offset(&p4d, hva));
-	if (pud_none(pud) || !pud_present(pud) || pud_leaf(pud))
+	if (pud_none(pud) || !pud_present(pud))
+		goto out;
+	if (level == 3) {
+		if (pud_leaf(pud) && (!write || pud_write(pud)))
+			pfn = pud_pfn(pud);
+		goto out;
+	}
+	if (pud_leaf(pud))
 		goto out;
 	pmd = READ_ONCE(*pmd_offset(&pud, hva));
 	if (pmd_none(pmd) || !pmd_present(pmd) || !pmd_leaf(pmd))

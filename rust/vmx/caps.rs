@@ -76,6 +76,7 @@ pub(crate) mod ept_vpid {
     pub(crate) const EPT_PAGE_WALK_4: u64 = 1 << 6;
     pub(crate) const EPT_MT_WB: u64 = 1 << 14;
     pub(crate) const EPT_2MB_PAGE: u64 = 1 << 16;
+    pub(crate) const EPT_1GB_PAGE: u64 = 1 << 17;
     pub(crate) const INVEPT: u64 = 1 << 20;
     pub(crate) const EPT_AD: u64 = 1 << 21;
     pub(crate) const INVEPT_SINGLE_CONTEXT: u64 = 1 << 25;

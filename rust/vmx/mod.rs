@@ -325,8 +325,16 @@ impl X86Ops for Vmx {
         self.params.pml
     }
 
-    fn tdp_huge_pages(&self) -> bool {
-        self.config.ept_vpid & caps::ept_vpid::EPT_2MB_PAGE != 0
+    fn tdp_max_leaf_level(&self) -> u8 {
+        let c = self.config.ept_vpid;
+        match (
+            c & caps::ept_vpid::EPT_2MB_PAGE,
+            c & caps::ept_vpid::EPT_1GB_PAGE,
+        ) {
+            (0, _) => 1,
+            (_, 0) => 2,
+            _ => 3,
+        }
     }
 
     fn has_cmci(&self) -> bool {

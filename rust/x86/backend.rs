@@ -49,9 +49,10 @@ pub(crate) trait X86Ops: Send + Sync {
     /// The CPU scales the guest's TSC (VMX's TSC multiplier): KVM_SET_TSC_KHZ can give a
     /// vCPU any rate, and KVM_CAP_TSC_CONTROL / KVM_CAP_VM_TSC_CONTROL say so.
     fn tsc_scaling(&self) -> bool;
-    /// The two-dimensional page table can map 2 MiB with one entry (EPT's 2 MiB pages;
-    /// always with NPT).
-    fn tdp_huge_pages(&self) -> bool;
+    /// The highest level at which the two-dimensional page table can map memory with one
+    /// entry: 1 (4 KiB pages only), 2 (2 MiB: EPT's 2 MiB pages, always NPT) or 3 (1 GiB:
+    /// EPT's 1 GiB pages, NPT on a host with 1 GiB pages).
+    fn tdp_max_leaf_level(&self) -> u8;
     /// The CPU logs the pages the guest writes (VMX's page-modification log): dirty
     /// logging then keeps pages writable with their dirty flag clear, and the written
     /// ones come back through [`VcpuOps::take_dirty`] instead of write faults.

@@ -66,8 +66,7 @@ macro_rules! indices {
 
 /// KVM's per-VM stats, generic then x86, in KVM's order, without those whose event
 /// cannot happen in rkvm: the shadow MMU's (`mmu_*`, `max_mmu_*`), since rkvm only uses
-/// two-dimensional paging. `pages_1g` stays although rkvm makes no 1 GiB mappings: KVM's
-/// own tests look it up by name.
+/// two-dimensional paging.
 pub(crate) const VM_STATS: &[Stat] = &[
     stat(c"remote_tlb_flush", Ty::Counter),
     stat(c"remote_tlb_flush_requests", Ty::Counter),
@@ -130,6 +129,7 @@ pub(crate) mod vm {
         REMOTE_TLB_FLUSH_REQUESTS = c"remote_tlb_flush_requests",
         PAGES_4K = c"pages_4k",
         PAGES_2M = c"pages_2m",
+        PAGES_1G = c"pages_1g",
         NX_LPAGE_SPLITS = c"nx_lpage_splits",
     );
 }

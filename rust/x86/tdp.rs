@@ -26,8 +26,16 @@ const ENTRIES: usize = 512;
 pub(crate) const MAX_NEW_TABLES: usize = (LEVELS - 1) as usize;
 /// Frames of a 2 MiB mapping.
 pub(crate) const HUGE_PAGES: u64 = 512;
-/// The page-size bit of a level-2 entry that maps 2 MiB itself (EPT and NPT alike).
+/// The page-size bit of a level-2 or level-3 entry that maps 2 MiB or 1 GiB itself (EPT
+/// and NPT alike).
 const PAGE_SIZE_BIT: u64 = 1 << 7;
+/// The highest level whose entries may map memory themselves (1 GiB at level 3).
+pub(crate) const MAX_LEAF_LEVEL: u8 = 3;
+
+/// Frames one leaf entry of `level` maps: 1, 512 (2 MiB), 512 * 512 (1 GiB).
+pub(crate) const fn level_frames(level: u8) -> u64 {
+    1 << (9 * (level as u32 - 1))
+}
 
 /// One page-table page and, above level 1, its children.
 pub(crate) struct Table {
@@ -54,6 +62,28 @@ impl Table {
         })?;
         USED_MMU_PAGES.fetch_add(1, Ordering::Relaxed);
         Ok(t)
+    }
+}
+
+impl Table {
+    /// Whether this table or one below it maps any page.
+    fn any_present(&self, read_bit: u64) -> bool {
+        (0..ENTRIES).any(|j| match self.children.get(j) {
+            Some(Some(c)) => c.any_present(read_bit),
+            _ => self.page.read(j) & read_bit != 0,
+        })
+    }
+
+    /// The tables of this subtree, itself included, and how many of them are marked as
+    /// split huge pages.
+    fn count(&self) -> (u64, u64) {
+        self.children
+            .iter()
+            .flatten()
+            .map(|c| c.count())
+            .fold((1, u64::from(self.nx_split)), |(t, n), (ct, cn)| {
+                (t + ct, n + cn)
+            })
     }
 }
 
@@ -86,6 +116,8 @@ pub(crate) struct Tdp {
     pub(crate) leaves: u64,
     /// 2 MiB leaf entries present (KVM's pages_2m).
     pub(crate) huge_leaves: u64,
+    /// 1 GiB leaf entries present (KVM's pages_1g).
+    pub(crate) giant_leaves: u64,
     /// Table pages in use, root included.
     pub(crate) tables: u64,
     /// Level-1 tables marked by [`Tdp::mark_nx_split`] (KVM's nx_lpage_splits).
@@ -101,6 +133,7 @@ impl Tdp {
             spares: KVec::with_capacity(MAX_NEW_TABLES * (LEVELS as usize), GFP_KERNEL_ACCOUNT)?,
             leaves: 0,
             huge_leaves: 0,
+            giant_leaves: 0,
             tables: 1,
             nx_splits: 0,
         })
@@ -142,7 +175,7 @@ impl Tdp {
             let slot = t.children.get_mut(i).ok_or(EINVAL)?;
             if slot.is_none() {
                 if t.page.read(i) & m.read != 0 {
-                    // A 2 MiB leaf (only level 2 holds them).
+                    // A 2 MiB or 1 GiB leaf.
                     return Err(EEXIST);
                 }
                 let mut new = self.spares.pop().ok_or(ENOMEM)?;
@@ -157,23 +190,25 @@ impl Tdp {
         Ok(t)
     }
 
-    /// Maps the 2 MiB at `gfn` (a multiple of [`HUGE_PAGES`]) to the host frames from
-    /// `pfn` (likewise aligned) with one level-2 entry. [`Huge::Blocked`] when 4 KiB
-    /// mappings are present in that range: the caller maps 4 KiB instead. A table left
-    /// empty there (its pages were unmapped) is replaced, and handed back to be freed once
-    /// every CPU has flushed. Errors as `map`.
-    pub(crate) fn map_huge(&mut self, gfn: u64, pfn: u64, perm: Perm) -> Result<Huge> {
+    /// Maps the 2 MiB (`level` 2) or 1 GiB (`level` 3) at `gfn` to the host frames from
+    /// `pfn` with one entry; both are multiples of [`level_frames`]. [`Huge::Blocked`]
+    /// when smaller mappings are present in that range: the caller maps smaller pages
+    /// instead. Tables left empty there (their pages were unmapped) are replaced, and
+    /// handed back to be freed once every CPU has flushed. Errors as `map`.
+    pub(crate) fn map_large(&mut self, gfn: u64, pfn: u64, level: u8, perm: Perm) -> Result<Huge> {
         let m = self.masks;
-        if gfn % HUGE_PAGES != 0 || pfn % HUGE_PAGES != 0 {
+        if !(2..=MAX_LEAF_LEVEL).contains(&level) {
             return Err(EINVAL);
         }
-        let t = self.table_for(gfn, 2)?;
-        let i = index(gfn, 2);
+        let frames = level_frames(level);
+        if gfn % frames != 0 || pfn % frames != 0 {
+            return Err(EINVAL);
+        }
+        let t = self.table_for(gfn, level)?;
+        let i = index(gfn, level);
         let slot = t.children.get_mut(i).ok_or(EINVAL)?;
-        if let Some(child) = slot.as_ref() {
-            if (0..ENTRIES).any(|j| child.page.read(j) & m.read != 0) {
-                return Ok(Huge::Blocked);
-            }
+        if slot.as_deref().is_some_and(|c| c.any_present(m.read)) {
+            return Ok(Huge::Blocked);
         }
         let empty = slot.take();
         let old = t.page.read(i);
@@ -190,14 +225,15 @@ impl Tdp {
             e |= m.nx;
         }
         t.page.write(i, e);
-        if let Some(old_table) = empty.as_ref() {
-            self.tables -= 1;
-            if old_table.nx_split {
-                self.nx_splits -= 1;
+        let (tables, splits) = empty.as_deref().map_or((0, 0), Table::count);
+        self.tables = self.tables.saturating_sub(tables);
+        self.nx_splits = self.nx_splits.saturating_sub(splits);
+        if empty.is_some() || old & m.read == 0 {
+            if level == 2 {
+                self.huge_leaves += 1;
+            } else {
+                self.giant_leaves += 1;
             }
-            self.huge_leaves += 1;
-        } else if old & m.read == 0 {
-            self.huge_leaves += 1;
         }
         Ok(Huge::Mapped(empty))
     }
@@ -230,8 +266,8 @@ impl Tdp {
     }
 
     /// Applies `f(gfn, entry, frames)` to every present leaf entry that maps some gfn in
-    /// `[start, end)` (a 2 MiB leaf, `frames` 512, whole even when it overlaps the range
-    /// in part); returns whether any entry changed. The walk visits only tables that
+    /// `[start, end)` (a 2 MiB or 1 GiB leaf, `frames` 512 or 512 * 512, whole even when
+    /// it overlaps the range in part); returns whether any entry changed. The walk visits only tables that
     /// exist, so its cost follows what is mapped, not the size of the range.
     fn for_leaves(
         &mut self,
@@ -245,7 +281,7 @@ impl Tdp {
             start: u64,
             end: u64,
             f: &mut dyn FnMut(u64, u64, u64) -> u64,
-            removed: &mut [u64; 2],
+            removed: &mut [u64; 3],
             read_bit: u64,
         ) -> bool {
             let span = 1u64 << (9 * u32::from(t.level - 1));
@@ -268,9 +304,10 @@ impl Tdp {
                     changed |= walk(child, lo, start, end, f, removed, read_bit);
                     continue;
                 }
-                // A leaf: a 4 KiB page at level 1, 2 MiB at level 2 (no table below).
+                // A leaf: a 4 KiB page at level 1, 2 MiB at level 2, 1 GiB at level 3 (no
+                // table below).
                 let old = t.page.read(i);
-                if old & read_bit == 0 || t.level > 2 {
+                if old & read_bit == 0 || t.level > MAX_LEAF_LEVEL {
                     continue;
                 }
                 let new = f(lo, old, span);
@@ -286,7 +323,7 @@ impl Tdp {
             }
             changed
         }
-        let mut removed = [0; 2];
+        let mut removed = [0; 3];
         let changed = walk(
             &mut self.root,
             0,
@@ -298,6 +335,7 @@ impl Tdp {
         );
         self.leaves = self.leaves.saturating_sub(removed[0]);
         self.huge_leaves = self.huge_leaves.saturating_sub(removed[1]);
+        self.giant_leaves = self.giant_leaves.saturating_sub(removed[2]);
         changed
     }
 
@@ -329,8 +367,8 @@ impl Tdp {
             self.masks.write
         };
         self.for_leaves(start, end, |gfn, e, frames| {
-            // A 2 MiB leaf is taken whole (dirty-logged slots have none: they are zapped
-            // when logging starts and fault back in 4 KiB pages).
+            // A 2 MiB or 1 GiB leaf is taken whole (dirty-logged slots have none: they are
+            // zapped when logging starts and fault back in 4 KiB pages).
             let hit = frames > 1
                 || dirty.is_none_or(|bits| {
                     let rel = gfn.wrapping_sub(start);
@@ -429,14 +467,15 @@ impl Tdp {
         self.tables = 1;
         self.leaves = 0;
         self.huge_leaves = 0;
+        self.giant_leaves = 0;
         self.nx_splits = 0;
         (Detached(children), freed)
     }
 }
 
-/// What [`Tdp::map_huge`] did.
+/// What [`Tdp::map_large`] did.
 pub(crate) enum Huge {
-    /// Mapped; with the empty table the new entry replaced, to free after a flush.
+    /// Mapped; with the empty tables the new entry replaced, to free after a flush.
     Mapped(Option<KmemBox<Table>>),
     /// 4 KiB mappings are in the way.
     Blocked,

@@ -43,7 +43,7 @@ configs=(
 	"bochs-vmx|bochs-corei7_icelake_u:1|bench.apicv=0|$main_tests"
 	"bochs-vmx-smp|bochs-corei7_icelake_u:2|bench.apicv=0|$smp_tests"
 	"bochs-vmx-noug|bochs-corei5_lynnfield_750:1|bench.apicv=0 bench.l1d=cond|$noug_tests"
-	"qemu-svm|qemu-epyc:2|bench.retry=1 tsc=reliable|$qemu_tests"
+	"qemu-svm|qemu-epyc:2|bench.retry=1 tsc=reliable hugepagesz=1G hugepages=1|$qemu_tests"
 	# Real VMMs (Debian's QEMU, rkvm-run) booting Linux, on kvm-intel and then on rkvm in
 	# the same boot: /dev/kvm is rkvm's device while rkvm is loaded.
 	"bochs-vmm|bochs-corei7_icelake_u:2|bench.apicv=0 bench.kvmnode=1 bench.timeout=3000 bench.retry=1|$vmm_tests"
@@ -70,6 +70,10 @@ run_config() { # name emulator cmdline tests [kbuild rkvm.ko]
 	# Its steps are long: each TAP line counts as progress, and a step may take 15 min.
 	local mem= progress=${RUN_PROGRESS_RE:-} step_limit=${STEP_LIMIT:-300}
 	case $name in bochs-vmm*) mem=1024 progress='    (not )?ok ' step_limit=900 ;; esac
+	# The QEMU machine reserves a 1 GiB huge page at boot (huge_pages_1g): 5 GiB of RAM,
+	# so that a 1 GiB aligned block above 4 GiB stays free of the kernel's early
+	# allocations. QEMU allocates guest memory only as it is touched.
+	case $name in qemu-svm) mem=5120 ;; esac
 	while :; do
 		boot=$((boot + 1))
 		local logf=$outdir/$name.boot$boot.log

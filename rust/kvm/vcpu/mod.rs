@@ -9,9 +9,10 @@
 //! MMIO exits), `msrs`, `apic` (the in-kernel local APIC's side of the loop), `realmode`
 //! (vm86 without unrestricted guest) and `regs` (the state ioctls).
 
+use super::fault::Faulted;
 use super::stats::{vcpu as st, VcpuCounters};
 use super::uaccess;
-use super::vm::{Faulted, Vm, VmMem};
+use super::vm::{Vm, VmMem};
 use super::Kvm;
 use crate::sys::anon_fd::{self, AnonFile};
 use crate::sys::cpu;
