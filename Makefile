@@ -56,7 +56,7 @@ NOUG_TESTS ?= realmode_io exit_state l1d_flush
 DEBUG_TESTS ?= realmode_io protected_mode long_mode mmio memslots dirty_log dirty_ring dirty_log_scale \
 	pre_fault msrs vcpu_state interrupts ioctl_errors signals coalesced_mmio ioeventfd \
 	mmu_shrink page_idle memcg_account wbinvd nmi_storm ioeventfd_limit state_validation fuzz_ioctl \
-	fuzz_guest fpu_mxcsr host_memory lapic exit_loop tsc_sync tsc_khz one_reg xsaves irqchip pit kmemleak_scan
+	fuzz_guest fpu_mxcsr host_memory lapic exit_loop tsc_sync tsc_khz one_reg xsaves irqchip pit nx_huge_pages kmemleak_scan
 ifeq ($(BROKEN_TEST),1)
 TESTS += broken_on_purpose
 endif
