@@ -35,7 +35,7 @@ SELFTESTS := $(CURDIR)/selftests/rkvm
 TESTS ?= realmode_io exit_state sys_ioctls msr_lists cpuid_protocol protected_mode long_mode mmio \
 	memslots pre_fault dirty_log dirty_ring triple_fault fail_entry signals cpuid_guest msrs msr_exits msr_filter platform_info \
 	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic apic_bus quirks hypercall steal_time kvmclock mce kvm_vfio xsaves one_reg tsc_sync tsc_khz irqchip pit \
-	binary_stats stat_events halt_stats l1d_flush fault_race single_step huge_pages huge_pages_1g nx_huge_pages directed_yield guest_dr guest_debug ioctl_errors dirty_log_scale mmu_shrink page_idle memcg_account \
+	binary_stats stat_events halt_stats l1d_flush fault_race single_step apic_window huge_pages huge_pages_1g nx_huge_pages directed_yield guest_dr guest_debug ioctl_errors dirty_log_scale mmu_shrink page_idle memcg_account \
 	wbinvd host_debugctl nmi_storm ioeventfd_limit state_validation exit_loop fuzz_guest \
 	debugfs_stats module_reload \
 	suspend_resume vendor_insmod kvm_coexist \
@@ -56,7 +56,7 @@ NOUG_TESTS ?= realmode_io exit_state l1d_flush
 DEBUG_TESTS ?= realmode_io protected_mode long_mode mmio memslots dirty_log dirty_ring dirty_log_scale \
 	pre_fault msrs vcpu_state interrupts ioctl_errors signals coalesced_mmio ioeventfd \
 	mmu_shrink page_idle memcg_account wbinvd nmi_storm ioeventfd_limit state_validation fuzz_ioctl \
-	fuzz_guest fpu_mxcsr host_memory lapic exit_loop tsc_sync tsc_khz one_reg xsaves irqchip pit nx_huge_pages kmemleak_scan
+	fuzz_guest fpu_mxcsr host_memory lapic exit_loop tsc_sync tsc_khz one_reg xsaves irqchip pit nx_huge_pages apic_window kmemleak_scan
 ifeq ($(BROKEN_TEST),1)
 TESTS += broken_on_purpose
 endif

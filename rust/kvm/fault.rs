@@ -10,6 +10,7 @@ use super::vm::Vm;
 use crate::sys::cpu;
 use crate::sys::kmem::KmemBox;
 use crate::sys::mm::{self, UserPage};
+use crate::x86::emulate::GuestMem;
 use crate::x86::tdp::{level_frames, Huge, Perm, Table, Tdp, HUGE_PAGES};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
@@ -57,6 +58,9 @@ impl Vm {
         loop {
             let (hva, slot_writable, logs, seq, large_gfns, nx_huge) = {
                 let m = self.mmu.lock();
+                let Some(s) = memslot::find(&m.slots, gfn) else {
+                    return Ok(Faulted::NoMemory);
+                };
                 // KVM's nx_huge_pages (see `nx_huge.rs`): no guest instruction runs from a
                 // large mapping. Those are made without execute permission, and a fetch
                 // maps 4 KiB pages instead (replacing a large mapping there). Read under
@@ -69,9 +73,6 @@ impl Vm {
                     continue;
                 }
                 let nx_huge = nx.enabled && !self.nx_disabled.load(Ordering::Relaxed);
-                let Some(s) = memslot::find(&m.slots, gfn) else {
-                    return Ok(Faulted::NoMemory);
-                };
                 if write && s.readonly() {
                     return Ok(Faulted::NoMemory);
                 }
@@ -271,5 +272,30 @@ impl Vm {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Guest memory as a backend's run window may read it: only what the VM's
+/// two-dimensional page table maps now, read under the VM's MMU lock (a spinlock, which
+/// the window may take with interrupts off: no holder of it waits for this CPU), so the
+/// host cannot take a page away meanwhile (its MMU notifier zaps under that lock). Never
+/// written.
+pub(crate) struct WindowMem<'a>(pub(crate) &'a Vm);
+
+impl GuestMem for WindowMem<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result {
+        let off = (gpa & 0xfff) as usize;
+        let m = self.0.mmu.lock();
+        let (pfn, _) = m.tdp.lookup(gpa >> 12).ok_or(EFAULT)?;
+        // SAFETY: The table maps `pfn` and its lock is held: the page stays.
+        unsafe { crate::sys::page::read_frame(pfn, off, buf) }
+    }
+
+    fn write(&self, _gpa: u64, _data: &[u8]) -> Result {
+        Err(EFAULT)
+    }
+
+    fn backed(&self, gpa: u64) -> bool {
+        self.0.mmu.lock().tdp.lookup(gpa >> 12).is_some()
     }
 }

@@ -179,7 +179,27 @@ pub(crate) fn set_gsi_routing(vm: &Vm, arg: usize) -> Result<isize> {
         }
         routes.push(Route { gsi, target }, GFP_KERNEL_ACCOUNT)?;
     }
-    vm.locked.lock().routes = routes;
+    // The vectors whose EOI userspace's I/O APIC may need (KVM's ioapic_handled_vectors
+    // with the split irqchip): a superset of what `split_eoi_exit` answers, for the run
+    // window, which cannot look at the routes.
+    let pins = vm.split_pins.load(Ordering::Relaxed);
+    let mut vectors = [0u64; 4];
+    for r in routes.iter().filter(|r| r.gsi < pins) {
+        if let Target::Msi { address_lo, data } = r.target {
+            let irq = IrqRequest::from_msi(address_lo, data);
+            if irq.level_triggered {
+                if let Some(w) = vectors.get_mut(usize::from(irq.vector >> 6)) {
+                    *w |= 1 << (irq.vector & 63);
+                }
+            }
+        }
+    }
+    let mut l = vm.locked.lock();
+    l.routes = routes;
+    for (a, v) in vm.split_eoi_vectors.iter().zip(vectors) {
+        a.store(v, Ordering::Release);
+    }
+    drop(l);
     Ok(0)
 }
 

@@ -105,6 +105,9 @@ pub(crate) struct Vm {
     pub(crate) locked: Mutex<VmLocked>,
     #[pin]
     pub(crate) mmu: SpinLock<MmuState>,
+    /// The root table of `mmu`'s two-dimensional page table, which stays for the VM's
+    /// life (zaps replace what is below it).
+    pub(crate) tdp_root: crate::sys::page::Hpa,
     /// Bumped after every change that makes cached guest translations stale.
     pub(crate) flush_gen: AtomicU64,
     /// The `MmuState::zap_gen` that the last completed remote flush covered.
@@ -123,6 +126,9 @@ pub(crate) struct Vm {
     pub(crate) resamplers: AtomicU32,
     /// KVM_CAP_SPLIT_IRQCHIP's pin count: GSIs below it are userspace's I/O APIC pins.
     pub(crate) split_pins: AtomicU32,
+    /// The vectors of level-triggered routes through those pins, 256 bits: an EOI of
+    /// one may be for userspace's I/O APIC (kept with the routes).
+    pub(crate) split_eoi_vectors: [AtomicU64; 4],
     /// KVM_CREATE_IRQCHIP done: the PIC and I/O APIC are in `irqchip`.
     pub(crate) full_irqchip: AtomicBool,
     #[pin]
@@ -221,9 +227,11 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
 
 fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
     let tdp = Tdp::new(&k.arch.mmu.page_header_cache, k.arch.mmu.masks)?;
+    let tdp_root = tdp.root();
     Arc::pin_init(
         try_pin_init!(Vm {
             kvm: k,
+            tdp_root,
             mm: mm::current_mm(),
             locked <- new_mutex!(VmLocked {
                 slots: Slots::default(),
@@ -257,6 +265,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             dirty_ring_bytes: AtomicU32::new(0),
             lapic_in_kernel: AtomicBool::new(false),
             split_pins: AtomicU32::new(0),
+            split_eoi_vectors: Default::default(),
             resamplers: AtomicU32::new(0),
             full_irqchip: AtomicBool::new(false),
             irqchip <- new_mutex!(None),

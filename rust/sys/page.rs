@@ -205,3 +205,34 @@ impl Drop for ContigPages {
         unsafe { ffi::rkvm_contig_free(self.virt, self.bytes) };
     }
 }
+
+/// Copies bytes out of host frame `pfn` at `off` (not crossing the page) through the
+/// kernel's direct map.
+///
+/// # Safety
+///
+/// `pfn` is a page of RAM that stays allocated for the call (rkvm's callers hold the MMU
+/// lock of a VM whose two-dimensional page table maps it: the MMU notifier must take that
+/// lock, and flush, before the page can go).
+pub(crate) unsafe fn read_frame(pfn: u64, off: usize, out: &mut [u8]) -> Result {
+    let end = off.checked_add(out.len()).ok_or(EINVAL)?;
+    if end > 4096 {
+        return Err(EINVAL);
+    }
+    // SAFETY: `pfn` is a valid page by the caller's contract.
+    let page = unsafe { ffi::rkvm_pfn_to_page(pfn) };
+    if page.is_null() {
+        return Err(EFAULT);
+    }
+    // SAFETY: `page` is a valid page; x86-64 maps every page in the direct map.
+    let base = unsafe { ffi::rkvm_page_address(page) }.cast::<u8>();
+    if base.is_null() {
+        return Err(EFAULT);
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        // SAFETY: `off + i < 4096`, inside the page, which stays allocated by the
+        // caller's contract. Volatile: the guest and the VMM may write it at will.
+        *b = unsafe { core::ptr::read_volatile(base.add(off + i)) };
+    }
+    Ok(())
+}

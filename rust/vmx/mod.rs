@@ -97,6 +97,10 @@ pub(crate) struct Vmx {
     pub(crate) l1d: kernel::sync::SetOnce<l1d::L1dFlush>,
     /// Guests may run XSAVES/XRSTORS ("enable XSAVES/XRSTORS", with the host's XSAVES).
     pub(crate) xsaves: bool,
+    /// The host has XSAVE (the guest's FPU is switched with it).
+    pub(crate) xsave: bool,
+    /// The host's TSC rate in kHz (0: unknown), which bounds each window.
+    pub(crate) tsc_khz: u64,
 }
 
 /// The VPID bitmap; module data, fresh on every load.
@@ -180,6 +184,8 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
         vpids: &VPIDS,
         l1d: kernel::sync::SetOnce::new(),
         xsaves,
+        xsave: crate::sys::cpu::boot_cpu_has(crate::sys::cpu::Feature::Xsave),
+        tsc_khz: u64::from(crate::sys::cpu::tsc_khz()),
     };
     Ok(KBox::new(vmx, GFP_KERNEL)?)
 }

@@ -157,6 +157,14 @@ pub(crate) struct RunCtx<'a> {
     /// (KVM_CAP_MSR_PLATFORM_INFO), for the MSRs a backend finishes during its run.
     pub(crate) arch_capabilities: u64,
     pub(crate) platform_info_readable: bool,
+    /// The in-kernel local APIC, when the backend may finish some of its work inside the
+    /// window (see `lapic::window`): the generic code lends it only when nothing but this
+    /// APIC has to hear of an EOI or see an interrupt (no in-kernel I/O APIC or PIC, no
+    /// userspace debugging, no TPR reporting or VAPIC page).
+    pub(crate) apic: Option<super::lapic::window::WindowApic<'a>>,
+    /// Guest memory as the window may read it (through the two-dimensional page table,
+    /// under the VM's MMU lock): to decode the instruction of an APIC access.
+    pub(crate) window_mem: Option<&'a dyn super::emulate::GuestMem>,
 }
 
 impl<'a> RunCtx<'a> {

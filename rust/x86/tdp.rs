@@ -265,6 +265,30 @@ impl Tdp {
         Ok(true)
     }
 
+    /// The host frame the table maps `gfn` to, if it maps it (a 4 KiB, 2 MiB or 1 GiB
+    /// entry), and whether the mapping is writable.
+    pub(crate) fn lookup(&self, gfn: u64) -> Option<(u64, bool)> {
+        let m = self.masks;
+        if gfn > m.max_gfn {
+            return None;
+        }
+        let mut t: &Table = &self.root;
+        loop {
+            let i = index(gfn, t.level);
+            if let Some(Some(child)) = t.children.get(i) {
+                t = child;
+                continue;
+            }
+            let e = t.page.read(i);
+            if e & m.read == 0 || (t.level > 1 && e & PAGE_SIZE_BIT == 0) {
+                return None;
+            }
+            let frames = level_frames(t.level);
+            let base = (e & m.addr) >> 12;
+            return Some((base + (gfn & (frames - 1)), e & m.write != 0));
+        }
+    }
+
     /// Applies `f(gfn, entry, frames)` to every present leaf entry that maps some gfn in
     /// `[start, end)` (a 2 MiB or 1 GiB leaf, `frames` 512 or 512 * 512, whole even when
     /// it overlaps the range in part); returns whether any entry changed. The walk visits only tables that

@@ -6,11 +6,7 @@
 use super::*;
 
 pub(super) fn clock(s: &VcpuState) -> Clock {
-    Clock {
-        now_ns: crate::sys::wait::now_ns(),
-        guest_tsc: s.tsc_rate.scale(host_tsc()).wrapping_add(s.tsc_offset),
-        tsc_khz: s.tsc_rate.khz(),
-    }
+    Clock::of(s, host_tsc())
 }
 
 /// After the APIC's registers or IA32_APIC_BASE changed: republish its addressing for

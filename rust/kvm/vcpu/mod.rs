@@ -24,6 +24,7 @@ use crate::uapi::*;
 use crate::x86::backend::MsrAllow;
 use crate::x86::emulate::{self, EmuError, GuestMem, MemOp};
 use crate::x86::exit::{CrOp, Exit};
+use crate::x86::lapic::window::WindowApic;
 use crate::x86::lapic::{self, Clock, Lapic, Mailbox};
 use crate::x86::msr_access::{self, MsrEnv};
 use crate::x86::state::{self, Exception, VcpuState};

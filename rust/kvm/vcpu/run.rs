@@ -102,7 +102,7 @@ pub(super) fn post_run_save(vm: &Vm, vcpu: &Vcpu, g: &VcpuInner) {
 
 /// How soon an APIC timer must expire to be waited for before entry rather than let
 /// the guest run (KVM's initial `lapic_timer_advance_ns`).
-const TIMER_WAIT_NS: u64 = 1000;
+use crate::x86::lapic::window::TIMER_WAIT_NS;
 
 pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
     let k = vm.kvm;
@@ -184,18 +184,28 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
         {
             vcpu.stats.inc(st::REQ_EVENT);
         }
-        let timer_deadline_tsc = g.lapic.as_ref().and_then(|a| {
-            let c = clock(&g.state);
-            let cycles = a.timer_remaining_cycles(&c)?;
-            let host_khz = vm.kvm.arch.timer.tsc_khz;
-            Some(host_tsc().saturating_add(g.state.tsc_rate.host_cycles(cycles, host_khz)))
-        });
+        let host_khz = vm.kvm.arch.timer.tsc_khz;
+        let timer_deadline_tsc = g
+            .lapic
+            .as_ref()
+            .and_then(|a| a.deadline_tsc(&g.state, host_khz));
+        // The APIC work the backend may finish in its window: only while nothing but
+        // this APIC has to see an EOI or give an interrupt (no in-kernel I/O APIC or PIC,
+        // no ExtINT from userspace's PIC waiting), and nothing watches its registers
+        // (userspace debugging, TPR access reports, a VAPIC page).
+        let window_apic = g.lapic.is_some()
+            && !vm.full_irqchip.load(Ordering::Acquire)
+            && g.guest_debug == 0
+            && !g.tpr_access_reporting
+            && g.vapic_addr == 0
+            && g.lapic.as_ref().is_some_and(|a| a.ext_vector.is_none());
+        let window_mem = crate::kvm::fault::WindowMem(vm);
         if rmode.is_some() && !g.state.protected() {
             g.sync_state()?;
             deliver_real_mode_event(vm, vcpu, &mut g.state)?;
         }
         sync_to_vapic(vm, vcpu, g);
-        let tdp_root = vm.mmu.lock().tdp.root();
+        let tdp_root = vm.tdp_root;
         let log_writes = vm.logging_slots.load(Ordering::SeqCst) != 0;
         g.steal.update(
             vm,
@@ -227,8 +237,10 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
                 msr_filter,
                 msr_filter_gen,
                 enforce_pv_cpuid,
+                lapic,
                 ..
             } = &mut *g;
+            let apic_base = state.apic_base;
             let pv_features = enforce_pv_cpuid.then(|| {
                 let rt = crate::x86::cpuid::Runtime::FEATURES;
                 crate::x86::cpuid::guest_cpuid(cpuid, crate::x86::cpuid::KVM_CPUID_FEATURES, 0, rt)
@@ -261,6 +273,19 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
                 pv_features,
                 arch_capabilities: k.msrs.arch_capabilities,
                 platform_info_readable: vm.platform_info_readable.load(Ordering::Relaxed),
+                apic: lapic
+                    .as_deref_mut()
+                    .filter(|_| window_apic)
+                    .map(|lapic| WindowApic {
+                        lapic,
+                        apic_base,
+                        host_khz,
+                        eoi_exit: vm
+                            .split_eoi_vectors
+                            .each_ref()
+                            .map(|w| w.load(Ordering::Acquire)),
+                    }),
+                window_mem: Some(&window_mem),
             };
             // Entering the guest may start an instruction (KVM's reasoning): until the
             // backend says the guest stopped for a host interrupt, a preemption from here

@@ -161,6 +161,9 @@ impl Core {
             reason::HLT => {
                 ctx.stats.inc(st::HALT_EXITS);
                 self.complete(v, len)?;
+                if self.apic_halt(v, ctx) {
+                    return Ok(None);
+                }
                 Ok(Some(Exit::Hlt))
             }
             reason::INVD | reason::WBINVD => {
@@ -291,6 +294,12 @@ impl Core {
                 Self::reblock_nmi(v, qual, vect)?;
                 let gpa = v.r64(vmcs::GUEST_PHYSICAL_ADDRESS);
                 let q = EptQual(qual);
+                // Not while an event was being delivered (that needs the vCPU loop).
+                if q.write() && vect & INFO_VALID == 0 {
+                    if let Some(done) = self.apic_write(v, ctx, gpa)? {
+                        return Ok(done);
+                    }
+                }
                 Ok(Some(Exit::TdpFault {
                     gpa,
                     write: q.write(),
@@ -309,7 +318,7 @@ impl Core {
     /// Completes the instruction of this exit: RIP past it, the interrupt shadow over.
     /// If the guest single-steps (RFLAGS.TF), its #DB is due before the next instruction
     /// (see `completed`).
-    fn complete(&mut self, v: &Loaded<'_>, len: u32) -> Result {
+    pub(super) fn complete(&mut self, v: &Loaded<'_>, len: u32) -> Result {
         Self::skip(v, len)?;
         self.completed = true;
         Ok(())

@@ -92,8 +92,8 @@ impl Core {
     }
 
     /// Reads back the part of the guest state that stays current even when the rest is
-    /// left in the VMCS ([`VcpuState::lazy`]): RIP, RSP, RFLAGS, CS and the
-    /// interruptibility state, DR7.
+    /// left in the VMCS ([`VcpuState::lazy`]): RIP, RSP, RFLAGS, CS's selector and
+    /// attributes, the interruptibility state, DR7.
     pub(super) fn save_current(
         &mut self,
         v: &Loaded<'_>,
@@ -101,7 +101,14 @@ impl Core {
         rmode: Option<crate::x86::backend::RmodeAddrs>,
     ) {
         let vm86 = vm86_mode(rmode, s);
-        Self::save_seg(v, s, state::CS, vm86);
+        if vm86 {
+            Self::save_seg(v, s, state::CS, true);
+        } else if let (Some(f), Some(cs)) = (vmcs::SEGS.get(state::CS), s.segs.get_mut(state::CS)) {
+            // The selector and attributes (CPL, operand size, long mode); the base and
+            // limit belong to the system part (`save_system`).
+            cs.selector = v.r16(f.sel);
+            ar_to_seg(v.r32(f.ar), cs);
+        }
         // Every window writes DR7 from `s` (or userspace's breakpoints in its place).
         s.dr7 = v.rn(vmcs::GUEST_DR7);
         self.known.dr7 = Some(s.dr7);
@@ -144,6 +151,12 @@ impl Core {
         ] {
             Self::save_seg(v, s, i, vm86);
         }
+        if !vm86 {
+            if let (Some(f), Some(cs)) = (vmcs::SEGS.get(state::CS), s.segs.get_mut(state::CS)) {
+                cs.base = v.rn(f.base);
+                cs.limit = v.r32(f.limit);
+            }
+        }
         s.gdt.base = v.rn(vmcs::GUEST_GDTR_BASE);
         s.gdt.limit = v.r32(vmcs::GUEST_GDTR_LIMIT) as u16;
         s.idt.base = v.rn(vmcs::GUEST_IDTR_BASE);
@@ -168,7 +181,7 @@ impl Core {
     }
 
     /// Reads back segment register `i`.
-    fn save_seg(v: &Loaded<'_>, s: &mut VcpuState, i: usize, vm86: bool) {
+    pub(super) fn save_seg(v: &Loaded<'_>, s: &mut VcpuState, i: usize, vm86: bool) {
         let (Some(f), Some(seg)) = (vmcs::SEGS.get(i), s.segs.get_mut(i)) else {
             return;
         };

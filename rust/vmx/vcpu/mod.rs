@@ -34,6 +34,7 @@ use crate::x86::{cpuid, uret};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 
+mod apic;
 mod events;
 mod exits;
 mod guest_state;
@@ -567,7 +568,7 @@ impl Core {
         if ctx.log_writes && self.vmx.params.pml && self.pml.is_none() {
             self.pml = Some(pml::Pml::new()?);
         }
-        let xsave = cpu::boot_cpu_has(cpu::Feature::Xsave);
+        let xsave = self.vmx.xsave;
         let fpu_mask = cpuid::supported_xcr0();
         self.gprs_from(ctx.state);
 
@@ -784,7 +785,7 @@ impl Core {
         let mitigations = self.vmx.spec.entry_flags;
         let mut launched = false;
         // Without a known TSC rate there is no slice to measure (no such VMX host seen).
-        let window_end = match u64::from(cpu::tsc_khz()) {
+        let window_end = match self.vmx.tsc_khz {
             0 => u64::MAX,
             khz => cpu::rdtsc().saturating_add(khz.saturating_mul(WINDOW_SLICE_MS)),
         };

@@ -16,7 +16,7 @@
 //! every entry.
 //!
 //! `timer` holds the APIC timer, `access` the MMIO, MSR and state-ioctl views of the
-//! registers.
+//! registers, `window` what a backend may finish inside its run window.
 
 use super::tsc::mul_div;
 use crate::sys::wait::WaitQueue;
@@ -25,6 +25,7 @@ use kernel::prelude::*;
 
 mod access;
 mod timer;
+pub(crate) mod window;
 
 /// Register offsets.
 pub(crate) mod reg {
