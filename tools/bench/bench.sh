@@ -41,12 +41,21 @@ tr -d '\r' <"$outdir/vmm-boot.txt" | awk '
 grep -q "BENCH rkvm" "$outdir/vmm.log" && grep -q "BENCH kvm" "$outdir/vmm.log" ||
 	die "no QEMU boot time for both hypervisors (see $outdir/vmm-boot.txt)"
 runs=${BENCH_QEMU_RUNS:-3}
-rm -f "$outdir"/qemu-epyc-*.log
+rm -f "$outdir"/qemu-epyc-*.log "$outdir"/qemu-epyc-*.stalled.txt
+# A run that stalls is run once more: under QEMU 7.2 a HLT can miss its wake-up on
+# either hypervisor (VMRUN ignores the interrupt shadow, see testing.rst), and
+# hlt_timer's 5000 halts make that likely enough to end a bench now and then.
 for i in $(seq 1 "$runs"); do
-	log "bench: QEMU -cpu EPYC, run $i of $runs"
-	"$RKVM_TOP/tools/bench/run.sh" "qemu-epyc:2" "$KBUILD/arch/x86/boot/bzImage" \
-		"$outdir/initrd.cpio.lz4" "bench.mode=bench tsc=reliable" "$outdir/qemu-epyc-$i.log" 900 300 ||
-		die "the bench boot under QEMU did not finish (see $outdir/qemu-epyc-$i.log)"
+	for attempt in 1 2; do
+		log "bench: QEMU -cpu EPYC, run $i of $runs (attempt $attempt)"
+		if "$RKVM_TOP/tools/bench/run.sh" "qemu-epyc:2" "$KBUILD/arch/x86/boot/bzImage" \
+			"$outdir/initrd.cpio.lz4" "bench.mode=bench tsc=reliable" \
+			"$outdir/qemu-epyc-$i.log" 900 300; then
+			break
+		fi
+		[ "$attempt" = 1 ] || die "the bench boot under QEMU did not finish twice (see $outdir/qemu-epyc-$i.log)"
+		mv "$outdir/qemu-epyc-$i.log" "$outdir/qemu-epyc-$i.stalled.txt"
+	done
 done
 python3 - "$outdir" <<'PY'
 import sys, glob, os, re, statistics
