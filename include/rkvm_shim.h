@@ -319,7 +319,6 @@ void rkvm_halt_poll_params(struct rkvm_halt_poll *out);
  * waits for it and keeps it from being queued again.
  */
 struct rkvm_nx_params {
-	int enabled;
 	/* Bumped whenever nx_huge_pages changes. */
 	unsigned int gen;
 	unsigned int ratio;
@@ -329,6 +328,8 @@ struct rkvm_nx_params {
 void rkvm_nx_start(void (*fn)(void));
 void rkvm_nx_stop(void);
 void rkvm_nx_params(struct rkvm_nx_params *out);
+/* What a fault needs of them, in one word: the generation << 1 | enabled. */
+__u64 rkvm_nx_state(void);
 /* Runs the recovery work in `ms` unless it is queued already. */
 void rkvm_nx_recovery_kick(unsigned int ms);
 /* A VM was created (+1) or freed (-1): nx_huge_pages=never needs none. */

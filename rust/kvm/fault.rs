@@ -66,13 +66,13 @@ impl Vm {
                 // maps 4 KiB pages instead (replacing a large mapping there). Read under
                 // the lock with the generation the table was built under: a table built
                 // under another value is dropped first.
-                let nx = crate::sys::nx::params();
-                if m.nx_gen != nx.gen {
+                let (nx_on, nx_gen) = crate::sys::nx::state();
+                if m.nx_gen != nx_gen {
                     drop(m);
-                    self.nx_sync(nx.gen);
+                    self.nx_sync(nx_gen);
                     continue;
                 }
-                let nx_huge = nx.enabled && !self.nx_disabled.load(Ordering::Relaxed);
+                let nx_huge = nx_on && !self.nx_disabled.load(Ordering::Relaxed);
                 if write && s.readonly() {
                     return Ok(Faulted::NoMemory);
                 }

@@ -8,8 +8,6 @@ use super::ffi;
 /// The parameters as they read now.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NxParams {
-    /// No guest instruction may run from a huge mapping.
-    pub(crate) enabled: bool,
     /// Changes with every change of `enabled`: VMs built under another value drop their
     /// two-dimensional page table.
     pub(crate) gen: u32,
@@ -25,11 +23,17 @@ pub(crate) fn params() -> NxParams {
     // SAFETY: Fills `p` from the module's parameters.
     unsafe { ffi::rkvm_nx_params(&mut p) };
     NxParams {
-        enabled: p.enabled != 0,
         gen: p.gen,
         ratio: p.ratio,
         period_ms: (p.recovery != 0).then_some(p.period_ms),
     }
+}
+
+/// `nx_huge_pages` and its generation (see [`NxParams`]), as a fault needs them.
+pub(crate) fn state() -> (bool, u32) {
+    // SAFETY: Reads two of the module's parameters.
+    let w = unsafe { ffi::rkvm_nx_state() };
+    (w & 1 != 0, (w >> 1) as u32)
 }
 
 /// The recovery work while it may run: resolved "auto" at start; dropping it waits for a

@@ -364,10 +364,14 @@ void rkvm_nx_stop(void)
 
 void rkvm_nx_params(struct rkvm_nx_params *out)
 {
-	out->enabled = READ_ONCE(nx_huge_pages) > 0;
 	out->gen = atomic_read(&nx_gen);
 	out->ratio = READ_ONCE(nx_recovery_ratio);
 	out->recovery = nx_recovery(&out->period_ms);
+}
+
+__u64 rkvm_nx_state(void)
+{
+	return (__u64)(unsigned int)atomic_read(&nx_gen) << 1 | (READ_ONCE(nx_huge_pages) > 0);
 }
 
 void rkvm_nx_recovery_kick(unsigned int ms)

@@ -50,6 +50,7 @@ pub(crate) mod flags {
 pub(crate) mod reg {
     pub(crate) const RAX: usize = 0;
     pub(crate) const RCX: usize = 1;
+    pub(crate) const RDX: usize = 2;
     pub(crate) const CR2: usize = 16;
 }
 

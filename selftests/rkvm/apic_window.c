@@ -8,7 +8,9 @@
  *  - 20 periods of 50 us (the halt then really waits): all taken;
  *  - a self-IPI of a lower class sent from the timer handler waits for the handler's EOI
  *    and IRET, and is taken right at the IRET, before the guest goes on;
- *  - an EOI with nothing in service changes nothing.
+ *  - an EOI with nothing in service changes nothing;
+ *  - in x2APIC mode, 100 TSC-deadline periods of 1000 cycles and 100 one-shot periods
+ *    started through the TMICT MSR, each EOI'd through the EOI MSR: all taken.
  */
 #include "lib/rkvm_test.h"
 #include "lib/stats.h"
@@ -17,8 +19,10 @@
 #define COUNT 0x8000 /* timer interrupts taken */
 #define LOWCOUNT 0x8004 /* vector 0x30 taken */
 #define ORDER 0x8008 /* LOWCOUNT as the timer handler saw it after its EOI */
+#define COUNT2 0x800c /* x2APIC timer interrupts taken */
 #define FAST 300
 #define SLOW 20
+#define X2N 100
 
 GUEST_CODE(win_guest, 32,
 	"movl $0x1ff, " APIC "0f0\n"
@@ -52,7 +56,57 @@ GUEST_CODE(win_guest, 32,
 	/* Step 4: an EOI with nothing in service. */
 	"movl $0, " APIC "0b0\n"
 	"out %al, $0x13\n"
+	/* Step 5: x2APIC, the TSC-deadline timer (vector 0x41) 1000 cycles ahead. */
+	"mov $0x1b, %ecx\n"
+	"rdmsr\n"
+	"or $0x400, %eax\n"
+	"wrmsr\n"
+	"mov $0x832, %ecx\n"
+	"mov $0x40041, %eax\n"
+	"xor %edx, %edx\n"
+	"wrmsr\n"
+	"mov $" XSTR(X2N) ", %esi\n"
+	"4: rdtsc\n"
+	"add $1000, %eax\n"
+	"adc $0, %edx\n"
+	"mov $0x6e0, %ecx\n"
+	"wrmsr\n"
+	"sti\n"
 	"hlt\n"
+	"cli\n"
+	"dec %esi\n"
+	"jnz 4b\n"
+	"out %al, $0x14\n"
+	/* Step 6: one-shot through TMICT's MSR, 1 us. */
+	"mov $0x832, %ecx\n"
+	"mov $0x41, %eax\n"
+	"xor %edx, %edx\n"
+	"wrmsr\n"
+	"mov $" XSTR(X2N) ", %esi\n"
+	"5: mov $0x838, %ecx\n"
+	"mov $1000, %eax\n"
+	"xor %edx, %edx\n"
+	"wrmsr\n"
+	"sti\n"
+	"hlt\n"
+	"cli\n"
+	"dec %esi\n"
+	"jnz 5b\n"
+	"out %al, $0x15\n"
+	"hlt\n"
+	"x2_h:\n"
+	"push %eax\n"
+	"push %ecx\n"
+	"push %edx\n"
+	"incl " XSTR(COUNT2) "\n"
+	"mov $0x80b, %ecx\n"
+	"xor %eax, %eax\n"
+	"xor %edx, %edx\n"
+	"wrmsr\n"
+	"pop %edx\n"
+	"pop %ecx\n"
+	"pop %eax\n"
+	"iret\n"
 	"timer_h:\n"
 	"incl " XSTR(COUNT) "\n"
 	"cmpl $1, " XSTR(ORDER) "\n"
@@ -74,7 +128,7 @@ GUEST_CODE(win_guest, 32,
 	"incl " XSTR(LOWCOUNT) "\n"
 	"movl $0, " APIC "0b0\n"
 	"iret\n");
-extern const uint8_t timer_h[], low_h[];
+extern const uint8_t timer_h[], low_h[], x2_h[];
 
 static uint32_t word(struct kvm_lapic_state *st, int off)
 {
@@ -99,17 +153,19 @@ int main(void)
 	struct kvm_lapic_state st;
 	struct stats vs;
 	int vstats;
-	uint32_t *count, *low, *order;
+	uint32_t *count, *low, *order, *count2;
 
 	test_watchdog(120);
-	tap_plan(6);
+	tap_plan(8);
 	guest_load(g.mem, GUEST_CODE_GPA, win_guest);
 	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	idt_set_gate32(g.mem, 0x40, GUEST_ADDR(GUEST_CODE_GPA, win_guest, timer_h));
 	idt_set_gate32(g.mem, 0x30, GUEST_ADDR(GUEST_CODE_GPA, win_guest, low_h));
+	idt_set_gate32(g.mem, 0x41, GUEST_ADDR(GUEST_CODE_GPA, win_guest, x2_h));
 	count = (uint32_t *)(g.mem + COUNT);
 	low = (uint32_t *)(g.mem + LOWCOUNT);
 	order = (uint32_t *)(g.mem + ORDER);
+	count2 = (uint32_t *)(g.mem + COUNT2);
 	vstats = ioctl(g.v.fd, KVM_GET_STATS_FD, 0);
 	if (vstats < 0 || !stats_load(vstats, &vs))
 		BAIL("KVM_GET_STATS_FD");
@@ -150,6 +206,22 @@ int main(void)
 	tap_ok(bits(&st, 0x100) == 0 && bits(&st, 0x200) == 0 && *count == FAST + SLOW + 1,
 	       "an EOI with nothing in service: %d in service, %d requested, %u timer "
 	       "interrupts", bits(&st, 0x100), bits(&st, 0x200), *count);
+
+	vcpu_run(&g.v);
+	if (!is_out(&g.v, 0x14, 1))
+		BAIL("step 5: %s", exit_str(&g.v));
+	tap_ok(*count2 == X2N, "x2APIC, %d TSC-deadline periods of 1000 cycles: %u taken",
+	       X2N, *count2);
+	vcpu_run(&g.v);
+	if (!is_out(&g.v, 0x15, 1))
+		BAIL("step 6: %s", exit_str(&g.v));
+	if (ioctl(g.v.fd, KVM_GET_LAPIC, &st))
+		BAIL("KVM_GET_LAPIC");
+	tap_ok(*count2 == 2 * X2N && bits(&st, 0x100) == 0 && bits(&st, 0x200) == 0 &&
+	       word(&st, 0x380) == 1000,
+	       "x2APIC, %d one-shot periods through the TMICT MSR: %u taken in all (want %d), "
+	       "%d in service, %d requested, TMICT %u", X2N, *count2, 2 * X2N,
+	       bits(&st, 0x100), bits(&st, 0x200), word(&st, 0x380));
 	close(vstats);
 	free(vs.descs);
 	guest_destroy(&g);

@@ -11,6 +11,8 @@
  *   msr             N RDMSRs of IA32_APIC_BASE, each handled inside the hypervisor
  *   hlt_timer       N HLTs, each ended by the local APIC's one-shot timer (1 us) of an
  *                   in-kernel APIC: the timer's start and EOI, the halt and the wake-up
+ *   hlt_tscdeadline the same in x2APIC mode with the TSC-deadline timer (1000 cycles),
+ *                   started and EOI'd with WRMSR, as Linux guests do
  *   ept_first_touch a 64-bit guest writes TOUCH_PAGES pages it never touched, per page
  *   dirty_round     with dirty logging (manual protect): the guest writes the same
  *                   pages again, then KVM_GET_DIRTY_LOG and KVM_CLEAR_DIRTY_LOG of all of
@@ -83,6 +85,47 @@ GUEST_CODE(hlt_timer_guest, 32,
 	"movl $0, " APIC "0b0\n"
 	"iret\n");
 extern const uint8_t timer_h[];
+
+/* The same with x2APIC and the TSC-deadline timer, 1000 TSC cycles ahead (as Linux
+ * guests program their timer): WRMSRs instead of MMIO writes. */
+GUEST_CODE(hlt_tsc_guest, 32,
+	"mov $0x1b, %ecx\n"
+	"rdmsr\n"
+	"or $0x400, %eax\n"
+	"wrmsr\n"
+	"mov $0x80f, %ecx\n"
+	"mov $0x1ff, %eax\n"
+	"xor %edx, %edx\n"
+	"wrmsr\n"
+	"mov $0x832, %ecx\n"
+	"mov $0x40040, %eax\n"
+	"wrmsr\n"
+	"mov $" XSTR(N) ", %esi\n"
+	"1: rdtsc\n"
+	"add $1000, %eax\n"
+	"adc $0, %edx\n"
+	"mov $0x6e0, %ecx\n"
+	"wrmsr\n"
+	"sti\n"
+	"hlt\n"
+	"cli\n"
+	"dec %esi\n"
+	"jnz 1b\n"
+	"out %al, $0xf1\n"
+	"hlt\n"
+	"tsc_h:\n"
+	"push %eax\n"
+	"push %ecx\n"
+	"push %edx\n"
+	"mov $0x80b, %ecx\n"
+	"xor %eax, %eax\n"
+	"xor %edx, %edx\n"
+	"wrmsr\n"
+	"pop %edx\n"
+	"pop %ecx\n"
+	"pop %eax\n"
+	"iret\n");
+extern const uint8_t tsc_h[];
 
 #define TOUCH_GPA 0x40000000ull
 #define TOUCH_PAGES 2048
@@ -175,20 +218,20 @@ static void run_one(const char *kind, const uint8_t *code, size_t len, uint32_t 
 	vm_close(&vm, &v, mem);
 }
 
-/* HLTs ended by the in-kernel local APIC's timer. */
-static void bench_hlt_timer(void)
+/* HLTs ended by the in-kernel local APIC's timer: GUEST (whose handler is HANDLER). */
+static void bench_hlt(const char *kind, const uint8_t *guest, size_t len, uint64_t handler)
 {
 	struct guest g = guest_create_split();
 	uint64_t t0, t1;
 
-	guest_load(g.mem, GUEST_CODE_GPA, hlt_timer_guest);
+	memcpy(g.mem + GUEST_CODE_GPA, guest, len);
 	vcpu_set_protected_mode(&g.v, g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
-	idt_set_gate32(g.mem, 0x40, GUEST_ADDR(GUEST_CODE_GPA, hlt_timer_guest, timer_h));
+	idt_set_gate32(g.mem, 0x40, handler);
 	t0 = now_ns();
 	if (ioctl(g.v.fd, KVM_RUN, 0) || !is_out(&g.v, 0xf1, 1))
-		BAIL("hlt_timer: %s", exit_str(&g.v));
+		BAIL("%s: %s", kind, exit_str(&g.v));
 	t1 = now_ns();
-	printf("bench hlt_timer %d %llu\n", N, (unsigned long long)((t1 - t0) / N));
+	printf("bench %s %d %llu\n", kind, N, (unsigned long long)((t1 - t0) / N));
 	print_vm_stats(g.vm.fd, "# ");
 	guest_destroy(&g);
 }
@@ -474,7 +517,10 @@ int main(void)
 	run_one("mmio_coalesced", mmio_code, sizeof(mmio_code), KVM_EXIT_MMIO, N, 1);
 	run_one("cpuid", cpuid_code, sizeof(cpuid_code), KVM_EXIT_IO, N, 0);
 	run_one("msr", msr_code, sizeof(msr_code), KVM_EXIT_IO, N, 0);
-	bench_hlt_timer();
+	bench_hlt("hlt_timer", hlt_timer_guest, hlt_timer_guest_end - hlt_timer_guest,
+		  GUEST_ADDR(GUEST_CODE_GPA, hlt_timer_guest, timer_h));
+	bench_hlt("hlt_tscdeadline", hlt_tsc_guest, hlt_tsc_guest_end - hlt_tsc_guest,
+		  GUEST_ADDR(GUEST_CODE_GPA, hlt_tsc_guest, tsc_h));
 	bench_touch();
 	bench_create(20);
 	for (int n = 1; n <= 10000; n *= 10)

@@ -96,7 +96,7 @@ for (model, what), v in sorted(rows.items()):
         unit = "ns/write"
     elif what in ("ept_first_touch", "dirty_round"):
         unit = "ns/page"
-    elif what == "hlt_timer":
+    elif what in ("hlt_timer", "hlt_tscdeadline"):
         unit = "ns/wake"
     elif what == "mmio_coalesced_vmx":
         unit = "vmx/write"

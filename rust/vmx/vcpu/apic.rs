@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The local APIC work the VMX window finishes itself (see `x86::lapic::window`): a
-//! guest's write of EOI or of the timer's initial count to the xAPIC page, and a HLT that
-//! the APIC timer ends within a microsecond. Each saves a window: the vCPU loop would
+//! guest's write of EOI or of the timer's initial count (to the xAPIC page or the x2APIC
+//! MSRs), of IA32_TSC_DEADLINE, and the timer's interrupt when it is due or a HLT that it
+//! ends within a microsecond. Each saves a window: the vCPU loop would
 //! otherwise close it, emulate the access and open another. Whatever else comes up goes
 //! back to the vCPU loop as before.
 
@@ -74,10 +75,61 @@ impl Core {
         }
     }
 
-    /// A HLT (already completed) with interrupts enabled: when the APIC timer is due
-    /// within a microsecond and nothing else is pending, waits for it and injects its
-    /// interrupt, as the vCPU loop would after a halt that never slept. Whether it did.
-    pub(super) fn apic_halt(&mut self, v: &Loaded<'_>, ctx: &mut RunCtx<'_>) -> bool {
+    /// The MSRs `apic_msr_write` may finish: the x2APIC's EOI and TMICT, and
+    /// IA32_TSC_DEADLINE.
+    pub(super) fn apic_msr(m: u64) -> bool {
+        use crate::x86::lapic::{reg, TSC_DEADLINE_MSR, X2APIC_MSR};
+        [reg::EOI, reg::TMICT]
+            .map(|r| u64::from(X2APIC_MSR + (r >> 4)))
+            .contains(&m)
+            || m == u64::from(TSC_DEADLINE_MSR)
+    }
+
+    /// A WRMSR of the x2APIC's EOI or timer initial count, or of IA32_TSC_DEADLINE
+    /// (which the VM's MSR filter allows), finished here when the APIC allows (see
+    /// `WindowApic::msr_write`); as `apic_write` otherwise. RIP moves past the WRMSR
+    /// (`len` bytes).
+    pub(super) fn apic_msr_write(
+        &mut self,
+        v: &Loaded<'_>,
+        ctx: &mut RunCtx<'_>,
+        len: u32,
+    ) -> Result<Option<Option<Exit>>> {
+        let m = self.gprs.r[reg::RCX] as u32;
+        let value = self.gprs.r[reg::RAX] & 0xffff_ffff | self.gprs.r[reg::RDX] << 32;
+        let Some(apic) = ctx.apic.as_mut() else {
+            return Ok(None);
+        };
+        // x2APIC MSRs are never filtered (as KVM); the TSC deadline is.
+        if m == crate::x86::lapic::TSC_DEADLINE_MSR
+            && !ctx.msr_filter.is_none_or(|f| f.allowed(m, true))
+        {
+            return Ok(None);
+        }
+        let Some(written) = apic.msr_write(m, value, ctx.state) else {
+            return Ok(None);
+        };
+        self.complete(v, len)?;
+        match written {
+            Written::Timer => {
+                ctx.timer_deadline_tsc = apic.deadline_tsc(ctx.state);
+                Ok(Some(None))
+            }
+            Written::Eoi if apic.has_interrupt() => Ok(Some(Some(Exit::Again))),
+            Written::Eoi => Ok(Some(None)),
+        }
+    }
+
+    /// The APIC timer's interrupt, taken here when the guest can take it now: after a
+    /// HLT (already completed) with interrupts enabled the timer may be up to 1 us away
+    /// (`wait_ns`; it is waited for), after the preemption timer it must be due. Nothing
+    /// else may be pending. Whether it was injected.
+    pub(super) fn apic_timer(
+        &mut self,
+        v: &Loaded<'_>,
+        ctx: &mut RunCtx<'_>,
+        wait_ns: u64,
+    ) -> bool {
         let Some(apic) = ctx.apic.as_mut() else {
             return false;
         };
@@ -87,15 +139,17 @@ impl Core {
             || ev.soft_interrupt.is_some()
             || ev.nmi_pending
             || ev.nmi_injected;
+        let shadow = v.r32(vmcs::GUEST_INTERRUPTIBILITY_INFO) & (BLOCK_STI | BLOCK_MOV_SS) != 0;
         // Something posted (an IPI, an NMI, INIT) sets the kick: the vCPU loop takes it.
         if busy
+            || shadow
             || ctx.request_irq_window
             || ctx.kick.load(Ordering::Acquire)
             || v.rn(vmcs::GUEST_RFLAGS) & rflags::IF == 0
         {
             return false;
         }
-        let Some((vector, _waited)) = apic.wait_timer_interrupt(ctx.state) else {
+        let Some((vector, _waited)) = apic.timer_interrupt(ctx.state, wait_ns) else {
             return false;
         };
         ctx.state.events.interrupt = Some(vector);

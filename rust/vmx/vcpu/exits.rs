@@ -148,7 +148,15 @@ impl Core {
                 }
                 Ok(None)
             }
-            reason::PREEMPTION_TIMER => Ok(Some(Exit::Again)),
+            // The APIC timer's interrupt, if that is what is due and the guest can take it;
+            // the window's time slice (or an interrupt it cannot take yet) goes back to
+            // the vCPU loop.
+            reason::PREEMPTION_TIMER => {
+                if self.apic_timer(v, ctx, crate::x86::lapic::window::TIMER_WAIT_NS) {
+                    return Ok(None);
+                }
+                Ok(Some(Exit::Again))
+            }
             reason::NMI_WINDOW => {
                 ctx.stats.inc(st::NMI_WINDOW_EXITS);
                 Ok(None)
@@ -161,7 +169,7 @@ impl Core {
             reason::HLT => {
                 ctx.stats.inc(st::HALT_EXITS);
                 self.complete(v, len)?;
-                if self.apic_halt(v, ctx) {
+                if self.apic_timer(v, ctx, crate::x86::lapic::window::TIMER_WAIT_NS) {
                     return Ok(None);
                 }
                 Ok(Some(Exit::Hlt))
@@ -263,6 +271,12 @@ impl Core {
                     gpr: q.gpr() as u8,
                     insn_len,
                 }))
+            }
+            reason::MSR_WRITE if ctx.apic.is_some() && Self::apic_msr(self.gprs.r[reg::RCX]) => {
+                match self.apic_msr_write(v, ctx, len)? {
+                    Some(done) => Ok(done),
+                    None => Ok(Some(Exit::Wrmsr { insn_len })),
+                }
             }
             reason::MSR_READ | reason::MSR_WRITE => {
                 let write = reason == reason::MSR_WRITE;

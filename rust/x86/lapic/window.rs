@@ -62,13 +62,13 @@ impl WindowApic<'_> {
             .then_some(self.apic_base & base::ADDR)
     }
 
-    /// A 4-byte write of `value` to xAPIC register `off`, if the window may finish it:
-    /// EOI of an edge-triggered vector that userspace's I/O APIC does not route (the VM
-    /// has no in-kernel I/O APIC or PIC, which the caller made sure of), TMICT. `None`:
-    /// the vCPU loop must do it.
-    pub(crate) fn write(&mut self, off: u32, value: u32) -> Option<Written> {
-        let a = &mut *self.lapic;
-        let kind = match off {
+    /// Whether the window may finish a write to register `off`: EOI of an
+    /// edge-triggered vector that userspace's I/O APIC does not route (the VM has no
+    /// in-kernel I/O APIC or PIC, which the caller made sure of), TMICT outside
+    /// TSC-deadline mode.
+    fn local_write(&self, off: u32) -> Option<Written> {
+        let a = &*self.lapic;
+        match off {
             reg::EOI => {
                 let v = a.highest(reg::ISR)?;
                 let tmr = a.get(reg::TMR + u32::from(v >> 5) * 0x10);
@@ -76,18 +76,42 @@ impl WindowApic<'_> {
                     .eoi_exit
                     .get(usize::from(v >> 6))
                     .is_none_or(|w| w & 1 << (v & 63) != 0);
-                if tmr & 1 << (v & 31) != 0 || routed {
-                    return None;
-                }
-                Written::Eoi
+                (tmr & 1 << (v & 31) == 0 && !routed).then_some(Written::Eoi)
             }
-            reg::TMICT if a.lvtt_mode() != TIMER_TSCDEADLINE => Written::Timer,
-            _ => return None,
-        };
+            reg::TMICT if a.lvtt_mode() != TIMER_TSCDEADLINE => Some(Written::Timer),
+            _ => None,
+        }
+    }
+
+    /// A 4-byte write of `value` to xAPIC register `off`, if the window may finish it
+    /// (see `local_write`). `None`: the vCPU loop must do it.
+    pub(crate) fn write(&mut self, off: u32, value: u32) -> Option<Written> {
+        let kind = self.local_write(off)?;
         let now = crate::sys::wait::now_ns();
         // Neither write sends anything, and an edge EOI has no one to tell here: the
         // effects are empty or for no one.
-        let _ = a.mmio_write(off, 4, u64::from(value), self.apic_base, now);
+        let _ = self
+            .lapic
+            .mmio_write(off, 4, u64::from(value), self.apic_base, now);
+        Some(kind)
+    }
+
+    /// A WRMSR of `value` to an x2APIC register (EOI, TMICT; see `local_write`) or to
+    /// IA32_TSC_DEADLINE, for a vCPU in state `s`, if the window may finish it. `None`:
+    /// the vCPU loop must do it (and raise #GP where the write is refused).
+    pub(crate) fn msr_write(&mut self, msr: u32, value: u64, s: &VcpuState) -> Option<Written> {
+        if msr == TSC_DEADLINE_MSR {
+            let c = Clock::of(s, crate::sys::cpu::rdtsc());
+            self.lapic.set_tscdeadline(value, self.apic_base, &c);
+            return Some(Written::Timer);
+        }
+        if !Lapic::x2apic_mode(self.apic_base) {
+            return None;
+        }
+        let off = msr.checked_sub(X2APIC_MSR)? << 4;
+        let kind = self.local_write(off)?;
+        let now = crate::sys::wait::now_ns();
+        self.lapic.msr_write(msr, value, self.apic_base, now).ok()?;
         Some(kind)
     }
 
@@ -101,19 +125,20 @@ impl WindowApic<'_> {
         self.lapic.has_interrupt(self.apic_base).is_some()
     }
 
-    /// For a HLT with interrupts enabled: waits for a timer due within [`TIMER_WAIT_NS`],
-    /// fires it, and takes the interrupt the APIC then delivers (IRR to ISR). Returns the
-    /// vector and the nanoseconds waited; `None` (nothing taken) when the timer is not
-    /// due that soon or its interrupt is not deliverable.
-    pub(crate) fn wait_timer_interrupt(&mut self, s: &VcpuState) -> Option<(u8, u64)> {
+    /// For a guest that can take an interrupt now: waits for a timer due within `wait_ns`
+    /// (at most [`TIMER_WAIT_NS`]; 0: only one already due), fires it, and takes the
+    /// interrupt the APIC then delivers (IRR to ISR). Returns the vector and the
+    /// nanoseconds waited; `None` (nothing taken) when the timer is not due that soon or
+    /// its interrupt is not deliverable.
+    pub(crate) fn timer_interrupt(&mut self, s: &VcpuState, wait_ns: u64) -> Option<(u8, u64)> {
         let a = &mut *self.lapic;
-        let start = crate::sys::wait::now_ns();
-        let remaining = a.timer_remaining_ns(&Clock::of(s, crate::sys::cpu::rdtsc()))?;
-        if remaining > TIMER_WAIT_NS {
+        let wait_ns = wait_ns.min(TIMER_WAIT_NS);
+        let mut c = Clock::of(s, crate::sys::cpu::rdtsc());
+        let start = c.now_ns;
+        if a.timer_remaining_ns(&c)? > wait_ns {
             return None;
         }
-        let until = start.saturating_add(TIMER_WAIT_NS);
-        let mut c = Clock::of(s, crate::sys::cpu::rdtsc());
+        let until = start.saturating_add(wait_ns);
         while a.timer_remaining_ns(&c).is_some_and(|ns| ns != 0) && c.now_ns < until {
             core::hint::spin_loop();
             c = Clock::of(s, crate::sys::cpu::rdtsc());
