@@ -276,16 +276,17 @@ impl Vm {
 }
 
 /// Guest memory as a backend's run window may read it: only what the VM's
-/// two-dimensional page table maps now, read under the VM's MMU lock (a spinlock, which
-/// the window may take with interrupts off: no holder of it waits for this CPU), so the
-/// host cannot take a page away meanwhile (its MMU notifier zaps under that lock). Never
+/// two-dimensional page table maps now, read under the VM's MMU lock, so the host cannot
+/// take a page away meanwhile (its MMU notifier zaps under that lock). The window has
+/// interrupts off, so it never waits for the lock: when another task holds it (a long
+/// zap, a dirty-log walk), the read fails and the vCPU loop does the work instead. Never
 /// written.
 pub(crate) struct WindowMem<'a>(pub(crate) &'a Vm);
 
 impl GuestMem for WindowMem<'_> {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result {
         let off = (gpa & 0xfff) as usize;
-        let m = self.0.mmu.lock();
+        let m = self.0.mmu.try_lock().ok_or(EBUSY)?;
         let (pfn, _) = m.tdp.lookup(gpa >> 12).ok_or(EFAULT)?;
         // SAFETY: The table maps `pfn` and its lock is held: the page stays.
         unsafe { crate::sys::page::read_frame(pfn, off, buf) }
@@ -296,6 +297,9 @@ impl GuestMem for WindowMem<'_> {
     }
 
     fn backed(&self, gpa: u64) -> bool {
-        self.0.mmu.lock().tdp.lookup(gpa >> 12).is_some()
+        self.0
+            .mmu
+            .try_lock()
+            .is_some_and(|m| m.tdp.lookup(gpa >> 12).is_some())
     }
 }

@@ -31,6 +31,9 @@ impl Vm {
                 return;
             }
             m.nx_gen = gen;
+            // A fault in flight that read the old value retries (it checks the count
+            // before it maps).
+            m.seq = m.seq.wrapping_add(1);
         }
         self.zap_all(GFP_KERNEL);
     }

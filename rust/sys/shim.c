@@ -84,8 +84,8 @@ static int feature_bit(int feature)
 #endif
 #ifdef X86_FEATURE_CLEAR_CPU_BUF_VM_MMIO
 	case RKVM_FEATURE_CLEAR_CPU_BUF_VM_MMIO: return X86_FEATURE_CLEAR_CPU_BUF_VM_MMIO;
-	case RKVM_FEATURE_GBPAGES: return X86_FEATURE_GBPAGES;
 #endif
+	case RKVM_FEATURE_GBPAGES: return X86_FEATURE_GBPAGES;
 	}
 	return -1;
 }
@@ -568,12 +568,16 @@ __u64 rkvm_host_leaf_pfn(__u64 hva, int write, int level)
 	pud = READ_ONCE(*pud_offset(&p4d, hva));
 	if (pud_none(pud) || !pud_present(pud))
 		goto out;
-	if (level == 3) {
-		if (pud_leaf(pud) && (!write || pud_write(pud)))
-			pfn = pud_pfn(pud);
+	if (pud_leaf(pud)) {
+		if (write && !pud_write(pud))
+			goto out;
+		pfn = pud_pfn(pud);
+		/* Level 2 inside a 1 GiB page: the frame of the 2 MiB around hva. */
+		if (level == 2)
+			pfn += (hva & ~PUD_MASK & PMD_MASK) >> PAGE_SHIFT;
 		goto out;
 	}
-	if (pud_leaf(pud))
+	if (level == 3)
 		goto out;
 	pmd = READ_ONCE(*pmd_offset(&pud, hva));
 	if (pmd_none(pmd) || !pmd_present(pmd) || !pmd_leaf(pmd))

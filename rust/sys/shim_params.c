@@ -210,7 +210,9 @@ static int nx_huge_pages = -1;
 static bool nx_hard_disabled;
 static unsigned int nx_recovery_ratio = 60;
 static unsigned int nx_recovery_period_ms;
-static atomic_t nx_gen = ATOMIC_INIT(0);
+/* Generation << 1 | on, in one word: a fault reads both at once. Written only by the
+ * parameter setters (serialized by the module parameter lock) and at start. */
+static atomic_t nx_word = ATOMIC_INIT(0);
 static DEFINE_SPINLOCK(nx_lock);
 /* Under nx_lock: live VMs, and whether the recovery work may still be queued. */
 static unsigned int nx_vms;
@@ -286,7 +288,7 @@ static int nx_huge_pages_set(const char *val, const struct kernel_param *kp)
 	}
 	WRITE_ONCE(nx_huge_pages, v);
 	if (old != v) {
-		atomic_inc(&nx_gen);
+		atomic_set(&nx_word, ((atomic_read(&nx_word) >> 1) + 1) << 1 | v);
 		nx_queue(0, true);
 	}
 	return 0;
@@ -346,6 +348,7 @@ void rkvm_nx_start(void (*fn)(void))
 
 	if (READ_ONCE(nx_huge_pages) < 0)
 		WRITE_ONCE(nx_huge_pages, nx_auto());
+	atomic_set(&nx_word, (atomic_read(&nx_word) & ~1) | (READ_ONCE(nx_huge_pages) > 0));
 	WRITE_ONCE(nx_work_fn, fn);
 	spin_lock_irqsave(&nx_lock, flags);
 	nx_work_live = true;
@@ -364,14 +367,14 @@ void rkvm_nx_stop(void)
 
 void rkvm_nx_params(struct rkvm_nx_params *out)
 {
-	out->gen = atomic_read(&nx_gen);
+	out->gen = (unsigned int)atomic_read(&nx_word) >> 1;
 	out->ratio = READ_ONCE(nx_recovery_ratio);
 	out->recovery = nx_recovery(&out->period_ms);
 }
 
 __u64 rkvm_nx_state(void)
 {
-	return (__u64)(unsigned int)atomic_read(&nx_gen) << 1 | (READ_ONCE(nx_huge_pages) > 0);
+	return (unsigned int)atomic_read(&nx_word);
 }
 
 void rkvm_nx_recovery_kick(unsigned int ms)

@@ -270,10 +270,10 @@ pub(crate) struct VcpuState {
     /// Set when an ioctl changed the state: the next window reloads it all.
     pub(crate) dirty: bool,
     /// The backend still holds the guest's system state, and these fields are stale:
-    /// the segment registers but CS, CS's base and limit, the descriptor tables, CR3,
-    /// CR0.TS, the SYSENTER MSRs and the PDPTRs. RIP, RSP, RFLAGS, the general registers,
-    /// CR2, CS's selector and attributes (CPL, operand size, long mode), DR7 and the event
-    /// state are current. A backend leaves it so after an exit whose
+    /// the segment registers but CS, CS's limit, the descriptor tables, CR3, CR0.TS, the
+    /// SYSENTER MSRs and the PDPTRs. RIP, RSP, RFLAGS, the general registers, CR2, CS's
+    /// selector, base and attributes (so the linear RIP, the CPL, the operand size), DR7
+    /// and the event state are current. A backend leaves it so after an exit whose
     /// handling needs no more (an IN or OUT); code that reads or writes a stale field
     /// calls [`super::backend::VcpuOps::sync`] first.
     pub(crate) lazy: bool,

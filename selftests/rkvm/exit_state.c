@@ -9,6 +9,11 @@
  * the MSR and the segment registers at the second. A hypervisor that keeps part of the
  * state in the hardware after an IN or OUT (rkvm) must bring it back for each: a stale
  * copy shows the reset values, or reloads them into the guest.
+ *
+ * A second guest far-jumps to a new CS and runs IN: userspace answers it and reads the
+ * segment registers (KVM_GET_SREGS) before KVM_RUN; the guest must get the value once
+ * and go on (the IN completes at the linear RIP recorded at the exit, so CS's base must
+ * be current there).
  */
 #include "lib/rkvm_test.h"
 
@@ -38,6 +43,12 @@ static const uint8_t guest_code[] = {
 	0xf4,					/* 36: hlt */
 };
 
+/* A far jump to 0x300:0 (CS base 0x3000), then IN AL from 0x20 and OUT EAX to 0x21. */
+#define JUMP_GPA 0x2000
+#define FAR_GPA 0x3000
+static const uint8_t jump_code[] = { 0xea, 0x00, 0x00, 0x00, 0x03 };
+static const uint8_t far_code[] = { 0xe4, 0x20, 0x66, 0xe7, 0x21, 0xf4 };
+
 /* LGDT with a 16-bit operand: a 16-bit limit and a 24-bit base. */
 static const uint8_t gdtr[] = { 0xff, 0x0f, 0x89, 0x67, 0x05, 0x00 };
 
@@ -66,10 +77,11 @@ int main(void)
 	struct kvm_regs regs;
 	uint8_t *mem;
 	uint32_t val;
+	int ok;
 
 	test_watchdog(120);
 	vm = vm_create();
-	tap_plan(12);
+	tap_plan(14);
 	v = real_mode_vcpu(&vm, CODE_GPA, guest_code, sizeof(guest_code), &mem);
 	memcpy(mem + GDTR_GPA, gdtr, sizeof(gdtr));
 
@@ -93,5 +105,27 @@ int main(void)
 	tap_ok(regs.rbx == 0x5a5a && regs.rip == CODE_GPA + sizeof(guest_code),
 	       "RBX %#llx (want 0x5a5a), RIP %#llx past the HLT", (unsigned long long)regs.rbx,
 	       (unsigned long long)regs.rip);
+
+	{
+		struct vm vm2 = vm_create();
+		struct vcpu v2;
+		struct kvm_sregs sr;
+		uint8_t *mem2;
+
+		v2 = real_mode_vcpu(&vm2, JUMP_GPA, jump_code, sizeof(jump_code), &mem2);
+		memcpy(mem2 + FAR_GPA, far_code, sizeof(far_code));
+		if (vcpu_run(&v2) != KVM_EXIT_IO || v2.run->io.direction != KVM_EXIT_IO_IN ||
+		    v2.run->io.port != 0x20)
+			BAIL("expected IN from 0x20: %s", exit_str(&v2));
+		*((uint8_t *)v2.run + v2.run->io.data_offset) = 0x5a;
+		vcpu_get_sregs(&v2, &sr);
+		tap_ok(sr.cs.selector == 0x300 && sr.cs.base == 0x3000,
+		       "after a far jump and an IN: CS %#x base %#llx (want 0x300, 0x3000)",
+		       sr.cs.selector, (unsigned long long)sr.cs.base);
+		val = 0;
+		ok = guest_next_out(&v2, 0x21, &val) && val == 0x5a;
+		tap_ok(ok, "KVM_GET_SREGS between the IN and KVM_RUN: the guest got 0x5a and went "
+		       "on (OUT %#x; %s)", val, exit_str(&v2));
+	}
 	tap_done();
 }

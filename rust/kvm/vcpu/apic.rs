@@ -118,7 +118,7 @@ pub(super) fn apic_accept_events(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) {
         // backend first. If the hardware is out of reach (another hypervisor took VMX
         // on this CPU; the run fails with EBUSY next), INIT goes ahead with the values of
         // the last full save rather than wait for a sync that may never come. (A SIPI
-        // changes only CS and RIP, which are always current.)
+        // changes only CS's selector and base and RIP, which are always current.)
         let _ = g.sync_state();
         init_event(vm, g);
         apic_changed(vcpu, g);

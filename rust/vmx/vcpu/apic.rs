@@ -51,8 +51,10 @@ impl Core {
         if emulate::read_virt(s, mem, rip, head).is_err() {
             return Ok(None);
         }
-        if !tail.is_empty() {
-            let _ = emulate::read_virt(s, mem, rip.wrapping_add(first as u64), tail);
+        if !tail.is_empty()
+            && emulate::read_virt(s, mem, rip.wrapping_add(first as u64), tail).is_err()
+        {
+            return Ok(None);
         }
         let Some(op) = emulate::decode_mmio(s, &code) else {
             return Ok(None);

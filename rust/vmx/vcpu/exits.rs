@@ -308,8 +308,10 @@ impl Core {
                 Self::reblock_nmi(v, qual, vect)?;
                 let gpa = v.r64(vmcs::GUEST_PHYSICAL_ADDRESS);
                 let q = EptQual(qual);
-                // Not while an event was being delivered (that needs the vCPU loop).
-                if q.write() && vect & INFO_VALID == 0 {
+                // Not while an event was being delivered (that needs the vCPU loop), and only
+                // for the instruction's own access to a linear address (qualification bits
+                // 7 and 8), not a paging-structure access on the way there.
+                if q.write() && vect & INFO_VALID == 0 && qual & 0x180 == 0x180 {
                     if let Some(done) = self.apic_write(v, ctx, gpa)? {
                         return Ok(done);
                     }

@@ -92,8 +92,8 @@ impl Core {
     }
 
     /// Reads back the part of the guest state that stays current even when the rest is
-    /// left in the VMCS ([`VcpuState::lazy`]): RIP, RSP, RFLAGS, CS's selector and
-    /// attributes, the interruptibility state, DR7.
+    /// left in the VMCS ([`VcpuState::lazy`]): RIP, RSP, RFLAGS, CS but its limit, the
+    /// interruptibility state, DR7.
     pub(super) fn save_current(
         &mut self,
         v: &Loaded<'_>,
@@ -104,9 +104,11 @@ impl Core {
         if vm86 {
             Self::save_seg(v, s, state::CS, true);
         } else if let (Some(f), Some(cs)) = (vmcs::SEGS.get(state::CS), s.segs.get_mut(state::CS)) {
-            // The selector and attributes (CPL, operand size, long mode); the base and
-            // limit belong to the system part (`save_system`).
+            // The selector, base and attributes (CPL, operand size, long mode; the linear
+            // RIP a pending IN or OUT is checked against); the limit belongs to the system
+            // part (`save_system`).
             cs.selector = v.r16(f.sel);
+            cs.base = v.rn(f.base);
             ar_to_seg(v.r32(f.ar), cs);
         }
         // Every window writes DR7 from `s` (or userspace's breakpoints in its place).
@@ -153,7 +155,6 @@ impl Core {
         }
         if !vm86 {
             if let (Some(f), Some(cs)) = (vmcs::SEGS.get(state::CS), s.segs.get_mut(state::CS)) {
-                cs.base = v.rn(f.base);
                 cs.limit = v.r32(f.limit);
             }
         }
