@@ -122,6 +122,8 @@ pub(crate) struct Tdp {
     pub(crate) tables: u64,
     /// Level-1 tables marked by [`Tdp::mark_nx_split`] (KVM's nx_lpage_splits).
     pub(crate) nx_splits: u64,
+    /// Where [`Tdp::recover_nx`] goes on from (a guest frame).
+    nx_cursor: u64,
 }
 
 impl Tdp {
@@ -136,6 +138,7 @@ impl Tdp {
             giant_leaves: 0,
             tables: 1,
             nx_splits: 0,
+            nx_cursor: 0,
         })
     }
 
@@ -424,12 +427,27 @@ impl Tdp {
     /// marked, with their mappings, so that the next access that is not a fetch may map
     /// those 2 MiB whole again (KVM's NX huge page recovery). The tables go to `out`, to
     /// be freed once every CPU has flushed; returns whether any went. The walk visits
-    /// only tables that exist and stops when `out` is full.
+    /// only tables that exist and stops when `out` is full; it goes on from where the last
+    /// one stopped (KVM takes the oldest splits first; going round the address space
+    /// reaches every split in turn too).
     pub(crate) fn recover_nx(&mut self, out: &mut KVec<KmemBox<Table>>) -> bool {
-        fn walk(t: &mut Table, out: &mut KVec<KmemBox<Table>>, read_bit: u64, gone: &mut [u64; 2]) {
+        struct Walk<'a> {
+            out: &'a mut KVec<KmemBox<Table>>,
+            read_bit: u64,
+            /// Tables and 4 KiB leaves unhooked.
+            gone: [u64; 2],
+            /// The first guest frame after the last table taken.
+            next: u64,
+        }
+        fn walk(t: &mut Table, base: u64, from: u64, w: &mut Walk<'_>) {
+            let span = level_frames(t.level);
             for i in 0..ENTRIES {
-                if out.len() >= out.capacity() {
+                if w.out.len() >= w.out.capacity() {
                     return;
+                }
+                let lo = base + i as u64 * span;
+                if lo + span <= from {
+                    continue;
                 }
                 let Some(slot) = t.children.get_mut(i) else {
                     return;
@@ -438,30 +456,42 @@ impl Tdp {
                     continue;
                 };
                 if child.level > 1 {
-                    walk(child, out, read_bit, gone);
+                    walk(child, lo, from, w);
                     continue;
                 }
                 if !child.nx_split {
                     continue;
                 }
                 let mapped = (0..ENTRIES)
-                    .filter(|&j| child.page.read(j) & read_bit != 0)
+                    .filter(|&j| child.page.read(j) & w.read_bit != 0)
                     .count() as u64;
                 if let Some(table) = slot.take() {
                     t.page.write(i, 0);
-                    gone[0] += 1;
-                    gone[1] += mapped;
+                    w.gone[0] += 1;
+                    w.gone[1] += mapped;
+                    w.next = lo + span;
                     // Capacity was checked above: this never allocates.
-                    let _ = out.push_within_capacity(table);
+                    let _ = w.out.push_within_capacity(table);
                 }
             }
         }
-        let mut gone = [0u64; 2];
-        walk(&mut self.root, out, self.masks.read, &mut gone);
-        self.tables = self.tables.saturating_sub(gone[0]);
-        self.nx_splits = self.nx_splits.saturating_sub(gone[0]);
-        self.leaves = self.leaves.saturating_sub(gone[1]);
-        gone[0] != 0
+        let from = self.nx_cursor;
+        let mut w = Walk {
+            out,
+            read_bit: self.masks.read,
+            gone: [0; 2],
+            next: from,
+        };
+        walk(&mut self.root, 0, from, &mut w);
+        if from != 0 && w.out.len() < w.out.capacity() {
+            // Round again from the start (what is at or after `from` was taken above).
+            walk(&mut self.root, 0, 0, &mut w);
+        }
+        self.nx_cursor = w.next;
+        self.tables = self.tables.saturating_sub(w.gone[0]);
+        self.nx_splits = self.nx_splits.saturating_sub(w.gone[0]);
+        self.leaves = self.leaves.saturating_sub(w.gone[1]);
+        w.gone[0] != 0
     }
 
     /// An empty set of root children, to swap in with [`Tdp::zap_all`] (allocated outside
