@@ -272,12 +272,6 @@ impl Core {
                     insn_len,
                 }))
             }
-            reason::MSR_WRITE if ctx.apic.is_some() && Self::apic_msr(self.gprs.r[reg::RCX]) => {
-                match self.apic_msr_write(v, ctx, len)? {
-                    Some(done) => Ok(done),
-                    None => Ok(Some(Exit::Wrmsr { insn_len })),
-                }
-            }
             reason::MSR_READ | reason::MSR_WRITE => {
                 let write = reason == reason::MSR_WRITE;
                 let m = self.gprs.r[reg::RCX] as u32;
@@ -289,6 +283,13 @@ impl Core {
                 };
                 match done {
                     Some(done) => self.finish(v, s, done, len),
+                    // The local APIC's timer and EOI, when the window may finish them.
+                    None if write && ctx.apic.is_some() && Self::apic_msr(u64::from(m)) => {
+                        match self.apic_msr_write(v, ctx, len)? {
+                            Some(done) => Ok(done),
+                            None => Ok(Some(Exit::Wrmsr { insn_len })),
+                        }
+                    }
                     None if write => Ok(Some(Exit::Wrmsr { insn_len })),
                     None => Ok(Some(Exit::Rdmsr { insn_len })),
                 }
