@@ -59,24 +59,7 @@ static uint64_t pages_2m(void)
 
 static void set_slot(uint8_t *hva, uint32_t flags)
 {
-	struct kvm_userspace_memory_region r = {
-		.slot = HUGE_SLOT,
-		.flags = flags,
-		.guest_phys_addr = HUGE_GPA,
-		.memory_size = HUGE_SIZE,
-		.userspace_addr = (uintptr_t)hva,
-	};
-
-	if (ioctl(g.vm.fd, KVM_SET_USER_MEMORY_REGION, &r))
-		BAIL("KVM_SET_USER_MEMORY_REGION flags %#x", flags);
-}
-
-/* Runs the guest to its OUT to PORT. */
-static void run_to(int port)
-{
-	vcpu_run(&g.v);
-	if (!is_out(&g.v, port, 1))
-		BAIL("expected an OUT to %#x: %s", port, exit_str(&g.v));
+	vm_set_slot(g.vm.fd, HUGE_SLOT, HUGE_GPA, HUGE_SIZE, hva, flags);
 }
 
 /* Whether the CPU has the iTLB multihit erratum (the kernel's view). */
@@ -102,12 +85,7 @@ int main(void)
 
 	test_watchdog(120);
 	thp_madvise();
-	raw = mmap(NULL, HUGE_SIZE + MB2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		   -1, 0);
-	if (raw == MAP_FAILED)
-		BAIL("mmap");
-	hva = (uint8_t *)(((uintptr_t)raw + MB2 - 1) & ~(MB2 - 1));
-	madvise(hva, HUGE_SIZE, MADV_HUGEPAGE);
+	hva = thp_region(HUGE_SIZE, &raw);
 	g = guest_create();
 	set_slot(hva, 0);
 	guest_load(g.mem, GUEST_CODE_GPA, huge_guest);
@@ -116,7 +94,7 @@ int main(void)
 	if (vm_stats < 0 || !stats_load(vm_stats, &vs))
 		BAIL("KVM_GET_STATS_FD");
 
-	run_to(0x10);
+	run_to_out(&g.v, 0x10);
 	if (anon_huge_kb() < 2048) {
 		char why[128];
 
@@ -132,7 +110,7 @@ int main(void)
 	set_slot(hva, KVM_MEM_LOG_DIRTY_PAGES);
 	tap_ok(pages_2m() == 0, "dirty logging on: pages_2m %llu (want 0)",
 	       (unsigned long long)pages_2m());
-	run_to(0x11);
+	run_to_out(&g.v, 0x11);
 	r = ioctl(g.vm.fd, KVM_GET_DIRTY_LOG, &log);
 	tap_ok(r == 0 && bitmap[0] == 1ull << 3 && pages_2m() == 0 && hva[0x3000] == 0x33,
 	       "a write with logging on: KVM_GET_DIRTY_LOG %ld, first word %#llx (want page 3 "
@@ -140,13 +118,13 @@ int main(void)
 	       r, (unsigned long long)bitmap[0], (unsigned long long)pages_2m());
 
 	set_slot(hva, 0);
-	run_to(0x12);
+	run_to_out(&g.v, 0x12);
 	tap_ok(pages_2m() == 2 && hva[0x5000] == 0x44 && hva[MB2 + 0x5000] == 0x45,
 	       "logging off, both halves touched again: pages_2m %llu (want 2)",
 	       (unsigned long long)pages_2m());
 
 	hva[MB2 + 0x100000] = 0xc3; /* ret */
-	run_to(0x15);
+	run_to_out(&g.v, 0x15);
 	tap_ok(pages_2m() == 2 || (itlb_multihit() && pages_2m() == 1),
 	       "the guest ran code from a 2 MiB mapping: pages_2m %llu (want 2, or 1 with the "
 	       "iTLB multihit erratum: %s)", (unsigned long long)pages_2m(),
@@ -154,7 +132,7 @@ int main(void)
 
 	if (mprotect(hva + MB2, MB2, PROT_READ))
 		BAIL("mprotect");
-	run_to(0x13);
+	run_to_out(&g.v, 0x13);
 	tap_ok(io_out_value(&g.v) == 0,
 	       "the guest reads the read-only half (read %#llx)",
 	       (unsigned long long)io_out_value(&g.v));

@@ -52,23 +52,7 @@ static unsigned long long vm_stat(const char *name)
 
 static void set_slot(uint8_t *hva, uint32_t flags)
 {
-	struct kvm_userspace_memory_region r = {
-		.slot = GIANT_SLOT,
-		.flags = flags,
-		.guest_phys_addr = GIANT_GPA,
-		.memory_size = GB1,
-		.userspace_addr = (uintptr_t)hva,
-	};
-
-	if (ioctl(g.vm.fd, KVM_SET_USER_MEMORY_REGION, &r))
-		BAIL("KVM_SET_USER_MEMORY_REGION flags %#x", flags);
-}
-
-static void run_to(int port)
-{
-	vcpu_run(&g.v);
-	if (!is_out(&g.v, port, 1))
-		BAIL("expected an OUT to %#x: %s", port, exit_str(&g.v));
+	vm_set_slot(g.vm.fd, GIANT_SLOT, GIANT_GPA, GB1, hva, flags);
 }
 
 static int free_giant_pages(void)
@@ -107,7 +91,7 @@ int main(void)
 		BAIL("KVM_GET_STATS_FD");
 	tap_plan(6);
 
-	run_to(0x10);
+	run_to_out(&g.v, 0x10);
 	tap_ok(vm_stat("pages_1g") == 1 && vm_stat("pages_2m") == 0 && hva[0] == 0x11 &&
 	       hva[GB1 - 4096] == 0x22,
 	       "a write at each end of 1 GiB: pages_1g %llu (want 1), pages_2m %llu (want 0), "
@@ -116,20 +100,20 @@ int main(void)
 	set_slot(hva, KVM_MEM_LOG_DIRTY_PAGES);
 	tap_ok(vm_stat("pages_1g") == 0, "dirty logging on: pages_1g %llu (want 0)",
 	       vm_stat("pages_1g"));
-	run_to(0x11);
+	run_to_out(&g.v, 0x11);
 	r = ioctl(g.vm.fd, KVM_GET_DIRTY_LOG, &log);
 	tap_ok(r == 0 && bitmap[0] == 1ull << 3 && vm_stat("pages_1g") == 0 && hva[0x3000] == 0x33,
 	       "a write with logging on: KVM_GET_DIRTY_LOG %ld, first word %#llx (want page 3 "
 	       "alone), pages_1g %llu", r, (unsigned long long)bitmap[0], vm_stat("pages_1g"));
 
 	set_slot(hva, 0);
-	run_to(0x12);
+	run_to_out(&g.v, 0x12);
 	tap_ok(vm_stat("pages_1g") == 1 && hva[0x5000] == 0x44,
 	       "logging off, touched again: pages_1g %llu (want 1)", vm_stat("pages_1g"));
 
 	if (mprotect(hva, GB1, PROT_READ))
 		BAIL("mprotect");
-	run_to(0x13);
+	run_to_out(&g.v, 0x13);
 	tap_ok(io_out_value(&g.v) == 0 && vm_stat("pages_1g") == 1,
 	       "read-only: the guest reads (read %#llx), pages_1g %llu (want 1)",
 	       (unsigned long long)io_out_value(&g.v), vm_stat("pages_1g"));

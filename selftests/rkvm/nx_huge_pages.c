@@ -113,18 +113,11 @@ static void nx_vm_create(struct nx_vm *n, uint8_t *hva, int disable_nx)
 {
 	struct kvm_enable_cap cap = { .cap = KVM_CAP_VM_DISABLE_NX_HUGE_PAGES };
 	struct vm vm = vm_create();
-	struct kvm_userspace_memory_region r = {
-		.slot = HUGE_SLOT,
-		.guest_phys_addr = HUGE_GPA,
-		.memory_size = HUGE_SIZE,
-		.userspace_addr = (uintptr_t)hva,
-	};
 
 	if (disable_nx && ioctl(vm.fd, KVM_ENABLE_CAP, &cap))
 		BAIL("KVM_CAP_VM_DISABLE_NX_HUGE_PAGES");
 	n->g = guest_create_on(vm);
-	if (ioctl(n->g.vm.fd, KVM_SET_USER_MEMORY_REGION, &r))
-		BAIL("KVM_SET_USER_MEMORY_REGION");
+	vm_set_slot(n->g.vm.fd, HUGE_SLOT, HUGE_GPA, HUGE_SIZE, hva, 0);
 	guest_load(n->g.mem, GUEST_CODE_GPA, nx_guest);
 	vcpu_set_protected_mode(&n->g.v, n->g.mem, GUEST_CODE_GPA, GUEST_STACK_TOP);
 	n->stats_fd = ioctl(n->g.vm.fd, KVM_GET_STATS_FD, 0);
@@ -137,13 +130,6 @@ static void nx_vm_destroy(struct nx_vm *n)
 	close(n->stats_fd);
 	free(n->st.descs);
 	guest_destroy(&n->g);
-}
-
-static void run_to(struct nx_vm *n, int port)
-{
-	vcpu_run(&n->g.v);
-	if (!is_out(&n->g.v, port, 1))
-		BAIL("expected an OUT to %#x: %s", port, exit_str(&n->g.v));
 }
 
 int main(void)
@@ -165,12 +151,7 @@ int main(void)
 	nsaved = 3;
 	atexit(params_restore);
 	thp_madvise();
-	raw = mmap(NULL, HUGE_SIZE + MB2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		   -1, 0);
-	if (raw == MAP_FAILED)
-		BAIL("mmap");
-	hva = (uint8_t *)(((uintptr_t)raw + MB2 - 1) & ~(MB2 - 1));
-	madvise(hva, HUGE_SIZE, MADV_HUGEPAGE);
+	hva = thp_region(HUGE_SIZE, &raw);
 	hva[RET_OFF] = 0xc3; /* ret */
 	if (anon_huge_kb() < 2048) {
 		char why[128];
@@ -185,7 +166,7 @@ int main(void)
 	tap_plan(10);
 
 	nx_vm_create(&a, hva, 0);
-	run_to(&a, 0x10);
+	run_to_out(&a.g.v, 0x10);
 	tap_ok(vm_stat(&a, "pages_2m") == 1 && vm_stat(&a, "nx_lpage_splits") == 0,
 	       "nx_huge_pages off, a read: pages_2m %llu (want 1), nx_lpage_splits %llu (want 0)",
 	       (unsigned long long)vm_stat(&a, "pages_2m"),
@@ -194,7 +175,7 @@ int main(void)
 	set_param(params[0], "force");
 	param_read(params[0], mode, sizeof(mode));
 	tap_ok(!strcmp(mode, "Y"), "nx_huge_pages=force reads back as '%s' (want Y)", mode);
-	run_to(&a, 0x11);
+	run_to_out(&a.g.v, 0x11);
 	tap_ok(vm_stat(&a, "nx_lpage_splits") == 1 && vm_stat(&a, "pages_2m") == 0,
 	       "turned on, then a fetch from that 2 MiB: nx_lpage_splits %llu (want 1), "
 	       "pages_2m %llu (want 0)",
@@ -206,7 +187,7 @@ int main(void)
 	tap_ok(vm_stat(&a, "nx_lpage_splits") == 0,
 	       "recovery (ratio 1, period 100 ms): nx_lpage_splits %llu after %d ms (want 0)",
 	       (unsigned long long)vm_stat(&a, "nx_lpage_splits"), waited);
-	run_to(&a, 0x12);
+	run_to_out(&a.g.v, 0x12);
 	tap_ok(vm_stat(&a, "pages_2m") == 1,
 	       "a read after the recovery maps 2 MiB again: pages_2m %llu (want 1)",
 	       (unsigned long long)vm_stat(&a, "pages_2m"));
@@ -233,8 +214,8 @@ int main(void)
 	}
 	nx_vm_destroy(&a);
 	nx_vm_create(&b, hva, 1);
-	run_to(&b, 0x10);
-	run_to(&b, 0x11);
+	run_to_out(&b.g.v, 0x10);
+	run_to_out(&b.g.v, 0x11);
 	tap_ok(vm_stat(&b, "nx_lpage_splits") == 0 && vm_stat(&b, "pages_2m") == 1,
 	       "with the capability, a fetch keeps the 2 MiB mapping: nx_lpage_splits %llu "
 	       "(want 0), pages_2m %llu (want 1)",

@@ -156,21 +156,11 @@ pub(super) fn run_loop(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize>
         // for here and delivered at the top of the loop (KVM fires its timer early and
         // waits before entry for the same reason), rather than given a window that would
         // close again before the guest ran.
-        if let Some(a) = g.lapic.as_ref() {
-            let c = clock(&g.state);
-            if a.timer_remaining_ns(&c)
-                .is_some_and(|ns| ns <= TIMER_WAIT_NS)
-            {
-                let due = crate::sys::wait::now_ns().saturating_add(TIMER_WAIT_NS);
-                while a
-                    .timer_remaining_ns(&clock(&g.state))
-                    .is_some_and(|ns| ns != 0)
-                    && crate::sys::wait::now_ns() < due
-                {
-                    core::hint::spin_loop();
-                }
-                continue;
-            }
+        if g.lapic
+            .as_ref()
+            .is_some_and(|a| a.wait_timer(&g.state, TIMER_WAIT_NS).is_some())
+        {
+            continue;
         }
         // KVM's req_event: an entry that must first sort out events to inject (an
         // interrupt, exception or NMI queued or re-injected, or a window to open).

@@ -9,7 +9,6 @@
 
 use super::*;
 use crate::x86::emulate;
-use crate::x86::lapic::window::Written;
 
 impl Core {
     /// An EPT violation on a write to the xAPIC page. `None`: not finished here (the vCPU
@@ -66,15 +65,9 @@ impl Core {
             return Ok(None);
         };
         self.complete(v, u32::from(op.len))?;
-        match written {
-            Written::Timer => {
-                ctx.timer_deadline_tsc = apic.deadline_tsc(s);
-                Ok(Some(None))
-            }
-            // The vCPU loop delivers what the EOI unmasked.
-            Written::Eoi if apic.has_interrupt() => Ok(Some(Some(Exit::Again))),
-            Written::Eoi => Ok(Some(None)),
-        }
+        // The vCPU loop delivers what an EOI unmasked.
+        let unmasked = apic.after_write(written, s, &mut ctx.timer_deadline_tsc);
+        Ok(Some(unmasked.then_some(Exit::Again)))
     }
 
     /// The MSRs `apic_msr_write` may finish: the x2APIC's EOI and TMICT, and
@@ -112,14 +105,8 @@ impl Core {
             return Ok(None);
         };
         self.complete(v, len)?;
-        match written {
-            Written::Timer => {
-                ctx.timer_deadline_tsc = apic.deadline_tsc(ctx.state);
-                Ok(Some(None))
-            }
-            Written::Eoi if apic.has_interrupt() => Ok(Some(Some(Exit::Again))),
-            Written::Eoi => Ok(Some(None)),
-        }
+        let unmasked = apic.after_write(written, ctx.state, &mut ctx.timer_deadline_tsc);
+        Ok(Some(unmasked.then_some(Exit::Again)))
     }
 
     /// The APIC timer's interrupt, taken here when the guest can take it now: after a
@@ -151,7 +138,7 @@ impl Core {
         {
             return false;
         }
-        let Some((vector, _waited)) = apic.timer_interrupt(ctx.state, wait_ns) else {
+        let Some(vector) = apic.timer_interrupt(ctx.state, wait_ns) else {
             return false;
         };
         ctx.state.events.interrupt = Some(vector);

@@ -33,6 +33,23 @@ impl Lapic {
         let cycles = self.timer_remaining_cycles(&Clock::of(s, host_tsc))?;
         Some(host_tsc.saturating_add(s.tsc_rate.host_cycles(cycles, host_khz)))
     }
+
+    /// For a vCPU in state `s`: when the timer expires within `max_ns` (at most
+    /// [`TIMER_WAIT_NS`]), spins until it has (KVM's timer advance), and returns the clock
+    /// read then; `None` (no wait) otherwise.
+    pub(crate) fn wait_timer(&self, s: &VcpuState, max_ns: u64) -> Option<Clock> {
+        let max_ns = max_ns.min(TIMER_WAIT_NS);
+        let mut c = Clock::of(s, crate::sys::cpu::rdtsc());
+        if self.timer_remaining_ns(&c)? > max_ns {
+            return None;
+        }
+        let until = c.now_ns.saturating_add(max_ns);
+        while self.timer_remaining_ns(&c).is_some_and(|ns| ns != 0) && c.now_ns < until {
+            core::hint::spin_loop();
+            c = Clock::of(s, crate::sys::cpu::rdtsc());
+        }
+        Some(c)
+    }
 }
 
 /// The vCPU's local APIC, lent to the backend for one run.
@@ -126,27 +143,33 @@ impl WindowApic<'_> {
     }
 
     /// For a guest that can take an interrupt now: waits for a timer due within `wait_ns`
-    /// (at most [`TIMER_WAIT_NS`]; 0: only one already due), fires it, and takes the
-    /// interrupt the APIC then delivers (IRR to ISR). Returns the vector and the
-    /// nanoseconds waited; `None` (nothing taken) when the timer is not due that soon or
-    /// its interrupt is not deliverable.
-    pub(crate) fn timer_interrupt(&mut self, s: &VcpuState, wait_ns: u64) -> Option<(u8, u64)> {
+    /// (see [`Lapic::wait_timer`]; 0: only one already due), fires it, and takes the
+    /// interrupt the APIC then delivers (IRR to ISR). `None` (nothing taken) when the
+    /// timer is not due that soon or its interrupt is not deliverable.
+    pub(crate) fn timer_interrupt(&mut self, s: &VcpuState, wait_ns: u64) -> Option<u8> {
         let a = &mut *self.lapic;
-        let wait_ns = wait_ns.min(TIMER_WAIT_NS);
-        let mut c = Clock::of(s, crate::sys::cpu::rdtsc());
-        let start = c.now_ns;
-        if a.timer_remaining_ns(&c)? > wait_ns {
-            return None;
-        }
-        let until = start.saturating_add(wait_ns);
-        while a.timer_remaining_ns(&c).is_some_and(|ns| ns != 0) && c.now_ns < until {
-            core::hint::spin_loop();
-            c = Clock::of(s, crate::sys::cpu::rdtsc());
-        }
+        let c = a.wait_timer(s, wait_ns)?;
         a.check_timer(&c);
         a.inject_timer(self.apic_base);
         let v = a.has_interrupt(self.apic_base)?;
         a.ack(v);
-        Some((v, c.now_ns.saturating_sub(start)))
+        Some(v)
+    }
+
+    /// After a write the window finished: the timer's new deadline, or whether the EOI
+    /// unmasked an interrupt (`true`: the vCPU loop then delivers it).
+    pub(crate) fn after_write(
+        &mut self,
+        w: Written,
+        s: &VcpuState,
+        deadline: &mut Option<u64>,
+    ) -> bool {
+        match w {
+            Written::Timer => {
+                *deadline = self.deadline_tsc(s);
+                false
+            }
+            Written::Eoi => self.has_interrupt(),
+        }
     }
 }

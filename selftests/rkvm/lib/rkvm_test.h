@@ -149,22 +149,31 @@ static inline struct vm vm_create(void)
 	return vm;
 }
 
+/* Sets memslot SLOT of the VM behind VM_FD: SIZE bytes at GPA from host address HVA. */
+static inline void vm_set_slot(int vm_fd, uint32_t slot, uint64_t gpa, uint64_t size,
+			       void *hva, uint32_t flags)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = slot,
+		.flags = flags,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uintptr_t)hva,
+	};
+
+	if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r))
+		BAIL("KVM_SET_USER_MEMORY_REGION slot %u flags %#x", slot, flags);
+}
+
 /* Maps SIZE bytes of anonymous memory at guest physical GPA in SLOT; returns the host address. */
 static inline void *vm_add_memory(struct vm *vm, uint32_t slot, uint64_t gpa, size_t size,
 				  uint32_t flags)
 {
-	struct kvm_userspace_memory_region r;
 	void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (mem == MAP_FAILED)
 		BAIL("mmap guest memory");
-	r.slot = slot;
-	r.flags = flags;
-	r.guest_phys_addr = gpa;
-	r.memory_size = size;
-	r.userspace_addr = (uintptr_t)mem;
-	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r))
-		BAIL("KVM_SET_USER_MEMORY_REGION slot %u", slot);
+	vm_set_slot(vm->fd, slot, gpa, size, mem, flags);
 	return mem;
 }
 
@@ -338,6 +347,14 @@ static inline int guest_next_out(struct vcpu *v, int port, uint32_t *val)
 	}
 	*val = io_out_value(v);
 	return 1;
+}
+
+/* Runs the vCPU to its next exit, which must be a 1-byte OUT to PORT. */
+static inline void run_to_out(struct vcpu *v, int port)
+{
+	vcpu_run(v);
+	if (!is_out(v, port, 1))
+		BAIL("expected an OUT to %#x: %s", port, exit_str(v));
 }
 
 /* One check: the next exit is a 4-byte OUT of WANT to PORT. */

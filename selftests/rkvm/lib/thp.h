@@ -56,4 +56,21 @@ static inline long anon_huge_kb(void)
 	return kb;
 }
 
+/*
+ * SIZE bytes of anonymous memory at a 2 MiB aligned address, madvise()d for huge pages;
+ * the whole mapping (2 MiB more) goes to *RAW for munmap.
+ */
+static inline uint8_t *thp_region(size_t size, uint8_t **raw)
+{
+	const uintptr_t mb2 = 2ul << 20;
+	uint8_t *hva;
+
+	*raw = mmap(NULL, size + mb2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (*raw == MAP_FAILED)
+		BAIL("mmap");
+	hva = (uint8_t *)(((uintptr_t)*raw + mb2 - 1) & ~(mb2 - 1));
+	madvise(hva, size, MADV_HUGEPAGE);
+	return hva;
+}
+
 #endif
