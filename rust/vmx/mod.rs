@@ -101,6 +101,8 @@ pub(crate) struct Vmx {
     pub(crate) xsave: bool,
     /// The host's TSC rate in kHz (0: unknown), which bounds each window.
     pub(crate) tsc_khz: u64,
+    /// The MSR bitmap of every vCPU that no MSR filter restricts (read-only once built).
+    pub(crate) msr_bitmap: PhysPage,
 }
 
 /// The VPID bitmap; module data, fresh on every load.
@@ -186,6 +188,7 @@ pub(crate) fn hardware_setup() -> Result<KBox<dyn X86Ops>> {
         xsaves,
         xsave: crate::sys::cpu::boot_cpu_has(crate::sys::cpu::Feature::Xsave),
         tsc_khz: u64::from(crate::sys::cpu::tsc_khz()),
+        msr_bitmap: vcpu::msr_bitmap()?,
     };
     Ok(KBox::new(vmx, GFP_KERNEL)?)
 }

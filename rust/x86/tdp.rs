@@ -49,11 +49,10 @@ pub(crate) struct Table {
 
 impl Table {
     fn new(cache: &KmemCache<Table>, level: u8) -> Result<KmemBox<Table>> {
-        // Every table gets child slots, so any spare can serve at any level.
-        let mut children = KVec::with_capacity(ENTRIES, GFP_KERNEL_ACCOUNT)?;
-        for _ in 0..ENTRIES {
-            children.push(None, GFP_KERNEL_ACCOUNT)?;
-        }
+        // Every table gets room for all its child slots, so any spare can serve at any
+        // level; the slots themselves are filled in only up to the highest one used
+        // (`slot_mut`), which for most tables is far from all 512.
+        let children = KVec::with_capacity(ENTRIES, GFP_KERNEL_ACCOUNT)?;
         let t = cache.alloc_value(Table {
             page: PhysPage::new()?,
             children,
@@ -85,6 +84,19 @@ impl Table {
                 (t + ct, n + cn)
             })
     }
+}
+
+/// Child slot `i` (below 512) of a table's `children`, filling in the empty slots before
+/// it first. Never allocates (the room was reserved with the table), so it may run under
+/// the MMU spinlock; it writes at most 512 slots over the table's life.
+fn slot_mut(
+    children: &mut KVec<Option<KmemBox<Table>>>,
+    i: usize,
+) -> Result<&mut Option<KmemBox<Table>>> {
+    while children.len() <= i {
+        children.push_within_capacity(None).map_err(|_| EINVAL)?;
+    }
+    children.get_mut(i).ok_or(EINVAL)
 }
 
 impl Drop for Table {
@@ -175,7 +187,7 @@ impl Tdp {
         while t.level > level {
             let i = index(gfn, t.level);
             let child_level = t.level - 1;
-            let slot = t.children.get_mut(i).ok_or(EINVAL)?;
+            let slot = slot_mut(&mut t.children, i)?;
             if slot.is_none() {
                 if t.page.read(i) & m.read != 0 {
                     // A 2 MiB or 1 GiB leaf.
@@ -209,7 +221,7 @@ impl Tdp {
         }
         let t = self.table_for(gfn, level)?;
         let i = index(gfn, level);
-        let slot = t.children.get_mut(i).ok_or(EINVAL)?;
+        let slot = slot_mut(&mut t.children, i)?;
         if slot.as_deref().is_some_and(|c| c.any_present(m.read)) {
             return Ok(Huge::Blocked);
         }
@@ -497,11 +509,7 @@ impl Tdp {
     /// An empty set of root children, to swap in with [`Tdp::zap_all`] (allocated outside
     /// the MMU lock; `flags` lets the shrinker avoid sleeping).
     pub(crate) fn empty_children(flags: kernel::alloc::Flags) -> Result<Detached> {
-        let mut v = KVec::with_capacity(ENTRIES, flags)?;
-        for _ in 0..ENTRIES {
-            v.push(None, flags)?;
-        }
-        Ok(Detached(v))
+        Ok(Detached(KVec::with_capacity(ENTRIES, flags)?))
     }
 
     /// Unhooks every table below the root (memory pressure, the process exiting) and
@@ -510,7 +518,7 @@ impl Tdp {
     /// flushed this table: until then a CPU may still walk the old tables.
     pub(crate) fn zap_all(&mut self, fresh: Detached) -> (Detached, u64) {
         let Detached(mut children) = fresh;
-        if children.len() != ENTRIES {
+        if !children.is_empty() || children.capacity() < ENTRIES {
             return (Detached(children), 0);
         }
         let freed = self.tables - 1;

@@ -160,7 +160,9 @@ struct Core {
     vmx: &'static Vmx,
     /// The EPT pointer of this run (from the context's root).
     eptp: u64,
-    msr_bitmap: PhysPage,
+    /// This vCPU's own MSR bitmap, while an MSR filter denies one of the pass-through
+    /// MSRs; otherwise the vCPU uses the module's (`Vmx::msr_bitmap`).
+    msr_bitmap: Option<PhysPage>,
     /// The page-modification log, with the `pml` parameter on, from the first run that
     /// needs it.
     pml: Option<pml::Pml>,
@@ -244,6 +246,7 @@ struct Known {
     eptp: Option<u64>,
     tsc_offset: Option<u64>,
     tsc_multiplier: Option<u64>,
+    msr_bitmap: Option<u64>,
 }
 
 /// Writes a 64-bit or natural-width field unless `known`, what the VMCS holds, is `value`
@@ -269,8 +272,16 @@ fn set_ctl(v: &Loaded<'_>, f: vmcs::F32, cache: &mut u32, value: u32) -> Result 
     Ok(())
 }
 
-fn bitmap_clear(bm: &PhysPage, base_byte: usize, bit: usize) {
-    bitmap_set_to(bm, base_byte, bit, false);
+/// A new MSR bitmap: every MSR's accesses exit but the pass-through ones'.
+pub(crate) fn msr_bitmap() -> Result<PhysPage> {
+    let bm = PhysPage::new()?;
+    bm.fill(0xff);
+    for m in PASSTHROUGH_MSRS {
+        let (read, write, bit) = bitmap_pos(m);
+        bitmap_set_to(&bm, read, bit, false);
+        bitmap_set_to(&bm, write, bit, false);
+    }
+    Ok(bm)
 }
 
 fn bitmap_set_to(bm: &PhysPage, base_byte: usize, bit: usize, on: bool) {
@@ -291,15 +302,8 @@ fn bitmap_pos(m: u32) -> (usize, usize, usize) {
 }
 
 impl VmxVcpu {
-    /// Allocates the VMCS and the MSR bitmap.
+    /// Allocates the VMCS.
     pub(crate) fn new(vmx: &'static Vmx) -> Result<Self> {
-        let msr_bitmap = PhysPage::new()?;
-        msr_bitmap.fill(0xff);
-        for m in PASSTHROUGH_MSRS {
-            let (read, write, bit) = bitmap_pos(m);
-            bitmap_clear(&msr_bitmap, read, bit);
-            bitmap_clear(&msr_bitmap, write, bit);
-        }
         let vpid = if vmx.params.vpid {
             vmx.vpids.alloc()
         } else {
@@ -311,7 +315,7 @@ impl VmxVcpu {
                 pml: None,
                 vmx,
                 eptp: 0,
-                msr_bitmap,
+                msr_bitmap: None,
                 vpid,
                 setup_done: false,
                 flushed_gen: u64::MAX,
@@ -421,7 +425,6 @@ impl Core {
         set_ctl(v, vmcs::SECONDARY_VM_EXEC_CONTROL, &mut self.proc2, proc2)?;
         w(v.w32(vmcs::VM_EXIT_CONTROLS, c.exit & !exit::ACK_INTR_ON_EXIT))?;
         w(v.w32(vmcs::VM_ENTRY_CONTROLS, c.entry & !entry::IA32E_MODE))?;
-        w(v.w64(vmcs::MSR_BITMAP, self.msr_bitmap.phys().0))?;
         w(v.w64(vmcs::VMCS_LINK_POINTER, u64::MAX))?;
         if vmx.xsaves {
             w(v.w64(vmcs::XSS_EXIT_BITMAP, 0))?;
@@ -541,20 +544,35 @@ impl Core {
     }
 
     /// Intercepts the pass-through MSRs the MSR filter denies (in either direction), so
-    /// that their accesses reach the filter check.
-    fn apply_msr_filter(&mut self, ctx: &RunCtx<'_>) {
+    /// that their accesses reach the filter check: in a bitmap of the vCPU's own while the
+    /// filter denies any of them, in the module's shared one otherwise. Runs outside the
+    /// window, where no CPU reads this vCPU's bitmap: the VMCS is pointed at the one in
+    /// use before the next entry (`run_loaded`).
+    fn apply_msr_filter(&mut self, ctx: &RunCtx<'_>) -> Result {
         if self.msr_filter_gen == ctx.msr_filter_gen {
-            return;
+            return Ok(());
         }
-        for m in PASSTHROUGH_MSRS {
-            let (read, write, bit) = bitmap_pos(m);
-            let (r, w) = ctx
-                .msr_filter
-                .map_or((true, true), |f| (f.allowed(m, false), f.allowed(m, true)));
-            bitmap_set_to(&self.msr_bitmap, read, bit, !r);
-            bitmap_set_to(&self.msr_bitmap, write, bit, !w);
+        let allowed = |m: u32| {
+            ctx.msr_filter
+                .map_or((true, true), |f| (f.allowed(m, false), f.allowed(m, true)))
+        };
+        if PASSTHROUGH_MSRS.iter().all(|&m| allowed(m) == (true, true)) {
+            self.msr_bitmap = None;
+        } else {
+            let bm = match self.msr_bitmap.take() {
+                Some(bm) => bm,
+                None => msr_bitmap()?,
+            };
+            for m in PASSTHROUGH_MSRS {
+                let (read, write, bit) = bitmap_pos(m);
+                let (r, w) = allowed(m);
+                bitmap_set_to(&bm, read, bit, !r);
+                bitmap_set_to(&bm, write, bit, !w);
+            }
+            self.msr_bitmap = Some(bm);
         }
         self.msr_filter_gen = ctx.msr_filter_gen;
+        Ok(())
     }
 
     fn run(&mut self, vmcs: &Vmcs, ctx: &mut RunCtx<'_>) -> Result<Exit> {
@@ -564,7 +582,7 @@ impl Core {
         // tables count as writes, which read-only memory would refuse.)
         let pml_on = self.vmx.params.pml && ctx.log_writes;
         self.eptp = ctx.tdp_root.0 | 3 << 3 | 6 | u64::from(pml_on) << 6;
-        self.apply_msr_filter(ctx);
+        self.apply_msr_filter(ctx)?;
         if ctx.log_writes && self.vmx.params.pml && self.pml.is_none() {
             self.pml = Some(pml::Pml::new()?);
         }
@@ -682,6 +700,8 @@ impl Core {
         set_ctl(&v, vmcs::SECONDARY_VM_EXEC_CONTROL, &mut self.proc2, p2)?;
         let k = &mut self.known;
         set_field(&v, vmcs::EPT_POINTER, &mut k.eptp, self.eptp)?;
+        let msr_bitmap = self.msr_bitmap.as_ref().unwrap_or(&self.vmx.msr_bitmap);
+        set_field(&v, vmcs::MSR_BITMAP, &mut k.msr_bitmap, msr_bitmap.phys().0)?;
         set_field(
             &v,
             vmcs::TSC_OFFSET,
