@@ -77,7 +77,7 @@ boot() {
 	[ "$irqchip" = off ] && cpu=qemu64
 	local t0=$(vmm_now_ms)
 	qemu_start $out $irqchip $cpu $n ""
-	vmm_wait $out false
+	vmm_wait_exit $out
 	local ms=$(($(vmm_now_ms) - t0))
 	vmm_guest_line $out
 	[ $rc -eq 0 ] && [ "$cpus" = "$n" ] && [ "${ticks:-0}" -gt 0 ]

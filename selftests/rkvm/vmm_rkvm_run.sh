@@ -40,9 +40,9 @@ for n in $configs; do
 		done
 	) &
 	opid=$!
-	vmm_wait $out false
-	wait $spid $opid
+	vmm_wait_exit $out
 	ms=$(($(vmm_now_ms) - t0))
+	wait $spid $opid
 	vmm_guest_line $out
 	end=$(grep 'rkvm-run: the guest reset' $out.err)
 	[ $rc -eq 0 ] && [ "$cpus" = "$n" ] && [ "${ticks:-0}" -gt 0 ] && [ -n "$end" ]
