@@ -11,7 +11,7 @@ use crate::sys::cpu;
 use crate::sys::kmem::KmemBox;
 use crate::sys::mm::{self, UserPage};
 use crate::x86::emulate::GuestMem;
-use crate::x86::tdp::{level_frames, Huge, Perm, Table, Tdp, HUGE_PAGES};
+use crate::x86::tdp::{level_frames, Huge, Perm, SparesNeeded, Table, Tdp, HUGE_PAGES};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
@@ -229,14 +229,15 @@ impl Vm {
         }
     }
 
-    /// `need` spare EPT tables, allocated outside the MMU spinlock.
-    fn alloc_spares(&self, need: usize) -> Result<KVec<KmemBox<Table>>> {
+    /// The spare tables `need` says, allocated outside the MMU spinlock.
+    fn alloc_spares(&self, need: SparesNeeded) -> Result<KVec<KmemBox<Table>>> {
         let mut spares = KVec::new();
-        for _ in 0..need {
-            spares.push(
-                Tdp::alloc_spare(&self.kvm.arch.mmu.page_header_cache)?,
-                GFP_KERNEL,
-            )?;
+        let cache = &self.kvm.arch.mmu.page_header_cache;
+        for upper in [true, false] {
+            let n = if upper { need.upper } else { need.leaf };
+            for _ in 0..n {
+                spares.push(Tdp::alloc_spare(cache, upper)?, GFP_KERNEL)?;
+            }
         }
         Ok(spares)
     }

@@ -22,8 +22,9 @@ use kernel::prelude::*;
 const LEVELS: u8 = 4;
 /// Entries per table.
 const ENTRIES: usize = 512;
-/// Tables one 4 KiB mapping may need below the root.
-pub(crate) const MAX_NEW_TABLES: usize = (LEVELS - 1) as usize;
+/// Tables one mapping may need below the root that hold child tables (levels 3 and 2);
+/// it may need one level-1 table besides.
+const UPPER_SPARES: usize = (LEVELS - 2) as usize;
 /// Frames of a 2 MiB mapping.
 pub(crate) const HUGE_PAGES: u64 = 512;
 /// The page-size bit of a level-2 or level-3 entry that maps 2 MiB or 1 GiB itself (EPT
@@ -37,7 +38,7 @@ pub(crate) const fn level_frames(level: u8) -> u64 {
     1 << (9 * (level as u32 - 1))
 }
 
-/// One page-table page and, above level 1, its children.
+/// One page-table page and, above level 1, room for its children.
 pub(crate) struct Table {
     page: PhysPage,
     children: KVec<Option<KmemBox<Table>>>,
@@ -49,10 +50,14 @@ pub(crate) struct Table {
 
 impl Table {
     fn new(cache: &KmemCache<Table>, level: u8) -> Result<KmemBox<Table>> {
-        // Every table gets room for all its child slots, so any spare can serve at any
-        // level; the slots themselves are filled in only up to the highest one used
-        // (`slot_mut`), which for most tables is far from all 512.
-        let children = KVec::with_capacity(ENTRIES, GFP_KERNEL_ACCOUNT)?;
+        // A table above level 1 gets room for all its child slots (8 KiB), filled in
+        // only up to the highest one used (`slot_mut`); a level-1 table, which never
+        // has children, none.
+        let children = if level > 1 {
+            KVec::with_capacity(ENTRIES, GFP_KERNEL_ACCOUNT)?
+        } else {
+            KVec::new()
+        };
         let t = cache.alloc_value(Table {
             page: PhysPage::new()?,
             children,
@@ -123,7 +128,9 @@ fn index(gfn: u64, level: u8) -> usize {
 pub(crate) struct Tdp {
     root: KmemBox<Table>,
     masks: SpteMasks,
+    /// Spare tables with room for children, and level-1 ones.
     spares: KVec<KmemBox<Table>>,
+    leaf_spares: KVec<KmemBox<Table>>,
     /// 4 KiB leaf entries present (KVM's pages_4k).
     pub(crate) leaves: u64,
     /// 2 MiB leaf entries present (KVM's pages_2m).
@@ -144,7 +151,8 @@ impl Tdp {
         Ok(Self {
             root: Table::new(cache, LEVELS)?,
             masks,
-            spares: KVec::with_capacity(MAX_NEW_TABLES * (LEVELS as usize), GFP_KERNEL_ACCOUNT)?,
+            spares: KVec::with_capacity(2 * UPPER_SPARES, GFP_KERNEL_ACCOUNT)?,
+            leaf_spares: KVec::with_capacity(2, GFP_KERNEL_ACCOUNT)?,
             leaves: 0,
             huge_leaves: 0,
             giant_leaves: 0,
@@ -159,21 +167,31 @@ impl Tdp {
         self.root.page.phys()
     }
 
-    /// How many spare tables `map` may need, beyond those already in the pool.
-    pub(crate) fn spares_needed(&self) -> usize {
-        MAX_NEW_TABLES.saturating_sub(self.spares.len())
+    /// How many spare tables a mapping may need beyond those already in the pools: upper
+    /// ones (room for children) and level-1 ones.
+    pub(crate) fn spares_needed(&self) -> SparesNeeded {
+        SparesNeeded {
+            upper: UPPER_SPARES.saturating_sub(self.spares.len()),
+            leaf: 1usize.saturating_sub(self.leaf_spares.len()),
+        }
     }
 
-    /// Adds a spare table (allocated with [`Tdp::alloc_spare`] outside the lock).
+    /// Adds a spare table (allocated with [`Tdp::alloc_spare`] outside the lock) to the
+    /// pool of its kind.
     pub(crate) fn add_spare(&mut self, t: KmemBox<Table>) {
-        // The pool's capacity was reserved at creation, so this never allocates; a full
+        // The pools' capacity was reserved at creation, so this never allocates; a full
         // pool simply drops the extra table.
-        let _ = self.spares.push_within_capacity(t);
+        let _ = if t.children.capacity() >= ENTRIES {
+            self.spares.push_within_capacity(t)
+        } else {
+            self.leaf_spares.push_within_capacity(t)
+        };
     }
 
-    /// Allocates a table for the spare pool. May sleep.
-    pub(crate) fn alloc_spare(cache: &KmemCache<Table>) -> Result<KmemBox<Table>> {
-        Table::new(cache, 1)
+    /// Allocates a table for a spare pool: an upper one (with room for children) or a
+    /// level-1 one. May sleep.
+    pub(crate) fn alloc_spare(cache: &KmemCache<Table>, upper: bool) -> Result<KmemBox<Table>> {
+        Table::new(cache, if upper { 2 } else { 1 })
     }
 
     /// The table of `level` that holds `gfn`'s entry, made from spares where missing.
@@ -193,7 +211,13 @@ impl Tdp {
                     // A 2 MiB or 1 GiB leaf.
                     return Err(EEXIST);
                 }
-                let mut new = self.spares.pop().ok_or(ENOMEM)?;
+                // A level-1 table may come from either pool.
+                let new = if child_level > 1 {
+                    self.spares.pop()
+                } else {
+                    self.leaf_spares.pop().or_else(|| self.spares.pop())
+                };
+                let mut new = new.ok_or(ENOMEM)?;
                 new.level = child_level;
                 t.page
                     .write(i, new.page.phys().0 | m.read | m.write | m.exec);
@@ -533,6 +557,12 @@ impl Tdp {
         self.nx_splits = 0;
         (Detached(children), freed)
     }
+}
+
+/// Spare tables a mapping may need (see [`Tdp::spares_needed`]).
+pub(crate) struct SparesNeeded {
+    pub(crate) upper: usize,
+    pub(crate) leaf: usize,
 }
 
 /// What [`Tdp::map_large`] did.
