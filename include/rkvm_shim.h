@@ -157,6 +157,8 @@ const void *rkvm_current_mm(void);
  */
 int rkvm_get_user_page(__u64 hva, int write, void **page);
 void rkvm_put_page(void *page);
+/* Takes a reference on a page (one the page fault handler hands to the mm). */
+void rkvm_get_page(void *page);
 
 /* Host segment state a VM exit clobbers (LDT, DS/ES/FS/GS selectors, GDT limit). */
 struct rkvm_host_segs {

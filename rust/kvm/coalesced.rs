@@ -58,6 +58,8 @@ pub(crate) fn register(vm: &Vm, arg: usize) -> Result<isize> {
     if z.addr.checked_add(u64::from(z.size)).is_none() {
         return Err(EINVAL);
     }
+    // The ring the zone's writes go to, made outside the lock.
+    vm.coalesced_ring()?;
     let mut l = vm.locked.lock();
     if bus_full(&l.coalesced, z.pio) {
         return Err(ENOSPC);
@@ -101,7 +103,10 @@ pub(crate) fn write(vm: &Vm, addr: u64, len: u32, pio: bool, data: &[u8]) -> boo
     if !l.coalesced.iter().any(|z| z.contains(addr, len, pio)) {
         return false;
     }
-    let ring = &vm.coalesced_ring;
+    // A zone exists, so its registration made the ring.
+    let Some(ring) = vm.coalesced_ring_made() else {
+        return false;
+    };
     let mut hdr = [0u8; RING_HEADER];
     if ring.read_bytes(0, &mut hdr).is_err() {
         return false;

@@ -9,6 +9,7 @@ use super::stats::{self, VmCounters};
 use super::vcpu::{self, Vcpu};
 use super::{caps, uaccess, Kvm};
 use crate::sys::anon_fd::{self, AnonFile};
+use crate::sys::cname::ShortName;
 use crate::sys::cpu;
 use crate::sys::mm::{self, MmId, MmuNotifier};
 use crate::sys::page::PhysPage;
@@ -177,8 +178,9 @@ pub(crate) struct Vm {
     /// TSC write matching across the VM's vCPUs (KVM's `tsc_write_lock` and its state).
     #[pin]
     pub(crate) tsc_sync: SpinLock<crate::x86::tsc::TscSync>,
-    /// The coalesced MMIO ring, one page shared by every vCPU's mapping.
-    pub(crate) coalesced_ring: PhysPage,
+    /// The coalesced MMIO ring, one page shared by every vCPU's mapping: made by the
+    /// first touch of it or the first zone registered (`Vm::coalesced_ring`).
+    coalesced_ring: kernel::sync::SetOnce<PhysPage>,
     pub(crate) stats: VmCounters,
     /// The creator's pid: the VM's stats id is "kvm-<pid>", as KVM's.
     pub(crate) pid: i32,
@@ -209,20 +211,28 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
     // KVM's per-VM debugfs directory: "<pid>-<fd>". A VM whose fd was closed while its
     // vCPU fds stay open still has its directory; a new VM with that fd number then goes
     // without one, as in KVM (which warns, below the console's level).
-    if let Some(parent) = k.debugfs_dir.as_ref() {
-        let pid = cpu::current_pid();
-        let id = u64::from(pid as u32) << 32 | u64::from(fd as u32);
+    // (The fd is the caller's now: nothing below may fail the ioctl.)
+    let pid = cpu::current_pid() as u32;
+    if let (Some(parent), Ok(name)) = (k.debugfs_dir.as_ref(), debugfs_name(pid, fd as u32)) {
+        let name = name.as_cstr();
+        let id = u64::from(pid) << 32 | u64::from(fd as u32);
         let mut taken = false;
         k.for_each_vm(|v| taken |= v.debugfs_id.load(Ordering::Relaxed) == id);
-        let name = kernel::str::CString::try_from_fmt(fmt!("{}-{}", pid, fd))?;
         if taken {
-            pr_warn_ratelimited!("debugfs: duplicate directory {}\n", &*name);
-        } else if let Ok(d) = stats::VmDir::new(parent, &name, &vm) {
+            pr_warn_ratelimited!("debugfs: duplicate directory {}\n", name);
+        } else if let Ok(d) = stats::VmDir::new(parent, name, &vm) {
             vm.locked.lock().debugfs = Some(d);
             vm.debugfs_id.store(id, Ordering::Relaxed);
         }
     }
     Ok(fd as isize)
+}
+
+/// The VM's debugfs directory name, "<pid>-<fd>".
+fn debugfs_name(pid: u32, fd: u32) -> Result<ShortName> {
+    let mut n = ShortName::of("", u64::from(pid))?;
+    n.text("-")?.num(u64::from(fd))?;
+    Ok(n)
 }
 
 fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
@@ -288,7 +298,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             msr_filter <- new_spinlock!(None),
             msr_filter_gen: AtomicU64::new(0),
             tsc_sync <- new_spinlock!(crate::x86::tsc::TscSync::default()),
-            coalesced_ring: PhysPage::new()?,
+            coalesced_ring: kernel::sync::SetOnce::new(),
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
             debugfs_id: AtomicU64::new(0),
@@ -422,6 +432,27 @@ impl Vm {
             return Err(EIO);
         }
         Ok(())
+    }
+
+    /// The coalesced MMIO ring, made on first use. Of two callers racing to make it,
+    /// one's page stays and the other's is freed.
+    pub(crate) fn coalesced_ring(&self) -> Result<&PhysPage> {
+        if let Some(r) = self.coalesced_ring.as_ref() {
+            return Ok(r);
+        }
+        self.coalesced_ring.populate(PhysPage::new()?);
+        // A caller that won the race may still be storing its page: wait for it.
+        loop {
+            if let Some(r) = self.coalesced_ring.as_ref() {
+                return Ok(r);
+            }
+            cpu::cond_resched();
+        }
+    }
+
+    /// The coalesced MMIO ring if it was made (see [`Vm::coalesced_ring`]).
+    pub(crate) fn coalesced_ring_made(&self) -> Option<&PhysPage> {
+        self.coalesced_ring.as_ref()
     }
 
     /// Sets up (once) the real-mode TSS and identity map for virtual-8086 real mode.

@@ -8,6 +8,7 @@ use super::ffi;
 use core::marker::PhantomData;
 use kernel::bindings;
 use kernel::mm::virt::VmaNew;
+use kernel::page::Page;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow};
 use kernel::types::ForeignOwnable;
@@ -18,6 +19,8 @@ pub(crate) trait AnonFile: Send + Sync + Sized + 'static {
     const NAME: &'static CStr;
     /// Whether the file can be mmapped.
     const HAS_MMAP: bool = false;
+    /// Whether its mappings get their pages at the first touch of each (`fault`).
+    const HAS_FAULT: bool = false;
     /// Whether the file is read-only and readable (with `read` and `pread`).
     const HAS_READ: bool = false;
 
@@ -33,6 +36,13 @@ pub(crate) trait AnonFile: Send + Sync + Sized + 'static {
     /// mmap of the fd (only called when `HAS_MMAP`).
     fn mmap(_this: ArcBorrow<'_, Self>, _vma: &VmaNew) -> Result {
         Err(ENODEV)
+    }
+
+    /// The first touch of page `pgoff` (in the file) of a mapping (only called when
+    /// `HAS_FAULT`): calls `map` with the page to map there, or fails (`ENOMEM`: out of
+    /// memory; anything else: SIGBUS for the toucher).
+    fn fault(_this: ArcBorrow<'_, Self>, _pgoff: usize, _map: &mut dyn FnMut(&Page)) -> Result {
+        Err(EINVAL)
     }
 
     /// The last close of the fd; the default just drops the reference.
@@ -110,8 +120,55 @@ impl<T: AnonFile> Vtable<T> {
         // SAFETY: The caller provides a VMA under initial setup.
         let vma = unsafe { VmaNew::from_raw(vma) };
         match T::mmap(this, vma) {
-            Ok(()) => 0,
+            Ok(()) => {
+                if T::HAS_FAULT {
+                    // SAFETY: The VMA is under setup by this mmap call; `VM_OPS` is a
+                    // constant of this module, which outlives every mapping of its files.
+                    unsafe { (*vma.as_ptr()).vm_ops = &Self::VM_OPS };
+                }
+                0
+            }
             Err(e) => e.to_errno(),
+        }
+    }
+
+    const VM_OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
+        fault: Some(Self::fault),
+        ..pin_init::zeroed()
+    };
+
+    /// # Safety
+    ///
+    /// `vmf` is the mm's fault descriptor for a mapping that `mmap` above made.
+    unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+        // SAFETY: `vmf` and its VMA are valid during the call; the VMA maps a file of
+        // this type and holds a reference on it, so the private data (the `Arc<T>` that
+        // `install` set) lives.
+        let (this, pgoff) = unsafe {
+            let f = &(*vmf).__bindgen_anon_1;
+            let file = (*f.vma).vm_file;
+            (
+                <Arc<T> as ForeignOwnable>::borrow((*file).private_data),
+                f.pgoff as usize,
+            )
+        };
+        let mut got: Option<*mut bindings::page> = None;
+        let r = T::fault(this, pgoff, &mut |p: &Page| {
+            if got.is_none() {
+                // SAFETY: `p` is a live page; this reference is the mapping's, which
+                // the mm drops when it unmaps the page.
+                unsafe { ffi::rkvm_get_page(p.as_ptr().cast()) };
+                got = Some(p.as_ptr());
+            }
+        });
+        match (r, got) {
+            (Ok(()), Some(page)) => {
+                // SAFETY: `vmf` is valid; the mm maps this page and owns the reference.
+                unsafe { (*vmf).page = page };
+                0
+            }
+            (Err(e), _) if e == ENOMEM => bindings::vm_fault_reason_VM_FAULT_OOM,
+            _ => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
         }
     }
 }

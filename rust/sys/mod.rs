@@ -11,6 +11,7 @@
 pub(crate) mod anon_fd;
 #[macro_use]
 pub(crate) mod bitfield;
+pub(crate) mod cname;
 pub(crate) mod cpu;
 pub(crate) mod global;
 pub(crate) mod irqfd;

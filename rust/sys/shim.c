@@ -512,6 +512,8 @@ int rkvm_get_user_page(__u64 hva, int write, void **page)
 
 void rkvm_put_page(void *page) { put_page(page); }
 
+void rkvm_get_page(void *page) { get_page(page); }
+
 /* ---- Signals ------------------------------------------------------------------------ */
 
 void rkvm_sigmask_activate(__u64 mask)

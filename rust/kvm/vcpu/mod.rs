@@ -34,7 +34,6 @@ use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use kernel::mm::virt::{flags, VmaNew};
 use kernel::prelude::*;
-use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
 use kernel::{new_mutex, new_spinlock};
 use zerocopy::{FromBytes, IntoBytes};
@@ -304,8 +303,8 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         GFP_KERNEL_ACCOUNT,
     )?;
     // KVM's name, with the vCPU id: /proc/PID/fd shows "anon_inode:kvm-vcpu:ID".
-    let name = CString::try_from_fmt(fmt!("kvm-vcpu:{id}"))?;
-    match anon_fd::install_named(file, &name) {
+    let name = crate::sys::cname::ShortName::of("kvm-vcpu:", u64::from(id))?;
+    match anon_fd::install_named(file, name.as_cstr()) {
         Ok(fd) => {
             // KVM's kvm_arch_vcpu_postcreate: only a vCPU that exists joins the VM's TSC
             // matching. Userspace may already be running it on the new fd; then it keeps
@@ -434,6 +433,12 @@ impl Vcpu {
         self.dirty_ring.as_ref()
     }
 
+    /// The dirty ring's page at page offset `pgoff` of the vCPU fd, if there is one.
+    fn dirty_ring_page(&self, pgoff: usize) -> Option<&PhysPage> {
+        let i = pgoff.checked_sub(KVM_DIRTY_LOG_PAGE_OFFSET as usize)?;
+        self.dirty_ring.as_ref()?.page(i)
+    }
+
     // ---- kvm_run page access -------------------------------------------------------------
 
     fn run_u8(&self, off: usize) -> u8 {
@@ -464,6 +469,7 @@ const RUN_U: usize = offset_of!(kvm_run, __bindgen_anon_1);
 impl AnonFile for VcpuFile {
     const NAME: &'static CStr = c"kvm-vcpu";
     const HAS_MMAP: bool = true;
+    const HAS_FAULT: bool = true;
 
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         this.vm.check_mm()?;
@@ -875,35 +881,49 @@ impl AnonFile for VcpuFile {
         }
     }
 
+    /// A mapping of the vCPU's pages; all but the first two are mapped at their first
+    /// touch (`fault`), as KVM maps them all.
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         this.vm.check_mm()?;
         let v = &this.vcpu;
-        let pages = [&v.run, &v.pio, &this.vm.coalesced_ring];
         // SAFETY: Reads the offset field of the VMA under setup.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
-        let len = vma.end() - vma.start();
-        let ring_page = |n: usize| {
-            let i = n.checked_sub(KVM_DIRTY_LOG_PAGE_OFFSET as usize)?;
-            v.dirty_ring.as_ref()?.page(i)
-        };
-        let npages = len / 4096;
+        let npages = (vma.end() - vma.start()) / 4096;
         // The ring is shared, never private (copy-on-write would hide rkvm's entries)
         // nor executable, as KVM requires.
         let last = pgoff.saturating_add(npages.saturating_sub(1));
-        if (ring_page(pgoff).is_some() || ring_page(last).is_some())
+        if (v.dirty_ring_page(pgoff).is_some() || v.dirty_ring_page(last).is_some())
             && (vma.flags() & flags::EXEC != 0 || vma.flags() & flags::SHARED == 0)
         {
             return Err(EINVAL);
         }
+        // The run page and the PIO data page, which every VMM touches, are mapped now
+        // (saving a page fault each); the others at their first touch.
         let mixed = vma.set_mixedmap();
-        for i in 0..npages {
-            // Pages past those KVM defines stay unmapped (SIGBUS on access).
-            let Some(n) = pgoff.checked_add(i) else {
-                break;
-            };
-            if let Some(p) = pages.get(n).copied().or_else(|| ring_page(n)) {
-                mixed.vm_insert_page(vma.start() + i * 4096, p.page())?;
+        for (n, page) in [(0, &v.run), (KVM_PIO_PAGE_OFFSET as usize, &v.pio)] {
+            if let Some(i) = n.checked_sub(pgoff).filter(|&i| i < npages) {
+                mixed.vm_insert_page(vma.start() + i * 4096, page.page())?;
             }
+        }
+        Ok(())
+    }
+
+    /// The page at `pgoff`: the run page, the PIO data page, the VM's coalesced MMIO
+    /// ring (made now if no zone made it yet) or a page of the dirty ring; SIGBUS past
+    /// those.
+    fn fault(
+        this: ArcBorrow<'_, Self>,
+        pgoff: usize,
+        map: &mut dyn FnMut(&kernel::page::Page),
+    ) -> Result {
+        const KVM_PIO_PAGE: usize = KVM_PIO_PAGE_OFFSET as usize;
+        const KVM_COALESCED_PAGE: usize = KVM_COALESCED_MMIO_PAGE_OFFSET as usize;
+        let v = &this.vcpu;
+        match pgoff {
+            0 => map(v.run.page()),
+            KVM_PIO_PAGE => map(v.pio.page()),
+            KVM_COALESCED_PAGE => map(this.vm.coalesced_ring()?.page()),
+            n => map(v.dirty_ring_page(n).ok_or(EINVAL)?.page()),
         }
         Ok(())
     }
