@@ -149,7 +149,7 @@ impl<T: AnonFile> Vtable<T> {
             let file = (*f.vma).vm_file;
             (
                 <Arc<T> as ForeignOwnable>::borrow((*file).private_data),
-                f.pgoff as usize,
+                f.pgoff,
             )
         };
         let mut got: Option<*mut bindings::page> = None;

@@ -43,7 +43,7 @@ impl Cmos {
     }
 
     fn read(&self) -> u8 {
-        let bcd = |v: u64| ((v / 10 % 10) << 4 | v % 10) as u8;
+        let bcd = |v: u64| (((v / 10 % 10) << 4) | (v % 10)) as u8;
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
