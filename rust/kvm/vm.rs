@@ -181,6 +181,10 @@ pub(crate) struct Vm {
     /// The coalesced MMIO ring, one page shared by every vCPU's mapping: made by the
     /// first touch of it or the first zone registered (`Vm::coalesced_ring`).
     coalesced_ring: kernel::sync::SetOnce<PhysPage>,
+    /// Held while the ring is made. Only that takes it, and it may be taken in a page
+    /// fault (mmap lock held): nothing may wait for user memory while holding it.
+    #[pin]
+    ring_make: Mutex<()>,
     pub(crate) stats: VmCounters,
     /// The creator's pid: the VM's stats id is "kvm-<pid>", as KVM's.
     pub(crate) pid: i32,
@@ -299,6 +303,7 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             msr_filter_gen: AtomicU64::new(0),
             tsc_sync <- new_spinlock!(crate::x86::tsc::TscSync::default()),
             coalesced_ring: kernel::sync::SetOnce::new(),
+            ring_make <- new_mutex!(()),
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
             debugfs_id: AtomicU64::new(0),
@@ -434,20 +439,18 @@ impl Vm {
         Ok(())
     }
 
-    /// The coalesced MMIO ring, made on first use. Of two callers racing to make it,
-    /// one's page stays and the other's is freed.
+    /// The coalesced MMIO ring, made on first use (by one caller: others wait for it).
     pub(crate) fn coalesced_ring(&self) -> Result<&PhysPage> {
         if let Some(r) = self.coalesced_ring.as_ref() {
             return Ok(r);
         }
-        self.coalesced_ring.populate(PhysPage::new()?);
-        // A caller that won the race may still be storing its page: wait for it.
-        loop {
-            if let Some(r) = self.coalesced_ring.as_ref() {
-                return Ok(r);
-            }
-            cpu::cond_resched();
+        let _making = self.ring_make.lock();
+        if let Some(r) = self.coalesced_ring.as_ref() {
+            return Ok(r);
         }
+        // The only maker: this always stores the page.
+        self.coalesced_ring.populate(PhysPage::new()?);
+        self.coalesced_ring.as_ref().ok_or(ENOMEM)
     }
 
     /// The coalesced MMIO ring if it was made (see [`Vm::coalesced_ring`]).

@@ -122,9 +122,10 @@ impl<T: AnonFile> Vtable<T> {
         match T::mmap(this, vma) {
             Ok(()) => {
                 if T::HAS_FAULT {
-                    // SAFETY: The VMA is under setup by this mmap call; `VM_OPS` is a
-                    // constant of this module, which outlives every mapping of its files.
-                    unsafe { (*vma.as_ptr()).vm_ops = &Self::VM_OPS };
+                    let ops: &'static bindings::vm_operations_struct = &Self::VM_OPS;
+                    // SAFETY: The VMA is under setup by this mmap call; `ops` is 'static
+                    // (module data, and the module outlives every mapping of its files).
+                    unsafe { (*vma.as_ptr()).vm_ops = ops };
                 }
                 0
             }
@@ -167,8 +168,16 @@ impl<T: AnonFile> Vtable<T> {
                 unsafe { (*vmf).page = page };
                 0
             }
-            (Err(e), _) if e == ENOMEM => bindings::vm_fault_reason_VM_FAULT_OOM,
-            _ => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+            (r, got) => {
+                if let Some(page) = got {
+                    // SAFETY: Drops the reference taken above, which the mm never got.
+                    unsafe { ffi::rkvm_put_page(page.cast()) };
+                }
+                match r {
+                    Err(e) if e == ENOMEM => bindings::vm_fault_reason_VM_FAULT_OOM,
+                    _ => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+                }
+            }
         }
     }
 }

@@ -185,6 +185,9 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     if id >= super::caps::MAX_VCPU_IDS {
         return Err(EINVAL);
     }
+    // KVM's name, with the vCPU id: /proc/PID/fd shows "anon_inode:kvm-vcpu:ID". Made
+    // first: nothing may fail between joining the VM's list and the fd's install.
+    let name = crate::sys::cname::ShortName::of("kvm-vcpu:", u64::from(id))?;
     let k = vm.kvm;
     let mut l = vm.locked.lock();
     if l.max_vcpu_ids != 0 && id >= l.max_vcpu_ids {
@@ -289,12 +292,6 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
             a.publish(mb, inner.state.apic_base);
         }
     }
-    l.vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT)?;
-    // As in KVM, the first vCPU fixes KVM_CAP_MAX_VCPU_ID if userspace left it unset.
-    if l.max_vcpu_ids == 0 {
-        l.max_vcpu_ids = super::caps::MAX_VCPU_IDS;
-    }
-    drop(l);
     let file = Arc::new(
         VcpuFile {
             vm: vm.clone(),
@@ -302,8 +299,13 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         },
         GFP_KERNEL_ACCOUNT,
     )?;
-    // KVM's name, with the vCPU id: /proc/PID/fd shows "anon_inode:kvm-vcpu:ID".
-    let name = crate::sys::cname::ShortName::of("kvm-vcpu:", u64::from(id))?;
+    // From here to the fd's install nothing fails: a vCPU in the list has an fd.
+    l.vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT)?;
+    // As in KVM, the first vCPU fixes KVM_CAP_MAX_VCPU_ID if userspace left it unset.
+    if l.max_vcpu_ids == 0 {
+        l.max_vcpu_ids = super::caps::MAX_VCPU_IDS;
+    }
+    drop(l);
     match anon_fd::install_named(file, name.as_cstr()) {
         Ok(fd) => {
             // KVM's kvm_arch_vcpu_postcreate: only a vCPU that exists joins the VM's TSC
