@@ -4,7 +4,12 @@
  * the VM's ring page (mapped at KVM_COALESCED_MMIO_PAGE_OFFSET of every vCPU fd) in
  * order, with address, length, data and the PIO flag. Reads of a zone, writes outside it,
  * writes after KVM_UNREGISTER_COALESCED_MMIO and writes into a full ring exit as usual.
+ * The ring page is touched before the first zone exists (rkvm makes the ring then) and
+ * is the page the entries appear in; a page of the vCPU mapping past the ring gets
+ * SIGBUS.
  */
+#include <setjmp.h>
+#include <signal.h>
 #include "lib/rkvm_test.h"
 
 #define CODE_GPA 0x1000
@@ -46,6 +51,29 @@ static struct kvm_coalesced_mmio *ring_entry(int i)
 	return &ring->coalesced_mmio[(ring->first + i) % RING_MAX];
 }
 
+static sigjmp_buf bus_jb;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jb, 1);
+}
+
+/* Whether reading the byte at P raises SIGBUS. */
+static int read_sigbus(volatile uint8_t *p)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	int bus = 0;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jb, 1))
+		bus = 1;
+	else
+		(void)*p;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
+}
+
 static int zone(int fd, unsigned long req, uint64_t addr, uint32_t size, uint32_t pio)
 {
 	struct kvm_coalesced_mmio_zone z = { .addr = addr, .size = size, .pio = pio };
@@ -67,7 +95,7 @@ int main(void)
 	off = ioctl(vm.sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_COALESCED_MMIO);
 	if (off <= 0)
 		tap_skip_all("no KVM_CAP_COALESCED_MMIO");
-	tap_plan(17);
+	tap_plan(19);
 	tap_ok(off == KVM_COALESCED_MMIO_PAGE_OFFSET, "the ring is at page %d of the vCPU mapping",
 	       off);
 	if (ioctl(vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
@@ -77,6 +105,19 @@ int main(void)
 	v = vcpu_create(&vm, 0);
 	vcpu_set_real_mode(&v, CODE_GPA);
 	ring = (void *)((uint8_t *)v.run + off * 4096);
+	tap_ok(ring->first == 0 && ring->last == 0,
+	       "before any zone, the ring page reads empty (first %u last %u)", ring->first,
+	       ring->last);
+	{
+		/* One page more than KVM_GET_VCPU_MMAP_SIZE. */
+		uint8_t *big = mmap(NULL, v.run_size + 4096, PROT_READ, MAP_SHARED, v.fd, 0);
+
+		if (big == MAP_FAILED)
+			BAIL("mmap of the vCPU fd");
+		tap_ok(read_sigbus(big + v.run_size) && !read_sigbus(big),
+		       "the page past the vCPU mapping's size gets SIGBUS, the run page does not");
+		munmap(big, v.run_size + 4096);
+	}
 
 	ret = zone(vm.fd, KVM_REGISTER_COALESCED_MMIO, ZONE, 0x10, 2);
 	tap_ok(ret == -1 && errno == EINVAL, "pio = 2 -> EINVAL (%ld, errno %d)", ret, errno);
