@@ -43,6 +43,8 @@ cycle "no VM"
 fifo=/tmp/cpu_hotplug.fifo
 rm -f $fifo
 mkfifo $fifo
+# (A file left by the other hypervisor's run would already say "VM created".)
+rm -f /tmp/cpu_hotplug.hold
 hv_probe --hold <$fifo >/tmp/cpu_hotplug.hold 2>&1 &
 holder=$!
 exec 3>$fifo

@@ -84,6 +84,8 @@ read_all "no VM"
 fifo=/tmp/debugfs_stats.fifo
 rm -f $fifo
 mkfifo $fifo
+# (A file left by the other hypervisor's run would already say "VM created".)
+rm -f /tmp/debugfs_stats.hold
 hv_probe --hold <$fifo >/tmp/debugfs_stats.hold 2>&1 &
 holder=$!
 exec 3>$fifo

@@ -26,6 +26,8 @@ tap_ok $? "before: $out"
 fifo=/tmp/module_reload.fifo
 rm -f $fifo
 mkfifo $fifo
+# (A file left by the other hypervisor's run would already say "VM created".)
+rm -f /tmp/module_reload.hold
 hv_probe --hold <$fifo >/tmp/module_reload.hold 2>&1 &
 holder=$!
 exec 3>$fifo

@@ -48,6 +48,8 @@ cycle "no VM"
 fifo=/tmp/suspend_resume.fifo
 rm -f $fifo
 mkfifo $fifo
+# (A file left by the other hypervisor's run would already say "VM created".)
+rm -f /tmp/suspend_resume.hold
 hv_probe --hold <$fifo >/tmp/suspend_resume.hold 2>&1 &
 holder=$!
 exec 3>$fifo
