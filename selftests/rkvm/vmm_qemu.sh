@@ -36,6 +36,10 @@ qemu_start() {
 	local out=$1 irqchip=$2 cpu=$3 n=$4 append=$5
 	shift 5
 	rm -f $mon.in $mon.out
+	# Emptied here, not only by QEMU's redirection in the background: a wait that looks
+	# at OUT before QEMU starts must not see the other hypervisor's run's console (its
+	# counts made a migration's wait end before the loaded guest had printed anything).
+	: >$out
 	mkfifo $mon.in
 	: >$mon.out
 	$qemu -L /vmm/share -machine pc,accel=kvm,kernel-irqchip=$irqchip \
