@@ -8,10 +8,11 @@ use super::dirty_ring::DirtyRing;
 use super::memslot;
 use super::vm::Vm;
 use crate::sys::cpu;
-use crate::sys::kmem::KmemBox;
 use crate::sys::mm::{self, UserPage};
 use crate::x86::emulate::GuestMem;
-use crate::x86::tdp::{level_frames, Huge, Perm, SparesNeeded, Table, Tdp, HUGE_PAGES};
+use crate::x86::tdp::{
+    level_frames, Huge, Perm, Spares, SparesNeeded, Tdp, HUGE_PAGES, MAPPING_SPARES,
+};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
@@ -140,7 +141,7 @@ impl Vm {
             let need = self.mmu.lock().tdp.spares_needed();
             let mut spares = self.alloc_spares(need)?;
             let mut m = self.mmu.lock();
-            for t in spares.drain_all() {
+            while let Some(t) = spares.pop() {
                 m.tdp.add_spare(t);
             }
             if m.in_progress != 0 || m.seq != seq {
@@ -230,13 +231,13 @@ impl Vm {
     }
 
     /// The spare tables `need` says, allocated outside the MMU spinlock.
-    fn alloc_spares(&self, need: SparesNeeded) -> Result<KVec<KmemBox<Table>>> {
-        let mut spares = KVec::new();
+    fn alloc_spares(&self, need: SparesNeeded) -> Result<Spares<MAPPING_SPARES>> {
+        let mut spares = Spares::new();
         let cache = &self.kvm.arch.mmu.page_header_cache;
         for upper in [true, false] {
             let n = if upper { need.upper } else { need.leaf };
             for _ in 0..n {
-                spares.push(Tdp::alloc_spare(cache, upper)?, GFP_KERNEL)?;
+                spares.push(Tdp::alloc_spare(cache, upper)?);
             }
         }
         Ok(spares)
@@ -254,7 +255,7 @@ impl Vm {
             };
             let mut spares = self.alloc_spares(need)?;
             let mut m = self.mmu.lock();
-            for t in spares.drain_all() {
+            while let Some(t) = spares.pop() {
                 m.tdp.add_spare(t);
             }
             let Some(&(_, pfn)) = m.private.iter().find(|&&(g, _)| g == gfn) else {

@@ -25,6 +25,8 @@ const ENTRIES: usize = 512;
 /// Tables one mapping may need below the root that hold child tables (levels 3 and 2);
 /// it may need one level-1 table besides.
 const UPPER_SPARES: usize = (LEVELS - 2) as usize;
+/// Spare tables one mapping may need in all.
+pub(crate) const MAPPING_SPARES: usize = UPPER_SPARES + 1;
 /// Frames of a 2 MiB mapping.
 pub(crate) const HUGE_PAGES: u64 = 512;
 /// The page-size bit of a level-2 or level-3 entry that maps 2 MiB or 1 GiB itself (EPT
@@ -49,12 +51,13 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    fn new(cache: &KmemCache<Table>, level: u8) -> Result<KmemBox<Table>> {
-        // A table above level 1 gets room for all its child slots (8 KiB), filled in
-        // only up to the highest one used (`slot_mut`); a level-1 table, which never
-        // has children, none.
+    fn new(cache: &KmemCache<Table>, level: u8, slots: usize) -> Result<KmemBox<Table>> {
+        // A table above level 1 gets room for `slots` child slots (all 512, 8 KiB, but
+        // for the root, whose slots above MAXPHYADDR never fill), filled in only up to
+        // the highest one used (`slot_mut`); a level-1 table, which never has children,
+        // none.
         let children = if level > 1 {
-            KVec::with_capacity(ENTRIES, GFP_KERNEL_ACCOUNT)?
+            KVec::with_capacity(slots.min(ENTRIES), GFP_KERNEL_ACCOUNT)?
         } else {
             KVec::new()
         };
@@ -129,8 +132,8 @@ pub(crate) struct Tdp {
     root: KmemBox<Table>,
     masks: SpteMasks,
     /// Spare tables with room for children, and level-1 ones.
-    spares: KVec<KmemBox<Table>>,
-    leaf_spares: KVec<KmemBox<Table>>,
+    spares: Spares<{ 2 * UPPER_SPARES }>,
+    leaf_spares: Spares<2>,
     /// 4 KiB leaf entries present (KVM's pages_4k).
     pub(crate) leaves: u64,
     /// 2 MiB leaf entries present (KVM's pages_2m).
@@ -149,10 +152,10 @@ impl Tdp {
     /// An empty table.
     pub(crate) fn new(cache: &KmemCache<Table>, masks: SpteMasks) -> Result<Self> {
         Ok(Self {
-            root: Table::new(cache, LEVELS)?,
+            root: Table::new(cache, LEVELS, index(masks.max_gfn, LEVELS) + 1)?,
             masks,
-            spares: KVec::with_capacity(2 * UPPER_SPARES, GFP_KERNEL_ACCOUNT)?,
-            leaf_spares: KVec::with_capacity(2, GFP_KERNEL_ACCOUNT)?,
+            spares: Spares::new(),
+            leaf_spares: Spares::new(),
             leaves: 0,
             huge_leaves: 0,
             giant_leaves: 0,
@@ -179,19 +182,17 @@ impl Tdp {
     /// Adds a spare table (allocated with [`Tdp::alloc_spare`] outside the lock) to the
     /// pool of its kind.
     pub(crate) fn add_spare(&mut self, t: KmemBox<Table>) {
-        // The pools' capacity was reserved at creation, so this never allocates; a full
-        // pool simply drops the extra table.
-        let _ = if t.children.capacity() >= ENTRIES {
-            self.spares.push_within_capacity(t)
+        if t.children.capacity() >= ENTRIES {
+            self.spares.push(t);
         } else {
-            self.leaf_spares.push_within_capacity(t)
-        };
+            self.leaf_spares.push(t);
+        }
     }
 
     /// Allocates a table for a spare pool: an upper one (with room for children) or a
     /// level-1 one. May sleep.
     pub(crate) fn alloc_spare(cache: &KmemCache<Table>, upper: bool) -> Result<KmemBox<Table>> {
-        Table::new(cache, if upper { 2 } else { 1 })
+        Table::new(cache, if upper { 2 } else { 1 }, ENTRIES)
     }
 
     /// The table of `level` that holds `gfn`'s entry, made from spares where missing.
@@ -556,6 +557,37 @@ impl Tdp {
         self.giant_leaves = 0;
         self.nx_splits = 0;
         (Detached(children), freed)
+    }
+}
+
+/// A fixed number of spare tables: adding and taking one never allocates, so both may
+/// run under the MMU spinlock.
+pub(crate) struct Spares<const N: usize> {
+    slots: [Option<KmemBox<Table>>; N],
+}
+
+impl<const N: usize> Spares<N> {
+    /// No tables.
+    pub(crate) const fn new() -> Self {
+        Self {
+            slots: [const { None }; N],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Adds `t`; when all `N` places are taken, `t` is freed instead.
+    pub(crate) fn push(&mut self, t: KmemBox<Table>) {
+        if let Some(s) = self.slots.iter_mut().find(|s| s.is_none()) {
+            *s = Some(t);
+        }
+    }
+
+    /// Takes a table, if there is one.
+    pub(crate) fn pop(&mut self) -> Option<KmemBox<Table>> {
+        self.slots.iter_mut().rev().find_map(Option::take)
     }
 }
 
