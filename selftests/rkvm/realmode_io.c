@@ -38,7 +38,7 @@ int main(void)
 
 	test_watchdog(120);
 	vm = vm_create();
-	tap_plan(6);
+	tap_plan(7);
 	/* Needed where the CPU lacks unrestricted guest; harmless elsewhere. */
 	if (ioctl(vm.fd, KVM_SET_TSS_ADDR, 0xfffbd000))
 		BAIL("KVM_SET_TSS_ADDR");
@@ -46,6 +46,19 @@ int main(void)
 	memcpy(mem + CODE_GPA, guest_code, sizeof(guest_code));
 	v = vcpu_create(&vm, 0);
 	vcpu_set_real_mode(&v, CODE_GPA);
+	/*
+	 * The PIO data page (page 1 of the mapping) touched before any exit: zeros, and the
+	 * page the OUTs below then put their data in.
+	 */
+	{
+		const uint8_t *pio = (const uint8_t *)v.run + KVM_PIO_PAGE_OFFSET * 4096;
+		int nonzero = 0;
+
+		for (int i = 0; i < 4096; i++)
+			nonzero += pio[i] != 0;
+		tap_ok(!nonzero, "the PIO data page reads as zeros before the first exit (%d not)",
+		       nonzero);
+	}
 
 	for (;;) {
 		if (ioctl(v.fd, KVM_RUN, 0))
