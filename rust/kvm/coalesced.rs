@@ -59,12 +59,16 @@ pub(crate) fn register(vm: &Vm, arg: usize) -> Result<isize> {
         return Err(EINVAL);
     }
     // The ring the zone's writes go to, made outside the lock.
-    vm.coalesced_ring()?;
+    vm.coalesced_ring.get()?;
     let mut l = vm.locked.lock();
     if bus_full(&l.coalesced, z.pio) {
         return Err(ENOSPC);
     }
     l.coalesced.push(z, GFP_KERNEL_ACCOUNT)?;
+    vm.coalesced_count.store(
+        u32::try_from(l.coalesced.len()).unwrap_or(u32::MAX),
+        Ordering::Release,
+    );
     Ok(0)
 }
 
@@ -90,13 +94,17 @@ pub(crate) fn unregister(vm: &Vm, arg: usize) -> Result<isize> {
             i += 1;
         }
     }
+    vm.coalesced_count.store(
+        u32::try_from(l.coalesced.len()).unwrap_or(u32::MAX),
+        Ordering::Release,
+    );
     Ok(0)
 }
 
 /// A guest write of `data[..len]` to `addr` (a port when `pio`): appended to the ring if
 /// it falls in a zone and the ring has room. `true` means it is done (no exit).
 pub(crate) fn write(vm: &Vm, addr: u64, len: u32, pio: bool, data: &[u8]) -> bool {
-    if len == 0 || len > 8 {
+    if len == 0 || len > 8 || vm.coalesced_count.load(Ordering::Acquire) == 0 {
         return false;
     }
     let l = vm.locked.lock();
@@ -104,7 +112,7 @@ pub(crate) fn write(vm: &Vm, addr: u64, len: u32, pio: bool, data: &[u8]) -> boo
         return false;
     }
     // A zone exists, so its registration made the ring.
-    let Some(ring) = vm.coalesced_ring_made() else {
+    let Some(ring) = vm.coalesced_ring.made() else {
         return false;
     };
     let mut hdr = [0u8; RING_HEADER];

@@ -8,6 +8,7 @@ use super::uaccess;
 use super::vm::Vm;
 use crate::sys::ffi;
 use crate::uapi::*;
+use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 /// Which bus a registration listens on.
@@ -112,6 +113,10 @@ pub(crate) fn ioctl(vm: &Vm, arg: usize) -> Result<isize> {
                 && e.datamatch == new.datamatch
         });
         let gone = pos.map(|i| l.ioeventfds.remove(i)).ok_or(ENOENT)??;
+        vm.ioeventfd_count.store(
+            u32::try_from(l.ioeventfds.len()).unwrap_or(u32::MAX),
+            Ordering::Release,
+        );
         drop(l);
         drop(gone);
         return Ok(0);
@@ -126,12 +131,19 @@ pub(crate) fn ioctl(vm: &Vm, arg: usize) -> Result<isize> {
         return Err(ENOSPC);
     }
     l.ioeventfds.push(new, GFP_KERNEL_ACCOUNT)?;
+    vm.ioeventfd_count.store(
+        u32::try_from(l.ioeventfds.len()).unwrap_or(u32::MAX),
+        Ordering::Release,
+    );
     Ok(0)
 }
 
 /// A guest write of `len` bytes of `val` to `addr` (a port when `pio`): `true` if an
 /// ioeventfd took it (and was signalled).
 pub(crate) fn write(vm: &Vm, addr: u64, len: u32, pio: bool, val: u64) -> bool {
+    if vm.ioeventfd_count.load(Ordering::Acquire) == 0 {
+        return false;
+    }
     let bus = if pio { Bus::Pio } else { Bus::Mmio };
     let l = vm.locked.lock();
     let Some(e) = l.ioeventfds.iter().find(|e| e.hit(bus, addr, len, val)) else {

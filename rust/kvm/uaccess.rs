@@ -6,6 +6,7 @@
 //! compiler has checked that they have no padding and accept any bit pattern: they can
 //! be copied byte for byte in both directions.
 
+use core::mem::MaybeUninit;
 use kernel::prelude::*;
 use kernel::uaccess::{UserPtr, UserSlice};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -16,12 +17,21 @@ pub(crate) fn offset(addr: usize, off: usize) -> Result<usize> {
 }
 
 /// Reads a `T` from userspace address `addr`.
+///
+/// The bytes go straight from userspace into the result, with no zeroing first.
 pub(crate) fn read<T: FromBytes + IntoBytes + KnownLayout>(addr: usize) -> Result<T> {
-    let mut v = T::new_zeroed();
+    let mut v = MaybeUninit::<T>::uninit();
+    // SAFETY: `v` is `size_of::<T>()` bytes of writable memory, and `MaybeUninit<u8>` has
+    // no validity requirement.
+    let bytes = unsafe {
+        core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<MaybeUninit<u8>>(), size_of::<T>())
+    };
     UserSlice::new(UserPtr::from_addr(addr), size_of::<T>())
         .reader()
-        .read_slice(v.as_mut_bytes())?;
-    Ok(v)
+        .read_raw(bytes)?;
+    // SAFETY: `read_raw` succeeded, so it initialized every byte; `T: FromBytes` makes any
+    // bytes a valid `T`.
+    Ok(unsafe { v.assume_init() })
 }
 
 /// Writes `v` to userspace address `addr`.

@@ -12,7 +12,7 @@ use crate::sys::anon_fd::{self, AnonFile};
 use crate::sys::cname::ShortName;
 use crate::sys::cpu;
 use crate::sys::mm::{self, MmId, MmuNotifier};
-use crate::sys::page::PhysPage;
+use crate::sys::page::{LazyPage, PhysPage};
 use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
 use crate::x86::backend::{RmodeAddrs, RMODE_TSS_SIZE};
@@ -179,12 +179,14 @@ pub(crate) struct Vm {
     #[pin]
     pub(crate) tsc_sync: SpinLock<crate::x86::tsc::TscSync>,
     /// The coalesced MMIO ring, one page shared by every vCPU's mapping: made by the
-    /// first touch of it or the first zone registered (`Vm::coalesced_ring`).
-    coalesced_ring: kernel::sync::SetOnce<PhysPage>,
-    /// Held while the ring is made. Only that takes it, and it may be taken in a page
-    /// fault (mmap lock held): nothing may wait for user memory while holding it.
+    /// first touch of it or the first zone registered.
     #[pin]
-    ring_make: Mutex<()>,
+    pub(crate) coalesced_ring: LazyPage,
+    /// How many coalesced zones and ioeventfds there are (stored with each change of
+    /// their lists, under `locked`): a guest write looks through a list, under that
+    /// lock, only when it is not empty.
+    pub(crate) coalesced_count: AtomicU32,
+    pub(crate) ioeventfd_count: AtomicU32,
     pub(crate) stats: VmCounters,
     /// The creator's pid: the VM's stats id is "kvm-<pid>", as KVM's.
     pub(crate) pid: i32,
@@ -302,8 +304,9 @@ fn new_vm(k: &'static Kvm) -> Result<Arc<Vm>> {
             msr_filter <- new_spinlock!(None),
             msr_filter_gen: AtomicU64::new(0),
             tsc_sync <- new_spinlock!(crate::x86::tsc::TscSync::default()),
-            coalesced_ring: kernel::sync::SetOnce::new(),
-            ring_make <- new_mutex!(()),
+            coalesced_ring <- LazyPage::new(),
+            coalesced_count: AtomicU32::new(0),
+            ioeventfd_count: AtomicU32::new(0),
             stats: VmCounters::new(),
             pid: cpu::current_pid(),
             debugfs_id: AtomicU64::new(0),
@@ -437,25 +440,6 @@ impl Vm {
             return Err(EIO);
         }
         Ok(())
-    }
-
-    /// The coalesced MMIO ring, made on first use (by one caller: others wait for it).
-    pub(crate) fn coalesced_ring(&self) -> Result<&PhysPage> {
-        if let Some(r) = self.coalesced_ring.as_ref() {
-            return Ok(r);
-        }
-        let _making = self.ring_make.lock();
-        if let Some(r) = self.coalesced_ring.as_ref() {
-            return Ok(r);
-        }
-        // The only maker: this always stores the page.
-        self.coalesced_ring.populate(PhysPage::new()?);
-        self.coalesced_ring.as_ref().ok_or(ENOMEM)
-    }
-
-    /// The coalesced MMIO ring if it was made (see [`Vm::coalesced_ring`]).
-    pub(crate) fn coalesced_ring_made(&self) -> Option<&PhysPage> {
-        self.coalesced_ring.as_ref()
     }
 
     /// Sets up (once) the real-mode TSS and identity map for virtual-8086 real mode.

@@ -89,6 +89,16 @@ impl<T> KmemCache<T> {
     }
 }
 
+impl<T: zerocopy::FromZeros> KmemCache<T> {
+    /// Allocates an object left as the allocator zeroed it (all zeros is a valid `T`).
+    pub(crate) fn alloc_zeroed(&self) -> Result<KmemBox<T>> {
+        // SAFETY: The object is zeroed by the allocation, and `T: FromZeros` makes zeros a
+        // valid `T`.
+        let init = unsafe { pin_init::init_from_closure(|_slot: *mut T| Ok(())) };
+        self.alloc(init)
+    }
+}
+
 impl<T> KmemCache<T> {
     /// Allocates an object holding `value`.
     pub(crate) fn alloc_value(&self, value: T) -> Result<KmemBox<T>> {

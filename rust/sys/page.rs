@@ -7,6 +7,7 @@ use super::ffi;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::page::Page;
 use kernel::prelude::*;
+use kernel::sync::{Mutex, SetOnce};
 
 /// A host physical address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -160,6 +161,52 @@ impl PhysPage {
     /// The underlying page.
     pub(crate) fn page(&self) -> &Page {
         &self.page
+    }
+}
+
+/// A zeroed page made at its first use, by one caller while any other waits: a page
+/// userspace maps that many VMs never touch (the coalesced MMIO ring, the PIO data page).
+#[pin_data]
+pub(crate) struct LazyPage {
+    page: SetOnce<PhysPage>,
+    /// Held while the page is made. Only that takes it, and it may be taken in a page
+    /// fault (mmap lock held): nothing may wait for user memory while holding it.
+    #[pin]
+    make: Mutex<()>,
+}
+
+impl LazyPage {
+    /// No page yet.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            page: SetOnce::new(),
+            make <- kernel::new_mutex!(()),
+        })
+    }
+
+    /// The page, made now if nobody has made it yet.
+    #[inline]
+    pub(crate) fn get(&self) -> Result<&PhysPage> {
+        match self.page.as_ref() {
+            Some(p) => Ok(p),
+            None => self.make_page(),
+        }
+    }
+
+    #[cold]
+    fn make_page(&self) -> Result<&PhysPage> {
+        let _making = self.make.lock();
+        if let Some(p) = self.page.as_ref() {
+            return Ok(p);
+        }
+        // The only maker (under `make`): this always stores the page.
+        self.page.populate(PhysPage::new()?);
+        self.page.as_ref().ok_or(ENOMEM)
+    }
+
+    /// The page if it was made.
+    pub(crate) fn made(&self) -> Option<&PhysPage> {
+        self.page.as_ref()
     }
 }
 

@@ -286,15 +286,19 @@ pub(super) fn handle_exit(
             {
                 return Ok(None);
             }
-            if !input {
-                let _ = vcpu.pio.write_bytes(
-                    0,
-                    value.to_le_bytes().get(..usize::from(size)).unwrap_or(&[]),
-                );
-            }
             // The backend moved RIP past the instruction; KVM reports the exit with RIP at
             // the instruction and skips it when the I/O completes.
             s.regs.rip = s.regs.rip.wrapping_sub(u64::from(insn_len));
+            // The data page is made by the first OUT that needs it (an IN's by userspace's
+            // touch or its completion); should that fail, the OUT runs again at the next
+            // KVM_RUN.
+            if !input {
+                let data = value.to_le_bytes();
+                let _ = vcpu
+                    .pio
+                    .get()?
+                    .write_bytes(0, data.get(..usize::from(size)).unwrap_or(&[]));
+            }
             g.pending = Pending::Pio {
                 input,
                 size,

@@ -139,12 +139,12 @@ pub(super) fn mmio(
     write: bool,
     exit: [u64; 5],
 ) -> Result<Option<isize>> {
-    let code = &mut g.emu.insn;
+    let code = &mut emu_ctxt(&mut g.emu, vm)?.insn;
     if let Err(e) = fetch(vm, &g.state, code) {
         return fault_or_error(vcpu, &mut g.state, e);
     }
     vcpu.stats.inc(st::INSN_EMULATION);
-    let code = g.emu.insn;
+    let code = *code;
     let Some(op) = emulate::decode_mmio(&g.state, &code) else {
         return Ok(emulation_failure(vm, vcpu, &mut g.state, &code, exit));
     };
@@ -234,10 +234,11 @@ pub(super) fn string_io(
     rep: bool,
     len: u8,
 ) -> Result<Option<isize>> {
-    if let Err(e) = fetch(vm, &g.state, &mut g.emu.insn) {
+    let code = &mut emu_ctxt(&mut g.emu, vm)?.insn;
+    if let Err(e) = fetch(vm, &g.state, code) {
         return fault_or_error(vcpu, &mut g.state, e);
     }
-    let code = g.emu.insn;
+    let code = *code;
     let s = &mut g.state;
     let mut io = emulate::decode_string_io(s, &code);
     io.rep = rep;
@@ -262,7 +263,7 @@ pub(super) fn string_io(
         if let Err(e) = emulate::read_virt(s, &VmMem::of(vm, vcpu), src, &mut buf) {
             return fault_or_error(vcpu, s, e);
         }
-        vcpu.pio.write_bytes(0, &buf)?;
+        vcpu.pio.get()?.write_bytes(0, &buf)?;
     }
     g.pending = Pending::StringPio {
         input,
@@ -280,7 +281,7 @@ pub(super) fn string_io(
         let mut buf = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
         buf.resize(n, 0u8, GFP_KERNEL_ACCOUNT)?;
         if !input {
-            vcpu.pio.read_bytes(0, &mut buf)?;
+            vcpu.pio.get()?.read_bytes(0, &mut buf)?;
         }
         for at in (0..buf.len()).step_by(sz) {
             let Some(e) = buf.get_mut(at..at + sz) else {
@@ -298,7 +299,7 @@ pub(super) fn string_io(
             }
         }
         if input {
-            vcpu.pio.write_bytes(0, &buf)?;
+            vcpu.pio.get()?.write_bytes(0, &buf)?;
         }
         complete_pending(vm, vcpu, g)?;
         return Ok(None);
@@ -326,6 +327,7 @@ pub(super) fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Resul
             if input {
                 let mut b = [0u8; 8];
                 vcpu.pio
+                    .get()?
                     .read_bytes(0, b.get_mut(..usize::from(size)).ok_or(EINVAL)?)?;
                 let v = u64::from_le_bytes(b);
                 // Narrow sizes merge into RAX; 4 bytes zero-extend.
@@ -364,7 +366,7 @@ pub(super) fn complete_pending(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Resul
                 let n = bytes as usize;
                 let mut buf = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
                 buf.resize(n, 0u8, GFP_KERNEL_ACCOUNT)?;
-                vcpu.pio.read_bytes(0, &mut buf)?;
+                vcpu.pio.get()?.read_bytes(0, &mut buf)?;
                 let dst = emulate::linear(s, seg, ptr, io.addr_size);
                 if let Err(e) = emulate::write_virt(s, &VmMem::of(vm, vcpu), dst, &buf) {
                     if let EmuError::Fault(f) = e {

@@ -18,7 +18,7 @@ use crate::sys::anon_fd::{self, AnonFile};
 use crate::sys::cpu;
 use crate::sys::ffi;
 use crate::sys::kmem::KmemBox;
-use crate::sys::page::PhysPage;
+use crate::sys::page::{LazyPage, PhysPage};
 use crate::sys::ratelimit::pr_warn_ratelimited;
 use crate::uapi::*;
 use crate::x86::backend::MsrAllow;
@@ -99,8 +99,9 @@ pub(crate) struct VcpuInner {
     /// The backend's half of the vCPU.
     backend: KBox<dyn VcpuOps>,
     fpu: KmemBox<GuestFpu>,
-    /// The instruction decoder's context (the seed's emulator cache object).
-    emu: KmemBox<crate::x86::EmulateCtxt>,
+    /// The instruction decoder's context (the seed's emulator cache object), made for
+    /// the first instruction rkvm decodes (`emu_ctxt`).
+    emu: Option<KmemBox<crate::x86::EmulateCtxt>>,
     cpuid: KVec<kvm_cpuid_entry2>,
     /// What the backend follows in `cpuid` (set with it).
     guest_caps: crate::x86::cpuid::GuestCaps,
@@ -147,8 +148,10 @@ pub(crate) struct Vcpu {
     inner: Mutex<VcpuInner>,
     /// `struct kvm_run`, shared with userspace.
     run: PhysPage,
-    /// The PIO data page (KVM_PIO_PAGE_OFFSET).
-    pio: PhysPage,
+    /// The PIO data page (KVM_PIO_PAGE_OFFSET), made by the first exit that needs it or
+    /// the first touch of its mapping.
+    #[pin]
+    pio: LazyPage,
     /// The dirty ring (KVM_DIRTY_LOG_PAGE_OFFSET), when the VM has rings.
     dirty_ring: Option<super::dirty_ring::DirtyRing>,
     /// The CPU whose VMX window this vCPU is in, -1 outside.
@@ -199,9 +202,8 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
     if l.vcpus.iter().any(|v| v.id == id) {
         return Err(EEXIST);
     }
-    let fpu_area = k.arch.fpu_cache.alloc_value(GuestFpu {
-        legacy_and_header: [0; 576],
-    })?;
+    let mut fpu_area = k.arch.fpu_cache.alloc_zeroed()?;
+    fpu::init_area(fpu_area.bytes_mut());
     let mut apic_base = k.arch.lapic.apic_base;
     if id == l.bsp_vcpu_id {
         apic_base |= k.arch.lapic.bsp;
@@ -234,7 +236,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 state: VcpuState::reset(apic_base, tsc_offset, tsc_rate),
                 backend: k.backend.vcpu_create()?,
                 fpu: fpu_area,
-                emu: k.arch.emulator_cache.alloc_value(crate::x86::EmulateCtxt::default())?,
+                emu: None,
                 cpuid: KVec::new(),
                 guest_caps: Default::default(),
                 pending: Pending::None,
@@ -259,7 +261,7 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
                 triple_fault: false,
             }),
             run: PhysPage::new()?,
-            pio: PhysPage::new()?,
+            pio <- LazyPage::new(),
             dirty_ring,
             running_cpu: AtomicI32::new(-1),
             kick: AtomicBool::new(false),
@@ -278,7 +280,6 @@ pub(crate) fn create(vm: Arc<Vm>, id: usize) -> Result<isize> {
         // keeps lockdep from recording the VM lock -> vCPU lock order here, the reverse
         // of KVM_RUN's (which takes the VM lock for ioeventfds, routes, ...).
         let mut inner = vcpu.inner.try_lock().ok_or(EBUSY)?;
-        fpu::reset_area(inner.fpu.bytes_mut());
         inner.state.msrs.ucode_rev = k.backend.reset_ucode_rev();
         // With an in-kernel APIC, APs wait for INIT (KVM's vCPU creation does the same).
         if split && apic_base & lapic::base::BSP == 0 {
@@ -462,6 +463,18 @@ impl Vcpu {
     fn set_exit(&self, reason: u32) {
         self.run_put(offset_of!(kvm_run, exit_reason), &reason);
     }
+}
+
+/// The vCPU's instruction decoder context `emu`, made now if this is its first use.
+fn emu_ctxt<'a>(
+    emu: &'a mut Option<KmemBox<crate::x86::EmulateCtxt>>,
+    vm: &Vm,
+) -> Result<&'a mut crate::x86::EmulateCtxt> {
+    if emu.is_none() {
+        let cache = &vm.kvm.arch.emulator_cache;
+        *emu = Some(cache.alloc_value(crate::x86::EmulateCtxt::default())?);
+    }
+    emu.as_deref_mut().ok_or(ENOMEM)
 }
 
 const RUN_U: usize = offset_of!(kvm_run, __bindgen_anon_1);
@@ -883,7 +896,7 @@ impl AnonFile for VcpuFile {
         }
     }
 
-    /// A mapping of the vCPU's pages; all but the first two are mapped at their first
+    /// A mapping of the vCPU's pages; all but the run page are mapped at their first
     /// touch (`fault`), as KVM maps them all.
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         this.vm.check_mm()?;
@@ -899,20 +912,18 @@ impl AnonFile for VcpuFile {
         {
             return Err(EINVAL);
         }
-        // The run page and the PIO data page, which every VMM touches, are mapped now
-        // (saving a page fault each); the others at their first touch.
+        // The run page, which every VMM reads at once, is mapped now (saving a page
+        // fault); the others at their first touch.
         let mixed = vma.set_mixedmap();
-        for (n, page) in [(0, &v.run), (KVM_PIO_PAGE_OFFSET as usize, &v.pio)] {
-            if let Some(i) = n.checked_sub(pgoff).filter(|&i| i < npages) {
-                mixed.vm_insert_page(vma.start() + i * 4096, page.page())?;
-            }
+        if pgoff == 0 && npages > 0 {
+            mixed.vm_insert_page(vma.start(), v.run.page())?;
         }
         Ok(())
     }
 
-    /// The page at `pgoff`: the run page, the PIO data page, the VM's coalesced MMIO
-    /// ring (made now if no zone made it yet) or a page of the dirty ring; SIGBUS past
-    /// those.
+    /// The page at `pgoff`: the run page, the PIO data page or the VM's coalesced MMIO
+    /// ring (each made now if nothing made it yet) or a page of the dirty ring; SIGBUS
+    /// past those.
     fn fault(
         this: ArcBorrow<'_, Self>,
         pgoff: usize,
@@ -923,8 +934,8 @@ impl AnonFile for VcpuFile {
         let v = &this.vcpu;
         match pgoff {
             0 => map(v.run.page()),
-            KVM_PIO_PAGE => map(v.pio.page()),
-            KVM_COALESCED_PAGE => map(this.vm.coalesced_ring()?.page()),
+            KVM_PIO_PAGE => map(v.pio.get()?.page()),
+            KVM_COALESCED_PAGE => map(this.vm.coalesced_ring.get()?.page()),
             n => map(v.dirty_ring_page(n).ok_or(EINVAL)?.page()),
         }
         Ok(())

@@ -102,10 +102,11 @@ pub(super) fn real_mode_ea(
 /// on the software state (HLT, MOV to/from CR and DR, LMSW, CLTS, LGDT, LIDT, RDMSR,
 /// WRMSR, INVD, WBINVD).
 pub(super) fn real_mode_gp(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<Option<isize>> {
-    if let Err(e) = fetch(vm, &g.state, &mut g.emu.insn) {
+    let code = &mut emu_ctxt(&mut g.emu, vm)?.insn;
+    if let Err(e) = fetch(vm, &g.state, code) {
         return fault_or_error(vcpu, &mut g.state, e);
     }
-    let code = g.emu.insn;
+    let code = *code;
     vcpu.stats.inc(st::INSN_EMULATION);
     let mut i = 0;
     let mut opsize32 = false;
