@@ -100,18 +100,21 @@ impl VmDir {
     /// the VM's vCPUs). The VM must drop the result before it is freed.
     pub(crate) fn new(parent: &Dir, name: &CStr, vm: &super::vm::Vm) -> Result<Self> {
         let vm = core::ptr::from_ref(vm);
-        let stats: [VmStat; VM_FILES] =
-            core::array::from_fn(|i| match i.checked_sub(VM_STATS.len()) {
-                None => VmStat {
-                    vm,
-                    kind: Kind::Vm,
-                    index: i,
-                },
-                Some(index) => VmStat {
-                    vm,
-                    kind: Kind::Vcpu,
-                    index,
-                },
+        // Written in place, in the allocation below.
+        let stats =
+            pin_init::init_array_from_fn::<_, VM_FILES, _, core::convert::Infallible>(move |i| {
+                match i.checked_sub(VM_STATS.len()) {
+                    None => VmStat {
+                        vm,
+                        kind: Kind::Vm,
+                        index: i,
+                    },
+                    Some(index) => VmStat {
+                        vm,
+                        kind: Kind::Vcpu,
+                        index,
+                    },
+                }
             });
         let scope = parent.scope::<_, core::convert::Infallible, _>(stats, name, |stats, dir| {
             for (stat, s) in stats

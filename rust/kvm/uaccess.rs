@@ -34,6 +34,14 @@ pub(crate) fn read<T: FromBytes + IntoBytes + KnownLayout>(addr: usize) -> Resul
     Ok(unsafe { v.assume_init() })
 }
 
+/// Reads a `T` from userspace address `addr` into `out`, in place: for structs big enough
+/// that moving the result of [`read`] would cost more than zeroing them first.
+pub(crate) fn read_to<T: FromBytes + IntoBytes>(addr: usize, out: &mut T) -> Result {
+    UserSlice::new(UserPtr::from_addr(addr), size_of::<T>())
+        .reader()
+        .read_slice(out.as_mut_bytes())
+}
+
 /// Writes `v` to userspace address `addr`.
 pub(crate) fn write<T: IntoBytes + Immutable>(addr: usize, v: &T) -> Result {
     UserSlice::new(UserPtr::from_addr(addr), size_of::<T>())

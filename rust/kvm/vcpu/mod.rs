@@ -515,12 +515,15 @@ impl AnonFile for VcpuFile {
                 Ok(0)
             }
             RKVM_KVM_SET_REGS => {
-                let r: kvm_regs = uaccess::read(arg)?;
+                let mut r = kvm_regs::default();
+                uaccess::read_to(arg, &mut r)?;
                 set_regs(&mut g.state, &r);
                 Ok(0)
             }
             RKVM_KVM_GET_SREGS => {
-                uaccess::write(arg, &get_sregs(&g.state))?;
+                let mut out = kvm_sregs::default();
+                get_sregs(&g.state, &mut out);
+                uaccess::write(arg, &out)?;
                 Ok(0)
             }
             RKVM_KVM_GET_LAPIC => {
@@ -553,7 +556,8 @@ impl AnonFile for VcpuFile {
                 Ok(0)
             }
             RKVM_KVM_SET_SREGS => {
-                let s: kvm_sregs = uaccess::read(arg)?;
+                let mut s = kvm_sregs::default();
+                uaccess::read_to(arg, &mut s)?;
                 set_sregs(vm, g, &s)?;
                 apic_changed(vcpu, g);
                 Ok(0)

@@ -20,37 +20,36 @@ pub(super) fn set_regs(s: &mut VcpuState, r: &kvm_regs) {
     s.dirty = true;
 }
 
-pub(super) fn get_sregs(s: &VcpuState) -> kvm_sregs {
-    let mut out = kvm_sregs {
-        es: s.segs[state::ES],
-        cs: s.segs[state::CS],
-        ss: s.segs[state::SS],
-        ds: s.segs[state::DS],
-        fs: s.segs[state::FS],
-        gs: s.segs[state::GS],
-        ldt: s.segs[state::LDTR],
-        tr: s.segs[state::TR],
-        gdt: s.gdt,
-        idt: s.idt,
-        cr0: s.cr0,
-        cr2: s.cr2,
-        cr3: s.cr3,
-        cr4: s.cr4,
-        cr8: s.cr8,
-        efer: s.efer,
-        apic_base: s.apic_base,
-        ..Default::default()
-    };
+/// Fills `out` (all zeros) with the segment and control registers: field by field, so no
+/// copy of the whole struct is made on the way.
+pub(super) fn get_sregs(s: &VcpuState, out: &mut kvm_sregs) {
+    out.es = s.segs[state::ES];
+    out.cs = s.segs[state::CS];
+    out.ss = s.segs[state::SS];
+    out.ds = s.segs[state::DS];
+    out.fs = s.segs[state::FS];
+    out.gs = s.segs[state::GS];
+    out.ldt = s.segs[state::LDTR];
+    out.tr = s.segs[state::TR];
+    out.gdt = s.gdt;
+    out.idt = s.idt;
+    out.cr0 = s.cr0;
+    out.cr2 = s.cr2;
+    out.cr3 = s.cr3;
+    out.cr4 = s.cr4;
+    out.cr8 = s.cr8;
+    out.efer = s.efer;
+    out.apic_base = s.apic_base;
     if let (Some(v), true) = (s.events.interrupt, s.events.interrupt_injected) {
         if let Some(w) = out.interrupt_bitmap.get_mut(usize::from(v) / 64) {
             *w |= 1 << (v % 64);
         }
     }
-    out
 }
 
 pub(super) fn get_sregs2(s: &VcpuState) -> kvm_sregs2 {
-    let b = get_sregs(s);
+    let mut b = kvm_sregs::default();
+    get_sregs(s, &mut b);
     let mut out = kvm_sregs2 {
         cs: b.cs,
         ds: b.ds,
@@ -398,7 +397,9 @@ pub(super) fn sync_regs_out(vcpu: &Vcpu, g: &mut VcpuInner, valid: u64) {
         vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, regs), &s.regs);
     }
     if sregs {
-        vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, sregs), &get_sregs(s));
+        let mut out = kvm_sregs::default();
+        get_sregs(s, &mut out);
+        vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, sregs), &out);
     }
     if valid & u64::from(KVM_SYNC_X86_EVENTS) != 0 {
         vcpu.run_put(SYNC + offset_of!(kvm_sync_regs, events), &events::get(s));
