@@ -353,15 +353,6 @@ impl X86Ops for Svm {
             .store(false, Ordering::Release);
     }
 
-    fn get_feature_msr(&self, _msr: u32) -> Option<u64> {
-        None
-    }
-
-    fn has_emulated_msr(&self, msr: u32) -> bool {
-        // No VMX capability MSRs on AMD, as kvm_amd answers.
-        !(index::IA32_VMX_BASIC..=index::IA32_VMX_VMFUNC).contains(&msr)
-    }
-
     fn cpuid_caps(&self) -> BackendCpuidCaps {
         // RDTSCP and INVPCID run natively (neither is intercepted).
         BackendCpuidCaps {

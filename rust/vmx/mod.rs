@@ -299,17 +299,6 @@ impl X86Ops for Vmx {
             .store(false, Ordering::Release);
     }
 
-    fn get_feature_msr(&self, _msr: u32) -> Option<u64> {
-        // The VMX capability MSRs are feature MSRs only with nested VMX, which rkvm does
-        // not offer.
-        None
-    }
-
-    fn has_emulated_msr(&self, msr: u32) -> bool {
-        // Same reason: no VMX MSRs for the guest without nested VMX.
-        !(index::IA32_VMX_BASIC..=index::IA32_VMX_VMFUNC).contains(&msr)
-    }
-
     fn cpuid_caps(&self) -> BackendCpuidCaps {
         BackendCpuidCaps {
             rdtscp: self.config.has2(proc2::ENABLE_RDTSCP),

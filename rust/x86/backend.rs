@@ -28,10 +28,17 @@ pub(crate) trait X86Ops: Send + Sync {
     fn hardware_enable(&self) -> Result;
     /// Undoes `hardware_enable` on the CPU this runs on.
     fn hardware_disable(&self);
-    /// A backend-specific feature MSR (`get_msr_feature`).
-    fn get_feature_msr(&self, msr: u32) -> Option<u64>;
-    /// Whether the backend can emulate `msr` for guests (`has_emulated_msr`).
-    fn has_emulated_msr(&self, msr: u32) -> bool;
+    /// A backend-specific feature MSR (`get_msr_feature`). The VMX capability MSRs would
+    /// be, with nested VMX, which neither backend offers: none by default.
+    fn get_feature_msr(&self, _msr: u32) -> Option<u64> {
+        None
+    }
+    /// Whether the backend can emulate `msr` for guests (`has_emulated_msr`): by default
+    /// all but the VMX capability MSRs (no nested VMX, as kvm_amd answers too).
+    fn has_emulated_msr(&self, msr: u32) -> bool {
+        use crate::sys::msr::index::{IA32_VMX_BASIC, IA32_VMX_VMFUNC};
+        !(IA32_VMX_BASIC..=IA32_VMX_VMFUNC).contains(&msr)
+    }
     /// The guest features that depend on the backend's controls (for KVM_GET_SUPPORTED_CPUID).
     fn cpuid_caps(&self) -> BackendCpuidCaps;
     /// Whether guest real mode needs the VM's real-mode TSS and identity map

@@ -39,20 +39,6 @@ static long now_ms(void)
 	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static void add_slot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva)
-{
-	struct kvm_userspace_memory_region r = {
-		.slot = slot,
-		.flags = KVM_MEM_LOG_DIRTY_PAGES,
-		.guest_phys_addr = gpa,
-		.memory_size = size,
-		.userspace_addr = (uintptr_t)hva,
-	};
-
-	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r))
-		BAIL("memslot %u", slot);
-}
-
 static uint64_t get_log(struct vm *vm, uint32_t slot)
 {
 	uint64_t bits = 0;
@@ -105,7 +91,7 @@ int main(void)
 	mask = malloc(BIG_PAGES / 8);
 	if (big == MAP_FAILED || !mask)
 		BAIL("16 GiB of address space and its mask");
-	add_slot(&g.vm, 1, BIG_GPA, BIG_PAGES * PAGE, big);
+	vm_set_slot(g.vm.fd, 1, BIG_GPA, BIG_PAGES * PAGE, big, KVM_MEM_LOG_DIRTY_PAGES);
 	memset(mask, 0xff, BIG_PAGES / 8);
 	clear = (struct kvm_clear_dirty_log){ .slot = 1, .num_pages = BIG_PAGES, .dirty_bitmap = mask };
 	t0 = now_ms();
@@ -125,7 +111,7 @@ int main(void)
 		     -1, 0);
 	if (small == MAP_FAILED)
 		BAIL("mmap");
-	add_slot(&g.vm, 2, SMALL_GPA, SMALL_PAGES * PAGE, small);
+	vm_set_slot(g.vm.fd, 2, SMALL_GPA, SMALL_PAGES * PAGE, small, KVM_MEM_LOG_DIRTY_PAGES);
 	guest_load(g.mem, GUEST_CODE_GPA, dls_guest);
 	run_writer(&g);
 	bits = get_log(&g.vm, 2);
