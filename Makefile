@@ -37,7 +37,7 @@ TESTS ?= realmode_io exit_state sys_ioctls msr_lists cpuid_protocol protected_mo
 	coalesced_mmio ioeventfd tsc_offset emulation_failure vcpu_state interrupts lapic apic_bus quirks hypercall steal_time kvmclock mce kvm_vfio xsaves one_reg tsc_sync tsc_khz irqchip pit \
 	binary_stats stat_events halt_stats l1d_flush fault_race single_step apic_window huge_pages huge_pages_1g nx_huge_pages directed_yield guest_dr guest_debug ioctl_errors dirty_log_scale mmu_shrink page_idle memcg_account \
 	wbinvd host_debugctl nmi_storm ioeventfd_limit state_validation exit_loop fuzz_guest \
-	debugfs_stats module_reload \
+	debugfs_stats debugfs_clear module_reload \
 	suspend_resume vendor_insmod kvm_coexist \
 	fpu_mxcsr host_memory
 SMP_TESTS ?= realmode_io@cpu1 sys_ioctls@cpu1 smp_vms lapic cr4_stress fail_entry@cpu1 cpu_hotplug \

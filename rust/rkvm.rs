@@ -39,7 +39,7 @@ mod uapi;
 mod vmx;
 mod x86;
 
-use kvm::stats::Debugfs;
+use kvm::debugfs::Debugfs;
 use kvm::{dev::DevFile, kvm, Kvm};
 use sys::cpu;
 use sys::notifiers::{CpuHotplug, PreemptOps, RebootNotifier, Syscore};

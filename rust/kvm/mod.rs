@@ -5,6 +5,7 @@
 
 pub(crate) mod caps;
 pub(crate) mod coalesced;
+pub(crate) mod debugfs;
 pub(crate) mod dev;
 pub(crate) mod device_ops;
 pub(crate) mod dirty_log;
@@ -118,18 +119,6 @@ impl Kvm {
         if let Some(i) = list.iter().position(|r| core::ptr::eq(r.0, v)) {
             let _ = list.remove(i);
         }
-    }
-
-    /// The sum of one stat over every VM (or every vCPU of every VM).
-    pub(crate) fn sum_stat(&self, kind: stats::Kind, index: usize) -> u64 {
-        let mut total = 0u64;
-        self.for_each_vm(|v| {
-            total = total.wrapping_add(match kind {
-                stats::Kind::Vm => v.stats.get(index),
-                stats::Kind::Vcpu => v.sum_vcpu_stat(index),
-            });
-        });
-        total
     }
 }
 

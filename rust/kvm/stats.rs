@@ -1,133 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Statistics: KVM's VM and vCPU stat names, per-VM and per-vCPU counters, and the global
-//! debugfs files under /sys/kernel/debug/rkvm/ that sum them over every VM (the seed's
-//! `kvm_init_debug`).
+//! Statistics: KVM's VM and vCPU stat names, per-VM and per-vCPU counters, and the
+//! binary stats files (`KVM_GET_STATS_FD`). The debugfs files are in `debugfs.rs`.
 
 use crate::uapi::{
     KVM_STATS_BASE_POW10, KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_TYPE_INSTANT,
     KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_BOOLEAN, KVM_STATS_UNIT_NONE, KVM_STATS_UNIT_SECONDS,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::debugfs::{Dir, File, Scope};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow};
 
 pub(crate) use crate::x86::stats::*;
 
-/// Which table a debugfs file sums.
+/// Which table a stat belongs to.
 #[derive(Clone, Copy)]
 pub(crate) enum Kind {
     Vm,
     Vcpu,
-}
-
-/// What a global stat file reads.
-pub(crate) struct StatFile {
-    kind: Kind,
-    index: usize,
-}
-
-fn show(s: &StatFile, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-    let total = crate::kvm::kvm().map_or(0, |k| k.sum_stat(s.kind, s.index));
-    writeln!(f, "{total}")
-}
-
-/// The debugfs directory and its files.
-pub(crate) struct Debugfs {
-    _files: KVec<Pin<KBox<File<StatFile>>>>,
-    dir: Dir,
-}
-
-impl Debugfs {
-    /// `kvm_init_debug()`: /sys/kernel/debug/rkvm/ with one file per stat.
-    pub(crate) fn init() -> Result<Self> {
-        let dir = Dir::new(c"rkvm");
-        let mut files = KVec::new();
-        for (kind, names) in [(Kind::Vm, VM_STATS), (Kind::Vcpu, VCPU_STATS)] {
-            for (index, stat) in names.iter().enumerate() {
-                let file = KBox::pin_init(
-                    dir.read_callback_file(stat.name, StatFile { kind, index }, &show),
-                    GFP_KERNEL_ACCOUNT,
-                )?;
-                files.push(file, GFP_KERNEL_ACCOUNT)?;
-            }
-        }
-        Ok(Self { _files: files, dir })
-    }
-
-    /// The directory, for per-VM subdirectories.
-    pub(crate) fn dir(&self) -> &Dir {
-        &self.dir
-    }
-}
-
-/// What a per-VM stat file reads: one stat of one VM.
-pub(crate) struct VmStat {
-    vm: *const super::vm::Vm,
-    kind: Kind,
-    index: usize,
-}
-
-// SAFETY: `vm` is only dereferenced while the file exists, and the VM removes its files
-// (which waits for readers) before it is freed.
-unsafe impl Send for VmStat {}
-// SAFETY: As above; reads only.
-unsafe impl Sync for VmStat {}
-
-fn show_vm(s: &VmStat, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-    // SAFETY: See `VmStat`: the VM outlives its debugfs files.
-    let vm = unsafe { &*s.vm };
-    let v = match s.kind {
-        Kind::Vm => vm.stats.get(s.index),
-        Kind::Vcpu => vm.sum_vcpu_stat(s.index),
-    };
-    writeln!(f, "{v}")
-}
-
-/// The VM and vCPU stats, one per file of a VM's directory.
-const VM_FILES: usize = VM_STATS.len() + VCPU_STATS.len();
-
-/// A VM's directory `<pid>-<fd>` under /sys/kernel/debug/rkvm/, as KVM names it: one
-/// allocation holds what all its files read, and dropping it removes them all.
-pub(crate) struct VmDir {
-    _scope: Pin<KBox<Scope<[VmStat; VM_FILES]>>>,
-}
-
-impl VmDir {
-    /// Creates the directory and one file per VM and vCPU stat (vCPU stats summed over
-    /// the VM's vCPUs). The VM must drop the result before it is freed.
-    pub(crate) fn new(parent: &Dir, name: &CStr, vm: &super::vm::Vm) -> Result<Self> {
-        let vm = core::ptr::from_ref(vm);
-        // Written in place, in the allocation below.
-        let stats =
-            pin_init::init_array_from_fn::<_, VM_FILES, _, core::convert::Infallible>(move |i| {
-                match i.checked_sub(VM_STATS.len()) {
-                    None => VmStat {
-                        vm,
-                        kind: Kind::Vm,
-                        index: i,
-                    },
-                    Some(index) => VmStat {
-                        vm,
-                        kind: Kind::Vcpu,
-                        index,
-                    },
-                }
-            });
-        let scope = parent.scope::<_, core::convert::Infallible, _>(stats, name, |stats, dir| {
-            for (stat, s) in stats
-                .iter()
-                .zip(Iterator::chain(VM_STATS.iter(), VCPU_STATS))
-            {
-                dir.read_callback_file(s.name, stat, &show_vm);
-            }
-        });
-        Ok(Self {
-            _scope: KBox::pin_init(scope, GFP_KERNEL_ACCOUNT)?,
-        })
-    }
 }
 
 /// `KVM_STATS_NAME_SIZE`: the id string and every descriptor name take this many bytes.
@@ -154,8 +45,15 @@ impl LogHist {
         }
     }
 
-    fn get(&self, i: usize) -> u64 {
+    pub(crate) fn get(&self, i: usize) -> u64 {
         self.0.get(i).map_or(0, |b| b.load(Ordering::Relaxed))
+    }
+
+    /// Zeroes bucket `i`.
+    pub(crate) fn clear(&self, i: usize) {
+        if let Some(b) = self.0.get(i) {
+            b.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -208,7 +106,7 @@ impl HaltHists {
     }
 
     /// The histogram of vCPU stat `i`, if it is one.
-    fn of(&self, i: usize) -> Option<&LogHist> {
+    pub(crate) fn of(&self, i: usize) -> Option<&LogHist> {
         match i {
             vcpu::HALT_POLL_SUCCESS_HIST => Some(&self.poll_success),
             vcpu::HALT_POLL_FAIL_HIST => Some(&self.poll_fail),

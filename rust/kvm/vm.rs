@@ -31,7 +31,7 @@ pub(crate) struct VmLocked {
     identity_map_addr: u64,
     nr_mmu_pages: u64,
     notifier: Option<MmuNotifier>,
-    debugfs: Option<stats::VmDir>,
+    debugfs: Option<super::debugfs::VmDir>,
     /// The real-mode TSS and identity page table (CPUs without unrestricted guest).
     rmode_pages: Option<RmodePages>,
     /// `KVM_CAP_MAX_VCPU_ID`: vCPU ids must stay below this; 0 until it is set or the
@@ -226,7 +226,7 @@ pub(crate) fn create(k: &'static Kvm, ty: usize) -> Result<isize> {
         k.for_each_vm(|v| taken |= v.debugfs_id.load(Ordering::Relaxed) == id);
         if taken {
             pr_warn_ratelimited!("debugfs: duplicate directory {}\n", name);
-        } else if let Ok(d) = stats::VmDir::new(parent, name, &vm) {
+        } else if let Ok(d) = super::debugfs::VmDir::new(parent, name, &vm) {
             vm.locked.lock().debugfs = Some(d);
             vm.debugfs_id.store(id, Ordering::Relaxed);
         }
@@ -425,13 +425,11 @@ impl Vm {
         m.ept_changed(changed)
     }
 
-    /// The sum of a vCPU stat over this VM's vCPUs.
-    pub(crate) fn sum_vcpu_stat(&self, index: usize) -> u64 {
-        self.locked
-            .lock()
-            .vcpus
-            .iter()
-            .fold(0u64, |t, v| t.wrapping_add(v.stats.get(index)))
+    /// Calls `f` on each of the VM's vCPUs (under the VM mutex).
+    pub(crate) fn for_each_vcpu(&self, mut f: impl FnMut(&super::vcpu::Vcpu)) {
+        for v in self.locked.lock().vcpus.iter() {
+            f(v);
+        }
     }
 
     /// Checks that the caller is the VM's process.
