@@ -557,7 +557,7 @@ impl Vm {
     /// small array that takes their place cannot be had (`flags` may forbid sleeping),
     /// the leaves are unmapped instead and the tables stay.
     pub(crate) fn zap_all(&self, flags: kernel::alloc::Flags) -> u64 {
-        let Ok(fresh) = Tdp::empty_children(flags) else {
+        let Ok(fresh) = Tdp::empty_children(self.kvm.arch.mmu.masks, flags) else {
             let gen = {
                 let mut m = self.mmu.lock();
                 let changed = m.tdp.zap(0, u64::MAX);

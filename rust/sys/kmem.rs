@@ -70,13 +70,15 @@ impl<T> KmemCache<T> {
         })
     }
 
-    /// Allocates a zeroed object and initializes it in place.
+    /// Allocates a zeroed object and initializes it in place. The object is all zeros
+    /// when `init` runs (`kmem_cache_zalloc`, and rkvm's caches have no constructor):
+    /// [`KmemCache::alloc_zeroed`] relies on it.
     pub(crate) fn alloc(&self, init: impl Init<T, Error>) -> Result<KmemBox<T>> {
         // SAFETY: The cache is alive (we hold it).
         let obj = unsafe { ffi::rkvm_kmem_cache_zalloc(self.cache.raw.as_ptr()) };
         let obj = NonNull::new(obj.cast::<T>()).ok_or(ENOMEM)?;
-        // SAFETY: `obj` is valid, aligned, uninitialized memory for a `T`; on error the
-        // initializer has cleaned up after itself.
+        // SAFETY: `obj` is valid, aligned memory for a `T`, all zeros but not yet a `T`;
+        // on error the initializer has cleaned up after itself.
         if let Err(e) = unsafe { init.__init(obj.as_ptr()) } {
             // SAFETY: Allocated above from this cache, holds no live `T`.
             unsafe { ffi::rkvm_kmem_cache_free(self.cache.raw.as_ptr(), obj.as_ptr().cast()) };

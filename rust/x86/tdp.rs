@@ -94,9 +94,17 @@ impl Table {
     }
 }
 
-/// Child slot `i` (below 512) of a table's `children`, filling in the empty slots before
-/// it first. Never allocates (the room was reserved with the table), so it may run under
-/// the MMU spinlock; it writes at most 512 slots over the table's life.
+/// The root's child slots that can ever fill: those up to MAXPHYADDR's (one on a host
+/// with 39-bit physical addresses, 512 only with 48).
+fn root_slots(masks: SpteMasks) -> usize {
+    index(masks.max_gfn, LEVELS) + 1
+}
+
+/// Child slot `i` of a table's `children`, filling in the empty slots before it first.
+/// Never allocates, so it may run under the MMU spinlock; it writes at most 512 slots over
+/// the table's life. `EINVAL` past the room reserved with the table (512 slots, but for
+/// the root: [`root_slots`], beyond which no frame reaches, since walks reject frames
+/// above MAXPHYADDR first).
 fn slot_mut(
     children: &mut KVec<Option<KmemBox<Table>>>,
     i: usize,
@@ -152,7 +160,7 @@ impl Tdp {
     /// An empty table.
     pub(crate) fn new(cache: &KmemCache<Table>, masks: SpteMasks) -> Result<Self> {
         Ok(Self {
-            root: Table::new(cache, LEVELS, index(masks.max_gfn, LEVELS) + 1)?,
+            root: Table::new(cache, LEVELS, root_slots(masks))?,
             masks,
             spares: Spares::new(),
             leaf_spares: Spares::new(),
@@ -533,8 +541,11 @@ impl Tdp {
 
     /// An empty set of root children, to swap in with [`Tdp::zap_all`] (allocated outside
     /// the MMU lock; `flags` lets the shrinker avoid sleeping).
-    pub(crate) fn empty_children(flags: kernel::alloc::Flags) -> Result<Detached> {
-        Ok(Detached(KVec::with_capacity(ENTRIES, flags)?))
+    pub(crate) fn empty_children(
+        masks: SpteMasks,
+        flags: kernel::alloc::Flags,
+    ) -> Result<Detached> {
+        Ok(Detached(KVec::with_capacity(root_slots(masks), flags)?))
     }
 
     /// Unhooks every table below the root (memory pressure, the process exiting) and
@@ -543,7 +554,7 @@ impl Tdp {
     /// flushed this table: until then a CPU may still walk the old tables.
     pub(crate) fn zap_all(&mut self, fresh: Detached) -> (Detached, u64) {
         let Detached(mut children) = fresh;
-        if !children.is_empty() || children.capacity() < ENTRIES {
+        if !children.is_empty() || children.capacity() < root_slots(self.masks) {
             return (Detached(children), 0);
         }
         let freed = self.tables - 1;

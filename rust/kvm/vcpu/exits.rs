@@ -289,9 +289,7 @@ pub(super) fn handle_exit(
             // The backend moved RIP past the instruction; KVM reports the exit with RIP at
             // the instruction and skips it when the I/O completes.
             s.regs.rip = s.regs.rip.wrapping_sub(u64::from(insn_len));
-            // The data page is made by the first OUT that needs it (an IN's by userspace's
-            // touch or its completion); should that fail, the OUT runs again at the next
-            // KVM_RUN.
+            // (KVM_RUN made the data page before the guest ran: `get` finds it.)
             if !input {
                 let data = value.to_le_bytes();
                 let _ = vcpu

@@ -148,8 +148,8 @@ pub(crate) struct Vcpu {
     inner: Mutex<VcpuInner>,
     /// `struct kvm_run`, shared with userspace.
     run: PhysPage,
-    /// The PIO data page (KVM_PIO_PAGE_OFFSET), made by the first exit that needs it or
-    /// the first touch of its mapping.
+    /// The PIO data page (KVM_PIO_PAGE_OFFSET), made by the first KVM_RUN or the first
+    /// touch of its mapping.
     #[pin]
     pio: LazyPage,
     /// The dirty ring (KVM_DIRTY_LOG_PAGE_OFFSET), when the VM has rings.
@@ -926,8 +926,8 @@ impl AnonFile for VcpuFile {
     }
 
     /// The page at `pgoff`: the run page, the PIO data page or the VM's coalesced MMIO
-    /// ring (each made now if nothing made it yet) or a page of the dirty ring; SIGBUS
-    /// past those.
+    /// ring (either of the last two made now if nothing made it yet), or a page of the
+    /// dirty ring; SIGBUS past those.
     fn fault(
         this: ArcBorrow<'_, Self>,
         pgoff: usize,

@@ -6,6 +6,10 @@
 use super::*;
 
 pub(super) fn run(vm: &Vm, vcpu: &Vcpu, g: &mut VcpuInner) -> Result<isize> {
+    // The PIO data page exists before the guest first runs: an IN or OUT exit then never
+    // has to make it, which could fail after the backend had already moved the guest
+    // past the instruction (a vCPU that is never run never gets one).
+    vcpu.pio.get()?;
     let immediate = vcpu.run_u8(offset_of!(kvm_run, immediate_exit)) != 0;
     vcpu.run_put(offset_of!(kvm_run, flags), &0u16);
     let valid = vcpu.run_u64(offset_of!(kvm_run, kvm_valid_regs));
