@@ -59,8 +59,8 @@ for i in $(seq 1 "$runs"); do
 		mv "$outdir/qemu-epyc-$i.log" "$outdir/qemu-epyc-$i.stalled.txt"
 	done
 done
-python3 - "$outdir" <<'PY'
-import sys, glob, os, re, statistics
+python3 - "$outdir" "$RKVM_TOP/Documentation/rkvm/bench.csv" <<'PY'
+import sys, glob, os, re, statistics, csv
 samples = {}
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.log"))):
     # qemu-epyc-N.log: run N of the QEMU machine; its figures are the median of the runs.
@@ -80,6 +80,7 @@ def median(v):
         return v[0]
 rows = {k: {hv: median(v) for hv, v in hvs.items()} for k, hvs in samples.items()}
 print(f"{'machine':<22} {'measure':<32} {'kvm':>10} {'rkvm':>10}  rkvm/kvm")
+table = []
 for (model, what), v in sorted(rows.items()):
     k, r = v.get("kvm", "-"), v.get("rkvm", "-")
     if what.startswith("module_"):
@@ -107,10 +108,16 @@ for (model, what), v in sorted(rows.items()):
     else:
         unit = "ns/exit"
     try:
-        ratio = f"{float(r) / float(k):.2f}" if unit != "bytes" else ""
+        ratio = f"{float(r) / float(k):.3f}" if unit != "bytes" else ""
     except (ValueError, ZeroDivisionError):
         ratio = ""
     print(f"{model:<22} {what + ' (' + unit + ')':<32} {k:>10} {r:>10}  {ratio}")
+    table.append([model, what, unit, k, r, ratio])
+# The same table as CSV, next to the plot (regenerated at every run, committed with it).
+with open(sys.argv[2], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["machine", "measure", "unit", "kvm", "rkvm", "rkvm/kvm"])
+    w.writerows(table)
 PY
 # The scaling curves, regenerated at every run (commit the result with the numbers).
 python3 "$RKVM_TOP/tools/bench/plot.py" "$outdir" "$RKVM_TOP/Documentation/rkvm/bench-scaling.svg" &&
