@@ -88,7 +88,7 @@ boot() {
 	local ok=$?
 	[ $ok -eq 0 ] && vmm_learn $ms
 	tap_ok $ok "kernel-irqchip=$irqchip -cpu $cpu -smp $n: the guest's init ran with $cpus of $n CPUs, $ticks timer interrupts in 100 ms; QEMU exit status $rc after $ms ms" ||
-		tap_diag "$(tail -25 $out)"
+		tap_diag "$(cat $out)"
 }
 
 # The guest counts on the in-kernel irqchip; QEMU saves it to a file while it runs (the
