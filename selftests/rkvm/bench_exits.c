@@ -21,7 +21,7 @@
  *                   its steps (create_vm, create_slot, create_vcpu, create_run)
  *   slot_add_N      adding N one-page memslots to a VM, per slot (N = 1 to 32000)
  *   slot_del_N      deleting them again, per slot
- *   vcpu_create_N   creating N vCPUs in one VM, per vCPU (N = 1 to 256)
+ *   vcpu_create_N   creating N vCPUs in one VM, per vCPU (N = 1 to 1024, KVM_CAP_MAX_VCPUS)
  *   mem_vm          kernel memory per VM charged to the caller's memory cgroup
  *                   (MEM_VMS VMs with nothing in them)
  *   mem_vcpu        the same per vCPU (MEM_VCPUS vCPUs in one VM, each run once)
@@ -34,6 +34,7 @@
  */
 #define _GNU_SOURCE
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -526,8 +527,19 @@ int main(void)
 	for (int n = 1; n <= 10000; n *= 10)
 		bench_slots(n);
 	bench_slots(32000);
-	for (int n = 1; n <= 256; n *= 4)
-		bench_vcpus(n);
+	/* Up to the most vCPUs a VM may have: one fd each, beyond the default limit of 1024. */
+	{
+		struct rlimit fds;
+		int sys = kvm_open(), max = ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+
+		close(sys);
+		if (!getrlimit(RLIMIT_NOFILE, &fds)) {
+			fds.rlim_cur = fds.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &fds);
+		}
+		for (int n = 1; n <= max && n <= 1024; n *= 4)
+			bench_vcpus(n);
+	}
 	bench_memory();
 	return 0;
 }
