@@ -25,6 +25,20 @@ static const uint8_t guest_code[] = {
 	0xf4,					/* hlt */
 };
 
+/* Adds the vCPU's pf_fixed and pf_spurious to FIXED and SPURIOUS. */
+static void add_pf_stats(struct vcpu *v, uint64_t *fixed, uint64_t *spurious)
+{
+	struct stats s;
+	int fd = ioctl(v->fd, KVM_GET_STATS_FD, 0);
+
+	if (fd < 0 || !stats_load(fd, &s))
+		BAIL("KVM_GET_STATS_FD");
+	*spurious += stats_value(fd, &s, "pf_spurious");
+	*fixed += stats_value(fd, &s, "pf_fixed");
+	free(s.descs);
+	close(fd);
+}
+
 static void *run_vcpu(void *arg)
 {
 	vcpu_run(arg);
@@ -56,17 +70,9 @@ int main(void)
 	vcpu_set_real_mode(&v[1], CODE_GPA);
 	/* Each vCPU first runs to its OUT to 0xf2: the code page's faults are behind it. */
 	for (i = 0; i < 2; i++) {
-		struct stats s;
-		int fd;
-
 		if (vcpu_run(&v[i]) != KVM_EXIT_IO || !is_out(&v[i], 0xf2, 1))
 			BAIL("vCPU %d: %s before the race", i, exit_str(&v[i]));
-		fd = ioctl(v[i].fd, KVM_GET_STATS_FD, 0);
-		if (fd < 0 || !stats_load(fd, &s))
-			BAIL("KVM_GET_STATS_FD");
-		spurious0 += stats_value(fd, &s, "pf_spurious");
-		fixed0 += stats_value(fd, &s, "pf_fixed");
-		close(fd);
+		add_pf_stats(&v[i], &fixed0, &spurious0);
 	}
 	/* The page is missing: a fault on it waits for this thread. */
 	madvise(mem + PAGE_GPA, 4096, MADV_DONTNEED);
@@ -97,20 +103,12 @@ int main(void)
 	if (ioctl(uffd, UFFDIO_COPY, &copy))
 		BAIL("UFFDIO_COPY");
 	for (i = 0; i < 2; i++) {
-		struct stats s;
-		int fd;
-
 		pthread_join(t[i], NULL);
 		if (!is_out(&v[i], 0xf1, 1) || io_out_value(&v[i]) != 0x5a) {
 			tap_diag("vCPU %d: %s", i, exit_str(&v[i]));
 			read_ok = 0;
 		}
-		fd = ioctl(v[i].fd, KVM_GET_STATS_FD, 0);
-		if (fd < 0 || !stats_load(fd, &s))
-			BAIL("KVM_GET_STATS_FD");
-		spurious += stats_value(fd, &s, "pf_spurious");
-		fixed += stats_value(fd, &s, "pf_fixed");
-		close(fd);
+		add_pf_stats(&v[i], &fixed, &spurious);
 	}
 	tap_ok(read_ok, "both vCPUs read the byte the VMM copied in (0x5a)");
 	tap_ok(fixed - fixed0 == 1 && spurious - spurious0 <= 1,
